@@ -1,0 +1,125 @@
+"""What the cores ask the world to do, and what the world answers.
+
+Actions are plain frozen values: the shell executes them in order, one at a
+time, and reports each outcome back to the core with ``now``. Results carry
+the exact sets of addresses that changed, so the core always knows precisely
+which addresses this host holds, even after a partial failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+from failoverd.addresses import Triplet
+
+Addresses = frozenset[Triplet]
+
+
+# --- actions (core → shell) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """ARP-probe each address (RFC 5227): does any other host answer for it?"""
+
+    addresses: Addresses
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """Run Test/PreAcq hooks, add the addresses, announce them (gratuitous ARP), PostAcq."""
+
+    addresses: Addresses
+
+
+@dataclass(frozen=True)
+class Release:
+    """Run Test/PreRel hooks, remove the addresses, PostRel."""
+
+    addresses: Addresses
+
+
+@dataclass(frozen=True)
+class Announce:
+    """Send gratuitous ARP for addresses already held (heartbeatd's tickle)."""
+
+    addresses: Addresses
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Tell the administrator (NotifyFailover): ``down`` = the peer failed, ``up`` = it is back."""
+
+    direction: Literal["up", "down"]
+    peer: str
+    addresses: Addresses
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """Something an operator must look at: logged at ``level`` and mailed when ``mail``."""
+
+    level: Literal["info", "warning", "error", "critical"]
+    message: str
+    mail: bool = False
+
+
+@dataclass(frozen=True)
+class SendStatus:
+    """Send an authenticated datagram with this core's view to the peer on every path."""
+
+    holds: bool
+    leaving: bool = False
+
+
+Action = Union[Probe, Acquire, Release, Announce, Notify, Alarm, SendStatus]
+
+
+# --- results (shell → core) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProbeDone:
+    """``answered``: addresses another host answered for; the rest were silent."""
+
+    answered: Addresses = frozenset()
+
+
+@dataclass(frozen=True)
+class AcquireDone:
+    """``acquired``: now on our interfaces; ``failed``: could not be added;
+    ``refused``: the Test hook said notification only (nothing was changed)."""
+
+    acquired: Addresses = frozenset()
+    failed: Addresses = frozenset()
+    refused: Addresses = frozenset()
+
+
+@dataclass(frozen=True)
+class ReleaseDone:
+    """``released``: gone from our interfaces; ``failed``: still there;
+    ``refused``: the Test hook said notification only (still there)."""
+
+    released: Addresses = frozenset()
+    failed: Addresses = frozenset()
+    refused: Addresses = frozenset()
+
+
+Result = Union[ProbeDone, AcquireDone, ReleaseDone]
+
+
+@dataclass
+class Counters:
+    """Monotonic counters a core keeps for status output and metrics."""
+
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    transitions: int = 0
+    failovers: int = 0
+    failbacks: int = 0
+    false_suspicions: int = 0
+    contested: int = 0
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1

@@ -1,0 +1,100 @@
+"""Detection timing, its defaults and why they are what they are.
+
+With the defaults (1 s heartbeats, as the original), a backup:
+
+- suspects the master after one missed heartbeat plus the allowance (1.2 s of
+  silence) and starts the ARP probe of the master's public addresses then, so
+  that its answer is known before the failure deadline;
+- declares the master failed after three heartbeat intervals of silence
+  (3.0 s), which is keepalived's three adverts without its priority skew
+  (3.6 s at priority 100), and ucarp's default ``deadratio`` 3.
+
+A false suspicion costs an ARP probe, nothing more; a false takeover is
+stopped by the probe (the master still answers for its address), not by a
+longer timeout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TimingError(ValueError):
+    """A timing configuration that cannot work; the message says why."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    interval: float = 1.0
+    """Seconds between heartbeats (must match the master's ``--interval``)."""
+    suspect_misses: int = 1
+    """Missed intervals after which the master is *suspect* (probing starts)."""
+    fail_misses: int = 3
+    """Intervals of silence after which the master has *failed*."""
+    allowance: float | None = None
+    """Slack for scheduling delay on the suspect deadline; default interval/5."""
+    probe_count: int = 3
+    """ARP probes sent per address before a takeover."""
+    probe_spacing: float | None = None
+    """Seconds between probes; default interval/10, clamped to 10..200 ms."""
+    garp_count: int = 3
+    """Gratuitous ARPs sent after a takeover."""
+    garp_spacing: float = 0.2
+    """Seconds between gratuitous ARPs."""
+    retry_interval: float | None = None
+    """Seconds before retrying an address that failed to be acquired; default = interval."""
+    max_delay: float | None = None
+    """How late (beyond the best-seen one-way delay) an authenticated heartbeat
+    may arrive and still count; default = fail timeout. Bounds how long an
+    attacker who withholds heartbeats can keep a dead master alive."""
+
+    def __post_init__(self) -> None:
+        if not (0.01 <= self.interval <= 3600):
+            raise TimingError(f"interval {self.interval!r} s is outside 0.01..3600 s")
+        if self.suspect_misses < 1:
+            raise TimingError("suspect misses must be at least 1")
+        if self.fail_misses <= self.suspect_misses:
+            raise TimingError(
+                f"fail misses ({self.fail_misses}) must be greater than suspect misses ({self.suspect_misses})"
+            )
+        if self.probe_count < 0 or self.garp_count < 0:
+            raise TimingError("probe and gratuitous ARP counts must not be negative")
+        if self.suspect_after + self.probe_duration >= self.fail_after:
+            raise TimingError(
+                f"the ARP probe ({self.probe_duration:.3f} s from the suspect deadline "
+                f"{self.suspect_after:.3f} s) would not finish before the failure deadline "
+                f"{self.fail_after:.3f} s; lower --probe-count/--probe-spacing or raise --fail-misses"
+            )
+
+    @property
+    def effective_allowance(self) -> float:
+        return self.interval / 5 if self.allowance is None else self.allowance
+
+    @property
+    def effective_probe_spacing(self) -> float:
+        if self.probe_spacing is not None:
+            return self.probe_spacing
+        return min(0.2, max(0.01, self.interval / 10))
+
+    @property
+    def effective_retry_interval(self) -> float:
+        return self.interval if self.retry_interval is None else self.retry_interval
+
+    @property
+    def suspect_after(self) -> float:
+        """Silence (s) after which the master is suspect."""
+        return self.suspect_misses * self.interval + self.effective_allowance
+
+    @property
+    def fail_after(self) -> float:
+        """Silence (s) after which the master has failed."""
+        return self.fail_misses * self.interval
+
+    @property
+    def probe_duration(self) -> float:
+        """How long one ARP probe round takes: probes, then one spacing to listen."""
+        return self.probe_count * self.effective_probe_spacing
+
+    @property
+    def effective_max_delay(self) -> float:
+        return self.fail_after if self.max_delay is None else self.max_delay
