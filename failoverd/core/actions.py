@@ -66,14 +66,23 @@ class Alarm:
 
 
 @dataclass(frozen=True)
-class SendStatus:
-    """Send an authenticated datagram with this core's view to the peer on every path."""
+class Transmit:
+    """Send ``payload`` to each address in ``targets`` on the heartbeat port."""
 
-    holds: bool
-    leaving: bool = False
+    payload: bytes
+    targets: tuple[str, ...]
 
 
-Action = Union[Probe, Acquire, Release, Announce, Notify, Alarm, SendStatus]
+@dataclass(frozen=True)
+class StateChanged:
+    """The core moved from ``source`` to ``dest`` on ``trigger`` (for logs and timelines)."""
+
+    source: str
+    dest: str
+    trigger: str
+
+
+Action = Union[Probe, Acquire, Release, Announce, Notify, Alarm, Transmit, StateChanged]
 
 
 # --- results (shell → core) -------------------------------------------------

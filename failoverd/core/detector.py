@@ -1,0 +1,504 @@
+"""The backup's failure detector: a pure state machine.
+
+Rules of this file
+------------------
+- Every state and transition is data (``STATES``, ``TRANSITIONS``), declared
+  for ``transitions.Machine``; guards are conditions, and callbacks only
+  *emit* actions into a list the caller receives. Nothing here reads a clock,
+  a socket or a file: each entry point takes ``now`` (seconds, monotonic).
+- Entry points: :meth:`Detector.receive_datagram`, :meth:`Detector.handle_timer`,
+  :meth:`Detector.action_done`. Each returns the actions to run, in order;
+  :meth:`Detector.next_deadline` says when the caller must call
+  ``handle_timer`` next. Same inputs, same outputs.
+- The common case — a valid heartbeat while all is well — changes no state
+  and costs no machine trigger.
+
+Theory of operation
+-------------------
+The master is *suspect* after ``Timing.suspect_after`` of silence; the ARP
+probe of its public addresses starts then, so its answer is in by the time
+``Timing.fail_after`` of silence has passed. At that deadline the addresses
+are acquired only if nobody answered for them; otherwise the backup is
+*contested* (the master is probably alive and only the heartbeat path died)
+and keeps probing. A valid heartbeat while holding releases everything at
+once: the master is the rightful owner. The status frames the backup sends
+(authenticated mode) tell the master whether it still holds anything, which
+is what lets a returning master take its addresses without overlap.
+
+States: monitoring, suspect, contested, acquiring, failed_over, recovering
+(see spec/properties.md and docs for each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from transitions import Machine
+
+from failoverd.core import wire
+from failoverd.core.actions import (
+    Acquire,
+    AcquireDone,
+    Action,
+    Addresses,
+    Alarm,
+    Counters,
+    Notify,
+    Probe,
+    ProbeDone,
+    Release,
+    ReleaseDone,
+    Result,
+    StateChanged,
+    Transmit,
+)
+from failoverd.core.timing import Timing
+
+STATES: tuple[str, ...] = ("monitoring", "suspect", "contested", "acquiring", "failed_over", "recovering")
+
+# (trigger, source, dest, conditions, after). dest None = internal transition
+# (no state change). Order matters: the first transition whose conditions
+# hold wins.
+TRANSITIONS: tuple[dict[str, Any], ...] = (
+    {"trigger": "silence", "source": "monitoring", "dest": "suspect", "after": "_start_probe"},
+    {"trigger": "heartbeat", "source": "suspect", "dest": "monitoring", "after": "_false_suspicion"},
+    {"trigger": "heartbeat", "source": "contested", "dest": "monitoring", "after": "_contest_over"},
+    {"trigger": "heartbeat", "source": "acquiring", "dest": None, "after": "_note_master_back"},
+    {"trigger": "heartbeat", "source": "failed_over", "dest": "recovering", "after": "_release_held"},
+    {"trigger": "deadline", "source": "suspect", "dest": "acquiring",
+     "conditions": ["_probe_finished", "_probe_silent"], "after": "_acquire_all"},
+    {"trigger": "deadline", "source": "suspect", "dest": "contested",
+     "conditions": ["_probe_finished"], "after": "_contest"},
+    {"trigger": "probed", "source": "suspect", "dest": "acquiring",
+     "conditions": ["_deadline_passed", "_probe_silent"], "after": "_acquire_all"},
+    {"trigger": "probed", "source": "suspect", "dest": "contested",
+     "conditions": ["_deadline_passed", "_probe_answered"], "after": "_contest"},
+    {"trigger": "probed", "source": "contested", "dest": "acquiring",
+     "conditions": ["_probe_silent"], "after": "_acquire_all"},
+    {"trigger": "probed", "source": "contested", "dest": None, "after": "_still_contested"},
+    {"trigger": "retry", "source": "contested", "dest": None, "after": "_start_probe"},
+    {"trigger": "acquired", "source": "acquiring", "dest": "recovering",
+     "conditions": ["_master_back"], "after": "_release_held"},
+    {"trigger": "acquired", "source": "acquiring", "dest": "failed_over", "after": "_took_over"},
+    {"trigger": "retry", "source": "failed_over", "dest": "acquiring",
+     "conditions": ["_some_missing"], "after": "_acquire_missing"},
+    {"trigger": "released", "source": "recovering", "dest": "monitoring",
+     "conditions": ["_nothing_held"], "after": "_recovered"},
+    {"trigger": "released", "source": "recovering", "dest": None, "after": "_release_incomplete"},
+    {"trigger": "retry", "source": "recovering", "dest": None, "after": "_release_held"},
+)
+
+# States in which the backup tells the master "I may hold your addresses":
+# an acquire in flight counts, so the master never adds an address that is
+# about to appear here.
+HOLDING_STATES = frozenset({"acquiring", "failed_over", "recovering"})
+
+
+@dataclass
+class PathHealth:
+    name: str
+    source: str
+    last_heard: float
+    quiet: bool = False
+
+
+class Detector:
+    """The backup's view of one master.
+
+    Parameters
+    ----------
+    addresses: the master's public addresses (triplets) to take over.
+    timing: detection timing.
+    now: the caller's monotonic time at start; the master gets a full
+        ``suspect_after`` of grace from it.
+    key: shared heartbeat key (authenticated mode) or ``None`` (legacy mode:
+        a datagram equal to ``legacy_message`` from ``master_address``).
+    epoch: this backup's per-boot epoch for its status frames.
+    held: addresses already on our interfaces at start (adopted, not re-added).
+    replay_floor: the newest master (epoch, seq) accepted before a restart.
+    arp_probe: probe before acquiring (turning it off trades safety for nothing
+        but is needed where ARP cannot work, e.g. tests of the bare timing).
+    """
+
+    def __init__(
+        self,
+        addresses: Iterable,
+        timing: Timing,
+        now: float,
+        *,
+        key: bytes | None = None,
+        master_address: str | None = None,
+        legacy_message: bytes = b"heartbeat",
+        epoch: int = 1,
+        held: Iterable = (),
+        replay_floor: tuple[int, int] = (0, 0),
+        arp_probe: bool = True,
+        peer: str = "master",
+    ) -> None:
+        self.addresses: Addresses = frozenset(addresses)
+        if not self.addresses:
+            raise ValueError("a detector needs at least one address to take over")
+        self.timing = timing
+        self.peer = peer
+        self.master_address = master_address
+        self.legacy_message = legacy_message
+        self.arp_probe = arp_probe
+        self.counters = Counters()
+        self.held: Addresses = frozenset(held) & self.addresses
+        self.last_heard = now
+        self.state_since = now
+        self.paths: dict[str, PathHealth] = {}
+        self.master_holds: bool | None = None
+        self.master_interval_ms: int | None = None
+        self._key = wire.check_key(key) if key is not None else None
+        self._sealer = (
+            wire.Sealer(self._key, wire.ROLE_BACKUP, epoch, timing.interval, now) if self._key is not None else None
+        )
+        self._guard = wire.ReplayGuard(timing.effective_max_delay, replay_floor)
+        self._now = now
+        self._out: list[Action] = []
+        self._leaving_at: float | None = None
+        self._probe_pending = False
+        self._probe_answered: Addresses = frozenset()
+        self._master_back = False
+        self._failed: Addresses = frozenset()
+        self._retry_at: float | None = None
+        self._trigger_name = ""
+        initial = "failed_over" if self.held else "monitoring"
+        self.machine = Machine(
+            model=self,
+            states=list(STATES),
+            transitions=[dict(t) for t in TRANSITIONS],
+            initial=initial,
+            auto_transitions=False,
+            ignore_invalid_triggers=True,
+        )
+        if self.held:
+            # Adopted after a restart: we do not know whether the master is
+            # alive, so behave as after a takeover; its first heartbeat
+            # releases them.
+            self._failed = self.addresses - self.held
+            self._retry_at = now + timing.effective_retry_interval if self._failed else None
+
+    state: str  # set by transitions.Machine
+
+    # --- entry points ------------------------------------------------------
+
+    def receive_datagram(self, now: float, data: bytes, source: str, path: str) -> list[Action]:
+        """A datagram arrived on the heartbeat port from ``source`` via ``path``."""
+        self._now = now
+        out: list[Action] = []
+        self._out = out
+        if self._key is None:
+            if data != self.legacy_message:
+                self.counters.reject("message")
+                return out
+            if self.master_address is not None and source != self.master_address:
+                self.counters.reject("source")
+                return out
+            self._heard(now, source, path, leaving=False)
+            return out
+        try:
+            frame = wire.decode(data, self._key)
+        except wire.WireError as exc:
+            self.counters.reject(exc.reason)
+            return out
+        if frame.role != wire.ROLE_MASTER:
+            self.counters.reject("role")
+            return out
+        try:
+            self._guard.check(frame, now)
+        except wire.WireError as exc:
+            self.counters.reject(exc.reason)
+            return out
+        self._guard.record(frame, now)
+        self.master_holds = frame.holds
+        self.master_interval_ms = frame.interval_ms
+        self._heard(now, source, path, leaving=frame.leaving)
+        out.append(self._status(now))
+        return out
+
+    def handle_timer(self, now: float) -> list[Action]:
+        """The caller's clock reached :meth:`next_deadline` (or later)."""
+        self._now = now
+        out: list[Action] = []
+        self._out = out
+        self._on_timer(now)
+        return out
+
+    def _on_timer(self, now: float) -> None:
+        silence = now - self.last_heard
+        if self.state == "monitoring" and (silence >= self.timing.suspect_after or self._leaving_at is not None):
+            self._fire("silence")
+        if self.state == "suspect" and self._deadline_passed():
+            self._fire("deadline")
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            self._fire("retry")
+        self._check_paths(now)
+
+    def action_done(self, now: float, result: Result) -> list[Action]:
+        """An action emitted earlier finished with ``result``."""
+        self._now = now
+        out: list[Action] = []
+        self._out = out
+        if isinstance(result, ProbeDone):
+            if not self._probe_pending:
+                return out  # a probe from a suspicion that has since ended
+            self._probe_pending = False
+            self._probe_answered = frozenset(result.answered) & self.addresses
+            self._fire("probed")
+        elif isinstance(result, AcquireDone):
+            self.held = (self.held | frozenset(result.acquired)) & self.addresses
+            self._failed = frozenset(result.failed) & self.addresses
+            if result.failed:
+                self._emit_alarm("error", f"could not acquire {_names(result.failed)}", mail=True)
+            if result.refused:
+                self._emit_alarm("warning", f"Test hook refused to acquire {_names(result.refused)}: notification only")
+            self._fire("acquired")
+        elif isinstance(result, ReleaseDone):
+            self.held = self.held - frozenset(result.released)
+            if result.failed:
+                self._emit_alarm("error", f"could not release {_names(result.failed)}", mail=True)
+            if result.refused:
+                # Notification-only mode: the administrator's Test hook keeps
+                # the address; we stop tracking it so the master can proceed.
+                self._emit_alarm("warning", f"Test hook refused to release {_names(result.refused)}")
+                self.held = self.held - frozenset(result.refused)
+            self._fire("released")
+        else:
+            raise TypeError(f"unknown result {result!r}")
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` must be called next (``None``: only on input)."""
+        candidates: list[float] = []
+        if self.state == "monitoring":
+            if self._leaving_at is not None:
+                candidates.append(self._leaving_at)
+            candidates.append(self.last_heard + self.timing.suspect_after)
+        elif self.state == "suspect" and not self._deadline_passed():
+            candidates.append(self._fail_deadline())
+        if self._retry_at is not None:
+            candidates.append(self._retry_at)
+        if len(self.paths) > 1:
+            for p in self.paths.values():
+                if not p.quiet:
+                    candidates.append(p.last_heard + self.timing.fail_after)
+        return min(candidates) if candidates else None
+
+    # --- status --------------------------------------------------------------
+
+    @property
+    def holds_any(self) -> bool:
+        return self.state in HOLDING_STATES or bool(self.held)
+
+    def replay_floor(self) -> tuple[int, int]:
+        """Newest master (epoch, seq) accepted: persist it to refuse replays after a restart."""
+        return self._guard.floor
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {
+            "role": "backup",
+            "state": self.state,
+            "since": round(now - self.state_since, 3),
+            "master": self.peer,
+            "mode": "authenticated" if self._key is not None else "legacy",
+            "last_heard_age": round(now - self.last_heard, 3),
+            "master_holds": self.master_holds,
+            "paths": [
+                {"name": p.name, "source": p.source, "last_heard_age": round(now - p.last_heard, 3), "healthy": not p.quiet}
+                for p in sorted(self.paths.values(), key=lambda p: p.name)
+            ],
+            "held": sorted(str(t) for t in self.held),
+            "addresses": sorted(str(t) for t in self.addresses),
+            "counters": {
+                "accepted": self.counters.accepted,
+                "rejected": dict(sorted(self.counters.rejected.items())),
+                "transitions": self.counters.transitions,
+                "failovers": self.counters.failovers,
+                "failbacks": self.counters.failbacks,
+                "false_suspicions": self.counters.false_suspicions,
+                "contested": self.counters.contested,
+            },
+            "timing": {
+                "interval": self.timing.interval,
+                "suspect_after": self.timing.suspect_after,
+                "fail_after": self.timing.fail_after,
+            },
+        }
+
+    # --- internals -----------------------------------------------------------
+
+    def _heard(self, now: float, source: str, path: str, *, leaving: bool) -> None:
+        self.counters.accepted += 1
+        health = self.paths.get(path)
+        if health is None:
+            self.paths[path] = PathHealth(path, source, now)
+        else:
+            health.last_heard = now
+            health.source = source
+            if health.quiet:
+                health.quiet = False
+                self._emit_alarm("info", f"heartbeat path {path} delivers again")
+        if leaving:
+            # The master says it is going away: fail over now rather than
+            # after the timeout, still subject to the ARP probe.
+            if self._leaving_at is None:
+                self._leaving_at = now
+                self._on_timer(now)
+            return
+        self.last_heard = now
+        self._leaving_at = None
+        if self.state != "monitoring":
+            self._fire("heartbeat")
+
+    def _status(self, now: float) -> Transmit:
+        assert self._sealer is not None
+        payload = self._sealer.seal(
+            now, holds=self.holds_any, ack_epoch=self._guard.epoch, ack_seq=self._guard.seq
+        )
+        return Transmit(payload, self._master_targets())
+
+    def _master_targets(self) -> tuple[str, ...]:
+        return tuple(sorted({p.source for p in self.paths.values()}))
+
+    def _check_paths(self, now: float) -> None:
+        if len(self.paths) < 2:
+            return
+        for p in self.paths.values():
+            if p.quiet or now - p.last_heard < self.timing.fail_after:
+                continue
+            others = [q.name for q in self.paths.values() if q is not p and now - q.last_heard < self.timing.fail_after]
+            if others:
+                p.quiet = True
+                self._emit_alarm(
+                    "warning",
+                    f"heartbeat path {p.name} quiet for {now - p.last_heard:.1f} s while {', '.join(sorted(others))} "
+                    "still delivers: one more failure and the backup cannot tell a dead master from a cut link",
+                    mail=True,
+                )
+
+    def _fail_deadline(self) -> float:
+        deadline = self.last_heard + self.timing.fail_after
+        return min(deadline, self._leaving_at) if self._leaving_at is not None else deadline
+
+    def _emit_alarm(self, level: str, message: str, mail: bool = False) -> None:
+        self._out.append(Alarm(level, message, mail))  # type: ignore[arg-type]
+
+    def _fire(self, trigger: str) -> None:
+        """Run one machine trigger and record the state change it made, if any."""
+        before = self.state
+        mark = len(self._out)
+        self._trigger_name = trigger
+        getattr(self, trigger)()
+        if self.state != before:
+            # Listed before the actions the transition emitted, so a timeline
+            # reads "entered acquiring, then acquire".
+            self.counters.transitions += 1
+            self.state_since = self._now
+            self._out.insert(mark, StateChanged(before, self.state, trigger))
+
+    # conditions
+
+    def _probe_finished(self) -> bool:
+        return not self._probe_pending
+
+    def _probe_silent(self) -> bool:
+        return not self._probe_answered
+
+    def _probe_answered(self) -> bool:
+        return bool(self._probe_answered)
+
+    def _deadline_passed(self) -> bool:
+        return self._now >= self._fail_deadline()
+
+    def _master_back(self) -> bool:
+        return self._master_back
+
+    def _some_missing(self) -> bool:
+        return bool(self._failed)
+
+    def _nothing_held(self) -> bool:
+        return not self.held
+
+    # actions
+
+    def _start_probe(self) -> None:
+        self._probe_answered = frozenset()
+        if self.arp_probe:
+            self._probe_pending = True
+            self._out.append(Probe(self.addresses))
+        else:
+            self._probe_pending = False
+            if self.state == "contested":
+                self._fire("probed")
+
+    def _false_suspicion(self) -> None:
+        self.counters.false_suspicions += 1
+        self._probe_pending = False
+
+    def _contest(self) -> None:
+        self.counters.contested += 1
+        self._retry_at = self._now + self.timing.effective_retry_interval
+        self._out.append(
+            Alarm(
+                "critical",
+                f"{self.peer} silent for {self._now - self.last_heard:.1f} s but "
+                f"{_names(self._probe_answered)} still answer(s) on the wire: not taking over "
+                "(is only the heartbeat path down?)",
+                True,
+            )
+        )
+
+    def _still_contested(self) -> None:
+        self._retry_at = self._now + self.timing.effective_retry_interval
+
+    def _contest_over(self) -> None:
+        self._retry_at = None
+        self._probe_pending = False
+        self._out.append(Alarm("info", f"{self.peer} heard again; no longer contested"))
+
+    def _note_master_back(self) -> None:
+        self._master_back = True
+
+    def _acquire_all(self) -> None:
+        self._master_back = False
+        self.counters.failovers += 1
+        wanted = self.addresses - self.held
+        self._out.append(Notify("down", self.peer, self.addresses))
+        self._out.append(Acquire(wanted))
+
+    def _acquire_missing(self) -> None:
+        self._master_back = False
+        missing = self._failed
+        self._failed = frozenset()
+        self._out.append(Acquire(missing))
+
+    def _took_over(self) -> None:
+        if self._failed:
+            self._retry_at = self._now + self.timing.effective_retry_interval
+
+    def _release_held(self) -> None:
+        self._master_back = False
+        self._retry_at = None
+        self._failed = frozenset()
+        if self._trigger_name == "heartbeat" or (self._trigger_name == "acquired"):
+            self.counters.failbacks += 1
+            self._out.append(Notify("up", self.peer, self.addresses))
+        self._out.append(Release(self.held))
+
+    def _release_incomplete(self) -> None:
+        self._retry_at = self._now + self.timing.effective_retry_interval
+
+    def _recovered(self) -> None:
+        self._retry_at = None
+        if self._sealer is not None and self.paths:
+            # Tell the master at once that we hold nothing, so its managed
+            # failback does not wait for its next heartbeat.
+            self._out.append(self._status(self._now))
+
+
+def _names(addresses: Iterable) -> str:
+    return ", ".join(sorted(str(a.address) if hasattr(a, "address") else str(a) for a in addresses))
