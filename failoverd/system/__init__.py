@@ -1,0 +1,10 @@
+"""Host-side adapters that carry out the core's actions on a real Linux host.
+
+- :mod:`failoverd.system.netlink`  adds, removes and lists addresses (pyroute2).
+- :mod:`failoverd.system.arp`      RFC 5227 ARP probes and gratuitous ARP (AF_PACKET).
+- :mod:`failoverd.system.hooks`    the administrator's Test/PreAcq/PostAcq/PreRel/PostRel hooks.
+- :mod:`failoverd.system.takeover` the one acquire/release procedure built from the three.
+
+Every blocking call runs in a worker thread or a child process, so the Trio
+loop that drives the core never stalls on the host.
+"""

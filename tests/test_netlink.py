@@ -1,0 +1,165 @@
+"""The netlink address manager, on real interfaces in namespaces this test creates.
+
+Charter: every test works only inside two fresh namespaces (unique names,
+deleted in a ``finally``) joined by a veth pair; addresses are 10.x; each
+async test runs under ``trio.fail_after``. Without root the tests skip.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import trio
+
+from failoverd.addresses import Triplet, parse_triplet
+from failoverd.system.netlink import (
+    AddressManager,
+    InterfaceDown,
+    InterfaceMissing,
+    NamespaceMissing,
+)
+
+pytestmark = pytest.mark.netns
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10).stdout
+
+
+@dataclass
+class Pair:
+    a: str  # namespace holding interface "va"
+    b: str  # namespace holding interface "vb", the other end of the veth
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    suffix = secrets.token_hex(3)
+    names = [f"fo{suffix}a", f"fo{suffix}b"]
+    created: list[str] = []
+    try:
+        for name in names:
+            ip("netns", "add", name)
+            created.append(name)
+        ip("-n", names[0], "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", names[1])
+        for name, dev in zip(names, ("va", "vb")):
+            ip("-n", name, "link", "set", "lo", "up")
+            ip("-n", name, "link", "set", dev, "up")
+        yield Pair(*names)
+    finally:
+        for name in created:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+def addresses_on(ns: str, dev: str) -> set[str]:
+    out = ip("-n", ns, "-o", "-4", "addr", "show", "dev", dev)
+    return {line.split()[3] for line in out.splitlines()}
+
+
+@pytest.mark.trio
+async def test_add_is_idempotent_and_uses_the_mask(pair: Pair) -> None:
+    manager = AddressManager(netns=pair.a)
+    with trio.fail_after(10):
+        assert await manager.add(parse_triplet("va:10.61.0.5/24")) is True
+        assert await manager.add(parse_triplet("va:10.61.0.5/24")) is False
+    assert addresses_on(pair.a, "va") == {"10.61.0.5/24"}
+
+
+@pytest.mark.trio
+async def test_blank_mask_means_slash_32(pair: Pair) -> None:
+    manager = AddressManager(netns=pair.a)
+    with trio.fail_after(10):
+        await manager.add(parse_triplet("va:10.61.0.6"))
+    assert addresses_on(pair.a, "va") == {"10.61.0.6/32"}
+
+
+@pytest.mark.trio
+async def test_remove_is_idempotent(pair: Pair) -> None:
+    manager = AddressManager(netns=pair.a)
+    triplet = parse_triplet("va:10.61.0.7/24")
+    with trio.fail_after(10):
+        await manager.add(triplet)
+        assert await manager.remove(triplet) is True
+        assert await manager.remove(triplet) is False
+    assert addresses_on(pair.a, "va") == set()
+
+
+@pytest.mark.trio
+async def test_remove_takes_the_address_off_whatever_its_mask(pair: Pair) -> None:
+    ip("-n", pair.a, "addr", "add", "10.61.0.8/16", "dev", "va")
+    manager = AddressManager(netns=pair.a)
+    with trio.fail_after(10):
+        assert await manager.present([parse_triplet("va:10.61.0.8/24")]) == {parse_triplet("va:10.61.0.8/24")}
+        assert await manager.add(parse_triplet("va:10.61.0.8/24")) is False  # no second copy
+        assert await manager.remove(parse_triplet("va:10.61.0.8/24")) is True
+    assert addresses_on(pair.a, "va") == set()
+
+
+@pytest.mark.trio
+async def test_present_reports_exactly_what_is_configured(pair: Pair) -> None:
+    ip("-n", pair.a, "addr", "add", "10.61.1.1/32", "dev", "va")
+    ip("-n", pair.b, "addr", "add", "10.61.1.2/32", "dev", "vb")  # other host: not ours
+    manager = AddressManager(netns=pair.a)
+    held = Triplet("va", ipaddress.IPv4Address("10.61.1.1"), None)
+    candidates = [
+        held,
+        parse_triplet("va:10.61.1.2"),
+        parse_triplet("va:10.61.1.3/24"),
+        parse_triplet("nosuchif:10.61.1.1"),
+    ]
+    with trio.fail_after(10):
+        assert await manager.present(candidates) == {held}
+
+
+@pytest.mark.trio
+async def test_missing_interface_is_a_clear_error(pair: Pair) -> None:
+    manager = AddressManager(netns=pair.a)
+    with trio.fail_after(10):
+        with pytest.raises(InterfaceMissing) as caught:
+            await manager.add(parse_triplet("nosuchif:10.61.2.1"))
+        assert caught.value.diagnostic == "CNode: invalid interface name"
+        assert "nosuchif" in str(caught.value)
+        with pytest.raises(InterfaceMissing):
+            await manager.check_interface("nosuchif")
+        # Removing from an interface that does not exist: the address is not there.
+        assert await manager.remove(parse_triplet("nosuchif:10.61.2.1")) is False
+
+
+@pytest.mark.trio
+async def test_down_interface_refuses_an_address(pair: Pair) -> None:
+    ip("-n", pair.a, "link", "set", "va", "down")
+    manager = AddressManager(netns=pair.a)
+    with trio.fail_after(10):
+        with pytest.raises(InterfaceDown, match="'va' is down"):
+            await manager.check_interface("va")
+        with pytest.raises(InterfaceDown):
+            await manager.add(parse_triplet("va:10.61.3.1/24"))
+    assert addresses_on(pair.a, "va") == set()
+
+
+@pytest.mark.trio
+async def test_check_interface_reports_index_and_mac(pair: Pair) -> None:
+    manager = AddressManager(netns=pair.a)
+    with trio.fail_after(10):
+        interface = await manager.check_interface("va")
+    shown = ip("-n", pair.a, "-o", "link", "show", "dev", "va")
+    assert shown.startswith(f"{interface.index}: va@")
+    assert f"link/ether {interface.mac} " in shown
+    assert interface.up
+
+
+def test_missing_namespace_is_never_created() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    name = f"fo{secrets.token_hex(3)}x"
+    with pytest.raises(NamespaceMissing):
+        AddressManager(netns=name).present_sync([parse_triplet("va:10.61.4.1")])
+    assert not os.path.exists(f"/run/netns/{name}")
