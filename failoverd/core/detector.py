@@ -160,11 +160,13 @@ class Detector:
         self._out: list[Action] = []
         self._leaving_at: float | None = None
         self._probe_pending = False
-        self._probe_answered: Addresses = frozenset()
+        self._answered: Addresses = frozenset()
         self._master_back = False
         self._failed: Addresses = frozenset()
         self._retry_at: float | None = None
         self._trigger_name = ""
+        self.last_verdict = ""
+        """``accepted`` or the reason the last datagram was rejected (for traces)."""
         initial = "failed_over" if self.held else "monitoring"
         self.machine = Machine(
             model=self,
@@ -190,33 +192,31 @@ class Detector:
         self._now = now
         out: list[Action] = []
         self._out = out
+        self.last_verdict = "accepted"
         if self._key is None:
             if data != self.legacy_message:
-                self.counters.reject("message")
-                return out
+                return self._reject("message", out)
             if self.master_address is not None and source != self.master_address:
-                self.counters.reject("source")
-                return out
+                return self._reject("source", out)
             self._heard(now, source, path, leaving=False)
             return out
         try:
             frame = wire.decode(data, self._key)
-        except wire.WireError as exc:
-            self.counters.reject(exc.reason)
-            return out
-        if frame.role != wire.ROLE_MASTER:
-            self.counters.reject("role")
-            return out
-        try:
+            if frame.role != wire.ROLE_MASTER:
+                raise wire.WireError("role", "not from a master")
             self._guard.check(frame, now)
         except wire.WireError as exc:
-            self.counters.reject(exc.reason)
-            return out
+            return self._reject(exc.reason, out)
         self._guard.record(frame, now)
         self.master_holds = frame.holds
         self.master_interval_ms = frame.interval_ms
         self._heard(now, source, path, leaving=frame.leaving)
         out.append(self._status(now))
+        return out
+
+    def _reject(self, reason: str, out: list[Action]) -> list[Action]:
+        self.counters.reject(reason)
+        self.last_verdict = reason
         return out
 
     def handle_timer(self, now: float) -> list[Action]:
@@ -247,7 +247,7 @@ class Detector:
             if not self._probe_pending:
                 return out  # a probe from a suspicion that has since ended
             self._probe_pending = False
-            self._probe_answered = frozenset(result.answered) & self.addresses
+            self._answered = frozenset(result.answered) & self.addresses
             self._fire("probed")
         elif isinstance(result, AcquireDone):
             self.held = (self.held | frozenset(result.acquired)) & self.addresses
@@ -406,10 +406,10 @@ class Detector:
         return not self._probe_pending
 
     def _probe_silent(self) -> bool:
-        return not self._probe_answered
+        return not self._answered
 
     def _probe_answered(self) -> bool:
-        return bool(self._probe_answered)
+        return bool(self._answered)
 
     def _deadline_passed(self) -> bool:
         return self._now >= self._fail_deadline()
@@ -426,7 +426,7 @@ class Detector:
     # actions
 
     def _start_probe(self) -> None:
-        self._probe_answered = frozenset()
+        self._answered = frozenset()
         if self.arp_probe:
             self._probe_pending = True
             self._out.append(Probe(self.addresses))
@@ -446,7 +446,7 @@ class Detector:
             Alarm(
                 "critical",
                 f"{self.peer} silent for {self._now - self.last_heard:.1f} s but "
-                f"{_names(self._probe_answered)} still answer(s) on the wire: not taking over "
+                f"{_names(self._answered)} still answer(s) on the wire: not taking over "
                 "(is only the heartbeat path down?)",
                 True,
             )

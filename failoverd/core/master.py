@@ -1,0 +1,372 @@
+"""The master's side (heartbeatd): heartbeats, the backup's health, and
+overlap-free failback of the addresses the master manages itself.
+
+Rules of this file are those of :mod:`failoverd.core.detector`: states and
+transitions as data, callbacks only emit actions, every entry point takes
+``now``.
+
+Theory of operation
+-------------------
+heartbeatd sends a heartbeat to every target each interval. Without managed
+addresses (the original's setup: the master's addresses are configured by
+the system) it starts in ``holding`` and that is all.
+
+With managed addresses (``--manage``), a (re)started master starts in
+``waiting`` and holds nothing; its heartbeats say so. It adds its addresses
+only when
+
+(a) the backup's authenticated status frame, acknowledging a heartbeat of
+    this master's current epoch, says the backup holds nothing — the backup
+    sends one the moment its release completes; or
+(b) nothing valid was heard from the backup for the backup's own failure
+    timeout (``fail_misses * interval``) since we started or last heard it,
+    *and* an ARP probe of the addresses is silent (a backup we cannot hear
+    may still hold them: the probe is what protects us then).
+
+On shutdown a managing master releases first and only then sends a
+``leaving`` heartbeat, so the backup's takeover probe finds the addresses
+free.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from transitions import Machine
+
+from failoverd.core import wire
+from failoverd.core.actions import (
+    Acquire,
+    AcquireDone,
+    Action,
+    Addresses,
+    Alarm,
+    Counters,
+    Probe,
+    ProbeDone,
+    Release,
+    ReleaseDone,
+    Result,
+    StateChanged,
+    Transmit,
+)
+
+STATES: tuple[str, ...] = ("waiting", "probing", "acquiring", "holding", "releasing", "stopped")
+
+TRANSITIONS: tuple[dict[str, Any], ...] = (
+    {"trigger": "backup_released", "source": ["waiting", "probing"], "dest": "acquiring", "after": "_acquire"},
+    {"trigger": "presume", "source": "waiting", "dest": "probing", "after": "_probe"},
+    {"trigger": "probed", "source": "probing", "dest": "acquiring", "conditions": ["_probe_silent"], "after": "_acquire"},
+    {"trigger": "probed", "source": "probing", "dest": "waiting", "after": "_contested"},
+    {"trigger": "acquired", "source": "acquiring", "dest": "releasing", "conditions": ["_stopping"], "after": "_release"},
+    {"trigger": "acquired", "source": "acquiring", "dest": "holding", "after": "_now_holding"},
+    {"trigger": "retry", "source": "holding", "dest": "acquiring", "conditions": ["_some_missing"], "after": "_acquire"},
+    {"trigger": "stop", "source": ["waiting", "probing"], "dest": "stopped", "after": "_leave"},
+    {"trigger": "stop", "source": "acquiring", "dest": None, "after": "_mark_stopping"},
+    {"trigger": "stop", "source": "holding", "dest": "releasing", "conditions": ["_managing"], "after": "_release"},
+    {"trigger": "stop", "source": "holding", "dest": "stopped"},
+    {"trigger": "released", "source": "releasing", "dest": "stopped", "conditions": ["_nothing_held"], "after": "_leave"},
+    {"trigger": "released", "source": "releasing", "dest": "stopped", "after": "_release_incomplete"},
+)
+
+CLAIMING_STATES = frozenset({"acquiring", "holding", "releasing"})
+
+
+class Master:
+    """heartbeatd's core.
+
+    ``managed``: addresses this master adds itself (empty: the original's
+    behaviour). ``held``: managed addresses already on our interfaces at start.
+    ``backup_fail_after``: the backup's failure timeout in seconds — how long
+    the backup may be silent before we presume it dead.
+    """
+
+    def __init__(
+        self,
+        targets: Iterable[str],
+        interval: float,
+        now: float,
+        *,
+        managed: Iterable = (),
+        held: Iterable = (),
+        backup_fail_after: float | None = None,
+        key: bytes | None = None,
+        legacy_message: bytes = b"heartbeat",
+        epoch: int = 1,
+        arp_probe: bool = True,
+        retry_interval: float | None = None,
+    ) -> None:
+        self.targets = tuple(targets)
+        if not self.targets:
+            raise ValueError("heartbeatd needs at least one target address")
+        self.interval = interval
+        self.managed: Addresses = frozenset(managed)
+        self.held: Addresses = frozenset(held) & self.managed
+        self.backup_fail_after = 3 * interval if backup_fail_after is None else backup_fail_after
+        self.retry_interval = interval if retry_interval is None else retry_interval
+        self.legacy_message = legacy_message
+        self.arp_probe = arp_probe
+        self.counters = Counters()
+        self.started = now
+        self.state_since = now
+        self.backup_last_heard: float | None = None
+        self.backup_holds: bool | None = None
+        self.backup_silent = False
+        self._key = wire.check_key(key) if key is not None else None
+        self._sealer = wire.Sealer(self._key, wire.ROLE_MASTER, epoch, interval, now) if self._key else None
+        self._guard = wire.ReplayGuard(self.backup_fail_after)
+        self._next_send = now
+        self._now = now
+        self._out: list[Action] = []
+        self._answered: Addresses = frozenset()
+        self._failed: Addresses = frozenset()
+        self._retry_at: float | None = None
+        self._stopping = False
+        self._presume_from = now
+        if not self.managed:
+            initial = "holding"
+        elif self.held == self.managed:
+            initial = "holding"  # restarted while holding: adopt, do not re-add
+        else:
+            initial = "waiting"
+        self.machine = Machine(
+            model=self,
+            states=list(STATES),
+            transitions=[dict(t) for t in TRANSITIONS],
+            initial=initial,
+            auto_transitions=False,
+            ignore_invalid_triggers=True,
+        )
+
+    state: str  # set by transitions.Machine
+
+    # --- entry points ------------------------------------------------------
+
+    def handle_timer(self, now: float) -> list[Action]:
+        self._now = now
+        out: list[Action] = self._begin()
+        if self.state == "waiting" and now - self._presume_from >= self.backup_fail_after:
+            self._fire("presume")
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            if self.state == "waiting":
+                self._presume_from = now - self.backup_fail_after  # probe again now
+                self._fire("presume")
+            else:
+                self._fire("retry")
+        if (
+            self.backup_last_heard is not None
+            and not self.backup_silent
+            and now - self.backup_last_heard >= self.backup_fail_after
+        ):
+            self.backup_silent = True
+            out.append(
+                Alarm(
+                    "warning",
+                    f"backup silent for {now - self.backup_last_heard:.1f} s: no failover is possible until it returns",
+                    True,
+                )
+            )
+        if now >= self._next_send and self.state != "stopped":
+            out.append(self._heartbeat(now))
+            self._next_send += self.interval
+            if self._next_send <= now:
+                self._next_send = now + self.interval
+        return out
+
+    def receive_datagram(self, now: float, data: bytes, source: str, path: str) -> list[Action]:
+        """A datagram arrived (the backup's status, in authenticated mode)."""
+        self._now = now
+        out = self._begin()
+        if self._key is None:
+            self.counters.reject("unexpected")
+            return out
+        try:
+            frame = wire.decode(data, self._key)
+        except wire.WireError as exc:
+            self.counters.reject(exc.reason)
+            return out
+        if frame.role != wire.ROLE_BACKUP:
+            self.counters.reject("role")
+            return out
+        try:
+            self._guard.check(frame, now)
+        except wire.WireError as exc:
+            self.counters.reject(exc.reason)
+            return out
+        self._guard.record(frame, now)
+        self.counters.accepted += 1
+        self.backup_last_heard = now
+        self._presume_from = now
+        self.backup_holds = frame.holds
+        if self.backup_silent:
+            self.backup_silent = False
+            out.append(Alarm("info", "backup heard again"))
+        acknowledges_us = self._sealer is not None and frame.ack_epoch == self._sealer.epoch and frame.ack_seq >= 1
+        if not frame.holds and acknowledges_us:
+            self._fire("backup_released")
+        elif frame.holds and self.state == "holding" and self.managed:
+            out.append(
+                Alarm("critical", "backup reports it holds our addresses while we hold them: it should release now", True)
+            )
+        return out
+
+    def action_done(self, now: float, result: Result) -> list[Action]:
+        self._now = now
+        out = self._begin()
+        if isinstance(result, ProbeDone):
+            self._answered = frozenset(result.answered) & self.managed
+            self._fire("probed")
+        elif isinstance(result, AcquireDone):
+            self.held = (self.held | frozenset(result.acquired)) & self.managed
+            self._failed = frozenset(result.failed) & self.managed
+            if result.failed:
+                out.append(Alarm("error", f"could not acquire {_names(result.failed)}", True))
+            self._fire("acquired")
+        elif isinstance(result, ReleaseDone):
+            self.held = self.held - frozenset(result.released) - frozenset(result.refused)
+            if result.failed:
+                out.append(Alarm("error", f"could not release {_names(result.failed)}", True))
+            self._fire("released")
+        else:
+            raise TypeError(f"unknown result {result!r}")
+        return out
+
+    def shutdown(self, now: float) -> list[Action]:
+        """Begin an orderly stop; done when :attr:`state` is ``stopped``."""
+        self._now = now
+        out = self._begin()
+        self._fire("stop")
+        return out
+
+    def next_deadline(self) -> float | None:
+        if self.state == "stopped":
+            return None
+        candidates = [self._next_send]
+        if self.state == "waiting":
+            candidates.append(self._presume_from + self.backup_fail_after)
+        if self._retry_at is not None:
+            candidates.append(self._retry_at)
+        if self.backup_last_heard is not None and not self.backup_silent:
+            candidates.append(self.backup_last_heard + self.backup_fail_after)
+        return min(candidates)
+
+    # --- status --------------------------------------------------------------
+
+    @property
+    def claims(self) -> bool:
+        """What our heartbeats say: do we (or may we, mid-acquire) hold our addresses?"""
+        if not self.managed:
+            return self.state != "stopped"
+        return self.state in CLAIMING_STATES or bool(self.held)
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {
+            "role": "master",
+            "state": self.state,
+            "since": round(now - self.state_since, 3),
+            "targets": list(self.targets),
+            "mode": "authenticated" if self._key is not None else "legacy",
+            "backup_last_heard_age": None if self.backup_last_heard is None else round(now - self.backup_last_heard, 3),
+            "backup_holds": self.backup_holds,
+            "paths": [],
+            "held": sorted(str(t) for t in self.held),
+            "managed": sorted(str(t) for t in self.managed),
+            "counters": {
+                "accepted": self.counters.accepted,
+                "rejected": dict(sorted(self.counters.rejected.items())),
+                "transitions": self.counters.transitions,
+            },
+            "timing": {"interval": self.interval, "backup_fail_after": self.backup_fail_after},
+        }
+
+    # --- internals -----------------------------------------------------------
+
+    def _begin(self) -> list[Action]:
+        self._out = []
+        return self._out
+
+    def _fire(self, trigger: str) -> None:
+        before = self.state
+        mark = len(self._out)
+        getattr(self, trigger)()
+        if self.state != before:
+            self.counters.transitions += 1
+            self.state_since = self._now
+            self._out.insert(mark, StateChanged(before, self.state, trigger))
+
+    def _heartbeat(self, now: float, *, leaving: bool = False) -> Transmit:
+        if self._sealer is None:
+            return Transmit(self.legacy_message, self.targets)
+        payload = self._sealer.seal(
+            now, holds=self.claims, leaving=leaving, ack_epoch=self._guard.epoch, ack_seq=self._guard.seq
+        )
+        return Transmit(payload, self.targets)
+
+    # conditions
+
+    def _probe_silent(self) -> bool:
+        return not self._answered
+
+    def _stopping(self) -> bool:
+        return self._stopping
+
+    def _some_missing(self) -> bool:
+        return bool(self._failed)
+
+    def _managing(self) -> bool:
+        return bool(self.managed)
+
+    def _nothing_held(self) -> bool:
+        return not self.held
+
+    # actions
+
+    def _probe(self) -> None:
+        if self.arp_probe:
+            self._out.append(Probe(self.managed - self.held))
+        else:
+            self._answered = frozenset()
+            self._fire("probed")
+
+    def _contested(self) -> None:
+        self._retry_at = self._now + self.retry_interval
+        self._out.append(
+            Alarm(
+                "critical",
+                f"backup silent but {_names(self._answered)} still answer(s) on the wire: not adding them",
+                True,
+            )
+        )
+
+    def _acquire(self) -> None:
+        wanted = self.managed - self.held
+        self._failed = frozenset()
+        self._out.append(Acquire(wanted))
+
+    def _now_holding(self) -> None:
+        # Tell the backup at once that we hold our addresses again.
+        self._out.append(self._heartbeat(self._now))
+        self._next_send = self._now + self.interval
+        if self._failed:
+            self._retry_at = self._now + self.retry_interval
+
+    def _mark_stopping(self) -> None:
+        self._stopping = True
+
+    def _release(self) -> None:
+        self._retry_at = None
+        self._out.append(Release(self.held))
+
+    def _release_incomplete(self) -> None:
+        self._out.append(Alarm("error", f"stopping with {_names(self.held)} still configured", True))
+        self._leave()
+
+    def _leave(self) -> None:
+        # Our addresses are gone: let the backup take over now, not after its timeout.
+        if self.managed:
+            self._out.append(self._heartbeat(self._now, leaving=True))
+
+
+def _names(addresses: Iterable) -> str:
+    return ", ".join(sorted(str(a.address) if hasattr(a, "address") else str(a) for a in addresses))
