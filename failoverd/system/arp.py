@@ -1,0 +1,362 @@
+"""RFC 5227 ARP probes before taking an address, gratuitous ARP after.
+
+Theory of operation: one raw AF_PACKET socket per interface, bound to
+ETH_P_ARP, wrapped as a Trio socket so sending and listening never block the
+loop. A *probe* is an ARP request with sender IP 0.0.0.0 and target IP the
+address; any other host that holds the address answers it (Linux does, for
+every local address). An *announcement* (gratuitous ARP) is an ARP request
+with sender IP = target IP = the address, broadcast, so switches and clients
+move their caches to our MAC at once.
+
+Conflict rule (RFC 5227 section 2.1.1): during a probe, an address is *answered*
+when any ARP packet not sent by us has sender IP == the address, or when an
+ARP probe for the address arrives from another MAC (someone else is probing
+for it at the same moment).
+
+Every operation is bounded: a probe lasts ``(count - 1) * spacing + wait``
+seconds, an announcement ``(count - 1) * spacing``; both are cancellable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import trio
+
+from failoverd.addresses import Triplet
+from failoverd.system.netlink import NETNS_RUN_DIR, InterfaceDown, InterfaceMissing
+
+log = logging.getLogger(__name__)
+
+ETH_P_ARP = 0x0806
+ETH_P_IP = 0x0800
+ARP_REQUEST = 1
+ARP_REPLY = 2
+BROADCAST = b"\xff" * 6
+ZERO_MAC = b"\x00" * 6
+ZERO_IP = ipaddress.IPv4Address("0.0.0.0")
+PACKET_OUTGOING = 4  # linux/if_packet.h: a copy of a frame this host sent
+_CLONE_NEWNET = 0x40000000
+_MIN_FRAME = 60  # Ethernet minimum without FCS; short frames are padded
+
+_ETHERNET = struct.Struct("!6s6sH")
+_ARP = struct.Struct("!HHBBH6s4s6s4s")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ArpPacket:
+    op: int
+    sender_mac: bytes
+    sender_ip: ipaddress.IPv4Address
+    target_mac: bytes
+    target_ip: ipaddress.IPv4Address
+
+    @property
+    def is_probe(self) -> bool:
+        return self.op == ARP_REQUEST and self.sender_ip == ZERO_IP
+
+
+def build_frame(source_mac: bytes, packet: ArpPacket, destination: bytes = BROADCAST) -> bytes:
+    """An Ethernet frame carrying an IPv4-over-Ethernet ARP packet."""
+    frame = _ETHERNET.pack(destination, source_mac, ETH_P_ARP) + _ARP.pack(
+        1, ETH_P_IP, 6, 4, packet.op,
+        packet.sender_mac, packet.sender_ip.packed,
+        packet.target_mac, packet.target_ip.packed,
+    )
+    return frame.ljust(_MIN_FRAME, b"\x00")
+
+
+def parse_frame(frame: bytes) -> ArpPacket | None:
+    """The ARP packet in an Ethernet frame, or None if it is not IPv4-over-Ethernet ARP."""
+    if len(frame) < _ETHERNET.size + _ARP.size:
+        return None
+    _dst, _src, ethertype = _ETHERNET.unpack_from(frame)
+    if ethertype != ETH_P_ARP:
+        return None
+    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(frame, _ETHERNET.size)
+    if (htype, ptype, hlen, plen) != (1, ETH_P_IP, 6, 4) or op not in (ARP_REQUEST, ARP_REPLY):
+        return None
+    return ArpPacket(op, sha, ipaddress.IPv4Address(spa), tha, ipaddress.IPv4Address(tpa))
+
+
+def probe_packet(mac: bytes, address: ipaddress.IPv4Address) -> ArpPacket:
+    return ArpPacket(ARP_REQUEST, mac, ZERO_IP, ZERO_MAC, address)
+
+
+def announcement_packet(mac: bytes, address: ipaddress.IPv4Address) -> ArpPacket:
+    return ArpPacket(ARP_REQUEST, mac, address, ZERO_MAC, address)
+
+
+def conflicts(packet: ArpPacket, address: ipaddress.IPv4Address, own_macs: frozenset[bytes]) -> bool:
+    """Does ``packet``, seen while probing for ``address``, show that another host claims it?"""
+    if packet.sender_mac in own_macs:
+        return False
+    if packet.sender_ip == address:
+        return True
+    return packet.is_probe and packet.target_ip == address
+
+
+def mac_text(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+# --- sockets ----------------------------------------------------------------
+
+
+class ArpSocket:
+    """A raw ARP socket bound to one interface, usable from Trio.
+
+    Resource handling: an async context manager; the socket is closed on exit.
+
+    Error handling: :func:`open` raises :class:`InterfaceMissing` for an
+    unknown interface; sending on a down interface raises :class:`InterfaceDown`.
+    """
+
+    def __init__(self, interface: str, sock: socket.socket) -> None:
+        self.interface = interface
+        self.mac: bytes = sock.getsockname()[4]
+        self._sock = trio.socket.from_stdlib_socket(sock)
+
+    @classmethod
+    async def open(cls, interface: str, netns: str | None = None) -> ArpSocket:
+        sock = await trio.to_thread.run_sync(_in_netns, netns, lambda: _bound_socket(interface))
+        return cls(interface, sock)
+
+    async def send(self, packet: ArpPacket, destination: bytes = BROADCAST) -> None:
+        try:
+            await self._sock.send(build_frame(self.mac, packet, destination))
+        except OSError as error:
+            if error.errno in (errno.ENETDOWN, errno.ENXIO):
+                raise InterfaceDown(self.interface) from None
+            raise
+
+    async def receive(self) -> ArpPacket | None:
+        """The next ARP packet another host sent on this interface (None: not ARP or our own)."""
+        data, source = await self._sock.recvfrom(2048)
+        if source[2] == PACKET_OUTGOING:
+            return None
+        return parse_frame(data)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    async def __aenter__(self) -> ArpSocket:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _bound_socket(interface: str) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    try:
+        sock.bind((interface, ETH_P_ARP))
+    except OSError as error:
+        sock.close()
+        if error.errno in (errno.ENODEV, errno.ENXIO):
+            raise InterfaceMissing(interface) from None
+        raise
+    return sock
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _in_netns(netns: str | None, make: Callable[[], T]) -> T:
+    """Run ``make`` inside network namespace ``netns`` (None: here).
+
+    setns(2) switches only the calling thread, so this runs ``make`` in a
+    fresh thread that is discarded afterwards: the caller's thread (often one
+    of Trio's reused workers) never changes namespace. Sockets keep the
+    namespace they were created in.
+    """
+    if netns is None:
+        return make()
+    path = os.path.join(NETNS_RUN_DIR, netns)
+    if not os.path.exists(path):
+        raise LookupError(f"network namespace {netns!r} does not exist")
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def switch_and_make() -> None:
+        try:
+            with open(path, "rb") as handle:
+                if _libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"setns({path}): {os.strerror(code)}")
+            outcome.append(make())
+        except BaseException as error:  # handed to the caller's thread
+            failure.append(error)
+
+    thread = threading.Thread(target=switch_and_make, name=f"netns-{netns}", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _by_interface(triplets: Iterable[Triplet]) -> dict[str, list[Triplet]]:
+    grouped: dict[str, list[Triplet]] = {}
+    for triplet in sorted(set(triplets)):
+        grouped.setdefault(triplet.interface, []).append(triplet)
+    return grouped
+
+
+def _check_schedule(count: int, spacing: float) -> None:
+    if count < 1:
+        raise ValueError(f"count must be at least 1, not {count}")
+    if spacing < 0:
+        raise ValueError(f"spacing must not be negative, not {spacing}")
+
+
+# --- probing ----------------------------------------------------------------
+
+
+class Prober:
+    """Asks, RFC 5227 style, whether any other host holds each address.
+
+    ``count`` probes per address, ``spacing`` seconds apart, then ``wait``
+    more seconds of listening. ``own_macs`` are further MACs of this host
+    whose ARP never counts as a conflict (the probing interface's own MAC
+    never does).
+
+    Error handling: an interface that cannot be probed (missing or down) is
+    logged as an error and its addresses reported as silent: adding them will
+    fail with the precise reason, and the caller learns it from the acquire.
+    """
+
+    def __init__(
+        self,
+        count: int = 3,
+        spacing: float = 0.2,
+        wait: float = 0.4,
+        netns: str | None = None,
+        own_macs: Iterable[bytes] = (),
+    ) -> None:
+        _check_schedule(count, spacing)
+        if wait <= 0:
+            raise ValueError(f"wait must be positive, not {wait}")
+        self.count = count
+        self.spacing = spacing
+        self.wait = wait
+        self.netns = netns
+        self.own_macs = frozenset(own_macs)
+
+    @property
+    def duration(self) -> float:
+        return (self.count - 1) * self.spacing + self.wait
+
+    async def probe(self, triplets: Iterable[Triplet]) -> frozenset[Triplet]:
+        """The triplets whose address another host answered for."""
+        answered: set[Triplet] = set()
+        async with trio.open_nursery() as nursery:
+            for interface, group in _by_interface(triplets).items():
+                nursery.start_soon(self._probe_interface, interface, group, answered)
+        return frozenset(answered)
+
+    async def _probe_interface(self, interface: str, group: list[Triplet], answered: set[Triplet]) -> None:
+        try:
+            sock = await ArpSocket.open(interface, self.netns)
+        except (InterfaceMissing, OSError) as error:
+            log.error("cannot probe %s: %s", ", ".join(map(str, group)), error)
+            return
+        async with sock:
+            own = self.own_macs | {sock.mac}
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._listen, sock, group, own, answered)
+                try:
+                    for round_ in range(self.count):
+                        if round_:
+                            await trio.sleep(self.spacing)
+                        for triplet in group:
+                            await sock.send(probe_packet(sock.mac, triplet.address))
+                except (InterfaceDown, OSError) as error:
+                    log.error("cannot probe %s: %s", ", ".join(map(str, group)), error)
+                    nursery.cancel_scope.cancel()
+                    return
+                await trio.sleep(self.wait)
+                nursery.cancel_scope.cancel()
+        for triplet in group:
+            log.info("ARP probe for %s: %s", triplet, "answered" if triplet in answered else "silent")
+
+    @staticmethod
+    async def _listen(sock: ArpSocket, group: list[Triplet], own: frozenset[bytes], answered: set[Triplet]) -> None:
+        while True:
+            packet = await sock.receive()
+            if packet is None:
+                continue
+            for triplet in group:
+                if triplet not in answered and conflicts(packet, triplet.address, own):
+                    answered.add(triplet)
+                    log.warning(
+                        "%s is claimed by %s (ARP %s from %s)",
+                        triplet.address, mac_text(packet.sender_mac),
+                        "probe" if packet.is_probe else ("reply" if packet.op == ARP_REPLY else "request"),
+                        packet.sender_ip,
+                    )
+
+
+# --- announcing -------------------------------------------------------------
+
+
+class Announcer:
+    """Sends ``count`` gratuitous ARP announcements per address, ``spacing`` seconds apart.
+
+    Error handling: failure to announce is logged, never raised: the address
+    is held either way, and clients will still find it by ordinary ARP.
+    """
+
+    def __init__(self, count: int = 3, spacing: float = 0.2, netns: str | None = None) -> None:
+        _check_schedule(count, spacing)
+        self.count = count
+        self.spacing = spacing
+        self.netns = netns
+
+    async def announce(
+        self, triplets: Iterable[Triplet], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Announce every address; ``task_status.started()`` once the first round is out."""
+        groups = _by_interface(triplets)
+        async with trio.open_nursery() as nursery:
+            for interface, group in groups.items():
+                await nursery.start(self._announce_interface, interface, group)
+            task_status.started()
+
+    async def _announce_interface(
+        self, interface: str, group: list[Triplet], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        names = ", ".join(map(str, group))
+        try:
+            sock = await ArpSocket.open(interface, self.netns)
+        except (InterfaceMissing, OSError) as error:
+            log.error("cannot announce %s: %s", names, error)
+            task_status.started()
+            return
+        async with sock:
+            try:
+                for round_ in range(self.count):
+                    if round_:
+                        await trio.sleep(self.spacing)
+                    for triplet in group:
+                        await sock.send(announcement_packet(sock.mac, triplet.address))
+                    if not round_:
+                        task_status.started()
+            except (InterfaceDown, OSError) as error:
+                log.error("cannot announce %s: %s", names, error)
+                if not round_:
+                    task_status.started()
+                return
+        log.info("announced %s (%d gratuitous ARP each)", names, self.count)
