@@ -1,0 +1,322 @@
+"""The daemons' side of notification: run NotifyFailover, bounded, never failing the caller.
+
+A takeover must never wait for mail. So notification runs the configured
+notify command (``NotifyFailover`` by default, replaceable by the
+administrator, as in the original) as a child process in its own task, under
+a timeout, and reports the outcome in the log and in its return value instead
+of raising. The runtime fires it into a nursery and forgets it::
+
+    notifier = Notifier(command=config.notify_command)
+    notifier.start_soon(nursery, action)        # a core Notify or Alarm action
+
+Resource handling: the child runs in a session (and process group) of its own.
+When the timeout expires, or the calling task is cancelled, the whole group
+receives SIGKILL, so neither the command nor anything it started is left
+behind; the child is always reaped before the call returns.
+
+Error handling: every failure (command missing, non-zero exit, timeout) is
+logged on the ``failoverd.mail`` logger and returned as a
+:class:`NotifyOutcome`; nothing is raised. Cancellation is the one exception:
+``trio.Cancelled`` propagates as Trio requires, after the child is killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Literal
+
+import trio
+
+from failoverd.addresses import Triplet
+from failoverd.core.actions import Alarm, Notify
+
+log = logging.getLogger("failoverd.mail")
+
+DEFAULT_NOTIFY_PROGRAM = "NotifyFailover"
+DEFAULT_NOTIFY_TIMEOUT = 30.0
+"""Seconds the notify command may take; NotifyFailover's own SMTP timeout is shorter."""
+
+# What we keep of the child's stderr for the log: enough for a traceback's
+# last lines, never an unbounded buffer.
+_STDERR_LIMIT = 4096
+# After SIGKILL a process dies at once unless stuck in the kernel; this only
+# stops a wedged child from wedging the daemon too.
+_REAP_BOUND = 5.0
+
+Direction = Literal["up", "down"]
+AlarmLevel = Literal["info", "warning", "error", "critical"]
+AddressLike = Triplet | IPv4Address | str
+Command = str | Sequence[str]
+
+
+@dataclass(frozen=True)
+class NotifyOutcome:
+    """What became of one notification.
+
+    ``returncode`` is the command's exit status (``None`` if it could not be
+    started or was killed at the timeout); ``detail`` says what went wrong, or
+    is empty on success.
+    """
+
+    ok: bool
+    argv: tuple[str, ...]
+    returncode: int | None = None
+    timed_out: bool = False
+    detail: str = ""
+
+
+def default_notify_command() -> list[str]:
+    """The NotifyFailover that belongs to this installation.
+
+    Preferred: the console script beside the running interpreter (a virtual
+    environment's ``bin``, which a systemd unit's PATH does not include); then
+    one on PATH; else this very package run with ``-m``.
+    """
+    return resolve_command(DEFAULT_NOTIFY_PROGRAM)
+
+
+def resolve_command(command: Command) -> list[str]:
+    """Turn a configured notify command into an argv.
+
+    A string is one program (a path, or a name looked up as described in
+    :func:`default_notify_command`); it is not split on spaces, so a path with
+    spaces works and nothing is interpreted by a shell. A sequence is used as
+    given.
+    """
+    if not isinstance(command, str):
+        argv = list(command)
+        if not argv:
+            raise ValueError("the notify command is empty")
+        return argv
+    if not command:
+        raise ValueError("the notify command is empty")
+    if "/" in command:
+        return [command]
+    beside_interpreter = Path(sys.executable).parent / command
+    if os.access(beside_interpreter, os.X_OK):
+        return [str(beside_interpreter)]
+    on_path = shutil.which(command)
+    if on_path is not None:
+        return [on_path]
+    if command == DEFAULT_NOTIFY_PROGRAM:
+        return [sys.executable, "-m", "failoverd.programs.notifyfailover"]
+    return [command]
+
+
+def _address_text(address: AddressLike) -> str:
+    if isinstance(address, Triplet):
+        return str(address.address)
+    return str(address)
+
+
+def _address_args(addresses: Iterable[AddressLike]) -> list[str]:
+    # Sorted numerically and deduplicated, so the mail reads the same
+    # whatever set order the core produced.
+    texts = {_address_text(a) for a in addresses}
+    return sorted(texts, key=lambda t: (IPv4Address(t) if _is_ipv4(t) else IPv4Address(0), t))
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _kill_group(process: trio.Process) -> None:
+    # start_new_session made the child the leader of its own group, so the
+    # group id is its pid; the id cannot be reused while any member lives.
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+async def _collect(stream: trio.abc.ReceiveStream, sink: bytearray, eof: trio.Event) -> None:
+    async with stream:
+        async for chunk in stream:
+            room = _STDERR_LIMIT - len(sink)
+            if room > 0:
+                sink += chunk[:room]
+    eof.set()
+
+
+def _last_lines(stderr: bytes, lines: int = 3) -> str:
+    text = stderr.decode("utf-8", "replace").strip()
+    return " | ".join(text.splitlines()[-lines:])
+
+
+async def run_notify_command(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_NOTIFY_TIMEOUT,
+) -> NotifyOutcome:
+    """Run ``argv`` to completion or until ``timeout``; never raises (but see Cancelled).
+
+    The command has ``timeout`` seconds to exit and close its stderr; whatever
+    of its process group is still alive then is killed.
+    """
+    argv = tuple(argv)
+    stderr = bytearray()
+    eof = trio.Event()
+    try:
+        process = await trio.lowlevel.open_process(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=None if env is None else dict(env),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        outcome = NotifyOutcome(False, argv, detail=f"cannot run {argv[0]}: {exc.strerror or exc}")
+        log.error("notification failed: %s", outcome.detail)
+        return outcome
+
+    timed_out = False
+    try:
+        async with trio.open_nursery() as nursery:
+            assert process.stderr is not None
+            nursery.start_soon(_collect, process.stderr, stderr, eof)
+            with trio.move_on_after(timeout) as deadline:
+                await process.wait()
+                # A child it left behind may still hold stderr; that counts
+                # against the same deadline.
+                await eof.wait()
+            timed_out = deadline.cancelled_caught
+            nursery.cancel_scope.cancel()
+    finally:
+        if timed_out or process.returncode is None:
+            _kill_group(process)
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(_REAP_BOUND):
+                    await process.wait()
+
+    if timed_out:
+        outcome = NotifyOutcome(
+            False,
+            argv,
+            returncode=None,
+            timed_out=True,
+            detail=f"{argv[0]} did not finish within {timeout:g} s and was killed",
+        )
+    elif process.returncode != 0:
+        detail = f"{argv[0]} exited with status {process.returncode}"
+        reason = _last_lines(bytes(stderr))
+        if reason:
+            detail += f": {reason}"
+        outcome = NotifyOutcome(False, argv, returncode=process.returncode, detail=detail)
+    else:
+        outcome = NotifyOutcome(True, argv, returncode=0)
+    if outcome.ok:
+        log.info("notification sent: %s", " ".join(argv[1:]) if len(argv) > 1 else argv[0])
+    else:
+        log.error("notification failed: %s", outcome.detail)
+    return outcome
+
+
+async def notify(
+    direction: Direction,
+    addresses: Iterable[AddressLike],
+    *,
+    peer: str | IPv4Address | None = None,
+    command: Command | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_NOTIFY_TIMEOUT,
+) -> NotifyOutcome:
+    """Mail the administrator that the peer is ``up`` (back) or ``down`` (failed).
+
+    Runs ``<command> [--peer PEER] {up|down} ip_address ...``. ``env`` replaces
+    the child's environment (``None``: inherit ours, which carries
+    ``FAILOVER_EMAIL_RECIPIENT`` and ``FAILOVER_SMTP_*``). Never raises except
+    ``trio.Cancelled``; see the module docstring.
+    """
+    if direction not in ("up", "down"):
+        raise ValueError(f"direction must be 'up' or 'down', not {direction!r}")
+    argv = _base_argv(command)
+    if peer is not None:
+        argv += ["--peer", str(peer)]
+    argv += [direction, *_address_args(addresses)]
+    return await run_notify_command(argv, env=env, timeout=timeout)
+
+
+async def alarm(
+    message: str,
+    addresses: Iterable[AddressLike] = (),
+    *,
+    level: AlarmLevel = "warning",
+    command: Command | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_NOTIFY_TIMEOUT,
+) -> NotifyOutcome:
+    """Mail an alarm (a contested address, a quiet path, split-brain) by the same route.
+
+    Runs ``<command> --alarm MESSAGE --level LEVEL [ip_address ...]``.
+    Never raises except ``trio.Cancelled``.
+    """
+    argv = _base_argv(command) + ["--alarm", message, "--level", level, *_address_args(addresses)]
+    return await run_notify_command(argv, env=env, timeout=timeout)
+
+
+def _base_argv(command: Command | None) -> list[str]:
+    return default_notify_command() if command is None else resolve_command(command)
+
+
+@dataclass(frozen=True)
+class Notifier:
+    """The daemon's configured notification route (command, environment, timeout).
+
+    ``start_soon`` is the fire-and-forget entry point for the core's
+    :class:`~failoverd.core.actions.Notify` and
+    :class:`~failoverd.core.actions.Alarm` actions: the mail goes out in its
+    own task of ``nursery`` and the caller continues at once.
+    """
+
+    command: Command | None = None
+    env: Mapping[str, str] | None = None
+    timeout: float = DEFAULT_NOTIFY_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not self.timeout > 0:
+            raise ValueError(f"notify timeout must be positive, not {self.timeout!r}")
+        if self.command is not None:
+            resolve_command(self.command)
+
+    async def notify(
+        self, direction: Direction, addresses: Iterable[AddressLike], *, peer: str | None = None
+    ) -> NotifyOutcome:
+        return await notify(
+            direction, addresses, peer=peer, command=self.command, env=self.env, timeout=self.timeout
+        )
+
+    async def alarm(
+        self, message: str, addresses: Iterable[AddressLike] = (), *, level: AlarmLevel = "warning"
+    ) -> NotifyOutcome:
+        return await alarm(
+            message, addresses, level=level, command=self.command, env=self.env, timeout=self.timeout
+        )
+
+    async def send(self, action: Notify | Alarm) -> NotifyOutcome:
+        """Carry out one core action (an Alarm is mailed whatever its ``mail`` flag)."""
+        if isinstance(action, Notify):
+            return await self.notify(action.direction, action.addresses, peer=action.peer or None)
+        if isinstance(action, Alarm):
+            return await self.alarm(action.message, level=action.level)
+        raise TypeError(f"not a notification action: {action!r}")
+
+    def start_soon(self, nursery: trio.Nursery, action: Notify | Alarm) -> None:
+        """Send ``action`` in a new task of ``nursery``; returns immediately."""
+        if not isinstance(action, (Notify, Alarm)):
+            raise TypeError(f"not a notification action: {action!r}")
+        nursery.start_soon(self.send, action, name=f"notify:{type(action).__name__}")
