@@ -82,7 +82,7 @@ def test_conflict_rule() -> None:
 
 def test_bad_schedules_are_refused() -> None:
     with pytest.raises(ValueError, match="count"):
-        Prober(count=0)
+        Prober(count=-1)
     with pytest.raises(ValueError, match="wait"):
         Prober(wait=0)
     with pytest.raises(ValueError, match="spacing"):
@@ -214,3 +214,11 @@ async def test_announce_reports_started_after_the_first_round(pair: Pair) -> Non
         async with trio.open_nursery() as nursery:
             await nursery.start(Announcer(count=2, spacing=60.0, netns=pair.a).announce, [parse_triplet("va:10.62.6.1")])
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_count_of_zero_turns_probing_and_announcing_off() -> None:
+    triplet = parse_triplet("nosuchif:10.62.7.1")  # never touched, so no socket and no error
+    with trio.fail_after(5):
+        assert await Prober(count=0).probe([triplet]) == frozenset()
+        await Announcer(count=0).announce([triplet])

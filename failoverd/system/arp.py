@@ -216,8 +216,8 @@ def _by_interface(triplets: Iterable[Triplet]) -> dict[str, list[Triplet]]:
 
 
 def _check_schedule(count: int, spacing: float) -> None:
-    if count < 1:
-        raise ValueError(f"count must be at least 1, not {count}")
+    if count < 0:
+        raise ValueError(f"count must not be negative, not {count}")
     if spacing < 0:
         raise ValueError(f"spacing must not be negative, not {spacing}")
 
@@ -229,7 +229,8 @@ class Prober:
     """Asks, RFC 5227 style, whether any other host holds each address.
 
     ``count`` probes per address, ``spacing`` seconds apart, then ``wait``
-    more seconds of listening. ``own_macs`` are further MACs of this host
+    more seconds of listening; ``count=0`` turns probing off (every address
+    is reported silent at once). ``own_macs`` are further MACs of this host
     whose ARP never counts as a conflict (the probing interface's own MAC
     never does).
 
@@ -257,11 +258,13 @@ class Prober:
 
     @property
     def duration(self) -> float:
-        return (self.count - 1) * self.spacing + self.wait
+        return (self.count - 1) * self.spacing + self.wait if self.count else 0.0
 
     async def probe(self, triplets: Iterable[Triplet]) -> frozenset[Triplet]:
         """The triplets whose address another host answered for."""
         answered: set[Triplet] = set()
+        if not self.count:
+            return frozenset()
         async with trio.open_nursery() as nursery:
             for interface, group in _by_interface(triplets).items():
                 nursery.start_soon(self._probe_interface, interface, group, answered)
@@ -313,7 +316,8 @@ class Prober:
 
 
 class Announcer:
-    """Sends ``count`` gratuitous ARP announcements per address, ``spacing`` seconds apart.
+    """Sends ``count`` gratuitous ARP announcements per address, ``spacing`` seconds apart
+    (``count=0``: none).
 
     Error handling: failure to announce is logged, never raised: the address
     is held either way, and clients will still find it by ordinary ARP.
@@ -329,7 +333,7 @@ class Announcer:
         self, triplets: Iterable[Triplet], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Announce every address; ``task_status.started()`` once the first round is out."""
-        groups = _by_interface(triplets)
+        groups = _by_interface(triplets) if self.count else {}
         async with trio.open_nursery() as nursery:
             for interface, group in groups.items():
                 await nursery.start(self._announce_interface, interface, group)

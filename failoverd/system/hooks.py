@@ -36,14 +36,13 @@ from typing import Literal
 import trio
 
 from failoverd.addresses import Triplet
+from failoverd.config import DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT
 
 log = logging.getLogger(__name__)
 
 Event = Literal["acquire", "release"]
 Phase = Literal["PreAcq", "PostAcq", "PreRel", "PostRel"]
 
-DEFAULT_HOOK_DIR = Path("/etc/failoverd/hooks")
-DEFAULT_TIMEOUT = 10.0
 DEFAULT_KILL_GRACE = 2.0
 TEST = "Test"
 PHASES: tuple[Phase, ...] = ("PreAcq", "PostAcq", "PreRel", "PostRel")
@@ -101,7 +100,7 @@ class HookRunner:
     def __init__(
         self,
         hook_dir: Path | str = DEFAULT_HOOK_DIR,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_HOOK_TIMEOUT,
         kill_grace: float = DEFAULT_KILL_GRACE,
     ) -> None:
         if timeout <= 0:
