@@ -1,0 +1,219 @@
+"""Everything a daemon needs to run, as validated values.
+
+The programs turn command lines into these (see :mod:`failoverd.options`);
+the runtime reads them and nothing else, so a value here is always already
+checked: addresses are strict IPv4, triplets well formed, timings consistent.
+``describe()`` gives the lines ``-n`` prints, so the administrator sees the
+configuration exactly as the daemon understood it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Literal
+
+from failoverd.addresses import Triplet
+from failoverd.core.timing import Timing
+
+RunMode = Literal["daemon", "debug", "no_fork", "no_run"]
+
+DEFAULT_PORT = 1694
+DEFAULT_FACILITY = "daemon"
+DEFAULT_SYSLOG_SOCKET = "/dev/log"
+DEFAULT_MESSAGE = b"heartbeat"
+# Our stand-in for the original's /Library/IPFailover: hooks for an address
+# live in <hook_dir>/<address>/.
+DEFAULT_HOOK_DIR = Path("/etc/failoverd/hooks")
+DEFAULT_HOOK_TIMEOUT = 30.0
+DEFAULT_STATE_DIR = Path("/var/lib/failoverd")
+DEFAULT_TRACE_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_NOTIFY_COMMAND = "NotifyFailover"
+
+_RUN_MODE_TEXT = {
+    "daemon": "background daemon, logging to syslog",
+    "debug": "foreground, logging to the terminal (-d)",
+    "no_fork": "foreground, logging to syslog (-x)",
+    "no_run": "check the configuration and quit (-n)",
+}
+
+
+def _log_target(run_mode: RunMode, facility: str, socket: str, syslog_requested: bool) -> str:
+    syslog = f"syslog facility {facility} via {socket}"
+    if run_mode == "debug":
+        return f"terminal and {syslog}" if syslog_requested else "terminal"
+    if run_mode == "no_run":
+        return f"terminal now; when run: {syslog} (terminal with -d)"
+    return syslog
+
+
+def _message_text(message: bytes) -> str:
+    return repr(message)[1:]
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    """failoverd: watch the master and take over its public addresses."""
+
+    master: IPv4Address
+    """master_priv_addr: where the master's heartbeats come from; never acquired."""
+    triplets: tuple[Triplet, ...]
+    port: int = DEFAULT_PORT
+    run_mode: RunMode = "daemon"
+    syslog_facility: str = DEFAULT_FACILITY
+    syslog_requested: bool = False
+    """-L/--syslog was given: with -d, log to syslog as well as the terminal."""
+    syslog_socket: str = DEFAULT_SYSLOG_SOCKET
+    timing: Timing = Timing()
+    key_file: Path | None = None
+    """Shared key for authenticated heartbeats; None means the original's legacy mode."""
+    message: bytes = DEFAULT_MESSAGE
+    """Legacy mode only: the exact datagram body expected from the master."""
+    arp_probe: bool = True
+    hook_dir: Path = DEFAULT_HOOK_DIR
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    pid_file: Path = Path("/run/failoverd.pid")
+    control_socket: Path = Path("/run/failoverd.sock")
+    state_dir: Path = DEFAULT_STATE_DIR
+    trace_file: Path | None = None
+    trace_max_bytes: int = DEFAULT_TRACE_MAX_BYTES
+    notify_command: str = DEFAULT_NOTIFY_COMMAND
+    keep_addresses_on_exit: bool = False
+
+    @property
+    def authenticated(self) -> bool:
+        return self.key_file is not None
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t.interface for t in self.triplets))
+
+    def describe(self) -> list[str]:
+        t = self.timing
+        lines = [
+            "role: backup (failoverd)",
+            f"master_priv_addr: {self.master}",
+            f"port: {self.port}/udp",
+        ]
+        for triplet in self.triplets:
+            mask = "none (/32)" if triplet.prefixlen is None else f"/{triplet.prefixlen}"
+            lines.append(
+                f"public address: {triplet.address} on {triplet.interface}, mask {mask}"
+            )
+        if self.authenticated:
+            lines.append(f"heartbeats: authenticated (HMAC-SHA256), key file {self.key_file}")
+        else:
+            lines.append(
+                f"heartbeats: legacy, unauthenticated; expected message {_message_text(self.message)}"
+            )
+        lines += [
+            f"timing: interval {t.interval:g} s; suspect after {t.suspect_after:g} s, "
+            f"failed after {t.fail_after:g} s of silence",
+            "ARP probe before takeover: "
+            + (
+                f"{t.probe_count} probes {t.effective_probe_spacing:g} s apart"
+                if self.arp_probe
+                else "off (--no-arp-probe)"
+            ),
+            f"gratuitous ARP after takeover: {t.garp_count}, {t.garp_spacing:g} s apart",
+            f"mode: {_RUN_MODE_TEXT[self.run_mode]}",
+            f"log target: {_log_target(self.run_mode, self.syslog_facility, self.syslog_socket, self.syslog_requested)}",
+            f"hooks: {self.hook_dir}/<address>/, timeout {self.hook_timeout:g} s",
+            f"notify command: {self.notify_command}",
+            f"pid file: {self.pid_file}",
+            f"control socket: {self.control_socket}",
+            f"state directory: {self.state_dir}",
+            "trace: "
+            + (f"{self.trace_file} (at most {self.trace_max_bytes} bytes)" if self.trace_file else "off"),
+            "on exit: " + ("keep held addresses" if self.keep_addresses_on_exit else "release held addresses"),
+        ]
+        return lines
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    """heartbeatd: announce the master, and (with --manage) hold its addresses."""
+
+    targets: tuple[IPv4Address, ...]
+    """ip_addr arguments: the backup's address or broadcast addresses."""
+    port: int = DEFAULT_PORT
+    run_mode: RunMode = "daemon"
+    syslog_facility: str = DEFAULT_FACILITY
+    syslog_requested: bool = False
+    syslog_socket: str = DEFAULT_SYSLOG_SOCKET
+    message: bytes = DEFAULT_MESSAGE
+    key_file: Path | None = None
+    interval: float = 1.0
+    fail_misses: int = 3
+    """The backup's --fail-misses: how long it takes the backup to give up on us."""
+    managed: tuple[Triplet, ...] = ()
+    """Addresses heartbeatd adds itself, with overlap-free failback."""
+    arp_probe: bool = True
+    probe_count: int = 3
+    probe_spacing: float | None = None
+    garp_count: int = 3
+    garp_spacing: float = 0.2
+    hook_dir: Path = DEFAULT_HOOK_DIR
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+    pid_file: Path = Path("/run/heartbeatd.pid")
+    control_socket: Path = Path("/run/heartbeatd.sock")
+    state_dir: Path = DEFAULT_STATE_DIR
+    notify_command: str = DEFAULT_NOTIFY_COMMAND
+
+    @property
+    def authenticated(self) -> bool:
+        return self.key_file is not None
+
+    @property
+    def backup_fail_after(self) -> float:
+        """Seconds of silence after which the backup declares us failed."""
+        return self.fail_misses * self.interval
+
+    @property
+    def effective_probe_spacing(self) -> float:
+        if self.probe_spacing is not None:
+            return self.probe_spacing
+        return min(0.2, max(0.01, self.interval / 10))
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(t.interface for t in self.managed))
+
+    def describe(self) -> list[str]:
+        lines = [
+            "role: master (heartbeatd)",
+            "targets: " + " ".join(str(a) for a in self.targets),
+            f"port: {self.port}/udp",
+            f"interval: {self.interval:g} s; the backup gives up after {self.backup_fail_after:g} s "
+            f"({self.fail_misses} intervals)",
+        ]
+        if self.authenticated:
+            lines.append(f"heartbeats: authenticated (HMAC-SHA256), key file {self.key_file}")
+        else:
+            lines.append(f"heartbeats: legacy, unauthenticated; message {_message_text(self.message)}")
+        if self.managed:
+            for triplet in self.managed:
+                mask = "none (/32)" if triplet.prefixlen is None else f"/{triplet.prefixlen}"
+                lines.append(f"managed address: {triplet.address} on {triplet.interface}, mask {mask}")
+            lines += [
+                "ARP probe before acquiring: "
+                + (
+                    f"{self.probe_count} probes {self.effective_probe_spacing:g} s apart"
+                    if self.arp_probe
+                    else "off (--no-arp-probe)"
+                ),
+                f"gratuitous ARP after acquiring: {self.garp_count}, {self.garp_spacing:g} s apart",
+            ]
+        else:
+            lines.append("managed addresses: none (public addresses are configured outside heartbeatd)")
+        lines += [
+            f"mode: {_RUN_MODE_TEXT[self.run_mode]}",
+            f"log target: {_log_target(self.run_mode, self.syslog_facility, self.syslog_socket, self.syslog_requested)}",
+            f"hooks: {self.hook_dir}/<address>/, timeout {self.hook_timeout:g} s",
+            f"notify command: {self.notify_command}",
+            f"pid file: {self.pid_file}",
+            f"control socket: {self.control_socket}",
+            f"state directory: {self.state_dir}",
+        ]
+        return lines

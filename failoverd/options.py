@@ -1,0 +1,421 @@
+"""Command lines of failoverd and heartbeatd, validated into configurations.
+
+The documented forms are kept exactly (``-d | -n | -x``, ``-p port`` /
+``--port=port``, ``-L facility`` / ``--syslog=facility``, ``-h``, ``-v``,
+heartbeatd's ``-m message``); everything the original lacks is a long option
+that changes nothing documented. Errors use the original's wording and name
+the offending argument; every one is a :class:`UsageError` (exit 64). Whether
+the host matches the arguments (interfaces, key file) is checked later, by
+:mod:`failoverd.preflight`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+from failoverd import __version__
+from failoverd.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
+from failoverd.config import (
+    DEFAULT_FACILITY,
+    DEFAULT_HOOK_DIR,
+    DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_MESSAGE,
+    DEFAULT_NOTIFY_COMMAND,
+    DEFAULT_PORT,
+    DEFAULT_STATE_DIR,
+    DEFAULT_SYSLOG_SOCKET,
+    DEFAULT_TRACE_MAX_BYTES,
+    BackupConfig,
+    MasterConfig,
+    RunMode,
+)
+from failoverd.core.timing import Timing, TimingError
+from failoverd.exitcodes import UsageError
+
+INVALID_PORT = "Invalid port. Valid ports range from 1 to 65535 (IPV6PORT_ANONMAX)"
+INVALID_FACILITY = "Invalid syslog facility"
+FACILITIES = ("daemon", "auth", "user") + tuple(f"local{n}" for n in range(8))
+
+# One heartbeat must fit one Ethernet frame: 1500 - 20 (IP) - 8 (UDP).
+MAX_MESSAGE_BYTES = 1472
+
+
+@dataclass(frozen=True)
+class ShowHelp:
+    text: str
+
+
+@dataclass(frozen=True)
+class ShowVersion:
+    text: str
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors become UsageError instead of exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message}\n{self.format_usage().rstrip()}")
+
+
+# --- values -----------------------------------------------------------------
+
+
+def parse_port(text: str) -> int:
+    if re.fullmatch(r"[0-9]{1,5}", text) is None or not 1 <= int(text) <= 65535:
+        raise UsageError(f"{INVALID_PORT}: {text!r}")
+    return int(text)
+
+
+def parse_facility(text: str) -> str:
+    if text not in FACILITIES:
+        raise UsageError(
+            f"{INVALID_FACILITY}: {text!r} (supported: daemon, auth, user, local0 ... local7)"
+        )
+    return text
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected seconds > 0, e.g. 0.5")
+    return value
+
+
+def _seconds_or_zero(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0
+    return _seconds(text)
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        if re.fullmatch(r"[0-9]{1,6}", text) is None or int(text) < minimum:
+            raise argparse.ArgumentTypeError(
+                f"invalid value {text!r}: expected a whole number >= {minimum}"
+            )
+        return int(text)
+
+    parse.__name__ = f"count>={minimum}"
+    return parse
+
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def _size(text: str) -> int:
+    match = re.fullmatch(r"([0-9]{1,12})([KMG]?)(?:i?B)?", text)
+    if match is None or int(match.group(1)) == 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid size {text!r}: expected bytes > 0, optionally with K, M or G (e.g. 64M)"
+        )
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _message(text: str) -> bytes:
+    # surrogateescape gives back the exact bytes of the command line.
+    body = text.encode("utf-8", "surrogateescape")
+    if not 1 <= len(body) <= MAX_MESSAGE_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"invalid message: must be 1 to {MAX_MESSAGE_BYTES} bytes, got {len(body)}"
+        )
+    return body
+
+
+def _command(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("invalid command: empty")
+    return text
+
+
+def _not_unicast(address: IPv4Address) -> bool:
+    return address.is_unspecified or address.is_multicast or address == IPv4Address("255.255.255.255")
+
+
+def _unicast(text: str, role: str) -> IPv4Address:
+    try:
+        address = parse_ipv4(text)
+    except AddressError as exc:
+        raise UsageError(f"{exc.diagnostic}: {role} {text!r} ({exc.detail})") from None
+    if _not_unicast(address):
+        raise UsageError(f"CNode: invalid IP address: {role} {text!r} (not a unicast host address)")
+    return address
+
+
+def _triplet(text: str, role: str) -> Triplet:
+    try:
+        triplet = parse_triplet(text)
+    except AddressError as exc:
+        raise UsageError(f"{exc.diagnostic}: {role} {text!r} ({exc.detail})") from None
+    if _not_unicast(triplet.address):
+        raise UsageError(f"CNode: invalid IP address: {role} {text!r} (not a unicast host address)")
+    return triplet
+
+
+def _distinct_addresses(triplets: Sequence[tuple[str, Triplet]], role: str) -> None:
+    seen: dict[IPv4Address, str] = {}
+    for text, triplet in triplets:
+        if triplet.address in seen:
+            raise UsageError(
+                f"{role} {triplet.address} given twice: {seen[triplet.address]!r} and {text!r}"
+            )
+        seen[triplet.address] = text
+
+
+# --- parsers ----------------------------------------------------------------
+
+
+def _common_options(parser: argparse.ArgumentParser, program: str) -> None:
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("-d", "--debug", action="store_true",
+                      help="stay in the foreground and log to the terminal")
+    mode.add_argument("-n", "--no-run", action="store_true",
+                      help="print the configuration as understood, check this host, and quit")
+    mode.add_argument("-x", "--no-fork", action="store_true",
+                      help="stay in the foreground and log to syslog (for systemd)")
+    parser.add_argument("-p", "--port", metavar="port",
+                        help=f"UDP port for heartbeats (default {DEFAULT_PORT})")
+    parser.add_argument("-L", "--syslog", metavar="facility",
+                        help="syslog facility: daemon (default), auth, user, local0..local7")
+    parser.add_argument("-h", "--help", action="store_true", help="print this summary and exit")
+    parser.add_argument("-v", "--version", action="store_true", help="print the version and exit")
+    extra = parser.add_argument_group("options beyond the original")
+    extra.add_argument("--syslog-socket", metavar="PATH", default=DEFAULT_SYSLOG_SOCKET,
+                       help=f"the syslog socket (default {DEFAULT_SYSLOG_SOCKET})")
+    extra.add_argument("--key-file", metavar="FILE", type=Path,
+                       help="shared secret for authenticated heartbeats (both hosts use the same file)")
+    extra.add_argument("--no-arp-probe", action="store_true",
+                       help="take addresses without first ARP-probing that nobody answers for them")
+    extra.add_argument("--garp-count", metavar="N", type=_count(0), default=3,
+                       help="gratuitous ARPs sent after taking an address (default 3)")
+    extra.add_argument("--garp-spacing", metavar="SECONDS", type=_seconds, default=0.2,
+                       help="seconds between gratuitous ARPs (default 0.2)")
+    extra.add_argument("--probe-count", metavar="N", type=_count(0), default=3,
+                       help="ARP probes per address before taking it (default 3)")
+    extra.add_argument("--probe-spacing", metavar="SECONDS", type=_seconds,
+                       help="seconds between ARP probes (default interval/10, within 0.01..0.2)")
+    extra.add_argument("--hook-dir", metavar="DIR", type=Path, default=DEFAULT_HOOK_DIR,
+                       help=f"hooks for an address live in DIR/<address>/ (default {DEFAULT_HOOK_DIR})")
+    extra.add_argument("--hook-timeout", metavar="SECONDS", type=_seconds, default=DEFAULT_HOOK_TIMEOUT,
+                       help=f"longest a hook may run (default {DEFAULT_HOOK_TIMEOUT:g})")
+    extra.add_argument("--pid-file", metavar="FILE", type=Path, default=Path(f"/run/{program}.pid"),
+                       help=f"default /run/{program}.pid")
+    extra.add_argument("--control-socket", metavar="PATH", type=Path,
+                       default=Path(f"/run/{program}.sock"), help=f"default /run/{program}.sock")
+    extra.add_argument("--state-dir", metavar="DIR", type=Path, default=DEFAULT_STATE_DIR,
+                       help=f"default {DEFAULT_STATE_DIR}")
+    extra.add_argument("--notify-command", metavar="COMMAND", type=_command, default=DEFAULT_NOTIFY_COMMAND,
+                       help=f"run as COMMAND {{up|down}} address ... (default {DEFAULT_NOTIFY_COMMAND})")
+
+
+def backup_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="failoverd",
+        add_help=False,
+        allow_abbrev=False,
+        usage=(
+            "failoverd [-d | -n | -x] [-p port] [-L facility] [options] "
+            "master_priv_addr interface:pub_addr[/mask] ...\n       failoverd [-h | -v]"
+        ),
+        description="Watch the master's heartbeats and take over its public addresses when it fails.",
+        epilog="Exit status: 0 ok, 64 usage, 69 already running or no syslog, 77 not root, "
+        "78 host or configuration problem. See docs/programs.md.",
+    )
+    _common_options(parser, "failoverd")
+    extra = parser.add_argument_group("backup detection timing (beyond the original)")
+    extra.add_argument("--interval", metavar="SECONDS", type=_seconds, default=1.0,
+                       help="the master's heartbeat interval (default 1)")
+    extra.add_argument("--suspect-misses", metavar="N", type=_count(1), default=1,
+                       help="missed heartbeats before the master is suspect and probed (default 1)")
+    extra.add_argument("--fail-misses", metavar="N", type=_count(1), default=3,
+                       help="intervals of silence before the master has failed (default 3)")
+    extra.add_argument("--allowance", metavar="SECONDS", type=_seconds_or_zero,
+                       help="scheduling slack on the suspect deadline (default interval/5)")
+    more = parser.add_argument_group("more backup options")
+    more.add_argument("--message", metavar="message", type=_message,
+                      help="legacy mode: the master's heartbeat text (default 'heartbeat')")
+    more.add_argument("--trace", metavar="FILE", type=Path, help="record a trace of events to FILE")
+    more.add_argument("--trace-max-bytes", metavar="SIZE", type=_size, default=DEFAULT_TRACE_MAX_BYTES,
+                      help="largest trace file (default 64M)")
+    more.add_argument("--keep-addresses-on-exit", action="store_true",
+                      help="leave taken-over addresses in place when failoverd stops")
+    parser.add_argument("arguments", nargs="*", metavar="master_priv_addr interface:pub_addr[/mask]",
+                        help=argparse.SUPPRESS)
+    return parser
+
+
+def master_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="heartbeatd",
+        add_help=False,
+        allow_abbrev=False,
+        usage=(
+            "heartbeatd [-d | -n | -x] [-p port] [-m message] [-L facility] [options] "
+            "ip_addr [ip_addr ...]\n       heartbeatd [-h | -v]"
+        ),
+        description="Send heartbeats to the backup; with --manage, also hold the public addresses.",
+        epilog="Exit status: 0 ok, 64 usage, 69 already running or no syslog, 77 not root, "
+        "78 host or configuration problem. See docs/programs.md.",
+    )
+    _common_options(parser, "heartbeatd")
+    parser.add_argument("-m", "--message", metavar="message", type=_message,
+                        help="heartbeat text in legacy mode (default 'heartbeat')")
+    extra = parser.add_argument_group("master options (beyond the original)")
+    extra.add_argument("--interval", metavar="SECONDS", type=_seconds, default=1.0,
+                       help="seconds between heartbeats (default 1)")
+    extra.add_argument("--backup-fail-misses", metavar="N", type=_count(2), default=3,
+                       help="the backup's --fail-misses (default 3)")
+    extra.add_argument("--manage", metavar="interface:addr[/mask]", action="append", default=[],
+                       help="an address heartbeatd adds itself, with overlap-free failback (repeatable)")
+    parser.add_argument("arguments", nargs="*", metavar="ip_addr", help=argparse.SUPPRESS)
+    return parser
+
+
+def _run_mode(ns: argparse.Namespace) -> RunMode:
+    if ns.debug:
+        return "debug"
+    if ns.no_run:
+        return "no_run"
+    if ns.no_fork:
+        return "no_fork"
+    return "daemon"
+
+
+def _informational(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> ShowHelp | ShowVersion | None:
+    if ns.help:
+        return ShowHelp(parser.format_help())
+    if ns.version:
+        return ShowVersion(f"{parser.prog} {__version__}\n")
+    return None
+
+
+def _message_with_key(ns: argparse.Namespace) -> bytes:
+    if ns.message is not None and ns.key_file is not None:
+        raise UsageError(
+            "--message applies to legacy heartbeats only; with --key-file heartbeats are authenticated"
+        )
+    return DEFAULT_MESSAGE if ns.message is None else ns.message
+
+
+def _common_values(ns: argparse.Namespace) -> dict:
+    return dict(
+        port=DEFAULT_PORT if ns.port is None else parse_port(ns.port),
+        run_mode=_run_mode(ns),
+        syslog_facility=DEFAULT_FACILITY if ns.syslog is None else parse_facility(ns.syslog),
+        syslog_requested=ns.syslog is not None,
+        syslog_socket=ns.syslog_socket,
+        key_file=ns.key_file,
+        message=_message_with_key(ns),
+        arp_probe=not ns.no_arp_probe,
+        hook_dir=ns.hook_dir,
+        hook_timeout=ns.hook_timeout,
+        pid_file=ns.pid_file,
+        control_socket=ns.control_socket,
+        state_dir=ns.state_dir,
+        notify_command=ns.notify_command,
+    )
+
+
+def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
+    """failoverd's command line → BackupConfig (or a request for help/version)."""
+    parser = backup_parser()
+    ns = parser.parse_intermixed_args(list(argv))
+    shown = _informational(parser, ns)
+    if shown is not None:
+        return shown
+    values = _common_values(ns)
+    if not ns.arguments:
+        raise UsageError(
+            "missing master_priv_addr and interface:pub_addr[/mask] triplets\n"
+            + parser.format_usage().rstrip()
+        )
+    master_text, *triplet_texts = ns.arguments
+    try:
+        master = _unicast(master_text, "master_priv_addr")
+    except UsageError as exc:
+        if ":" in master_text:
+            raise UsageError(f"{exc} -- the first argument is master_priv_addr, then the triplets") from None
+        raise
+    if not triplet_texts:
+        raise UsageError(
+            "no interface:pub_addr[/mask] triplet given: name at least one of the master's "
+            "public addresses to take over"
+        )
+    parsed = [(text, _triplet(text, "pub_addr")) for text in triplet_texts]
+    for text, triplet in parsed:
+        if triplet.address == master:
+            raise UsageError(
+                f"pub_addr {text!r} is master_priv_addr {master}: the private address is how the "
+                "master is heard and is never taken over"
+            )
+    _distinct_addresses(parsed, "pub_addr")
+    try:
+        timing = Timing(
+            interval=ns.interval,
+            suspect_misses=ns.suspect_misses,
+            fail_misses=ns.fail_misses,
+            allowance=ns.allowance,
+            probe_count=ns.probe_count if not ns.no_arp_probe else 0,
+            probe_spacing=ns.probe_spacing,
+            garp_count=ns.garp_count,
+            garp_spacing=ns.garp_spacing,
+        )
+    except TimingError as exc:
+        raise UsageError(f"Invalid timing: {exc}") from None
+    return BackupConfig(
+        master=master,
+        triplets=tuple(t for _, t in parsed),
+        timing=timing,
+        trace_file=ns.trace,
+        trace_max_bytes=ns.trace_max_bytes,
+        keep_addresses_on_exit=ns.keep_addresses_on_exit,
+        **values,
+    )
+
+
+def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
+    """heartbeatd's command line → MasterConfig (or a request for help/version)."""
+    parser = master_parser()
+    ns = parser.parse_intermixed_args(list(argv))
+    shown = _informational(parser, ns)
+    if shown is not None:
+        return shown
+    values = _common_values(ns)
+    if not ns.arguments:
+        raise UsageError("no ip_addr given: name the backup's address or a broadcast address\n"
+                         + parser.format_usage().rstrip())
+    targets: list[IPv4Address] = []
+    for text in ns.arguments:
+        try:
+            target = parse_ipv4(text)
+        except AddressError as exc:
+            raise UsageError(f"{exc.diagnostic}: ip_addr {text!r} ({exc.detail})") from None
+        if target.is_unspecified:
+            raise UsageError(f"CNode: invalid IP address: ip_addr {text!r} (0.0.0.0 is not a destination)")
+        if target in targets:
+            raise UsageError(f"ip_addr {text!r} given twice")
+        targets.append(target)
+    if not 0.01 <= ns.interval <= 3600:
+        raise UsageError(f"Invalid timing: interval {ns.interval!r} s is outside 0.01..3600 s")
+    managed = [(text, _triplet(text, "--manage")) for text in ns.manage]
+    _distinct_addresses(managed, "--manage address")
+    return MasterConfig(
+        targets=tuple(targets),
+        interval=ns.interval,
+        fail_misses=ns.backup_fail_misses,
+        managed=tuple(t for _, t in managed),
+        probe_count=ns.probe_count,
+        probe_spacing=ns.probe_spacing,
+        garp_count=ns.garp_count,
+        garp_spacing=ns.garp_spacing,
+        **values,
+    )

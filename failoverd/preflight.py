@@ -1,0 +1,288 @@
+"""What can be checked on this host before a daemon starts.
+
+Two uses: at every start the fatal host problems (an interface this computer
+does not have, an unusable key file) stop the program with exit 78 before it
+moves to the background; with ``-n`` every check runs and is printed, one line
+each, after the configuration as understood.
+
+A check ends ``ok``, ``warn`` (worth knowing, does not stop the daemon) or
+``FAIL``. ``-n`` exits 0 only when nothing failed. Running ``-n`` as an
+ordinary user is allowed and only warns, because ``-n`` validates a
+configuration, not the account that runs it; the daemons themselves refuse to
+run without root.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Iterable, Literal
+
+from failoverd import __version__
+from failoverd.addresses import Triplet
+from failoverd.config import BackupConfig, MasterConfig
+from failoverd.exitcodes import ConfigError
+
+INVALID_INTERFACE = "CNode: invalid interface name"
+
+_IFF_UP = 0x1
+_IFF_LOWER_UP = 0x10000
+
+Status = Literal["ok", "warn", "FAIL"]
+
+
+@dataclass(frozen=True)
+class Check:
+    status: Status
+    text: str
+
+
+@dataclass(frozen=True)
+class HostView:
+    """The links and IPv4 addresses of the current network namespace."""
+
+    links: dict[str, int]
+    """interface name → flags"""
+    addresses: dict[IPv4Address, str]
+    """address → interface it is configured on"""
+
+    @classmethod
+    def read(cls) -> "HostView":
+        # Imported here: pyroute2 is slow to import and only -n needs it.
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            links = {link.get("ifname"): link["flags"] for link in ipr.get_links()}
+            names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+            addresses = {}
+            for msg in ipr.get_addr(family=socket.AF_INET):
+                local = msg.get("local") or msg.get("address")
+                if local is not None:
+                    addresses[IPv4Address(local)] = names.get(msg["index"], f"index {msg['index']}")
+        return cls(links, addresses)
+
+
+# --- the checks that stop every start ----------------------------------------
+
+
+def require_interfaces(triplets: Iterable[Triplet], role: str) -> None:
+    """Raise ConfigError (the original's "CNode: invalid interface name") for
+    the first triplet whose interface does not exist in this namespace."""
+    for triplet in triplets:
+        try:
+            socket.if_nametoindex(triplet.interface)
+        except OSError:
+            raise ConfigError(
+                f"{INVALID_INTERFACE}: {role} '{triplet}' "
+                f"(no interface {triplet.interface!r} on this host)"
+            ) from None
+
+
+def key_file_problem(path: Path) -> str | None:
+    """Why the key file cannot be used, or None."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        return f"key file {path}: {exc.strerror}"
+    if not stat.S_ISREG(info.st_mode):
+        return f"key file {path}: not a regular file"
+    if info.st_mode & stat.S_IROTH:
+        return f"key file {path}: readable by everyone; anyone could forge heartbeats (chmod 600 {path})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"key file {path}: writable by group or others (chmod 600 {path})"
+    try:
+        with path.open("rb") as handle:
+            if not handle.read(1):
+                return f"key file {path}: empty"
+    except OSError as exc:
+        return f"key file {path}: {exc.strerror}"
+    return None
+
+
+def require_key_file(path: Path | None) -> None:
+    if path is not None:
+        problem = key_file_problem(path)
+        if problem is not None:
+            raise ConfigError(problem)
+
+
+# --- the -n checks -------------------------------------------------------------
+
+
+def _interface_checks(names: Iterable[str], host: HostView) -> list[Check]:
+    checks = []
+    for name in names:
+        flags = host.links.get(name)
+        if flags is None:
+            checks.append(Check("FAIL", f"{INVALID_INTERFACE}: no interface {name!r} on this host"))
+            continue
+        checks.append(Check("ok", f"interface {name} exists"))
+        if not flags & _IFF_UP:
+            checks.append(Check("FAIL", f"interface {name} is down (ip link set {name} up)"))
+        elif not flags & _IFF_LOWER_UP:
+            checks.append(Check("warn", f"interface {name} is up but has no carrier"))
+        else:
+            checks.append(Check("ok", f"interface {name} is up"))
+    return checks
+
+
+def _port_check(port: int) -> Check:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("0.0.0.0", port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return Check("FAIL", f"port {port}/udp is already in use here (another failoverd or heartbeatd?)")
+        if exc.errno == errno.EACCES:
+            return Check("FAIL", f"port {port}/udp: permission denied (ports below 1024 need root)")
+        return Check("FAIL", f"port {port}/udp cannot be bound: {exc.strerror}")
+    finally:
+        sock.close()
+    return Check("ok", f"port {port}/udp is free")
+
+
+def _not_configured_checks(triplets: Iterable[Triplet], host: HostView, why: str) -> list[Check]:
+    checks = []
+    for triplet in triplets:
+        where = host.addresses.get(triplet.address)
+        if where is None:
+            checks.append(Check("ok", f"{triplet.address} is not configured on this host"))
+        else:
+            checks.append(
+                Check("FAIL", f"{triplet.address} is already configured on {where}; {why}")
+            )
+    return checks
+
+
+def _safe_owner_problem(path: Path, info: os.stat_result) -> str | None:
+    if info.st_uid != 0:
+        return f"{path} is owned by uid {info.st_uid}, not root; hooks run as root"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} is writable by group or others; hooks run as root (chmod go-w {path})"
+    return None
+
+
+def _hook_checks(hook_dir: Path, addresses: Iterable[IPv4Address]) -> list[Check]:
+    try:
+        info = hook_dir.stat()
+    except FileNotFoundError:
+        return [Check("ok", f"hook directory {hook_dir} is absent: no hooks will run")]
+    except OSError as exc:
+        return [Check("FAIL", f"hook directory {hook_dir}: {exc.strerror}")]
+    if not stat.S_ISDIR(info.st_mode):
+        return [Check("FAIL", f"hook directory {hook_dir} is not a directory")]
+    problem = _safe_owner_problem(hook_dir, info)
+    checks = [Check("FAIL", problem) if problem else Check("ok", f"hook directory {hook_dir} is safe")]
+    for address in addresses:
+        directory = hook_dir / str(address)
+        try:
+            info = directory.stat()
+        except FileNotFoundError:
+            checks.append(Check("ok", f"no hooks for {address}"))
+            continue
+        except OSError as exc:
+            checks.append(Check("FAIL", f"{directory}: {exc.strerror}"))
+            continue
+        problem = _safe_owner_problem(directory, info)
+        if problem:
+            checks.append(Check("FAIL", problem))
+            continue
+        hooks = []
+        for entry in sorted(directory.iterdir()):
+            entry_info = entry.lstat()
+            problem = _safe_owner_problem(entry, entry_info)
+            if problem:
+                checks.append(Check("FAIL", problem))
+            elif stat.S_ISREG(entry_info.st_mode) and entry_info.st_mode & stat.S_IXUSR:
+                hooks.append(entry.name)
+            else:
+                checks.append(Check("warn", f"{entry} is not an executable file and will not run"))
+        checks.append(Check("ok", f"hooks for {address}: {', '.join(hooks) if hooks else 'none'}"))
+    return checks
+
+
+def _syslog_check(path: str) -> Check:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        return Check(
+            "warn",
+            f"syslog socket {path}: {exc.strerror}; background and -x modes would fail to start (-d works)",
+        )
+    finally:
+        sock.close()
+    return Check("ok", f"syslog socket {path} accepts messages")
+
+
+def _state_dir_check(path: Path) -> Check:
+    if path.is_dir():
+        return Check("ok", f"state directory {path} exists")
+    if path.exists():
+        return Check("FAIL", f"state directory {path} exists but is not a directory")
+    return Check("ok", f"state directory {path} will be created")
+
+
+def _privilege_check(program: str) -> Check:
+    if os.geteuid() == 0:
+        return Check("ok", "running as root")
+    return Check("warn", f"not running as root; {program} itself must run as root")
+
+
+def run_checks(config: BackupConfig | MasterConfig) -> list[Check]:
+    program = "failoverd" if isinstance(config, BackupConfig) else "heartbeatd"
+    checks = [_privilege_check(program)]
+    try:
+        host = HostView.read()
+    except OSError as exc:
+        return checks + [Check("FAIL", f"cannot read this host's interfaces over netlink: {exc}")]
+    if isinstance(config, BackupConfig):
+        checks += _interface_checks(config.interfaces, host)
+        where = host.addresses.get(config.master)
+        if where is not None:
+            checks.append(
+                Check("FAIL", f"master_priv_addr {config.master} is configured here on {where}; "
+                      "failoverd runs on the backup, not on the master")
+            )
+        checks += _not_configured_checks(
+            config.triplets, host, "failoverd would fight it; remove it from the static configuration"
+        )
+        addresses = [t.address for t in config.triplets]
+    else:
+        checks += _interface_checks(config.interfaces, host)
+        checks += _not_configured_checks(
+            config.managed, host, "heartbeatd adds managed addresses itself; remove it from the static configuration"
+        )
+        addresses = [t.address for t in config.managed]
+    checks.append(_port_check(config.port))
+    if config.key_file is None:
+        checks.append(Check("warn", "no --key-file: heartbeats are not authenticated (legacy mode)"))
+    else:
+        problem = key_file_problem(config.key_file)
+        checks.append(Check("FAIL", problem) if problem else Check("ok", f"key file {config.key_file} is usable"))
+    checks += _hook_checks(config.hook_dir, addresses)
+    checks.append(_state_dir_check(config.state_dir))
+    checks.append(_syslog_check(config.syslog_socket))
+    return checks
+
+
+def report(config: BackupConfig | MasterConfig) -> tuple[str, bool]:
+    """The -n output, and whether every check passed."""
+    program = "failoverd" if isinstance(config, BackupConfig) else "heartbeatd"
+    checks = run_checks(config)
+    lines = [f"{program} {__version__}: configuration as understood"]
+    lines += [f"  {line}" for line in config.describe()]
+    lines.append("checks on this host:")
+    lines += [f"  {check.status:<5} {check.text}" for check in checks]
+    failed = sum(check.status == "FAIL" for check in checks)
+    warned = sum(check.status == "warn" for check in checks)
+    if failed:
+        lines.append(f"result: {failed} check{'s' if failed > 1 else ''} failed")
+    else:
+        lines.append(f"result: configuration OK ({warned} warning{'' if warned == 1 else 's'})")
+    return "\n".join(lines) + "\n", failed == 0

@@ -1,0 +1,30 @@
+"""failoverd(8): the backup daemon's command line and start-up (see launch)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from failoverd import options, preflight
+from failoverd.config import BackupConfig
+from failoverd.programs.launch import run_program
+
+
+def check_host(config: BackupConfig) -> None:
+    preflight.require_interfaces(config.triplets, "pub_addr")
+    preflight.require_key_file(config.key_file)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_program(
+        "failoverd",
+        argv,
+        options.parse_backup,
+        check_host,
+        "failoverd.runtime.backup",
+        "failoverd controls system-wide resources (addresses, raw ARP sockets)",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
