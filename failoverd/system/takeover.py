@@ -1,0 +1,127 @@
+"""The one acquire/release procedure, shared by the daemons and ProcessFailover.
+
+Per address, in this order (the original ProcessFailover's, plus the
+announcement):
+
+    acquire:  Test -> PreAcq hooks -> add the address -> gratuitous ARP -> PostAcq hooks
+    release:  Test -> PreRel hooks -> remove the address -> PostRel hooks
+
+Addresses are handled one after another in sorted order, so two runs with the
+same input do the same things in the same order. The result sorts every input
+triplet into exactly one set, so the core knows what this host holds even
+after a partial failure. An address that was already there counts as
+acquired (and still gets its announcement and PostAcq hooks): that is how a
+restarted backup adopts what it held.
+
+The gratuitous ARP burst for an address starts as soon as it is added and
+runs alongside the following steps; ``acquire`` returns once every burst has
+finished, so nothing it started outlives it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Literal
+
+import trio
+from pyroute2.netlink.exceptions import NetlinkError
+
+from failoverd.addresses import Triplet
+from failoverd.core.actions import AcquireDone, ReleaseDone
+from failoverd.system.arp import Announcer
+from failoverd.system.hooks import HookRunner
+from failoverd.system.netlink import AddressChangeError, AddressManager, InterfaceError, NamespaceMissing
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["done", "failed", "refused"]
+
+# What an address change can fail with; anything else is a bug and propagates.
+_CHANGE_ERRORS = (InterfaceError, AddressChangeError, NamespaceMissing, NetlinkError, OSError)
+
+
+class Takeover:
+    """Acquires and releases failover addresses, hooks and announcements included.
+
+    Resource handling: every hook process and announcement task started by a
+    call has ended when the call returns.
+
+    Error handling: address changes that fail are logged and reported in the
+    result's ``failed`` set; hooks never raise (see :mod:`failoverd.system.hooks`).
+    If the caller cancels ``acquire`` or ``release`` midway, no result is
+    returned and the caller must re-read the truth with
+    :meth:`AddressManager.present`.
+    """
+
+    def __init__(self, addresses: AddressManager, hooks: HookRunner, announcer: Announcer) -> None:
+        self.addresses = addresses
+        self.hooks = hooks
+        self.announcer = announcer
+
+    async def acquire(self, triplets: Iterable[Triplet]) -> AcquireDone:
+        ordered = sorted(set(triplets))
+        outcomes: dict[Triplet, Outcome] = {}
+        async with trio.open_nursery() as announcements:
+            for triplet in ordered:
+                outcomes[triplet] = await self._acquire_one(triplet, ordered, announcements)
+        result = AcquireDone(
+            acquired=_having(outcomes, "done"), failed=_having(outcomes, "failed"), refused=_having(outcomes, "refused")
+        )
+        log.info("acquire finished: %s", _summary(result.acquired, result.failed, result.refused, "acquired"))
+        return result
+
+    async def release(self, triplets: Iterable[Triplet]) -> ReleaseDone:
+        ordered = sorted(set(triplets))
+        outcomes = {triplet: await self._release_one(triplet, ordered) for triplet in ordered}
+        result = ReleaseDone(
+            released=_having(outcomes, "done"), failed=_having(outcomes, "failed"), refused=_having(outcomes, "refused")
+        )
+        log.info("release finished: %s", _summary(result.released, result.failed, result.refused, "released"))
+        return result
+
+    async def announce(self, triplets: Iterable[Triplet]) -> None:
+        """Gratuitous ARP for addresses already held (heartbeatd's tickle)."""
+        await self.announcer.announce(triplets)
+
+    async def _acquire_one(self, triplet: Triplet, everything: list[Triplet], announcements: trio.Nursery) -> Outcome:
+        log.info("acquiring %s", triplet)
+        if not await self.hooks.test("acquire", triplet, everything):
+            return "refused"
+        await self.hooks.run_phase("PreAcq", "acquire", triplet, everything)
+        try:
+            added = await self.addresses.add(triplet)
+        except _CHANGE_ERRORS as error:
+            log.error("%s not acquired: %s", triplet, error)
+            return "failed"
+        if not added:
+            log.info("%s was already on %s; keeping it", triplet.address, triplet.interface)
+        await announcements.start(self.announcer.announce, [triplet])
+        await self.hooks.run_phase("PostAcq", "acquire", triplet, everything)
+        return "done"
+
+    async def _release_one(self, triplet: Triplet, everything: list[Triplet]) -> Outcome:
+        log.info("releasing %s", triplet)
+        if not await self.hooks.test("release", triplet, everything):
+            return "refused"
+        await self.hooks.run_phase("PreRel", "release", triplet, everything)
+        try:
+            removed = await self.addresses.remove(triplet)
+        except _CHANGE_ERRORS as error:
+            log.error("%s not released: %s", triplet, error)
+            return "failed"
+        if not removed:
+            log.info("%s was not on %s; nothing to remove", triplet.address, triplet.interface)
+        await self.hooks.run_phase("PostRel", "release", triplet, everything)
+        return "done"
+
+
+def _having(outcomes: dict[Triplet, Outcome], wanted: Outcome) -> frozenset[Triplet]:
+    return frozenset(triplet for triplet, outcome in outcomes.items() if outcome == wanted)
+
+
+def _summary(done: frozenset[Triplet], failed: frozenset[Triplet], refused: frozenset[Triplet], verb: str) -> str:
+    def listed(triplets: frozenset[Triplet]) -> str:
+        return " ".join(map(str, sorted(triplets))) or "none"
+
+    return f"{verb} {listed(done)}; failed {listed(failed)}; refused by Test {listed(refused)}"

@@ -1,0 +1,179 @@
+"""Acquire and release end to end: hooks, netlink and gratuitous ARP in real namespaces.
+
+Charter: two fresh namespaces per test (unique names, deleted in a
+``finally``) joined by the veth pair va/vb, plus a second pair vc/vd whose
+``vc`` end is down; 10.x addresses only; every async test under
+``trio.fail_after``. Hooks are root-owned /bin/sh scripts in a temporary
+directory. Without root the tests skip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from failoverd.addresses import parse_triplet
+from failoverd.core.actions import AcquireDone, ReleaseDone
+from failoverd.system.arp import Announcer, ArpSocket
+from failoverd.system.hooks import HookRunner
+from failoverd.system.netlink import AddressManager
+from failoverd.system.takeover import Takeover
+
+pytestmark = pytest.mark.netns
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10).stdout
+
+
+@dataclass
+class Pair:
+    a: str  # namespace holding interface "va"
+    b: str  # namespace holding interface "vb", the other end of the veth
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create network namespaces")
+    suffix = secrets.token_hex(3)
+    names = [f"fo{suffix}a", f"fo{suffix}b"]
+    created: list[str] = []
+    try:
+        for name in names:
+            ip("netns", "add", name)
+            created.append(name)
+        ip("-n", names[0], "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", names[1])
+        for name, dev in zip(names, ("va", "vb")):
+            ip("-n", name, "link", "set", "lo", "up")
+            ip("-n", name, "link", "set", dev, "up")
+        yield Pair(*names)
+    finally:
+        for name in created:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+def addresses_on(ns: str, dev: str) -> set[str]:
+    out = ip("-n", ns, "-o", "-4", "addr", "show", "dev", dev)
+    return {line.split()[3] for line in out.splitlines()}
+
+
+@pytest.fixture
+def hook_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "hooks"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    return directory
+
+
+def write_hook(hook_dir: Path, address: str, name: str, body: str) -> None:
+    directory = hook_dir / address
+    directory.mkdir(mode=0o755, exist_ok=True)
+    directory.chmod(0o755)
+    path = directory / name
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+
+
+def takeover(pair: Pair, hook_dir: Path) -> Takeover:
+    return Takeover(
+        AddressManager(netns=pair.a),
+        HookRunner(hook_dir, timeout=5, kill_grace=0.5),
+        Announcer(count=2, spacing=0.05, netns=pair.a),
+    )
+
+
+@pytest.mark.trio
+async def test_each_step_happens_in_order_around_the_address_change(pair: Pair, hook_dir: Path, tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    # Each hook writes its phase and whether the address is on va at that moment.
+    probe = f'echo "$FAILOVER_PHASE $(ip -n {pair.a} -o -4 addr show dev va | grep -c 10.64.0.1/24)" >> {journal}'
+    for phase in ("Test", "PreAcq", "PostAcq", "PreRel", "PostRel"):
+        write_hook(hook_dir, "10.64.0.1", phase, probe)
+    triplet = parse_triplet("va:10.64.0.1/24")
+    seen_from_b: list[str] = []
+    procedure = takeover(pair, hook_dir)
+    with trio.fail_after(20):
+        async with await ArpSocket.open("vb", netns=pair.b) as capture:
+            async with trio.open_nursery() as nursery:
+                async def collect() -> None:
+                    while True:
+                        packet = await capture.receive()
+                        if packet is not None and packet.sender_ip == triplet.address:
+                            seen_from_b.append(str(packet.target_ip))
+
+                nursery.start_soon(collect)
+                acquired = await procedure.acquire([triplet])
+                await trio.sleep(0.1)
+                nursery.cancel_scope.cancel()
+        assert acquired == AcquireDone(acquired=frozenset({triplet}))
+        assert addresses_on(pair.a, "va") == {"10.64.0.1/24"}
+        released = await procedure.release([triplet])
+    assert released == ReleaseDone(released=frozenset({triplet}))
+    assert addresses_on(pair.a, "va") == set()
+    assert journal.read_text().splitlines() == [
+        "Test 0", "PreAcq 0", "PostAcq 1", "Test 1", "PreRel 1", "PostRel 0",
+    ]
+    assert seen_from_b == ["10.64.0.1", "10.64.0.1"]  # the announcement burst
+
+
+@pytest.mark.trio
+async def test_a_partial_acquire_reports_exact_sets(pair: Pair, hook_dir: Path) -> None:
+    ip("-n", pair.a, "link", "add", "vc", "type", "veth", "peer", "name", "vd")  # vc stays down
+    good = parse_triplet("va:10.64.1.1/24")
+    down = parse_triplet("vc:10.64.1.2/24")
+    refused = parse_triplet("va:10.64.1.3")
+    missing = parse_triplet("nosuchif:10.64.1.4")
+    write_hook(hook_dir, "10.64.1.3", "Test", "exit 1")
+    with trio.fail_after(20):
+        result = await takeover(pair, hook_dir).acquire([good, down, refused, missing])
+    assert result == AcquireDone(
+        acquired=frozenset({good}), failed=frozenset({down, missing}), refused=frozenset({refused})
+    )
+    assert addresses_on(pair.a, "va") == {"10.64.1.1/24"}
+    assert addresses_on(pair.a, "vc") == set()
+
+
+@pytest.mark.trio
+async def test_a_partial_release_reports_exact_sets(pair: Pair, hook_dir: Path) -> None:
+    ip("-n", pair.a, "addr", "add", "10.64.2.1/24", "dev", "va")
+    ip("-n", pair.a, "addr", "add", "10.64.2.2/32", "dev", "va")
+    released, kept, gone = (parse_triplet(t) for t in ("va:10.64.2.1/24", "va:10.64.2.2", "va:10.64.2.3"))
+    write_hook(hook_dir, "10.64.2.2", "Test", '[ "$FAILOVER_EVENT" = acquire ]')
+    with trio.fail_after(20):
+        result = await takeover(pair, hook_dir).release([released, kept, gone])
+    assert result == ReleaseDone(released=frozenset({released, gone}), refused=frozenset({kept}))
+    assert addresses_on(pair.a, "va") == {"10.64.2.2/32"}
+
+
+@pytest.mark.trio
+async def test_an_address_already_held_is_adopted(pair: Pair, hook_dir: Path, tmp_path: Path) -> None:
+    ip("-n", pair.a, "addr", "add", "10.64.3.1/24", "dev", "va")
+    marker = tmp_path / "postacq"
+    write_hook(hook_dir, "10.64.3.1", "PostAcq", f"touch {marker}")
+    triplet = parse_triplet("va:10.64.3.1/24")
+    procedure = takeover(pair, hook_dir)
+    with trio.fail_after(20):
+        assert await procedure.addresses.present([triplet]) == {triplet}
+        result = await procedure.acquire([triplet])
+    assert result == AcquireDone(acquired=frozenset({triplet}))
+    assert addresses_on(pair.a, "va") == {"10.64.3.1/24"}  # one copy, not two
+    assert marker.exists()
+
+
+@pytest.mark.trio
+async def test_a_hanging_hook_does_not_stop_the_takeover(pair: Pair, hook_dir: Path) -> None:
+    write_hook(hook_dir, "10.64.4.1", "PreAcq", "sleep 300")
+    triplet = parse_triplet("va:10.64.4.1/24")
+    procedure = Takeover(
+        AddressManager(netns=pair.a), HookRunner(hook_dir, timeout=0.3, kill_grace=0.3), Announcer(count=1, netns=pair.a)
+    )
+    with trio.fail_after(20):
+        result = await procedure.acquire([triplet])
+    assert result == AcquireDone(acquired=frozenset({triplet}))
