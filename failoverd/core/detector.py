@@ -87,6 +87,7 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_nothing_held"], "after": "_recovered"},
     {"trigger": "released", "source": "recovering", "dest": None, "after": "_release_incomplete"},
     {"trigger": "retry", "source": "recovering", "dest": None, "after": "_release_held"},
+    {"trigger": "heartbeat", "source": "recovering", "dest": None},  # already letting go
 )
 
 # States in which the backup tells the master "I may hold your addresses":
@@ -174,7 +175,6 @@ class Detector:
             transitions=[dict(t) for t in TRANSITIONS],
             initial=initial,
             auto_transitions=False,
-            ignore_invalid_triggers=True,
         )
         if self.held:
             # Adopted after a restart: we do not know whether the master is
@@ -228,8 +228,11 @@ class Detector:
         return out
 
     def _on_timer(self, now: float) -> None:
-        silence = now - self.last_heard
-        if self.state == "monitoring" and (silence >= self.timing.suspect_after or self._leaving_at is not None):
+        # Deadlines are compared exactly as next_deadline() computes them: a
+        # float difference (now - last) may round below the bound and leave a
+        # timer that fires forever without effect.
+        suspect_at = self.last_heard + self.timing.suspect_after
+        if self.state == "monitoring" and (now >= suspect_at or self._leaving_at is not None):
             self._fire("silence")
         if self.state == "suspect" and self._deadline_passed():
             self._fire("deadline")
@@ -368,9 +371,9 @@ class Detector:
         if len(self.paths) < 2:
             return
         for p in self.paths.values():
-            if p.quiet or now - p.last_heard < self.timing.fail_after:
+            if p.quiet or now < p.last_heard + self.timing.fail_after:
                 continue
-            others = [q.name for q in self.paths.values() if q is not p and now - q.last_heard < self.timing.fail_after]
+            others = [q.name for q in self.paths.values() if q is not p and now < q.last_heard + self.timing.fail_after]
             if others:
                 p.quiet = True
                 self._emit_alarm(
@@ -390,6 +393,8 @@ class Detector:
     def _fire(self, trigger: str) -> None:
         """Run one machine trigger and record the state change it made, if any."""
         before = self.state
+        if trigger not in _TRIGGERS_FROM[before]:
+            return  # e.g. a late timer in a state that no longer waits for it
         mark = len(self._out)
         self._trigger_name = trigger
         getattr(self, trigger)()
@@ -498,6 +503,14 @@ class Detector:
             # Tell the master at once that we hold nothing, so its managed
             # failback does not wait for its next heartbeat.
             self._out.append(self._status(self._now))
+
+
+_TRIGGERS_FROM: dict[str, frozenset[str]] = {
+    state: frozenset(
+        t["trigger"] for t in TRANSITIONS if t["source"] == state or (isinstance(t["source"], list) and state in t["source"])
+    )
+    for state in STATES
+}
 
 
 def _names(addresses: Iterable) -> str:

@@ -135,7 +135,6 @@ class Master:
             transitions=[dict(t) for t in TRANSITIONS],
             initial=initial,
             auto_transitions=False,
-            ignore_invalid_triggers=True,
         )
 
     state: str  # set by transitions.Machine
@@ -145,7 +144,8 @@ class Master:
     def handle_timer(self, now: float) -> list[Action]:
         self._now = now
         out: list[Action] = self._begin()
-        if self.state == "waiting" and now - self._presume_from >= self.backup_fail_after:
+        # Compared exactly as next_deadline() computes them (float rounding).
+        if self.state == "waiting" and now >= self._presume_from + self.backup_fail_after:
             self._fire("presume")
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
@@ -157,7 +157,7 @@ class Master:
         if (
             self.backup_last_heard is not None
             and not self.backup_silent
-            and now - self.backup_last_heard >= self.backup_fail_after
+            and now >= self.backup_last_heard + self.backup_fail_after
         ):
             self.backup_silent = True
             out.append(
@@ -288,6 +288,8 @@ class Master:
 
     def _fire(self, trigger: str) -> None:
         before = self.state
+        if trigger not in _TRIGGERS_FROM[before]:
+            return  # e.g. a late timer in a state that no longer waits for it
         mark = len(self._out)
         getattr(self, trigger)()
         if self.state != before:
@@ -366,6 +368,14 @@ class Master:
         # Our addresses are gone: let the backup take over now, not after its timeout.
         if self.managed:
             self._out.append(self._heartbeat(self._now, leaving=True))
+
+
+_TRIGGERS_FROM: dict[str, frozenset[str]] = {
+    state: frozenset(
+        t["trigger"] for t in TRANSITIONS if t["source"] == state or (isinstance(t["source"], list) and state in t["source"])
+    )
+    for state in STATES
+}
 
 
 def _names(addresses: Iterable) -> str:
