@@ -1,0 +1,78 @@
+"""Prepare one lab namespace from inside it (run through ``ip netns exec``).
+
+    python -m failoverd.lab.nsprep [--no-ipv6] [--no-offload IFACE ...]
+
+``--no-ipv6`` turns IPv6 off in the namespace, before any link is up, so the lab's LANs carry only
+the traffic the tests and daemons make (no router solicitations, MLD or DAD chatter in the
+emulator's counters). ``--no-offload`` turns off transmit checksum and segmentation offloads on a
+veth: a frame that leaves a veth with its checksum still to be filled in ("partial") is read that
+way by the emulator's raw socket and would reach the other host with a wrong UDP/TCP checksum and
+be dropped. With the offloads off the kernel checksums (and segments) in software before sending.
+There is no ``ethtool`` binary on these machines, so this speaks the SIOCETHTOOL ioctl itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import socket
+import struct
+import sys
+
+SIOCETHTOOL = 0x8946
+# Legacy ethtool "set" commands; each takes a struct ethtool_value {u32 cmd; u32 data}.
+ETHTOOL_STXCSUM = 0x17
+ETHTOOL_SSG = 0x19
+ETHTOOL_STSO = 0x1F
+ETHTOOL_SGSO = 0x24
+ETHTOOL_SGRO = 0x2C
+OFFLOADS = {
+    "tso": ETHTOOL_STSO,
+    "gso": ETHTOOL_SGSO,
+    "gro": ETHTOOL_SGRO,
+    "sg": ETHTOOL_SSG,
+    "tx-checksum": ETHTOOL_STXCSUM,
+}
+
+
+def disable_offloads(ifname: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for name, command in OFFLOADS.items():
+            value = ctypes.create_string_buffer(struct.pack("II", command, 0))
+            ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value))
+            try:
+                fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot turn {name} off on {ifname}: {exc.strerror}") from None
+
+
+def write_sysctl(path: str, value: str) -> None:
+    with open(f"/proc/sys/{path}", "w", encoding="ascii") as f:
+        f.write(value)
+
+
+def disable_ipv6() -> None:
+    for scope in ("all", "default"):
+        write_sysctl(f"net/ipv6/conf/{scope}/disable_ipv6", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m failoverd.lab.nsprep", description=__doc__.split("\n")[0])
+    parser.add_argument("--no-ipv6", action="store_true", help="turn IPv6 off in this namespace")
+    parser.add_argument("--no-offload", nargs="*", default=[], metavar="IFACE",
+                        help="turn checksum/segmentation offloads off on these interfaces")
+    args = parser.parse_args(argv)
+    try:
+        if args.no_ipv6:
+            disable_ipv6()
+        for ifname in args.no_offload:
+            disable_offloads(ifname)
+    except OSError as exc:
+        print(f"nsprep: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

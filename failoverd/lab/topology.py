@@ -1,0 +1,133 @@
+"""The lab's fixed shape: which hosts sit on which LAN, and how everything is named and addressed.
+
+Pure data and pure functions: nothing here touches the system. Every other lab module asks this one
+for a name or an address, so the plan lives in exactly one place.
+
+    private LAN  10.<x>.1.0/24   master .1   backup .2
+    public LAN   10.<x>.2.0/24   master .1   backup .2   client .10   virtual IP .100 (not configured)
+
+Namespace names are ``fo<6 hex>-<role>``; the pattern is strict so that ``sweep`` can never mistake
+somebody else's namespace for one of ours.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+HOSTS: tuple[str, ...] = ("master", "backup", "client")
+LANS: tuple[str, ...] = ("priv", "pub")
+WIRE = "wire"
+ROLES: tuple[str, ...] = (*HOSTS, WIRE)
+
+# Which hosts each LAN joins, and each host's last address octet on it.
+MEMBERS: dict[str, dict[str, int]] = {
+    "priv": {"master": 1, "backup": 2},
+    "pub": {"master": 1, "backup": 2, "client": 10},
+}
+LAN_OCTET: dict[str, int] = {"priv": 1, "pub": 2}
+VIP_OCTET = 100
+PREFIX_LEN = 24
+
+LAB_ID_RE = re.compile(r"^fo[0-9a-f]{6}$")
+NAMESPACE_RE = re.compile(r"^(?P<lab>fo[0-9a-f]{6})-(?P<role>master|backup|client|wire)$")
+
+# 10.<x>.0.0/16 per lab; x is chosen from this range so labs that run at once never share one.
+SUBNET_RANGE = range(16, 250)
+
+
+class TopologyError(ValueError):
+    """A host, LAN or lab name that the lab does not have."""
+
+
+def new_lab_id() -> str:
+    return "fo" + secrets.token_hex(3)
+
+
+def check_lab_id(lab_id: str) -> str:
+    if not LAB_ID_RE.match(lab_id):
+        raise TopologyError(f"{lab_id!r} is not a lab id (expected 'fo' and 6 hex digits, e.g. fo1a2b3c)")
+    return lab_id
+
+
+def check_host(host: str) -> str:
+    if host not in HOSTS:
+        raise TopologyError(f"unknown host {host!r}; the lab's hosts are {', '.join(HOSTS)}")
+    return host
+
+
+def check_lan(lan: str) -> str:
+    if lan not in LANS:
+        raise TopologyError(f"unknown LAN {lan!r}; the lab's LANs are {', '.join(LANS)}")
+    return lan
+
+
+def check_member(lan: str, host: str) -> str:
+    check_lan(lan)
+    check_host(host)
+    if host not in MEMBERS[lan]:
+        raise TopologyError(
+            f"host {host!r} is not on the {lan} LAN (members: {', '.join(MEMBERS[lan])})"
+        )
+    return host
+
+
+def namespace(lab_id: str, role: str) -> str:
+    if role not in ROLES:
+        raise TopologyError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    return f"{lab_id}-{role}"
+
+
+def lab_of_namespace(name: str) -> str | None:
+    """The lab id a namespace name belongs to, or None if it is not one of ours."""
+    match = NAMESPACE_RE.match(name)
+    return match.group("lab") if match else None
+
+
+def host_interface(lan: str) -> str:
+    """The interface name inside a host namespace: ``priv0`` or ``pub0``."""
+    return f"{check_lan(lan)}0"
+
+
+def wire_port(lan: str, host: str) -> str:
+    """The peer of a host's interface, inside the wire namespace (at most 11 characters)."""
+    return f"{check_member(lan, host)}-{lan}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every name and address of one lab."""
+
+    lab_id: str
+    subnet: int
+
+    def __post_init__(self) -> None:
+        check_lab_id(self.lab_id)
+        if self.subnet not in SUBNET_RANGE:
+            raise TopologyError(
+                f"subnet octet {self.subnet} outside {SUBNET_RANGE.start}..{SUBNET_RANGE.stop - 1}"
+            )
+
+    def ns(self, role: str) -> str:
+        return namespace(self.lab_id, role)
+
+    def address(self, host: str, lan: str) -> str:
+        check_member(lan, host)
+        return f"10.{self.subnet}.{LAN_OCTET[lan]}.{MEMBERS[lan][host]}"
+
+    def network(self, lan: str) -> str:
+        return f"10.{self.subnet}.{LAN_OCTET[check_lan(lan)]}.0/{PREFIX_LEN}"
+
+    @property
+    def vip(self) -> str:
+        return f"10.{self.subnet}.{LAN_OCTET['pub']}.{VIP_OCTET}"
+
+    def mac(self, host: str, lan: str) -> str:
+        # Locally administered, and readable: the last three bytes spell the host's address.
+        check_member(lan, host)
+        return f"02:00:0a:{self.subnet:02x}:{LAN_OCTET[lan]:02x}:{MEMBERS[lan][host]:02x}"
+
+    def links(self) -> list[tuple[str, str]]:
+        """Every (lan, host) attachment."""
+        return [(lan, host) for lan in LANS for host in MEMBERS[lan]]
