@@ -20,8 +20,8 @@ import pytest
 import trio
 
 from failoverd.addresses import parse_triplet
-from failoverd.core.actions import AcquireDone, ReleaseDone
-from failoverd.system.arp import Announcer, ArpSocket
+from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
+from failoverd.system.arp import Announcer, ArpSocket, Prober
 from failoverd.system.hooks import HookRunner
 from failoverd.system.netlink import AddressManager
 from failoverd.system.takeover import Takeover
@@ -177,3 +177,15 @@ async def test_a_hanging_hook_does_not_stop_the_takeover(pair: Pair, hook_dir: P
     with trio.fail_after(20):
         result = await procedure.acquire([triplet])
     assert result == AcquireDone(acquired=frozenset({triplet}))
+
+
+@pytest.mark.trio
+async def test_probe_reports_what_another_host_answers_for(pair: Pair, hook_dir: Path) -> None:
+    ip("-n", pair.b, "addr", "add", "10.64.5.1/24", "dev", "vb")
+    taken, free = parse_triplet("va:10.64.5.1/24"), parse_triplet("va:10.64.5.2/24")
+    procedure = Takeover(
+        AddressManager(netns=pair.a), HookRunner(hook_dir), Announcer(netns=pair.a),
+        Prober(count=2, spacing=0.05, wait=0.3, netns=pair.a),
+    )
+    with trio.fail_after(10):
+        assert await procedure.probe([taken, free]) == ProbeDone(answered=frozenset({taken}))

@@ -28,8 +28,8 @@ import trio
 from pyroute2.netlink.exceptions import NetlinkError
 
 from failoverd.addresses import Triplet
-from failoverd.core.actions import AcquireDone, ReleaseDone
-from failoverd.system.arp import Announcer
+from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
+from failoverd.system.arp import Announcer, Prober
 from failoverd.system.hooks import HookRunner
 from failoverd.system.netlink import AddressChangeError, AddressManager, InterfaceError, NamespaceMissing
 
@@ -44,6 +44,10 @@ _CHANGE_ERRORS = (InterfaceError, AddressChangeError, NamespaceMissing, NetlinkE
 class Takeover:
     """Acquires and releases failover addresses, hooks and announcements included.
 
+    Also probes (RFC 5227) with ``prober`` (default: :class:`Prober`'s defaults
+    in the address manager's namespace), so one object answers every address
+    action of the core (the runtime's ``System`` port).
+
     Resource handling: every hook process and announcement task started by a
     call has ended when the call returns.
 
@@ -54,10 +58,17 @@ class Takeover:
     :meth:`AddressManager.present`.
     """
 
-    def __init__(self, addresses: AddressManager, hooks: HookRunner, announcer: Announcer) -> None:
+    def __init__(
+        self, addresses: AddressManager, hooks: HookRunner, announcer: Announcer, prober: Prober | None = None
+    ) -> None:
         self.addresses = addresses
         self.hooks = hooks
         self.announcer = announcer
+        self.prober = prober if prober is not None else Prober(netns=addresses.netns)
+
+    async def probe(self, triplets: Iterable[Triplet]) -> ProbeDone:
+        """Which of the addresses another host answers for (see :class:`Prober`)."""
+        return ProbeDone(answered=await self.prober.probe(triplets))
 
     async def acquire(self, triplets: Iterable[Triplet]) -> AcquireDone:
         ordered = sorted(set(triplets))
