@@ -79,7 +79,13 @@ def parse_triplet(text: str) -> Triplet:
     if not isinstance(text, str) or text.count(":") != 1:
         raise AddressError(INVALID_PAIR, str(text), "expected interface:address[/mask]")
     interface, rest = text.split(":")
-    if _IFNAME.fullmatch(interface) is None or interface in (".", ".."):
+    if (
+        _IFNAME.fullmatch(interface) is None
+        or interface in (".", "..")
+        or "\x00" in interface
+        # IFNAMSIZ counts bytes, not characters.
+        or len(interface.encode("utf-8", "surrogatepass")) > 15
+    ):
         raise AddressError(INVALID_PAIR, text, "bad interface name")
     if rest.count("/") > 1:
         raise AddressError(INVALID_PAIR, text, "more than one '/'")

@@ -76,7 +76,7 @@ def require_interfaces(triplets: Iterable[Triplet], role: str) -> None:
     for triplet in triplets:
         try:
             socket.if_nametoindex(triplet.interface)
-        except OSError:
+        except (OSError, ValueError):
             raise ConfigError(
                 f"{INVALID_INTERFACE}: {role} '{triplet}' "
                 f"(no interface {triplet.interface!r} on this host)"
