@@ -1,0 +1,425 @@
+"""The control socket: how ``failoverctl`` asks a running daemon about itself.
+
+Protocol (one exchange per connection): the client sends one JSON object on
+one line, ``{"command": "status"}``, at most :data:`MAX_REQUEST_BYTES` bytes
+with its newline; the daemon answers one JSON line and closes:
+
+    {"ok": true, "result": {...}}
+    {"ok": false, "reason": "malformed", "error": "request is not valid JSON: ..."}
+
+``reason`` is one of :data:`ERROR_REASONS`. Commands: ``status`` (a
+:class:`Status`), ``dump`` (the daemon's full state, free-form) and ``ping``.
+
+Access: the socket is created mode 0600 and owned by root, and every
+connection's peer credentials (SO_PEERCRED) are checked as well, so a
+non-root process is refused even if the file's mode is later loosened.
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+
+import trio
+
+from failoverd import __version__
+from failoverd.core.actions import Counters
+from failoverd.core.timing import Timing
+
+log = logging.getLogger("failoverd.control")
+
+# The daemons' defaults (see failoverd.config); failoverctl tries them in order.
+DEFAULT_SOCKETS = (Path("/run/failoverd.sock"), Path("/run/heartbeatd.sock"))
+
+MAX_REQUEST_BYTES = 4096
+REQUEST_TIMEOUT = 5.0
+"""Seconds a client has to send its request; the handler's answer counts too."""
+MAX_CLIENTS = 8
+"""Connections served at once; more wait in the listen backlog."""
+ERROR_REASONS = ("forbidden", "malformed", "too-large", "unknown-command", "internal")
+
+ErrorReason = Literal["forbidden", "malformed", "too-large", "unknown-command", "internal"]
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# sun_path is 108 bytes including the terminating NUL.
+_SUN_PATH_MAX = 107
+
+
+# --- the status shape ---------------------------------------------------------
+
+
+class PathStatus(TypedDict):
+    """One heartbeat path as the daemon sees it."""
+
+    name: str
+    """What the path is, e.g. ``"eth1 10.0.0.1:1694"``."""
+    last_heard_age: float | None
+    """Seconds since the last valid heartbeat on this path; ``None``: never heard."""
+    healthy: bool
+    """Heard within the failure timeout."""
+
+
+class Status(TypedDict):
+    """What ``status`` answers: the daemon's state at the moment of the request."""
+
+    role: Literal["backup", "master"]
+    state: str
+    """The core's state name (``monitoring``, ``failed_over``, ``holding`` ...)."""
+    since: float
+    """When ``state`` was entered, Unix time in seconds."""
+    master: str | None
+    """The master's private address (backup), or this master's own; ``None`` if unknown."""
+    paths: list[PathStatus]
+    held: list[str]
+    """The addresses this host holds, as ``interface:address[/mask]`` triplets."""
+    counters: dict[str, Any]
+    """:class:`~failoverd.core.actions.Counters` as a dict (see :func:`counters_dict`)."""
+    timing: dict[str, float | int]
+    """Effective timing in seconds and counts (see :func:`timing_dict`)."""
+    version: str
+
+
+def counters_dict(counters: Counters) -> dict[str, Any]:
+    """The core's counters in the form ``Status.counters`` uses."""
+    return asdict(counters)
+
+
+def timing_dict(timing: Timing) -> dict[str, float | int]:
+    """The effective (defaults resolved) timing in the form ``Status.timing`` uses."""
+    return {
+        "interval": timing.interval,
+        "suspect_after": timing.suspect_after,
+        "fail_after": timing.fail_after,
+        "probe_count": timing.probe_count,
+        "probe_spacing": timing.effective_probe_spacing,
+        "garp_count": timing.garp_count,
+        "garp_spacing": timing.garp_spacing,
+        "retry_interval": timing.effective_retry_interval,
+        "max_delay": timing.effective_max_delay,
+    }
+
+
+# --- errors and handlers ------------------------------------------------------
+
+
+class ControlError(Exception):
+    """A request that cannot be answered; ``reason`` is one of :data:`ERROR_REASONS`.
+
+    Raised by handlers (the server turns it into an error reply) and by the
+    client (for error replies and for sockets it cannot use; then ``reason``
+    is ``"unavailable"``, ``"forbidden"`` or ``"protocol"``).
+    """
+
+    def __init__(self, message: str, reason: str = "internal") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ControlSocketInUse(OSError):
+    """Another live process is serving the control socket's path."""
+
+
+Request = dict[str, Any]
+Reply = Mapping[str, Any]
+Handler = Callable[[Request], "Reply | Awaitable[Reply]"]
+
+
+def command_handler(
+    *,
+    status: Callable[[], Status | Reply],
+    dump: Callable[[], Reply],
+) -> Callable[[Request], Reply]:
+    """A handler for the standard commands, built from the daemon's two views.
+
+    ``ping`` is answered here; an unknown command is refused with the list of
+    known ones.
+    """
+    commands: dict[str, Callable[[], Reply]] = {
+        "status": status,
+        "dump": dump,
+        "ping": lambda: {"pong": True, "version": __version__, "pid": os.getpid()},
+    }
+
+    def handle(request: Request) -> Reply:
+        command = request["command"]
+        try:
+            produce = commands[command]
+        except KeyError:
+            known = ", ".join(sorted(commands))
+            raise ControlError(f"unknown command {command!r} (known: {known})", "unknown-command") from None
+        return produce()
+
+    return handle
+
+
+# --- the server ----------------------------------------------------------------
+
+
+def _check_path(path: Path) -> None:
+    if len(os.fsencode(path)) > _SUN_PATH_MAX:
+        raise ValueError(f"control socket path is longer than {_SUN_PATH_MAX} bytes: {path}")
+
+
+async def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket left by a daemon that died; refuse to touch anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(errno.EEXIST, "exists and is not a socket; not replacing it", str(path))
+    probe = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with probe:
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT):
+                await probe.connect(str(path))
+        except ConnectionRefusedError:
+            log.info("removing stale control socket %s", path)
+            os.unlink(path)
+            return
+        except trio.TooSlowError:
+            pass
+    raise ControlSocketInUse(errno.EADDRINUSE, "another process is serving this control socket", str(path))
+
+
+async def _bind_private(sock: trio.socket.SocketType, path: Path) -> os.stat_result:
+    # Linux gives the bound file the socket inode's mode (minus umask), so
+    # setting it first leaves no moment in which the file is open to others.
+    os.fchmod(sock.fileno(), 0o600)
+    await sock.bind(str(path))
+    os.chmod(path, 0o600)
+    if os.geteuid() == 0:
+        os.chown(path, 0, 0)
+    return os.stat(path)
+
+
+def _peer_uid(sock: trio.socket.SocketType) -> tuple[int, int]:
+    pid, uid, _gid = _PEERCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    )
+    return pid, uid
+
+
+def _error(reason: ErrorReason, message: str) -> dict[str, Any]:
+    return {"ok": False, "reason": reason, "error": message}
+
+
+async def _read_request(stream: trio.SocketStream, limit: int) -> bytes | None:
+    """The request line without its newline, or ``None`` if it (newline included) exceeds ``limit``."""
+    buffer = bytearray()
+    while True:
+        end = buffer.find(b"\n")
+        if end >= 0:
+            return bytes(buffer[:end]) if end < limit else None
+        if len(buffer) >= limit:
+            return None
+        chunk = await stream.receive_some(limit - len(buffer))
+        if not chunk:
+            # A client that half-closes instead of sending a newline is fine.
+            return bytes(buffer)
+        buffer += chunk
+
+
+def _parse_request(line: bytes) -> Request:
+    if not line.strip():
+        raise ControlError("empty request; send one JSON object such as {\"command\": \"status\"}", "malformed")
+    try:
+        request = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ControlError("request is not UTF-8", "malformed") from None
+    except json.JSONDecodeError as exc:
+        raise ControlError(f"request is not valid JSON: {exc.msg} at column {exc.colno}", "malformed") from None
+    if not isinstance(request, dict):
+        raise ControlError(f"request must be a JSON object, not {type(request).__name__}", "malformed")
+    command = request.get("command")
+    if not isinstance(command, str) or not command:
+        raise ControlError('request has no "command" string', "malformed")
+    return request
+
+
+async def _answer(stream: trio.SocketStream, handler: Handler, limit: int) -> dict[str, Any]:
+    line = await _read_request(stream, limit)
+    if line is None:
+        return _error("too-large", f"request is larger than {limit} bytes")
+    try:
+        request = _parse_request(line)
+        result = handler(request)
+        if inspect.isawaitable(result):
+            result = await result
+        if not isinstance(result, Mapping):
+            raise TypeError(f"handler returned {type(result).__name__}, not a mapping")
+        reply = {"ok": True, "result": dict(result)}
+        json.dumps(reply)  # fail here, as an internal error, not half-way through sending
+        return reply
+    except ControlError as exc:
+        reason = exc.reason if exc.reason in ERROR_REASONS else "internal"
+        return _error(reason, str(exc))  # type: ignore[arg-type]
+    except Exception as exc:
+        log.exception("control request failed")
+        return _error("internal", f"internal error: {type(exc).__name__}: {exc}")
+
+
+async def _serve_connection(
+    conn: trio.socket.SocketType, handler: Handler, limit: int, slots: trio.Semaphore
+) -> None:
+    try:
+        stream = trio.SocketStream(conn)
+        async with stream:
+            with trio.move_on_after(REQUEST_TIMEOUT):
+                pid, uid = _peer_uid(conn)
+                if uid != 0:
+                    log.warning("control socket: refused pid %d uid %d (root only)", pid, uid)
+                    reply = _error("forbidden", f"permission denied: the control socket answers only root (you are uid {uid})")
+                else:
+                    reply = await _answer(stream, handler, limit)
+                try:
+                    await stream.send_all(json.dumps(reply).encode() + b"\n")
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # the client gave up; nothing to tell it
+    finally:
+        slots.release()
+
+
+async def serve_control(
+    path: str | os.PathLike[str],
+    handler: Handler,
+    *,
+    max_request: int = MAX_REQUEST_BYTES,
+    task_status: trio.TaskStatus[Path] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the control socket at ``path`` until cancelled.
+
+    ``handler(request)`` gets the parsed request (a dict with a ``command``
+    string) and returns a JSON-serialisable mapping, or an awaitable of one;
+    :func:`command_handler` builds one for the standard commands.
+    ``task_status.started(path)`` is called once clients can connect.
+
+    Resource handling: a stale socket at ``path`` (nobody listening) is
+    removed first; the parent directory is created (0755) if missing. On exit,
+    the socket file is removed if it is still ours. Each connection has
+    :data:`REQUEST_TIMEOUT` seconds, and at most :data:`MAX_CLIENTS` are
+    served at once.
+
+    Error handling: a live server at ``path`` raises :class:`ControlSocketInUse`;
+    a non-socket file there raises :class:`FileExistsError`; both before
+    ``started``. Malformed, oversized or refused requests, and exceptions from
+    the handler, get an error reply and are logged; they never end the server.
+    """
+    path = Path(path)
+    _check_path(path)
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    await _clear_stale_socket(path)
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours: os.stat_result | None = None
+    try:
+        ours = await _bind_private(listener, path)
+        listener.listen(MAX_CLIENTS)
+        slots = trio.Semaphore(MAX_CLIENTS)
+        log.info("control socket listening on %s", path)
+        task_status.started(path)
+        async with trio.open_nursery() as nursery:
+            while True:
+                await slots.acquire()
+                try:
+                    conn, _ = await listener.accept()
+                except BaseException:
+                    slots.release()
+                    raise
+                nursery.start_soon(_serve_connection, conn, handler, max_request, slots)
+    finally:
+        listener.close()
+        if ours is not None:
+            _unlink_if_ours(path, ours)
+
+
+def _unlink_if_ours(path: Path, ours: os.stat_result) -> None:
+    # Another daemon may have replaced the file after us; leave theirs alone.
+    try:
+        now = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
+        os.unlink(path)
+
+
+# --- the client --------------------------------------------------------------
+
+
+def request(path: str | os.PathLike[str], command: str, *, timeout: float = REQUEST_TIMEOUT, **fields: Any) -> dict[str, Any]:
+    """Send one command to the daemon at ``path`` and return its result.
+
+    Raises :class:`ControlError` with ``reason`` ``"unavailable"`` (no socket,
+    nobody listening, no answer in time), ``"forbidden"`` (not root),
+    ``"protocol"`` (an answer that is not ours) or the server's reason.
+    """
+    path = Path(path)
+    payload = json.dumps({"command": command, **fields}).encode() + b"\n"
+    if len(payload) > MAX_REQUEST_BYTES:
+        raise ControlError(f"request is larger than {MAX_REQUEST_BYTES} bytes", "too-large")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except FileNotFoundError:
+            raise ControlError(f"no control socket at {path}: is the daemon running?", "unavailable") from None
+        except PermissionError:
+            raise ControlError(f"permission denied on {path}: run as root", "forbidden") from None
+        except ConnectionRefusedError:
+            raise ControlError(f"nobody is listening on {path} (a stale socket?)", "unavailable") from None
+        except TimeoutError:
+            raise ControlError(f"the daemon at {path} did not accept within {timeout:g} s", "unavailable") from None
+        except OSError as exc:
+            raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}", "unavailable") from None
+        try:
+            sock.sendall(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered (a refusal) and closed before reading: read that answer
+        except TimeoutError:
+            raise ControlError(f"the daemon at {path} did not read the request within {timeout:g} s", "unavailable") from None
+        reply = _read_reply(sock, path, timeout)
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise ControlError(f"unexpected answer from {path}: {reply!r:.200}", "protocol")
+    if not reply["ok"]:
+        raise ControlError(str(reply.get("error", "unspecified error")), str(reply.get("reason", "internal")))
+    result = reply.get("result")
+    if not isinstance(result, dict):
+        raise ControlError(f"answer from {path} has no result object", "protocol")
+    return result
+
+
+# Replies carry a full state dump; bounded all the same.
+_MAX_REPLY_BYTES = 16 * 1024 * 1024
+
+
+def _read_reply(sock: socket.socket, path: Path, timeout: float) -> Any:
+    buffer = bytearray()
+    try:
+        while b"\n" not in buffer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+            if len(buffer) > _MAX_REPLY_BYTES:
+                raise ControlError(f"answer from {path} exceeds {_MAX_REPLY_BYTES} bytes", "protocol")
+    except TimeoutError:
+        raise ControlError(f"the daemon at {path} did not answer within {timeout:g} s", "unavailable") from None
+    except ConnectionResetError:
+        if b"\n" not in buffer:
+            raise ControlError(f"the daemon at {path} closed the connection without answering", "unavailable") from None
+    line, newline, _ = bytes(buffer).partition(b"\n")
+    if not newline:
+        raise ControlError(f"the daemon at {path} closed the connection without answering", "unavailable")
+    try:
+        return json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ControlError(f"answer from {path} is not JSON", "protocol") from None

@@ -1,0 +1,248 @@
+"""failoverctl: ask a running failoverd or heartbeatd about itself (root only).
+
+    failoverctl status [--json] [--socket PATH]
+    failoverctl dump   [--socket PATH]
+    failoverctl ping   [--socket PATH]
+
+Each subcommand is one ``_add_<name>`` function that registers its parser
+and the function that runs it; a new subcommand is one more such function
+listed in :data:`SUBCOMMANDS`.
+
+Without ``--socket`` it talks to the first of the daemons' default sockets
+that exists (failoverd's, then heartbeatd's).
+
+Exit status (sysexits): 0 done; 64 usage; 69 no daemon answering at the
+socket; 70 the daemon failed to answer (an internal error); 76 an answer or
+request that does not follow the protocol; 77 not root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from failoverd import __version__
+from failoverd.control import DEFAULT_SOCKETS, ControlError, request
+
+PROG = "failoverctl"
+
+_EXIT_FOR_REASON = {
+    "unavailable": os.EX_UNAVAILABLE,
+    "forbidden": os.EX_NOPERM,
+    "internal": os.EX_SOFTWARE,
+}
+_LABEL_WIDTH = 10
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
+
+
+# --- rendering ----------------------------------------------------------------
+
+
+def format_age(seconds: float) -> str:
+    """A duration as an operator reads it: ``0.4 s``, ``3m07s``, ``2h05m10s``, ``3d 04h12m``."""
+    seconds = max(0.0, seconds)
+    if seconds < 100:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours:02d}h{minutes:02d}m"
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as left-aligned columns, two spaces apart, no trailing blanks."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _section(label: str, lines: Sequence[str]) -> list[str]:
+    first, *rest = list(lines) or ["none"]
+    return [f"{label:<{_LABEL_WIDTH}}{first}", *(" " * _LABEL_WIDTH + line for line in rest)]
+
+
+def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    flat: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.extend(_flatten(value, f"{name}.") if value else [(name, 0)])
+        else:
+            flat.append((name, value))
+    return flat
+
+
+def _timing_value(name: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if name.endswith("count"):
+        return str(value)
+    return f"{value:g} s"
+
+
+def format_status(status: Mapping[str, Any], now: float) -> str:
+    """The ``status`` answer as aligned text; ``now`` is the Unix time to measure ages from."""
+    since = status.get("since")
+    state = str(status.get("state", "?"))
+    if isinstance(since, (int, float)):
+        entered = _dt.datetime.fromtimestamp(since).astimezone()
+        state += f" for {format_age(now - since)} (since {entered:%Y-%m-%d %H:%M:%S %Z})"
+    lines = [
+        *_section("role", [str(status.get("role", "?"))]),
+        *_section("state", [state]),
+        *_section("master", [str(status.get("master") or "unknown")]),
+    ]
+
+    paths = status.get("paths") or []
+    path_rows = [["NAME", "LAST HEARD", "HEALTH"]]
+    for path in paths:
+        age = path.get("last_heard_age")
+        heard = "never" if age is None else f"{format_age(age)} ago"
+        health = "ok" if path.get("healthy") else "QUIET"
+        path_rows.append([str(path.get("name", "?")), heard, health])
+    lines += _section("paths", _table(path_rows) if paths else [])
+
+    lines += _section("held", [str(t) for t in status.get("held") or []])
+    counters = _flatten(status.get("counters") or {})
+    lines += _section("counters", _table([[name, str(value)] for name, value in counters]))
+    timing = status.get("timing") or {}
+    lines += _section("timing", _table([[name, _timing_value(name, v)] for name, v in timing.items()]))
+    lines += _section("version", [str(status.get("version", "?"))])
+    return "\n".join(lines) + "\n"
+
+
+# --- subcommands ----------------------------------------------------------------
+
+
+def _default_socket() -> Path:
+    for candidate in DEFAULT_SOCKETS:
+        if candidate.exists():
+            return candidate
+    names = " or ".join(str(p) for p in DEFAULT_SOCKETS)
+    raise ControlError(f"no control socket at {names}: is failoverd or heartbeatd running? (or give --socket PATH)", "unavailable")
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    return args.socket if args.socket is not None else _default_socket()
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    result = request(_socket(args), "status", timeout=args.timeout)
+    if args.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        sys.stdout.write(format_status(result, time.time()))
+    return os.EX_OK
+
+
+def _run_dump(args: argparse.Namespace) -> int:
+    result = request(_socket(args), "dump", timeout=args.timeout)
+    sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    return os.EX_OK
+
+
+def _run_ping(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    result = request(_socket(args), "ping", timeout=args.timeout)
+    elapsed = time.monotonic() - started
+    sys.stdout.write(f"pong from pid {result.get('pid', '?')} (version {result.get('version', '?')}) in {elapsed * 1000:.1f} ms\n")
+    return os.EX_OK
+
+
+def _add_status(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "status", parents=[common], help="state, heartbeat paths, held addresses, counters",
+        description="Print the daemon's state, each path's last heartbeat age, the addresses it holds and its counters.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    parser.set_defaults(run=_run_status)
+
+
+def _add_dump(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "dump", parents=[common], help="the daemon's full internal state, as JSON",
+        description="Print the daemon's full internal state as JSON (for bug reports).",
+    )
+    parser.set_defaults(run=_run_dump)
+
+
+def _add_ping(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "ping", parents=[common], help="check that the daemon answers",
+        description="Check that the daemon answers on its control socket.",
+    )
+    parser.set_defaults(run=_run_ping)
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None], ...] = (
+    _add_status,
+    _add_dump,
+    _add_ping,
+)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} s is outside 0..3600 s")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--socket", metavar="PATH", type=Path, default=None,
+        help=f"the daemon's control socket (default: the first of {', '.join(map(str, DEFAULT_SOCKETS))} that exists)",
+    )
+    common.add_argument(
+        "--timeout", metavar="SECONDS", type=_positive_seconds, default=5.0,
+        help="how long to wait for the daemon (default 5)",
+    )
+    parser = _Parser(
+        prog=PROG,
+        description="Ask a running failoverd or heartbeatd about itself through its control socket (root only).",
+        epilog="Exit status: 0 done, 64 usage, 69 no daemon answering, 70 daemon error, 76 protocol error, 77 not root.",
+    )
+    parser.add_argument("-v", "--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True,
+                                     parser_class=_Parser)
+    for add in SUBCOMMANDS:
+        add(commands, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ControlError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return _EXIT_FOR_REASON.get(exc.reason, os.EX_PROTOCOL)
+    except BrokenPipeError:
+        # `failoverctl status | head`: the reader left; not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return os.EX_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

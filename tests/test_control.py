@@ -1,0 +1,357 @@
+"""The control socket and failoverctl, over real Unix sockets.
+
+Testing charter: every server listens on a socket in a directory this test
+created and removes; every test is bounded by ``fail_after``; processes run
+as another user (uid 65534, through setpriv) are started and awaited here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import shutil
+import socket
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from failoverd.control import (
+    MAX_REQUEST_BYTES,
+    ControlError,
+    ControlSocketInUse,
+    Status,
+    command_handler,
+    counters_dict,
+    request,
+    serve_control,
+    timing_dict,
+)
+from failoverd.core.actions import Counters
+from failoverd.core.timing import Timing
+from failoverd.programs import failoverctl
+
+FAILOVERCTL = [sys.executable, "-m", "failoverd.programs.failoverctl"]
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+NOW = time.time()
+
+
+def _status() -> Status:
+    counters = Counters(accepted=1234, failovers=1)
+    counters.reject("bad-mac")
+    return {
+        "role": "backup",
+        "state": "failed_over",
+        "since": NOW - 7200.0,
+        "master": "10.0.0.1",
+        "paths": [
+            {"name": "eth1 10.0.0.1:1694", "last_heard_age": 0.42, "healthy": True},
+            {"name": "eth0 192.0.2.1:1694", "last_heard_age": None, "healthy": False},
+        ],
+        "held": ["eth0:192.0.2.10/24", "eth0:192.0.2.11"],
+        "counters": counters_dict(counters),
+        "timing": timing_dict(Timing()),
+        "version": "0.1.0",
+    }
+
+
+@dataclass
+class Daemon:
+    """A control server and what its handler saw."""
+
+    path: Path
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    # Not tmp_path: pytest's base directory is 0700, and the unprivileged
+    # client must be able to reach the socket to be refused by it.
+    directory = Path(tempfile.mkdtemp(prefix="foctl", dir="/tmp"))
+    try:
+        directory.chmod(0o755)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+async def daemon(socket_dir: Path, nursery: trio.Nursery) -> AsyncIterator[Daemon]:
+    served = Daemon(socket_dir / "failoverd.sock")
+    standard = command_handler(status=_status, dump=lambda: {"core": {"state": "failed_over"}, "queue": []})
+
+    def handler(req: dict[str, Any]) -> Any:
+        served.requests.append(req)
+        if req["command"] == "explode":
+            raise RuntimeError("the handler has a bug")
+        if req["command"] == "unserialisable":
+            return {"when": object()}
+        return standard(req)
+
+    await nursery.start(serve_control, served.path, handler)
+    yield served
+
+
+async def _raw(path: Path, data: bytes) -> dict[str, Any]:
+    """Send ``data`` as it is and read the one-line reply."""
+    with trio.fail_after(10):
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with sock:
+            await sock.connect(str(path))
+            await sock.send(data)
+            sock.shutdown(socket.SHUT_WR)
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = await sock.recv(65536)
+                assert chunk, f"connection closed after {reply!r}"
+                reply += chunk
+    return json.loads(reply)
+
+
+async def _request(path: Path, command: str, **fields: Any) -> dict[str, Any]:
+    with trio.fail_after(10):
+        return await trio.to_thread.run_sync(lambda: request(path, command, **fields))
+
+
+async def _run(argv: list[str]) -> tuple[int, str, str]:
+    with trio.fail_after(30):
+        done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+# --- the socket file ----------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_socket_is_private_to_root_and_removed_at_exit(socket_dir):
+    path = socket_dir / "sub" / "ctl.sock"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, path, command_handler(status=_status, dump=dict))
+        st = path.lstat()
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == 0o600
+        assert (st.st_uid, st.st_gid) == (0, 0)
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+        nursery.cancel_scope.cancel()
+    assert not path.exists()
+
+
+@pytest.mark.trio
+async def test_stale_socket_is_replaced(socket_dir):
+    path = socket_dir / "ctl.sock"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))
+    dead.close()  # the file stays; nobody listens: what a crashed daemon leaves
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, path, command_handler(status=_status, dump=dict))
+        assert (await _request(path, "ping"))["pong"] is True
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_live_server_is_not_displaced(daemon):
+    with pytest.raises(ControlSocketInUse):
+        await serve_control(daemon.path, command_handler(status=_status, dump=dict))
+    assert (await _request(daemon.path, "ping"))["pong"] is True
+
+
+@pytest.mark.trio
+async def test_a_file_that_is_not_a_socket_is_left_alone(socket_dir):
+    path = socket_dir / "ctl.sock"
+    path.write_text("not a socket")
+    with pytest.raises(FileExistsError, match="not a socket"):
+        await serve_control(path, command_handler(status=_status, dump=dict))
+    assert path.read_text() == "not a socket"
+
+
+@pytest.mark.trio
+async def test_a_socket_path_too_long_is_refused(socket_dir):
+    with pytest.raises(ValueError, match="longer than 107 bytes"):
+        await serve_control(socket_dir / ("x" * 120), command_handler(status=_status, dump=dict))
+
+
+@pytest.mark.trio
+async def test_our_socket_replaced_by_another_is_not_removed(socket_dir):
+    path = socket_dir / "ctl.sock"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_control, path, command_handler(status=_status, dump=dict))
+        path.unlink()
+        path.write_text("someone else's")
+        nursery.cancel_scope.cancel()
+    assert path.read_text() == "someone else's"
+
+
+# --- requests ------------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_standard_commands(daemon):
+    assert await _request(daemon.path, "status") == json.loads(json.dumps(_status()))
+    assert await _request(daemon.path, "dump") == {"core": {"state": "failed_over"}, "queue": []}
+    pong = await _request(daemon.path, "ping")
+    assert pong["pong"] is True and pong["pid"] == os.getpid()
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    ("data", "reason", "fragment"),
+    [
+        (b"status\n", "malformed", "not valid JSON"),
+        (b"[\"status\"]\n", "malformed", "must be a JSON object, not list"),
+        (b"{\"cmd\": \"status\"}\n", "malformed", 'no "command" string'),
+        (b"{\"command\": 7}\n", "malformed", 'no "command" string'),
+        (b"\xff\xfe{}\n", "malformed", "not UTF-8"),
+        (b"\n", "malformed", "empty request"),
+        (b"", "malformed", "empty request"),
+        (b"{\"command\": \"reboot\"}\n", "unknown-command", "unknown command 'reboot' (known: dump, ping, status)"),
+        (b"{\"command\": \"explode\"}\n", "internal", "RuntimeError: the handler has a bug"),
+        (b"{\"command\": \"unserialisable\"}\n", "internal", "not JSON serializable"),
+    ],
+)
+async def test_bad_requests_get_an_error_and_the_server_goes_on(daemon, data, reason, fragment):
+    reply = await _raw(daemon.path, data)
+    assert reply["ok"] is False and reply["reason"] == reason
+    assert fragment in reply["error"]
+    assert (await _request(daemon.path, "ping"))["pong"] is True
+
+
+@pytest.mark.trio
+async def test_request_size_is_bounded(daemon):
+    def padded(total: int) -> bytes:
+        head = b'{"command": "ping", "pad": "'
+        tail = b'"}\n'
+        return head + b"x" * (total - len(head) - len(tail)) + tail
+
+    assert (await _raw(daemon.path, padded(MAX_REQUEST_BYTES)))["ok"] is True
+    reply = await _raw(daemon.path, padded(MAX_REQUEST_BYTES + 1))
+    assert reply == {"ok": False, "reason": "too-large", "error": f"request is larger than {MAX_REQUEST_BYTES} bytes"}
+    # A client that never sends a newline is cut off at the limit too.
+    reply = await _raw(daemon.path, b"x" * (MAX_REQUEST_BYTES * 3))
+    assert reply["reason"] == "too-large"
+    assert (await _request(daemon.path, "ping"))["pong"] is True
+
+
+@pytest.mark.trio
+async def test_client_reports_error_replies_with_their_reason(daemon):
+    with pytest.raises(ControlError, match="unknown command 'reboot'") as raised:
+        await _request(daemon.path, "reboot")
+    assert raised.value.reason == "unknown-command"
+
+
+def test_client_without_a_daemon(socket_dir):
+    with pytest.raises(ControlError, match="is the daemon running") as raised:
+        request(socket_dir / "none.sock", "status")
+    assert raised.value.reason == "unavailable"
+
+
+# --- root only ---------------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_non_root_cannot_open_the_socket(daemon):
+    status, out, err = await _run([*NOBODY, *FAILOVERCTL, "status", "--socket", str(daemon.path)])
+    assert status == os.EX_NOPERM
+    assert f"permission denied on {daemon.path}: run as root" in err
+    assert out == ""
+    assert daemon.requests == []
+
+
+@pytest.mark.trio
+async def test_non_root_is_refused_by_peer_credentials_even_if_the_mode_is_loosened(daemon):
+    daemon.path.chmod(0o666)
+    status, out, err = await _run([*NOBODY, *FAILOVERCTL, "status", "--socket", str(daemon.path)])
+    assert status == os.EX_NOPERM
+    assert "the control socket answers only root (you are uid 65534)" in err
+    assert out == ""
+    assert daemon.requests == []
+    # Root still gets its answer.
+    assert (await _request(daemon.path, "ping"))["pong"] is True
+
+
+# --- failoverctl ---------------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_failoverctl_status_text(daemon):
+    status, out, err = await _run([*FAILOVERCTL, "status", "--socket", str(daemon.path)])
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "role      backup"
+    assert re.fullmatch(r"state     failed_over for 2h\d\dm\d\ds \(since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+\)", lines[1])
+    assert lines[2] == "master    10.0.0.1"
+    header, first, second = lines[3:6]
+    assert header.split() == ["paths", "NAME", "LAST", "HEARD", "HEALTH"]
+    # Columns line up: each value starts where its heading does.
+    for heading in ("LAST HEARD", "HEALTH"):
+        column = header.index(heading)
+        assert first[column - 1] == " " and first[column] != " "
+        assert second[column - 1] == " " and second[column] != " "
+    assert "0.4 s ago" in first and first.endswith("ok")
+    assert "never" in second and second.endswith("QUIET")
+    assert lines[6] == "held      eth0:192.0.2.10/24"
+    assert lines[7] == "          eth0:192.0.2.11"
+    assert "          rejected.bad-mac  1" in lines
+    assert any(line.startswith("counters  accepted          1234") for line in lines)
+    assert "          fail_after      3 s" in lines
+    assert "          probe_count     3" in lines
+    assert lines[-1] == "version   0.1.0"
+
+
+@pytest.mark.trio
+async def test_failoverctl_status_json(daemon):
+    status, out, err = await _run([*FAILOVERCTL, "status", "--json", "--socket", str(daemon.path)])
+    assert status == 0, err
+    assert json.loads(out) == json.loads(json.dumps(_status()))
+
+
+@pytest.mark.trio
+async def test_failoverctl_dump_and_ping(daemon):
+    status, out, _ = await _run([*FAILOVERCTL, "dump", "--socket", str(daemon.path)])
+    assert status == 0 and json.loads(out) == {"core": {"state": "failed_over"}, "queue": []}
+    status, out, _ = await _run([*FAILOVERCTL, "ping", "--socket", str(daemon.path)])
+    assert status == 0 and out.startswith(f"pong from pid {os.getpid()} (version ")
+
+
+@pytest.mark.trio
+async def test_failoverctl_without_a_daemon(socket_dir):
+    status, out, err = await _run([*FAILOVERCTL, "status", "--socket", str(socket_dir / "none.sock")])
+    assert status == os.EX_UNAVAILABLE
+    assert "is the daemon running?" in err and out == ""
+
+
+@pytest.mark.trio
+async def test_failoverctl_usage():
+    status, _, err = await _run([*FAILOVERCTL])
+    assert status == os.EX_USAGE and "COMMAND" in err
+    status, _, err = await _run([*FAILOVERCTL, "status", "--timeout", "0"])
+    assert status == os.EX_USAGE and "outside 0..3600 s" in err
+
+
+def test_format_status_with_missing_fields():
+    text = failoverctl.format_status({"state": "monitoring"}, NOW)
+    assert text.splitlines() == [
+        "role      ?",
+        "state     monitoring",
+        "master    unknown",
+        "paths     none",
+        "held      none",
+        "counters  none",
+        "timing    none",
+        "version   ?",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.0, "0.0 s"), (-1.0, "0.0 s"), (12.34, "12.3 s"), (187, "3m07s"), (7510, "2h05m10s"), (3 * 86400 + 4 * 3600 + 720, "3d 04h12m")],
+)
+def test_format_age(seconds, text):
+    assert failoverctl.format_age(seconds) == text
