@@ -1,0 +1,669 @@
+"""Native heartbeat traces: every input of the backup's detector, one line each.
+
+A trace holds what the detector was built with (its header) and then, in
+order, every call the shell made into it: a datagram arrived, a timer fired,
+an action finished. Feeding those to a fresh :class:`~failoverd.core.detector.Detector`
+re-executes the daemon exactly (see :mod:`failoverd.replay`). The format is
+described in spec/trace.md; this module is its only writer and reader.
+
+Rules of this module
+--------------------
+- The writer never blocks its caller on the disk: a line is formatted in the
+  caller and handed to a writer thread; if the disk cannot keep up, lines are
+  dropped and counted, and the trace says how many (``lost``).
+- The reader is strict: every field has one spelling (times are Python's
+  shortest round-tripping float, hex is lower case), so an accepted line
+  re-serialises to exactly itself. Anything else is a :class:`TraceError`
+  naming the line, or a skipped line when the caller asks for that.
+- The key is never written: a trace may be mailed to a colleague.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Iterator, Literal, Union
+
+from failoverd.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
+from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone, Result
+from failoverd.core.timing import Timing, TimingError
+
+FORMAT_NAME = "failoverd-trace"
+FORMAT_VERSION = 1
+MAGIC = f"{FORMAT_NAME} {FORMAT_VERSION}\n"
+MAGIC_PREFIX = FORMAT_NAME.encode("ascii") + b" "
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MIN_MAX_BYTES = 4096
+
+Mode = Literal["legacy", "authenticated"]
+
+# Result kinds and, for each, the address-set fields in their canonical order.
+_RESULT_FIELDS: dict[str, tuple[str, ...]] = {
+    "probe": ("answered",),
+    "acquire": ("acquired", "failed", "refused"),
+    "release": ("released", "failed", "refused"),
+}
+_RESULT_TYPES: dict[str, type] = {"probe": ProbeDone, "acquire": AcquireDone, "release": ReleaseDone}
+_RESULT_KIND = {ProbeDone: "probe", AcquireDone: "acquire", ReleaseDone: "release"}
+_TIMING_FIELDS = tuple(f.name for f in dataclasses.fields(Timing))
+
+
+class TraceError(ValueError):
+    """A trace that cannot be read; ``line`` is 1-based (0: the file as a whole)."""
+
+    def __init__(self, name: str, line: int, message: str) -> None:
+        self.name = name
+        self.line = line
+        self.message = message
+        where = f"{name}:{line}" if line else name
+        super().__init__(f"{where}: {message}")
+
+
+# --- the model ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TraceHeader:
+    """How the recording detector was configured (everything but the key)."""
+
+    mode: Mode
+    addresses: tuple[Triplet, ...]
+    timing: Timing = Timing()
+    master: str | None = None
+    """Legacy mode: the only source accepted (master_priv_addr)."""
+    legacy_message: bytes = b"heartbeat"
+    arp_probe: bool = True
+    start: float = 0.0
+    """The detector's ``now`` at construction (monotonic seconds)."""
+    epoch: int = 1
+    """The backup's own epoch (only its status frames depend on it)."""
+    held: tuple[Triplet, ...] = ()
+    replay_floor: tuple[int, int] = (0, 0)
+    peer: str = "master"
+    port: int = 1694
+    continued: bool = False
+    """True in a file started by rotation: it does not begin with the daemon,
+    so its replay starts from a fresh detector, not from the daemon's state."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("legacy", "authenticated"):
+            raise ValueError(f"mode must be legacy or authenticated, not {self.mode!r}")
+        if not self.addresses:
+            raise ValueError("a trace header needs at least one address")
+        _check_time(self.start, "start")
+
+    def to_json(self) -> str:
+        t = self.timing
+        data = {
+            "addresses": [str(a) for a in self.addresses],
+            "arp_probe": self.arp_probe,
+            "continued": self.continued,
+            "epoch": self.epoch,
+            "held": [str(a) for a in self.held],
+            "legacy_message": self.legacy_message.hex(),
+            "master": self.master,
+            "mode": self.mode,
+            "peer": self.peer,
+            "port": self.port,
+            "replay_floor": list(self.replay_floor),
+            "start": self.start,
+            "timing": {name: getattr(t, name) for name in _TIMING_FIELDS},
+        }
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TraceHeader":
+        """Parse the header's JSON; raises ValueError with what is wrong."""
+        try:
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"header is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(data, dict):
+            raise ValueError("header must be a JSON object")
+        expected = {
+            "addresses", "arp_probe", "continued", "epoch", "held", "legacy_message", "master", "mode",
+            "peer", "port", "replay_floor", "start", "timing",
+        }
+        missing = expected - data.keys()
+        extra = data.keys() - expected
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append("missing " + ", ".join(sorted(missing)))
+            if extra:
+                parts.append("unknown " + ", ".join(sorted(extra)))
+            raise ValueError("header fields: " + "; ".join(parts))
+        timing_data = _typed(data["timing"], dict, "timing")
+        unknown = timing_data.keys() - set(_TIMING_FIELDS)
+        if unknown:
+            raise ValueError("unknown timing fields: " + ", ".join(sorted(unknown)))
+        for name, value in timing_data.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"timing.{name} must be a number or null")
+        try:
+            timing = Timing(**timing_data)
+        except (TimingError, TypeError) as exc:
+            raise ValueError(f"timing: {exc}") from None
+        try:
+            addresses = tuple(parse_triplet(_typed(a, str, "address")) for a in _typed(data["addresses"], list, "addresses"))
+            held = tuple(parse_triplet(_typed(a, str, "held address")) for a in _typed(data["held"], list, "held"))
+            master = data["master"]
+            if master is not None:
+                parse_ipv4(_typed(master, str, "master"))
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+        try:
+            message = bytes.fromhex(_typed(data["legacy_message"], str, "legacy_message"))
+        except ValueError:
+            raise ValueError("legacy_message must be hex") from None
+        floor = _typed(data["replay_floor"], list, "replay_floor")
+        if len(floor) != 2 or not all(_is_int(v) and v >= 0 for v in floor):
+            raise ValueError("replay_floor must be [epoch, seq], two non-negative integers")
+        epoch = data["epoch"]
+        port = data["port"]
+        if not _is_int(epoch) or epoch < 0:
+            raise ValueError("epoch must be a non-negative integer")
+        if not _is_int(port) or not 0 < port < 65536:
+            raise ValueError("port must be an integer 1..65535")
+        start = data["start"]
+        if isinstance(start, bool) or not isinstance(start, (int, float)):
+            raise ValueError("start must be a number")
+        return cls(
+            mode=data["mode"] if data["mode"] in ("legacy", "authenticated") else _bad_mode(data["mode"]),
+            addresses=addresses,
+            timing=timing,
+            master=master,
+            legacy_message=message,
+            arp_probe=_typed(data["arp_probe"], bool, "arp_probe"),
+            start=float(start),
+            epoch=epoch,
+            held=held,
+            replay_floor=(floor[0], floor[1]),
+            peer=_typed(data["peer"], str, "peer"),
+            port=port,
+            continued=_typed(data["continued"], bool, "continued"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """A datagram arrived on the heartbeat port; ``verdict`` is the detector's (``accepted`` or a reason)."""
+
+    time: float
+    path: str
+    source: str
+    data: bytes
+    verdict: str
+    wall: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    time: float
+    result: Result
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """The writer dropped ``count`` events before this point: replay cannot be exact past it."""
+
+    time: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """The recording ended at ``time``; ``full``: because the size limit was reached."""
+
+    time: float
+    full: bool = False
+
+
+Event = Union[Datagram, TimerFired, ActionResult, Lost, End]
+
+
+@dataclass
+class Trace:
+    header: TraceHeader
+    events: list[Event]
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    """(line, reason) of each bad line skipped (only with ``skip_bad``)."""
+
+    @property
+    def end(self) -> float | None:
+        for event in reversed(self.events):
+            if isinstance(event, End):
+                return event.time
+        return None
+
+
+# --- formatting ----------------------------------------------------------------
+
+
+def format_time(value: float) -> str:
+    return repr(float(value))
+
+
+def format_event(event: Event) -> str:
+    """One event as its line, without the newline."""
+    if isinstance(event, Datagram):
+        wall = "-" if event.wall is None else repr(float(event.wall))
+        payload = event.data.hex() if event.data else "-"
+        return f"d {event.time!r} {wall} {event.path} {event.source} {event.verdict} {payload}"
+    if isinstance(event, TimerFired):
+        return f"t {event.time!r}"
+    if isinstance(event, ActionResult):
+        return format_result(event.time, event.result)
+    if isinstance(event, Lost):
+        return f"lost {event.time!r} {event.count}"
+    if isinstance(event, End):
+        return f"end {event.time!r}" + (" full" if event.full else "")
+    raise TypeError(f"not a trace event: {event!r}")
+
+
+def format_result(now: float, result: Result) -> str:
+    kind = _RESULT_KIND.get(type(result))
+    if kind is None:
+        raise TypeError(f"not an action result: {result!r}")
+    parts = [f"r {float(now)!r} {kind}"]
+    for name in _RESULT_FIELDS[kind]:
+        parts.extend(f"{name}={text}" for text in sorted(str(a) for a in getattr(result, name)))
+    return " ".join(parts)
+
+
+def _check_token(value: str, what: str) -> str:
+    if not value or not value.isascii() or not value.isprintable() or " " in value:
+        raise ValueError(f"{what} {value!r} must be printable ASCII without spaces")
+    return value
+
+
+def _check_time(value: float, what: str) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number of seconds, not {value!r}")
+
+
+# --- the writer ------------------------------------------------------------------
+
+
+class TraceWriter:
+    """Records a detector's inputs to ``path`` without blocking the caller.
+
+    Each call formats one line and queues it; a writer thread appends queued
+    lines to the file at least every ``flush_interval`` seconds.
+
+    Size bound: the file never grows past ``max_bytes``. With ``rotate``
+    (default) the full file is renamed to ``path.1`` (replacing an older one)
+    and a new file is started with the same header marked ``continued``; so at
+    most about twice ``max_bytes`` are on disk. Without ``rotate`` recording
+    stops with an ``end ... full`` line and later events are discarded.
+
+    Resource handling: the file is opened by the constructor (so a bad path
+    fails at once); :meth:`close` writes an ``end`` line, flushes and joins
+    the thread. Error handling: a write error after start is kept in
+    :attr:`error` and stops recording; the caller is never interrupted.
+    Overload: if more than ``max_pending`` lines wait for the disk, further
+    events are dropped, counted in :attr:`dropped`, and a ``lost`` line says
+    how many where they were dropped.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        header: TraceHeader,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        rotate: bool = True,
+        flush_interval: float = 1.0,
+        max_pending: int = 100_000,
+    ) -> None:
+        if max_bytes < MIN_MAX_BYTES:
+            raise ValueError(f"max_bytes must be at least {MIN_MAX_BYTES}")
+        self.path = Path(path)
+        self.header = header
+        self.max_bytes = max_bytes
+        self.rotate = rotate
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.dropped = 0
+        self.rotations = 0
+        self.error: BaseException | None = None
+        self._header_text = MAGIC + "header " + header.to_json() + "\n"
+        if len(self._header_text) * 4 > max_bytes:
+            raise ValueError(f"max_bytes {max_bytes} leaves no room for events after the header")
+        self._pending: list[str] = []
+        self._unreported_drops = 0
+        self._last_time = header.start
+        self._full = False
+        self._closed = False
+        self._writing = False
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._file: IO[bytes] = open(self.path, "wb")
+        self._file.write(self._header_text.encode("ascii"))
+        self._size = len(self._header_text)
+        self._thread = threading.Thread(target=self._run, name=f"trace-writer {self.path}", daemon=True)
+        self._thread.start()
+
+    # --- the caller's side: cheap, never touches the disk ---
+
+    def datagram(self, now: float, path: str, source: str, data: bytes, verdict: str, wall: float | None = None) -> None:
+        """A datagram from ``source`` arrived via ``path``; ``verdict`` is ``Detector.last_verdict``."""
+        _check_token(path, "path")
+        _check_token(source, "source")
+        _check_token(verdict, "verdict")
+        wall_text = "-" if wall is None else repr(float(wall))
+        self._queue(now, f"d {float(now)!r} {wall_text} {path} {source} {verdict} {data.hex() if data else '-'}\n")
+
+    def timer(self, now: float) -> None:
+        """``Detector.handle_timer(now)`` was called."""
+        self._queue(now, f"t {float(now)!r}\n")
+
+    def result(self, now: float, result: Result) -> None:
+        """``Detector.action_done(now, result)`` was called."""
+        self._queue(now, format_result(now, result) + "\n")
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait (up to ``timeout``) until every queued line is on its way to the disk."""
+        with self._wake:
+            self._wake.notify_all()
+            self._wake.wait_for(
+                lambda: (not self._pending and not self._writing) or self.error is not None or not self._thread.is_alive(),
+                timeout,
+            )
+
+    def close(self, now: float | None = None) -> None:
+        """Stop recording; ``now`` (the time of the last event if omitted) is written as the end."""
+        with self._wake:
+            if self._closed:
+                return
+            end = self._last_time if now is None else max(float(now), self._last_time)
+            if not self._full:
+                self._append_drop_marker()
+                self._pending.append(f"end {end!r}\n")
+            self._closed = True
+            self._wake.notify_all()
+        self._thread.join()
+
+    def __enter__(self) -> "TraceWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _queue(self, now: float, line: str) -> None:
+        with self._lock:
+            if self._closed or self._full or self.error is not None:
+                return
+            if now < self._last_time:
+                raise ValueError(f"trace time goes backwards: {now!r} after {self._last_time!r}")
+            self._last_time = float(now)
+            if len(self._pending) >= self.max_pending:
+                self.dropped += 1
+                self._unreported_drops += 1
+                return
+            self._append_drop_marker()
+            self._pending.append(line)
+            if len(self._pending) == 1:
+                self._wake.notify()
+
+    def _append_drop_marker(self) -> None:
+        if self._unreported_drops:
+            self._pending.append(f"lost {self._last_time!r} {self._unreported_drops}\n")
+            self._unreported_drops = 0
+
+    # --- the writer thread ---
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._wake:
+                    if not self._pending and not self._closed:
+                        self._wake.wait(self.flush_interval)
+                    lines, self._pending = self._pending, []
+                    closing = self._closed
+                    self._writing = bool(lines)
+                if lines and not self._full:
+                    self._write(lines)
+                    self._file.flush()
+                with self._wake:
+                    self._writing = False
+                    self._wake.notify_all()
+                    if closing and not self._pending:
+                        break
+        except OSError as exc:
+            with self._lock:
+                self.error = exc
+                self._pending = []
+        finally:
+            try:
+                self._file.close()
+            except OSError as exc:
+                self.error = self.error or exc
+            with self._wake:
+                self._wake.notify_all()
+
+    def _write(self, lines: list[str]) -> None:
+        chunk = "".join(lines).encode("ascii")
+        if self._size + len(chunk) <= self.max_bytes:
+            self._file.write(chunk)
+            self._size += len(chunk)
+            return
+        for line in lines:
+            if self._full:
+                return
+            raw = line.encode("ascii")
+            # Keep room for the closing "end ... full" line.
+            if self._size + len(raw) + 64 > self.max_bytes:
+                if self.rotate:
+                    self._rotate()
+                else:
+                    self._file.write(f"end {self._last_time_of(line)!r} full\n".encode("ascii"))
+                    with self._lock:
+                        self._full = True
+                        self._pending = []
+                    return
+            self._file.write(raw)
+            self._size += len(raw)
+
+    def _rotate(self) -> None:
+        self._file.close()
+        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        header = dataclasses.replace(self.header, continued=True)
+        text = MAGIC + "header " + header.to_json() + "\n"
+        self._file = open(self.path, "wb")
+        self._file.write(text.encode("ascii"))
+        self._size = len(text)
+        self.rotations += 1
+
+    @staticmethod
+    def _last_time_of(line: str) -> float:
+        return float(line.split(" ", 2)[1])
+
+
+# --- the reader ------------------------------------------------------------------
+
+
+def read_trace(path: str | os.PathLike[str], *, skip_bad: bool = False) -> Trace:
+    """Read a whole trace file; see :func:`parse_trace`."""
+    with open(path, "rb") as f:
+        return parse_trace(f, name=str(path), skip_bad=skip_bad)
+
+
+def is_trace(prefix: bytes) -> bool:
+    """Whether a file starting with ``prefix`` claims to be a native trace (any version)."""
+    return prefix.startswith(MAGIC_PREFIX)
+
+
+def parse_trace(lines: Iterable[bytes], *, name: str = "<trace>", skip_bad: bool = False) -> Trace:
+    """Parse a trace from its raw lines (each with its ``\\n``).
+
+    Raises :class:`TraceError` for the first bad line; with ``skip_bad``, bad
+    event lines are skipped and listed in :attr:`Trace.skipped` instead (a bad
+    header is never skippable: nothing after it could be trusted).
+    """
+    iterator = iter(lines)
+    header = _parse_header(iterator, name)
+    events: list[Event] = []
+    skipped: list[tuple[int, str]] = []
+    last = header.start
+    ended = False
+    lineno = 2
+    for lineno, raw in enumerate(iterator, 3):
+        try:
+            if not raw.endswith(b"\n"):
+                raise ValueError("truncated line (no newline at the end of the file)")
+            if raw[:1] == b"#":
+                continue
+            if ended:
+                raise ValueError("event after the end line")
+            event = _parse_event(raw)
+            if event.time < last:
+                raise ValueError(f"time goes backwards: {event.time!r} after {last!r}")
+        except ValueError as exc:
+            message = str(exc) if not isinstance(exc, UnicodeDecodeError) else "not ASCII text"
+            if not skip_bad:
+                raise TraceError(name, lineno, message) from None
+            skipped.append((lineno, message))
+            continue
+        last = event.time
+        if isinstance(event, End):
+            ended = True
+        events.append(event)
+    return Trace(header, events, skipped)
+
+
+def _parse_header(lines: Iterator[bytes], name: str) -> TraceHeader:
+    first = next(lines, b"")
+    if not first:
+        raise TraceError(name, 0, "empty file, not a failoverd trace")
+    if not first.startswith(MAGIC_PREFIX):
+        raise TraceError(name, 1, f"not a failoverd trace (first line should be {MAGIC.strip()!r})")
+    version = first[len(MAGIC_PREFIX):].strip()
+    if first != MAGIC.encode("ascii"):
+        shown = version.decode("ascii", "replace")[:20]
+        raise TraceError(name, 1, f"unsupported trace format version {shown!r}: this failoverd reads version {FORMAT_VERSION}")
+    second = next(lines, b"")
+    if not second.endswith(b"\n"):
+        raise TraceError(name, 2, "truncated header line")
+    if not second.startswith(b"header "):
+        raise TraceError(name, 2, "expected the header line ('header {...}')")
+    try:
+        text = second[7:-1].decode("ascii")
+        return TraceHeader.from_json(text)
+    except UnicodeDecodeError:
+        raise TraceError(name, 2, "header is not ASCII text") from None
+    except ValueError as exc:
+        raise TraceError(name, 2, f"bad header: {exc}") from None
+
+
+def _parse_event(raw: bytes) -> Event:
+    line = raw[:-1].decode("ascii")
+    fields = line.split(" ")
+    kind = fields[0]
+    if kind == "d":
+        if len(fields) != 7:
+            raise ValueError(f"a datagram line has 7 fields, this one {len(fields)}")
+        _, time_text, wall_text, path, source, verdict, payload = fields
+        for value, what in ((path, "path"), (source, "source"), (verdict, "verdict")):
+            if not value or not value.isprintable():
+                raise ValueError(f"empty or unprintable {what}")
+        return Datagram(
+            _parse_time(time_text),
+            path,
+            source,
+            _parse_payload(payload),
+            verdict,
+            None if wall_text == "-" else _parse_time(wall_text, "wall time"),
+        )
+    if kind == "t":
+        if len(fields) != 2:
+            raise ValueError(f"a timer line has 2 fields, this one {len(fields)}")
+        return TimerFired(_parse_time(fields[1]))
+    if kind == "r":
+        return _parse_result(fields)
+    if kind == "lost":
+        if len(fields) != 3 or not fields[2].isdigit() or fields[2] != str(int(fields[2])) or int(fields[2]) == 0:
+            raise ValueError("a lost line is 'lost TIME COUNT' with a positive count")
+        return Lost(_parse_time(fields[1]), int(fields[2]))
+    if kind == "end":
+        if len(fields) == 2:
+            return End(_parse_time(fields[1]))
+        if len(fields) == 3 and fields[2] == "full":
+            return End(_parse_time(fields[1]), True)
+        raise ValueError("an end line is 'end TIME' or 'end TIME full'")
+    raise ValueError(f"unknown event {kind[:20]!r} (expected d, t, r, lost or end)")
+
+
+def _parse_time(text: str, what: str = "time") -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{what} {text[:30]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {text[:30]!r} is not finite")
+    if repr(value) != text:
+        raise ValueError(f"{what} {text[:30]!r} is not in canonical form (expected {value!r})")
+    return value
+
+
+def _parse_payload(text: str) -> bytes:
+    if text == "-":
+        return b""
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError("payload is not hex") from None
+    if not data or data.hex() != text:
+        raise ValueError("payload must be lower-case hex without spaces ('-' when empty)")
+    return data
+
+
+def _parse_result(fields: list[str]) -> ActionResult:
+    if len(fields) < 3:
+        raise ValueError("a result line is 'r TIME probe|acquire|release [field=address ...]'")
+    time = _parse_time(fields[1])
+    kind = fields[2]
+    names = _RESULT_FIELDS.get(kind)
+    if names is None:
+        raise ValueError(f"unknown result {kind[:20]!r} (expected probe, acquire or release)")
+    sets: dict[str, list[Triplet]] = {n: [] for n in names}
+    for token in fields[3:]:
+        key, eq, value = token.partition("=")
+        if not eq or key not in sets:
+            raise ValueError(f"{kind} result field {token[:40]!r} is not one of " + ", ".join(f"{n}=ADDRESS" for n in names))
+        try:
+            sets[key].append(parse_triplet(value))
+        except AddressError as exc:
+            raise ValueError(str(exc)) from None
+    result = _RESULT_TYPES[kind](**{n: frozenset(v) for n, v in sets.items()})
+    if format_result(time, result) != " ".join(fields):
+        raise ValueError("result fields are not in canonical order (fields in order, addresses sorted, no duplicates)")
+    return ActionResult(time, result)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a valid number in a trace header")
+
+
+def _typed(value: object, kind: type, what: str):  # type: ignore[no-untyped-def]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise ValueError(f"{what} must be a {kind.__name__}")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _bad_mode(mode: object) -> Mode:
+    raise ValueError(f"mode must be legacy or authenticated, not {str(mode)[:20]!r}")
