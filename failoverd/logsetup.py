@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import socket
 import sys
 
 from failoverd.config import DEFAULT_SYSLOG_SOCKET, RunMode
@@ -28,19 +29,30 @@ FACILITY_CODES = {
 PACKAGE_LOGGER = "failoverd"
 
 
+def syslog_problem(address: str) -> str | None:
+    """Why nothing can be sent to the syslog socket at ``address``, or None."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        probe.connect(address)
+    except OSError as exc:
+        return f"cannot reach syslog at {address}: {exc.strerror or exc}"
+    finally:
+        probe.close()
+    return None
+
+
 def syslog_handler(program: str, facility: str, address: str = DEFAULT_SYSLOG_SOCKET) -> logging.Handler:
     """A handler writing ``<PRI>program[pid]: message`` to the syslog socket.
 
-    Raises ProgramError (69) when the socket cannot be reached: a daemon that
-    cannot log must say so while it still has a terminal.
+    Raises ProgramError (69) when the socket cannot be reached now: the
+    standard handler would silently drop lines until it can, but a daemon
+    starting with a mistyped socket must say so while it has a terminal.
+    Once running, a syslog restart is survived (the handler reconnects).
     """
-    try:
-        handler = logging.handlers.SysLogHandler(address=address, facility=FACILITY_CODES[facility])
-    except OSError as exc:
-        raise ProgramError(
-            EX_UNAVAILABLE,
-            f"cannot reach syslog at {address}: {exc.strerror or exc}; run with -d to log to the terminal",
-        ) from None
+    problem = syslog_problem(address)
+    if problem is not None:
+        raise ProgramError(EX_UNAVAILABLE, f"{problem}; run with -d to log to the terminal")
+    handler = logging.handlers.SysLogHandler(address=address, facility=FACILITY_CODES[facility])
     # %(process)d is taken when each line is logged, so it is the daemon's pid
     # after moving to the background, not the launcher's.
     handler.setFormatter(logging.Formatter(f"{program}[%(process)d]: %(message)s"))

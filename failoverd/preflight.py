@@ -23,7 +23,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Iterable, Literal
 
-from failoverd import __version__
+from failoverd import __version__, logsetup
 from failoverd.addresses import Triplet
 from failoverd.config import BackupConfig, MasterConfig
 from failoverd.exitcodes import ConfigError
@@ -207,16 +207,9 @@ def _hook_checks(hook_dir: Path, addresses: Iterable[IPv4Address]) -> list[Check
 
 
 def _syslog_check(path: str) -> Check:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        sock.connect(path)
-    except OSError as exc:
-        return Check(
-            "warn",
-            f"syslog socket {path}: {exc.strerror}; background and -x modes would fail to start (-d works)",
-        )
-    finally:
-        sock.close()
+    problem = logsetup.syslog_problem(path)
+    if problem is not None:
+        return Check("warn", f"{problem}; background and -x modes would fail to start (-d works)")
     return Check("ok", f"syslog socket {path} accepts messages")
 
 
