@@ -1,0 +1,252 @@
+"""failoverd's runtime: the backup's detector, live.
+
+One nursery holds: the executor (address changes in order, probes and mail
+beside it), the timer, the heartbeat receiver, the control socket, the replay
+floor saver and the signal watcher. See :mod:`failoverd.runtime.executor`
+and :mod:`failoverd.runtime.shell` for how actions and time are handled.
+
+Start-up reconciliation: addresses of the master that are already on our
+interfaces (a backup restarted while holding them) are adopted as held,
+never added twice; the detector then behaves as after a takeover, and the
+master's next heartbeat releases them.
+
+Stop (SIGTERM/SIGINT): inputs stop, the address change in progress finishes
+(its result reaches the detector, so what we hold is exact), queued changes
+are dropped, and the held addresses are released through the PreRel/PostRel
+hooks, unless ``keep_addresses_on_exit``. Bounded by
+:func:`~failoverd.runtime.lifecycle.stop_bound`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import Any
+
+import trio
+
+from failoverd import control
+from failoverd.config import BackupConfig
+from failoverd.core.actions import Release, ReleaseDone
+from failoverd.core.detector import Detector
+from failoverd.exitcodes import EX_CONFIG, EX_OK, ProgramError
+from failoverd.runtime import lifecycle
+from failoverd.runtime.executor import System
+from failoverd.runtime.host import HostSystem
+from failoverd.runtime.keyfile import KeyFileError, read_key
+from failoverd.runtime.replayfloor import ReplayFloorFile
+from failoverd.runtime.shell import CoreShell
+from failoverd.runtime.udp import HeartbeatSocket
+from failoverd.system.mail import Notifier
+
+log = logging.getLogger(__name__)
+
+EXIT_STILL_HOLDING = 1
+"""Exit status when the stop could not release every held address."""
+
+
+def host_system(config: BackupConfig) -> HostSystem:
+    t = config.timing
+    return HostSystem.build(
+        hook_dir=config.hook_dir,
+        hook_timeout=config.hook_timeout,
+        probe_count=t.probe_count if config.arp_probe else 0,
+        probe_spacing=t.effective_probe_spacing,
+        garp_count=t.garp_count,
+        garp_spacing=t.garp_spacing,
+    )
+
+
+def load_key(config: BackupConfig | Any) -> bytes | None:
+    if config.key_file is None:
+        return None
+    try:
+        return read_key(config.key_file)
+    except KeyFileError as error:
+        raise ProgramError(EX_CONFIG, str(error)) from None
+
+
+async def serve(
+    config: BackupConfig,
+    *,
+    system: System | None = None,
+    task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED,
+) -> int:
+    """Run the backup until SIGTERM/SIGINT (or cancellation); return the exit status.
+
+    ``system`` replaces the host's addresses/ARP/hooks (default: this host's).
+    ``task_status.started()`` gets the control socket path and heartbeat port
+    once heartbeats are being received.
+
+    Resource handling: every task, socket, hook and mail process started here
+    has ended when this returns.
+
+    Error handling: an unusable key file raises :class:`ProgramError` (78)
+    before anything starts; a port that cannot be bound raises ``OSError``;
+    an unexpected exception in any task stops the daemon and propagates.
+    """
+    key = load_key(config)
+    host = system if system is not None else host_system(config)
+    master = str(config.master)
+    floor_file = ReplayFloorFile(config.state_dir, master)
+    floor = floor_file.load() if key is not None else (0, 0)
+
+    held = await _adopt(host, config)
+    with HeartbeatSocket.bind(config.port) as sock:
+        core = Detector(
+            config.triplets,
+            config.timing,
+            trio.current_time(),
+            key=key,
+            master_address=master,
+            legacy_message=config.message,
+            epoch=time.time_ns(),
+            held=held,
+            replay_floor=floor,
+            arp_probe=config.arp_probe,
+            peer=master,
+        )
+        log.info(
+            "watching master %s on port %d (%s heartbeats); takes over %s",
+            master, sock.port, "authenticated" if key else "legacy",
+            ", ".join(str(t) for t in config.triplets),
+        )
+        shell = CoreShell(
+            core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
+            recorder=_recorder(config),
+        )
+        stopping = trio.Event()
+
+        def status() -> dict[str, Any]:
+            return lifecycle.status_reply(shell.snapshot(), master=master, timing=control.timing_dict(config.timing))
+
+        def dump() -> dict[str, Any]:
+            state = shell.snapshot()
+            state["runtime"] = _runtime_state(shell, sock)
+            return state
+
+        def reload() -> None:
+            lifecycle.check_key_reload(config.key_file, key)
+            log.info("SIGHUP: hooks in %s are read afresh at every use", config.hook_dir)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.executor.run)
+            # The signal watcher outlives the inputs, so a second SIGTERM
+            # during the stop is only logged, not the default action.
+            await nursery.start(
+                partial(
+                    lifecycle.watch_signals, stop=lifecycle.stopper(stopping), reload=reload,
+                    dump=lambda: lifecycle.log_state(dump()),
+                )
+            )
+            inputs = trio.CancelScope()
+
+            async def run_inputs(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                with inputs:
+                    async with trio.open_nursery() as inner:
+                        await inner.start(
+                            control.serve_control, config.control_socket,
+                            control.command_handler(status=status, dump=dump),
+                        )
+                        await inner.start(shell.run_timer)
+                        inner.start_soon(_receive, sock, shell)
+                        if key is not None:
+                            inner.start_soon(_save_floor, core, floor_file, config.timing.interval)
+                        task_status.started()
+
+            await nursery.start(run_inputs)
+            task_status.started({"control_socket": config.control_socket, "port": sock.port})
+            await stopping.wait()
+            inputs.cancel()
+            status_code = await _stop(config, core, shell)
+            if key is not None:
+                floor_file.save(core.replay_floor())
+            nursery.cancel_scope.cancel()
+    return status_code
+
+
+async def _adopt(host: System, config: BackupConfig) -> frozenset:
+    addresses = getattr(host, "addresses", None)
+    if addresses is None:
+        return frozenset()
+    held = await addresses.present(config.triplets)
+    if held:
+        log.warning(
+            "already on our interfaces at start: %s; adopting them as held (the master's first heartbeat releases them)",
+            ", ".join(sorted(map(str, held))),
+        )
+    return held
+
+
+async def _receive(sock: HeartbeatSocket, shell: CoreShell) -> None:
+    while True:
+        datagram = await sock.receive()
+        shell.datagram(datagram.data, datagram.source, datagram.path)
+
+
+async def _save_floor(core: Detector, floor_file: ReplayFloorFile, interval: float) -> None:
+    period = max(1.0, interval)
+    while True:
+        await trio.sleep(period)
+        floor = core.replay_floor()
+        await trio.to_thread.run_sync(floor_file.save, floor)
+
+
+async def _stop(config: BackupConfig, core: Detector, shell: CoreShell) -> int:
+    executor = shell.executor
+    dropped = executor.stop_accepting_changes()
+    for action in dropped:
+        log.info("stopping: dropped queued %s", type(action).__name__.lower())
+    with trio.move_on_after(lifecycle.stop_bound(config.hook_timeout)) as bound:
+        await executor.finish_current()
+        held = core.held
+        if not held:
+            log.info("stopping; holding nothing")
+            return EX_OK
+        if config.keep_addresses_on_exit:
+            log.warning("stopping; keeping %s as configured", ", ".join(sorted(map(str, held))))
+            return EX_OK
+        log.info("stopping; releasing %s first", ", ".join(sorted(map(str, held))))
+        result = await executor.run_change_now(Release(held))
+        assert isinstance(result, ReleaseDone)
+        left = held - result.released
+        if left:
+            log.error("stopped still holding %s", ", ".join(sorted(map(str, left))))
+            return EXIT_STILL_HOLDING
+        return EX_OK
+    assert bound.cancelled_caught
+    log.error(
+        "stop took longer than %g s; exiting with %s possibly still configured",
+        lifecycle.stop_bound(config.hook_timeout), ", ".join(sorted(map(str, core.held | core.addresses))),
+    )
+    return EXIT_STILL_HOLDING
+
+
+def _runtime_state(shell: CoreShell, sock: HeartbeatSocket) -> dict[str, Any]:
+    executor = shell.executor
+    current = executor.current
+    return {
+        "address_change_in_progress": None if current is None else type(current).__name__,
+        "address_changes_queued": max(0, executor.pending_changes - (current is not None)),
+        "probes_running": executor.probes_running,
+        "timer_firings": shell.timer_firings,
+        "datagrams_sent": sock.sent,
+        "datagrams_dropped": sock.dropped,
+    }
+
+
+def _recorder(config: BackupConfig):
+    if config.trace_file is None:
+        return None
+    log.warning("tracing to %s is not available in this build; running without a trace", config.trace_file)
+    return None
+
+
+def run(config: BackupConfig) -> int:
+    """The program's entry point: run the backup daemon; the return value is the exit status."""
+    try:
+        return trio.run(serve, config)
+    except ProgramError as error:
+        log.error("%s", error)
+        return error.status

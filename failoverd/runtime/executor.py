@@ -1,0 +1,255 @@
+"""Carries out a core's actions: address changes strictly in order, everything else without waiting.
+
+How each action runs, and why:
+
+- ``Acquire``, ``Release``, ``Announce`` go into one queue worked by one
+  task, so two address changes never overlap and each result reaches the
+  core in the order the core asked for them.
+- ``Probe`` runs in a task of its own: an ARP probe lasts a good part of a
+  second, and heartbeats must keep reaching the core meanwhile (a heartbeat
+  during the probe is what ends a false suspicion). Its result comes back to
+  the core as an event, like any other.
+- ``Transmit`` is sent at once, never queued behind a slow acquire: the
+  backup's status frame is what lets a returning master wait for the release.
+- ``Notify`` and mailed ``Alarm`` run fire-and-forget under the notifier's
+  timeout: mail never delays a takeover.
+- ``Alarm`` is logged at its level; ``StateChanged`` is logged, and both are
+  kept in the timeline.
+
+Resource handling: :meth:`Executor.run` owns every task it starts; cancelling
+it cancels an address change in progress only at the system port's own
+cancellation points (the shutdown path lets the current change finish, see
+:meth:`Executor.finish_current`).
+
+Error handling: an exception from the system port other than the results it
+reports is a bug: it propagates and stops the daemon, rather than leaving the
+core believing an address change is still in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Protocol
+
+import trio
+
+from failoverd.core.actions import (
+    Acquire,
+    AcquireDone,
+    Action,
+    Addresses,
+    Alarm,
+    Announce,
+    Notify,
+    Probe,
+    ProbeDone,
+    Release,
+    ReleaseDone,
+    Result,
+    StateChanged,
+    Transmit,
+)
+
+log = logging.getLogger(__name__)
+
+_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR, "critical": logging.CRITICAL}
+
+AddressChange = Acquire | Release | Announce
+
+
+class System(Protocol):
+    """What the executor needs from the host: addresses, ARP and hooks."""
+
+    async def probe(self, addresses: Addresses) -> ProbeDone: ...
+
+    async def acquire(self, addresses: Addresses) -> AcquireDone: ...
+
+    async def release(self, addresses: Addresses) -> ReleaseDone: ...
+
+    async def announce(self, addresses: Addresses) -> None: ...
+
+
+class Transport(Protocol):
+    def send_nowait(self, payload: bytes, targets: tuple[str, ...]) -> None: ...
+
+
+class Notifications(Protocol):
+    def start_soon(self, nursery: trio.Nursery, action: Notify | Alarm) -> None: ...
+
+
+class Executor:
+    """Runs actions for one core; results go to ``on_result`` (which feeds the core).
+
+    ``on_event`` sees every action as it is dispatched and every result as it
+    arrives (for the timeline and the trace); it must not block.
+    """
+
+    def __init__(
+        self,
+        system: System,
+        transport: Transport,
+        notifier: Notifications | None,
+        on_result: Callable[[Result], None],
+        on_event: Callable[[str, object], None] | None = None,
+    ) -> None:
+        self.system = system
+        self.transport = transport
+        self.notifier = notifier
+        self._on_result = on_result
+        self._on_event = on_event or (lambda kind, value: None)
+        self._queue_in, self._queue_out = trio.open_memory_channel[AddressChange](math.inf)
+        self._background: trio.Nursery | None = None
+        self._current: AddressChange | None = None
+        self._idle = trio.Event()
+        self._idle.set()
+        self._accepting_changes = True
+        self.pending_changes = 0
+        self.probes_running = 0
+
+    @property
+    def current(self) -> AddressChange | None:
+        """The address change being carried out now, if any."""
+        return self._current
+
+    # --- dispatch (synchronous: called right after the core returns) ---------
+
+    def submit(self, actions: list[Action]) -> None:
+        for action in actions:
+            self._on_event("action", action)
+            if isinstance(action, Transmit):
+                self.transport.send_nowait(action.payload, action.targets)
+            elif isinstance(action, StateChanged):
+                log.info("state %s -> %s (%s)", action.source, action.dest, action.trigger)
+            elif isinstance(action, Alarm):
+                log.log(_LEVELS.get(action.level, logging.ERROR), "%s", action.message)
+                if action.mail:
+                    self._notify(action)
+            elif isinstance(action, Notify):
+                log.info("notifying: %s is %s (%s)", action.peer, action.direction, _names(action.addresses))
+                self._notify(action)
+            elif isinstance(action, Probe):
+                self._start(self._probe, action)
+            elif isinstance(action, (Acquire, Release, Announce)):
+                self._enqueue(action)
+            else:
+                raise TypeError(f"the executor does not know how to run {action!r}")
+
+    def _enqueue(self, action: AddressChange) -> None:
+        if not self._accepting_changes:
+            log.warning("stopping: not starting %s", _describe(action))
+            return
+        self.pending_changes += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._queue_in.send_nowait(action)
+
+    def _notify(self, action: Notify | Alarm) -> None:
+        if self.notifier is None or self._background is None:
+            return
+        self.notifier.start_soon(self._background, action)
+
+    def _start(self, function: Callable, action: Action) -> None:
+        if self._background is None:
+            raise RuntimeError("the executor is not running")
+        self._background.start_soon(function, action)
+
+    # --- tasks ---------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Work the address-change queue until cancelled; background tasks live in here too."""
+        async with trio.open_nursery() as nursery:
+            self._background = nursery
+            task_status.started()
+            try:
+                async for action in self._queue_out:
+                    await self._change(action)
+            finally:
+                self._background = None
+
+    async def _change(self, action: AddressChange) -> None:
+        self._current = action
+        try:
+            if isinstance(action, Acquire):
+                result: Result | None = await self.system.acquire(action.addresses)
+            elif isinstance(action, Release):
+                result = await self.system.release(action.addresses)
+            else:
+                log.info("%s", _describe(action))
+                await self.system.announce(action.addresses)
+                result = None
+        finally:
+            self._current = None
+            self.pending_changes -= 1
+            if self.pending_changes == 0:
+                self._idle.set()
+        if result is not None:
+            self._report(result)
+
+    async def _probe(self, action: Probe) -> None:
+        self.probes_running += 1
+        try:
+            result = await self.system.probe(action.addresses)
+        finally:
+            self.probes_running -= 1
+        self._report(result)
+
+    def _report(self, result: Result) -> None:
+        self._on_event("result", result)
+        self._on_result(result)
+
+    # --- shutdown ------------------------------------------------------------
+
+    def stop_accepting_changes(self) -> list[AddressChange]:
+        """Refuse further address changes; return (and drop) those still queued."""
+        self._accepting_changes = False
+        dropped = []
+        while True:
+            try:
+                action = self._queue_out.receive_nowait()
+            except trio.WouldBlock:
+                break
+            dropped.append(action)
+            self.pending_changes -= 1
+        if self.pending_changes == 0:
+            self._idle.set()
+        return dropped
+
+    async def finish_current(self) -> None:
+        """Wait until no address change is running or queued."""
+        await self._idle.wait()
+
+    async def run_change_now(self, action: Acquire | Release | Announce) -> Result | None:
+        """Carry out one change outside the queue (shutdown only, after :meth:`finish_current`)."""
+        if self._current is not None:
+            raise RuntimeError("another address change is in progress")
+        self.pending_changes += 1
+        self._idle = trio.Event()
+        self._current = action
+        try:
+            if isinstance(action, Acquire):
+                return await self.system.acquire(action.addresses)
+            if isinstance(action, Release):
+                return await self.system.release(action.addresses)
+            log.info("%s", _describe(action))
+            await self.system.announce(action.addresses)
+            return None
+        finally:
+            self._current = None
+            self.pending_changes -= 1
+            if self.pending_changes == 0:
+                self._idle.set()
+
+
+def _names(addresses: Addresses) -> str:
+    return ", ".join(sorted(str(t) for t in addresses)) or "nothing"
+
+
+def _describe(action: Action) -> str:
+    if isinstance(action, Acquire):
+        return f"acquiring {_names(action.addresses)}"
+    if isinstance(action, Release):
+        return f"releasing {_names(action.addresses)}"
+    if isinstance(action, Announce):
+        return f"announcing {_names(action.addresses)}"
+    return repr(action)

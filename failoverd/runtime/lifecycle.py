@@ -1,0 +1,109 @@
+"""What both daemons do alike: signals, the control socket's answers, bounded stops.
+
+Signals (handled inside Trio, so a handler never interrupts the core halfway):
+
+- SIGTERM, SIGINT: orderly stop; a second one while stopping is only logged
+  (the stop is already bounded).
+- SIGHUP: reload what can be reloaded safely (each daemon says what).
+- SIGUSR1: write the full state to the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from failoverd import __version__
+from failoverd.runtime.keyfile import KeyFileError, read_key
+
+log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def watch_signals(
+    *,
+    stop: Callable[[], None],
+    reload: Callable[[], None],
+    dump: Callable[[], None],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1) as signals:
+        task_status.started()
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum in STOP_SIGNALS:
+                log.info("%s received: stopping", name)
+                stop()
+            elif signum == signal.SIGHUP:
+                log.info("SIGHUP received: reloading")
+                reload()
+            elif signum == signal.SIGUSR1:
+                dump()
+
+
+def stopper(stopping: trio.Event) -> Callable[[], None]:
+    """The stop callback for :func:`watch_signals`: set ``stopping`` once, log repeats."""
+
+    def stop() -> None:
+        if stopping.is_set():
+            log.warning("already stopping (bounded); ignoring the repeated signal")
+        stopping.set()
+
+    return stop
+
+
+def log_state(state: dict[str, Any]) -> None:
+    log.info("state dump: %s", json.dumps(state, sort_keys=True, default=str))
+
+
+def status_reply(snapshot: dict[str, Any], *, master: str | None, timing: dict[str, Any]) -> dict[str, Any]:
+    """The core's snapshot in the control socket's ``Status`` shape."""
+    return {
+        "role": snapshot["role"],
+        "state": snapshot["state"],
+        # The core counts seconds in the state; failoverctl wants the moment.
+        "since": round(time.time() - snapshot["since"], 3),
+        "master": master,
+        "paths": [
+            {"name": p["name"], "last_heard_age": p["last_heard_age"], "healthy": p["healthy"]}
+            for p in snapshot.get("paths", [])
+        ],
+        "held": list(snapshot.get("held", [])),
+        "counters": snapshot.get("counters", {}),
+        "timing": timing,
+        "version": __version__,
+    }
+
+
+def check_key_reload(path, current: bytes | None) -> None:
+    """SIGHUP and the key file: say whether the file on disk still matches the key in use.
+
+    The cores take their key at construction and have no way to change it
+    while running, and switching keys on one side only would stop the
+    heartbeats anyway; so a changed key is reported, and takes effect at the
+    next restart (which an administrator does on both hosts together).
+    """
+    if path is None:
+        return
+    try:
+        key = read_key(path)
+    except KeyFileError as error:
+        log.error("SIGHUP: %s; still using the key read at start", error)
+        return
+    if key != current:
+        log.warning("SIGHUP: key file %s changed; the new key takes effect when the daemon restarts", path)
+    else:
+        log.info("SIGHUP: key file %s unchanged", path)
+
+
+def stop_bound(hook_timeout: float) -> float:
+    """How long an orderly stop may take: an address change in progress and the final release,
+    each running at most a Test, a Pre and a Post hook to their timeout, plus slack for netlink."""
+    return 2 * (3 * hook_timeout + 5.0)

@@ -1,0 +1,188 @@
+"""heartbeatd's runtime: the master's core, live.
+
+One nursery holds the executor, the timer (which sends the heartbeats), the
+receiver for the backup's status frames, the control socket and the signal
+watcher.
+
+Start-up: managed addresses already on our interfaces are adopted (never
+added twice); if all of them are, the master starts holding and tickles them
+(gratuitous ARP), as the original heartbeatd tickles its interfaces at
+start-up. SIGHUP tickles again. Without ``--manage`` heartbeatd does not know
+which addresses are its own, so there is nothing to tickle; that is logged.
+
+Stop (SIGTERM/SIGINT): ``Master.shutdown`` is fed to the core and its actions
+run until the core reaches ``stopped``: a managing master releases its
+addresses first and then sends a ``leaving`` heartbeat, so the backup takes
+over at once instead of after its timeout. Bounded by
+:func:`~failoverd.runtime.lifecycle.stop_bound`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import Any
+
+import trio
+
+from failoverd import control
+from failoverd.config import MasterConfig
+from failoverd.core.actions import Announce
+from failoverd.core.master import Master
+from failoverd.exitcodes import EX_OK, ProgramError
+from failoverd.runtime import lifecycle
+from failoverd.runtime.backup import load_key
+from failoverd.runtime.executor import System
+from failoverd.runtime.host import HostSystem
+from failoverd.runtime.shell import CoreShell
+from failoverd.runtime.udp import HeartbeatSocket
+from failoverd.system.mail import Notifier
+
+log = logging.getLogger(__name__)
+
+EXIT_STILL_HOLDING = 1
+_STOP_POLL = 0.01
+
+
+def host_system(config: MasterConfig) -> HostSystem:
+    return HostSystem.build(
+        hook_dir=config.hook_dir,
+        hook_timeout=config.hook_timeout,
+        probe_count=config.probe_count if config.arp_probe else 0,
+        probe_spacing=config.effective_probe_spacing,
+        garp_count=config.garp_count,
+        garp_spacing=config.garp_spacing,
+    )
+
+
+def _timing(config: MasterConfig) -> dict[str, Any]:
+    return {
+        "interval": config.interval,
+        "backup_fail_after": config.backup_fail_after,
+        "probe_count": config.probe_count,
+        "probe_spacing": config.effective_probe_spacing,
+        "garp_count": config.garp_count,
+        "garp_spacing": config.garp_spacing,
+    }
+
+
+async def serve(
+    config: MasterConfig,
+    *,
+    system: System | None = None,
+    task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED,
+) -> int:
+    """Run heartbeatd until SIGTERM/SIGINT (or cancellation); return the exit status.
+
+    Resource handling and error handling as :func:`failoverd.runtime.backup.serve`.
+    """
+    key = load_key(config)
+    host = system if system is not None else host_system(config)
+    held: frozenset = frozenset()
+    if config.managed:
+        addresses = getattr(host, "addresses", None)
+        if addresses is not None:
+            held = await addresses.present(config.managed)
+        if held:
+            log.warning("already on our interfaces at start: %s; adopting them", ", ".join(sorted(map(str, held))))
+    targets = tuple(str(t) for t in config.targets)
+    with HeartbeatSocket.bind(config.port) as sock:
+        core = Master(
+            targets,
+            config.interval,
+            trio.current_time(),
+            managed=config.managed,
+            held=held,
+            backup_fail_after=config.backup_fail_after,
+            key=key,
+            legacy_message=config.message,
+            epoch=time.time_ns(),
+            arp_probe=config.arp_probe and config.probe_count > 0,
+        )
+        log.info(
+            "sending %s heartbeats to %s on port %d every %g s; %s",
+            "authenticated" if key else "legacy", " ".join(targets), sock.port, config.interval,
+            "managing " + ", ".join(map(str, config.managed)) if config.managed else "managing no addresses",
+        )
+        shell = CoreShell(core, system=host, transport=sock, notifier=Notifier(command=config.notify_command))
+        stopping = trio.Event()
+
+        def tickle(why: str) -> None:
+            if core.held:
+                log.info("%s: tickling %s", why, ", ".join(sorted(map(str, core.held))))
+                shell.submit([Announce(core.held)])
+            elif config.managed:
+                log.info("%s: holding none of our addresses yet; nothing to tickle", why)
+            else:
+                log.info("%s: no --manage addresses, so nothing to tickle", why)
+
+        def status() -> dict[str, Any]:
+            return lifecycle.status_reply(shell.snapshot(), master=None, timing=_timing(config))
+
+        def dump() -> dict[str, Any]:
+            state = shell.snapshot()
+            state["runtime"] = {
+                "timer_firings": shell.timer_firings,
+                "datagrams_sent": sock.sent,
+                "datagrams_dropped": sock.dropped,
+                "probes_running": shell.executor.probes_running,
+            }
+            return state
+
+        def reload() -> None:
+            lifecycle.check_key_reload(config.key_file, key)
+            tickle("SIGHUP")
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.executor.run)
+            await nursery.start(
+                partial(
+                    lifecycle.watch_signals, stop=lifecycle.stopper(stopping), reload=reload,
+                    dump=lambda: lifecycle.log_state(dump()),
+                )
+            )
+            await nursery.start(
+                control.serve_control, config.control_socket, control.command_handler(status=status, dump=dump)
+            )
+            await nursery.start(shell.run_timer)
+            nursery.start_soon(_receive, sock, shell)
+            tickle("start-up")
+            task_status.started({"control_socket": config.control_socket, "port": sock.port})
+            await stopping.wait()
+            status_code = await _stop(config, core, shell)
+            nursery.cancel_scope.cancel()
+    return status_code
+
+
+async def _receive(sock: HeartbeatSocket, shell: CoreShell) -> None:
+    while True:
+        datagram = await sock.receive()
+        shell.datagram(datagram.data, datagram.source, datagram.path)
+
+
+async def _stop(config: MasterConfig, core: Master, shell: CoreShell) -> int:
+    shell.call(core.shutdown)
+    bound = lifecycle.stop_bound(config.hook_timeout)
+    with trio.move_on_after(bound):
+        # The core drives the stop through its own actions (release, then the
+        # leaving heartbeat); we only wait for it to get there.
+        while core.state != "stopped":
+            await trio.sleep(_STOP_POLL)
+        await shell.executor.finish_current()
+        if core.held:
+            log.error("stopped still holding %s", ", ".join(sorted(map(str, core.held))))
+            return EXIT_STILL_HOLDING
+        return EX_OK
+    log.error("stop took longer than %g s (state %s, holding %s)", bound, core.state,
+              ", ".join(sorted(map(str, core.held))) or "nothing")
+    return EXIT_STILL_HOLDING
+
+
+def run(config: MasterConfig) -> int:
+    """The program's entry point: run heartbeatd; the return value is the exit status."""
+    try:
+        return trio.run(serve, config)
+    except ProgramError as error:
+        log.error("%s", error)
+        return error.status

@@ -1,0 +1,118 @@
+"""The heartbeat socket: UDP on the configured port, telling which interface each datagram came in on.
+
+The backup keeps one health record per *path* (the interface a heartbeat
+arrived on), so a dead private link is noticed while the public one still
+delivers. One socket bound to the wildcard address receives on every
+interface; ``IP_PKTINFO`` gives the arrival interface of each datagram, which
+is cheaper and more robust than one socket per interface (interfaces may come
+and go while the daemon runs).
+
+Sending never waits: a heartbeat that the kernel cannot queue right now is
+stale by the time it could be, so it is dropped and counted. A failing target
+(link down, no route) is logged once when it starts failing and once when it
+works again, not at every heartbeat.
+
+Resource handling: :class:`HeartbeatSocket` is a context manager owning one
+socket; leaving it closes the socket.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Iterable
+
+import trio
+
+log = logging.getLogger(__name__)
+
+# linux/in.h; the socket module does not export it.
+IP_PKTINFO = 8
+_PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
+_MAX_DATAGRAM = 2048  # far above any heartbeat; longer ones arrive truncated and are rejected by the core
+
+
+@dataclass(frozen=True)
+class Datagram:
+    data: bytes
+    source: str
+    """The sender's IPv4 address."""
+    path: str
+    """The name of the interface it arrived on."""
+
+
+class HeartbeatSocket:
+    """A UDP socket on ``port`` (all local addresses), broadcast-capable.
+
+    Error handling: :meth:`bind` raises ``OSError`` if the port is taken or
+    cannot be bound; :meth:`send_nowait` never raises for network errors.
+    """
+
+    def __init__(self, sock: socket.socket, port: int) -> None:
+        self.port = port
+        self._raw = sock
+        self._sock = trio.socket.from_stdlib_socket(sock)
+        self._failing: dict[str, str] = {}
+        self.sent = 0
+        self.dropped = 0
+
+    @classmethod
+    def bind(cls, port: int, address: str = "0.0.0.0") -> HeartbeatSocket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.bind((address, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock, sock.getsockname()[1])
+
+    async def receive(self) -> Datagram:
+        data, ancillary, _flags, source = await self._sock.recvmsg(_MAX_DATAGRAM, socket.CMSG_SPACE(_PKTINFO.size))
+        return Datagram(data, source[0], _arrival_interface(ancillary))
+
+    def send_nowait(self, payload: bytes, targets: Iterable[str]) -> None:
+        for target in targets:
+            try:
+                self._raw.sendto(payload, (target, self.port))
+            except BlockingIOError:
+                self.dropped += 1
+                continue
+            except OSError as error:
+                self.dropped += 1
+                reason = error.strerror or str(error)
+                if self._failing.get(target) != reason:
+                    self._failing[target] = reason
+                    log.warning("cannot send heartbeat to %s:%d: %s", target, self.port, reason)
+                continue
+            self.sent += 1
+            if self._failing.pop(target, None) is not None:
+                log.info("sending to %s:%d works again", target, self.port)
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> HeartbeatSocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _arrival_interface(ancillary: list[tuple[int, int, bytes]]) -> str:
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
+            index = _PKTINFO.unpack_from(data)[0]
+            try:
+                return socket.if_indextoname(index)
+            except OSError as error:
+                if error.errno not in (errno.ENXIO, errno.ENODEV):
+                    raise
+                return f"if{index}"  # the interface vanished since the datagram arrived
+    return "unknown"
