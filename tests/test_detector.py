@@ -1,0 +1,168 @@
+"""Behaviours of the backup's detector that the properties do not single out."""
+
+from __future__ import annotations
+
+from _drive import KEY, MASTER, VIPS, Driver, detector
+from failoverd.addresses import parse_triplet
+from failoverd.core import wire
+from failoverd.core.actions import AcquireDone, Alarm, Notify, Probe, ReleaseDone
+from failoverd.core.detector import STATES, TRANSITIONS, Detector
+from failoverd.core.timing import Timing
+
+A, B = sorted(VIPS)
+
+
+def _sealer(epoch: int = 7) -> wire.Sealer:
+    return wire.Sealer(KEY, wire.ROLE_MASTER, epoch, 1.0, 0.0)
+
+
+def test_transition_table_names_only_declared_states() -> None:
+    for t in TRANSITIONS:
+        sources = t["source"] if isinstance(t["source"], list) else [t["source"]]
+        assert set(sources) <= set(STATES)
+        assert t["dest"] is None or t["dest"] in STATES
+
+
+def test_answered_probe_means_contested_not_takeover() -> None:
+    d = detector()
+    driver = Driver(d, answered=lambda now: frozenset({A}))
+    driver.advance(3.0)
+    assert d.state == "contested" and driver.log.acquires == []
+    assert any(isinstance(a, Alarm) and a.level == "critical" and a.mail for _, a in driver.log.other)
+    driver.advance(6.0)
+    assert len(driver.log.probes) >= 3  # keeps probing, once per retry interval
+    driver.answered = lambda now: frozenset()
+    driver.advance(8.0)
+    assert d.state == "failed_over" and d.held == VIPS
+
+
+def test_partial_acquire_is_tracked_exactly_and_retried() -> None:
+    d = detector()
+    d.handle_timer(1.2)
+    d.action_done(1.5, _probe_silent())
+    d.handle_timer(3.0)
+    assert d.state == "acquiring"
+    d.action_done(3.1, AcquireDone(acquired=frozenset({A}), failed=frozenset({B})))
+    assert d.state == "failed_over" and d.held == {A}
+    assert d.next_deadline() == 3.1 + d.timing.effective_retry_interval
+    actions = d.handle_timer(4.1)
+    assert [a.addresses for a in actions if type(a).__name__ == "Acquire"] == [frozenset({B})]
+    d.action_done(4.2, AcquireDone(acquired=frozenset({B})))
+    assert d.held == VIPS
+    # ... and release releases exactly what is held.
+    out = d.receive_datagram(5.0, _sealer().seal(5.0, holds=False), MASTER, "priv0")
+    assert [a.addresses for a in out if type(a).__name__ == "Release"] == [VIPS]
+
+
+def test_release_failure_is_retried_until_done() -> None:
+    d = Detector(VIPS, Timing(), 0.0, key=KEY, held=VIPS)
+    assert d.state == "failed_over"  # adopted at start
+    d.receive_datagram(0.5, _sealer().seal(0.5, holds=False), MASTER, "priv0")
+    d.action_done(0.6, ReleaseDone(released=frozenset({A}), failed=frozenset({B})))
+    assert d.state == "recovering" and d.held == {B}
+    out = d.handle_timer(1.6)
+    assert [a.addresses for a in out if type(a).__name__ == "Release"] == [frozenset({B})]
+    d.action_done(1.7, ReleaseDone(released=frozenset({B})))
+    assert d.state == "monitoring" and not d.held
+
+
+def test_heartbeat_during_acquire_releases_when_it_completes() -> None:
+    d = detector()
+    d.handle_timer(1.2)
+    d.action_done(1.5, _probe_silent())
+    d.handle_timer(3.0)
+    d.receive_datagram(3.05, _sealer().seal(3.05, holds=False), MASTER, "priv0")
+    assert d.state == "acquiring"
+    out = d.action_done(3.1, AcquireDone(acquired=VIPS))
+    assert d.state == "recovering"
+    assert [type(a).__name__ for a in out] == ["StateChanged", "Notify", "Release"]
+
+
+def test_leaving_master_is_taken_over_without_waiting_for_the_timeout() -> None:
+    d = detector()
+    driver = Driver(d)
+    sealer = _sealer()
+    driver.deliver(0.5, sealer.seal(0.5, holds=True))
+    driver.deliver(0.9, sealer.seal(0.9, holds=False, leaving=True))
+    driver.advance(0.9 + d.timing.probe_duration)
+    assert driver.log.acquires and driver.log.acquires[0][0] <= 0.9 + d.timing.probe_duration + 1e-9
+
+
+def test_a_quiet_path_raises_an_alarm_while_another_still_works() -> None:
+    d = detector()
+    sealer = _sealer()
+    d.receive_datagram(0.1, sealer.seal(0.1, holds=True), "10.9.1.1", "priv0")
+    t = 0.1
+    alarms = []
+    while t < 6:
+        t += 1.0
+        out = d.receive_datagram(t, sealer.seal(t, holds=True), "10.9.2.1", "pub0")
+        alarms += [a for a in out + d.handle_timer(t) if isinstance(a, Alarm)]
+    quiet = [a for a in alarms if "priv0 quiet" in a.message]
+    assert len(quiet) == 1 and quiet[0].mail  # once, not every second
+    assert d.state == "monitoring"
+    snapshot = d.snapshot(t)
+    assert {p["name"]: p["healthy"] for p in snapshot["paths"]} == {"priv0": False, "pub0": True}
+    out = d.receive_datagram(t + 0.1, sealer.seal(t + 0.1, holds=True), "10.9.1.1", "priv0")
+    assert any(isinstance(a, Alarm) and "delivers again" in a.message for a in out)
+
+
+def test_status_frames_go_to_the_master_on_every_path() -> None:
+    d = detector()
+    sealer = _sealer()
+    d.receive_datagram(0.1, sealer.seal(0.1, holds=True), "10.9.1.1", "priv0")
+    out = d.receive_datagram(0.2, sealer.seal(0.2, holds=True), "10.9.2.1", "pub0")
+    (status,) = out
+    assert status.targets == ("10.9.1.1", "10.9.2.1")
+    frame = wire.decode(status.payload, KEY)
+    assert (frame.role, frame.holds, frame.ack_epoch, frame.ack_seq) == (wire.ROLE_BACKUP, False, 7, 2)
+
+
+def test_legacy_mode_accepts_only_the_message_from_the_master() -> None:
+    d = detector(key=None)
+    assert d.receive_datagram(0.5, b"heartbeat", "10.9.1.66", "priv0") == []
+    assert d.last_verdict == "source"
+    d.receive_datagram(0.6, b"heartbeat!", MASTER, "priv0")
+    assert d.last_verdict == "message"
+    d.receive_datagram(0.7, b"heartbeat", MASTER, "priv0")
+    assert d.last_verdict == "accepted" and d.last_heard == 0.7
+
+
+def test_failover_notifies_down_then_up() -> None:
+    d = detector()
+    driver = Driver(d)
+    driver.advance(3.5)
+    driver.deliver(4.0, _sealer().seal(4.0, holds=False))
+    notes = [a for _, a in driver.log.other if isinstance(a, Notify)]
+    assert [n.direction for n in notes] == ["down", "up"]
+    assert d.counters.failovers == 1 and d.counters.failbacks == 1
+
+
+def test_without_arp_probe_the_deadline_alone_decides() -> None:
+    d = detector(arp_probe=False)
+    driver = Driver(d)
+    driver.advance(3.0)
+    assert driver.log.probes == [] and driver.log.acquires[0][0] == 3.0
+
+
+def _probe_silent():
+    from failoverd.core.actions import ProbeDone
+
+    return ProbeDone()
+
+
+def test_the_probe_is_sent_at_suspicion() -> None:
+    d = detector()
+    out = d.handle_timer(1.2)
+    assert any(isinstance(a, Probe) for a in out) and d.state == "suspect"
+    assert d.next_deadline() == 3.0
+    # A probe result that arrives after the suspicion ended is ignored.
+    d.receive_datagram(1.3, _sealer().seal(1.3, holds=True), MASTER, "priv0")
+    assert d.action_done(1.5, _probe_silent()) == [] and d.state == "monitoring"
+    assert d.counters.false_suspicions == 1
+
+
+def test_adopted_addresses_outside_the_configuration_are_ignored() -> None:
+    stranger = parse_triplet("pub0:10.9.2.200/24")
+    d = Detector(VIPS, Timing(), 0.0, key=KEY, held={A, stranger})
+    assert d.held == {A} and d.state == "failed_over"

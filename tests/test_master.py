@@ -1,0 +1,96 @@
+"""heartbeatd's core: heartbeats on time, managed failback without overlap."""
+
+from __future__ import annotations
+
+from _drive import KEY, VIPS
+from failoverd.core import wire
+from failoverd.core.actions import AcquireDone, Alarm, Probe, ProbeDone, ReleaseDone, Transmit
+from failoverd.core.master import Master
+
+
+def _backup(epoch: int = 3) -> wire.Sealer:
+    return wire.Sealer(KEY, wire.ROLE_BACKUP, epoch, 1.0, 0.0)
+
+
+def _frames(actions) -> list[wire.Heartbeat]:
+    return [wire.decode(a.payload, KEY) for a in actions if isinstance(a, Transmit)]
+
+
+def test_heartbeats_every_interval_without_drift_or_bursts() -> None:
+    m = Master(["10.9.1.2", "10.9.2.2"], 0.5, 100.0, key=KEY, epoch=9)
+    sent = []
+    for t in [100.0, 100.5, 101.0, 103.7]:
+        assert m.next_deadline() <= t
+        out = m.handle_timer(t)
+        sent.append((t, out))
+    assert all(len(out) == 1 and out[0].targets == ("10.9.1.2", "10.9.2.2") for _, out in sent)
+    assert m.next_deadline() == 104.2  # late by 2 s: one heartbeat, not four
+    assert [f.seq for _, out in sent for f in _frames(out)] == [1, 2, 3, 4]
+    assert all(f.holds for _, out in sent for f in _frames(out))  # unmanaged: always the owner
+
+
+def test_legacy_heartbeat_is_the_message() -> None:
+    m = Master(["10.9.1.255"], 1.0, 0.0, legacy_message=b"hello")
+    assert m.handle_timer(0.0) == [Transmit(b"hello", ("10.9.1.255",))]
+
+
+def test_managed_failback_waits_for_the_backup_to_release() -> None:
+    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    (hb,) = _frames(m.handle_timer(0.0))
+    assert m.state == "waiting" and not hb.holds
+    backup = _backup()
+    # The backup still holds (it is releasing): nothing happens.
+    assert m.receive_datagram(0.01, backup.seal(0.01, holds=True, ack_epoch=9, ack_seq=1), "b", "priv0") == []
+    # A status that does not acknowledge this epoch is not enough either.
+    assert m.receive_datagram(0.02, backup.seal(0.02, holds=False, ack_epoch=8, ack_seq=5), "b", "priv0") == []
+    out = m.receive_datagram(0.03, backup.seal(0.03, holds=False, ack_epoch=9, ack_seq=1), "b", "priv0")
+    assert m.state == "acquiring" and [type(a).__name__ for a in out] == ["StateChanged", "Acquire"]
+    out = m.action_done(0.04, AcquireDone(acquired=VIPS))
+    assert m.state == "holding" and _frames(out)[0].holds  # tells the backup at once
+
+
+def test_silent_backup_is_presumed_dead_only_after_its_timeout_and_a_silent_probe() -> None:
+    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    for t in (0.0, 1.0, 2.0):
+        m.handle_timer(t)
+    assert m.state == "waiting"
+    out = m.handle_timer(3.0)
+    assert m.state == "probing" and any(isinstance(a, Probe) for a in out)
+    m.action_done(3.3, ProbeDone(answered=frozenset(VIPS)))  # somebody still has them
+    assert m.state == "waiting"
+    m.handle_timer(4.3)
+    assert m.state == "probing"
+    m.action_done(4.6, ProbeDone())
+    assert m.state == "acquiring"
+
+
+def test_shutdown_releases_before_saying_goodbye() -> None:
+    m = Master(["b"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=9)
+    assert m.state == "holding"  # restarted while holding: adopted
+    out = m.shutdown(5.0)
+    assert [type(a).__name__ for a in out] == ["StateChanged", "Release"]
+    out = m.action_done(5.1, ReleaseDone(released=VIPS))
+    (goodbye,) = _frames(out)
+    assert goodbye.leaving and not goodbye.holds and m.state == "stopped"
+    assert m.next_deadline() is None
+
+
+def test_backup_silence_is_reported_once_and_its_return_too() -> None:
+    m = Master(["b"], 1.0, 0.0, key=KEY, epoch=9)
+    backup = _backup()
+    m.handle_timer(0.0)
+    m.receive_datagram(0.1, backup.seal(0.1, holds=False, ack_epoch=9, ack_seq=1), "b", "priv0")
+    alarms = []
+    for t in range(1, 8):
+        alarms += [a for a in m.handle_timer(float(t)) if isinstance(a, Alarm)]
+    assert len(alarms) == 1 and "backup silent" in alarms[0].message
+    out = m.receive_datagram(8.1, backup.seal(8.1, holds=False, ack_epoch=9, ack_seq=8), "b", "priv0")
+    assert any(isinstance(a, Alarm) and "heard again" in a.message for a in out)
+
+
+def test_forged_status_is_ignored() -> None:
+    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    m.handle_timer(0.0)
+    forged = wire.Sealer(b"the wrong key, but long enough", wire.ROLE_BACKUP, 3, 1.0, 0.0)
+    assert m.receive_datagram(0.1, forged.seal(0.1, holds=False, ack_epoch=9, ack_seq=1), "b", "priv0") == []
+    assert m.state == "waiting" and m.counters.rejected == {"mac": 1}
