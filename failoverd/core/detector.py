@@ -287,7 +287,10 @@ class Detector:
             candidates.append(self._retry_at)
         if len(self.paths) > 1:
             for p in self.paths.values():
-                if not p.quiet:
+                # A path whose deadline has passed but was not marked quiet
+                # (every path went silent together) is re-checked when another
+                # path delivers (see _heard); waking for it again would spin.
+                if not p.quiet and p.last_heard + self.timing.fail_after > self._now:
                     candidates.append(p.last_heard + self.timing.fail_after)
         return min(candidates) if candidates else None
 
@@ -345,6 +348,7 @@ class Detector:
             if health.quiet:
                 health.quiet = False
                 self._emit_alarm("info", f"heartbeat path {path} delivers again")
+        self._check_paths(now)
         if leaving:
             # The master says it is going away: fail over now rather than
             # after the timeout, still subject to the ARP probe.

@@ -333,6 +333,9 @@ class Master:
 
     def _contested(self) -> None:
         self._retry_at = self._now + self.retry_interval
+        # Back in ``waiting`` the presumption would hold at once and re-probe
+        # immediately; make it due no earlier than the retry.
+        self._presume_from = self._now + self.retry_interval - self.backup_fail_after
         self._out.append(
             Alarm(
                 "critical",
