@@ -72,8 +72,13 @@ class PingResult:
         return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
 
 
-def ping(address: str, count: int, interval: float, wait: float, echo: bool = False) -> PingResult:
-    """Send ``count`` echo requests ``interval`` apart; collect replies until ``wait`` after the last."""
+def ping(address: str, count: int, interval: float, wait: float, echo: bool = False,
+         linger: bool = False) -> PingResult:
+    """Send ``count`` echo requests ``interval`` apart; collect replies until ``wait`` after the last.
+
+    Like ping(8) it stops as soon as every request is answered, unless ``linger`` (then it waits
+    the full time, to see late duplicates).
+    """
     result = PingResult(address)
     ident = os.getpid() & 0xFFFF
     sent_at: dict[int, float] = {}
@@ -95,7 +100,7 @@ def ping(address: str, count: int, interval: float, wait: float, echo: bool = Fa
                 next_send += interval
                 continue
             wake = min(next_send, deadline) if result.sent < count else deadline
-            if now >= deadline and result.sent >= count:
+            if result.sent >= count and (now >= deadline or (result.received >= count and not linger)):
                 break
             sock.settimeout(max(wake - now, 0.0005))
             try:
@@ -138,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-c", "--count", type=int, default=5)
     parser.add_argument("-i", "--interval", type=float, default=0.2, help="seconds between requests")
     parser.add_argument("-W", "--wait", type=float, default=1.0, help="seconds to wait after the last request")
+    parser.add_argument("--linger", action="store_true",
+                        help="wait the full --wait even when every request is answered (to see duplicates)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
     try:
@@ -149,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.001 <= args.interval <= 60 or not 0 <= args.wait <= 600:
         parser.error("--interval must be 0.001..60 s and --wait 0..600 s")
     try:
-        result = ping(args.address, args.count, args.interval, args.wait, echo=not args.json)
+        result = ping(args.address, args.count, args.interval, args.wait, echo=not args.json,
+                      linger=args.linger)
     except OSError as exc:
         print(f"ping: {exc}", file=sys.stderr)
         return 2
