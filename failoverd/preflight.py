@@ -172,6 +172,8 @@ def _hook_checks(hook_dir: Path, addresses: Iterable[IPv4Address]) -> list[Check
         info = hook_dir.stat()
     except FileNotFoundError:
         return [Check("ok", f"hook directory {hook_dir} is absent: no hooks will run")]
+    except PermissionError:
+        return [_unreadable(hook_dir)]
     except OSError as exc:
         return [Check("FAIL", f"hook directory {hook_dir}: {exc.strerror}")]
     if not stat.S_ISDIR(info.st_mode):
@@ -185,6 +187,9 @@ def _hook_checks(hook_dir: Path, addresses: Iterable[IPv4Address]) -> list[Check
         except FileNotFoundError:
             checks.append(Check("ok", f"no hooks for {address}"))
             continue
+        except PermissionError:
+            checks.append(_unreadable(directory))
+            continue
         except OSError as exc:
             checks.append(Check("FAIL", f"{directory}: {exc.strerror}"))
             continue
@@ -193,7 +198,12 @@ def _hook_checks(hook_dir: Path, addresses: Iterable[IPv4Address]) -> list[Check
             checks.append(Check("FAIL", problem))
             continue
         hooks = []
-        for entry in sorted(directory.iterdir()):
+        try:
+            entries = sorted(directory.iterdir())
+        except PermissionError:
+            checks.append(_unreadable(directory))
+            continue
+        for entry in entries:
             entry_info = entry.lstat()
             problem = _safe_owner_problem(entry, entry_info)
             if problem:
@@ -214,11 +224,24 @@ def _syslog_check(path: str) -> Check:
 
 
 def _state_dir_check(path: Path) -> Check:
-    if path.is_dir():
-        return Check("ok", f"state directory {path} exists")
-    if path.exists():
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return Check("ok", f"state directory {path} will be created")
+    except PermissionError:
+        return _unreadable(path)
+    except OSError as exc:
+        return Check("FAIL", f"state directory {path}: {exc.strerror}")
+    if not stat.S_ISDIR(info.st_mode):
         return Check("FAIL", f"state directory {path} exists but is not a directory")
-    return Check("ok", f"state directory {path} will be created")
+    return Check("ok", f"state directory {path} exists")
+
+
+def _unreadable(path: Path) -> Check:
+    """A path this (non-root) user may not look at; root, who runs the daemon, can."""
+    if os.geteuid() == 0:
+        return Check("FAIL", f"{path}: permission denied")
+    return Check("warn", f"{path}: cannot be checked without root (permission denied)")
 
 
 def _privilege_check(program: str) -> Check:
@@ -257,7 +280,12 @@ def run_checks(config: BackupConfig | MasterConfig) -> list[Check]:
         checks.append(Check("warn", "no --key-file: heartbeats are not authenticated (legacy mode)"))
     else:
         problem = key_file_problem(config.key_file)
-        checks.append(Check("FAIL", problem) if problem else Check("ok", f"key file {config.key_file} is usable"))
+        if problem is None:
+            checks.append(Check("ok", f"key file {config.key_file} is usable"))
+        elif problem.endswith("Permission denied"):
+            checks.append(_unreadable(config.key_file))
+        else:
+            checks.append(Check("FAIL", problem))
     checks += _hook_checks(config.hook_dir, addresses)
     checks.append(_state_dir_check(config.state_dir))
     checks.append(_syslog_check(config.syslog_socket))

@@ -1,0 +1,383 @@
+"""failoverd's and heartbeatd's command lines: every documented option and
+long form, every diagnostic with its documented wording, and -n's host checks
+(run inside a network namespace this test creates and always deletes)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from failoverd.addresses import Triplet
+from failoverd.config import BackupConfig, MasterConfig
+from failoverd.exitcodes import EX_CONFIG, EX_USAGE, UsageError
+from failoverd.options import ShowHelp, ShowVersion, parse_backup, parse_master
+from failoverd import preflight
+
+MASTER = "10.100.0.10"
+PAIR = "en0:192.13.2.2"
+
+
+def run(program: str, args: list[str], netns: str | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", f"failoverd.programs.{program}", *args]
+    if netns is not None:
+        command = ["ip", "netns", "exec", netns, *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def usage_error(parse, argv: list[str]) -> str:
+    with pytest.raises(UsageError) as caught:
+        parse(argv)
+    assert caught.value.status == EX_USAGE
+    return str(caught.value)
+
+
+# --- documented forms ---------------------------------------------------------
+
+
+def test_man_page_examples() -> None:
+    simple = parse_backup(["10.100.0.100", "en0:192.13.2.2"])
+    assert isinstance(simple, BackupConfig)
+    assert simple.master == IPv4Address("10.100.0.100")
+    assert simple.triplets == (Triplet("en0", IPv4Address("192.13.2.2"), None),)
+    assert (simple.port, simple.run_mode, simple.syslog_facility) == (1694, "daemon", "daemon")
+    multi = parse_backup(["10.100.0.10", "en0:192.13.2.2/16", "en1:1.2.3.4/24"])
+    assert [str(t) for t in multi.triplets] == ["en0:192.13.2.2/16", "en1:1.2.3.4/24"]
+
+
+@pytest.mark.parametrize(
+    "flags, mode",
+    [([], "daemon"), (["-d"], "debug"), (["--debug"], "debug"), (["-n"], "no_run"), (["--no-run"], "no_run"),
+     (["-x"], "no_fork"), (["--no-fork"], "no_fork")],
+)
+@pytest.mark.parametrize("parse, positional", [(parse_backup, [MASTER, PAIR]), (parse_master, ["10.0.0.255"])])
+def test_run_modes(parse, positional, flags: list[str], mode: str) -> None:
+    assert parse([*flags, *positional]).run_mode == mode
+
+
+@pytest.mark.parametrize("pair", [["-d", "-n"], ["-n", "-x"], ["--debug", "--no-fork"], ["-x", "-d"]])
+def test_run_modes_are_mutually_exclusive(pair: list[str]) -> None:
+    message = usage_error(parse_backup, [*pair, MASTER, PAIR])
+    assert "not allowed with argument" in message
+
+
+@pytest.mark.parametrize("form", [["-p", "1700"], ["-p1700"], ["--port", "1700"], ["--port=1700"]])
+def test_port_forms(form: list[str]) -> None:
+    assert parse_backup([*form, MASTER, PAIR]).port == 1700
+    assert parse_master([*form, "10.0.0.255"]).port == 1700
+
+
+@pytest.mark.parametrize("form", [["-L", "local3"], ["--syslog", "local3"], ["--syslog=local3"], ["-Llocal3"]])
+def test_syslog_forms(form: list[str]) -> None:
+    config = parse_backup([*form, MASTER, PAIR])
+    assert (config.syslog_facility, config.syslog_requested) == ("local3", True)
+
+
+@pytest.mark.parametrize("facility", ["daemon", "auth", "user"] + [f"local{n}" for n in range(8)])
+def test_every_supported_facility(facility: str) -> None:
+    assert parse_master(["-L", facility, "10.0.0.255"]).syslog_facility == facility
+
+
+@pytest.mark.parametrize("form", [["-h"], ["--help"], ["-h", "garbage"], ["--help", "-p", "1700"]])
+def test_help(form: list[str]) -> None:
+    shown = parse_backup(form)
+    assert isinstance(shown, ShowHelp) and shown.text.startswith("usage: failoverd [-d | -n | -x]")
+
+
+@pytest.mark.parametrize("form", [["-v"], ["--version"]])
+def test_version(form: list[str]) -> None:
+    assert parse_master(form) == ShowVersion("heartbeatd 0.1.0\n")
+
+
+@pytest.mark.parametrize("form", [["-m", "alive"], ["--message", "alive"], ["--message=alive"], ["-malive"]])
+def test_heartbeatd_message(form: list[str]) -> None:
+    assert parse_master([*form, "10.0.0.255"]).message == b"alive"
+
+
+def test_options_may_follow_positionals() -> None:
+    config = parse_backup([MASTER, "-d", PAIR, "--port=1700"])
+    assert (config.run_mode, config.port, len(config.triplets)) == ("debug", 1700, 1)
+
+
+def test_backup_long_options() -> None:
+    config = parse_backup([
+        "--interval", "0.5", "--suspect-misses", "2", "--fail-misses", "6", "--allowance", "0",
+        "--probe-count", "4", "--probe-spacing", "0.05", "--garp-count", "5", "--garp-spacing", "0.1",
+        "--key-file", "/etc/failoverd/key", "--hook-dir", "/srv/hooks", "--hook-timeout", "12",
+        "--pid-file", "/tmp/f.pid", "--control-socket", "/tmp/f.sock", "--state-dir", "/tmp/state",
+        "--trace", "/tmp/trace", "--trace-max-bytes", "2M", "--notify-command", "/bin/true",
+        "--keep-addresses-on-exit", "--syslog-socket", "/tmp/log", MASTER, PAIR,
+    ])
+    t = config.timing
+    assert (t.interval, t.suspect_misses, t.fail_misses, t.allowance) == (0.5, 2, 6, 0.0)
+    assert (t.probe_count, t.probe_spacing, t.garp_count, t.garp_spacing) == (4, 0.05, 5, 0.1)
+    assert config.key_file == Path("/etc/failoverd/key") and config.authenticated
+    assert (config.hook_dir, config.hook_timeout) == (Path("/srv/hooks"), 12.0)
+    assert (config.pid_file, config.control_socket, config.state_dir) == (
+        Path("/tmp/f.pid"), Path("/tmp/f.sock"), Path("/tmp/state"))
+    assert (config.trace_file, config.trace_max_bytes) == (Path("/tmp/trace"), 2 * 1024 * 1024)
+    assert (config.notify_command, config.keep_addresses_on_exit) == ("/bin/true", True)
+    assert config.syslog_socket == "/tmp/log"
+    assert parse_backup(["--message", "hello", MASTER, PAIR]).message == b"hello"
+    assert parse_backup(["--no-arp-probe", MASTER, PAIR]).arp_probe is False
+
+
+def test_master_long_options() -> None:
+    config = parse_master([
+        "--interval", "0.25", "--backup-fail-misses", "4", "--manage", "eth0:192.0.2.10/24",
+        "--manage", "eth1:198.51.100.7", "--no-arp-probe", "--garp-count", "2", "--garp-spacing", "0.3",
+        "--probe-count", "2", "--probe-spacing", "0.02", "--key-file", "/k", "--hook-dir", "/h",
+        "--hook-timeout", "5", "--pid-file", "/p", "--control-socket", "/s", "--state-dir", "/d",
+        "--notify-command", "mail-it", "10.0.0.2", "10.0.0.255",
+    ])
+    assert isinstance(config, MasterConfig)
+    assert config.targets == (IPv4Address("10.0.0.2"), IPv4Address("10.0.0.255"))
+    assert (config.interval, config.fail_misses, config.backup_fail_after) == (0.25, 4, 1.0)
+    assert [str(t) for t in config.managed] == ["eth0:192.0.2.10/24", "eth1:198.51.100.7"]
+    assert (config.arp_probe, config.garp_count, config.garp_spacing) == (False, 2, 0.3)
+    assert (config.probe_count, config.probe_spacing) == (2, 0.02)
+    assert (config.pid_file, config.control_socket, config.notify_command) == (Path("/p"), Path("/s"), "mail-it")
+
+
+def test_describe_shows_what_was_understood() -> None:
+    lines = "\n".join(parse_backup(["-p", "1700", "-L", "local2", MASTER, "en0:192.13.2.2/16"]).describe())
+    assert "master_priv_addr: 10.100.0.10" in lines
+    assert "port: 1700/udp" in lines
+    assert "public address: 192.13.2.2 on en0, mask /16" in lines
+    assert "syslog facility local2" in lines
+    master = "\n".join(parse_master(["--manage", "eth0:192.0.2.10", "10.0.0.2"]).describe())
+    assert "managed address: 192.0.2.10 on eth0, mask none (/32)" in master
+
+
+# --- diagnostics ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1", "abc", "+80", " 80", "80 ", "1e3", "", "0x50", "999999"])
+def test_invalid_port(port: str) -> None:
+    message = usage_error(parse_backup, ["-p", port, MASTER, PAIR])
+    assert message == f"Invalid port. Valid ports range from 1 to 65535 (IPV6PORT_ANONMAX): {port!r}"
+
+
+@pytest.mark.parametrize("facility", ["kern", "local8", "DAEMON", "mail", ""])
+def test_invalid_facility(facility: str) -> None:
+    message = usage_error(parse_master, ["-L", facility, "10.0.0.255"])
+    assert message.startswith(f"Invalid syslog facility: {facility!r}")
+
+
+@pytest.mark.parametrize("address", ["10.1", "1.2.3.256", "0x0a.0.0.1", "+1.2.3.4", " 1.2.3.4", "010.0.0.1",
+                                     "host.example.com"])
+def test_invalid_master_address(address: str) -> None:
+    message = usage_error(parse_backup, [address, PAIR])
+    assert message.startswith(f"CNode: invalid IP address: master_priv_addr {address!r}")
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "255.255.255.255", "224.0.0.1"])
+def test_master_must_be_unicast(address: str) -> None:
+    assert "not a unicast host address" in usage_error(parse_backup, [address, PAIR])
+
+
+@pytest.mark.parametrize("pair", ["en0:10.1", "en0:1.2.3.256/24", "en0:0x01.2.3.4"])
+def test_invalid_pub_addr(pair: str) -> None:
+    assert usage_error(parse_backup, [MASTER, pair]).startswith(f"CNode: invalid IP address: pub_addr {pair!r}")
+
+
+@pytest.mark.parametrize("pair", ["en0", "192.13.2.2", "en0:192.13.2.2/33", "en0:192.13.2.2/", ":192.13.2.2",
+                                  "en0:1.2.3.4:5", "en0:1.2.3.4/24/8", "averyveryverylongname:1.2.3.4"])
+def test_invalid_pair(pair: str) -> None:
+    message = usage_error(parse_backup, [MASTER, pair])
+    assert message.startswith(f"Invalid interface / IP address pair: pub_addr {pair!r}")
+
+
+def test_no_arguments_and_no_triplet() -> None:
+    assert "missing master_priv_addr" in usage_error(parse_backup, [])
+    assert "no interface:pub_addr[/mask] triplet given" in usage_error(parse_backup, [MASTER])
+    assert "no ip_addr given" in usage_error(parse_master, ["-d"])
+
+
+def test_triplet_in_place_of_master_gets_a_hint() -> None:
+    assert "the first argument is master_priv_addr" in usage_error(parse_backup, [PAIR])
+
+
+def test_same_pub_addr_twice() -> None:
+    message = usage_error(parse_backup, [MASTER, "en0:192.13.2.2", "en1:192.13.2.2/24"])
+    assert message == "pub_addr 192.13.2.2 given twice: 'en0:192.13.2.2' and 'en1:192.13.2.2/24'"
+
+
+def test_pub_addr_equal_to_master() -> None:
+    message = usage_error(parse_backup, [MASTER, f"en0:{MASTER}/24"])
+    assert message.startswith(f"pub_addr 'en0:{MASTER}/24' is master_priv_addr {MASTER}")
+
+
+@pytest.mark.parametrize(
+    "argv, text",
+    [
+        (["--interval", "0"], "argument --interval: invalid value '0'"),
+        (["--interval", "nan"], "argument --interval: invalid value 'nan'"),
+        (["--fail-misses", "1"], "Invalid timing: fail misses (1) must be greater"),
+        (["--interval", "1", "--probe-count", "50"], "Invalid timing: the ARP probe"),
+        (["--garp-count", "-1"], "argument --garp-count"),
+        (["--trace-max-bytes", "0"], "argument --trace-max-bytes: invalid size '0'"),
+        (["--hook-timeout", "inf"], "argument --hook-timeout"),
+        (["--message", ""], "invalid message"),
+        (["--message", "x", "--key-file", "/k"], "--message applies to legacy heartbeats only"),
+        (["--debu"], "unrecognized arguments: --debu"),
+        (["-q"], "unrecognized arguments: -q"),
+    ],
+)
+def test_other_usage_errors(argv: list[str], text: str) -> None:
+    assert text in usage_error(parse_backup, [*argv, MASTER, PAIR])
+
+
+def test_option_missing_its_value() -> None:
+    # "-p 10.100.0.10" would take the address as the port, so -p comes last.
+    assert "argument -p/--port: expected one argument" in usage_error(parse_backup, [MASTER, PAIR, "-p"])
+
+
+def test_heartbeatd_diagnostics() -> None:
+    assert usage_error(parse_master, ["10.1"]).startswith("CNode: invalid IP address: ip_addr '10.1'")
+    assert "given twice" in usage_error(parse_master, ["10.0.0.2", "10.0.0.2"])
+    assert "0.0.0.0 is not a destination" in usage_error(parse_master, ["0.0.0.0"])
+    assert usage_error(parse_master, ["--manage", "eth0", "10.0.0.2"]).startswith(
+        "Invalid interface / IP address pair: --manage 'eth0'")
+    assert "given twice" in usage_error(
+        parse_master, ["--manage", "a:192.0.2.1", "--manage", "b:192.0.2.1/24", "10.0.0.2"])
+    assert "argument --backup-fail-misses" in usage_error(parse_master, ["--backup-fail-misses", "1", "10.0.0.2"])
+    assert "invalid message" in usage_error(parse_master, ["-m", "x" * 1473, "10.0.0.2"])
+
+
+# --- through the real programs: stderr, exit status, nothing started --------------
+
+
+@pytest.mark.parametrize(
+    "program, args, status, text",
+    [
+        ("failoverd", ["-p", "70000", MASTER, "lo:192.0.2.1"], 64,
+         "failoverd: Invalid port. Valid ports range from 1 to 65535 (IPV6PORT_ANONMAX): '70000'"),
+        ("failoverd", ["-L", "kern", MASTER, "lo:192.0.2.1"], 64, "failoverd: Invalid syslog facility: 'kern'"),
+        ("failoverd", ["10.1", "lo:192.0.2.1"], 64, "failoverd: CNode: invalid IP address: master_priv_addr '10.1'"),
+        ("failoverd", [MASTER, "lo-192.0.2.1"], 64, "failoverd: Invalid interface / IP address pair: pub_addr"),
+        ("failoverd", [MASTER, "fonosuch0:192.0.2.1"], 78,
+         "failoverd: CNode: invalid interface name: pub_addr 'fonosuch0:192.0.2.1'"),
+        ("failoverd", ["-d", "-x", MASTER, "lo:192.0.2.1"], 64, "not allowed with argument"),
+        ("heartbeatd", ["-p", "0", "10.0.0.255"], 64, "heartbeatd: Invalid port."),
+        ("heartbeatd", ["--manage", "fonosuch0:192.0.2.1", "10.0.0.255"], 78,
+         "heartbeatd: CNode: invalid interface name: --manage 'fonosuch0:192.0.2.1'"),
+    ],
+)
+def test_program_diagnostics(tmp_path: Path, program: str, args: list[str], status: int, text: str) -> None:
+    pid_file = tmp_path / "d.pid"
+    result = run(program, ["--pid-file", str(pid_file), *args])
+    assert result.returncode == status
+    assert text in result.stderr
+    assert result.stdout == ""
+    assert not pid_file.exists(), "nothing may start after a diagnostic"
+
+
+def test_key_file_must_not_be_world_readable(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o644)
+    result = run("failoverd", ["--key-file", str(key), "--pid-file", str(tmp_path / "p"), MASTER, "lo:192.0.2.1"])
+    assert result.returncode == EX_CONFIG
+    assert "readable by everyone" in result.stderr
+
+
+def test_program_help_and_version() -> None:
+    for program in ("failoverd", "heartbeatd"):
+        assert run(program, ["-v"]).stdout == f"{program} 0.1.0\n"
+        result = run(program, ["--help"])
+        assert result.returncode == 0 and "usage:" in result.stdout
+
+
+# --- -n in a namespace of our own ----------------------------------------------------
+
+
+@pytest.fixture
+def netns():
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    name = "fo" + secrets.token_hex(4)
+    subprocess.run(["ip", "netns", "add", name], check=True, timeout=30)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], timeout=30)
+
+
+def ip(netns: str, *args: str) -> None:
+    subprocess.run(["ip", "-n", netns, *args], check=True, timeout=30)
+
+
+@pytest.mark.netns
+def test_no_run_checks_the_host(netns: str, tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    (hooks / "10.9.0.2").mkdir(parents=True)
+    hooks.chmod(0o755)
+    (hooks / "10.9.0.2").chmod(0o755)
+    hook = hooks / "10.9.0.2" / "PreAcq-log"
+    hook.write_text("#!/bin/sh\nexit 0\n")
+    hook.chmod(0o755)
+    args = ["-n", "-p", "1694", "--hook-dir", str(hooks), "--state-dir", str(tmp_path / "state"),
+            "--syslog-socket", str(tmp_path / "no-syslog"), "10.9.0.1", "lo:10.9.0.2/24"]
+
+    # A new namespace's loopback is down.
+    down = run("failoverd", args, netns)
+    assert down.returncode == EX_CONFIG
+    assert "FAIL  interface lo is down" in down.stdout
+    assert "master_priv_addr: 10.9.0.1" in down.stdout
+    assert "public address: 10.9.0.2 on lo, mask /24" in down.stdout
+
+    ip(netns, "link", "set", "lo", "up")
+    good = run("failoverd", args, netns)
+    assert good.returncode == 0, good.stdout
+    assert "ok    interface lo is up" in good.stdout
+    assert "ok    port 1694/udp is free" in good.stdout
+    assert "ok    hooks for 10.9.0.2: PreAcq-log" in good.stdout
+    assert "warn  cannot reach syslog" in good.stdout
+    assert good.stdout.rstrip().endswith("result: configuration OK (2 warnings)")
+
+    ip(netns, "addr", "add", "10.9.0.2/24", "dev", "lo")
+    taken = run("failoverd", args, netns)
+    assert taken.returncode == EX_CONFIG
+    assert "FAIL  10.9.0.2 is already configured on lo" in taken.stdout
+
+    missing = run("failoverd", [*args[:-1], "fonosuch0:10.9.0.3"], netns)
+    assert missing.returncode == EX_CONFIG
+    assert "FAIL  CNode: invalid interface name: no interface 'fonosuch0'" in missing.stdout
+
+    hooks.chmod(0o777)
+    writable = run("failoverd", args[:-1] + ["lo:10.9.0.3"], netns)
+    assert writable.returncode == EX_CONFIG
+    assert "writable by group or others" in writable.stdout
+
+    master = run("heartbeatd", ["-n", "--hook-dir", str(tmp_path / "none"), "--manage", "lo:10.9.0.2",
+                                "--state-dir", str(tmp_path), "10.9.0.255"], netns)
+    assert master.returncode == EX_CONFIG
+    assert "FAIL  10.9.0.2 is already configured on lo; heartbeatd adds managed addresses itself" in master.stdout
+
+
+def test_port_in_use_is_reported() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        check = preflight._port_check(port)
+    assert check.status == "FAIL" and f"port {port}/udp is already in use" in check.text
+
+
+def test_key_file_problems(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    assert "No such file" in preflight.key_file_problem(key)
+    key.write_bytes(b"")
+    key.chmod(0o600)
+    assert "empty" in preflight.key_file_problem(key)
+    key.write_bytes(b"secret")
+    assert preflight.key_file_problem(key) is None
+    key.chmod(0o620)
+    assert "writable by group or others" in preflight.key_file_problem(key)
+    assert "not a regular file" in preflight.key_file_problem(tmp_path)
