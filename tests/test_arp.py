@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from failoverd.addresses import parse_triplet
+from failoverd.system.netlink import NamespaceMissing
 from failoverd.system.arp import (
     ARP_REPLY,
     ARP_REQUEST,
@@ -222,3 +223,12 @@ async def test_a_count_of_zero_turns_probing_and_announcing_off() -> None:
     with trio.fail_after(5):
         assert await Prober(count=0).probe([triplet]) == frozenset()
         await Announcer(count=0).announce([triplet])
+
+
+@pytest.mark.trio
+async def test_a_missing_namespace_is_an_error_and_is_not_created() -> None:
+    name = f"fo{secrets.token_hex(3)}x"
+    with trio.fail_after(5):
+        with pytest.raises(NamespaceMissing, match=name):
+            await ArpSocket.open("va", netns=name)
+    assert not os.path.exists(f"/run/netns/{name}")

@@ -11,8 +11,9 @@ docs/hooks.md). What happens is logged on stderr.
 
 Exit status (sysexits): 0 every address was changed or its Test hook asked
 for notification only; 1 some address change failed (the others were still
-made); 64 usage (bad option, command or triplet); 77 not run as root; 78 an
-interface that does not exist on this host (nothing was changed).
+made); 64 usage (bad option, command or triplet); 70 an internal error (a
+bug); 77 not run as root; 78 an interface that does not exist on this host
+(nothing was changed).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -28,7 +30,7 @@ import trio
 
 from failoverd import __version__, logsetup, preflight
 from failoverd.config import DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT
-from failoverd.exitcodes import EX_OK, EX_USAGE, ProgramError, UsageError
+from failoverd.exitcodes import EX_OK, EX_SOFTWARE, EX_USAGE, ProgramError, UsageError
 from failoverd.options import _count, _seconds, _triplet  # the daemons' own checks, so diagnostics match
 from failoverd.programs.launch import require_root
 from failoverd.system.arp import Announcer
@@ -117,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"usage: {USAGE}", file=sys.stderr)
         print(f"{PROG}: {error}", file=sys.stderr)
         return error.status
+    except Exception:  # a bug: say so, and keep exit 1 meaning "an address change failed"
+        traceback.print_exc()
+        print(f"{PROG}: internal error (a bug); please report the traceback above", file=sys.stderr)
+        return EX_SOFTWARE
     finally:
         logsetup.shutdown()
 

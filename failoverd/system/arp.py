@@ -34,7 +34,7 @@ from typing import TypeVar
 import trio
 
 from failoverd.addresses import Triplet
-from failoverd.system.netlink import NETNS_RUN_DIR, InterfaceDown, InterfaceMissing
+from failoverd.system.netlink import NETNS_RUN_DIR, InterfaceDown, InterfaceMissing, NamespaceMissing
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def _in_netns(netns: str | None, make: Callable[[], T]) -> T:
         return make()
     path = os.path.join(NETNS_RUN_DIR, netns)
     if not os.path.exists(path):
-        raise LookupError(f"network namespace {netns!r} does not exist")
+        raise NamespaceMissing(f"network namespace {netns!r} does not exist")
     outcome: list[T] = []
     failure: list[BaseException] = []
 

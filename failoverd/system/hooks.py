@@ -141,8 +141,13 @@ class HookRunner:
         directory = self._trusted_dir(triplet)
         if directory is None:
             return []
+        try:
+            entries = sorted(directory.iterdir(), key=lambda p: p.name)
+        except OSError as error:
+            log.error("cannot list hooks in %s: %s", directory, error.strerror or error)
+            return []
         runnable = []
-        for path in sorted(directory.iterdir(), key=lambda p: p.name):
+        for path in entries:
             if not path.name.startswith(phase):
                 continue
             reason = self._refusal(path)
