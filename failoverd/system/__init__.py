@@ -4,6 +4,7 @@
 - :mod:`failoverd.system.arp`      RFC 5227 ARP probes and gratuitous ARP (AF_PACKET).
 - :mod:`failoverd.system.hooks`    the administrator's Test/PreAcq/PostAcq/PreRel/PostRel hooks.
 - :mod:`failoverd.system.takeover` the one acquire/release procedure built from the three.
+- :mod:`failoverd.system.mail`     notifications by e-mail (NotifyFailover and the daemons).
 
 Every blocking call runs in a worker thread or a child process, so the Trio
 loop that drives the core never stalls on the host.
