@@ -25,13 +25,17 @@ import json
 import math
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Literal, Union
+from typing import IO, TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Union
 
 from failoverd.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone, Result
 from failoverd.core.timing import Timing, TimingError
+
+if TYPE_CHECKING:
+    from failoverd.config import BackupConfig
 
 FORMAT_NAME = "failoverd-trace"
 FORMAT_VERSION = 1
@@ -190,6 +194,32 @@ class TraceHeader:
         )
 
 
+def header_for_backup(
+    config: "BackupConfig",
+    *,
+    start: float,
+    epoch: int,
+    held: Iterable[Triplet] = (),
+    replay_floor: tuple[int, int] = (0, 0),
+) -> TraceHeader:
+    """The header for a trace of the detector failoverd builds from ``config``
+    with these arguments (``start`` = the ``now`` it was built with)."""
+    return TraceHeader(
+        mode="authenticated" if config.authenticated else "legacy",
+        addresses=tuple(config.triplets),
+        timing=config.timing,
+        master=str(config.master),
+        legacy_message=config.message,
+        arp_probe=config.arp_probe,
+        start=float(start),
+        epoch=epoch,
+        held=tuple(held),
+        replay_floor=replay_floor,
+        peer=str(config.master),
+        port=config.port,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Datagram:
     """A datagram arrived on the heartbeat port; ``verdict`` is the detector's (``accepted`` or a reason)."""
@@ -311,7 +341,8 @@ class TraceWriter:
     fails at once); :meth:`close` writes an ``end`` line, flushes and joins
     the thread. Error handling: a write error after start is kept in
     :attr:`error` and stops recording; the caller is never interrupted.
-    Overload: if more than ``max_pending`` lines wait for the disk, further
+    Each datagram line carries the wall-clock time from ``wall_clock`` (so an
+    operator can find "03:12"); ``None`` leaves it out. Overload: if more than ``max_pending`` lines wait for the disk, further
     events are dropped, counted in :attr:`dropped`, and a ``lost`` line says
     how many where they were dropped.
     """
@@ -325,6 +356,7 @@ class TraceWriter:
         rotate: bool = True,
         flush_interval: float = 1.0,
         max_pending: int = 100_000,
+        wall_clock: Callable[[], float] | None = time.time,
     ) -> None:
         if max_bytes < MIN_MAX_BYTES:
             raise ValueError(f"max_bytes must be at least {MIN_MAX_BYTES}")
@@ -334,6 +366,7 @@ class TraceWriter:
         self.rotate = rotate
         self.flush_interval = flush_interval
         self.max_pending = max_pending
+        self._wall_clock = wall_clock
         self.dropped = 0
         self.rotations = 0
         self.error: BaseException | None = None
@@ -356,12 +389,12 @@ class TraceWriter:
 
     # --- the caller's side: cheap, never touches the disk ---
 
-    def datagram(self, now: float, path: str, source: str, data: bytes, verdict: str, wall: float | None = None) -> None:
-        """A datagram from ``source`` arrived via ``path``; ``verdict`` is ``Detector.last_verdict``."""
+    def datagram(self, now: float, data: bytes, source: str, path: str, verdict: str) -> None:
+        """``Detector.receive_datagram(now, data, source, path)`` was called; ``verdict`` is its ``last_verdict``."""
         _check_token(path, "path")
         _check_token(source, "source")
         _check_token(verdict, "verdict")
-        wall_text = "-" if wall is None else repr(float(wall))
+        wall_text = "-" if self._wall_clock is None else repr(self._wall_clock())
         self._queue(now, f"d {float(now)!r} {wall_text} {path} {source} {verdict} {data.hex() if data else '-'}\n")
 
     def timer(self, now: float) -> None:

@@ -1,0 +1,289 @@
+"""Heartbeat datagrams out of standard packet captures (pcap and pcapng).
+
+The container formats are read by well-kept libraries (dpkt for pcap,
+python-pcapng for pcapng); of each frame only what replay needs is looked at —
+link header, IPv4 header, UDP ports and length — by slicing, because building
+full packet objects for a day of heartbeats costs seconds (spec: measured
+7.3 s against 1.4 s for 864,000 frames).
+
+Only unfragmented IPv4/UDP datagrams to the heartbeat port are kept;
+everything else in the capture (ARP, other ports, IPv6) is counted and
+ignored. A frame cut short by the capture's snap length cannot be judged and
+is an error (or skipped, on request).
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import dpkt
+import pcapng
+import pcapng.exceptions
+
+from failoverd.core import wire
+from failoverd.trace import Datagram
+
+PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+DEFAULT_PATH = "capture"
+"""Path name for frames whose capture does not say which interface they came in on."""
+
+# Link types (tcpdump.org/linktypes) and where the network-layer packet starts.
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LOOP = 108
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_LINUX_SLL2 = 276
+_RAW_ALIASES = {12, 14, LINKTYPE_RAW, LINKTYPE_IPV4}
+SUPPORTED_LINK_TYPES = {LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_LOOP, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2} | _RAW_ALIASES
+
+_ETH_IPV4 = 0x0800
+_ETH_VLAN = (0x8100, 0x88A8, 0x9100)
+_UDP = 17
+_U16 = struct.Struct(">H")
+
+
+class CaptureError(ValueError):
+    """A capture that cannot be used; ``packet`` is 1-based (0: the file as a whole)."""
+
+    def __init__(self, name: str, packet: int, message: str) -> None:
+        self.name = name
+        self.packet = packet
+        self.message = message
+        super().__init__(f"{name}: packet {packet}: {message}" if packet else f"{name}: {message}")
+
+
+class _BadFrame(ValueError):
+    pass
+
+
+@dataclass
+class Capture:
+    """The heartbeat-port datagrams of one capture file, times in capture seconds."""
+
+    datagrams: list[Datagram]
+    packets: int = 0
+    """Frames in the file."""
+    ignored: int = 0
+    """Frames that are not IPv4/UDP to the heartbeat port (or are fragments)."""
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    start: float = 0.0
+    end: float = 0.0
+    format: str = "pcap"
+
+
+def is_capture(prefix: bytes) -> bool:
+    return prefix[:4] in PCAP_MAGICS or prefix[:4] == PCAPNG_MAGIC
+
+
+def read_capture(path: str | Path, *, port: int = 1694, skip_bad: bool = False) -> Capture:
+    """Read the heartbeat datagrams of a pcap or pcapng file.
+
+    Datagram times are the capture's timestamps (seconds since 1970), which
+    also serve as the replay's monotonic clock; a timestamp that goes
+    backwards is a bad packet.
+    """
+    name = str(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+        f.seek(0)
+        if magic in PCAP_MAGICS:
+            frames = _pcap_frames(f, name)
+            fmt = "pcap"
+        elif magic == PCAPNG_MAGIC:
+            frames = _pcapng_frames(f, name)
+            fmt = "pcapng"
+        else:
+            raise CaptureError(name, 0, "not a pcap or pcapng file")
+        return _collect(frames, name, port, skip_bad, fmt)
+
+
+def _collect(frames: Iterator[tuple[float, int, bytes, str]], name: str, port: int, skip_bad: bool, fmt: str) -> Capture:
+    capture = Capture([], format=fmt)
+    datagrams = capture.datagrams
+    sources: dict[bytes, str] = {}
+    last = -float("inf")
+    number = 0
+    for number, (ts, linktype, frame, path) in enumerate(frames, 1):
+        try:
+            if ts < last:
+                raise _BadFrame(f"timestamp {ts!r} is earlier than the previous packet's {last!r}")
+            found = _udp_to_port(frame, linktype, port)
+        except _BadFrame as exc:
+            if not skip_bad:
+                raise CaptureError(name, number, str(exc)) from None
+            capture.skipped.append((number, str(exc)))
+            continue
+        last = ts
+        if found is None:
+            capture.ignored += 1
+            continue
+        src, payload = found
+        source = sources.get(src)
+        if source is None:
+            source = sources[src] = ".".join(str(b) for b in src)
+        datagrams.append(Datagram(ts, path, source, payload, "captured", ts))
+    capture.packets = number
+    if datagrams:
+        capture.start = datagrams[0].time
+        capture.end = max(last, capture.start)
+    return capture
+
+
+def _pcap_frames(f, name: str) -> Iterator[tuple[float, int, bytes, str]]:  # type: ignore[no-untyped-def]
+    try:
+        reader = dpkt.pcap.Reader(f)
+    except (ValueError, dpkt.NeedData, dpkt.UnpackError) as exc:
+        raise CaptureError(name, 0, f"unreadable pcap header ({exc})") from None
+    linktype = reader.datalink()
+    if linktype not in SUPPORTED_LINK_TYPES:
+        raise CaptureError(name, 0, f"link type {linktype} is not supported (Ethernet, Linux cooked, raw IP, loopback are)")
+    for ts, buf in reader:
+        yield float(ts), linktype, buf, DEFAULT_PATH
+
+
+def _pcapng_frames(f, name: str) -> Iterator[tuple[float, int, bytes, str]]:  # type: ignore[no-untyped-def]
+    number = 0
+    with warnings.catch_warnings():
+        # python-pcapng warns about options it does not know; they do not matter here.
+        warnings.simplefilter("ignore", pcapng.exceptions.PcapngWarning)
+        try:
+            for block in pcapng.FileScanner(f):
+                if isinstance(block, pcapng.blocks.EnhancedPacket):
+                    number += 1
+                    interface = block.interface
+                    linktype = interface.link_type
+                    if linktype not in SUPPORTED_LINK_TYPES:
+                        raise CaptureError(name, number, f"link type {linktype} is not supported")
+                    ifname = interface.options.get("if_name") if "if_name" in interface.options else None
+                    path = _path_name(ifname, block.interface_id)
+                    yield float(block.timestamp), linktype, bytes(block.packet_data), path
+                elif isinstance(block, (pcapng.blocks.SimplePacket, pcapng.blocks.ObsoletePacket)):
+                    number += 1
+                    raise CaptureError(name, number, "packet block without a usable timestamp (simple/obsolete packet block)")
+        except pcapng.exceptions.PcapngLoadError as exc:
+            raise CaptureError(name, number + 1, f"unreadable pcapng ({type(exc).__name__}: {exc})") from None
+        except (struct.error, KeyError, ValueError) as exc:
+            if isinstance(exc, CaptureError):
+                raise
+            raise CaptureError(name, number + 1, f"corrupt pcapng block ({exc})") from None
+
+
+def _path_name(ifname: object, interface_id: int) -> str:
+    if isinstance(ifname, bytes):
+        ifname = ifname.decode("utf-8", "replace")
+    if isinstance(ifname, str):
+        cleaned = "".join(c for c in ifname if c.isprintable() and not c.isspace())
+        if cleaned:
+            return cleaned[:64]
+    return f"if{interface_id}"
+
+
+def _udp_to_port(frame: bytes, linktype: int, port: int) -> tuple[bytes, bytes] | None:
+    """(source address, UDP payload) of an IPv4/UDP datagram to ``port``, else None."""
+    if linktype == LINKTYPE_ETHERNET:
+        offset = 12
+        for _ in range(3):
+            if len(frame) < offset + 2:
+                return None
+            ethertype = _U16.unpack_from(frame, offset)[0]
+            if ethertype in _ETH_VLAN:
+                offset += 4
+                continue
+            break
+        if ethertype != _ETH_IPV4:
+            return None
+        offset += 2
+    elif linktype == LINKTYPE_LINUX_SLL:
+        if len(frame) < 16 or _U16.unpack_from(frame, 14)[0] != _ETH_IPV4:
+            return None
+        offset = 16
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        if len(frame) < 20 or _U16.unpack_from(frame, 0)[0] != _ETH_IPV4:
+            return None
+        offset = 20
+    elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        if len(frame) < 4:
+            return None
+        family = frame[:4]
+        if family not in (b"\x02\x00\x00\x00", b"\x00\x00\x00\x02"):
+            return None
+        offset = 4
+    else:
+        offset = 0
+    if len(frame) < offset + 20:
+        return None
+    first = frame[offset]
+    if first >> 4 != 4 or frame[offset + 9] != _UDP:
+        return None
+    ihl = (first & 0x0F) * 4
+    if ihl < 20:
+        raise _BadFrame(f"IPv4 header length {ihl} is below 20")
+    if _U16.unpack_from(frame, offset + 6)[0] & 0x3FFF:
+        return None  # a fragment: heartbeats are never fragmented
+    udp = offset + ihl
+    if len(frame) < udp + 8:
+        raise _BadFrame("frame cut short inside the UDP header (snap length too small?)")
+    if _U16.unpack_from(frame, udp + 2)[0] != port:
+        return None
+    length = _U16.unpack_from(frame, udp + 4)[0]
+    if length < 8:
+        raise _BadFrame(f"UDP length {length} is below 8")
+    if len(frame) < udp + length:
+        raise _BadFrame(f"UDP datagram of {length} bytes cut short at {len(frame) - udp} (snap length too small?)")
+    return frame[offset + 12 : offset + 16], frame[udp + 8 : udp + length]
+
+
+# --- who is the master? ------------------------------------------------------------
+
+
+def heartbeat_senders(datagrams: list[Datagram], *, key: bytes | None, legacy_message: bytes) -> Counter[str]:
+    """Sources of datagrams that look like the master's heartbeats, with counts.
+
+    With a key: authenticated frames with the master role. Without: datagrams
+    equal to the legacy message. Raises ValueError explaining what is missing
+    when the capture holds authenticated heartbeats and no key was given.
+    """
+    senders: Counter[str] = Counter()
+    if key is not None:
+        for d in datagrams:
+            try:
+                if wire.decode(d.data, key).role == wire.ROLE_MASTER:
+                    senders[d.source] += 1
+            except wire.WireError:
+                continue
+        if not senders and datagrams:
+            shaped = sum(1 for d in datagrams if _looks_authenticated(d.data))
+            if shaped:
+                raise ValueError(
+                    f"none of the {shaped} authenticated heartbeats verifies with this key: wrong --key-file?"
+                )
+            raise ValueError("no authenticated master heartbeats in the capture (legacy heartbeats need no --key-file)")
+        return senders
+    for d in datagrams:
+        if d.data == legacy_message:
+            senders[d.source] += 1
+    if not senders:
+        shaped = sum(1 for d in datagrams if _looks_authenticated(d.data))
+        if shaped:
+            raise ValueError(
+                f"the capture holds {shaped} authenticated heartbeats ({wire.DATAGRAM_LENGTH}-byte "
+                f"{wire.MAGIC.decode()} frames): replaying them needs the shared key, --key-file FILE"
+            )
+        if datagrams:
+            raise ValueError(
+                f"none of the {len(datagrams)} datagrams on the heartbeat port is the legacy message "
+                f"{legacy_message!r}: is --message or --port different?"
+            )
+    return senders
+
+
+def _looks_authenticated(data: bytes) -> bool:
+    return len(data) == wire.DATAGRAM_LENGTH and data[:4] == wire.MAGIC

@@ -1,0 +1,548 @@
+"""failoverctl replay / sweep: "why did it fail over at 03:12?" and "would another timeout have helped?".
+
+    failoverctl replay TRACE [--json] [--what-if] [timing and capture options]
+    failoverctl sweep  TRACE [--misses LOW-HIGH] [--plot FILE.png] [--json] [...]
+
+TRACE is a native trace (written by failoverd --trace), a pcap or a pcapng
+file; the kind is recognised by its first bytes. A native trace replays
+exactly as recorded unless timing options (or --what-if) ask for another
+setting; a capture always replays under the what-if model (see
+:mod:`failoverd.replay`). Timing options default to the recording daemon's
+(native trace) or to failoverd's defaults (capture).
+
+Exit status (sysexits): 0 done; 64 usage (options, or an input that needs an
+option it was not given, e.g. a key); 65 a bad trace or capture; 66 TRACE
+cannot be read; 78 an unusable key file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from failoverd.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
+from failoverd.core.timing import Timing, TimingError
+from failoverd.pcapimport import CaptureError, heartbeat_senders, is_capture, read_capture
+from failoverd.replay import DEFAULT_OUTAGE, ActionModel, ReplayResult, Setup, replay_exact, replay_what_if
+from failoverd.trace import Event, TraceError, is_trace, read_trace
+
+PLACEHOLDER_ADDRESS = parse_triplet("public:0.0.0.0")
+"""Stands for the master's public addresses, which a capture does not show (--address names them)."""
+_TIMING_OPTIONS = ("interval", "suspect_misses", "fail_misses", "allowance", "probe_count", "probe_spacing")
+
+
+class ReplayError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Loaded:
+    """A trace or capture, ready to replay."""
+
+    kind: str
+    """"trace", "pcap" or "pcapng"."""
+    setup: Setup
+    events: list[Event]
+    end: float | None
+    exact_possible: bool
+    notes: list[str]
+
+
+# --- options ----------------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text} s is outside 0..86400 s")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
+    return int(text)
+
+
+def _triplet(text: str) -> Triplet:
+    try:
+        return parse_triplet(text)
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _ipv4(text: str) -> str:
+    try:
+        return str(parse_ipv4(text))
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a UDP port (1..65535): {text!r}")
+    return int(text)
+
+
+def _misses_range(text: str) -> tuple[int, int]:
+    low, dash, high = text.partition("-")
+    if not dash or not low.isdigit() or not high.isdigit() or not 1 <= int(low) <= int(high) <= 1000:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH fail misses, e.g. 2-10, not {text!r}")
+    return int(low), int(high)
+
+
+def _input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("trace", metavar="TRACE", type=Path, help="native trace, pcap or pcapng file")
+    parser.add_argument("--json", action="store_true", help="print JSON for machines")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip bad lines or packets (counted) instead of stopping at the first")
+    parser.add_argument("--key-file", metavar="FILE", type=Path,
+                        help="the shared heartbeat key (authenticated heartbeats cannot be replayed without it)")
+    capture = parser.add_argument_group("captures (pcap, pcapng)")
+    capture.add_argument("--master", metavar="ADDRESS", type=_ipv4,
+                         help="the master's private address (needed only when several hosts sent heartbeats)")
+    capture.add_argument("--address", metavar="IF:ADDR[/MASK]", type=_triplet, action="append",
+                         help="a public address of the master, for the timeline (repeatable)")
+    capture.add_argument("--port", metavar="PORT", type=_port, default=None,
+                         help="the heartbeat port (default 1694)")
+    capture.add_argument("--message", metavar="TEXT", default=None,
+                         help="legacy mode: the master's heartbeat text (default 'heartbeat')")
+    timing = parser.add_argument_group("what-if timing (default: the recording daemon's, or failoverd's defaults)")
+    timing.add_argument("--interval", metavar="SECONDS", type=_seconds)
+    timing.add_argument("--suspect-misses", metavar="N", type=_count)
+    timing.add_argument("--fail-misses", metavar="N", type=_count)
+    timing.add_argument("--allowance", metavar="SECONDS", type=_seconds)
+    timing.add_argument("--probe-count", metavar="N", type=_count)
+    timing.add_argument("--probe-spacing", metavar="SECONDS", type=_seconds)
+    model = parser.add_argument_group("what-if model of the world")
+    model.add_argument("--what-if", action="store_true",
+                       help="replay a native trace under the model even with its recorded timing")
+    model.add_argument("--probe-answers", action="store_true",
+                       help="the master's addresses answer ARP probes (default: probes are silent)")
+    model.add_argument("--probe-latency", metavar="SECONDS", type=_seconds, default=0.0,
+                       help="how long an ARP probe takes (default 0)")
+    model.add_argument("--action-latency", metavar="SECONDS", type=_seconds, default=0.0,
+                       help="how long acquiring or releasing addresses takes (default 0)")
+    model.add_argument("--outage", metavar="SECONDS", type=_seconds, default=DEFAULT_OUTAGE,
+                       help=f"legacy heartbeats: a silence this long is a real outage, so a failover on it is "
+                            f"not false (default {DEFAULT_OUTAGE:g}; authenticated ones tell by the master's epoch)")
+
+
+def add_replay(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register ``failoverctl replay`` (``common`` holds control-socket options, not used here)."""
+    parser = commands.add_parser(
+        "replay", help="replay a trace or capture through the detector: timeline and summary",
+        description="Feed a trace or packet capture through failoverd's detector under a virtual clock and "
+                    "print the timeline of state changes and actions and a summary.",
+    )
+    _input_options(parser)
+    parser.set_defaults(run=run_replay)
+
+
+def add_sweep(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register ``failoverctl sweep``."""
+    parser = commands.add_parser(
+        "sweep", help="replay a trace with a range of timeouts: detection time against false failovers",
+        description="Replay a trace or capture once per failure timeout (fail misses x interval) under the "
+                    "what-if model and tabulate detection time against false failovers.",
+    )
+    _input_options(parser)
+    parser.add_argument("--misses", metavar="LOW-HIGH", type=_misses_range, default=None,
+                        help="fail misses to try (default: suspect misses + 1 up to 10)")
+    parser.add_argument("--plot", metavar="FILE.png", type=Path, help="also draw the sweep to FILE.png")
+    parser.set_defaults(run=run_sweep)
+
+
+# --- loading -----------------------------------------------------------------------
+
+
+def _timing_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in _TIMING_OPTIONS if getattr(args, name) is not None}
+
+
+def _timing(base: Timing, overrides: dict[str, Any]) -> Timing:
+    try:
+        return dataclasses.replace(base, **overrides)
+    except TimingError as exc:
+        raise ReplayError(os.EX_USAGE, f"timing: {exc}") from None
+
+
+def _key(args: argparse.Namespace) -> bytes | None:
+    if args.key_file is None:
+        return None
+    from failoverd.runtime.keyfile import KeyFileError, read_key
+
+    try:
+        return read_key(args.key_file)
+    except KeyFileError as exc:
+        raise ReplayError(os.EX_CONFIG, str(exc)) from None
+
+
+def load(args: argparse.Namespace, timing_overrides: dict[str, Any] | None = None) -> Loaded:
+    overrides = _timing_overrides(args) if timing_overrides is None else timing_overrides
+    try:
+        with open(args.trace, "rb") as f:
+            prefix = f.read(32)
+    except OSError as exc:
+        raise ReplayError(os.EX_NOINPUT, f"cannot read {args.trace}: {exc.strerror or exc}") from None
+    try:
+        if is_trace(prefix):
+            return _load_trace(args, overrides)
+        if is_capture(prefix):
+            return _load_capture(args, overrides)
+    except (TraceError, CaptureError) as exc:
+        raise ReplayError(os.EX_DATAERR, str(exc)) from None
+    except OSError as exc:
+        raise ReplayError(os.EX_NOINPUT, f"cannot read {args.trace}: {exc.strerror or exc}") from None
+    raise ReplayError(os.EX_DATAERR, f"{args.trace}: neither a failoverd trace nor a pcap or pcapng capture")
+
+
+def _load_trace(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded:
+    trace = read_trace(args.trace, skip_bad=args.skip_bad)
+    header = trace.header
+    for option, value in (("--master", args.master), ("--address", args.address), ("--port", args.port),
+                          ("--message", args.message)):
+        if value is not None:
+            raise ReplayError(os.EX_USAGE, f"{option} applies to captures; a native trace records it in its header")
+    key = _key(args)
+    if header.mode == "authenticated" and key is None:
+        raise ReplayError(
+            os.EX_USAGE,
+            f"{args.trace} was recorded with authenticated heartbeats; replay needs the same key: --key-file FILE",
+        )
+    if header.mode == "legacy" and key is not None:
+        raise ReplayError(os.EX_USAGE, f"{args.trace} was recorded in legacy mode; --key-file does not apply")
+    notes = []
+    if trace.skipped:
+        notes.append(f"skipped {len(trace.skipped)} bad line(s), first at line {trace.skipped[0][0]}: {trace.skipped[0][1]}")
+    if header.continued:
+        notes.append("this file was started by rotation, not with the daemon: its replay starts from a fresh "
+                     "detector, so the first transitions may differ from the daemon's")
+    setup = Setup.from_header(header, key, _timing(header.timing, overrides))
+    return Loaded("trace", setup, trace.events, trace.end, exact_possible=not overrides, notes=notes)
+
+
+def _load_capture(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded:
+    port = args.port or 1694
+    capture = read_capture(args.trace, port=port, skip_bad=args.skip_bad)
+    notes = []
+    if capture.skipped:
+        notes.append(f"skipped {len(capture.skipped)} bad packet(s), first #{capture.skipped[0][0]}: {capture.skipped[0][1]}")
+    if not capture.datagrams:
+        raise ReplayError(os.EX_DATAERR, f"{args.trace}: no IPv4/UDP datagrams to port {port} among its "
+                                         f"{capture.packets} packets (is --port right?)")
+    key = _key(args)
+    message = b"heartbeat" if args.message is None else args.message.encode("utf-8", "surrogateescape")
+    try:
+        senders = heartbeat_senders(capture.datagrams, key=key, legacy_message=message)
+    except ValueError as exc:
+        raise ReplayError(os.EX_USAGE if key is None else os.EX_DATAERR, f"{args.trace}: {exc}") from None
+    master = args.master
+    datagrams = capture.datagrams
+    if master is None and key is None:
+        if len(senders) > 1:
+            listed = ", ".join(f"{s} ({n})" for s, n in senders.most_common())
+            raise ReplayError(os.EX_USAGE, f"{args.trace}: heartbeats from several senders: {listed}; "
+                                           "say which is the master with --master ADDRESS")
+        master = next(iter(senders))
+    elif master is not None and key is not None:
+        datagrams = [d for d in datagrams if d.source == master]
+    if master is not None and master not in senders:
+        raise ReplayError(os.EX_USAGE, f"{args.trace}: no heartbeats from --master {master} "
+                                       f"(senders: {', '.join(sorted(senders)) or 'none'})")
+    addresses = tuple(args.address) if args.address else (PLACEHOLDER_ADDRESS,)
+    if not args.address:
+        notes.append(f"the master's public addresses are not in a capture; {PLACEHOLDER_ADDRESS} stands for "
+                     "them (--address names them)")
+    setup = Setup(
+        addresses=addresses,
+        timing=_timing(Timing(), overrides),
+        start=capture.start,
+        key=key,
+        master=master,
+        legacy_message=message,
+        peer=master or "master",
+    )
+    return Loaded(capture.format, setup, datagrams, capture.end, exact_possible=False, notes=notes)
+
+
+def _model(args: argparse.Namespace) -> ActionModel:
+    return ActionModel(
+        probe_answers=args.probe_answers,
+        probe_latency=args.probe_latency,
+        acquire_latency=args.action_latency,
+        release_latency=args.action_latency,
+    )
+
+
+def replay_loaded(loaded: Loaded, args: argparse.Namespace, *, exact: bool | None = None) -> ReplayResult:
+    if exact is None:
+        exact = loaded.exact_possible and not args.what_if
+    if exact:
+        result = replay_exact(loaded.setup, loaded.events, outage=args.outage)
+    else:
+        result = replay_what_if(loaded.setup, loaded.events, model=_model(args), end=loaded.end, outage=args.outage)
+    result.notes[:0] = loaded.notes
+    return result
+
+
+# --- replay --------------------------------------------------------------------------
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    try:
+        loaded = load(args)
+        result = replay_loaded(loaded, args)
+    except ReplayError as exc:
+        print(f"failoverctl: {exc}", file=sys.stderr)
+        return exc.status
+    if args.json:
+        data = result.to_json()
+        data["input"] = {"file": str(args.trace), "kind": loaded.kind}
+        print(json.dumps(data, indent=2))
+    else:
+        print("\n".join(render_replay(result, loaded, args)))
+    if result.divergences:
+        d = result.divergences[0]
+        print(f"failoverctl: warning: {len(result.divergences)} datagram verdict(s) differ from the recording "
+              f"(first at +{d.time - result.start:.3f} s: recorded {d.recorded}, replayed {d.replayed}); "
+              "this failoverd's detector is not the one that recorded the trace", file=sys.stderr)
+    return os.EX_OK
+
+
+def _wall_text(wall: float | None) -> str:
+    if wall is None:
+        return ""
+    return _dt.datetime.fromtimestamp(wall).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _describe_mode(result: ReplayResult, loaded: Loaded, args: argparse.Namespace) -> str:
+    if result.mode == "exact":
+        return "exact replay of the recording (its timers and action results)"
+    probe = "probes answered" if args.probe_answers else "probes silent"
+    return (f"what-if replay (timers at each deadline; {probe} after {args.probe_latency:g} s; "
+            f"addresses change after {args.action_latency:g} s)")
+
+
+def render_replay(result: ReplayResult, loaded: Loaded, args: argparse.Namespace) -> list[str]:
+    t = result.timing
+    kinds = {"trace": "native trace", "pcap": "pcap capture", "pcapng": "pcapng capture"}
+    lines = [
+        f"{args.trace}: {kinds[loaded.kind]}; {_describe_mode(result, loaded, args)}",
+        f"timing: interval {t.interval:g} s; suspect after {t.suspect_after:g} s, failed after {t.fail_after:g} s of silence",
+    ]
+    lines += [f"note: {n}" for n in result.notes]
+    lines += ["", "timeline"]
+    if not result.timeline:
+        lines.append("  (no state changes or actions)")
+    for e in result.timeline:
+        wall = _wall_text(e.wall)
+        lines.append(f"  {'+' + format(e.time - result.start, '.3f') + ' s':>14}  {wall + '  ' if wall else ''}"
+                     f"{e.kind:<9} {e.text}")
+    s = result
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(s.rejected.items())) or "none"
+    lines += [
+        "",
+        "summary",
+        f"  duration          {s.end - s.start:.3f} s; {s.datagrams} datagrams, {s.accepted} accepted, rejected: {rejected}",
+        f"  failovers         {len(s.failovers)} ({s.false_failovers} false)",
+    ]
+    for i, f in enumerate(s.failovers, 1):
+        takeover = "not completed" if f.takeover is None else f"addresses taken {f.takeover:.3f} s after the last heartbeat"
+        verdict = "FALSE" if f.false else "real"
+        lines.append(f"    {i}. +{f.decided_at - s.start:.3f} s: decided {f.detection:.3f} s after the last heartbeat, "
+                     f"{takeover}; {verdict}: {f.why}")
+    silence_from, silence_to = s.longest_silence
+    lines += [
+        f"  false suspicions  {s.false_suspicions}",
+        f"  longest silence   {silence_to - silence_from:.3f} s, from +{silence_from - s.start:.3f} s",
+    ]
+    for p in s.paths:
+        if p.n:
+            lines.append(
+                f"  path {p.name:<12} {p.count} heartbeats; interval mean {p.mean:.3f} s, jitter (stdev) "
+                f"{(p.m2 / p.n) ** 0.5 * 1000:.1f} ms, min {p.low:.3f} s, max {p.high:.3f} s; "
+                f"{p.gaps} silence(s) longer than the timeout"
+            )
+        else:
+            lines.append(f"  path {p.name:<12} {p.count} heartbeat(s)")
+    if s.lost:
+        lines.append(f"  lost events       {s.lost} (the recorder could not keep up; replay is not exact past them)")
+    lines.append(f"  final state       {s.final_state}")
+    return lines
+
+
+# --- sweep ----------------------------------------------------------------------------
+
+
+@dataclass
+class SweepRow:
+    fail_misses: int
+    timeout: float
+    failovers: int
+    false_failovers: int
+    detection_mean: float | None
+    detection_max: float | None
+    false_suspicions: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fail_misses": self.fail_misses,
+            "timeout_s": self.timeout,
+            "failovers": self.failovers,
+            "false_failovers": self.false_failovers,
+            "real_failovers": self.failovers - self.false_failovers,
+            "detection_mean_s": None if self.detection_mean is None else round(self.detection_mean, 6),
+            "detection_max_s": None if self.detection_max is None else round(self.detection_max, 6),
+            "false_suspicions": self.false_suspicions,
+        }
+
+
+def sweep(args: argparse.Namespace) -> tuple[Loaded, list[SweepRow], list[str]]:
+    """One what-if replay per fail-misses value; detection time counts real failovers only."""
+    base = load(args)
+    suspect = base.setup.timing.suspect_misses
+    low, high = args.misses or (suspect + 1, max(suspect + 1, 10))
+    rows: list[SweepRow] = []
+    skipped: list[str] = []
+    for misses in range(low, high + 1):
+        try:
+            timing = dataclasses.replace(base.setup.timing, fail_misses=misses)
+        except TimingError as exc:
+            skipped.append(f"fail misses {misses}: {exc}")
+            continue
+        loaded = dataclasses.replace(base, setup=dataclasses.replace(base.setup, timing=timing))
+        result = replay_loaded(loaded, args, exact=False)
+        real = [f.detection for f in result.failovers if not f.false]
+        rows.append(SweepRow(
+            fail_misses=misses,
+            timeout=timing.fail_after,
+            failovers=len(result.failovers),
+            false_failovers=result.false_failovers,
+            detection_mean=sum(real) / len(real) if real else None,
+            detection_max=max(real) if real else None,
+            false_suspicions=result.false_suspicions,
+        ))
+    if not rows:
+        raise ReplayError(os.EX_USAGE, "no fail-misses value in the range gives a usable timing: " + "; ".join(skipped))
+    return base, rows, skipped
+
+
+def render_sweep(rows: list[SweepRow]) -> list[str]:
+    header = ("timeout", "misses", "failovers", "false failovers", "detection mean", "detection max", "false suspicions")
+    table = [header]
+    for r in rows:
+        table.append((
+            f"{r.timeout:g} s", str(r.fail_misses), str(r.failovers), str(r.false_failovers),
+            "-" if r.detection_mean is None else f"{r.detection_mean:.3f} s",
+            "-" if r.detection_max is None else f"{r.detection_max:.3f} s",
+            str(r.false_suspicions),
+        ))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table]
+
+
+def plot_sweep(rows: list[SweepRow], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r.timeout for r in rows]
+    fig, left = plt.subplots(figsize=(8, 4.5), dpi=100)
+    try:
+        right = left.twinx()
+        width = (x[1] - x[0]) * 0.35 if len(x) > 1 else 0.3
+        right.bar(x, [r.false_failovers for r in rows], width=width, color="tab:red", alpha=0.35,
+                  label="false failovers")
+        right.set_ylabel("false failovers", color="tab:red")
+        right.yaxis.get_major_locator().set_params(integer=True)
+        right.set_ylim(0, max(1, max(r.false_failovers for r in rows)) * 1.15)
+        mean = [(r.timeout, r.detection_mean) for r in rows if r.detection_mean is not None]
+        worst = [(r.timeout, r.detection_max) for r in rows if r.detection_max is not None]
+        if mean:
+            left.plot(*zip(*mean), marker="o", color="tab:blue", label="detection time (mean)")
+            left.plot(*zip(*worst), marker="^", linestyle="--", color="tab:blue", alpha=0.6,
+                      label="detection time (max)")
+            # Headroom above the curves keeps the legend off them.
+            left.set_ylim(0, max(v for _, v in worst) * 1.4)
+        left.set_xlabel("failure timeout (s)")
+        left.set_ylabel("last heartbeat → takeover decision (s)", color="tab:blue")
+        left.set_zorder(right.get_zorder() + 1)
+        left.patch.set_visible(False)
+        left.grid(True, alpha=0.3)
+        handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        labels = left.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
+        left.legend(handles, labels, loc="upper left", framealpha=0.95)
+        left.set_title(title)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    try:
+        loaded, rows, skipped = sweep(args)
+    except ReplayError as exc:
+        print(f"failoverctl: {exc}", file=sys.stderr)
+        return exc.status
+    if args.plot is not None:
+        try:
+            plot_sweep(rows, args.plot, f"{args.trace.name}: detection time vs false failovers")
+        except OSError as exc:
+            print(f"failoverctl: cannot write {args.plot}: {exc.strerror or exc}", file=sys.stderr)
+            return os.EX_CANTCREAT
+    if args.json:
+        print(json.dumps({"input": {"file": str(args.trace), "kind": loaded.kind},
+                          "interval": loaded.setup.timing.interval,
+                          "rows": [r.to_json() for r in rows], "skipped": skipped, "notes": loaded.notes}, indent=2))
+        return os.EX_OK
+    t = loaded.setup.timing
+    print(f"{args.trace}: what-if sweep of the failure timeout; interval {t.interval:g} s, "
+          f"suspect after {t.suspect_after:g} s")
+    for n in loaded.notes:
+        print(f"note: {n}")
+    for s in skipped:
+        print(f"skipped: {s}")
+    print("\n".join(render_sweep(rows)))
+    print("detection: seconds from the last heartbeat to the takeover decision, over real failovers only")
+    if args.plot is not None:
+        print(f"plot written to {args.plot}")
+    return os.EX_OK
+
+
+# --- standalone use (before/without failoverctl's registration) --------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _Parser(prog="failoverctl")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    common = argparse.ArgumentParser(add_help=False)
+    add_replay(commands, common)
+    add_sweep(commands, common)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
