@@ -111,11 +111,22 @@ def test_status_frames_go_to_the_master_on_every_path() -> None:
     d = detector()
     sealer = _sealer()
     d.receive_datagram(0.1, sealer.seal(0.1, holds=True), "10.9.1.1", "priv0")
-    out = d.receive_datagram(0.2, sealer.seal(0.2, holds=True), "10.9.2.1", "pub0")
+    assert d.receive_datagram(0.102, sealer.seal(0.102, holds=True), "10.9.2.1", "pub0") == []  # same round
+    out = d.receive_datagram(1.1, sealer.seal(1.1, holds=True), "10.9.2.1", "pub0")
     (status,) = out
     assert status.targets == ("10.9.1.1", "10.9.2.1")
     frame = wire.decode(status.payload, KEY)
-    assert (frame.role, frame.holds, frame.ack_epoch, frame.ack_seq) == (wire.ROLE_BACKUP, False, 7, 2)
+    assert (frame.role, frame.holds, frame.ack_epoch, frame.ack_seq) == (wire.ROLE_BACKUP, False, 7, 3)
+
+
+def test_status_rate_is_bounded_but_a_new_master_epoch_is_answered_at_once() -> None:
+    d = detector()
+    old = _sealer(epoch=7)
+    replies = [d.receive_datagram(t / 100, old.seal(t / 100, holds=True), MASTER, "priv0") for t in range(1, 101)]
+    assert sum(len(r) for r in replies) == 2  # 100 heartbeats in one second: one status per half interval
+    restarted = _sealer(epoch=8)
+    (status,) = d.receive_datagram(1.011, restarted.seal(1.011, holds=False), MASTER, "priv0")
+    assert wire.decode(status.payload, KEY).ack_epoch == 8
 
 
 def test_legacy_mode_accepts_only_the_message_from_the_master() -> None:

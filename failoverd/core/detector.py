@@ -152,7 +152,7 @@ class Detector:
         self.paths: dict[str, PathHealth] = {}
         self.master_holds: bool | None = None
         self.master_interval_ms: int | None = None
-        self._key = wire.check_key(key) if key is not None else None
+        self._key = wire.Key(key) if key is not None else None
         self._sealer = (
             wire.Sealer(self._key, wire.ROLE_BACKUP, epoch, timing.interval, now) if self._key is not None else None
         )
@@ -166,6 +166,9 @@ class Detector:
         self._failed: Addresses = frozenset()
         self._retry_at: float | None = None
         self._trigger_name = ""
+        self._status_due = float("-inf")
+        self._status_holds = False
+        self._status_epoch = -1
         self.last_verdict = ""
         """``accepted`` or the reason the last datagram was rejected (for traces)."""
         initial = "failed_over" if self.held else "monitoring"
@@ -211,7 +214,14 @@ class Detector:
         self.master_holds = frame.holds
         self.master_interval_ms = frame.interval_ms
         self._heard(now, source, path, leaving=frame.leaving)
-        out.append(self._status(now))
+        # Answer every heartbeat at the protocol's rate, but at most one status
+        # per half interval otherwise: heartbeats arriving together on several
+        # paths get one status (sent on all of them), and no input rate makes
+        # the backup transmit faster. A new master epoch or a change in what we
+        # hold is answered at once: that is the failback handshake.
+        holds = self.holds_any
+        if now >= self._status_due or holds != self._status_holds or frame.epoch != self._status_epoch:
+            out.append(self._status(now))
         return out
 
     def _reject(self, reason: str, out: list[Action]) -> list[Action]:
@@ -363,9 +373,11 @@ class Detector:
 
     def _status(self, now: float) -> Transmit:
         assert self._sealer is not None
-        payload = self._sealer.seal(
-            now, holds=self.holds_any, ack_epoch=self._guard.epoch, ack_seq=self._guard.seq
-        )
+        holds = self.holds_any
+        self._status_due = now + self.timing.interval / 2
+        self._status_holds = holds
+        self._status_epoch = self._guard.epoch
+        payload = self._sealer.seal(now, holds=holds, ack_epoch=self._guard.epoch, ack_seq=self._guard.seq)
         return Transmit(payload, self._master_targets())
 
     def _master_targets(self) -> tuple[str, ...]:

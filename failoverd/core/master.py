@@ -112,7 +112,7 @@ class Master:
         self.backup_last_heard: float | None = None
         self.backup_holds: bool | None = None
         self.backup_silent = False
-        self._key = wire.check_key(key) if key is not None else None
+        self._key = wire.Key(key) if key is not None else None
         self._sealer = wire.Sealer(self._key, wire.ROLE_MASTER, epoch, interval, now) if self._key else None
         self._guard = wire.ReplayGuard(self.backup_fail_after)
         self._next_send = now

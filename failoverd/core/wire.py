@@ -17,9 +17,10 @@ bound after its peers' best-seen one-way delay.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple, Union
 
 MAGIC = b"FOHB"
 VERSION = 1
@@ -46,9 +47,12 @@ class WireError(ValueError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    """One authenticated frame, from either role (the backup's is its status)."""
+class Heartbeat(NamedTuple):
+    """One authenticated frame, from either role (the backup's is its status).
+
+    A named tuple rather than a dataclass: one is built per received
+    datagram, and tuple construction is several times cheaper.
+    """
 
     role: int
     holds: bool
@@ -65,13 +69,47 @@ class Heartbeat:
         return ROLE_NAMES.get(self.role, str(self.role))
 
 
+class Key:
+    """A shared heartbeat key with its HMAC-SHA256 pads precomputed.
+
+    HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)) (RFC 2104). Hashing the
+    two padded key blocks once and copying those states per message gives
+    the same MAC as :func:`hmac.digest` at about half its cost, which matters
+    when every datagram is verified and every reply signed.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, secret: bytes) -> None:
+        secret = check_key(secret)
+        if len(secret) > 64:
+            secret = hashlib.sha256(secret).digest()
+        block = secret.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def mac(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+KeyLike = Union[Key, bytes]
+
+
+def as_key(key: KeyLike) -> Key:
+    return key if isinstance(key, Key) else Key(key)
+
+
 def check_key(key: bytes) -> bytes:
     if not isinstance(key, (bytes, bytearray)) or len(key) < MIN_KEY_LENGTH:
         raise ValueError(f"a heartbeat key must be at least {MIN_KEY_LENGTH} bytes")
     return bytes(key)
 
 
-def encode(heartbeat: Heartbeat, key: bytes) -> bytes:
+def encode(heartbeat: Heartbeat, key: KeyLike) -> bytes:
     """Serialise and sign; raises ValueError for fields out of range."""
     h = heartbeat
     if h.role not in ROLE_NAMES:
@@ -86,10 +124,15 @@ def encode(heartbeat: Heartbeat, key: bytes) -> bytes:
     body = _BODY.pack(
         MAGIC, VERSION, h.role, flags, 0, h.epoch, h.seq, h.sent_ms, h.interval_ms, h.ack_epoch, h.ack_seq
     )
-    return body + hmac.digest(key, body, "sha256")
+    return body + as_key(key).mac(body)
 
 
-def decode(data: bytes, key: bytes) -> Heartbeat:
+_BODY_LENGTH = _BODY.size
+_unpack = _BODY.unpack
+_compare = hmac.compare_digest
+
+
+def decode(data: bytes, key: KeyLike) -> Heartbeat:
     """Verify and parse one datagram or raise :class:`WireError`.
 
     The MAC is checked before any field is trusted, so a forger learns only
@@ -98,12 +141,13 @@ def decode(data: bytes, key: bytes) -> Heartbeat:
     """
     if len(data) != DATAGRAM_LENGTH:
         raise WireError("length", f"{len(data)} bytes, expected {DATAGRAM_LENGTH}")
-    body = data[: _BODY.size]
+    body = data[:_BODY_LENGTH]
     if body[:4] != MAGIC:
         raise WireError("magic", "not a failoverd heartbeat")
-    if not hmac.compare_digest(hmac.digest(key, body, "sha256"), data[_BODY.size :]):
+    mac = key.mac(body) if isinstance(key, Key) else Key(key).mac(body)
+    if not _compare(mac, data[_BODY_LENGTH:]):
         raise WireError("mac", "authentication failed (wrong key or forged)")
-    _, version, role, flags, reserved, epoch, seq, sent_ms, interval_ms, ack_epoch, ack_seq = _BODY.unpack(body)
+    _, version, role, flags, reserved, epoch, seq, sent_ms, interval_ms, ack_epoch, ack_seq = _unpack(body)
     if version != VERSION:
         raise WireError("version", f"version {version}, this is {VERSION}")
     if role not in ROLE_NAMES:
@@ -125,8 +169,8 @@ class Sealer:
     the caller's monotonic clock and only its differences matter.
     """
 
-    def __init__(self, key: bytes, role: int, epoch: int, interval: float, started: float) -> None:
-        self._key = check_key(key)
+    def __init__(self, key: KeyLike, role: int, epoch: int, interval: float, started: float) -> None:
+        self._key = as_key(key)
         self._role = role
         self.epoch = epoch
         self._interval_ms = max(1, round(interval * 1000))
@@ -136,10 +180,13 @@ class Sealer:
     def seal(self, now: float, *, holds: bool, leaving: bool = False, ack_epoch: int = 0, ack_seq: int = 0) -> bytes:
         self.seq += 1
         sent_ms = max(0, int((now - self._started) * 1000))
-        return encode(
-            Heartbeat(self._role, holds, leaving, self.epoch, self.seq, sent_ms, self._interval_ms, ack_epoch, ack_seq),
-            self._key,
+        flags = (FLAG_HOLDS if holds else 0) | (FLAG_LEAVING if leaving else 0)
+        # Packed directly (not through encode()): every field is in range by
+        # construction, and this runs once per heartbeat on both hosts.
+        body = _BODY.pack(
+            MAGIC, VERSION, self._role, flags, 0, self.epoch, self.seq, sent_ms, self._interval_ms, ack_epoch, ack_seq
         )
+        return body + self._key.mac(body)
 
 
 class ReplayGuard:
