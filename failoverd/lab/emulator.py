@@ -181,6 +181,7 @@ class Emulator:
         self.frame_log: IO[str] | None = None
         self.scheduler: Scheduler | None = None
         self._cancel = trio.CancelScope()
+        self._stopping = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sockets: dict[tuple[str, str], trio.socket.SocketType] = {}
@@ -212,8 +213,18 @@ class Emulator:
                 os.unlink(self.config.control)
             except FileNotFoundError:
                 pass
-            log.info("wire of lab %s down; counters: %s", self.config.lab,
-                     json.dumps(self.fabric.stats()["links"]))
+            log.info("wire of lab %s down; counters of the links that carried frames:%s",
+                     self.config.lab, self._summary() or " none")
+
+    def _summary(self) -> str:
+        lines = []
+        for link in self.fabric.links.values():
+            c = link.counters
+            if c.offered:
+                lines.append(f"\n  {link.name:22} offered {c.offered} delivered {c.delivered} lost {c.lost} "
+                             f"blocked {c.blocked} duplicated {c.duplicated} reordered {c.reordered} "
+                             f"send_errors {c.send_errors}")
+        return "".join(lines)
 
     def _open_frame_log(self, path: str | None) -> None:
         if self.frame_log:
@@ -282,6 +293,11 @@ class Emulator:
                         return
                     for line in buffer.feed(data):
                         await stream.send_all(encode(self._control(line)))
+                        if self._stopping:
+                            # Only now: cancelling before the answer is sent would leave the
+                            # requester without one, and it would fall back to a signal.
+                            self._cancel.cancel()
+                            return
             except (ControlError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.warning("control connection dropped: %s", exc)
 
@@ -293,7 +309,7 @@ class Emulator:
         op = request.get("op") if isinstance(request, dict) else None
         if op == "shutdown":
             log.info("shutdown requested over the control socket")
-            self._cancel.cancel()
+            self._stopping = True
             return {"ok": True}
         if op == "frame_log":
             path = request.get("path")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import secrets
 import signal
@@ -58,6 +59,8 @@ from failoverd.lab.topology import (
     new_lab_id,
     wire_port,
 )
+
+log = logging.getLogger(__name__)
 
 EMULATOR_START_TIMEOUT = 10.0
 EMULATOR_STOP_TIMEOUT = 3.0
@@ -126,8 +129,9 @@ class Lab:
             else:
                 raise LabError("could not find an unused lab id")
             self.plan = Plan(lab_id, registry.allocate_subnet(lab_id, set()))
-            owner = ProcessId.of(os.getpid()) if self.owned else None
-            registry.write_record(lab_id, self._record(owner=owner, state="creating"))
+            # While it is being built, a lab is owned by its builder even if it will outlive it
+            # (`failoverd-lab up`): a concurrent sweep must not take it for a leftover.
+            registry.write_record(lab_id, self._record(owner=ProcessId.of(os.getpid()), state="creating"))
         if self.owned:
             _live_labs.add(self)
             _arm_sigterm()
@@ -153,7 +157,8 @@ class Lab:
         self._start_emulator()
         for host in HOSTS:
             self.revive_host(host)
-        registry.write_record(plan.lab_id, self._record(state="running"))
+        owner = ProcessId.of(os.getpid()) if self.owned else None
+        registry.write_record(plan.lab_id, self._record(owner=owner, state="running"))
 
     def _prepare_namespaces(self) -> None:
         plan = self._plan
@@ -223,7 +228,7 @@ class Lab:
             return
         plan = self.plan
         problems: list[str] = []
-        self._stop_emulator(problems)
+        self._stop_emulator()
         for role in (WIRE, *HOSTS):
             ns = plan.ns(role)
             try:
@@ -244,7 +249,7 @@ class Lab:
         if problems and not quiet:
             raise LabError(f"lab {plan.lab_id} not entirely removed: " + "; ".join(problems))
 
-    def _stop_emulator(self, problems: list[str]) -> None:
+    def _stop_emulator(self) -> None:
         if self.emulator is None or not self.emulator.alive():
             self._reap_emulator(block=False)
             return
@@ -260,7 +265,10 @@ class Lab:
             self._reap_emulator(block=False)
             time.sleep(0.01)
         if self.emulator.alive():
-            problems.append(f"emulator {self.emulator.pid} ignored shutdown; killed")
+            # Not a leftover (killing the wire namespace's processes would end it anyway), but
+            # its final counters are lost: say so.
+            log.warning("emulator %d did not stop within %g s; killing it", self.emulator.pid,
+                        EMULATOR_STOP_TIMEOUT)
             os.kill(self.emulator.pid, signal.SIGKILL)
         self._reap_emulator(block=False)
 
@@ -342,14 +350,14 @@ class Lab:
             "emulator_pid": self.emulator.pid if self.emulator else None,
         }
 
-    def _record(self, owner: ProcessId | None = None, state: str = "running") -> dict[str, Any]:
+    def _record(self, owner: ProcessId | None, state: str) -> dict[str, Any]:
         previous = registry.read_record(self._plan.lab_id) or {}
         return {
             **self.describe(),
             "subnet": self._plan.subnet,
             "state": state,
             "frame_log": self.frame_log_enabled,
-            "owner": owner.to_dict() if owner else previous.get("owner"),
+            "owner": owner.to_dict() if owner else None,
             "emulator": self.emulator.to_dict() if self.emulator else None,
             "created": previous.get("created", time.time()),
         }
