@@ -23,11 +23,12 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
+    Action,
     Alarm,
     Notify,
     Probe,
@@ -412,8 +413,18 @@ class _Run:
         )
 
 
-def replay_exact(setup: Setup, events: Iterable[Event], *, outage: float = DEFAULT_OUTAGE) -> ReplayResult:
-    """Feed a native trace's events to a fresh detector exactly as recorded."""
+def replay_exact(
+    setup: Setup,
+    events: Iterable[Event],
+    *,
+    outage: float = DEFAULT_OUTAGE,
+    observe: Callable[[float, list[Action]], None] | None = None,
+) -> ReplayResult:
+    """Feed a native trace's events to a fresh detector exactly as recorded.
+
+    ``observe(now, actions)`` sees every list of actions the detector returns
+    (status frames included), e.g. to compare them with the daemon's.
+    """
     det = setup.detector()
     run = _Run(setup, det, outage)
     now = setup.start
@@ -425,6 +436,8 @@ def replay_exact(setup: Setup, events: Iterable[Event], *, outage: float = DEFAU
             if event.wall is not None:
                 run.wall_offset = event.wall - event.time
             actions = det.receive_datagram(now, event.data, event.source, event.path)
+            if observe is not None:
+                observe(now, actions)
             verdict = det.last_verdict
             if verdict == "accepted":
                 run.heard(now, event.path)
@@ -433,10 +446,16 @@ def replay_exact(setup: Setup, events: Iterable[Event], *, outage: float = DEFAU
             if actions:
                 run.record(now, actions, None)
         elif isinstance(event, TimerFired):
-            run.record(now, det.handle_timer(now), None)
+            actions = det.handle_timer(now)
+            if observe is not None:
+                observe(now, actions)
+            run.record(now, actions, None)
         elif isinstance(event, ActionResult):
             run.result_done(now, event.result)
-            run.record(now, det.action_done(now, event.result), None)
+            actions = det.action_done(now, event.result)
+            if observe is not None:
+                observe(now, actions)
+            run.record(now, actions, None)
         elif isinstance(event, Lost):
             run.lost += event.count
             run.note(now, "lost", f"{event.count} events were not recorded here: replay is not exact past this point")

@@ -127,6 +127,8 @@ class TraceHeader:
             data = json.loads(text, parse_constant=_refuse_constant)
         except json.JSONDecodeError as exc:
             raise ValueError(f"header is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise ValueError("header JSON is nested too deeply") from None
         if not isinstance(data, dict):
             raise ValueError("header must be a JSON object")
         expected = {
@@ -586,6 +588,8 @@ def _parse_header(lines: Iterator[bytes], name: str) -> TraceHeader:
         shown = version.decode("ascii", "replace")[:20]
         raise TraceError(name, 1, f"unsupported trace format version {shown!r}: this failoverd reads version {FORMAT_VERSION}")
     second = next(lines, b"")
+    if not second:
+        raise TraceError(name, 1, "the file ends after the first line: the header line is missing")
     if not second.endswith(b"\n"):
         raise TraceError(name, 2, "truncated header line")
     if not second.startswith(b"header "):

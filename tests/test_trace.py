@@ -1,0 +1,239 @@
+"""The native trace format: writer and strict reader (spec/trace.md)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from failoverd.addresses import parse_triplet
+from failoverd.config import BackupConfig
+from failoverd.core import wire
+from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
+from failoverd.core.timing import Timing
+from failoverd.trace import (
+    MAGIC,
+    ActionResult,
+    Datagram,
+    End,
+    Lost,
+    TimerFired,
+    TraceError,
+    TraceHeader,
+    TraceWriter,
+    format_event,
+    header_for_backup,
+    parse_trace,
+    read_trace,
+)
+
+A = parse_triplet("eth0:192.0.2.10/24")
+B = parse_triplet("eth1:198.51.100.7")
+KEY = b"a-key-of-at-least-16-bytes"
+
+
+def header(**changes) -> TraceHeader:
+    values = dict(mode="legacy", addresses=(A, B), master="10.0.0.1", start=10.0, timing=Timing(interval=0.5))
+    values.update(changes)
+    return TraceHeader(**values)
+
+
+def lines_of(*events) -> list[bytes]:
+    text = MAGIC + "header " + header().to_json() + "\n" + "".join(format_event(e) + "\n" for e in events)
+    return text.encode().splitlines(keepends=True)
+
+
+def test_written_events_read_back_equal(tmp_path: Path) -> None:
+    path = tmp_path / "t.trace"
+    clock = iter([1700000000.25, 1700000000.5])
+    writer = TraceWriter(path, header(), wall_clock=lambda: next(clock))
+    writer.datagram(10.5, b"heartbeat", "10.0.0.1", "eth2", "accepted")
+    writer.datagram(10.75, b"", "10.0.0.9", "eth2", "message")
+    writer.timer(11.2)
+    writer.result(11.2, ProbeDone(frozenset({A})))
+    writer.result(12.0, AcquireDone(acquired=frozenset({A}), failed=frozenset({B})))
+    writer.result(13.0, ReleaseDone(released=frozenset({A}), refused=frozenset({B})))
+    writer.close(14.0)
+    trace = read_trace(path)
+    assert trace.header == header()
+    assert trace.events == [
+        Datagram(10.5, "eth2", "10.0.0.1", b"heartbeat", "accepted", 1700000000.25),
+        Datagram(10.75, "eth2", "10.0.0.9", b"", "message", 1700000000.5),
+        TimerFired(11.2),
+        ActionResult(11.2, ProbeDone(frozenset({A}))),
+        ActionResult(12.0, AcquireDone(acquired=frozenset({A}), failed=frozenset({B}))),
+        ActionResult(13.0, ReleaseDone(released=frozenset({A}), refused=frozenset({B}))),
+        End(14.0),
+    ]
+    assert trace.end == 14.0 and trace.skipped == []
+
+
+def test_times_are_exact_floats(tmp_path: Path) -> None:
+    # Replay re-executes the core only if every `now` comes back bit for bit.
+    path = tmp_path / "t.trace"
+    times = [10.1 + i * 0.1 for i in range(50)]
+    with TraceWriter(path, header(), wall_clock=None) as writer:
+        for t in times:
+            writer.timer(t)
+    assert [e.time for e in read_trace(path).events if isinstance(e, TimerFired)] == times
+
+
+def test_lines_are_the_documented_ones(tmp_path: Path) -> None:
+    path = tmp_path / "t.trace"
+    with TraceWriter(path, header(), wall_clock=None) as writer:
+        writer.datagram(10.5, b"hb", "10.0.0.1", "eth2", "accepted")
+        writer.result(11.0, AcquireDone(acquired=frozenset({B, A})))
+    lines = path.read_text().splitlines()
+    assert lines[0] == "failoverd-trace 1"
+    assert lines[1].startswith('header {"addresses":["eth0:192.0.2.10/24","eth1:198.51.100.7"]')
+    assert lines[2:] == [
+        "d 10.5 - eth2 10.0.0.1 accepted 6862",
+        "r 11.0 acquire acquired=eth0:192.0.2.10/24 acquired=eth1:198.51.100.7",
+        "end 11.0",
+    ]
+
+
+def test_the_key_is_never_written(tmp_path: Path) -> None:
+    path = tmp_path / "t.trace"
+    frame = wire.encode(wire.Heartbeat(1, False, False, 1, 1, 0, 1000), KEY)
+    with TraceWriter(path, header(mode="authenticated")) as writer:
+        writer.datagram(10.5, frame, "10.0.0.1", "eth2", "accepted")
+    raw = path.read_bytes()
+    assert KEY not in raw and KEY.hex().encode() not in raw
+    assert read_trace(path).header.mode == "authenticated"
+
+
+def test_flush_makes_lines_readable_before_close(tmp_path: Path) -> None:
+    path = tmp_path / "t.trace"
+    writer = TraceWriter(path, header(), flush_interval=3600)
+    try:
+        writer.timer(11.0)
+        writer.flush()
+        assert path.read_text().splitlines()[-1] == "t 11.0"
+    finally:
+        writer.close()
+
+
+def test_rotation_keeps_one_previous_file_within_the_bound(tmp_path: Path) -> None:
+    path = tmp_path / "t.trace"
+    with TraceWriter(path, header(), max_bytes=4096, wall_clock=None) as writer:
+        for i in range(400):
+            writer.datagram(11.0 + i, b"heartbeat", "10.0.0.1", "eth2", "accepted")
+    assert writer.rotations >= 1
+    old, new = read_trace(tmp_path / "t.trace.1"), read_trace(path)
+    assert path.stat().st_size <= 4096 and (tmp_path / "t.trace.1").stat().st_size <= 4096
+    assert new.header.continued and new.header.addresses == (A, B)
+    times = [e.time for e in old.events + new.events if isinstance(e, Datagram)]
+    assert times == sorted(times) and times[-1] == 11.0 + 399
+
+
+def test_stop_at_max_bytes_marks_the_end(tmp_path: Path) -> None:
+    path = tmp_path / "t.trace"
+    with TraceWriter(path, header(), max_bytes=4096, rotate=False, wall_clock=None) as writer:
+        for i in range(1000):
+            writer.timer(11.0 + i)
+    trace = read_trace(path)
+    assert path.stat().st_size <= 4096
+    end = trace.events[-1]
+    # The end is the time of the first event that no longer fitted.
+    assert end == End(trace.events[-2].time + 1, full=True)
+    assert not (tmp_path / "t.trace.1").exists()
+
+
+def test_overload_drops_are_counted_in_the_trace(tmp_path: Path) -> None:
+    path = tmp_path / "t.trace"
+    with TraceWriter(path, header(), max_pending=5, wall_clock=None) as writer:
+        for i in range(2000):
+            writer.timer(11.0 + i / 1000)
+    events = read_trace(path).events
+    timers = sum(isinstance(e, TimerFired) for e in events)
+    lost = sum(e.count for e in events if isinstance(e, Lost))
+    assert timers + lost == 2000
+    assert lost == writer.dropped
+
+
+def test_writer_refuses_time_going_backwards_and_spaces(tmp_path: Path) -> None:
+    with TraceWriter(tmp_path / "t.trace", header()) as writer:
+        writer.timer(12.0)
+        with pytest.raises(ValueError, match="backwards"):
+            writer.timer(11.0)
+        with pytest.raises(ValueError, match="path"):
+            writer.datagram(12.0, b"x", "10.0.0.1", "eth 2", "accepted")
+
+
+def test_header_for_backup_matches_the_daemons_detector_arguments() -> None:
+    config = BackupConfig(master=ipaddress.IPv4Address("10.0.0.1"), triplets=(A,), timing=Timing(interval=0.2),
+                          message=b"hello")
+    h = header_for_backup(config, start=5.0, epoch=77, held=(A,), replay_floor=(3, 4))
+    assert (h.mode, h.addresses, h.timing, h.master, h.legacy_message, h.start, h.epoch, h.held, h.replay_floor,
+            h.peer) == ("legacy", (A,), Timing(interval=0.2), "10.0.0.1", b"hello", 5.0, 77, (A,), (3, 4), "10.0.0.1")
+
+
+# --- bad traces ----------------------------------------------------------------
+
+
+def error_of(lines: list[bytes]) -> TraceError:
+    with pytest.raises(TraceError) as info:
+        parse_trace(lines, name="x.trace")
+    return info.value
+
+
+def test_wrong_version_is_named() -> None:
+    err = error_of([b"failoverd-trace 2\n", b"header {}\n"])
+    assert err.line == 1 and "unsupported trace format version '2'" in str(err) and "reads version 1" in str(err)
+
+
+def test_not_a_trace() -> None:
+    assert "not a failoverd trace" in str(error_of([b"\x89PNG\r\n"]))
+    assert error_of([]).line == 0
+
+
+def test_missing_header_line_is_reported_on_the_last_line() -> None:
+    # Found by fuzz/fuzz_trace.py: the error named line 2 of a one-line file.
+    err = error_of([MAGIC.encode()])
+    assert err.line == 1 and "header line is missing" in err.message
+
+
+def test_bad_header_is_never_skipped() -> None:
+    bad = [MAGIC.encode(), b'header {"mode": "legacy"}\n']
+    with pytest.raises(TraceError, match=r"x.trace:2: bad header: header fields: missing"):
+        parse_trace(bad, name="x.trace", skip_bad=True)
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (b"d 11.0 - eth2 10.0.0.1 accepted 6862", "truncated line"),
+        (b"t 11.0 12.0\n", "2 fields"),
+        (b"t 11.00\n", "canonical"),
+        (b"t nan\n", "not finite"),
+        (b"d 11.0 - eth2 10.0.0.1 accepted 68G2\n", "not hex"),
+        (b"d 11.0 - eth2 10.0.0.1 accepted 6A\n", "lower-case"),
+        (b"r 11.0 acquire acquired=eth0:10.0.0.300\n", "invalid IP address"),
+        (b"r 11.0 acquire failed=eth1:198.51.100.7 acquired=eth0:192.0.2.10/24\n", "canonical order"),
+        (b"zap 11.0\n", "unknown event 'zap'"),
+        (b"t 9.0\n", "time goes backwards"),
+        (b"\xff\xfe\n", "not ASCII"),
+    ],
+)
+def test_bad_event_lines_name_their_line(line: bytes, message: str) -> None:
+    lines = lines_of(TimerFired(10.5)) + [line]
+    err = error_of(lines)
+    assert err.line == 4 and message in err.message, err
+
+
+def test_skip_bad_counts_and_keeps_the_rest() -> None:
+    lines = lines_of(TimerFired(10.5)) + [b"garbage\n", b"t 10.25\n", b"t 11.5\n", b"t 12"]
+    trace = parse_trace(lines, name="x.trace", skip_bad=True)
+    assert trace.events == [TimerFired(10.5), TimerFired(11.5)]
+    assert [n for n, _ in trace.skipped] == [4, 5, 7]
+
+
+def test_event_after_the_end_is_bad() -> None:
+    err = error_of(lines_of(End(11.0)) + [b"t 12.0\n"])
+    assert err.line == 4 and "after the end" in err.message
+
+
+def test_comments_are_ignored() -> None:
+    assert parse_trace(lines_of(TimerFired(10.5)) + [b"# operator note\n"]).events == [TimerFired(10.5)]
