@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from failoverd.lab import netns, registry
+from failoverd.lab import demo, netns, registry
 from failoverd.lab.control import ControlError
 from failoverd.lab.lab import Lab, LabError
 from failoverd.lab.registry import ProcessId
@@ -202,6 +202,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("down", "remove a lab", _configure_down, _down),
     Subcommand("list", "list the labs recorded or found", _configure_list, _list),
     Subcommand("sweep", "remove leftover labs (namespaces fo<6 hex>-<role> only)", _configure_sweep, _sweep),
+    Subcommand("demo", "live demonstration: the master dies, the backup takes over, the master returns",
+               demo.add_arguments, demo.main),
 )
 
 

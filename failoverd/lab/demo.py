@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -427,6 +428,16 @@ class FirstAnswer:
 def run_demo(interval: float = 0.1, seed: int | None = None, keep_workdir: bool = False) -> int:
     """Build a lab, fail the master over to the backup and back, print the timeline, tear down."""
     workdir = Path(tempfile.mkdtemp(prefix="failoverd-demo-"))
+    try:
+        return _demo(workdir, interval, seed)
+    finally:
+        if keep_workdir:
+            _say(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _demo(workdir: Path, interval: float, seed: int | None) -> int:
     _say(f"building the lab (namespaces master, backup, client; a private and a public LAN) in {workdir}")
     with Lab(seed=seed) as lab:
         pair = FailoverPair(lab, workdir, interval=interval)
@@ -484,12 +495,6 @@ def run_demo(interval: float = 0.1, seed: int | None = None, keep_workdir: bool 
              f"({sampler.count} netlink samples)")
         status = pair.stop("backup"), pair.stop("master")
         _say(f"\ndaemons stopped (exit {status[0]} and {status[1]}); tearing the lab down")
-    if not keep_workdir:
-        for path in sorted(workdir.rglob("*"), reverse=True):
-            path.rmdir() if path.is_dir() else path.unlink()
-        workdir.rmdir()
-    else:
-        _say(f"logs kept in {workdir}")
     return 0 if overlap == 0 else 1
 
 
@@ -506,4 +511,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    return run_demo(interval=args.interval, seed=args.seed, keep_workdir=args.keep)
+    """``failoverd-lab demo``: 0 when the failover and an overlap-free failback were shown."""
+    try:
+        return run_demo(interval=args.interval, seed=args.seed, keep_workdir=args.keep)
+    except PairError as error:
+        print(f"failoverd-lab demo: {error}", file=sys.stderr)
+        return 1
