@@ -1,0 +1,179 @@
+"""Heartbeats out of pcap and pcapng captures, and their replay through failoverctl."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+from pathlib import Path
+
+import dpkt
+import pytest
+from pcapng import FileWriter, blocks
+
+from failoverd.core import wire
+from failoverd.pcapimport import CaptureError, heartbeat_senders, read_capture
+from failoverd.programs import failoverctl_replay
+
+KEY = b"capture-test-key-0123456789"
+
+
+def ip_udp(src: str, payload: bytes, dport: int = 1694, frag: int = 0) -> bytes:
+    udp = dpkt.udp.UDP(sport=40000, dport=dport, data=payload)
+    udp.ulen = len(udp)
+    ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton("10.0.0.2"), p=17, data=udp)
+    ip.len = len(ip)
+    raw = bytearray(bytes(ip))
+    struct.pack_into(">H", raw, 6, frag)  # flags and fragment offset
+    if frag:
+        raw[10:12] = b"\x00\x00"  # (checksum not rechecked by the reader)
+    return bytes(raw)
+
+
+def ethernet(packet: bytes, vlan: bool = False, ethertype: int = 0x0800) -> bytes:
+    head = b"\x04" * 6 + b"\x02" * 6
+    if vlan:
+        head += struct.pack(">HH", 0x8100, 42)
+    frame = head + struct.pack(">H", ethertype) + packet
+    return frame + b"\x00" * max(0, 60 - len(frame))  # the NIC's padding to the minimum frame
+
+
+def write_pcap(path: Path, frames: list[tuple[float, bytes]], linktype: int = dpkt.pcap.DLT_EN10MB) -> Path:
+    with open(path, "wb") as f:
+        writer = dpkt.pcap.Writer(f, linktype=linktype)
+        for ts, frame in frames:
+            writer.writepkt(frame, ts=ts)
+    return path
+
+
+def legacy_day(path: Path, times: list[float], src: str = "10.0.0.1") -> Path:
+    return write_pcap(path, [(t, ethernet(ip_udp(src, b"heartbeat"))) for t in times])
+
+
+def test_only_heartbeat_datagrams_are_kept_without_padding(tmp_path: Path) -> None:
+    frames = [
+        (100.0, ethernet(ip_udp("10.0.0.1", b"heartbeat"))),
+        (100.1, ethernet(ip_udp("10.0.0.1", b"heartbeat"), vlan=True)),
+        (100.2, ethernet(b"\x00" * 28, ethertype=0x0806)),  # ARP
+        (100.3, ethernet(ip_udp("10.0.0.1", b"dns?", dport=53))),
+        (100.4, ethernet(ip_udp("10.0.0.1", b"heartbeat", frag=0x2000))),  # first fragment
+        (100.5, ethernet(ip_udp("10.0.0.7", b""))),
+    ]
+    capture = read_capture(write_pcap(tmp_path / "c.pcap", frames))
+    assert [(d.time, d.source, d.data, d.path) for d in capture.datagrams] == [
+        (100.0, "10.0.0.1", b"heartbeat", "capture"),
+        (100.1, "10.0.0.1", b"heartbeat", "capture"),
+        (100.5, "10.0.0.7", b"", "capture"),
+    ]
+    assert (capture.packets, capture.ignored, capture.format) == (6, 3, "pcap")
+    assert (capture.start, capture.end) == (100.0, 100.5)
+
+
+@pytest.mark.parametrize(
+    "linktype, frame",
+    [
+        (113, b"\x00\x00\x00\x01\x00\x06" + b"\x02" * 6 + b"\x00\x00" + b"\x08\x00" + ip_udp("10.0.0.1", b"hb")),
+        (276, b"\x08\x00\x00\x00\x00\x00\x00\x03\x00\x01\x00\x06" + b"\x02" * 8 + ip_udp("10.0.0.1", b"hb")),
+        (101, ip_udp("10.0.0.1", b"hb")),
+        (0, b"\x02\x00\x00\x00" + ip_udp("10.0.0.1", b"hb")),
+    ],
+    ids=["linux-cooked", "linux-cooked-v2", "raw-ip", "bsd-loopback"],
+)
+def test_link_types(tmp_path: Path, linktype: int, frame: bytes) -> None:
+    capture = read_capture(write_pcap(tmp_path / "c.pcap", [(5.0, frame)], linktype=linktype))
+    assert [(d.source, d.data) for d in capture.datagrams] == [("10.0.0.1", b"hb")]
+
+
+def test_pcapng_names_the_interface(tmp_path: Path) -> None:
+    shb = blocks.SectionHeader(options={"shb_userappl": "test"})
+    shb.new_member(blocks.InterfaceDescription, link_type=1, options={"if_name": "eth1"})
+    shb.new_member(blocks.InterfaceDescription, link_type=1)
+    path = tmp_path / "c.pcapng"
+    with open(path, "wb") as f:
+        writer = FileWriter(f, shb)
+        for i, (interface, src) in enumerate([(0, "10.0.0.1"), (1, "10.0.1.1"), (0, "10.0.0.1")]):
+            ts = int((200 + i * 0.5) * 1_000_000)
+            writer.write_block(shb.new_member(
+                blocks.EnhancedPacket, interface_id=interface, timestamp_high=ts >> 32,
+                timestamp_low=ts & 0xFFFFFFFF, packet_data=ethernet(ip_udp(src, b"heartbeat"))))
+    capture = read_capture(path)
+    assert [(d.time, d.path, d.source) for d in capture.datagrams] == [
+        (200.0, "eth1", "10.0.0.1"), (200.5, "if1", "10.0.1.1"), (201.0, "eth1", "10.0.0.1")]
+    assert capture.format == "pcapng"
+
+
+def test_cut_short_and_backwards_packets(tmp_path: Path) -> None:
+    good = ethernet(ip_udp("10.0.0.1", b"heartbeat"))
+    short = ethernet(ip_udp("10.0.0.1", b"heartbeat" * 10))[:60]
+    path = write_pcap(tmp_path / "c.pcap", [(1.0, good), (2.0, short), (3.0, good), (2.5, good), (4.0, good)])
+    with pytest.raises(CaptureError, match=r"c.pcap: packet 2: UDP datagram of 98 bytes cut short"):
+        read_capture(path)
+    capture = read_capture(path, skip_bad=True)
+    assert [d.time for d in capture.datagrams] == [1.0, 3.0, 4.0]
+    assert [n for n, _ in capture.skipped] == [2, 4]
+    assert "earlier than the previous packet" in capture.skipped[1][1]
+
+
+def test_not_a_capture(tmp_path: Path) -> None:
+    path = tmp_path / "x.pcap"
+    path.write_bytes(b"hello world")
+    with pytest.raises(CaptureError, match="not a pcap or pcapng file"):
+        read_capture(path)
+
+
+def test_senders_and_what_is_missing(tmp_path: Path) -> None:
+    sealer = wire.Sealer(KEY, wire.ROLE_MASTER, 1, 1.0, 0.0)
+    status = wire.Sealer(KEY, wire.ROLE_BACKUP, 2, 1.0, 0.0)
+    frames = [(float(t), ethernet(ip_udp("10.0.0.1", sealer.seal(float(t), holds=False)))) for t in range(1, 5)]
+    frames += [(4.5, ethernet(ip_udp("10.0.0.2", status.seal(4.5, holds=False))))]
+    capture = read_capture(write_pcap(tmp_path / "a.pcap", frames))
+    with pytest.raises(ValueError, match="holds 5 authenticated heartbeats .* needs the shared key, --key-file FILE"):
+        heartbeat_senders(capture.datagrams, key=None, legacy_message=b"heartbeat")
+    assert heartbeat_senders(capture.datagrams, key=KEY, legacy_message=b"heartbeat") == {"10.0.0.1": 4}
+    with pytest.raises(ValueError, match="none of the 5 authenticated heartbeats verifies with this key"):
+        heartbeat_senders(capture.datagrams, key=b"some-other-key-0123456", legacy_message=b"heartbeat")
+
+
+# --- replay of captures through failoverctl -----------------------------------------
+
+
+def test_replay_of_a_legacy_capture_needs_no_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pcap = legacy_day(tmp_path / "day.pcap", [1000.0 + t for t in range(20)] + [1030.0 + t for t in range(5)])
+    assert failoverctl_replay.main(["replay", str(pcap), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    summary = out["summary"]
+    assert (summary["mode"], summary["datagrams"], summary["accepted"], summary["failovers"]) == ("what-if", 25, 25, 1)
+    assert out["failovers"][0]["detection_s"] == 3.0
+    assert out["failovers"][0]["last_heartbeat_at"] == 19.0
+    assert summary["longest_silence_s"] == 11.0
+
+
+def test_several_senders_need_master(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frames = [(float(t), ethernet(ip_udp("10.0.0.1", b"heartbeat"))) for t in range(1, 10)]
+    frames += [(t + 0.5, ethernet(ip_udp("10.9.9.9", b"heartbeat"))) for t in range(1, 4)]
+    pcap = write_pcap(tmp_path / "two.pcap", sorted(frames))
+    assert failoverctl_replay.main(["replay", str(pcap)]) == 64
+    assert "heartbeats from several senders: 10.0.0.1 (9), 10.9.9.9 (3); say which is the master with --master" \
+        in capsys.readouterr().err
+    assert failoverctl_replay.main(["replay", str(pcap), "--master", "10.0.0.1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["accepted"] == 9 and summary["rejected"] == {"source": 3}
+
+
+def test_authenticated_capture_needs_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sealer = wire.Sealer(KEY, wire.ROLE_MASTER, 1, 1.0, 0.0)
+    frames = [(float(t), ethernet(ip_udp("10.0.0.1", sealer.seal(float(t), holds=False)))) for t in range(1, 10)]
+    # The capture runs on (an ARP frame at 20 s) after the master's last heartbeat at 9 s.
+    frames.append((20.0, ethernet(b"\x00" * 28, ethertype=0x0806)))
+    pcap = write_pcap(tmp_path / "auth.pcap", frames)
+    assert failoverctl_replay.main(["replay", str(pcap)]) == 64
+    assert "needs the shared key, --key-file FILE" in capsys.readouterr().err
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY + b"\n")
+    os.chmod(key_file, 0o600)
+    assert failoverctl_replay.main(["replay", str(pcap), "--key-file", str(key_file), "--json",
+                                    "--address", "eth0:192.0.2.10/24"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["summary"]["accepted"] == 9 and out["summary"]["failovers"] == 1
+    assert any(e["text"] == "eth0:192.0.2.10/24" for e in out["timeline"] if e["kind"] == "acquire")
