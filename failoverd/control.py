@@ -272,6 +272,8 @@ async def _answer(stream: trio.SocketStream, handler: Handler, limit: int) -> di
 async def _serve_connection(
     conn: trio.socket.SocketType, handler: Handler, limit: int, slots: trio.Semaphore
 ) -> None:
+    # Whatever one client does (reset, vanish, stall), it ends here: an
+    # exception escaping this task would take the whole server down.
     try:
         stream = trio.SocketStream(conn)
         async with stream:
@@ -282,10 +284,11 @@ async def _serve_connection(
                     reply = _error("forbidden", f"permission denied: the control socket answers only root (you are uid {uid})")
                 else:
                     reply = await _answer(stream, handler, limit)
-                try:
-                    await stream.send_all(json.dumps(reply).encode() + b"\n")
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # the client gave up; nothing to tell it
+                await stream.send_all(json.dumps(reply).encode() + b"\n")
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        log.debug("control client went away: %s", exc)
+    except Exception:
+        log.exception("control connection failed")
     finally:
         slots.release()
 

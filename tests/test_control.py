@@ -355,3 +355,15 @@ def test_format_status_with_missing_fields():
 )
 def test_format_age(seconds, text):
     assert failoverctl.format_age(seconds) == text
+
+
+@pytest.mark.trio
+async def test_clients_that_vanish_do_not_stop_the_server(daemon):
+    with trio.fail_after(10):
+        for i in range(20):
+            sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            with sock:
+                await sock.connect(str(daemon.path))
+                if i % 2:
+                    await sock.send(b'{"command": "sta')
+    assert (await _request(daemon.path, "ping"))["pong"] is True

@@ -344,3 +344,10 @@ def test_resolve_command():
     assert Path(default[0]).name in ("NotifyFailover", Path(sys.executable).name)
     with pytest.raises(ValueError):
         mail.resolve_command("")
+
+
+def test_notify_rejects_a_timeout_that_is_not_positive():
+    with pytest.raises(ValueError, match="timeout"):
+        trio.run(lambda: mail.notify("down", ["192.0.2.1"], command=["true"], timeout=0))
+    with pytest.raises(ValueError, match="timeout"):
+        mail.Notifier(timeout=-1)

@@ -162,11 +162,16 @@ async def run_notify_command(
     env: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_NOTIFY_TIMEOUT,
 ) -> NotifyOutcome:
-    """Run ``argv`` to completion or until ``timeout``; never raises (but see Cancelled).
+    """Run ``argv`` to completion or until ``timeout``; failures are returned, not raised.
+
+    Only a programming error (a timeout that is not positive) raises, and
+    ``trio.Cancelled`` propagates after the child is killed.
 
     The command has ``timeout`` seconds to exit and close its stderr; whatever
     of its process group is still alive then is killed.
     """
+    if not timeout > 0:
+        raise ValueError(f"notify timeout must be positive, not {timeout!r}")
     argv = tuple(argv)
     stderr = bytearray()
     eof = trio.Event()
