@@ -1,0 +1,289 @@
+"""The Trio runtime in-process: real UDP sockets on loopback, a real control socket, real signals;
+the host's addresses replaced by an in-memory system (the one port a test may not touch for real).
+
+Testing charter: loopback only, a random high port per test, the real clock with a hard
+``fail_after`` on every test; the address changes are recorded, never made.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+import trio
+
+from failoverd import control
+from failoverd.addresses import parse_triplet
+from failoverd.config import BackupConfig, MasterConfig
+from failoverd.core.actions import (
+    Acquire,
+    AcquireDone,
+    Addresses,
+    Alarm,
+    Notify,
+    Probe,
+    ProbeDone,
+    Release,
+    ReleaseDone,
+    Transmit,
+)
+from failoverd.core.detector import Detector
+from failoverd.core.timing import Timing
+from failoverd.runtime import backup, master
+from failoverd.runtime.executor import Executor
+from failoverd.runtime.shell import CoreShell
+from failoverd.runtime.udp import HeartbeatSocket
+
+VIP = parse_triplet("lo:127.77.0.100/32")
+LOOPBACK = "127.0.0.1"
+
+
+class MemorySystem:
+    """Records address changes; ``gate`` holds each change (and probe) until set."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, frozenset]] = []
+        self.active = 0
+        self.max_active = 0
+        self.gate: trio.Event | None = None
+        self.probe_gate: trio.Event | None = None
+        self.answered: Addresses = frozenset()
+
+    async def _change(self, kind: str, addresses: Addresses) -> None:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            self.log.append((kind, frozenset(addresses)))
+            if self.gate is not None:
+                await self.gate.wait()
+            await trio.sleep(0.01)
+        finally:
+            self.active -= 1
+
+    async def probe(self, addresses: Addresses) -> ProbeDone:
+        self.log.append(("probe", frozenset(addresses)))
+        if self.probe_gate is not None:
+            await self.probe_gate.wait()
+        return ProbeDone(answered=self.answered & addresses)
+
+    async def acquire(self, addresses: Addresses) -> AcquireDone:
+        await self._change("acquire", addresses)
+        return AcquireDone(acquired=frozenset(addresses))
+
+    async def release(self, addresses: Addresses) -> ReleaseDone:
+        await self._change("release", addresses)
+        return ReleaseDone(released=frozenset(addresses))
+
+    async def announce(self, addresses: Addresses) -> None:
+        await self._change("announce", addresses)
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.log]
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, ...]]] = []
+
+    def send_nowait(self, payload: bytes, targets: tuple[str, ...]) -> None:
+        self.sent.append((payload, targets))
+
+
+class SlowNotifier:
+    """A notifier whose mail never finishes on its own (a relay that hangs)."""
+
+    def __init__(self) -> None:
+        self.started: list[object] = []
+
+    def start_soon(self, nursery: trio.Nursery, action: Notify | Alarm) -> None:
+        self.started.append(action)
+        nursery.start_soon(trio.sleep_forever)
+
+
+def free_port() -> int:
+    for _ in range(50):
+        port = random.randint(20000, 60000)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free UDP port on loopback")
+
+
+# --- the heartbeat socket --------------------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_heartbeat_socket_reports_sender_and_arrival_interface() -> None:
+    with trio.fail_after(5), HeartbeatSocket.bind(0, LOOPBACK) as receiver, HeartbeatSocket.bind(0, LOOPBACK) as sender:
+        sender.port = receiver.port  # send to the receiver's port
+        sender.send_nowait(b"heartbeat", (LOOPBACK,))
+        datagram = await receiver.receive()
+    assert datagram.data == b"heartbeat"
+    assert datagram.source == LOOPBACK
+    assert datagram.path == "lo"
+    assert sender.sent == 1 and sender.dropped == 0
+
+
+# --- the executor ------------------------------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_transmit_and_mail_go_out_while_an_acquire_is_stuck_and_changes_never_overlap() -> None:
+    system, transport, notifier = MemorySystem(), RecordingTransport(), SlowNotifier()
+    system.gate = trio.Event()
+    results: list[object] = []
+    executor = Executor(system, transport, notifier, results.append)
+    other = parse_triplet("lo:127.77.0.101/32")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(executor.run)
+            executor.submit([Notify("down", "m", frozenset({VIP})), Acquire(frozenset({VIP})), Release(frozenset({VIP})),
+                             Acquire(frozenset({other}))])
+            await trio.sleep(0.05)
+            # The first acquire is stuck; a status frame must still leave at once.
+            executor.submit([Transmit(b"status", (LOOPBACK,))])
+            assert transport.sent == [(b"status", (LOOPBACK,))]
+            assert system.kinds() == ["acquire"]
+            assert len(notifier.started) == 1
+            system.gate.set()
+            while len(results) < 3:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()  # the hung mail is cancelled with the executor
+    assert system.kinds() == ["acquire", "release", "acquire"]
+    assert system.max_active == 1
+    assert [type(r).__name__ for r in results] == ["AcquireDone", "ReleaseDone", "AcquireDone"]
+
+
+@pytest.mark.trio
+async def test_heartbeats_reach_the_detector_while_its_probe_is_running() -> None:
+    """A false suspicion ends on the next heartbeat, not when the ARP probe finishes."""
+    system, transport = MemorySystem(), RecordingTransport()
+    system.probe_gate = trio.Event()
+    timing = Timing(interval=0.1)
+    with trio.fail_after(5):
+        detector = Detector([VIP], timing, trio.current_time(), master_address=LOOPBACK)
+        shell = CoreShell(detector, system=system, transport=transport, notifier=None)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.executor.run)
+            await nursery.start(shell.run_timer)
+            while detector.state != "suspect":
+                await trio.sleep(0.005)
+            assert system.kinds() == ["probe"] and shell.executor.probes_running == 1
+            shell.datagram(b"heartbeat", LOOPBACK, "lo")
+            assert detector.state == "monitoring"
+            assert detector.counters.false_suspicions == 1
+            system.probe_gate.set()  # the stale probe result is ignored by the core
+            await trio.sleep(0.02)
+            assert detector.state in ("monitoring", "suspect")
+            assert "acquire" not in system.kinds()
+            nursery.cancel_scope.cancel()
+
+
+# --- whole daemons ------------------------------------------------------------------------------------
+
+
+def backup_config(tmp_path: Path, port: int, **overrides) -> BackupConfig:
+    values = dict(
+        master=IPv4Address(LOOPBACK), triplets=(VIP,), port=port, run_mode="debug",
+        timing=Timing(interval=0.1), hook_dir=tmp_path / "hooks", pid_file=tmp_path / "b.pid",
+        control_socket=tmp_path / "b.sock", state_dir=tmp_path / "state", notify_command="/bin/true",
+    )
+    values.update(overrides)
+    return BackupConfig(**values)
+
+
+@pytest.mark.trio
+async def test_backup_takes_over_on_silence_releases_on_heartbeat_and_releases_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    system = MemorySystem()
+    config = backup_config(tmp_path, port)
+    status_code: list[int] = []
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+
+            async def run_backup(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                status_code.append(await backup.serve(config, system=system, task_status=task_status))
+
+            await nursery.start(run_backup)
+            sender = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sender:
+                for _ in range(5):
+                    await sender.sendto(b"heartbeat", (LOOPBACK, port))
+                    await trio.sleep(0.05)
+                status = await trio.to_thread.run_sync(control.request, config.control_socket, "status")
+                assert status["state"] == "monitoring" and status["paths"][0]["name"] == "lo"
+                # Silence: suspect, probe, deadline, acquire.
+                while "acquire" not in system.kinds():
+                    await trio.sleep(0.01)
+                assert system.kinds()[:2] == ["probe", "acquire"]
+                while (await trio.to_thread.run_sync(control.request, config.control_socket, "status"))["state"] != "failed_over":
+                    await trio.sleep(0.01)
+                # The master is back: released at once.
+                await sender.sendto(b"heartbeat", (LOOPBACK, port))
+                while "release" not in system.kinds():
+                    await trio.sleep(0.01)
+                # Silence again, take over again, then SIGTERM while holding.
+                while system.kinds().count("acquire") < 2:
+                    await trio.sleep(0.01)
+                while (await trio.to_thread.run_sync(control.request, config.control_socket, "status"))["held"] == []:
+                    await trio.sleep(0.01)
+                os.kill(os.getpid(), signal.SIGTERM)
+    assert status_code == [0]
+    assert system.kinds()[-1] == "release" and system.kinds().count("release") == 2
+    assert system.max_active == 1
+    assert not config.control_socket.exists()
+
+
+@pytest.mark.trio
+async def test_backup_keeps_addresses_on_exit_when_configured(tmp_path: Path) -> None:
+    port = free_port()
+    system = MemorySystem()
+    config = backup_config(tmp_path, port, keep_addresses_on_exit=True)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            result: list[int] = []
+
+            async def run_backup(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                result.append(await backup.serve(config, system=system, task_status=task_status))
+
+            await nursery.start(run_backup)
+            while (await trio.to_thread.run_sync(control.request, config.control_socket, "status"))["held"] == []:
+                await trio.sleep(0.02)
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert result == [0]
+    assert "release" not in system.kinds()
+
+
+@pytest.mark.trio
+async def test_heartbeatd_sends_every_interval_and_stops_on_sigint(tmp_path: Path) -> None:
+    port = free_port()
+    config = MasterConfig(
+        targets=(IPv4Address(LOOPBACK),), port=port, run_mode="debug", interval=0.05, message=b"alive",
+        pid_file=tmp_path / "m.pid", control_socket=tmp_path / "m.sock", state_dir=tmp_path / "state",
+        hook_dir=tmp_path / "hooks", notify_command="/bin/true",
+    )
+    result: list[int] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+
+            async def run_master(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                result.append(await master.serve(config, system=MemorySystem(), task_status=task_status))
+
+            await nursery.start(run_master)
+            status = await trio.to_thread.run_sync(control.request, config.control_socket, "status")
+            assert status["role"] == "master" and status["state"] == "holding"
+            before = (await trio.to_thread.run_sync(control.request, config.control_socket, "dump"))["runtime"]
+            await trio.sleep(0.5)
+            after = (await trio.to_thread.run_sync(control.request, config.control_socket, "dump"))["runtime"]
+            # 0.5 s at 50 ms: about 10 heartbeats (to loopback, where heartbeatd itself hears them).
+            assert after["datagrams_sent"] >= before["datagrams_sent"] + 5
+            os.kill(os.getpid(), signal.SIGINT)
+    assert result == [0]
