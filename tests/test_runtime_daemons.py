@@ -287,3 +287,35 @@ async def test_heartbeatd_sends_every_interval_and_stops_on_sigint(tmp_path: Pat
             assert after["datagrams_sent"] >= before["datagrams_sent"] + 5
             os.kill(os.getpid(), signal.SIGINT)
     assert result == [0]
+
+
+@pytest.mark.trio
+async def test_backup_records_every_detector_input_to_its_trace(tmp_path: Path) -> None:
+    from failoverd.trace import ActionResult, Datagram, TimerFired, read_trace
+
+    port = free_port()
+    config = backup_config(tmp_path, port, trace_file=tmp_path / "trace")
+    system = MemorySystem()
+    result: list[int] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+
+            async def run_backup(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                result.append(await backup.serve(config, system=system, task_status=task_status))
+
+            await nursery.start(run_backup)
+            sender = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sender:
+                await sender.sendto(b"heartbeat", (LOOPBACK, port))
+                await sender.sendto(b"forged", (LOOPBACK, port))
+            while "acquire" not in system.kinds():
+                await trio.sleep(0.01)
+            while (await trio.to_thread.run_sync(control.request, config.control_socket, "status"))["held"] == []:
+                await trio.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert result == [0]
+    recorded = read_trace(config.trace_file)
+    datagrams = [e for e in recorded.events if isinstance(e, Datagram)]
+    assert [d.data for d in datagrams] == [b"heartbeat", b"forged"]
+    assert any(isinstance(e, TimerFired) for e in recorded.events)
+    assert any(isinstance(e, ActionResult) for e in recorded.events)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
 import trio
 
-from failoverd import control
+from failoverd import control, trace
 from failoverd.config import BackupConfig
 from failoverd.core.actions import Release, ReleaseDone
 from failoverd.core.detector import Detector
@@ -39,6 +40,7 @@ from failoverd.runtime.replayfloor import ReplayFloorFile
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
+from failoverd.trace import TraceWriter
 
 log = logging.getLogger(__name__)
 
@@ -93,15 +95,18 @@ async def serve(
     floor = floor_file.load() if key is not None else (0, 0)
 
     held = await _adopt(host, config)
-    with HeartbeatSocket.bind(config.port) as sock:
+    start, epoch = trio.current_time(), time.time_ns()
+    recorder = _open_trace(config, start=start, epoch=epoch, held=held, replay_floor=floor)
+    # The trace is closed (idempotently) on every way out, errors included.
+    with recorder if recorder is not None else nullcontext(), HeartbeatSocket.bind(config.port) as sock:
         core = Detector(
             config.triplets,
             config.timing,
-            trio.current_time(),
+            start,
             key=key,
             master_address=master,
             legacy_message=config.message,
-            epoch=time.time_ns(),
+            epoch=epoch,
             held=held,
             replay_floor=floor,
             arp_probe=config.arp_probe,
@@ -114,7 +119,7 @@ async def serve(
         )
         shell = CoreShell(
             core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
-            recorder=_recorder(config),
+            recorder=recorder,
         )
         stopping = trio.Event()
 
@@ -162,6 +167,9 @@ async def serve(
             status_code = await _stop(config, core, shell)
             if key is not None:
                 floor_file.save(core.replay_floor())
+            if recorder is not None:
+                # Joins the writer thread after its last flush: off the loop.
+                await trio.to_thread.run_sync(recorder.close, trio.current_time())
             nursery.cancel_scope.cancel()
     return status_code
 
@@ -236,11 +244,19 @@ def _runtime_state(shell: CoreShell, sock: HeartbeatSocket) -> dict[str, Any]:
     }
 
 
-def _recorder(config: BackupConfig):
+def _open_trace(
+    config: BackupConfig, *, start: float, epoch: int, held: frozenset, replay_floor: tuple[int, int]
+) -> TraceWriter | None:
+    """The trace writer for ``--trace`` (it records without ever blocking the detector), or None."""
     if config.trace_file is None:
         return None
-    log.warning("tracing to %s is not available in this build; running without a trace", config.trace_file)
-    return None
+    header = trace.header_for_backup(config, start=start, epoch=epoch, held=held, replay_floor=replay_floor)
+    try:
+        writer = TraceWriter(config.trace_file, header, max_bytes=config.trace_max_bytes)
+    except (OSError, ValueError) as error:
+        raise ProgramError(EX_CONFIG, f"cannot record a trace to {config.trace_file}: {error}") from None
+    log.info("recording a trace to %s", config.trace_file)
+    return writer
 
 
 def run(config: BackupConfig) -> int:
