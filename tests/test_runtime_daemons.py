@@ -319,3 +319,37 @@ async def test_backup_records_every_detector_input_to_its_trace(tmp_path: Path) 
     assert [d.data for d in datagrams] == [b"heartbeat", b"forged"]
     assert any(isinstance(e, TimerFired) for e in recorded.events)
     assert any(isinstance(e, ActionResult) for e in recorded.events)
+
+
+@pytest.mark.trio
+async def test_sighup_rereads_the_key_file_and_sigusr1_logs_the_full_state(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"0123456789abcdef0123\n")
+    os.chmod(key_file, 0o600)
+    config = backup_config(tmp_path, free_port(), key_file=key_file)
+    caplog.set_level("INFO", logger="failoverd")
+    result: list[int] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+
+            async def run_backup(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                result.append(await backup.serve(config, system=MemorySystem(), task_status=task_status))
+
+            await nursery.start(run_backup)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signal.SIGHUP)
+            await trio.sleep(0.1)
+            key_file.write_bytes(b"another-key-0123456789\n")
+            os.kill(os.getpid(), signal.SIGHUP)
+            await trio.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert result == [0]
+    messages = [r.getMessage() for r in caplog.records]
+    dump = next(m for m in messages if m.startswith("state dump: "))
+    assert '"mode": "authenticated"' in dump and '"runtime"' in dump
+    assert any("key file" in m and "unchanged" in m for m in messages)
+    assert any("changed; the new key takes effect when the daemon restarts" in m for m in messages)
+    # The replay floor is kept for the next start.
+    assert (config.state_dir / "replay-floor.json").exists()
