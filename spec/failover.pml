@@ -1,0 +1,524 @@
+/*
+ * failover.pml -- master (heartbeatd with managed failback), backup (failoverd's
+ * detector) and the two networks between them, in discrete time.
+ *
+ * How to run it, what is modelled and what is abstracted: spec/README.md.
+ * Every property, its bound and the test that checks it: spec/properties.md.
+ *
+ * One process drives the whole world. Each loop iteration takes one event
+ * (a host acts, the network delivers or loses a datagram, a host crashes or
+ * restarts) or lets one tick of time pass. Time only passes when nothing is
+ * due ("maximal progress"): a deadline that has been reached fires before the
+ * clock moves on, exactly as the shell wakes the core at the deadline the core
+ * asked for. Events at the same instant interleave in every order.
+ *
+ * Machine-readable annotations, checked against failoverd/core/detector.py
+ * and failoverd/core/master.py by tests/test_spec_model.py:
+ *   @states <machine>: <name> ...
+ *   @transition <machine> <trigger>: <source> -> <dest>
+ *   @declared <machine> <trigger>: <source> -> <dest> (why it is not modelled)
+ * The state constants are D_<name> (detector) and M_<name> (master): Promela
+ * has one namespace for mtype names, and both machines have an `acquiring`.
+ */
+
+/* ---- configuration (override with spin -D...) ---------------------------- */
+
+#ifndef INTERVAL
+#define INTERVAL 2          /* ticks between heartbeats (1 s = 2 ticks)            */
+#endif
+#define SLACK    1          /* scheduling allowance (0.2 s rounded up to a tick)    */
+#define SUSPECT  (INTERVAL + SLACK)   /* suspect_misses = 1                        */
+#define FAIL     (3 * INTERVAL)       /* fail_misses = 3                           */
+#define PROBE_T  1          /* an ARP probe round (3 x 0.1 s) ends 1 tick after it starts */
+#define RETRY    INTERVAL   /* contested: re-probe every retry interval             */
+#define OP_MIN   1          /* an acquire or release completes 1..OP_MAX ticks     */
+#define OP_MAX   2          /*   after it starts (hooks, netlink, gratuitous ARP)  */
+#define DELAY    1          /* a datagram arrives 0..DELAY ticks after it is sent  */
+#define SLOTS    2          /* datagrams in flight per direction                   */
+
+#ifndef M_CRASHES
+#define M_CRASHES 2         /* master crashes or shutdowns in one run              */
+#endif
+#ifndef B_CRASHES
+#define B_CRASHES 1         /* backup crashes in one run                           */
+#endif
+
+/* Network assumption. NET_UP: "links up" (spec/README.md): a host that is up
+ * accepts a datagram from its peer, while the peer is up, at least once in
+ * every FAIL ticks; runs that break this are cut off (end_links_broken).
+ * NET_PRIVATE_CUT: datagrams may be lost without limit (the private link and
+ * heartbeat paths are cut) but the ARP probe still sees the holder (the public
+ * network is joined). NET_PARTITION: both networks cut: datagrams lost without
+ * limit and every ARP probe is silent. */
+#define NET_UP          0
+#define NET_PRIVATE_CUT 1
+#define NET_PARTITION   2
+#ifndef NET
+#define NET NET_UP
+#endif
+
+/* Bounds (ticks) checked by the monitors; spec/properties.md derives them. */
+#ifndef TAKEOVER_BOUND
+#define TAKEOVER_BOUND (DELAY + OP_MAX + OP_MAX + FAIL + OP_MAX)
+#endif
+#ifndef FAILBACK_BOUND
+#define FAILBACK_BOUND (FAIL + OP_MAX + OP_MAX + (FAIL - 1) + OP_MAX)
+#endif
+
+/* ---- states --------------------------------------------------------------- */
+
+/* @states detector: monitoring suspect contested acquiring failed_over recovering */
+#define D_monitoring  0
+#define D_suspect     1
+#define D_contested   2
+#define D_acquiring   3
+#define D_failed_over 4
+#define D_recovering  5
+
+/* @states master: waiting probing acquiring holding releasing stopped */
+#define M_waiting   0
+#define M_probing   1
+#define M_acquiring 2
+#define M_holding   3
+#define M_releasing 4
+#define M_stopped   5
+
+/* Transitions of the code that the model leaves out, and why:
+ * @declared detector retry: failed_over -> acquiring (one address: an acquire never fails part-way)
+ * @declared detector released: recovering -> recovering (one address: a release never fails part-way)
+ * @declared detector retry: recovering -> recovering (one address: a release never fails part-way)
+ * @declared master retry: holding -> acquiring (one address: an acquire never fails part-way)
+ * @declared master stop: acquiring -> acquiring (a stop during an acquire is modelled as a crash)
+ * @declared master acquired: acquiring -> releasing (a stop during an acquire is modelled as a crash)
+ * @declared master stop: holding -> stopped (unmanaged master: failback is not managed, out of scope)
+ */
+
+/* ---- the world ------------------------------------------------------------ */
+
+/* backup */
+bool b_up = 1;
+byte d_state = D_monitoring;
+bool b_addr;              /* the address is on the backup's interface          */
+byte b_silence;           /* ticks since the last accepted heartbeat (capped)   */
+bool b_deadline;          /* the master said `leaving`: fail deadline now       */
+bool b_probe;             /* an ARP probe is in flight                          */
+byte b_probe_t;           /* ticks until it completes                           */
+bool b_probe_snap;        /* what it saw: someone answered for the address     */
+bool b_probed;            /* a probe result is known and not yet used           */
+bool b_answered;          /* that result                                        */
+byte b_retry_t;           /* contested: ticks until the next probe              */
+bool b_op;                /* acquire or release in flight (which: d_state)      */
+byte b_op_t;              /* ticks since it started                             */
+bool b_hb_pending;        /* a heartbeat arrived while acquiring                */
+byte b_ack;               /* epoch of the last accepted heartbeat (0: none)     */
+byte b_crashes;
+byte b_down_t;
+
+/* master */
+bool m_up = 1;
+byte m_state = M_waiting;
+bool m_addr;
+byte m_epoch = 1;
+byte m_hb_t;              /* ticks until the next heartbeat (0: due now)        */
+byte m_silence;           /* ticks since start or the last accepted status     */
+bool m_probe;
+byte m_probe_t;
+bool m_probe_snap;
+bool m_op;
+byte m_op_t;
+byte m_crashes;
+byte m_down_t;
+
+/* master -> backup heartbeats and backup -> master statuses, in send order */
+byte hb_n;
+byte hb_epoch[SLOTS];
+bool hb_leaving[SLOTS];
+byte hb_age[SLOTS];
+byte st_n;
+byte st_ack[SLOTS];
+bool st_holds[SLOTS];
+byte st_age[SLOTS];
+
+/* links-up bookkeeping (NET_UP only) */
+byte gap_b;               /* ticks the backup has gone without accepting a heartbeat while both are up */
+byte gap_m;               /* same for the master and statuses                   */
+bool links_broken;
+
+/* property monitors */
+byte takeover_age;        /* ticks since the master died with the backup up     */
+byte failback_age;        /* ticks since the master (re)started with the backup up */
+bool master_dead_backup_up;   /* liveness antecedent: takeover                  */
+#if NET == NET_UP
+bool master_back_links_up = 1;   /* liveness antecedent: failback (both start now) */
+#else
+bool master_back_links_up;
+#endif
+
+hidden byte j;            /* scratch: the slot being delivered */
+hidden byte k;            /* scratch: loop index */
+hidden byte x;            /* scratch: the slot being dropped */
+hidden int clock;           /* the tick count, for replayed trails only (not part of the state) */
+
+#define BACKUP_HOLDS (d_state == D_acquiring || d_state == D_failed_over || \
+                      d_state == D_recovering || b_addr)
+#define PROBE_SEES(holder) (NET != NET_PARTITION && (holder))
+
+#define INC(v, cap) if :: v < cap -> v++ :: else -> skip fi
+
+/* remove slot x of a queue; later slots move down */
+#define DROP(n, a, b, c) \
+	for (k : 0 .. SLOTS - 2) { if :: k >= x -> a[k] = a[k+1]; b[k] = b[k+1]; c[k] = c[k+1] :: else -> skip fi }; \
+	n--; x = 0; k = 0
+
+/* deliver slot j: every earlier datagram is now older than one accepted and
+ * will be rejected by the epoch/sequence window, so it leaves the network too */
+#define CONSUME(n, a, b, c) \
+	for (k : 0 .. SLOTS - 1) { if :: k + j + 1 < SLOTS -> a[k] = a[k+j+1]; b[k] = b[k+j+1]; c[k] = c[k+j+1] :: else -> skip fi }; \
+	n = n - j - 1; k = 0
+
+/* a full queue loses its oldest datagram to make room */
+#define SEND(n, a, b, c, va, vb) \
+	if :: n == SLOTS -> x = 0; DROP(n, a, b, c) :: else -> skip fi; \
+	a[n] = va; b[n] = vb; c[n] = 0; n++
+
+#define SEND_STATUS(holds) SEND(st_n, st_ack, st_holds, st_age, b_ack, holds)
+#define SEND_HEARTBEAT(leaving) SEND(hb_n, hb_epoch, hb_leaving, hb_age, m_epoch, leaving)
+
+#define B_START_PROBE  b_probe = 1; b_probe_t = PROBE_T; b_probe_snap = PROBE_SEES(m_addr); b_probed = 0
+#define M_START_PROBE  m_probe = 1; m_probe_t = PROBE_T; m_probe_snap = PROBE_SEES(b_addr)
+
+/* What must happen before time may pass: a deadline reached, an operation at
+ * its longest duration, a datagram at its longest delay. */
+#define HB_DUE   (hb_n > 0 && hb_age[0] >= DELAY)
+#define ST_DUE   (st_n > 0 && st_age[0] >= DELAY)
+#define B_DUE    (b_up && ( \
+	(d_state == D_monitoring && b_silence >= SUSPECT) || \
+	(b_probe && b_probe_t == 0) || \
+	(d_state == D_suspect && (b_silence >= FAIL || b_deadline) && b_probed) || \
+	(d_state == D_contested && (b_probed || (!b_probe && b_retry_t == 0))) || \
+	(b_op && b_op_t >= OP_MAX)))
+#define M_DUE    (m_up && ( \
+	m_hb_t == 0 || \
+	(m_state == M_waiting && m_silence >= FAIL) || \
+	(m_probe && m_probe_t == 0) || \
+	(m_op && m_op_t >= OP_MAX)))
+
+inline backup_crash_reset() {
+	b_addr = 0; b_silence = 0; b_deadline = 0; b_probe = 0; b_probed = 0;
+	b_retry_t = 0; b_op = 0; b_op_t = 0; b_hb_pending = 0; b_ack = 0;
+	d_state = D_monitoring
+}
+
+inline master_crash_reset() {
+	m_addr = 0; m_probe = 0; m_op = 0; m_op_t = 0; m_silence = 0;
+	m_hb_t = 0; m_state = M_waiting
+}
+
+/* the acquiring backup's acquire completed or its release is needed */
+inline backup_acquire() {
+	d_state = D_acquiring; b_op = 1; b_op_t = 0; b_hb_pending = 0;
+	b_deadline = 0; b_probed = 0
+}
+
+inline backup_release() {
+	d_state = D_recovering; b_op = 1; b_op_t = 0; b_hb_pending = 0
+}
+
+/* Zero what no longer matters, so that states differing only in dead values
+ * are one state. */
+inline normalize() {
+	if :: !b_probe -> b_probe_t = 0; b_probe_snap = 0 :: else -> skip fi;
+	if :: !b_probed -> b_answered = 0 :: else -> skip fi;
+	if :: d_state != D_contested -> b_retry_t = 0 :: else -> skip fi;
+	if :: d_state != D_suspect -> b_deadline = 0 :: else -> skip fi;
+	if :: d_state != D_monitoring && d_state != D_suspect -> b_silence = 0 :: else -> skip fi;
+	if :: d_state != D_acquiring -> b_hb_pending = 0 :: else -> skip fi;
+	if :: !b_op -> b_op_t = 0 :: else -> skip fi;
+	if :: b_up -> b_down_t = 0 :: else -> skip fi;
+	if :: !m_probe -> m_probe_t = 0; m_probe_snap = 0 :: else -> skip fi;
+	if :: !m_op -> m_op_t = 0 :: else -> skip fi;
+	if :: m_state != M_waiting -> m_silence = 0 :: else -> skip fi;
+	if :: m_up -> m_down_t = 0 :: else -> m_hb_t = 0 fi;
+	if :: !(m_up && b_up) -> gap_b = 0; gap_m = 0 :: else -> skip fi;
+	if :: !master_dead_backup_up -> takeover_age = 0 :: else -> skip fi;
+	if :: master_back_links_up && m_addr -> master_back_links_up = 0 :: else -> skip fi;
+	if :: !master_back_links_up -> failback_age = 0 :: else -> skip fi;
+	/* one line per step when a trail is replayed (spin -t); pan never prints */
+	printf("STEP t=%d backup[up=%d state=%d addr=%d silence=%d probe=%d/%d op=%d] master[up=%d epoch=%d state=%d addr=%d silence=%d probe=%d/%d op=%d] hb=%d st=%d\n",
+		clock, b_up, d_state, b_addr, b_silence, b_probe, b_probed, b_op,
+		m_up, m_epoch, m_state, m_addr, m_silence, m_probe, m_probe_snap, m_op, hb_n, st_n)
+}
+
+inline deliver_heartbeat() {
+		if
+		:: !b_up -> skip
+		:: b_up && hb_leaving[j] ->
+			b_ack = hb_epoch[j]; gap_b = 0;
+			if
+			:: d_state == D_monitoring ->
+				/* @transition detector silence: monitoring -> suspect */
+				d_state = D_suspect; b_deadline = 1;
+				B_START_PROBE
+			:: d_state == D_suspect ->
+				b_deadline = 1     /* no transition: the deadline is now */
+			:: else -> skip   /* contested re-probes anyway; holding: nothing to take */
+			fi;
+			SEND_STATUS(BACKUP_HOLDS)
+		:: b_up && !hb_leaving[j] ->
+			b_ack = hb_epoch[j]; gap_b = 0; b_silence = 0;
+			if
+			:: d_state == D_monitoring ->
+				skip               /* no transition: all is well */
+			:: d_state == D_suspect ->
+				/* @transition detector heartbeat: suspect -> monitoring */
+				d_state = D_monitoring; b_deadline = 0; b_probed = 0
+			:: d_state == D_contested ->
+				/* @transition detector heartbeat: contested -> monitoring */
+				d_state = D_monitoring; b_deadline = 0; b_probed = 0
+			:: d_state == D_acquiring ->
+				/* @transition detector heartbeat: acquiring -> acquiring */
+				b_hb_pending = 1
+			:: d_state == D_failed_over ->
+				/* @transition detector heartbeat: failed_over -> recovering */
+				backup_release()
+			:: d_state == D_recovering ->
+				/* @transition detector heartbeat: recovering -> recovering */
+				skip
+			fi;
+			SEND_STATUS(BACKUP_HOLDS)
+		fi;
+		CONSUME(hb_n, hb_epoch, hb_leaving, hb_age);
+		j = 0
+}
+
+inline deliver_status() {
+		if
+		:: m_up ->
+			m_silence = 0; gap_m = 0;
+			if
+			:: m_state == M_waiting && st_ack[j] == m_epoch && !st_holds[j] ->
+				/* @transition master backup_released: waiting -> acquiring */
+				m_state = M_acquiring; m_op = 1; m_op_t = 0
+			:: m_state == M_probing && st_ack[j] == m_epoch && !st_holds[j] ->
+				/* @transition master backup_released: probing -> acquiring */
+				m_state = M_acquiring; m_op = 1; m_op_t = 0; m_probe = 0
+			:: m_state == M_holding && st_holds[j] ->
+				skip   /* no transition, an alarm: split-brain in progress (never reached under links up) */
+			:: else -> skip
+			fi
+		:: else -> skip
+		fi;
+		CONSUME(st_n, st_ack, st_holds, st_age);
+		j = 0
+}
+
+active proctype world()
+{
+	do
+	/* ======================= backup (detector) ======================= */
+	:: d_step { b_up && d_state == D_monitoring && b_silence >= SUSPECT ->
+		/* @transition detector silence: monitoring -> suspect */
+		d_state = D_suspect; B_START_PROBE;
+		normalize() }
+	:: d_step { b_up && b_probe && b_probe_t == 0 ->
+		b_probe = 0;
+		if
+		:: d_state == D_suspect && (b_silence >= FAIL || b_deadline) ->
+			if
+			:: !b_probe_snap ->
+				/* @transition detector probed: suspect -> acquiring */
+				backup_acquire()
+			:: else ->
+				/* @transition detector probed: suspect -> contested */
+				d_state = D_contested; b_retry_t = RETRY
+			fi
+		:: d_state == D_suspect || d_state == D_contested ->
+			b_probed = 1; b_answered = b_probe_snap
+		:: else -> skip     /* a heartbeat came first: the result is moot */
+		fi;
+		normalize() }
+	:: d_step { b_up && d_state == D_suspect && (b_silence >= FAIL || b_deadline) && b_probed ->
+		if
+		:: !b_answered ->
+			/* @transition detector deadline: suspect -> acquiring */
+			backup_acquire()
+		:: else ->
+			/* @transition detector deadline: suspect -> contested */
+			d_state = D_contested; b_probed = 0; b_retry_t = RETRY
+		fi;
+		normalize() }
+	:: d_step { b_up && d_state == D_contested && b_probed ->
+		if
+		:: !b_answered ->
+			/* @transition detector probed: contested -> acquiring */
+			backup_acquire()
+		:: else ->
+			/* @transition detector probed: contested -> contested */
+			b_probed = 0; b_retry_t = RETRY
+		fi;
+		normalize() }
+	:: d_step { b_up && d_state == D_contested && !b_probe && !b_probed && b_retry_t == 0 ->
+		/* @transition detector retry: contested -> contested */
+		B_START_PROBE; b_retry_t = RETRY;
+		normalize() }
+	:: d_step { b_up && b_op && d_state == D_acquiring && b_op_t >= OP_MIN ->
+		b_addr = 1; b_op = 0;
+		if
+		:: b_hb_pending ->
+			/* @transition detector acquired: acquiring -> recovering */
+			backup_release()
+		:: else ->
+			/* @transition detector acquired: acquiring -> failed_over */
+			d_state = D_failed_over
+		fi;
+		normalize() }
+	:: d_step { b_up && b_op && d_state == D_recovering && b_op_t >= OP_MIN ->
+		/* @transition detector released: recovering -> monitoring */
+		b_addr = 0; b_op = 0; d_state = D_monitoring; b_silence = 0;
+		SEND_STATUS(0);
+		normalize() }
+
+	/* a heartbeat reaches the backup; slot 1 overtakes slot 0 (reordering) */
+	:: d_step { hb_n > 0 -> j = 0; deliver_heartbeat();
+		normalize() }
+	:: d_step { hb_n > 1 -> j = 1; deliver_heartbeat();
+		normalize() }
+
+	/* ======================= master (managed failback) ======================= */
+	:: d_step { m_up && m_hb_t == 0 ->
+		SEND_HEARTBEAT(0); m_hb_t = INTERVAL;
+		normalize() }
+	:: d_step { m_up && m_state == M_waiting && m_silence >= FAIL ->
+		/* @transition master presume: waiting -> probing */
+		m_state = M_probing; M_START_PROBE;
+		normalize() }
+	:: d_step { m_up && m_probe && m_probe_t == 0 ->
+		m_probe = 0;
+		if
+		:: !m_probe_snap ->
+			/* @transition master probed: probing -> acquiring */
+			m_state = M_acquiring; m_op = 1; m_op_t = 0
+		:: else ->
+			/* @transition master probed: probing -> waiting */
+			m_state = M_waiting; m_silence = 0
+		fi;
+		normalize() }
+	:: d_step { m_up && m_op && m_state == M_acquiring && m_op_t >= OP_MIN ->
+		/* @transition master acquired: acquiring -> holding */
+		m_addr = 1; m_op = 0; m_state = M_holding;
+		normalize() }
+	:: d_step { m_up && m_state == M_holding && m_crashes < M_CRASHES ->
+		/* @transition master stop: holding -> releasing */
+		m_crashes++; m_state = M_releasing; m_op = 1; m_op_t = 0;
+		normalize() }
+	:: d_step { m_up && (m_state == M_waiting || m_state == M_probing) && m_crashes < M_CRASHES ->
+		/* @transition master stop: waiting -> stopped */
+		/* @transition master stop: probing -> stopped */
+		m_crashes++; m_state = M_stopped; SEND_HEARTBEAT(1);
+		master_crash_reset(); m_up = 0; m_down_t = 0;
+		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0;
+		normalize() }
+	:: d_step { m_up && m_op && m_state == M_releasing && m_op_t >= OP_MIN ->
+		/* @transition master released: releasing -> stopped */
+		/* the address is gone; say goodbye, then the daemon exits */
+		m_addr = 0; m_op = 0; m_state = M_stopped; SEND_HEARTBEAT(1);
+		master_crash_reset(); m_up = 0; m_down_t = 0;
+		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0;
+		normalize() }
+
+	/* a status reaches the master; slot 1 overtakes slot 0 (reordering) */
+	:: d_step { st_n > 0 -> j = 0; deliver_status();
+		normalize() }
+	:: d_step { st_n > 1 -> j = 1; deliver_status();
+		normalize() }
+
+	/* ======================= the network ======================= */
+	:: d_step { hb_n > 0 -> x = 0; DROP(hb_n, hb_epoch, hb_leaving, hb_age);
+		normalize() }
+	:: d_step { hb_n > 1 -> x = 1; DROP(hb_n, hb_epoch, hb_leaving, hb_age);
+		normalize() }
+	:: d_step { st_n > 0 -> x = 0; DROP(st_n, st_ack, st_holds, st_age);
+		normalize() }
+	:: d_step { st_n > 1 -> x = 1; DROP(st_n, st_ack, st_holds, st_age);
+		normalize() }
+
+	/* ======================= crashes and restarts ======================= */
+	:: d_step { m_up && m_crashes < M_CRASHES ->
+		m_crashes++; master_crash_reset(); m_up = 0; m_down_t = 0;
+		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0;
+		normalize() }
+	:: d_step { !m_up && m_down_t >= 1 && m_epoch < M_CRASHES + 1 ->
+		m_up = 1; m_epoch++; master_crash_reset();
+		master_dead_backup_up = 0; gap_m = 0; gap_b = 0;
+		master_back_links_up = (NET == NET_UP && b_up); failback_age = 0;
+		normalize() }
+	:: d_step { b_up && b_crashes < B_CRASHES ->
+		b_crashes++; backup_crash_reset(); b_up = 0; b_down_t = 0;
+		master_dead_backup_up = 0; master_back_links_up = 0;
+		normalize() }
+	:: d_step { !b_up && b_down_t >= 1 ->
+		b_up = 1; backup_crash_reset(); gap_m = 0; gap_b = 0;
+		master_dead_backup_up = !m_up; takeover_age = 0;
+		master_back_links_up = (NET == NET_UP && m_up && !m_addr); failback_age = 0;
+		normalize() }
+
+	/* ======================= time ======================= */
+	:: d_step { !HB_DUE && !ST_DUE && !B_DUE && !M_DUE ->
+		clock++;
+		for (k : 0 .. SLOTS - 1) {
+			if :: k < hb_n -> hb_age[k]++ :: else -> skip fi;
+			if :: k < st_n -> st_age[k]++ :: else -> skip fi
+		};
+		if
+		:: b_up ->
+			INC(b_silence, FAIL);
+			if :: b_probe -> b_probe_t-- :: else -> skip fi;
+			if :: d_state == D_contested && b_retry_t > 0 -> b_retry_t-- :: else -> skip fi;
+			if :: b_op -> b_op_t++ :: else -> skip fi
+		:: else -> INC(b_down_t, 1)
+		fi;
+		if
+		:: m_up ->
+			if :: m_hb_t > 0 -> m_hb_t-- :: else -> skip fi;
+			if :: m_state == M_waiting -> INC(m_silence, FAIL) :: else -> skip fi;
+			if :: m_probe -> m_probe_t-- :: else -> skip fi;
+			if :: m_op -> m_op_t++ :: else -> skip fi
+		:: else -> INC(m_down_t, 1)
+		fi;
+		if
+		:: NET == NET_UP && m_up && b_up ->
+			gap_b++; gap_m++;
+			links_broken = (gap_b >= FAIL || gap_m >= FAIL)
+		:: else -> skip
+		fi;
+		if :: master_dead_backup_up -> INC(takeover_age, TAKEOVER_BOUND + 1) :: else -> skip fi;
+		if :: master_back_links_up -> INC(failback_age, FAILBACK_BOUND + 1) :: else -> skip fi;
+		normalize() }
+	/* a run that breaks its network assumption proves nothing: stop it here */
+	if
+	:: links_broken -> goto end_links_broken
+	:: else -> skip
+	fi
+
+	od;
+end_links_broken:
+	false
+}
+
+/* ---- properties (spec/properties.md) ----------------------------------------
+ * Run one at a time: pan -N <name>. The bounded-response monitors turn the
+ * liveness properties into safety properties with an explicit bound; the
+ * *_eventually claims are the unbounded versions, checked for acceptance
+ * cycles (pan -a).
+ */
+
+/* takeover within TAKEOVER_BOUND ticks of the master's death, and failback
+ * within FAILBACK_BOUND ticks of its return: bounded-response monitors */
+#define TAKEOVER_LATE (master_dead_backup_up && takeover_age > TAKEOVER_BOUND && !b_addr)
+#define FAILBACK_LATE (master_back_links_up && failback_age > FAILBACK_BOUND && !m_addr)
+
+ltl no_two_holders { [] (links_broken || !(m_addr && b_addr)) }
+ltl takeover_bounded { [] !TAKEOVER_LATE }
+ltl failback_bounded { [] (links_broken || !FAILBACK_LATE) }
+ltl takeover_eventually { [] (master_dead_backup_up -> <> (!master_dead_backup_up || b_addr)) }
+ltl failback_eventually { [] (master_back_links_up -> <> (!master_back_links_up || m_addr || links_broken)) }
