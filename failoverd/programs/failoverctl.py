@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 from failoverd import __version__
 from failoverd.control import DEFAULT_SOCKETS, ControlError, request
+from failoverd.programs.failoverctl_replay import add_replay, add_sweep
 
 PROG = "failoverctl"
 
@@ -195,6 +196,8 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser
     _add_status,
     _add_dump,
     _add_ping,
+    add_replay,
+    add_sweep,
 )
 
 
