@@ -341,3 +341,14 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "neither a failoverd trace nor a pcap" in capsys.readouterr().err
     assert failoverctl_replay.main(["replay", str(bad), "--skip-bad", "--master", "10.0.0.9"]) == 64
     assert "--master applies to captures" in capsys.readouterr().err
+
+
+def test_failoverctl_registers_replay_and_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from failoverd.programs import failoverctl
+
+    trace = tmp_path / "t.trace"
+    write_legacy_trace(trace, [1.0, 2.0], 6.0)
+    assert failoverctl.main(["replay", str(trace), "--what-if", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["failovers"] == 1
+    assert failoverctl.main(["sweep", str(trace), "--misses", "2-3", "--json"]) == 0
+    assert [r["fail_misses"] for r in json.loads(capsys.readouterr().out)["rows"]] == [2, 3]
