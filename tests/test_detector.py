@@ -38,9 +38,7 @@ def test_answered_probe_means_contested_not_takeover() -> None:
 
 def test_partial_acquire_is_tracked_exactly_and_retried() -> None:
     d = detector()
-    d.handle_timer(1.2)
-    d.action_done(1.5, _probe_silent())
-    d.handle_timer(3.0)
+    _to_acquiring(d)
     assert d.state == "acquiring"
     d.action_done(3.1, AcquireDone(acquired=frozenset({A}), failed=frozenset({B})))
     assert d.state == "failed_over" and d.held == {A}
@@ -68,9 +66,7 @@ def test_release_failure_is_retried_until_done() -> None:
 
 def test_heartbeat_during_acquire_releases_when_it_completes() -> None:
     d = detector()
-    d.handle_timer(1.2)
-    d.action_done(1.5, _probe_silent())
-    d.handle_timer(3.0)
+    _to_acquiring(d)
     d.receive_datagram(3.05, _sealer().seal(3.05, holds=False), MASTER, "priv0")
     assert d.state == "acquiring"
     out = d.action_done(3.1, AcquireDone(acquired=VIPS))
@@ -156,21 +152,45 @@ def test_without_arp_probe_the_deadline_alone_decides() -> None:
     assert driver.log.probes == [] and driver.log.acquires[0][0] == 3.0
 
 
+def _to_acquiring(d: Detector) -> None:
+    """Silence from t=0: suspect at 1.2 s, probe from 2.7 s, silent at the 3.0 s deadline."""
+    d.handle_timer(1.2)
+    d.handle_timer(d.next_deadline())
+    d.action_done(3.0, _probe_silent())
+    assert d.state == "acquiring"
+
+
 def _probe_silent():
     from failoverd.core.actions import ProbeDone
 
     return ProbeDone()
 
 
-def test_the_probe_is_sent_at_suspicion() -> None:
+def test_the_probe_is_timed_to_end_at_the_failure_deadline() -> None:
     d = detector()
     out = d.handle_timer(1.2)
-    assert any(isinstance(a, Probe) for a in out) and d.state == "suspect"
+    assert d.state == "suspect" and not any(isinstance(a, Probe) for a in out)
+    assert d.next_deadline() == 3.0 - d.timing.probe_duration
+    out = d.handle_timer(d.next_deadline())
+    assert any(isinstance(a, Probe) for a in out)
     assert d.next_deadline() == 3.0
     # A probe result that arrives after the suspicion ended is ignored.
-    d.receive_datagram(1.3, _sealer().seal(1.3, holds=True), MASTER, "priv0")
-    assert d.action_done(1.5, _probe_silent()) == [] and d.state == "monitoring"
+    d.receive_datagram(2.8, _sealer().seal(2.8, holds=True), MASTER, "priv0")
+    assert d.action_done(2.9, _probe_silent()) == [] and d.state == "monitoring"
     assert d.counters.false_suspicions == 1
+
+
+def test_a_stale_silent_probe_cannot_outlive_the_deadline() -> None:
+    """spin's counterexample: the master finishes an acquire after an early probe looked.
+
+    The master's address appears 2 s after the last heartbeat (a slow PreAcq
+    hook); a probe at suspicion time would have missed it, the probe at the
+    deadline sees it and the backup stays contested instead of taking it too.
+    """
+    d = detector()
+    driver = Driver(d, answered=lambda now: VIPS if now >= 2.0 else frozenset())
+    driver.advance(3.0)
+    assert d.state == "contested" and driver.log.acquires == []
 
 
 def test_adopted_addresses_outside_the_configuration_are_ignored() -> None:

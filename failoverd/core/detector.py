@@ -15,9 +15,12 @@ Rules of this file
 
 Theory of operation
 -------------------
-The master is *suspect* after ``Timing.suspect_after`` of silence; the ARP
-probe of its public addresses starts then, so its answer is in by the time
-``Timing.fail_after`` of silence has passed. At that deadline the addresses
+The master is *suspect* after ``Timing.suspect_after`` of silence. While it
+is suspect, the ARP probe of its public addresses is timed to end exactly at
+the failure deadline (``Timing.fail_after`` of silence): the answer is in when
+the deadline comes, so probing costs no detection time, and it is as fresh as
+it can be (a probe only sees addresses already configured; see spec/README.md
+on the race it closes). At that deadline the addresses
 are acquired only if nobody answered for them; otherwise the backup is
 *contested* (the master is probably alive and only the heartbeat path died)
 and keeps probing. A valid heartbeat while holding releases everything at
@@ -61,7 +64,8 @@ STATES: tuple[str, ...] = ("monitoring", "suspect", "contested", "acquiring", "f
 # (no state change). Order matters: the first transition whose conditions
 # hold wins.
 TRANSITIONS: tuple[dict[str, Any], ...] = (
-    {"trigger": "silence", "source": "monitoring", "dest": "suspect", "after": "_start_probe"},
+    {"trigger": "silence", "source": "monitoring", "dest": "suspect", "after": "_schedule_probe"},
+    {"trigger": "probe_due", "source": "suspect", "dest": None, "after": "_start_probe"},
     {"trigger": "heartbeat", "source": "suspect", "dest": "monitoring", "after": "_false_suspicion"},
     {"trigger": "heartbeat", "source": "contested", "dest": "monitoring", "after": "_contest_over"},
     {"trigger": "heartbeat", "source": "acquiring", "dest": None, "after": "_note_master_back"},
@@ -161,6 +165,7 @@ class Detector:
         self._out: list[Action] = []
         self._leaving_at: float | None = None
         self._probe_pending = False
+        self._probe_scheduled = False
         self._answered: Addresses = frozenset()
         self._master_back = False
         self._failed: Addresses = frozenset()
@@ -244,6 +249,9 @@ class Detector:
         suspect_at = self.last_heard + self.timing.suspect_after
         if self.state == "monitoring" and (now >= suspect_at or self._leaving_at is not None):
             self._fire("silence")
+        if self.state == "suspect" and self._probe_scheduled and now >= self._probe_due():
+            self._probe_scheduled = False
+            self._fire("probe_due")
         if self.state == "suspect" and self._deadline_passed():
             self._fire("deadline")
         if self._retry_at is not None and now >= self._retry_at:
@@ -291,8 +299,11 @@ class Detector:
             if self._leaving_at is not None:
                 candidates.append(self._leaving_at)
             candidates.append(self.last_heard + self.timing.suspect_after)
-        elif self.state == "suspect" and not self._deadline_passed():
-            candidates.append(self._fail_deadline())
+        elif self.state == "suspect":
+            if self._probe_scheduled:
+                candidates.append(self._probe_due())
+            if not self._deadline_passed():
+                candidates.append(self._fail_deadline())
         if self._retry_at is not None:
             candidates.append(self._retry_at)
         if len(self.paths) > 1:
@@ -424,7 +435,7 @@ class Detector:
     # conditions
 
     def _probe_finished(self) -> bool:
-        return not self._probe_pending
+        return not self._probe_pending and not self._probe_scheduled
 
     def _probe_silent(self) -> bool:
         return not self._answered
@@ -446,6 +457,25 @@ class Detector:
 
     # actions
 
+    def _probe_due(self) -> float:
+        """The suspect-time probe ends exactly at the failure deadline.
+
+        A probe only sees an address that is already configured. Probing as
+        late as possible leaves the peer the longest time to finish an
+        acquire it had started (the managed-failback handshake) before we
+        look, so a stale "silent" answer cannot outlive the deadline.
+        """
+        return max(self._fail_deadline() - self.timing.probe_duration, self.last_heard)
+
+    def _schedule_probe(self) -> None:
+        if not self.arp_probe:
+            self._answered = frozenset()
+            return
+        self._probe_scheduled = True
+        if self._now >= self._probe_due():
+            self._probe_scheduled = False
+            self._start_probe()
+
     def _start_probe(self) -> None:
         self._answered = frozenset()
         if self.arp_probe:
@@ -459,6 +489,7 @@ class Detector:
     def _false_suspicion(self) -> None:
         self.counters.false_suspicions += 1
         self._probe_pending = False
+        self._probe_scheduled = False
 
     def _contest(self) -> None:
         self.counters.contested += 1
