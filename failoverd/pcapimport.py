@@ -112,25 +112,27 @@ def _collect(frames: Iterator[tuple[float, int, bytes, str]], name: str, port: i
     last = -float("inf")
     number = 0
     port_bytes = _U16.pack(port)
+    append = datagrams.append
     for number, (ts, linktype, frame, path) in enumerate(frames, 1):
         # Fast path for the common frame: untagged Ethernet, IPv4 without
         # options, unfragmented UDP to our port, complete in the capture.
+        # (The port test first: once it matches, the frame has 38 bytes.)
         if (
-            linktype == LINKTYPE_ETHERNET
+            frame[36:38] == port_bytes
+            and linktype == LINKTYPE_ETHERNET
             and ts >= last
             and frame[12:15] == b"\x08\x00\x45"
-            and frame[23:24] == b"\x11"  # UDP
-            and frame[36:38] == port_bytes
-            and not (_U16.unpack_from(frame, 20)[0] & 0x3FFF)
+            and frame[23] == _UDP
+            and not (frame[20] & 0x3F or frame[21])
         ):
-            length = _U16.unpack_from(frame, 38)[0]
-            if length >= 8 and len(frame) >= 34 + length:
+            end = 34 + ((frame[38] << 8) | frame[39]) if len(frame) >= 40 else 0
+            if end >= 42 and len(frame) >= end:
                 last = ts
                 src = frame[26:30]
                 source = sources.get(src)
                 if source is None:
                     source = sources[src] = ".".join(str(b) for b in src)
-                datagrams.append(Datagram(ts, path, source, frame[42 : 34 + length], "captured", ts))
+                append(Datagram(ts, path, source, frame[42:end], "captured", ts))
                 continue
         try:
             if ts < last:
@@ -165,8 +167,9 @@ def _pcap_frames(f, name: str) -> Iterator[tuple[float, int, bytes, str]]:  # ty
     linktype = reader.datalink()
     if linktype not in SUPPORTED_LINK_TYPES:
         raise CaptureError(name, 0, f"link type {linktype} is not supported (Ethernet, Linux cooked, raw IP, loopback are)")
+    path = DEFAULT_PATH
     for ts, buf in reader:
-        yield float(ts), linktype, buf, DEFAULT_PATH
+        yield ts, linktype, buf, path
 
 
 def _pcapng_frames(f, name: str) -> Iterator[tuple[float, int, bytes, str]]:  # type: ignore[no-untyped-def]
