@@ -197,3 +197,22 @@ def test_adopted_addresses_outside_the_configuration_are_ignored() -> None:
     stranger = parse_triplet("pub0:10.9.2.200/24")
     d = Detector(VIPS, Timing(), 0.0, key=KEY, held={A, stranger})
     assert d.held == {A} and d.state == "failed_over"
+
+
+def test_one_heartbeat_sent_on_two_paths_keeps_both_paths_healthy() -> None:
+    """heartbeatd seals one frame and sends it to every target."""
+    d = detector()
+    sealer = _sealer()
+    alarms = []
+    t = 0.0
+    while t < 10:
+        t += 0.5
+        frame = sealer.seal(t, holds=True)
+        first, second = ("priv0", "pub0") if int(t * 2) % 2 else ("pub0", "priv0")  # either copy may win
+        alarms += [a for a in d.receive_datagram(t, frame, MASTER, first) if isinstance(a, Alarm)]
+        alarms += [a for a in d.receive_datagram(t + 0.001, frame, "10.9.2.1", second) if isinstance(a, Alarm)]
+        assert d.receive_datagram(t + 0.002, frame, "10.9.2.1", second) == []  # a third copy is a replay
+        alarms += [a for a in d.handle_timer(t + 0.002) if isinstance(a, Alarm)]
+    assert alarms == []
+    assert d.counters.accepted == 20 and d.counters.copies == 20 and d.counters.rejected == {"replay": 20}
+    assert {p["name"] for p in d.snapshot(t)["paths"] if p["healthy"]} == {"priv0", "pub0"}

@@ -174,6 +174,7 @@ class Detector:
         self._status_due = float("-inf")
         self._status_holds = False
         self._status_epoch = -1
+        self._newest_paths: set[str] = set()
         self.last_verdict = ""
         """``accepted`` or the reason the last datagram was rejected (for traces)."""
         initial = "failed_over" if self.held else "monitoring"
@@ -212,10 +213,20 @@ class Detector:
             frame = wire.decode(data, self._key)
             if frame.role != wire.ROLE_MASTER:
                 raise wire.WireError("role", "not from a master")
+            if frame.seq == self._guard.seq and frame.epoch == self._guard.epoch and path not in self._newest_paths:
+                # heartbeatd sends one frame to every target: the copy that
+                # arrives second, on another path, is news about that path
+                # (it works) and about nothing else.
+                self._newest_paths.add(path)
+                self.last_verdict = "copy"
+                self.counters.copies += 1
+                self._path_heard(now, source, path)
+                return out
             self._guard.check(frame, now)
         except wire.WireError as exc:
             return self._reject(exc.reason, out)
         self._guard.record(frame, now)
+        self._newest_paths = {path}
         self.master_holds = frame.holds
         self.master_interval_ms = frame.interval_ms
         self._heard(now, source, path, leaving=frame.leaving)
@@ -342,6 +353,7 @@ class Detector:
             "addresses": sorted(str(t) for t in self.addresses),
             "counters": {
                 "accepted": self.counters.accepted,
+                "copies": self.counters.copies,
                 "rejected": dict(sorted(self.counters.rejected.items())),
                 "transitions": self.counters.transitions,
                 "failovers": self.counters.failovers,
@@ -360,16 +372,7 @@ class Detector:
 
     def _heard(self, now: float, source: str, path: str, *, leaving: bool) -> None:
         self.counters.accepted += 1
-        health = self.paths.get(path)
-        if health is None:
-            self.paths[path] = PathHealth(path, source, now)
-        else:
-            health.last_heard = now
-            health.source = source
-            if health.quiet:
-                health.quiet = False
-                self._emit_alarm("info", f"heartbeat path {path} delivers again")
-        self._check_paths(now)
+        self._path_heard(now, source, path)
         if leaving:
             # The master says it is going away: fail over now rather than
             # after the timeout, still subject to the ARP probe.
@@ -381,6 +384,18 @@ class Detector:
         self._leaving_at = None
         if self.state != "monitoring":
             self._fire("heartbeat")
+
+    def _path_heard(self, now: float, source: str, path: str) -> None:
+        health = self.paths.get(path)
+        if health is None:
+            self.paths[path] = PathHealth(path, source, now)
+        else:
+            health.last_heard = now
+            health.source = source
+            if health.quiet:
+                health.quiet = False
+                self._emit_alarm("info", f"heartbeat path {path} delivers again")
+        self._check_paths(now)
 
     def _status(self, now: float) -> Transmit:
         assert self._sealer is not None
