@@ -174,8 +174,9 @@ async def test_heartbeats_reach_the_detector_while_its_probe_is_running() -> Non
         async with trio.open_nursery() as nursery:
             await nursery.start(shell.executor.run)
             await nursery.start(shell.run_timer)
-            while detector.state != "suspect":
+            while not system.kinds():
                 await trio.sleep(0.005)
+            assert detector.state == "suspect"
             assert system.kinds() == ["probe"] and shell.executor.probes_running == 1
             shell.datagram(b"heartbeat", LOOPBACK, "lo")
             assert detector.state == "monitoring"
