@@ -63,7 +63,8 @@ class HeartbeatSocket:
     def bind(cls, port: int, address: str = "0.0.0.0") -> HeartbeatSocket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # No SO_REUSEADDR: UDP has no TIME_WAIT to skip, and with it a second
+            # program could bind the same port and silently take half the heartbeats.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             sock.bind((address, port))
