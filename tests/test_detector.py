@@ -103,16 +103,16 @@ def test_a_quiet_path_raises_an_alarm_while_another_still_works() -> None:
     assert any(isinstance(a, Alarm) and "delivers again" in a.message for a in out)
 
 
-def test_status_frames_go_to_the_master_on_every_path() -> None:
+def test_status_frames_go_to_the_master_on_every_path_sealed_once_per_path() -> None:
     d = detector()
     sealer = _sealer()
     d.receive_datagram(0.1, sealer.seal(0.1, holds=True), "10.9.1.1", "priv0")
     assert d.receive_datagram(0.102, sealer.seal(0.102, holds=True), "10.9.2.1", "pub0") == []  # same round
     out = d.receive_datagram(1.1, sealer.seal(1.1, holds=True), "10.9.2.1", "pub0")
-    (status,) = out
-    assert status.targets == ("10.9.1.1", "10.9.2.1")
-    frame = wire.decode(status.payload, KEY)
-    assert (frame.role, frame.holds, frame.ack_epoch, frame.ack_seq) == (wire.ROLE_BACKUP, False, 7, 3)
+    assert [status.targets for status in out] == [("10.9.1.1",), ("10.9.2.1",)]
+    frames = [wire.decode(status.payload, KEY) for status in out]
+    assert [(f.role, f.holds, f.ack_epoch, f.ack_seq) for f in frames] == [(wire.ROLE_BACKUP, False, 7, 3)] * 2
+    assert frames[0].seq != frames[1].seq
 
 
 def test_status_rate_is_bounded_but_a_new_master_epoch_is_answered_at_once() -> None:
@@ -199,20 +199,21 @@ def test_adopted_addresses_outside_the_configuration_are_ignored() -> None:
     assert d.held == {A} and d.state == "failed_over"
 
 
-def test_one_heartbeat_sent_on_two_paths_keeps_both_paths_healthy() -> None:
-    """heartbeatd seals one frame and sends it to every target."""
+def test_heartbeats_on_two_paths_keep_both_healthy_and_copies_replayed_across_paths_are_refused() -> None:
+    """heartbeatd seals a frame per target; either path's frame may arrive first."""
     d = detector()
     sealer = _sealer()
     alarms = []
     t = 0.0
     while t < 10:
         t += 0.5
-        frame = sealer.seal(t, holds=True)
-        first, second = ("priv0", "pub0") if int(t * 2) % 2 else ("pub0", "priv0")  # either copy may win
-        alarms += [a for a in d.receive_datagram(t, frame, MASTER, first) if isinstance(a, Alarm)]
-        alarms += [a for a in d.receive_datagram(t + 0.001, frame, "10.9.2.1", second) if isinstance(a, Alarm)]
-        assert d.receive_datagram(t + 0.002, frame, "10.9.2.1", second) == []  # a third copy is a replay
+        priv, pub = sealer.seal(t, holds=True), sealer.seal(t, holds=True)
+        first, second = ((priv, "priv0"), (pub, "pub0")) if int(t * 2) % 2 else ((pub, "pub0"), (priv, "priv0"))
+        alarms += [a for a in d.receive_datagram(t, first[0], MASTER, first[1]) if isinstance(a, Alarm)]
+        alarms += [a for a in d.receive_datagram(t + 0.001, second[0], "10.9.2.1", second[1]) if isinstance(a, Alarm)]
+        # An attacker replays the priv0 frame on pub0 (or the other way round):
+        assert d.receive_datagram(t + 0.002, first[0], "10.9.2.10", second[1]) == []
         alarms += [a for a in d.handle_timer(t + 0.002) if isinstance(a, Alarm)]
     assert alarms == []
-    assert d.counters.accepted == 20 and d.counters.copies == 20 and d.counters.rejected == {"replay": 20}
+    assert d.counters.accepted == 40 and d.counters.rejected == {"replay": 20}
     assert {p["name"] for p in d.snapshot(t)["paths"] if p["healthy"]} == {"priv0", "pub0"}

@@ -123,8 +123,6 @@ class Counters:
     """Monotonic counters a core keeps for status output and metrics."""
 
     accepted: int = 0
-    copies: int = 0
-    """The same heartbeat again on another path: refreshes that path's health only."""
     rejected: dict[str, int] = field(default_factory=dict)
     transitions: int = 0
     failovers: int = 0

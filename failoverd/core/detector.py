@@ -174,7 +174,6 @@ class Detector:
         self._status_due = float("-inf")
         self._status_holds = False
         self._status_epoch = -1
-        self._newest_paths: set[str] = set()
         self.last_verdict = ""
         """``accepted`` or the reason the last datagram was rejected (for traces)."""
         initial = "failed_over" if self.held else "monitoring"
@@ -213,20 +212,10 @@ class Detector:
             frame = wire.decode(data, self._key)
             if frame.role != wire.ROLE_MASTER:
                 raise wire.WireError("role", "not from a master")
-            if frame.seq == self._guard.seq and frame.epoch == self._guard.epoch and path not in self._newest_paths:
-                # heartbeatd sends one frame to every target: the copy that
-                # arrives second, on another path, is news about that path
-                # (it works) and about nothing else.
-                self._newest_paths.add(path)
-                self.last_verdict = "copy"
-                self.counters.copies += 1
-                self._path_heard(now, source, path)
-                return out
             self._guard.check(frame, now)
         except wire.WireError as exc:
             return self._reject(exc.reason, out)
         self._guard.record(frame, now)
-        self._newest_paths = {path}
         self.master_holds = frame.holds
         self.master_interval_ms = frame.interval_ms
         self._heard(now, source, path, leaving=frame.leaving)
@@ -237,7 +226,7 @@ class Detector:
         # hold is answered at once: that is the failback handshake.
         holds = self.holds_any
         if now >= self._status_due or holds != self._status_holds or frame.epoch != self._status_epoch:
-            out.append(self._status(now))
+            self._status(now)
         return out
 
     def _reject(self, reason: str, out: list[Action]) -> list[Action]:
@@ -353,7 +342,6 @@ class Detector:
             "addresses": sorted(str(t) for t in self.addresses),
             "counters": {
                 "accepted": self.counters.accepted,
-                "copies": self.counters.copies,
                 "rejected": dict(sorted(self.counters.rejected.items())),
                 "transitions": self.counters.transitions,
                 "failovers": self.counters.failovers,
@@ -397,14 +385,17 @@ class Detector:
                 self._emit_alarm("info", f"heartbeat path {path} delivers again")
         self._check_paths(now)
 
-    def _status(self, now: float) -> Transmit:
+    def _status(self, now: float) -> None:
         assert self._sealer is not None
         holds = self.holds_any
         self._status_due = now + self.timing.interval / 2
         self._status_holds = holds
         self._status_epoch = self._guard.epoch
-        payload = self._sealer.seal(now, holds=holds, ack_epoch=self._guard.epoch, ack_seq=self._guard.seq)
-        return Transmit(payload, self._master_targets())
+        # Sealed once per target: a frame is valid once, on one path (see
+        # wire.REPLAY_WINDOW), so a copy replayed on another path is refused.
+        epoch, seq = self._guard.floor
+        for target in self._master_targets():
+            self._out.append(Transmit(self._sealer.seal(now, holds=holds, ack_epoch=epoch, ack_seq=seq), (target,)))
 
     def _master_targets(self) -> tuple[str, ...]:
         return tuple(sorted({p.source for p in self.paths.values()}))
@@ -564,7 +555,7 @@ class Detector:
         if self._sealer is not None and self.paths:
             # Tell the master at once that we hold nothing, so its managed
             # failback does not wait for its next heartbeat.
-            self._out.append(self._status(self._now))
+            self._status(self._now)
 
 
 _TRIGGERS_FROM: dict[str, frozenset[str]] = {

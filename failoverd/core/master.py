@@ -168,7 +168,7 @@ class Master:
                 )
             )
         if now >= self._next_send and self.state != "stopped":
-            out.append(self._heartbeat(now))
+            self._send_heartbeat(now)
             self._next_send += self.interval
             if self._next_send <= now:
                 self._next_send = now + self.interval
@@ -297,13 +297,16 @@ class Master:
             self.state_since = self._now
             self._out.insert(mark, StateChanged(before, self.state, trigger))
 
-    def _heartbeat(self, now: float, *, leaving: bool = False) -> Transmit:
+    def _send_heartbeat(self, now: float, *, leaving: bool = False) -> None:
         if self._sealer is None:
-            return Transmit(self.legacy_message, self.targets)
-        payload = self._sealer.seal(
-            now, holds=self.claims, leaving=leaving, ack_epoch=self._guard.epoch, ack_seq=self._guard.seq
-        )
-        return Transmit(payload, self.targets)
+            self._out.append(Transmit(self.legacy_message, self.targets))
+            return
+        # Sealed once per target: each frame is valid once, on one path, so a
+        # copy captured on one network cannot be replayed on another.
+        epoch, seq = self._guard.floor
+        for target in self.targets:
+            payload = self._sealer.seal(now, holds=self.claims, leaving=leaving, ack_epoch=epoch, ack_seq=seq)
+            self._out.append(Transmit(payload, (target,)))
 
     # conditions
 
@@ -351,7 +354,7 @@ class Master:
 
     def _now_holding(self) -> None:
         # Tell the backup at once that we hold our addresses again.
-        self._out.append(self._heartbeat(self._now))
+        self._send_heartbeat(self._now)
         self._next_send = self._now + self.interval
         if self._failed:
             self._retry_at = self._now + self.retry_interval
@@ -370,7 +373,7 @@ class Master:
     def _leave(self) -> None:
         # Our addresses are gone: let the backup take over now, not after its timeout.
         if self.managed:
-            self._out.append(self._heartbeat(self._now, leaving=True))
+            self._send_heartbeat(self._now, leaving=True)
 
 
 _TRIGGERS_FROM: dict[str, frozenset[str]] = {

@@ -189,25 +189,35 @@ class Sealer:
         return body + self._key.mac(body)
 
 
+REPLAY_WINDOW = 64
+"""How far behind the newest seq a frame may be and still count (as IPsec's
+anti-replay window): each frame is sealed once per target, so copies on
+several paths carry different seqs and may arrive in any order."""
+_WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
+
+
 class ReplayGuard:
-    """Accepts each peer frame at most once, in order, and not too late.
+    """Accepts each peer frame at most once, and not too late.
 
     - A frame from an older epoch than the newest seen is a replay.
-    - Within an epoch, seq must strictly increase (duplicates and reordered
-      frames are dropped: a heartbeat that arrives after a newer one says
-      nothing new).
+    - Within an epoch, each seq counts once: a seq above the highest seen is
+      new; one up to ``REPLAY_WINDOW - 1`` below it is new if not seen yet
+      (frames sent on several paths may overtake one another); anything
+      older, or seen, is a replay.
     - Delay bound: ``arrival - sent_ms`` is the one-way delay plus a constant
       clock offset; its minimum over the epoch estimates that offset. A frame
       later than ``max_delay`` beyond it was withheld: refusing it bounds how
       long an on-path attacker can make a dead peer look alive.
 
-    ``floor`` lets the shell restore the newest (epoch, seq) across restarts,
-    so replays of an earlier capture are refused after a restart too.
+    ``floor`` lets the shell restore the newest (epoch, seq) across restarts;
+    everything up to it counts as seen, so replays of an earlier capture are
+    refused after a restart too.
     """
 
     def __init__(self, max_delay: float, floor: tuple[int, int] = (0, 0)) -> None:
         self.max_delay_ms = max_delay * 1000
         self.epoch, self.seq = floor
+        self._seen = _WINDOW_MASK if floor != (0, 0) else 0  # bit i: seq - i was accepted
         self._min_offset: float | None = None
 
     def check(self, frame: Heartbeat, now: float) -> None:
@@ -216,7 +226,9 @@ class ReplayGuard:
             raise WireError("replay", f"epoch {frame.epoch} older than {self.epoch}")
         if frame.epoch == self.epoch:
             if frame.seq <= self.seq:
-                raise WireError("replay", f"seq {frame.seq} not after {self.seq}")
+                behind = self.seq - frame.seq
+                if behind >= REPLAY_WINDOW or (self._seen >> behind) & 1:
+                    raise WireError("replay", f"seq {frame.seq} already seen or too old (newest {self.seq})")
             if self._min_offset is not None:
                 late = now * 1000 - frame.sent_ms - self._min_offset
                 if late > self.max_delay_ms:
@@ -224,11 +236,17 @@ class ReplayGuard:
 
     def record(self, frame: Heartbeat, now: float) -> None:
         offset = now * 1000 - frame.sent_ms
-        if frame.epoch != self.epoch or self._min_offset is None:
+        if frame.epoch != self.epoch:
+            self.epoch, self.seq, self._seen = frame.epoch, frame.seq, 1
             self._min_offset = offset
-        elif offset < self._min_offset:
+            return
+        if self._min_offset is None or offset < self._min_offset:
             self._min_offset = offset
-        self.epoch, self.seq = frame.epoch, frame.seq
+        if frame.seq > self.seq:
+            self._seen = ((self._seen << (frame.seq - self.seq)) | 1) & _WINDOW_MASK
+            self.seq = frame.seq
+        else:
+            self._seen |= 1 << (self.seq - frame.seq)
 
     @property
     def floor(self) -> tuple[int, int]:
