@@ -464,11 +464,13 @@ def _demo(workdir: Path, interval: float, seed: int | None) -> int:
             time.sleep(0.3)
         detected = pair.log_time("backup", "-> acquiring", after=killed_at)
         suspected = pair.log_time("backup", "monitoring -> suspect", after=killed_at)
+        probed = pair.log_time("backup", "ARP probe for", after=killed_at)
         up_sampled = sampler.first(lambda s: s.backup, after=killed_at) or up_at
         _timeline(killed_at, [
             ("master killed", killed_at),
-            ("backup suspects the master (ARP probe starts)", suspected),
-            ("backup declares it failed (probe silent)", detected),
+            ("backup suspects the master", suspected),
+            ("ARP probe of the virtual IP: silent", probed),
+            ("backup declares it failed, acquires", detected),
             ("virtual IP up on the backup (netlink)", up_sampled),
             ("first client answer from the backup", client.at),
         ])
