@@ -217,3 +217,25 @@ def test_heartbeats_on_two_paths_keep_both_healthy_and_copies_replayed_across_pa
     assert alarms == []
     assert d.counters.accepted == 40 and d.counters.rejected == {"replay": 20}
     assert {p["name"] for p in d.snapshot(t)["paths"] if p["healthy"]} == {"priv0", "pub0"}
+
+
+def test_rekey_switches_keys_without_disturbing_sequence_numbers() -> None:
+    d = detector()
+    old = _sealer()
+    d.receive_datagram(0.1, old.seal(0.1, holds=True), MASTER, "priv0")
+    new_key = b"a brand new shared key, rotated"
+    d.rekey(new_key)
+    assert d.receive_datagram(0.2, old.seal(0.2, holds=True), MASTER, "priv0") == []
+    assert d.last_verdict == "mac"
+    rotated = wire.Sealer(new_key, wire.ROLE_MASTER, 7, 1.0, 0.0)
+    rotated.seq = old.seq
+    (status,) = d.receive_datagram(1.3, rotated.seal(1.3, holds=True), MASTER, "priv0")
+    frame = wire.decode(status.payload, new_key)
+    assert frame.seq == 2 and frame.ack_seq == 3  # the backup's own numbering carried on
+
+
+def test_legacy_mode_cannot_be_rekeyed() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="restart with --key-file"):
+        detector(key=None).rekey(KEY)

@@ -315,6 +315,19 @@ class Detector:
                     candidates.append(p.last_heard + self.timing.fail_after)
         return min(candidates) if candidates else None
 
+    def rekey(self, key: bytes) -> None:
+        """Use a new shared key from now on (SIGHUP after the key file changed).
+
+        Only switches an authenticated core to another key: turning
+        authentication on or off changes the protocol and needs a restart.
+        Sequence numbers and epochs carry on, so the peer's replay window is
+        not disturbed; frames under the old key are refused from now on.
+        """
+        if self._key is None or self._sealer is None:
+            raise ValueError("legacy mode has no key; restart with --key-file to authenticate")
+        self._key = wire.Key(key)
+        self._sealer.rekey(self._key)
+
     # --- status --------------------------------------------------------------
 
     @property

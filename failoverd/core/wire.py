@@ -177,6 +177,9 @@ class Sealer:
         self._started = started
         self.seq = 0
 
+    def rekey(self, key: KeyLike) -> None:
+        self._key = as_key(key)
+
     def seal(self, now: float, *, holds: bool, leaving: bool = False, ack_epoch: int = 0, ack_seq: int = 0) -> bytes:
         self.seq += 1
         sent_ms = max(0, int((now - self._started) * 1000))
