@@ -37,8 +37,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from transitions import Machine
-
 from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
@@ -53,9 +51,9 @@ from failoverd.core.actions import (
     Release,
     ReleaseDone,
     Result,
-    StateChanged,
     Transmit,
 )
+from failoverd.core.machine import DeclaredMachine, names
 from failoverd.core.timing import Timing
 
 STATES: tuple[str, ...] = ("monitoring", "suspect", "contested", "acquiring", "failed_over", "recovering")
@@ -108,7 +106,7 @@ class PathHealth:
     quiet: bool = False
 
 
-class Detector:
+class Detector(DeclaredMachine):
     """The backup's view of one master.
 
     Parameters
@@ -125,6 +123,9 @@ class Detector:
     arp_probe: probe before acquiring (turning it off trades safety for nothing
         but is needed where ARP cannot work, e.g. tests of the bare timing).
     """
+
+    STATES = STATES
+    TRANSITIONS = TRANSITIONS
 
     def __init__(
         self,
@@ -170,28 +171,19 @@ class Detector:
         self._master_back = False
         self._failed: Addresses = frozenset()
         self._retry_at: float | None = None
-        self._trigger_name = ""
         self._status_due = float("-inf")
         self._status_holds = False
         self._status_epoch = -1
         self.last_verdict = ""
         """``accepted`` or the reason the last datagram was rejected (for traces)."""
         initial = "failed_over" if self.held else "monitoring"
-        self.machine = Machine(
-            model=self,
-            states=list(STATES),
-            transitions=[dict(t) for t in TRANSITIONS],
-            initial=initial,
-            auto_transitions=False,
-        )
+        self._build_machine(initial)
         if self.held:
             # Adopted after a restart: we do not know whether the master is
             # alive, so behave as after a takeover; its first heartbeat
             # releases them.
             self._failed = self.addresses - self.held
             self._retry_at = now + timing.effective_retry_interval if self._failed else None
-
-    state: str  # set by transitions.Machine
 
     # --- entry points ------------------------------------------------------
 
@@ -274,18 +266,18 @@ class Detector:
             self.held = (self.held | frozenset(result.acquired)) & self.addresses
             self._failed = frozenset(result.failed) & self.addresses
             if result.failed:
-                self._emit_alarm("error", f"could not acquire {_names(result.failed)}", mail=True)
+                self._emit_alarm("error", f"could not acquire {names(result.failed)}", mail=True)
             if result.refused:
-                self._emit_alarm("warning", f"Test hook refused to acquire {_names(result.refused)}: notification only")
+                self._emit_alarm("warning", f"Test hook refused to acquire {names(result.refused)}: notification only")
             self._fire("acquired")
         elif isinstance(result, ReleaseDone):
             self.held = self.held - frozenset(result.released)
             if result.failed:
-                self._emit_alarm("error", f"could not release {_names(result.failed)}", mail=True)
+                self._emit_alarm("error", f"could not release {names(result.failed)}", mail=True)
             if result.refused:
                 # Notification-only mode: the administrator's Test hook keeps
                 # the address; we stop tracking it so the master can proceed.
-                self._emit_alarm("warning", f"Test hook refused to release {_names(result.refused)}")
+                self._emit_alarm("warning", f"Test hook refused to release {names(result.refused)}")
                 self.held = self.held - frozenset(result.refused)
             self._fire("released")
         else:
@@ -314,19 +306,6 @@ class Detector:
                 if not p.quiet and p.last_heard + self.timing.fail_after > self._now:
                     candidates.append(p.last_heard + self.timing.fail_after)
         return min(candidates) if candidates else None
-
-    def rekey(self, key: bytes) -> None:
-        """Use a new shared key from now on (SIGHUP after the key file changed).
-
-        Only switches an authenticated core to another key: turning
-        authentication on or off changes the protocol and needs a restart.
-        Sequence numbers and epochs carry on, so the peer's replay window is
-        not disturbed; frames under the old key are refused from now on.
-        """
-        if self._key is None or self._sealer is None:
-            raise ValueError("legacy mode has no key; restart with --key-file to authenticate")
-        self._key = wire.Key(key)
-        self._sealer.rekey(self._key)
 
     # --- status --------------------------------------------------------------
 
@@ -436,21 +415,6 @@ class Detector:
     def _emit_alarm(self, level: str, message: str, mail: bool = False) -> None:
         self._out.append(Alarm(level, message, mail))  # type: ignore[arg-type]
 
-    def _fire(self, trigger: str) -> None:
-        """Run one machine trigger and record the state change it made, if any."""
-        before = self.state
-        if trigger not in _TRIGGERS_FROM[before]:
-            return  # e.g. a late timer in a state that no longer waits for it
-        mark = len(self._out)
-        self._trigger_name = trigger
-        getattr(self, trigger)()
-        if self.state != before:
-            # Listed before the actions the transition emitted, so a timeline
-            # reads "entered acquiring, then acquire".
-            self.counters.transitions += 1
-            self.state_since = self._now
-            self._out.insert(mark, StateChanged(before, self.state, trigger))
-
     # conditions
 
     def _probe_finished(self) -> bool:
@@ -517,7 +481,7 @@ class Detector:
             Alarm(
                 "critical",
                 f"{self.peer} silent for {self._now - self.last_heard:.1f} s but "
-                f"{_names(self._answered)} still answer(s) on the wire: not taking over "
+                f"{names(self._answered)} still answer(s) on the wire: not taking over "
                 "(is only the heartbeat path down?)",
                 True,
             )
@@ -569,15 +533,3 @@ class Detector:
             # Tell the master at once that we hold nothing, so its managed
             # failback does not wait for its next heartbeat.
             self._status(self._now)
-
-
-_TRIGGERS_FROM: dict[str, frozenset[str]] = {
-    state: frozenset(
-        t["trigger"] for t in TRANSITIONS if t["source"] == state or (isinstance(t["source"], list) and state in t["source"])
-    )
-    for state in STATES
-}
-
-
-def _names(addresses: Iterable) -> str:
-    return ", ".join(sorted(str(a.address) if hasattr(a, "address") else str(a) for a in addresses))

@@ -32,9 +32,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from transitions import Machine
-
 from failoverd.core import wire
+from failoverd.core.machine import DeclaredMachine, names
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
@@ -47,7 +46,6 @@ from failoverd.core.actions import (
     Release,
     ReleaseDone,
     Result,
-    StateChanged,
     Transmit,
 )
 
@@ -72,7 +70,7 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
 CLAIMING_STATES = frozenset({"acquiring", "holding", "releasing"})
 
 
-class Master:
+class Master(DeclaredMachine):
     """heartbeatd's core.
 
     ``managed``: addresses this master adds itself (empty: the original's
@@ -80,6 +78,9 @@ class Master:
     ``backup_fail_after``: the backup's failure timeout in seconds — how long
     the backup may be silent before we presume it dead.
     """
+
+    STATES = STATES
+    TRANSITIONS = TRANSITIONS
 
     def __init__(
         self,
@@ -129,15 +130,7 @@ class Master:
             initial = "holding"  # restarted while holding: adopt, do not re-add
         else:
             initial = "waiting"
-        self.machine = Machine(
-            model=self,
-            states=list(STATES),
-            transitions=[dict(t) for t in TRANSITIONS],
-            initial=initial,
-            auto_transitions=False,
-        )
-
-    state: str  # set by transitions.Machine
+        self._build_machine(initial)
 
     # --- entry points ------------------------------------------------------
 
@@ -221,12 +214,12 @@ class Master:
             self.held = (self.held | frozenset(result.acquired)) & self.managed
             self._failed = frozenset(result.failed) & self.managed
             if result.failed:
-                out.append(Alarm("error", f"could not acquire {_names(result.failed)}", True))
+                out.append(Alarm("error", f"could not acquire {names(result.failed)}", True))
             self._fire("acquired")
         elif isinstance(result, ReleaseDone):
             self.held = self.held - frozenset(result.released) - frozenset(result.refused)
             if result.failed:
-                out.append(Alarm("error", f"could not release {_names(result.failed)}", True))
+                out.append(Alarm("error", f"could not release {names(result.failed)}", True))
             self._fire("released")
         else:
             raise TypeError(f"unknown result {result!r}")
@@ -250,19 +243,6 @@ class Master:
         if self.backup_last_heard is not None and not self.backup_silent:
             candidates.append(self.backup_last_heard + self.backup_fail_after)
         return min(candidates)
-
-    def rekey(self, key: bytes) -> None:
-        """Use a new shared key from now on (SIGHUP after the key file changed).
-
-        Only switches an authenticated core to another key: turning
-        authentication on or off changes the protocol and needs a restart.
-        Sequence numbers and epochs carry on, so the peer's replay window is
-        not disturbed; frames under the old key are refused from now on.
-        """
-        if self._key is None or self._sealer is None:
-            raise ValueError("legacy mode has no key; restart with --key-file to authenticate")
-        self._key = wire.Key(key)
-        self._sealer.rekey(self._key)
 
     # --- status --------------------------------------------------------------
 
@@ -298,17 +278,6 @@ class Master:
     def _begin(self) -> list[Action]:
         self._out = []
         return self._out
-
-    def _fire(self, trigger: str) -> None:
-        before = self.state
-        if trigger not in _TRIGGERS_FROM[before]:
-            return  # e.g. a late timer in a state that no longer waits for it
-        mark = len(self._out)
-        getattr(self, trigger)()
-        if self.state != before:
-            self.counters.transitions += 1
-            self.state_since = self._now
-            self._out.insert(mark, StateChanged(before, self.state, trigger))
 
     def _send_heartbeat(self, now: float, *, leaving: bool = False) -> None:
         if self._sealer is None:
@@ -355,7 +324,7 @@ class Master:
         self._out.append(
             Alarm(
                 "critical",
-                f"backup silent but {_names(self._answered)} still answer(s) on the wire: not adding them",
+                f"backup silent but {names(self._answered)} still answer(s) on the wire: not adding them",
                 True,
             )
         )
@@ -380,22 +349,10 @@ class Master:
         self._out.append(Release(self.held))
 
     def _release_incomplete(self) -> None:
-        self._out.append(Alarm("error", f"stopping with {_names(self.held)} still configured", True))
+        self._out.append(Alarm("error", f"stopping with {names(self.held)} still configured", True))
         self._leave()
 
     def _leave(self) -> None:
         # Our addresses are gone: let the backup take over now, not after its timeout.
         if self.managed:
             self._send_heartbeat(self._now, leaving=True)
-
-
-_TRIGGERS_FROM: dict[str, frozenset[str]] = {
-    state: frozenset(
-        t["trigger"] for t in TRANSITIONS if t["source"] == state or (isinstance(t["source"], list) and state in t["source"])
-    )
-    for state in STATES
-}
-
-
-def _names(addresses: Iterable) -> str:
-    return ", ".join(sorted(str(a.address) if hasattr(a, "address") else str(a) for a in addresses))
