@@ -30,10 +30,23 @@
 #define SUSPECT  (INTERVAL + SLACK)   /* suspect_misses = 1                        */
 #define FAIL     (3 * INTERVAL)       /* fail_misses = 3                           */
 #define PROBE_T  1          /* an ARP probe round (3 x 0.1 s) ends 1 tick after it starts */
+#define PROBE_AT (FAIL - PROBE_T)     /* suspect: the probe starts here so that it ends at the deadline */
 #define RETRY    INTERVAL   /* contested: re-probe every retry interval             */
 #define OP_MIN   1          /* an acquire or release completes 1..OP_MAX ticks     */
 #define OP_MAX   2          /*   after it starts (hooks, netlink, gratuitous ARP)  */
 #define DELAY    1          /* a datagram arrives 0..DELAY ticks after it is sent  */
+
+/* Narrowings for the private-link-cut analysis (spec/README.md, "Without links
+ * up"); the defaults are the full model. */
+#ifndef M_ACQ_MAX
+#define M_ACQ_MAX OP_MAX    /* the master's acquire completes OP_MIN..M_ACQ_MAX ticks after it starts */
+#endif
+#ifndef B_OP_MAX
+#define B_OP_MAX OP_MAX     /* the backup's acquire and release: OP_MIN..B_OP_MAX ticks */
+#endif
+#ifndef PRESUME
+#define PRESUME 1           /* 0: leave out the master's presume (it acquires only on the handshake) */
+#endif
 #define SLOTS    2          /* datagrams in flight per direction                   */
 
 #ifndef M_CRASHES
@@ -59,7 +72,7 @@
 
 /* Bounds (ticks) checked by the monitors; spec/properties.md derives them. */
 #ifndef TAKEOVER_BOUND
-#define TAKEOVER_BOUND (DELAY + OP_MAX + OP_MAX + FAIL + OP_MAX)
+#define TAKEOVER_BOUND (DELAY + FAIL + OP_MAX)
 #endif
 #ifndef FAILBACK_BOUND
 #define FAILBACK_BOUND (FAIL + OP_MAX + OP_MAX + (FAIL - 1) + OP_MAX)
@@ -99,8 +112,9 @@
 bool b_up = 1;
 byte d_state = D_monitoring;
 bool b_addr;              /* the address is on the backup's interface          */
-byte b_silence;           /* ticks since the last accepted heartbeat (capped)   */
+byte b_silence;           /* ticks since the last accepted heartbeat or the start (capped) */
 bool b_deadline;          /* the master said `leaving`: fail deadline now       */
+bool b_probe_sched;       /* suspect: the probe waits for PROBE_AT              */
 bool b_probe;             /* an ARP probe is in flight                          */
 byte b_probe_t;           /* ticks until it completes                           */
 bool b_probe_snap;        /* what it saw: someone answered for the address     */
@@ -192,19 +206,20 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 #define HB_DUE   (hb_n > 0 && hb_age[0] >= DELAY)
 #define ST_DUE   (st_n > 0 && st_age[0] >= DELAY)
 #define B_DUE    (b_up && ( \
-	(d_state == D_monitoring && b_silence >= SUSPECT) || \
+	(d_state == D_monitoring && (b_silence >= SUSPECT || b_deadline)) || \
+	(d_state == D_suspect && b_probe_sched && (b_silence >= PROBE_AT || b_deadline)) || \
 	(b_probe && b_probe_t == 0) || \
 	(d_state == D_suspect && (b_silence >= FAIL || b_deadline) && b_probed) || \
 	(d_state == D_contested && (b_probed || (!b_probe && b_retry_t == 0))) || \
-	(b_op && b_op_t >= OP_MAX)))
+	(b_op && b_op_t >= B_OP_MAX)))
 #define M_DUE    (m_up && ( \
 	m_hb_t == 0 || \
-	(m_state == M_waiting && m_silence >= FAIL) || \
+	(PRESUME && m_state == M_waiting && m_silence >= FAIL) || \
 	(m_probe && m_probe_t == 0) || \
-	(m_op && m_op_t >= OP_MAX)))
+	(m_op && m_op_t >= (m_state == M_acquiring -> M_ACQ_MAX : OP_MAX))))
 
 inline backup_crash_reset() {
-	b_addr = 0; b_silence = 0; b_deadline = 0; b_probe = 0; b_probed = 0;
+	b_addr = 0; b_silence = 0; b_deadline = 0; b_probe_sched = 0; b_probe = 0; b_probed = 0;
 	b_retry_t = 0; b_op = 0; b_op_t = 0; b_hb_pending = 0; b_ack = 0;
 	d_state = D_monitoring
 }
@@ -230,8 +245,15 @@ inline normalize() {
 	if :: !b_probe -> b_probe_t = 0; b_probe_snap = 0 :: else -> skip fi;
 	if :: !b_probed -> b_answered = 0 :: else -> skip fi;
 	if :: d_state != D_contested -> b_retry_t = 0 :: else -> skip fi;
-	if :: d_state != D_suspect -> b_deadline = 0 :: else -> skip fi;
-	if :: d_state != D_monitoring && d_state != D_suspect -> b_silence = 0 :: else -> skip fi;
+	if :: d_state != D_suspect -> b_probe_sched = 0 :: else -> skip fi;
+	/* silence and `leaving` outlive a release (the code keeps last_heard and
+	 * the leaving time): they matter wherever the backup can get back to
+	 * monitoring without hearing another heartbeat */
+	if
+	:: d_state == D_monitoring || d_state == D_suspect || d_state == D_recovering ||
+	   (d_state == D_acquiring && b_hb_pending) -> skip
+	:: else -> b_silence = 0; b_deadline = 0
+	fi;
 	if :: d_state != D_acquiring -> b_hb_pending = 0 :: else -> skip fi;
 	if :: !b_op -> b_op_t = 0 :: else -> skip fi;
 	if :: b_up -> b_down_t = 0 :: else -> skip fi;
@@ -254,27 +276,30 @@ inline deliver_heartbeat() {
 		:: !b_up -> skip
 		:: b_up && hb_leaving[j] ->
 			b_ack = hb_epoch[j]; gap_b = 0;
+			b_deadline = 1;        /* the deadline is now; normalize() drops it where it cannot matter */
 			if
 			:: d_state == D_monitoring ->
 				/* @transition detector silence: monitoring -> suspect */
-				d_state = D_suspect; b_deadline = 1;
-				B_START_PROBE
-			:: d_state == D_suspect ->
-				b_deadline = 1     /* no transition: the deadline is now */
-			:: else -> skip   /* contested re-probes anyway; holding: nothing to take */
+				/* the probe is due at once: it cannot end before a deadline that is now */
+				d_state = D_suspect; B_START_PROBE
+			:: d_state == D_suspect && b_probe_sched ->
+				/* @transition detector probe_due: suspect -> suspect */
+				b_probe_sched = 0; B_START_PROBE
+			:: else -> skip    /* a probe is running; contested re-probes anyway; holding: nothing to take */
 			fi;
 			SEND_STATUS(BACKUP_HOLDS)
 		:: b_up && !hb_leaving[j] ->
-			b_ack = hb_epoch[j]; gap_b = 0; b_silence = 0;
+			b_ack = hb_epoch[j]; gap_b = 0; b_silence = 0; b_deadline = 0;
 			if
 			:: d_state == D_monitoring ->
 				skip               /* no transition: all is well */
 			:: d_state == D_suspect ->
 				/* @transition detector heartbeat: suspect -> monitoring */
-				d_state = D_monitoring; b_deadline = 0; b_probed = 0
+				/* a scheduled probe is cancelled, a running one's result ignored */
+				d_state = D_monitoring; b_probe_sched = 0; b_probe = 0; b_probed = 0
 			:: d_state == D_contested ->
 				/* @transition detector heartbeat: contested -> monitoring */
-				d_state = D_monitoring; b_deadline = 0; b_probed = 0
+				d_state = D_monitoring; b_probe = 0; b_probed = 0
 			:: d_state == D_acquiring ->
 				/* @transition detector heartbeat: acquiring -> acquiring */
 				b_hb_pending = 1
@@ -316,25 +341,39 @@ active proctype world()
 {
 	do
 	/* ======================= backup (detector) ======================= */
-	:: d_step { b_up && d_state == D_monitoring && b_silence >= SUSPECT ->
+	:: d_step { b_up && d_state == D_monitoring && (b_silence >= SUSPECT || b_deadline) ->
 		/* @transition detector silence: monitoring -> suspect */
-		d_state = D_suspect; B_START_PROBE;
+		d_state = D_suspect;
+		if
+		:: b_silence >= PROBE_AT || b_deadline ->
+			B_START_PROBE    /* already due (back from a release late, or leaving): at once */
+		:: else ->
+			b_probe_sched = 1   /* to end exactly at the fail deadline */
+		fi;
+		normalize() }
+	:: d_step { b_up && d_state == D_suspect && b_probe_sched && (b_silence >= PROBE_AT || b_deadline) ->
+		/* @transition detector probe_due: suspect -> suspect */
+		b_probe_sched = 0; B_START_PROBE;
 		normalize() }
 	:: d_step { b_up && b_probe && b_probe_t == 0 ->
 		b_probe = 0;
 		if
 		:: d_state == D_suspect && (b_silence >= FAIL || b_deadline) ->
+			/* The probe ends exactly at the deadline: its result and the
+			 * deadline timer reach the core in either order. */
 			if
 			:: !b_probe_snap ->
 				/* @transition detector probed: suspect -> acquiring */
 				backup_acquire()
-			:: else ->
+			:: b_probe_snap ->
 				/* @transition detector probed: suspect -> contested */
 				d_state = D_contested; b_retry_t = RETRY
+			:: true ->
+				b_probed = 1; b_answered = b_probe_snap   /* the deadline decides */
 			fi
-		:: d_state == D_suspect || d_state == D_contested ->
+		:: d_state == D_contested ->
 			b_probed = 1; b_answered = b_probe_snap
-		:: else -> skip     /* a heartbeat came first: the result is moot */
+		:: else -> assert(false)   /* a heartbeat cancels the probe of a suspicion it ends */
 		fi;
 		normalize() }
 	:: d_step { b_up && d_state == D_suspect && (b_silence >= FAIL || b_deadline) && b_probed ->
@@ -374,7 +413,7 @@ active proctype world()
 		normalize() }
 	:: d_step { b_up && b_op && d_state == D_recovering && b_op_t >= OP_MIN ->
 		/* @transition detector released: recovering -> monitoring */
-		b_addr = 0; b_op = 0; d_state = D_monitoring; b_silence = 0;
+		b_addr = 0; b_op = 0; d_state = D_monitoring;
 		SEND_STATUS(0);
 		normalize() }
 
@@ -388,7 +427,7 @@ active proctype world()
 	:: d_step { m_up && m_hb_t == 0 ->
 		SEND_HEARTBEAT(0); m_hb_t = INTERVAL;
 		normalize() }
-	:: d_step { m_up && m_state == M_waiting && m_silence >= FAIL ->
+	:: d_step { PRESUME && m_up && m_state == M_waiting && m_silence >= FAIL ->
 		/* @transition master presume: waiting -> probing */
 		m_state = M_probing; M_START_PROBE;
 		normalize() }
@@ -405,7 +444,9 @@ active proctype world()
 		normalize() }
 	:: d_step { m_up && m_op && m_state == M_acquiring && m_op_t >= OP_MIN ->
 		/* @transition master acquired: acquiring -> holding */
+		/* and tells the backup at once, restarting its heartbeat period */
 		m_addr = 1; m_op = 0; m_state = M_holding;
+		SEND_HEARTBEAT(0); m_hb_t = INTERVAL;
 		normalize() }
 	:: d_step { m_up && m_state == M_holding && m_crashes < M_CRASHES ->
 		/* @transition master stop: holding -> releasing */
