@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 import trio
+from pyroute2.netlink.exceptions import NetlinkError
 
 from failoverd.addresses import Triplet, parse_triplet
 from failoverd.system.netlink import (
@@ -154,6 +155,36 @@ async def test_check_interface_reports_index_and_mac(pair: Pair) -> None:
     assert shown.startswith(f"{interface.index}: va@")
     assert f"link/ether {interface.mac} " in shown
     assert interface.up
+
+
+@pytest.mark.trio
+async def test_a_name_no_interface_can_have_is_missing_not_an_error(pair: Pair) -> None:
+    manager = AddressManager(netns=pair.a)
+    with trio.fail_after(10):
+        for name in ("x" * 16, "", "bad\0name"):
+            with pytest.raises(InterfaceMissing):
+                await manager.check_interface(name)
+
+
+def test_the_kernel_refusing_a_request_raises_its_errno(pair: Pair) -> None:
+    import errno
+
+    from failoverd.system.netlink import _open_in_namespace
+
+    with _open_in_namespace(pair.a) as rt:
+        index = rt.link("va").index
+        address = ipaddress.IPv4Address("10.61.5.1")
+        rt.add_address(index, address, 24)
+        with pytest.raises(NetlinkError) as exists:
+            rt.add_address(index, address, 24)
+        assert exists.value.code == errno.EEXIST
+        assert {(a.address, a.prefixlen) for a in rt.addresses() if a.index == index} == {(address, 24)}
+        rt.delete_address(index, address, 24)
+        with pytest.raises(NetlinkError) as gone:
+            rt.delete_address(index, address, 24)
+        assert gone.value.code == errno.EADDRNOTAVAIL
+        assert rt.links()["va"] == index
+    assert addresses_on(pair.a, "va") == set()
 
 
 def test_missing_namespace_is_never_created() -> None:

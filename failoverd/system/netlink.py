@@ -2,10 +2,14 @@
 
 Rules of this module:
 
-- pyroute2's synchronous ``IPRoute`` only (its asyncio core does not run under
-  Trio). Each call opens and closes its own ``IPRoute`` inside the worker
-  thread, because pyroute2 keeps one netlink socket per thread and Trio reuses
-  its worker threads.
+- The kernel is asked through :mod:`failoverd.system.rtnetlink` (a plain
+  netlink socket, a handful of requests), not pyroute2's ``IPRoute``: an
+  address change is on the failback's critical path, and the kernel answers
+  these requests inside the system calls that make them, in tens of
+  microseconds. So the asynchronous API calls the synchronous one directly on
+  the Trio thread: a worker-thread hop would cost more than the work.
+- Each call opens and closes its own netlink socket (cheap: no namespace
+  switch unless ``netns`` is given), so no socket outlives a call.
 - An address is identified by (interface, address). The mask is what we *add*
   with; an address found on the interface with another mask still counts as
   present (and is removed whatever its mask), so a changed configuration can
@@ -20,15 +24,14 @@ import errno
 import ipaddress
 import logging
 import os
-import socket
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import trio
-from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from failoverd.addresses import Triplet
+from failoverd.system.rtnetlink import RouteSocket
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ INVALID_INTERFACE = "CNode: invalid interface name"
 NETNS_RUN_DIR = "/run/netns"
 
 _IFF_UP = 0x1
+_CLONE_NEWNET = 0x40000000
 
 
 class InterfaceError(Exception):
@@ -103,21 +107,16 @@ class AddressManager:
     def __repr__(self) -> str:
         return f"AddressManager(netns={self.netns!r})"
 
-    def _open(self) -> IPRoute:
+    def _open(self) -> RouteSocket:
         if self.netns is None:
-            return IPRoute()
-        # Checked first because pyroute2 leaks an event loop and sockets when
-        # it fails to open a namespace.
-        if not os.path.exists(os.path.join(NETNS_RUN_DIR, self.netns)):
-            raise NamespaceMissing(f"network namespace {self.netns!r} does not exist")
-        # flags=0: without it pyroute2 silently creates a missing namespace.
-        return IPRoute(netns=self.netns, flags=0)
+            return RouteSocket.open()
+        return _open_in_namespace(self.netns)
 
     # --- synchronous API (worker threads, ProcessFailover) -------------------
 
     def interface_sync(self, name: str) -> Interface:
-        with self._open() as ipr:
-            return _interface(ipr, name)
+        with self._open() as rt:
+            return _interface(rt, name)
 
     def check_interface_sync(self, name: str) -> Interface:
         """The interface, if it exists and is up; else raise :class:`InterfaceError`."""
@@ -128,17 +127,17 @@ class AddressManager:
 
     def add_sync(self, triplet: Triplet) -> bool:
         """Put the address on its interface. True if added, False if it was already there."""
-        address = str(triplet.address)
-        with self._open() as ipr:
-            interface = _interface(ipr, triplet.interface)
+        address = triplet.address
+        with self._open() as rt:
+            interface = _interface(rt, triplet.interface)
             if not interface.up:
                 raise InterfaceDown(triplet.interface)
-            existing = _prefixlens(ipr, interface.index, address)
+            existing = _prefixlens(rt, interface.index, address)
             if existing:
                 _warn_other_mask(triplet, existing)
                 return False
             try:
-                ipr.addr("add", index=interface.index, address=address, prefixlen=triplet.effective_prefixlen)
+                rt.add_address(interface.index, address, triplet.effective_prefixlen)
             except NetlinkError as error:
                 if error.code == errno.EEXIST:  # added by someone else since we looked
                     return False
@@ -148,17 +147,17 @@ class AddressManager:
 
     def remove_sync(self, triplet: Triplet) -> bool:
         """Take the address off its interface (whatever its mask). True if removed, False if it was gone."""
-        address = str(triplet.address)
-        with self._open() as ipr:
+        address = triplet.address
+        with self._open() as rt:
             try:
-                interface = _interface(ipr, triplet.interface)
+                interface = _interface(rt, triplet.interface)
             except InterfaceMissing:
                 log.warning("%s: interface %s is gone, so is the address", triplet, triplet.interface)
                 return False
             removed = False
-            for prefixlen in _prefixlens(ipr, interface.index, address):
+            for prefixlen in sorted(_prefixlens(rt, interface.index, address)):
                 try:
-                    ipr.addr("del", index=interface.index, address=address, prefixlen=prefixlen)
+                    rt.delete_address(interface.index, address, prefixlen)
                 except NetlinkError as error:
                     if error.code == errno.EADDRNOTAVAIL:  # removed by someone else since we looked
                         continue
@@ -170,58 +169,80 @@ class AddressManager:
     def present_sync(self, triplets: Iterable[Triplet]) -> frozenset[Triplet]:
         """Those of ``triplets`` whose address is on their interface right now."""
         wanted = list(triplets)
-        with self._open() as ipr:
-            indexes = {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
-            configured: dict[tuple[int, str], set[int]] = {}
-            for message in ipr.get_addr(family=socket.AF_INET):
-                key = (message["index"], message.get_attr("IFA_LOCAL") or message.get_attr("IFA_ADDRESS"))
-                configured.setdefault(key, set()).add(message["prefixlen"])
+        with self._open() as rt:
+            indexes = rt.links()
+            configured: dict[tuple[int, ipaddress.IPv4Address], set[int]] = {}
+            for found in rt.addresses():
+                configured.setdefault((found.index, found.address), set()).add(found.prefixlen)
         present = set()
         for triplet in wanted:
             index = indexes.get(triplet.interface)
-            prefixlens = configured.get((index, str(triplet.address))) if index is not None else None
+            prefixlens = configured.get((index, triplet.address)) if index is not None else None
             if prefixlens:
                 _warn_other_mask(triplet, prefixlens)
                 present.add(triplet)
         return frozenset(present)
 
     # --- asynchronous API (the Trio runtime) ---------------------------------
+    # Inline on the Trio thread: see the module's rules for why that is short.
 
     async def check_interface(self, name: str) -> Interface:
-        return await trio.to_thread.run_sync(self.check_interface_sync, name)
+        return self.check_interface_sync(name)
 
     async def add(self, triplet: Triplet) -> bool:
-        return await trio.to_thread.run_sync(self.add_sync, triplet)
+        return self.add_sync(triplet)
 
     async def remove(self, triplet: Triplet) -> bool:
-        return await trio.to_thread.run_sync(self.remove_sync, triplet)
+        return self.remove_sync(triplet)
 
     async def present(self, triplets: Iterable[Triplet]) -> frozenset[Triplet]:
-        return await trio.to_thread.run_sync(self.present_sync, list(triplets))
+        return self.present_sync(list(triplets))
 
 
-def _interface(ipr: IPRoute, name: str) -> Interface:
-    indexes = ipr.link_lookup(ifname=name)
-    if not indexes:
+def _open_in_namespace(netns: str) -> RouteSocket:
+    """A netlink socket in network namespace ``netns`` (which must exist; we never create one).
+
+    setns(2) switches only the calling thread, so the socket is made in a
+    fresh thread that is discarded afterwards; the socket stays in the
+    namespace it was made in.
+    """
+    import ctypes
+
+    path = os.path.join(NETNS_RUN_DIR, netns)
+    if not os.path.exists(path):
+        raise NamespaceMissing(f"network namespace {netns!r} does not exist")
+    made: list[RouteSocket] = []
+    failed: list[BaseException] = []
+
+    def switch_and_open() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(path, "rb") as handle:
+                if libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"setns({path}): {os.strerror(code)}")
+            made.append(RouteSocket.open())
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            failed.append(error)
+
+    thread = threading.Thread(target=switch_and_open, name=f"netns-{netns}", daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
+
+
+def _interface(rt: RouteSocket, name: str) -> Interface:
+    link = rt.link(name)
+    if link is None:
         raise InterfaceMissing(name)
-    link = ipr.get_links(indexes[0])[0]
-    return Interface(
-        name=name,
-        index=link["index"],
-        up=bool(link["flags"] & _IFF_UP),
-        mac=link.get_attr("IFLA_ADDRESS") or "",
-    )
+    return Interface(name=name, index=link.index, up=bool(link.flags & _IFF_UP), mac=link.mac)
 
 
-def _prefixlens(ipr: IPRoute, index: int, address: str) -> set[int]:
+def _prefixlens(rt: RouteSocket, index: int, address: ipaddress.IPv4Address) -> set[int]:
     """The masks with which ``address`` is configured on interface ``index`` (usually 0 or 1 of them)."""
-    wanted = ipaddress.IPv4Address(address)
-    found = set()
-    for message in ipr.get_addr(family=socket.AF_INET, index=index):
-        local = message.get_attr("IFA_LOCAL") or message.get_attr("IFA_ADDRESS")
-        if local is not None and ipaddress.IPv4Address(local) == wanted:
-            found.add(message["prefixlen"])
-    return found
+    return {found.prefixlen for found in rt.addresses() if found.index == index and found.address == address}
 
 
 def _warn_other_mask(triplet: Triplet, prefixlens: set[int]) -> None:
