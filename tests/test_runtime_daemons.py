@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import socket
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class MemorySystem:
         self.active = 0
         self.max_active = 0
         self.gate: trio.Event | None = None
+        self.post_release_gate: trio.Event | None = None  # stands for slow PostRel hooks
         self.probe_gate: trio.Event | None = None
         self.answered: Addresses = frozenset()
 
@@ -75,15 +77,21 @@ class MemorySystem:
         await self._change("acquire", addresses)
         return AcquireDone(acquired=frozenset(addresses))
 
-    async def release(self, addresses: Addresses) -> ReleaseDone:
+    async def release(self, addresses: Addresses, on_removed: Callable[[ReleaseDone], None] | None = None) -> ReleaseDone:
         await self._change("release", addresses)
-        return ReleaseDone(released=frozenset(addresses))
+        result = ReleaseDone(released=frozenset(addresses))
+        if on_removed is not None:
+            on_removed(result)
+        if self.post_release_gate is not None:
+            await self.post_release_gate.wait()
+        self.log.append(("post-release", frozenset(addresses)))
+        return result
 
     async def announce(self, addresses: Addresses) -> None:
         await self._change("announce", addresses)
 
     def kinds(self) -> list[str]:
-        return [kind for kind, _ in self.log]
+        return [kind for kind, _ in self.log if kind != "post-release"]
 
 
 class RecordingTransport:
@@ -160,6 +168,31 @@ async def test_transmit_and_mail_go_out_while_an_acquire_is_stuck_and_changes_ne
     assert system.kinds() == ["acquire", "release", "acquire"]
     assert system.max_active == 1
     assert [type(r).__name__ for r in results] == ["AcquireDone", "ReleaseDone", "AcquireDone"]
+
+
+@pytest.mark.trio
+async def test_a_release_reaches_the_core_before_its_post_release_hooks_and_the_next_change_waits_for_them() -> None:
+    system, transport = MemorySystem(), RecordingTransport()
+    system.post_release_gate = trio.Event()
+    results: list[object] = []
+    executor = Executor(system, transport, None, results.append)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(executor.run)
+            executor.submit([Release(frozenset({VIP})), Acquire(frozenset({VIP}))])
+            while not results:
+                await trio.sleep(0.005)
+            assert results == [ReleaseDone(released=frozenset({VIP}))]
+            await trio.sleep(0.05)
+            # The hooks have not finished: the release is still the change in progress.
+            assert isinstance(executor.current, Release)
+            assert [kind for kind, _ in system.log] == ["release"]
+            system.post_release_gate.set()
+            while len(results) < 2:
+                await trio.sleep(0.005)
+            nursery.cancel_scope.cancel()
+    assert [kind for kind, _ in system.log] == ["release", "post-release", "acquire"]
+    assert [type(r).__name__ for r in results] == ["ReleaseDone", "AcquireDone"]  # reported once each
 
 
 @pytest.mark.trio

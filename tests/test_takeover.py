@@ -124,6 +124,36 @@ async def test_each_step_happens_in_order_around_the_address_change(pair: Pair, 
 
 
 @pytest.mark.trio
+async def test_a_release_reports_once_every_address_is_gone_and_then_runs_the_post_release_hooks(
+    pair: Pair, hook_dir: Path, tmp_path: Path
+) -> None:
+    # Two subnets: removing a primary address would take a secondary of its subnet with it.
+    first, second = parse_triplet("va:10.64.4.1/24"), parse_triplet("va:10.64.5.1/24")
+    ip("-n", pair.a, "addr", "add", "10.64.4.1/24", "dev", "va")
+    ip("-n", pair.a, "addr", "add", "10.64.5.1/24", "dev", "va")
+    journal = tmp_path / "journal"
+    for triplet in (first, second):
+        # Each hook notes its phase, its address and how many of the two are still on va.
+        count = f"$(ip -n {pair.a} -o -4 addr show dev va | grep -c -e 10.64.4.1/ -e 10.64.5.1/)"
+        for phase in ("PreRel", "PostRel"):
+            write_hook(hook_dir, str(triplet.address), phase, f'echo "$FAILOVER_PHASE $FAILOVER_ADDRESS {count}" >> {journal}')
+    reported: list[ReleaseDone] = []
+
+    def on_removed(result: ReleaseDone) -> None:
+        with journal.open("a") as f:
+            f.write(f"reported {len(addresses_on(pair.a, 'va'))}\n")
+        reported.append(result)
+
+    with trio.fail_after(20):
+        result = await takeover(pair, hook_dir).release([second, first], on_removed)
+    assert result == ReleaseDone(released=frozenset({first, second}))
+    assert reported == [result]
+    assert journal.read_text().splitlines() == [
+        "PreRel 10.64.4.1 2", "PreRel 10.64.5.1 1", "reported 0", "PostRel 10.64.4.1 0", "PostRel 10.64.5.1 0",
+    ]
+
+
+@pytest.mark.trio
 async def test_a_partial_acquire_reports_exact_sets(pair: Pair, hook_dir: Path) -> None:
     ip("-n", pair.a, "link", "add", "vc", "type", "veth", "peer", "name", "vd")  # vc stays down
     good = parse_triplet("va:10.64.1.1/24")

@@ -4,7 +4,10 @@ How each action runs, and why:
 
 - ``Acquire``, ``Release``, ``Announce`` go into one queue worked by one
   task, so two address changes never overlap and each result reaches the
-  core in the order the core asked for them.
+  core in the order the core asked for them. A release's result reaches
+  the core as soon as its addresses are gone, before its PostRel hooks run
+  (the backup's "I hold nothing" status is what a returning master waits
+  for); the next change still starts only after those hooks.
 - ``Probe`` runs in a task of its own: an ARP probe lasts a good part of a
   second, and heartbeats must keep reaching the core meanwhile (a heartbeat
   during the probe is what ends a false suspicion). Its result comes back to
@@ -66,7 +69,12 @@ class System(Protocol):
 
     async def acquire(self, addresses: Addresses) -> AcquireDone: ...
 
-    async def release(self, addresses: Addresses) -> ReleaseDone: ...
+    async def release(
+        self, addresses: Addresses, on_removed: Callable[[ReleaseDone], None] | None = None
+    ) -> ReleaseDone:
+        """Remove the addresses and run their PostRel hooks; ``on_removed``
+        gets the result as soon as the addresses are gone, before the hooks."""
+        ...
 
     async def announce(self, addresses: Addresses) -> None: ...
 
@@ -173,7 +181,7 @@ class Executor:
             if isinstance(action, Acquire):
                 result: Result | None = await self.system.acquire(action.addresses)
             elif isinstance(action, Release):
-                result = await self.system.release(action.addresses)
+                result = await self._release(action)
             else:
                 log.info("%s", _describe(action))
                 await self.system.announce(action.addresses)
@@ -185,6 +193,23 @@ class Executor:
                 self._idle.set()
         if result is not None:
             self._report(result)
+
+    async def _release(self, action: Release) -> ReleaseDone | None:
+        """Release; the result goes to the core as soon as the addresses are gone.
+
+        The backup's "I hold nothing" must not wait for its PostRel hooks: a
+        returning master holds nothing until it gets it. The hooks still
+        finish before the next address change starts (this is the queue's
+        task). Returns the result only if the system did not report it early.
+        """
+        reported: list[ReleaseDone] = []
+
+        def removed(result: ReleaseDone) -> None:
+            reported.append(result)
+            self._report(result)
+
+        result = await self.system.release(action.addresses, on_removed=removed)
+        return None if reported else result
 
     async def _probe(self, action: Probe) -> None:
         self.probes_running += 1

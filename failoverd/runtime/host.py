@@ -7,6 +7,7 @@ the RFC 5227 probe; this class only gives them the shapes the cores speak.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from failoverd.core.actions import AcquireDone, Addresses, ProbeDone, ReleaseDone
@@ -51,8 +52,10 @@ class HostSystem:
     async def acquire(self, addresses: Addresses) -> AcquireDone:
         return await self.takeover.acquire(addresses)
 
-    async def release(self, addresses: Addresses) -> ReleaseDone:
-        return await self.takeover.release(addresses)
+    async def release(
+        self, addresses: Addresses, on_removed: Callable[[ReleaseDone], None] | None = None
+    ) -> ReleaseDone:
+        return await self.takeover.release(addresses, on_removed)
 
     async def announce(self, addresses: Addresses) -> None:
         await self.takeover.announce(addresses)

@@ -4,10 +4,15 @@ Per address, in this order (the original ProcessFailover's, plus the
 announcement):
 
     acquire:  Test -> PreAcq hooks -> add the address -> gratuitous ARP -> PostAcq hooks
-    release:  Test -> PreRel hooks -> remove the address -> PostRel hooks
+    release:  Test -> PreRel hooks -> remove the address; then PostRel hooks
 
 Addresses are handled one after another in sorted order, so two runs with the
-same input do the same things in the same order. The result sorts every input
+same input do the same things in the same order. A release removes every
+address first and runs the PostRel hooks afterwards (in the same order): the
+result is complete once the last address is gone, and ``release`` hands it to
+its ``on_removed`` callback right then, before any PostRel hook. That is what
+lets the backup tell a returning master "I hold nothing" without making it
+wait for the backup's hooks (see docs/hooks.md). The result sorts every input
 triplet into exactly one set, so the core knows what this host holds even
 after a partial failure. An address that was already there counts as
 acquired (and still gets its announcement and PostAcq hooks): that is how a
@@ -21,7 +26,7 @@ finished, so nothing it started outlives it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Literal
 
 import trio
@@ -31,7 +36,12 @@ from failoverd.addresses import Triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
 from failoverd.system.arp import Announcer, Prober
 from failoverd.system.hooks import HookRunner
-from failoverd.system.netlink import AddressChangeError, AddressManager, InterfaceError, NamespaceMissing
+from failoverd.system.netlink import (
+    AddressChangeError,
+    AddressManager,
+    InterfaceError,
+    NamespaceMissing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +92,25 @@ class Takeover:
         log.info("acquire finished: %s", _summary(result.acquired, result.failed, result.refused, "acquired"))
         return result
 
-    async def release(self, triplets: Iterable[Triplet]) -> ReleaseDone:
+    async def release(
+        self, triplets: Iterable[Triplet], on_removed: Callable[[ReleaseDone], None] | None = None
+    ) -> ReleaseDone:
+        """Remove the addresses, then run their PostRel hooks; return what was released.
+
+        ``on_removed`` gets the same (exact) result as soon as the last
+        address is gone, before the first PostRel hook starts.
+        """
         ordered = sorted(set(triplets))
-        outcomes = {triplet: await self._release_one(triplet, ordered) for triplet in ordered}
+        outcomes = {triplet: await self._remove_one(triplet, ordered) for triplet in ordered}
         result = ReleaseDone(
             released=_having(outcomes, "done"), failed=_having(outcomes, "failed"), refused=_having(outcomes, "refused")
         )
+        if on_removed is not None:
+            on_removed(result)
         log.info("release finished: %s", _summary(result.released, result.failed, result.refused, "released"))
+        for triplet in ordered:
+            if outcomes[triplet] == "done":
+                await self.hooks.run_phase("PostRel", "release", triplet, ordered)
         return result
 
     async def announce(self, triplets: Iterable[Triplet]) -> None:
@@ -111,7 +133,8 @@ class Takeover:
         await self.hooks.run_phase("PostAcq", "acquire", triplet, everything)
         return "done"
 
-    async def _release_one(self, triplet: Triplet, everything: list[Triplet]) -> Outcome:
+    async def _remove_one(self, triplet: Triplet, everything: list[Triplet]) -> Outcome:
+        """Test, PreRel hooks, remove: everything of a release but the PostRel hooks."""
         log.info("releasing %s", triplet)
         if not await self.hooks.test("release", triplet, everything):
             return "refused"
@@ -123,7 +146,6 @@ class Takeover:
             return "failed"
         if not removed:
             log.info("%s was not on %s; nothing to remove", triplet.address, triplet.interface)
-        await self.hooks.run_phase("PostRel", "release", triplet, everything)
         return "done"
 
 
