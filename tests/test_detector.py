@@ -239,3 +239,34 @@ def test_legacy_mode_cannot_be_rekeyed() -> None:
 
     with pytest.raises(ValueError, match="restart with --key-file"):
         detector(key=None).rekey(KEY)
+
+
+def test_an_address_claimed_by_another_host_while_held_is_released_at_once() -> None:
+    """RFC 5227 conflict detection: the master is the owner; the backup yields."""
+    d = detector()
+    driver = Driver(d)
+    driver.advance(3.0)
+    assert d.state == "failed_over"
+    out = d.conflict_seen(3.5, {A})
+    assert [type(a).__name__ for a in out] == ["StateChanged", "Alarm", "Release"]
+    assert out[1].level == "critical" and out[2].addresses == VIPS
+    assert d.conflict_seen(3.6, {A}) == []  # already letting go
+    d.action_done(3.7, ReleaseDone(released=VIPS))
+    assert d.state == "monitoring" and not d.held
+    # Still no heartbeat: the next probe sees the master's address and we stay contested.
+    driver.answered = lambda now: frozenset({A})
+    driver.advance(12.0)
+    assert d.state == "contested" and len(driver.log.acquires) == 1
+
+
+def test_a_conflict_during_an_acquire_releases_when_it_completes() -> None:
+    d = detector()
+    _to_acquiring(d)
+    assert d.conflict_seen(3.05, {B}) == []
+    out = d.action_done(3.1, AcquireDone(acquired=VIPS))
+    assert d.state == "recovering" and [a.addresses for a in out if type(a).__name__ == "Release"] == [VIPS]
+
+
+def test_conflicts_for_addresses_we_do_not_hold_change_nothing() -> None:
+    d = detector()
+    assert d.conflict_seen(0.5, {A}) == [] and d.state == "monitoring"

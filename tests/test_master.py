@@ -94,3 +94,18 @@ def test_forged_status_is_ignored() -> None:
     forged = wire.Sealer(b"the wrong key, but long enough", wire.ROLE_BACKUP, 3, 1.0, 0.0)
     assert m.receive_datagram(0.1, forged.seal(0.1, holds=False, ack_epoch=9, ack_seq=1), "b", "priv0") == []
     assert m.state == "waiting" and m.counters.rejected == {"mac": 1}
+
+
+def test_a_conflict_while_holding_is_answered_by_announcing_again_once_per_interval() -> None:
+    m = Master(["b"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=9)
+    a = sorted(VIPS)[0]
+    out = m.conflict_seen(1.0, {a})
+    assert [type(x).__name__ for x in out] == ["Alarm", "Announce"] and out[1].addresses == {a}
+    assert m.conflict_seen(1.5, {a}) == []  # rate-limited
+    assert [type(x).__name__ for x in m.conflict_seen(2.0, {a})] == ["Alarm", "Announce"]
+    assert m.state == "holding" and m.held == VIPS
+
+
+def test_a_waiting_master_ignores_conflicts() -> None:
+    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    assert m.conflict_seen(1.0, VIPS) == [] and m.state == "waiting"

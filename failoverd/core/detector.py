@@ -90,6 +90,11 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "released", "source": "recovering", "dest": None, "after": "_release_incomplete"},
     {"trigger": "retry", "source": "recovering", "dest": None, "after": "_release_held"},
     {"trigger": "heartbeat", "source": "recovering", "dest": None},  # already letting go
+    # Another host answers on the wire for an address we hold or are adding
+    # (RFC 5227 conflict detection): the master is the rightful owner, so the
+    # backup yields at once instead of holding on until a heartbeat gets through.
+    {"trigger": "conflict", "source": "failed_over", "dest": "recovering", "after": "_yield_held"},
+    {"trigger": "conflict", "source": "acquiring", "dest": None, "after": "_note_master_back"},
 )
 
 # States in which the backup tells the master "I may hold your addresses":
@@ -171,6 +176,7 @@ class Detector(DeclaredMachine):
         self._master_back = False
         self._failed: Addresses = frozenset()
         self._retry_at: float | None = None
+        self._conflicting: Addresses = frozenset()
         self._status_due = float("-inf")
         self._status_holds = False
         self._status_epoch = -1
@@ -282,6 +288,17 @@ class Detector(DeclaredMachine):
             self._fire("released")
         else:
             raise TypeError(f"unknown result {result!r}")
+        return out
+
+    def conflict_seen(self, now: float, addresses: Iterable) -> list[Action]:
+        """Another host's ARP claims ``addresses`` (the shell watches while we hold any)."""
+        self._now = now
+        out: list[Action] = []
+        self._out = out
+        contested = frozenset(addresses) & self.addresses
+        if contested and self.state in {"failed_over", "acquiring"}:
+            self._conflicting = contested
+            self._fire("conflict")
         return out
 
     def next_deadline(self) -> float | None:
@@ -523,6 +540,17 @@ class Detector(DeclaredMachine):
             self.counters.failbacks += 1
             self._out.append(Notify("up", self.peer, self.addresses))
         self._out.append(Release(self.held))
+
+    def _yield_held(self) -> None:
+        self._out.append(
+            Alarm(
+                "critical",
+                f"another host answers for {names(self._conflicting)} on the wire: releasing "
+                f"{names(self.held)} (the master must be alive; only the heartbeat path is down?)",
+                True,
+            )
+        )
+        self._release_held()
 
     def _release_incomplete(self) -> None:
         self._retry_at = self._now + self.timing.effective_retry_interval

@@ -38,6 +38,7 @@ from failoverd.core.actions import (
     Acquire,
     AcquireDone,
     Action,
+    Announce,
     Addresses,
     Alarm,
     Counters,
@@ -124,6 +125,7 @@ class Master(DeclaredMachine):
         self._retry_at: float | None = None
         self._stopping = False
         self._presume_from = now
+        self._reclaim_due = float("-inf")
         if not self.managed:
             initial = "holding"
         elif self.held == self.managed:
@@ -223,6 +225,21 @@ class Master(DeclaredMachine):
             self._fire("released")
         else:
             raise TypeError(f"unknown result {result!r}")
+        return out
+
+    def conflict_seen(self, now: float, addresses: Iterable) -> list[Action]:
+        """Another host's ARP claims ``addresses`` we hold: we are the owner, so
+        alarm and announce them again (at most once per interval); the backup,
+        seeing our announcement as a conflict of its own, lets go."""
+        self._now = now
+        out = self._begin()
+        contested = frozenset(addresses) & self.held
+        if contested and self.state == "holding" and now >= self._reclaim_due:
+            self._reclaim_due = now + self.interval
+            out.append(
+                Alarm("critical", f"another host answers for {names(contested)} on the wire: announcing ours again", True)
+            )
+            out.append(Announce(contested))
         return out
 
     def shutdown(self, now: float) -> list[Action]:
