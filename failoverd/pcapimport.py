@@ -14,19 +14,21 @@ is an error (or skipped, on request).
 
 from __future__ import annotations
 
+import math
 import struct
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
-from typing import Iterator
 
 import dpkt
 import pcapng
 import pcapng.exceptions
 
 from failoverd.core import wire
-from failoverd.trace import Datagram
+from failoverd.trace import Arrival
 
 PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
@@ -68,7 +70,8 @@ class _BadFrame(ValueError):
 class Capture:
     """The heartbeat-port datagrams of one capture file, times in capture seconds."""
 
-    datagrams: list[Datagram]
+    datagrams: list[Arrival]
+    """``(time, path, source, data, wall)``; ``wall`` is ``time``: a capture's clock is the wall clock."""
     packets: int = 0
     """Frames in the file."""
     ignored: int = 0
@@ -105,61 +108,72 @@ def read_capture(path: str | Path, *, port: int = 1694, skip_bad: bool = False) 
         return _collect(frames, name, port, skip_bad, fmt)
 
 
-def _collect(frames: Iterator[tuple[float, int, bytes, str]], name: str, port: int, skip_bad: bool, fmt: str) -> Capture:
+# Frames as the readers give them: ((timestamp, frame bytes), link type, path).
+Frames = Iterable[tuple[tuple[float, bytes], int, str]]
+
+
+def _collect(frames: Frames, name: str, port: int, skip_bad: bool, fmt: str) -> Capture:
     capture = Capture([], format=fmt)
     datagrams = capture.datagrams
+    append = datagrams.append
     sources: dict[bytes, str] = {}
-    last = -float("inf")
+    last = -math.inf
     number = 0
     port_bytes = _U16.pack(port)
-    append = datagrams.append
-    for number, (ts, linktype, frame, path) in enumerate(frames, 1):
-        # Fast path for the common frame: untagged Ethernet, IPv4 without
-        # options, unfragmented UDP to our port, complete in the capture.
-        # (The port test first: once it matches, the frame has 38 bytes.)
-        if (
-            frame[36:38] == port_bytes
-            and linktype == LINKTYPE_ETHERNET
-            and ts >= last
-            and frame[12:15] == b"\x08\x00\x45"
-            and frame[23] == _UDP
-            and not (frame[20] & 0x3F or frame[21])
-        ):
-            end = 34 + ((frame[38] << 8) | frame[39]) if len(frame) >= 40 else 0
-            if end >= 42 and len(frame) >= end:
-                last = ts
-                src = frame[26:30]
-                source = sources.get(src)
-                if source is None:
-                    source = sources[src] = ".".join(str(b) for b in src)
-                append(Datagram(ts, path, source, frame[42:end], "captured", ts))
+    try:
+        for number, ((ts, frame), linktype, path) in enumerate(frames, 1):
+            # Fast path for the common frame: untagged Ethernet, IPv4 without
+            # options, unfragmented UDP to our port, complete in the capture.
+            # (The port test first: once it matches, the frame has 38 bytes.)
+            if (
+                frame[36:38] == port_bytes
+                and linktype == LINKTYPE_ETHERNET
+                and ts >= last
+                and frame[12:15] == b"\x08\x00\x45"
+                and frame[23] == _UDP
+                and not (frame[20] & 0x3F or frame[21])
+            ):
+                end = 34 + ((frame[38] << 8) | frame[39]) if len(frame) >= 40 else 0
+                if end >= 42 and len(frame) >= end:
+                    last = ts
+                    source = sources.get(frame[26:30])
+                    if source is None:
+                        source = sources[frame[26:30]] = ".".join(str(b) for b in frame[26:30])
+                    append((ts, path, source, frame[42:end], ts))
+                    continue
+            try:
+                if ts < last:
+                    raise _BadFrame(f"timestamp {ts!r} is earlier than the previous packet's {last!r}")
+                found = _udp_to_port(frame, linktype, port)
+            except _BadFrame as exc:
+                if not skip_bad:
+                    raise CaptureError(name, number, str(exc)) from None
+                capture.skipped.append((number, str(exc)))
                 continue
-        try:
-            if ts < last:
-                raise _BadFrame(f"timestamp {ts!r} is earlier than the previous packet's {last!r}")
-            found = _udp_to_port(frame, linktype, port)
-        except _BadFrame as exc:
-            if not skip_bad:
-                raise CaptureError(name, number, str(exc)) from None
-            capture.skipped.append((number, str(exc)))
-            continue
-        last = ts
-        if found is None:
-            capture.ignored += 1
-            continue
-        src, payload = found
-        source = sources.get(src)
-        if source is None:
-            source = sources[src] = ".".join(str(b) for b in src)
-        datagrams.append(Datagram(ts, path, source, payload, "captured", ts))
+            last = ts
+            if found is None:
+                capture.ignored += 1
+                continue
+            src, payload = found
+            source = sources.get(src)
+            if source is None:
+                source = sources[src] = ".".join(str(b) for b in src)
+            append((ts, path, source, payload, ts))
+    except dpkt.UnpackError:
+        # dpkt's reader met the end of the file inside a record header.
+        number += 1
+        problem = "the file ends inside this packet's record (capture cut off?)"
+        if not skip_bad:
+            raise CaptureError(name, number, problem) from None
+        capture.skipped.append((number, problem))
     capture.packets = number
     if datagrams:
-        capture.start = datagrams[0].time
+        capture.start = datagrams[0][0]
         capture.end = max(last, capture.start)
     return capture
 
 
-def _pcap_frames(f, name: str) -> Iterator[tuple[float, int, bytes, str]]:  # type: ignore[no-untyped-def]
+def _pcap_frames(f, name: str) -> Frames:  # type: ignore[no-untyped-def]
     try:
         reader = dpkt.pcap.Reader(f)
     except (ValueError, dpkt.NeedData, dpkt.UnpackError) as exc:
@@ -167,12 +181,11 @@ def _pcap_frames(f, name: str) -> Iterator[tuple[float, int, bytes, str]]:  # ty
     linktype = reader.datalink()
     if linktype not in SUPPORTED_LINK_TYPES:
         raise CaptureError(name, 0, f"link type {linktype} is not supported (Ethernet, Linux cooked, raw IP, loopback are)")
-    path = DEFAULT_PATH
-    for ts, buf in reader:
-        yield ts, linktype, buf, path
+    # zip, not a generator of our own: no Python frame per packet on top of dpkt's.
+    return zip(reader, repeat(linktype), repeat(DEFAULT_PATH))
 
 
-def _pcapng_frames(f, name: str) -> Iterator[tuple[float, int, bytes, str]]:  # type: ignore[no-untyped-def]
+def _pcapng_frames(f, name: str) -> Iterator[tuple[tuple[float, bytes], int, str]]:  # type: ignore[no-untyped-def]
     number = 0
     with warnings.catch_warnings():
         # python-pcapng warns about options it does not know; they do not matter here.
@@ -187,7 +200,7 @@ def _pcapng_frames(f, name: str) -> Iterator[tuple[float, int, bytes, str]]:  # 
                         raise CaptureError(name, number, f"link type {linktype} is not supported")
                     ifname = interface.options.get("if_name") if "if_name" in interface.options else None
                     path = _path_name(ifname, block.interface_id)
-                    yield float(block.timestamp), linktype, bytes(block.packet_data), path
+                    yield (float(block.timestamp), bytes(block.packet_data)), linktype, path
                 elif isinstance(block, (pcapng.blocks.SimplePacket, pcapng.blocks.ObsoletePacket)):
                     number += 1
                     raise CaptureError(name, number, "packet block without a usable timestamp (simple/obsolete packet block)")
@@ -267,7 +280,7 @@ def _udp_to_port(frame: bytes, linktype: int, port: int) -> tuple[bytes, bytes] 
 # --- who is the master? ------------------------------------------------------------
 
 
-def heartbeat_senders(datagrams: list[Datagram], *, key: bytes | None, legacy_message: bytes) -> Counter[str]:
+def heartbeat_senders(datagrams: list[Arrival], *, key: bytes | None, legacy_message: bytes) -> Counter[str]:
     """Sources of datagrams that look like the master's heartbeats, with counts.
 
     With a key: authenticated frames with the master role. Without: datagrams
@@ -276,25 +289,25 @@ def heartbeat_senders(datagrams: list[Datagram], *, key: bytes | None, legacy_me
     """
     senders: Counter[str] = Counter()
     if key is not None:
-        for d in datagrams:
+        for _, _, source, data, _ in datagrams:
             try:
-                if wire.decode(d.data, key).role == wire.ROLE_MASTER:
-                    senders[d.source] += 1
+                if wire.decode(data, key).role == wire.ROLE_MASTER:
+                    senders[source] += 1
             except wire.WireError:
                 continue
         if not senders and datagrams:
-            shaped = sum(1 for d in datagrams if _looks_authenticated(d.data))
+            shaped = sum(1 for d in datagrams if _looks_authenticated(d[3]))
             if shaped:
                 raise ValueError(
                     f"none of the {shaped} authenticated heartbeats verifies with this key: wrong --key-file?"
                 )
             raise ValueError("no authenticated master heartbeats in the capture (legacy heartbeats need no --key-file)")
         return senders
-    for d in datagrams:
-        if d.data == legacy_message:
-            senders[d.source] += 1
+    for _, _, source, data, _ in datagrams:
+        if data == legacy_message:
+            senders[source] += 1
     if not senders:
-        shaped = sum(1 for d in datagrams if _looks_authenticated(d.data))
+        shaped = sum(1 for d in datagrams if _looks_authenticated(d[3]))
         if shaped:
             raise ValueError(
                 f"the capture holds {shaped} authenticated heartbeats ({wire.DATAGRAM_LENGTH}-byte "

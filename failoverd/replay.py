@@ -6,8 +6,8 @@ Two ways to drive the same :class:`~failoverd.core.detector.Detector`:
   calls the daemon made, the action results it reported. This re-executes the
   daemon; every datagram's verdict is checked against the recorded one, and
   any difference is reported as a divergence.
-- **what-if**: only the datagrams are taken from the trace (a pcap has
-  nothing else). Timers fire exactly at each :meth:`Detector.next_deadline`
+- **what-if**: only the datagrams (:data:`~failoverd.trace.Arrival`) are
+  taken from the trace (a pcap has nothing else). Timers fire exactly at each :meth:`Detector.next_deadline`
   between arrivals (an arrival at the very deadline is delivered first), and
   actions are completed by an :class:`ActionModel`. This answers "what would
   another timing have done with the same heartbeats?".
@@ -41,7 +41,7 @@ from failoverd.core.actions import (
 from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
 from failoverd.addresses import Triplet
-from failoverd.trace import ActionResult, Datagram, End, Event, Lost, TimerFired, TraceHeader
+from failoverd.trace import ActionResult, Arrival, Datagram, End, Event, Lost, TimerFired, TraceHeader
 
 DEFAULT_OUTAGE = 30.0
 """Legacy mode: a silence at least this long is taken for a real outage, so a
@@ -314,6 +314,7 @@ class _Run:
         self.datagrams = 0
         self.last_heard = setup.start
         self.longest = (setup.start, setup.start)
+        self.longest_length = 0.0
         self.wall_offset: float | None = None
         self.pending: list[tuple[float, int, Result]] = []
         self.order = 0
@@ -324,8 +325,9 @@ class _Run:
         return None if self.wall_offset is None else now + self.wall_offset
 
     def heard(self, now: float, path: str) -> None:
-        if now - self.last_heard > self.longest[1] - self.longest[0]:
-            self.longest = (self.last_heard, now)
+        """An accepted heartbeat (once per heartbeat of a day: kept cheap)."""
+        if now - self.last_heard > self.longest_length:
+            self.silence_until(now)
         self.last_heard = now
         stats = self.paths.get(path)
         if stats is None:
@@ -363,6 +365,11 @@ class _Run:
                 self.note(now, "alarm", f"{action.level}: {action.message}")
             # Transmit (status frames) and Announce change nothing a timeline shows.
 
+    def silence_until(self, now: float) -> None:
+        if now - self.last_heard > self.longest_length:
+            self.longest = (self.last_heard, now)
+            self.longest_length = now - self.last_heard
+
     def failover_decided(self, now: float) -> None:
         epoch = self.det.replay_floor()[0] if self.authenticated else None
         self.open_failover = Failover(now, self.last_heard, epoch)
@@ -388,8 +395,7 @@ class _Run:
         self.timeline.append(TimelineEntry(now, kind, text, self.wall(now)))
 
     def finish(self, mode: Literal["exact", "what-if"], end: float, notes: list[str]) -> ReplayResult:
-        if end - self.last_heard > self.longest[1] - self.longest[0]:
-            self.longest = (self.last_heard, end)
+        self.silence_until(end)
         for f in self.failovers:
             _classify(f, self.authenticated, self.outage)
         counters = self.det.counters
@@ -429,38 +435,44 @@ def replay_exact(
     run = _Run(setup, det, outage)
     now = setup.start
     end: float | None = None
+    # Bound methods in locals: this loop runs once per heartbeat of a day.
+    receive, heard, record = det.receive_datagram, run.heard, run.record
+    count = 0
     for event in events:
         now = event.time
-        if isinstance(event, Datagram):
-            run.datagrams += 1
+        if type(event) is Datagram:
+            count += 1
             if event.wall is not None:
-                run.wall_offset = event.wall - event.time
-            actions = det.receive_datagram(now, event.data, event.source, event.path)
-            if observe is not None:
-                observe(now, actions)
+                run.wall_offset = event.wall - now
+            actions = receive(now, event.data, event.source, event.path)
             verdict = det.last_verdict
             if verdict == "accepted":
-                run.heard(now, event.path)
+                heard(now, event.path)
             if verdict != event.verdict:
                 run.divergences.append(Divergence(now, event.verdict, verdict))
+            if observe is not None:
+                observe(now, actions)
             if actions:
-                run.record(now, actions, None)
+                record(now, actions, None)
         elif isinstance(event, TimerFired):
             actions = det.handle_timer(now)
             if observe is not None:
                 observe(now, actions)
-            run.record(now, actions, None)
+            record(now, actions, None)
         elif isinstance(event, ActionResult):
             run.result_done(now, event.result)
             actions = det.action_done(now, event.result)
             if observe is not None:
                 observe(now, actions)
-            run.record(now, actions, None)
+            record(now, actions, None)
         elif isinstance(event, Lost):
             run.lost += event.count
             run.note(now, "lost", f"{event.count} events were not recorded here: replay is not exact past this point")
         elif isinstance(event, End):
             end = event.time
+        else:
+            raise TypeError(f"not a trace event: {event!r}")
+    run.datagrams = count
     notes = []
     if end is None:
         notes.append("the trace has no end line (the daemon did not close it): it ends at its last event")
@@ -469,19 +481,22 @@ def replay_exact(
 
 def replay_what_if(
     setup: Setup,
-    events: Iterable[Event],
+    arrivals: Iterable[Arrival],
     *,
     model: ActionModel = ActionModel(),
     end: float | None = None,
+    lost: int = 0,
     outage: float = DEFAULT_OUTAGE,
 ) -> ReplayResult:
-    """Feed only the datagrams; timers at each deadline, actions answered by ``model``.
+    """Feed only the datagrams, in time order; timers at each deadline, actions answered by ``model``.
 
     ``end``: run the clock on to this time after the last datagram (the trace's
     end), so a master that falls silent at the end is still detected.
+    ``lost``: events the recorder dropped (reported in the summary).
     """
     det = setup.detector()
     run = _Run(setup, det, outage)
+    run.lost = lost
     pending = run.pending
     now = setup.start
 
@@ -506,37 +521,27 @@ def replay_what_if(
                 return
         raise RuntimeError("the detector asked for a million timers without time passing")
 
-    last_time = setup.start
     # Bound methods in locals: this loop runs once per heartbeat of a day.
-    receive, next_deadline, heard = det.receive_datagram, det.next_deadline, run.heard
+    receive, next_deadline, heard, record = det.receive_datagram, det.next_deadline, run.heard, run.record
     count = 0
-    for event in events:
-        if type(event) is Datagram:
-            t = event.time
-            if pending:
-                advance(t)
-            else:
-                deadline = next_deadline()
-                if deadline is not None and deadline < t:
-                    advance(t)
-            now = t
-            count += 1
-            if event.wall is not None:
-                run.wall_offset = event.wall - t
-            actions = receive(t, event.data, event.source, event.path)
-            if det.last_verdict == "accepted":
-                heard(t, event.path)
-            if actions:
-                run.record(t, actions, model)
-            last_time = t
-        elif isinstance(event, End):
-            last_time = max(last_time, event.time)
-        elif isinstance(event, Lost):
-            run.lost += event.count
+    for t, path, source, data, wall in arrivals:
+        if pending:
+            advance(t)
         else:
-            last_time = max(last_time, event.time)
+            deadline = next_deadline()
+            if deadline is not None and deadline < t:
+                advance(t)
+        now = t
+        count += 1
+        if wall is not None:
+            run.wall_offset = wall - t
+        actions = receive(t, data, source, path)
+        if det.last_verdict == "accepted":
+            heard(t, path)
+        if actions:
+            record(t, actions, model)
     run.datagrams = count
-    stop = max(last_time, end if end is not None else last_time)
+    stop = now if end is None else max(now, end)
     advance(math.nextafter(stop, math.inf))
     return run.finish("what-if", stop, [])
 

@@ -61,7 +61,7 @@ def test_only_heartbeat_datagrams_are_kept_without_padding(tmp_path: Path) -> No
         (100.5, ethernet(ip_udp("10.0.0.7", b""))),
     ]
     capture = read_capture(write_pcap(tmp_path / "c.pcap", frames))
-    assert [(d.time, d.source, d.data, d.path) for d in capture.datagrams] == [
+    assert [(t, source, data, path) for t, path, source, data, _ in capture.datagrams] == [
         (100.0, "10.0.0.1", b"heartbeat", "capture"),
         (100.1, "10.0.0.1", b"heartbeat", "capture"),
         (100.5, "10.0.0.7", b"", "capture"),
@@ -82,7 +82,7 @@ def test_only_heartbeat_datagrams_are_kept_without_padding(tmp_path: Path) -> No
 )
 def test_link_types(tmp_path: Path, linktype: int, frame: bytes) -> None:
     capture = read_capture(write_pcap(tmp_path / "c.pcap", [(5.0, frame)], linktype=linktype))
-    assert [(d.source, d.data) for d in capture.datagrams] == [("10.0.0.1", b"hb")]
+    assert [(source, data) for _, _, source, data, _ in capture.datagrams] == [("10.0.0.1", b"hb")]
 
 
 def test_pcapng_names_the_interface(tmp_path: Path) -> None:
@@ -98,7 +98,7 @@ def test_pcapng_names_the_interface(tmp_path: Path) -> None:
                 blocks.EnhancedPacket, interface_id=interface, timestamp_high=ts >> 32,
                 timestamp_low=ts & 0xFFFFFFFF, packet_data=ethernet(ip_udp(src, b"heartbeat"))))
     capture = read_capture(path)
-    assert [(d.time, d.path, d.source) for d in capture.datagrams] == [
+    assert [(t, path, source) for t, path, source, _, _ in capture.datagrams] == [
         (200.0, "eth1", "10.0.0.1"), (200.5, "if1", "10.0.1.1"), (201.0, "eth1", "10.0.0.1")]
     assert capture.format == "pcapng"
 
@@ -110,9 +110,21 @@ def test_cut_short_and_backwards_packets(tmp_path: Path) -> None:
     with pytest.raises(CaptureError, match=r"c.pcap: packet 2: UDP datagram of 98 bytes cut short"):
         read_capture(path)
     capture = read_capture(path, skip_bad=True)
-    assert [d.time for d in capture.datagrams] == [1.0, 3.0, 4.0]
+    assert [t for t, *_ in capture.datagrams] == [1.0, 3.0, 4.0]
     assert [n for n, _ in capture.skipped] == [2, 4]
     assert "earlier than the previous packet" in capture.skipped[1][1]
+
+
+def test_a_capture_cut_off_inside_a_record_header(tmp_path: Path) -> None:
+    # tcpdump killed mid-write leaves a partial record at the end.
+    good = ethernet(ip_udp("10.0.0.1", b"heartbeat"))
+    path = write_pcap(tmp_path / "c.pcap", [(1.0, good), (2.0, good)])
+    path.write_bytes(path.read_bytes() + b"\x00" * 9)
+    with pytest.raises(CaptureError, match=r"c.pcap: packet 3: the file ends inside this packet's record"):
+        read_capture(path)
+    capture = read_capture(path, skip_bad=True)
+    assert [t for t, *_ in capture.datagrams] == [1.0, 2.0]
+    assert capture.skipped == [(3, "the file ends inside this packet's record (capture cut off?)")]
 
 
 def test_not_a_capture(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
 from failoverd.programs import failoverctl_replay
 from failoverd.replay import ActionModel, Setup, replay_exact, replay_what_if
-from failoverd.trace import Datagram, End, TraceHeader, TraceWriter, read_trace
+from failoverd.trace import TraceHeader, TraceWriter, read_trace
 
 A = parse_triplet("eth0:192.0.2.10/24")
 B = parse_triplet("eth0:192.0.2.11/24")
@@ -194,8 +194,8 @@ def test_exact_replay_detects_a_different_core(tmp_path: Path) -> None:
 # --- what-if -----------------------------------------------------------------------
 
 
-def legacy_events(times: list[float], end: float) -> list:
-    return [Datagram(t, "eth1", MASTER, b"heartbeat", "captured") for t in times] + [End(end)]
+def legacy_arrivals(times: list[float]) -> list:
+    return [(t, "eth1", MASTER, b"heartbeat", None) for t in times]
 
 
 def legacy_setup(**timing) -> Setup:
@@ -203,8 +203,8 @@ def legacy_setup(**timing) -> Setup:
 
 
 def test_what_if_fires_timers_exactly_at_the_deadlines() -> None:
-    events = legacy_events([1.0, 2.0, 3.0, 9.0, 10.0], end=12.0)
-    result = replay_what_if(legacy_setup(), events)
+    arrivals = legacy_arrivals([1.0, 2.0, 3.0, 9.0, 10.0])
+    result = replay_what_if(legacy_setup(), arrivals, end=12.0)
     assert [(t, src, dst, trig) for t, src, dst, trig in result.transitions] == [
         (3.0 + 1.2, "monitoring", "suspect", "silence"),
         (3.0 + 3.0, "suspect", "acquiring", "deadline"),
@@ -220,42 +220,42 @@ def test_what_if_fires_timers_exactly_at_the_deadlines() -> None:
 
 
 def test_what_if_latency_and_answered_probe() -> None:
-    events = legacy_events([1.0, 2.0, 3.0, 9.0], end=12.0)
-    slow = replay_what_if(legacy_setup(), events, model=ActionModel(acquire_latency=0.5))
+    arrivals = legacy_arrivals([1.0, 2.0, 3.0, 9.0])
+    slow = replay_what_if(legacy_setup(), arrivals, end=12.0, model=ActionModel(acquire_latency=0.5))
     assert slow.failovers[0].takeover == pytest.approx(3.5)
-    contested = replay_what_if(legacy_setup(), events, model=ActionModel(probe_answers=True))
+    contested = replay_what_if(legacy_setup(), arrivals, end=12.0, model=ActionModel(probe_answers=True))
     assert contested.failovers == []
     assert [(t, s, d) for t, s, d, _ in contested.transitions][:3] == [
         (4.2, "monitoring", "suspect"), (6.0, "suspect", "contested"), (9.0, "contested", "monitoring")]
 
 
 def test_longer_timeout_turns_a_failover_into_a_false_suspicion() -> None:
-    events = legacy_events([1.0, 2.0, 3.0, 6.5, 7.5], end=9.0)
-    assert len(replay_what_if(legacy_setup(), events).failovers) == 1
-    patient = replay_what_if(legacy_setup(fail_misses=4), events)
+    arrivals = legacy_arrivals([1.0, 2.0, 3.0, 6.5, 7.5])
+    assert len(replay_what_if(legacy_setup(), arrivals, end=9.0).failovers) == 1
+    patient = replay_what_if(legacy_setup(fail_misses=4), arrivals, end=9.0)
     assert patient.failovers == [] and patient.false_suspicions == 1
 
 
 def test_a_master_silent_to_the_end_is_detected_before_the_trace_ends() -> None:
-    result = replay_what_if(legacy_setup(), legacy_events([1.0, 2.0], end=10.0))
+    result = replay_what_if(legacy_setup(), legacy_arrivals([1.0, 2.0]), end=10.0)
     (failover,) = result.failovers
     assert not failover.false and failover.detection == 3.0
     assert result.longest_silence == (2.0, 10.0)
 
 
 def test_outage_threshold_decides_false_failovers_in_legacy_mode() -> None:
-    events = legacy_events([1.0, 2.0, 12.0], end=13.0)
-    assert replay_what_if(legacy_setup(), events, outage=5.0).failovers[0].false is False
-    assert replay_what_if(legacy_setup(), events, outage=30.0).failovers[0].false is True
+    arrivals = legacy_arrivals([1.0, 2.0, 12.0])
+    assert replay_what_if(legacy_setup(), arrivals, end=13.0, outage=5.0).failovers[0].false is False
+    assert replay_what_if(legacy_setup(), arrivals, end=13.0, outage=30.0).failovers[0].false is True
 
 
 def test_jitter_per_path_ignores_outages() -> None:
     times = [1.0, 2.1, 2.9, 4.0, 20.0, 21.0]
-    events = [Datagram(t, "eth1", MASTER, b"heartbeat", "captured") for t in times]
-    events += [Datagram(t + 0.5, "eth2", "10.0.1.1", b"heartbeat", "captured") for t in (1.0, 2.0)]
-    events.sort(key=lambda e: e.time)
+    arrivals = [(t, "eth1", MASTER, b"heartbeat", None) for t in times]
+    arrivals += [(t + 0.5, "eth2", "10.0.1.1", b"heartbeat", None) for t in (1.0, 2.0)]
+    arrivals.sort()
     setup = Setup(addresses=(A,), timing=Timing(), start=0.0)
-    result = replay_what_if(setup, events)
+    result = replay_what_if(setup, arrivals)
     eth1, eth2 = result.paths
     assert (eth1.name, eth1.count, eth1.gaps, eth1.n) == ("eth1", 6, 1, 4)
     assert eth1.mean == pytest.approx((1.1 + 0.8 + 1.1 + 1.0) / 4)

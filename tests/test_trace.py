@@ -237,3 +237,29 @@ def test_event_after_the_end_is_bad() -> None:
 
 def test_comments_are_ignored() -> None:
     assert parse_trace(lines_of(TimerFired(10.5)) + [b"# operator note\n"]).events == [TimerFired(10.5)]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (b"d 11.50 - eth2 10.0.0.1 accepted 6862\n", "canonical"),
+        (b"d 1_1.5 - eth2 10.0.0.1 accepted 6862\n", "canonical"),
+        (b"d inf - eth2 10.0.0.1 accepted 6862\n", "not finite"),
+        (b"d 10.75 - eth2 10.0.0.1 accepted 6862\n", "time goes backwards"),
+        (b"d 11.5 1.70e9 eth2 10.0.0.1 accepted 6862\n", "wall time '1.70e9' is not in canonical form"),
+        (b"d 11.5 - eth2 10.0.0.1 accepted 6862", "truncated line"),
+        (b"d 11.5  eth2 10.0.0.1 accepted 6862\n", "wall time '' is not a number"),
+    ],
+)
+def test_a_repeated_datagram_line_is_checked_as_strictly_as_the_first(line: bytes, message: str) -> None:
+    # The reader remembers a datagram line's path, source, verdict and payload
+    # after the first; only the times differ on the following lines.
+    first = Datagram(11.0, "eth2", "10.0.0.1", b"hb", "accepted")
+    err = error_of(lines_of(first) + [line])
+    assert err.line == 4 and message in err.message, err
+
+
+def test_repeated_datagram_lines_read_back_as_written() -> None:
+    events = [Datagram(10.0 + i / 10, "veth-b1", "10.0.0.1", b"hb", "accepted", 1.7e9 + i / 10) for i in range(5)]
+    events.insert(2, Datagram(10.15, "veth-b1", "10.0.0.9", b"", "source"))
+    assert parse_trace(lines_of(*events)).events == events

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as _dt
+import functools
 import json
 import os
 import sys
@@ -30,9 +31,21 @@ from typing import Any, NoReturn
 
 from failoverd.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
 from failoverd.core.timing import Timing, TimingError
-from failoverd.pcapimport import CaptureError, heartbeat_senders, is_capture, read_capture
-from failoverd.replay import DEFAULT_OUTAGE, ActionModel, ReplayResult, Setup, replay_exact, replay_what_if
-from failoverd.trace import Event, TraceError, is_trace, read_trace
+from failoverd.pcapimport import (
+    CaptureError,
+    heartbeat_senders,
+    is_capture,
+    read_capture,
+)
+from failoverd.replay import (
+    DEFAULT_OUTAGE,
+    ActionModel,
+    ReplayResult,
+    Setup,
+    replay_exact,
+    replay_what_if,
+)
+from failoverd.trace import Arrival, Event, Trace, TraceError, is_trace, read_trace
 
 PLACEHOLDER_ADDRESS = parse_triplet("public:0.0.0.0")
 """Stands for the master's public addresses, which a capture does not show (--address names them)."""
@@ -52,10 +65,26 @@ class Loaded:
     kind: str
     """"trace", "pcap" or "pcapng"."""
     setup: Setup
-    events: list[Event]
-    end: float | None
+    trace: Trace | None
+    """A native trace (``None``: a capture)."""
+    capture_arrivals: list[Arrival]
+    end: float
     exact_possible: bool
     notes: list[str]
+
+    @property
+    def events(self) -> list[Event]:
+        """Exact replay's input: the native trace's events."""
+        return [] if self.trace is None else self.trace.events
+
+    @functools.cached_property
+    def arrivals(self) -> list[Arrival]:
+        """What-if replay's input (taken from a native trace's events on first use only)."""
+        return self.capture_arrivals if self.trace is None else self.trace.arrivals()
+
+    @property
+    def lost(self) -> int:
+        return 0 if self.trace is None else self.trace.lost
 
 
 # --- options ----------------------------------------------------------------------
@@ -232,7 +261,8 @@ def _load_trace(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded:
         notes.append("this file was started by rotation, not with the daemon: its replay starts from a fresh "
                      "detector, so the first transitions may differ from the daemon's")
     setup = Setup.from_header(header, key, _timing(header.timing, overrides))
-    return Loaded("trace", setup, trace.events, trace.end, exact_possible=not overrides, notes=notes)
+    end = trace.last_time if trace.end is None else trace.end
+    return Loaded("trace", setup, trace, [], end, exact_possible=not overrides, notes=notes)
 
 
 def _load_capture(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded:
@@ -259,7 +289,7 @@ def _load_capture(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded
                                            "say which is the master with --master ADDRESS")
         master = next(iter(senders))
     elif master is not None and key is not None:
-        datagrams = [d for d in datagrams if d.source == master]
+        datagrams = [d for d in datagrams if d[2] == master]
     if master is not None and master not in senders:
         raise ReplayError(os.EX_USAGE, f"{args.trace}: no heartbeats from --master {master} "
                                        f"(senders: {', '.join(sorted(senders)) or 'none'})")
@@ -276,7 +306,7 @@ def _load_capture(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded
         legacy_message=message,
         peer=master or "master",
     )
-    return Loaded(capture.format, setup, datagrams, capture.end, exact_possible=False, notes=notes)
+    return Loaded(capture.format, setup, None, datagrams, capture.end, exact_possible=False, notes=notes)
 
 
 def _model(args: argparse.Namespace) -> ActionModel:
@@ -288,13 +318,14 @@ def _model(args: argparse.Namespace) -> ActionModel:
     )
 
 
-def replay_loaded(loaded: Loaded, args: argparse.Namespace, *, exact: bool | None = None) -> ReplayResult:
-    if exact is None:
-        exact = loaded.exact_possible and not args.what_if
-    if exact:
+def replay_loaded(loaded: Loaded, args: argparse.Namespace, *, timing: Timing | None = None) -> ReplayResult:
+    """Exact replay when the input allows it and nothing else was asked; what-if otherwise or with ``timing``."""
+    if timing is None and loaded.exact_possible and not args.what_if:
         result = replay_exact(loaded.setup, loaded.events, outage=args.outage)
     else:
-        result = replay_what_if(loaded.setup, loaded.events, model=_model(args), end=loaded.end, outage=args.outage)
+        setup = loaded.setup if timing is None else dataclasses.replace(loaded.setup, timing=timing)
+        result = replay_what_if(setup, loaded.arrivals, model=_model(args), end=loaded.end, lost=loaded.lost,
+                                outage=args.outage)
     result.notes[:0] = loaded.notes
     return result
 
@@ -424,8 +455,7 @@ def sweep(args: argparse.Namespace) -> tuple[Loaded, list[SweepRow], list[str]]:
         except TimingError as exc:
             skipped.append(f"fail misses {misses}: {exc}")
             continue
-        loaded = dataclasses.replace(base, setup=dataclasses.replace(base.setup, timing=timing))
-        result = replay_loaded(loaded, args, exact=False)
+        result = replay_loaded(base, args, timing=timing)
         real = [f.detection for f in result.failovers if not f.false]
         rows.append(SweepRow(
             fail_misses=misses,
