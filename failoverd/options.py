@@ -80,7 +80,7 @@ def parse_facility(text: str) -> str:
     return text
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
     """A positive, finite number of seconds."""
     try:
         value = float(text)
@@ -91,13 +91,13 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _seconds_or_zero(text: str) -> float:
+def seconds_or_zero(text: str) -> float:
     if text.strip() in ("0", "0.0"):
         return 0.0
-    return _seconds(text)
+    return seconds(text)
 
 
-def _count(minimum: int):
+def count_at_least(minimum: int):
     def parse(text: str) -> int:
         if re.fullmatch(r"[0-9]{1,6}", text) is None or int(text) < minimum:
             raise argparse.ArgumentTypeError(
@@ -151,7 +151,7 @@ def _unicast(text: str, role: str) -> IPv4Address:
     return address
 
 
-def _triplet(text: str, role: str) -> Triplet:
+def triplet_argument(text: str, role: str) -> Triplet:
     try:
         triplet = parse_triplet(text)
     except AddressError as exc:
@@ -195,17 +195,17 @@ def _common_options(parser: argparse.ArgumentParser, program: str) -> None:
                        help="shared secret for authenticated heartbeats (both hosts use the same file)")
     extra.add_argument("--no-arp-probe", action="store_true",
                        help="take addresses without first ARP-probing that nobody answers for them")
-    extra.add_argument("--garp-count", metavar="N", type=_count(0), default=3,
+    extra.add_argument("--garp-count", metavar="N", type=count_at_least(0), default=3,
                        help="gratuitous ARPs sent after taking an address (default 3)")
-    extra.add_argument("--garp-spacing", metavar="SECONDS", type=_seconds, default=0.2,
+    extra.add_argument("--garp-spacing", metavar="SECONDS", type=seconds, default=0.2,
                        help="seconds between gratuitous ARPs (default 0.2)")
-    extra.add_argument("--probe-count", metavar="N", type=_count(0), default=3,
+    extra.add_argument("--probe-count", metavar="N", type=count_at_least(0), default=3,
                        help="ARP probes per address before taking it (default 3)")
-    extra.add_argument("--probe-spacing", metavar="SECONDS", type=_seconds,
+    extra.add_argument("--probe-spacing", metavar="SECONDS", type=seconds,
                        help="seconds between ARP probes (default interval/10, within 0.01..0.2)")
     extra.add_argument("--hook-dir", metavar="DIR", type=Path, default=DEFAULT_HOOK_DIR,
                        help=f"hooks for an address live in DIR/<address>/ (default {DEFAULT_HOOK_DIR})")
-    extra.add_argument("--hook-timeout", metavar="SECONDS", type=_seconds, default=DEFAULT_HOOK_TIMEOUT,
+    extra.add_argument("--hook-timeout", metavar="SECONDS", type=seconds, default=DEFAULT_HOOK_TIMEOUT,
                        help=f"longest a hook may run (default {DEFAULT_HOOK_TIMEOUT:g})")
     extra.add_argument("--pid-file", metavar="FILE", type=Path, default=Path(f"/run/{program}.pid"),
                        help=f"default /run/{program}.pid")
@@ -232,13 +232,13 @@ def backup_parser() -> argparse.ArgumentParser:
     )
     _common_options(parser, "failoverd")
     extra = parser.add_argument_group("backup detection timing (beyond the original)")
-    extra.add_argument("--interval", metavar="SECONDS", type=_seconds, default=1.0,
+    extra.add_argument("--interval", metavar="SECONDS", type=seconds, default=1.0,
                        help="the master's heartbeat interval (default 1)")
-    extra.add_argument("--suspect-misses", metavar="N", type=_count(1), default=1,
+    extra.add_argument("--suspect-misses", metavar="N", type=count_at_least(1), default=1,
                        help="missed heartbeats before the master is suspect and probed (default 1)")
-    extra.add_argument("--fail-misses", metavar="N", type=_count(1), default=3,
+    extra.add_argument("--fail-misses", metavar="N", type=count_at_least(1), default=3,
                        help="intervals of silence before the master has failed (default 3)")
-    extra.add_argument("--allowance", metavar="SECONDS", type=_seconds_or_zero,
+    extra.add_argument("--allowance", metavar="SECONDS", type=seconds_or_zero,
                        help="scheduling slack on the suspect deadline (default interval/5)")
     more = parser.add_argument_group("more backup options")
     more.add_argument("--message", metavar="message", type=_message,
@@ -270,9 +270,9 @@ def master_parser() -> argparse.ArgumentParser:
     parser.add_argument("-m", "--message", metavar="message", type=_message,
                         help="heartbeat text in legacy mode (default 'heartbeat')")
     extra = parser.add_argument_group("master options (beyond the original)")
-    extra.add_argument("--interval", metavar="SECONDS", type=_seconds, default=1.0,
+    extra.add_argument("--interval", metavar="SECONDS", type=seconds, default=1.0,
                        help="seconds between heartbeats (default 1)")
-    extra.add_argument("--backup-fail-misses", metavar="N", type=_count(2), default=3,
+    extra.add_argument("--backup-fail-misses", metavar="N", type=count_at_least(2), default=3,
                        help="the backup's --fail-misses (default 3)")
     extra.add_argument("--manage", metavar="interface:addr[/mask]", action="append", default=[],
                        help="an address heartbeatd adds itself, with overlap-free failback (repeatable)")
@@ -350,7 +350,7 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
             "no interface:pub_addr[/mask] triplet given: name at least one of the master's "
             "public addresses to take over"
         )
-    parsed = [(text, _triplet(text, "pub_addr")) for text in triplet_texts]
+    parsed = [(text, triplet_argument(text, "pub_addr")) for text in triplet_texts]
     for text, triplet in parsed:
         if triplet.address == master:
             raise UsageError(
@@ -406,7 +406,7 @@ def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
         targets.append(target)
     if not 0.01 <= ns.interval <= 3600:
         raise UsageError(f"Invalid timing: interval {ns.interval!r} s is outside 0.01..3600 s")
-    managed = [(text, _triplet(text, "--manage")) for text in ns.manage]
+    managed = [(text, triplet_argument(text, "--manage")) for text in ns.manage]
     _distinct_addresses(managed, "--manage address")
     return MasterConfig(
         targets=tuple(targets),

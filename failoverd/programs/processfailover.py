@@ -31,7 +31,7 @@ import trio
 from failoverd import __version__, logsetup, preflight
 from failoverd.config import DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT
 from failoverd.exitcodes import EX_OK, EX_SOFTWARE, EX_USAGE, ProgramError, UsageError
-from failoverd.options import _count, _seconds, _triplet  # the daemons' own checks, so diagnostics match
+from failoverd.options import count_at_least, seconds, triplet_argument  # the daemons' own checks, so diagnostics match
 from failoverd.programs.launch import require_root
 from failoverd.system.arp import Announcer
 from failoverd.system.hooks import HookRunner
@@ -64,11 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-d", "--debug", action="store_true", help="log every step, down to debug detail")
     parser.add_argument("--hook-dir", metavar="DIR", type=Path, default=DEFAULT_HOOK_DIR,
                         help=f"hooks for an address live in DIR/<address>/ (default {DEFAULT_HOOK_DIR})")
-    parser.add_argument("--hook-timeout", metavar="SECONDS", type=_seconds, default=DEFAULT_HOOK_TIMEOUT,
+    parser.add_argument("--hook-timeout", metavar="SECONDS", type=seconds, default=DEFAULT_HOOK_TIMEOUT,
                         help=f"longest a hook may run before it is killed (default {DEFAULT_HOOK_TIMEOUT:g})")
-    parser.add_argument("--garp-count", metavar="N", type=_count(0), default=3,
+    parser.add_argument("--garp-count", metavar="N", type=count_at_least(0), default=3,
                         help="gratuitous ARPs sent after adding an address (default 3; 0: none)")
-    parser.add_argument("--garp-spacing", metavar="SECONDS", type=_seconds, default=0.2,
+    parser.add_argument("--garp-spacing", metavar="SECONDS", type=seconds, default=0.2,
                         help="seconds between gratuitous ARPs (default 0.2)")
     parser.add_argument("-h", "--help", action="help", help="print this summary and exit")
     parser.add_argument("-v", "--version", action="version", version=f"{PROG} {__version__}",
@@ -82,7 +82,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         raise UsageError(f"unknown command {args.command!r}: expected acquire, down, release or up")
     if not args.triplets:
         raise UsageError("no interface:ip_address[/mask] given")
-    args.parsed = [_triplet(text, "pub_addr") for text in args.triplets]
+    args.parsed = [triplet_argument(text, "pub_addr") for text in args.triplets]
     seen: dict[object, str] = {}
     for text, triplet in zip(args.triplets, args.parsed):
         if triplet.address in seen:
