@@ -20,6 +20,7 @@ path). Nothing here reads a clock, a socket or a file.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from dataclasses import dataclass, field
@@ -399,6 +400,11 @@ class _Run:
         for f in self.failovers:
             _classify(f, self.authenticated, self.outage)
         counters = self.det.counters
+        if self.wall_offset is not None:
+            # Entries before the first datagram get the clock offset learnt
+            # later: the monotonic and wall clocks advance together.
+            self.timeline = [e if e.wall is not None else dataclasses.replace(e, wall=e.time + self.wall_offset)
+                             for e in self.timeline]
         return ReplayResult(
             mode=mode,
             start=self.setup.start,
