@@ -151,6 +151,10 @@ class Detector(DeclaredMachine):
         if not self.addresses:
             raise ValueError("a detector needs at least one address to take over")
         self.timing = timing
+        # Timing is frozen; its derived values are read on every heartbeat and
+        # every deadline query, so compute them once.
+        self._suspect_after = timing.suspect_after
+        self._fail_after = timing.fail_after
         self.peer = peer
         self.master_address = master_address
         self.legacy_message = legacy_message
@@ -244,7 +248,7 @@ class Detector(DeclaredMachine):
         # Deadlines are compared exactly as next_deadline() computes them: a
         # float difference (now - last) may round below the bound and leave a
         # timer that fires forever without effect.
-        suspect_at = self.last_heard + self.timing.suspect_after
+        suspect_at = self.last_heard + self._suspect_after
         if self.state == "monitoring" and (now >= suspect_at or self._leaving_at is not None):
             self._fire("silence")
         if self.state == "suspect" and self._probe_scheduled and now >= self._probe_due():
@@ -303,11 +307,18 @@ class Detector(DeclaredMachine):
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must be called next (``None``: only on input)."""
+        if (
+            self.state == "monitoring"
+            and self._leaving_at is None
+            and self._retry_at is None
+            and len(self.paths) < 2
+        ):
+            return self.last_heard + self._suspect_after  # the common case, asked after every heartbeat
         candidates: list[float] = []
         if self.state == "monitoring":
             if self._leaving_at is not None:
                 candidates.append(self._leaving_at)
-            candidates.append(self.last_heard + self.timing.suspect_after)
+            candidates.append(self.last_heard + self._suspect_after)
         elif self.state == "suspect":
             if self._probe_scheduled:
                 candidates.append(self._probe_due())
@@ -320,8 +331,8 @@ class Detector(DeclaredMachine):
                 # A path whose deadline has passed but was not marked quiet
                 # (every path went silent together) is re-checked when another
                 # path delivers (see _heard); waking for it again would spin.
-                if not p.quiet and p.last_heard + self.timing.fail_after > self._now:
-                    candidates.append(p.last_heard + self.timing.fail_after)
+                if not p.quiet and p.last_heard + self._fail_after > self._now:
+                    candidates.append(p.last_heard + self._fail_after)
         return min(candidates) if candidates else None
 
     # --- status --------------------------------------------------------------
@@ -360,8 +371,8 @@ class Detector(DeclaredMachine):
             },
             "timing": {
                 "interval": self.timing.interval,
-                "suspect_after": self.timing.suspect_after,
-                "fail_after": self.timing.fail_after,
+                "suspect_after": self._suspect_after,
+                "fail_after": self._fail_after,
             },
         }
 
@@ -413,9 +424,9 @@ class Detector(DeclaredMachine):
         if len(self.paths) < 2:
             return
         for p in self.paths.values():
-            if p.quiet or now < p.last_heard + self.timing.fail_after:
+            if p.quiet or now < p.last_heard + self._fail_after:
                 continue
-            others = [q.name for q in self.paths.values() if q is not p and now < q.last_heard + self.timing.fail_after]
+            others = [q.name for q in self.paths.values() if q is not p and now < q.last_heard + self._fail_after]
             if others:
                 p.quiet = True
                 self._emit_alarm(
@@ -426,7 +437,7 @@ class Detector(DeclaredMachine):
                 )
 
     def _fail_deadline(self) -> float:
-        deadline = self.last_heard + self.timing.fail_after
+        deadline = self.last_heard + self._fail_after
         return min(deadline, self._leaving_at) if self._leaving_at is not None else deadline
 
     def _emit_alarm(self, level: str, message: str, mail: bool = False) -> None:
