@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.lab.demo import FailoverPair, _line_time, program
+from failoverd.lab.demo import FailoverPair, line_time, program
 from failoverd.lab.pytest_plugin import requires_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, requires_netns]
@@ -45,7 +45,7 @@ def logged_transitions(pair: FailoverPair) -> list[tuple[float, str, str, str]]:
     for line in pair.all_logs("backup").splitlines():
         match = _TRANSITION.search(line)
         if match is not None:
-            stamp = _line_time(line, time.time())
+            stamp = line_time(line, time.time())
             assert stamp is not None, f"log line without a time: {line!r}"
             out.append((stamp, *match.groups()))
     return out

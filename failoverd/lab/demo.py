@@ -232,7 +232,7 @@ class FailoverPair:
         """Wall time of the first line of the host's latest log containing ``needle`` (logged after ``after``)."""
         for line in self.log_text(host).splitlines():
             if needle in line:
-                stamp = _line_time(line, after)
+                stamp = line_time(line, after)
                 if stamp is not None and stamp >= after - 0.001:
                     return stamp
         return None
@@ -243,7 +243,7 @@ class FailoverPair:
         return [line.split(" ", 1)[1] for line in self.notify_log.read_text().splitlines() if " " in line]
 
 
-def _line_time(line: str, near: float) -> float | None:
+def line_time(line: str, near: float) -> float | None:
     """The wall time of a daemon log line ``HH:MM:SS.mmm ...`` (local time), on the day nearest ``near``."""
     match = _LOG_TIME.match(line)
     if match is None:
