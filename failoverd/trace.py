@@ -2,7 +2,7 @@
 
 A trace holds what the detector was built with (its header) and then, in
 order, every call the shell made into it: a datagram arrived, a timer fired,
-an action finished. Feeding those to a fresh :class:`~failoverd.core.detector.Detector`
+an action finished, another host's ARP claimed an address. Feeding those to a fresh :class:`~failoverd.core.detector.Detector`
 re-executes the daemon exactly (see :mod:`failoverd.replay`). The format is
 described in spec/trace.md; this module is its only writer and reader.
 
@@ -251,6 +251,14 @@ class ActionResult:
 
 
 @dataclass(slots=True)
+class ConflictSeen:
+    """Another host's ARP claimed ``addresses`` on the wire (``Detector.conflict_seen``)."""
+
+    time: float
+    addresses: frozenset[Triplet]
+
+
+@dataclass(slots=True)
 class Lost:
     """The writer dropped ``count`` events before this point: replay cannot be exact past it."""
 
@@ -266,7 +274,7 @@ class End:
     full: bool = False
 
 
-Event = Union[Datagram, TimerFired, ActionResult, Lost, End]
+Event = Union[Datagram, TimerFired, ActionResult, ConflictSeen, Lost, End]
 
 Arrival = tuple[float, str, str, bytes, Union[float, None]]
 """``(time, path, source, data, wall)`` of one datagram: all that what-if
@@ -321,6 +329,8 @@ def format_event(event: Event) -> str:
         return f"t {event.time!r}"
     if isinstance(event, ActionResult):
         return format_result(event.time, event.result)
+    if isinstance(event, ConflictSeen):
+        return format_conflict(event.time, event.addresses)
     if isinstance(event, Lost):
         return f"lost {event.time!r} {event.count}"
     if isinstance(event, End):
@@ -336,6 +346,13 @@ def format_result(now: float, result: Result) -> str:
     for name in _RESULT_FIELDS[kind]:
         parts.extend(f"{name}={text}" for text in sorted(str(a) for a in getattr(result, name)))
     return " ".join(parts)
+
+
+def format_conflict(now: float, addresses: Iterable[Triplet]) -> str:
+    texts = sorted({str(a) for a in addresses})
+    if not texts:
+        raise ValueError("a conflict names at least one address")
+    return f"c {float(now)!r} " + " ".join(texts)
 
 
 def _check_token(value: str, what: str) -> str:
@@ -431,6 +448,10 @@ class TraceWriter:
     def result(self, now: float, result: Result) -> None:
         """``Detector.action_done(now, result)`` was called."""
         self._queue(now, format_result(now, result) + "\n")
+
+    def conflict(self, now: float, addresses: Iterable[Triplet]) -> None:
+        """``Detector.conflict_seen(now, addresses)`` was called."""
+        self._queue(now, format_conflict(now, addresses) + "\n")
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait (up to ``timeout``) until every queued line is on its way to the disk."""
@@ -695,6 +716,8 @@ def _parse_event(raw: bytes) -> Event:
         return TimerFired(_parse_time(fields[1]))
     if kind == "r":
         return _parse_result(fields)
+    if kind == "c":
+        return _parse_conflict(fields)
     if kind == "lost":
         if len(fields) != 3 or not fields[2].isdigit() or fields[2] != str(int(fields[2])) or int(fields[2]) == 0:
             raise ValueError("a lost line is 'lost TIME COUNT' with a positive count")
@@ -705,7 +728,7 @@ def _parse_event(raw: bytes) -> Event:
         if len(fields) == 3 and fields[2] == "full":
             return End(_parse_time(fields[1]), True)
         raise ValueError("an end line is 'end TIME' or 'end TIME full'")
-    raise ValueError(f"unknown event {kind[:20]!r} (expected d, t, r, lost or end)")
+    raise ValueError(f"unknown event {kind[:20]!r} (expected d, t, r, c, lost or end)")
 
 
 def _parse_datagram_tail(fields: list[str]) -> tuple[str, str, bytes, str]:
@@ -765,6 +788,19 @@ def _parse_result(fields: list[str]) -> ActionResult:
     if format_result(time, result) != " ".join(fields):
         raise ValueError("result fields are not in canonical order (fields in order, addresses sorted, no duplicates)")
     return ActionResult(time, result)
+
+
+def _parse_conflict(fields: list[str]) -> ConflictSeen:
+    if len(fields) < 3:
+        raise ValueError("a conflict line is 'c TIME ADDRESS [ADDRESS ...]'")
+    texts = fields[2:]
+    try:
+        addresses = [parse_triplet(text) for text in texts]
+    except AddressError as exc:
+        raise ValueError(f"bad address in a conflict line: {exc}") from None
+    if [str(a) for a in addresses] != sorted(set(texts)):
+        raise ValueError("conflict addresses are not in canonical order (as written, sorted, no duplicates)")
+    return ConflictSeen(_parse_time(fields[1]), frozenset(addresses))
 
 
 def _refuse_constant(name: str) -> float:

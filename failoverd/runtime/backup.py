@@ -1,14 +1,17 @@
 """failoverd's runtime: the backup's detector, live.
 
 One nursery holds: the executor (address changes in order, probes and mail
-beside it), the timer, the heartbeat receiver, the control socket, the replay
-floor saver and the signal watcher. See :mod:`failoverd.runtime.executor`
+beside it), the timer, the heartbeat receiver, the ARP conflict watcher (see
+:mod:`failoverd.runtime.conflicts`), the control socket, the replay floor
+saver and the signal watcher. See :mod:`failoverd.runtime.executor`
 and :mod:`failoverd.runtime.shell` for how actions and time are handled.
 
 Start-up reconciliation: addresses of the master that are already on our
 interfaces (a backup restarted while holding them) are adopted as held,
 never added twice; the detector then behaves as after a takeover, and the
-master's next heartbeat releases them.
+master's next heartbeat releases them. They are announced (gratuitous ARP)
+at once, so a master that holds them sees the conflict and answers with its
+own announcement, and the backup yields without waiting for a heartbeat.
 
 Stop (SIGTERM/SIGINT): inputs stop, the address change in progress finishes
 (its result reaches the detector, so what we hold is exact), queued changes
@@ -29,10 +32,11 @@ import trio
 
 from failoverd import control, trace
 from failoverd.config import BackupConfig
-from failoverd.core.actions import Release, ReleaseDone
+from failoverd.core.actions import Announce, Release, ReleaseDone
 from failoverd.core.detector import Detector
 from failoverd.exitcodes import EX_CONFIG, EX_OK, ProgramError
 from failoverd.runtime import lifecycle
+from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.executor import System
 from failoverd.runtime.host import HostSystem
 from failoverd.runtime.keyfile import KeyFileError, read_key
@@ -117,9 +121,13 @@ async def serve(
             master, sock.port, "authenticated" if key else "legacy",
             ", ".join(str(t) for t in config.triplets),
         )
+        conflicts = conflict_feed(
+            host, lambda addresses: shell.conflict(addresses),
+            claimed=lambda: core.addresses if core.holds_any else frozenset(),
+        )
         shell = CoreShell(
             core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
-            recorder=recorder,
+            recorder=recorder, on_action=conflicts.follow if conflicts is not None else None,
         )
         stopping = trio.Event()
 
@@ -155,12 +163,16 @@ async def serve(
                             control.command_handler(status=status, dump=dump),
                         )
                         await inner.start(shell.run_timer)
+                        if conflicts is not None:
+                            await inner.start(conflicts.run)
                         inner.start_soon(_receive, sock, shell)
                         if key is not None:
                             inner.start_soon(_save_floor, core, floor_file, config.timing.interval)
                         task_status.started()
 
             await nursery.start(run_inputs)
+            if held:
+                shell.submit([Announce(held)])
             task_status.started({"control_socket": config.control_socket, "port": sock.port})
             await stopping.wait()
             inputs.cancel()

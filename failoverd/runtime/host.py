@@ -2,7 +2,9 @@
 
 A thin adapter: :class:`~failoverd.system.takeover.Takeover` does the address
 changes with hooks and gratuitous ARP, :class:`~failoverd.system.arp.Prober`
-the RFC 5227 probe; this class only gives them the shapes the cores speak.
+the RFC 5227 probe, :class:`~failoverd.system.arpwatch.ConflictWatcher` the
+watch for other hosts claiming what we hold; this class only gives them the
+shapes the cores speak.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from failoverd.core.actions import AcquireDone, Addresses, ProbeDone, ReleaseDone
 from failoverd.system.arp import Announcer, Prober
+from failoverd.system.arpwatch import ConflictWatcher, Report
 from failoverd.system.hooks import HookRunner
 from failoverd.system.netlink import AddressManager
 from failoverd.system.takeover import Takeover
@@ -59,3 +62,7 @@ class HostSystem:
 
     async def announce(self, addresses: Addresses) -> None:
         await self.takeover.announce(addresses)
+
+    def conflict_watcher(self, report: Report) -> ConflictWatcher:
+        """A watcher of this host's wire, in the namespace its addresses are changed in."""
+        return ConflictWatcher(report, netns=self.addresses.netns)

@@ -1,8 +1,9 @@
 """heartbeatd's runtime: the master's core, live.
 
 One nursery holds the executor, the timer (which sends the heartbeats), the
-receiver for the backup's status frames, the control socket and the signal
-watcher.
+receiver for the backup's status frames, the ARP conflict watcher (see
+:mod:`failoverd.runtime.conflicts`: another host announcing an address we
+hold makes us announce it again), the control socket and the signal watcher.
 
 Start-up: managed addresses already on our interfaces are adopted (never
 added twice); if all of them are, the master starts holding and tickles them
@@ -33,6 +34,7 @@ from failoverd.core.master import Master
 from failoverd.exitcodes import EX_OK, ProgramError
 from failoverd.runtime import lifecycle
 from failoverd.runtime.backup import load_key
+from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.executor import System
 from failoverd.runtime.host import HostSystem
 from failoverd.runtime.shell import CoreShell
@@ -105,7 +107,14 @@ async def serve(
             "authenticated" if key else "legacy", " ".join(targets), sock.port, config.interval,
             "managing " + ", ".join(map(str, config.managed)) if config.managed else "managing no addresses",
         )
-        shell = CoreShell(core, system=host, transport=sock, notifier=Notifier(command=config.notify_command))
+        conflicts = conflict_feed(
+            host, lambda addresses: shell.conflict(addresses),
+            claimed=lambda: core.managed if core.claims else frozenset(),
+        )
+        shell = CoreShell(
+            core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
+            on_action=conflicts.follow if conflicts is not None else None,
+        )
         stopping = trio.Event()
 
         def tickle(why: str) -> None:
@@ -146,6 +155,8 @@ async def serve(
                 control.serve_control, config.control_socket, control.command_handler(status=status, dump=dump)
             )
             await nursery.start(shell.run_timer)
+            if conflicts is not None:
+                await nursery.start(conflicts.run)
             nursery.start_soon(_receive, sock, shell)
             tickle("start-up")
             task_status.started({"control_socket": config.control_socket, "port": sock.port})

@@ -1,11 +1,11 @@
 """Drives one sans-IO core with real time: inputs in, actions out, one timer.
 
-Every input (a datagram, an action's result, a timer expiry, a shutdown
-request) is one synchronous call into the core with ``trio.current_time()``
-as ``now``, immediately followed by handing the returned actions to the
-:class:`~failoverd.runtime.executor.Executor` and re-arming the single timer
-task; nothing awaits in between, so the core sees inputs strictly one at a
-time and in the order they happened.
+Every input (a datagram, an action's result, a timer expiry, an ARP
+conflict seen on the wire, a shutdown request) is one synchronous call into
+the core with ``trio.current_time()`` as ``now``, immediately followed by
+handing the returned actions to the :class:`~failoverd.runtime.executor.Executor`
+and re-arming the single timer task; nothing awaits in between, so the core
+sees inputs strictly one at a time and in the order they happened.
 
 A core whose ``next_deadline`` stays in the past after ``handle_timer`` would
 make the timer spin; the shell never wakes it more often than every
@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import trio
 
-from failoverd.core.actions import Action, Result
+from failoverd.core.actions import Action, Addresses, Result
 from failoverd.runtime.executor import Executor, Notifications, System, Transport
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ class Core(Protocol):
 
     def action_done(self, now: float, result: Result) -> list[Action]: ...
 
+    def conflict_seen(self, now: float, addresses: Addresses) -> list[Action]: ...
+
     def next_deadline(self) -> float | None: ...
 
     def snapshot(self, now: float) -> dict[str, Any]: ...
@@ -50,6 +52,8 @@ class Recorder(Protocol):
     def timer(self, now: float) -> None: ...
 
     def result(self, now: float, result: Result) -> None: ...
+
+    def conflict(self, now: float, addresses: Addresses) -> None: ...
 
 
 class CoreShell:
@@ -86,6 +90,13 @@ class CoreShell:
             self.recorder.result(now, result)
         self._run(self.core.action_done(now, result))
 
+    def conflict(self, addresses: Addresses) -> None:
+        """Another host's ARP claims ``addresses`` (see :mod:`failoverd.runtime.conflicts`)."""
+        now = trio.current_time()
+        if self.recorder is not None:
+            self.recorder.conflict(now, addresses)
+        self._run(self.core.conflict_seen(now, addresses))
+
     def call(self, entry: Callable[[float], list[Action]]) -> None:
         """Feed any other core entry point taking ``now`` (e.g. ``Master.shutdown``)."""
         self._run(entry(trio.current_time()))
@@ -111,6 +122,7 @@ class CoreShell:
         """Call ``handle_timer`` at each ``next_deadline``; re-armed after every input."""
         task_status.started()
         last_fired = -math.inf
+        input_since_fired = False
         while True:
             self._rearm = trio.Event()
             deadline = self.core.next_deadline()
@@ -118,9 +130,12 @@ class CoreShell:
                 deadline = math.inf
             elif deadline < last_fired + MIN_TIMER_SPACING:
                 # handle_timer(last_fired) dealt with everything due by then,
-                # so a deadline at or before it is a core bug; one just after
-                # it is legitimate and only rounded up.
-                if deadline <= last_fired and not self._spin_reported:
+                # so without an input since, a deadline at or before it is a
+                # core bug; one just after it is legitimate and only rounded
+                # up. An input may make an old deadline due (a backup that
+                # yields to an ARP conflict returns to monitoring with its
+                # silence long counted): that one is not a bug.
+                if deadline <= last_fired and not input_since_fired and not self._spin_reported:
                     self._spin_reported = True
                     log.error(
                         "the core asked to be woken at %.3f, before its last wake-up at %.3f; "
@@ -130,9 +145,11 @@ class CoreShell:
                 deadline = last_fired + MIN_TIMER_SPACING
             with trio.move_on_at(deadline):
                 await self._rearm.wait()
+                input_since_fired = True
                 continue
             now = trio.current_time()
             last_fired = now
+            input_since_fired = False
             self.timer_firings += 1
             if self.recorder is not None:
                 self.recorder.timer(now)
