@@ -20,7 +20,14 @@ from failoverd.core.timing import Timing
 from failoverd.runtime.conflicts import ConflictFeed, conflict_feed
 from failoverd.runtime.shell import CoreShell
 from failoverd.system.arpwatch import ConflictWatcher
-from failoverd.trace import ConflictSeen, TraceError, TraceHeader, TraceWriter, parse_trace, read_trace
+from failoverd.trace import (
+    ConflictSeen,
+    TraceError,
+    TraceHeader,
+    TraceWriter,
+    parse_trace,
+    read_trace,
+)
 
 VIP = parse_triplet("pub0:10.64.0.100/24")
 TIMING = Timing(interval=0.1)
