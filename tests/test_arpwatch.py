@@ -249,3 +249,22 @@ async def test_a_missing_interface_is_retried_until_it_exists(pair: Pair) -> Non
                         await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
     assert reports.claimed == {late}
+
+
+@pytest.mark.trio
+async def test_an_interface_that_goes_down_and_up_is_watched_again(pair: Pair) -> None:
+    reports = Reports()
+    watcher = ConflictWatcher(reports, netns=pair.a)
+    watcher.watch([WATCHED])
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.run)
+            ip("-n", pair.a, "link", "set", "va", "down")
+            ip("-n", pair.a, "link", "set", "va", "up")
+            async with await ArpSocket.open("vb", netns=pair.b) as other_host:
+                with trio.move_on_after(LIMIT - 1):
+                    while not reports.items:
+                        await send(other_host, garp(other_host.mac, WATCHED))
+                        await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+    assert reports.claimed == {WATCHED}
