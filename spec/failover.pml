@@ -47,6 +47,12 @@
 #ifndef PRESUME
 #define PRESUME 1           /* 0: leave out the master's presume (it acquires only on the handshake) */
 #endif
+#ifndef HANDSHAKE
+#define HANDSHAKE 1         /* 0: leave out the master's handshake (it acquires only on presume) */
+#endif
+#ifndef ARP_DELAY
+#define ARP_DELAY 1         /* another host's ARP for the address is seen 0..ARP_DELAY ticks after it is sent */
+#endif
 #define SLOTS    2          /* datagrams in flight per direction                   */
 
 #ifndef M_CRASHES
@@ -60,9 +66,10 @@
  * accepts a datagram from its peer, while the peer is up, at least once in
  * every FAIL ticks; runs that break this are cut off (end_links_broken).
  * NET_PRIVATE_CUT: datagrams may be lost without limit (the private link and
- * heartbeat paths are cut) but the ARP probe still sees the holder (the public
- * network is joined). NET_PARTITION: both networks cut: datagrams lost without
- * limit and every ARP probe is silent. */
+ * heartbeat paths are cut) but the public network is joined: the ARP probe
+ * sees the holder and ARP conflicts are seen. NET_PARTITION: both networks
+ * cut: datagrams lost without limit, every ARP probe is silent and no ARP
+ * conflict is seen. */
 #define NET_UP          0
 #define NET_PRIVATE_CUT 1
 #define NET_PARTITION   2
@@ -76,6 +83,9 @@
 #endif
 #ifndef FAILBACK_BOUND
 #define FAILBACK_BOUND (FAIL + OP_MAX + OP_MAX + (FAIL - 1) + OP_MAX)
+#endif
+#ifndef OVERLAP_BOUND
+#define OVERLAP_BOUND (ARP_DELAY + ARP_DELAY + B_OP_MAX)   /* backup's ARP out, master's defence back, release */
 #endif
 
 /* ---- states --------------------------------------------------------------- */
@@ -142,6 +152,15 @@ bool m_op;
 byte m_op_t;
 byte m_crashes;
 byte m_down_t;
+byte m_reclaim_t;         /* holding: ticks until it may announce again (at most once per interval) */
+
+/* ARP conflict detection (RFC 5227) on the public network: another host's
+ * gratuitous ARP for the address, on its way to a host that watches (the
+ * backup in acquiring/failed_over/recovering, the master in holding) */
+bool arp_to_b;
+byte arp_to_b_age;
+bool arp_to_m;
+byte arp_to_m_age;
 
 /* master -> backup heartbeats and backup -> master statuses, in send order */
 byte hb_n;
@@ -161,6 +180,7 @@ bool links_broken;
 /* property monitors */
 byte takeover_age;        /* ticks since the master died with the backup up     */
 byte failback_age;        /* ticks since the master (re)started with the backup up */
+byte overlap_age;         /* ticks both hosts have had the address configured (capped) */
 bool master_dead_backup_up;   /* liveness antecedent: takeover                  */
 #if NET == NET_UP
 bool master_back_links_up = 1;   /* liveness antecedent: failback (both start now) */
@@ -175,7 +195,13 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 
 #define BACKUP_HOLDS (d_state == D_acquiring || d_state == D_failed_over || \
                       d_state == D_recovering || b_addr)
-#define PROBE_SEES(holder) (NET != NET_PARTITION && (holder))
+#define PUBLIC_JOINED (NET != NET_PARTITION)
+#define PROBE_SEES(holder) (PUBLIC_JOINED && (holder))
+/* who passes another host's ARP for the address to its core: the backup while
+ * it holds or is adding it (the detector's HOLDING_STATES), the master while
+ * holding; an ARP that reaches a host no longer watching is dropped */
+#define BACKUP_WATCHES (b_up && (d_state == D_acquiring || d_state == D_failed_over || d_state == D_recovering))
+#define MASTER_WATCHES (m_up && m_state == M_holding)
 
 #define INC(v, cap) if :: v < cap -> v++ :: else -> skip fi
 
@@ -201,10 +227,26 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 #define B_START_PROBE  b_probe = 1; b_probe_t = PROBE_T; b_probe_snap = PROBE_SEES(m_addr); b_probed = 0
 #define M_START_PROBE  m_probe = 1; m_probe_t = PROBE_T; m_probe_snap = PROBE_SEES(b_addr)
 
+/* a host's gratuitous ARP for the address (after its acquire, or the master's
+ * Announce) reaches the other host if that one watches. One on its way already
+ * stands for both: a detector reacts to the first it sees (acquiring ->
+ * master back, failed_over -> recovering) and ignores the rest (recovering).
+ * Under links up the handshake leaves nothing to detect: the assertion checks,
+ * in every NET_UP run, that conflict detection never fires there. */
+#define ARP_TO_BACKUP \
+	if :: PUBLIC_JOINED && BACKUP_WATCHES -> assert(NET != NET_UP); \
+		if :: !arp_to_b -> arp_to_b = 1; arp_to_b_age = 0 :: else -> skip fi \
+	:: else -> skip fi
+#define ARP_TO_MASTER \
+	if :: PUBLIC_JOINED && MASTER_WATCHES -> assert(NET != NET_UP); \
+		if :: !arp_to_m -> arp_to_m = 1; arp_to_m_age = 0 :: else -> skip fi \
+	:: else -> skip fi
+
 /* What must happen before time may pass: a deadline reached, an operation at
  * its longest duration, a datagram at its longest delay. */
 #define HB_DUE   (hb_n > 0 && hb_age[0] >= DELAY)
 #define ST_DUE   (st_n > 0 && st_age[0] >= DELAY)
+#define ARP_DUE  ((arp_to_b && arp_to_b_age >= ARP_DELAY) || (arp_to_m && arp_to_m_age >= ARP_DELAY))
 #define B_DUE    (b_up && ( \
 	(d_state == D_monitoring && (b_silence >= SUSPECT || b_deadline)) || \
 	(d_state == D_suspect && b_probe_sched && (b_silence >= PROBE_AT || b_deadline)) || \
@@ -260,15 +302,22 @@ inline normalize() {
 	if :: !m_probe -> m_probe_t = 0; m_probe_snap = 0 :: else -> skip fi;
 	if :: !m_op -> m_op_t = 0 :: else -> skip fi;
 	if :: m_state != M_waiting -> m_silence = 0 :: else -> skip fi;
+	if :: m_state != M_holding -> m_reclaim_t = 0 :: else -> skip fi;
+	if :: !BACKUP_WATCHES -> arp_to_b = 0 :: else -> skip fi;
+	if :: !arp_to_b -> arp_to_b_age = 0 :: else -> skip fi;
+	if :: !MASTER_WATCHES -> arp_to_m = 0 :: else -> skip fi;
+	if :: !arp_to_m -> arp_to_m_age = 0 :: else -> skip fi;
+	if :: !(m_addr && b_addr) -> overlap_age = 0 :: else -> skip fi;
 	if :: m_up -> m_down_t = 0 :: else -> m_hb_t = 0 fi;
 	if :: !(m_up && b_up) -> gap_b = 0; gap_m = 0 :: else -> skip fi;
 	if :: !master_dead_backup_up -> takeover_age = 0 :: else -> skip fi;
 	if :: master_back_links_up && m_addr -> master_back_links_up = 0 :: else -> skip fi;
 	if :: !master_back_links_up -> failback_age = 0 :: else -> skip fi;
 	/* one line per step when a trail is replayed (spin -t); pan never prints */
-	printf("STEP t=%d backup[up=%d state=%d addr=%d silence=%d probe=%d/%d op=%d] master[up=%d epoch=%d state=%d addr=%d silence=%d probe=%d/%d op=%d] hb=%d st=%d\n",
+	printf("STEP t=%d backup[up=%d state=%d addr=%d silence=%d probe=%d/%d op=%d] master[up=%d epoch=%d state=%d addr=%d silence=%d probe=%d/%d op=%d] hb=%d st=%d arp=%d/%d overlap=%d\n",
 		clock, b_up, d_state, b_addr, b_silence, b_probe, b_probed, b_op,
-		m_up, m_epoch, m_state, m_addr, m_silence, m_probe, m_probe_snap, m_op, hb_n, st_n)
+		m_up, m_epoch, m_state, m_addr, m_silence, m_probe, m_probe_snap, m_op, hb_n, st_n,
+		arp_to_b, arp_to_m, overlap_age)
 }
 
 inline deliver_heartbeat() {
@@ -321,10 +370,10 @@ inline deliver_status() {
 		:: m_up ->
 			m_silence = 0; gap_m = 0;
 			if
-			:: m_state == M_waiting && st_ack[j] == m_epoch && !st_holds[j] ->
+			:: HANDSHAKE && m_state == M_waiting && st_ack[j] == m_epoch && !st_holds[j] ->
 				/* @transition master backup_released: waiting -> acquiring */
 				m_state = M_acquiring; m_op = 1; m_op_t = 0
-			:: m_state == M_probing && st_ack[j] == m_epoch && !st_holds[j] ->
+			:: HANDSHAKE && m_state == M_probing && st_ack[j] == m_epoch && !st_holds[j] ->
 				/* @transition master backup_released: probing -> acquiring */
 				m_state = M_acquiring; m_op = 1; m_op_t = 0; m_probe = 0
 			:: m_state == M_holding && st_holds[j] ->
@@ -402,6 +451,7 @@ active proctype world()
 		normalize() }
 	:: d_step { b_up && b_op && d_state == D_acquiring && b_op_t >= OP_MIN ->
 		b_addr = 1; b_op = 0;
+		ARP_TO_MASTER;     /* its gratuitous ARP */
 		if
 		:: b_hb_pending ->
 			/* @transition detector acquired: acquiring -> recovering */
@@ -421,6 +471,22 @@ active proctype world()
 	:: d_step { hb_n > 0 -> j = 0; deliver_heartbeat();
 		normalize() }
 	:: d_step { hb_n > 1 -> j = 1; deliver_heartbeat();
+		normalize() }
+
+	/* the master's ARP for the address reaches the backup's conflict detector */
+	:: d_step { arp_to_b -> arp_to_b = 0;
+		if
+		:: d_state == D_acquiring ->
+			/* @transition detector conflict: acquiring -> acquiring */
+			/* the master is back: the completed acquire is released at once.
+			 * No heartbeat came: silence still counts from the last one, past
+			 * the fail deadline (the backup only acquires after it) */
+			if :: !b_hb_pending -> b_hb_pending = 1; b_silence = FAIL :: else -> skip fi
+		:: d_state == D_failed_over ->
+			/* @transition detector conflict: failed_over -> recovering */
+			backup_release(); b_silence = FAIL
+		:: else -> skip    /* recovering: already letting go */
+		fi;
 		normalize() }
 
 	/* ======================= master (managed failback) ======================= */
@@ -447,6 +513,7 @@ active proctype world()
 		/* and tells the backup at once, restarting its heartbeat period */
 		m_addr = 1; m_op = 0; m_state = M_holding;
 		SEND_HEARTBEAT(0); m_hb_t = INTERVAL;
+		ARP_TO_BACKUP;     /* its gratuitous ARP */
 		normalize() }
 	:: d_step { m_up && m_state == M_holding && m_crashes < M_CRASHES ->
 		/* @transition master stop: holding -> releasing */
@@ -465,6 +532,15 @@ active proctype world()
 		m_addr = 0; m_op = 0; m_state = M_stopped; SEND_HEARTBEAT(1);
 		master_crash_reset(); m_up = 0; m_down_t = 0;
 		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0;
+		normalize() }
+
+	/* the backup's ARP for the address reaches the holding master's conflict
+	 * detector: no transition, an alarm and an Announce at most once per interval */
+	:: d_step { arp_to_m -> arp_to_m = 0;
+		if
+		:: m_reclaim_t == 0 -> m_reclaim_t = INTERVAL; ARP_TO_BACKUP
+		:: else -> skip
+		fi;
 		normalize() }
 
 	/* a status reaches the master; slot 1 overtakes slot 0 (reordering) */
@@ -504,12 +580,15 @@ active proctype world()
 		normalize() }
 
 	/* ======================= time ======================= */
-	:: d_step { !HB_DUE && !ST_DUE && !B_DUE && !M_DUE ->
+	:: d_step { !HB_DUE && !ST_DUE && !ARP_DUE && !B_DUE && !M_DUE ->
 		clock++;
 		for (k : 0 .. SLOTS - 1) {
 			if :: k < hb_n -> hb_age[k]++ :: else -> skip fi;
 			if :: k < st_n -> st_age[k]++ :: else -> skip fi
 		};
+		if :: arp_to_b -> arp_to_b_age++ :: else -> skip fi;
+		if :: arp_to_m -> arp_to_m_age++ :: else -> skip fi;
+		if :: m_addr && b_addr -> INC(overlap_age, OVERLAP_BOUND + 1) :: else -> skip fi;
 		if
 		:: b_up ->
 			INC(b_silence, FAIL);
@@ -521,6 +600,7 @@ active proctype world()
 		if
 		:: m_up ->
 			if :: m_hb_t > 0 -> m_hb_t-- :: else -> skip fi;
+			if :: m_reclaim_t > 0 -> m_reclaim_t-- :: else -> skip fi;
 			if :: m_state == M_waiting -> INC(m_silence, FAIL) :: else -> skip fi;
 			if :: m_probe -> m_probe_t-- :: else -> skip fi;
 			if :: m_op -> m_op_t++ :: else -> skip fi
@@ -558,7 +638,13 @@ end_links_broken:
 #define TAKEOVER_LATE (master_dead_backup_up && takeover_age > TAKEOVER_BOUND && !b_addr)
 #define FAILBACK_LATE (master_back_links_up && failback_age > FAILBACK_BOUND && !m_addr)
 
+/* overlap_bounded: whatever the network, both hosts never have the address
+ * configured for more than OVERLAP_BOUND ticks in a row. It is the property
+ * for NET_PRIVATE_CUT, where ARP conflict detection ends each overlap; under
+ * NET_UP there is no overlap at all, under NET_PARTITION it does not hold. */
+
 ltl no_two_holders { [] (links_broken || !(m_addr && b_addr)) }
+ltl overlap_bounded { [] (links_broken || overlap_age <= OVERLAP_BOUND) }
 ltl takeover_bounded { [] !TAKEOVER_LATE }
 ltl failback_bounded { [] (links_broken || !FAILBACK_LATE) }
 ltl takeover_eventually { [] (master_dead_backup_up -> <> (!master_dead_backup_up || b_addr)) }
