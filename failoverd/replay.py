@@ -42,7 +42,7 @@ from failoverd.core.actions import (
 from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
 from failoverd.addresses import Triplet
-from failoverd.trace import ActionResult, Arrival, Datagram, End, Event, Lost, TimerFired, TraceHeader
+from failoverd.trace import ActionResult, Arrival, ConflictSeen, Datagram, End, Event, Lost, TimerFired, TraceHeader
 
 DEFAULT_OUTAGE = 30.0
 """Legacy mode: a silence at least this long is taken for a real outage, so a
@@ -468,6 +468,11 @@ def replay_exact(
         elif isinstance(event, ActionResult):
             run.result_done(now, event.result)
             actions = det.action_done(now, event.result)
+            if observe is not None:
+                observe(now, actions)
+            record(now, actions, None)
+        elif isinstance(event, ConflictSeen):
+            actions = det.conflict_seen(now, event.addresses)
             if observe is not None:
                 observe(now, actions)
             record(now, actions, None)

@@ -73,13 +73,17 @@ class DaemonLike:
         self.order += 1
         heapq.heappush(self.pending, (when, self.order, result))
 
-    def run(self, arrivals: list[tuple[float, bytes, str, str]], until: float) -> None:
+    def run(self, arrivals: list[tuple[float, bytes, str, str]], until: float,
+            conflicts: list[tuple[float, frozenset]] = ()) -> None:
         arrivals = sorted(arrivals, key=lambda a: a[0])
-        i = 0
+        conflicts = sorted(conflicts, key=lambda c: c[0])
+        i = j = 0
+        last = self.det.state_since
         for _ in range(1_000_000):
             deadline = self.det.next_deadline()
-            # The real timer fires a little late, as trio's does.
-            timer_at = None if deadline is None else deadline + self.rng.uniform(0, 0.004)
+            # The real timer fires a little late, as trio's does, and never in
+            # the past (a deadline can be, e.g. after yielding to a conflict).
+            timer_at = None if deadline is None else max(last, deadline + self.rng.uniform(0, 0.004))
             options = []
             if i < len(arrivals):
                 options.append((arrivals[i][0], 2))
@@ -87,16 +91,24 @@ class DaemonLike:
                 options.append((timer_at, 1))
             if self.pending:
                 options.append((self.pending[0][0], 0))
+            if j < len(conflicts):
+                options.append((conflicts[j][0], 3))
             if not options:
                 break
             now, kind = min(options)
             if now > until:
                 break
+            last = now
             if kind == 2:
                 _, data, source, path = arrivals[i]
                 i += 1
                 actions = self.det.receive_datagram(now, data, source, path)
                 self.writer.datagram(now, data, source, path, self.det.last_verdict)
+            elif kind == 3:
+                addresses = conflicts[j][1]
+                j += 1
+                actions = self.det.conflict_seen(now, addresses)
+                self.writer.conflict(now, addresses)
             elif kind == 1:
                 actions = self.det.handle_timer(now)
                 self.writer.timer(now)
@@ -180,6 +192,25 @@ def test_exact_replay_reproduces_every_action_of_a_recorded_run(tmp_path: Path) 
     assert not at_the_end.false and at_the_end.master_back_at is None
     alarms = [e.text for e in result.timeline if e.kind == "alarm"]
     assert any("heartbeat path eth2 quiet" in a for a in alarms)
+
+
+def test_exact_replay_reproduces_a_yield_to_an_arp_conflict(tmp_path: Path) -> None:
+    timing = Timing(interval=0.1, probe_spacing=0.01)
+    header = TraceHeader(mode="authenticated", addresses=(A, B), timing=timing, master=MASTER, start=1000.0,
+                         epoch=424242, peer=MASTER)
+    path = tmp_path / "conflict.trace"
+    daemon = DaemonLike(header, KEY, path, seed=11)
+    boot = wire.Sealer(KEY, wire.ROLE_MASTER, 1, 0.1, 1000.0)
+    arrivals = master_frames(boot, [1000.0 + 0.1 * k for k in range(1, 20)], {"eth1": MASTER})
+    # Silence: takeover at ~1002.2; the master's ARP claims A at 1003 (only the private link is down).
+    daemon.probe_answered_until = 1000.0
+    daemon.run(arrivals, until=1004.0, conflicts=[(1003.0, frozenset({A}))])
+    assert ("failed_over", "recovering", "conflict") in [t[1:] for t in daemon.transitions()]
+    trace = read_trace(path)
+    replayed: list[tuple[float, list]] = []
+    result = replay_exact(Setup.from_header(trace.header, KEY), trace.events,
+                          observe=lambda now, actions: replayed.append((now, actions)))
+    assert replayed == daemon.calls and result.transitions == daemon.transitions()
 
 
 def test_exact_replay_detects_a_different_core(tmp_path: Path) -> None:
