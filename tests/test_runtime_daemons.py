@@ -384,6 +384,6 @@ async def test_sighup_rereads_the_key_file_and_sigusr1_logs_the_full_state(
     dump = next(m for m in messages if m.startswith("state dump: "))
     assert '"mode": "authenticated"' in dump and '"runtime"' in dump
     assert any("key file" in m and "unchanged" in m for m in messages)
-    assert any("changed; the new key takes effect when the daemon restarts" in m for m in messages)
+    assert any("changed: using the new key from now on" in m for m in messages)
     # The replay floor is kept for the next start.
     assert (config.state_dir / "replay-floor.json").exists()

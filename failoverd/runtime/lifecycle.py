@@ -82,25 +82,29 @@ def status_reply(snapshot: dict[str, Any], *, master: str | None, timing: dict[s
     }
 
 
-def check_key_reload(path, current: bytes | None) -> None:
-    """SIGHUP and the key file: say whether the file on disk still matches the key in use.
+def reload_key(path, current: bytes | None, rekey: Callable[[bytes], None]) -> bytes | None:
+    """SIGHUP and the key file: switch the core to the key on disk if it changed.
 
-    The cores take their key at construction and have no way to change it
-    while running, and switching keys on one side only would stop the
-    heartbeats anyway; so a changed key is reported, and takes effect at the
-    next restart (which an administrator does on both hosts together).
+    Returns the key now in use. Rotating a key means changing the file on both
+    hosts and sending SIGHUP to both; between the two, each side refuses the
+    other's frames (counted as ``mac``), which the backup rides out like lost
+    heartbeats, and its ARP probe keeps it from taking a live master's
+    addresses if the two signals are further apart than its failure timeout.
+    Turning authentication on or off needs a restart.
     """
     if path is None:
-        return
+        return current
     try:
         key = read_key(path)
     except KeyFileError as error:
-        log.error("SIGHUP: %s; still using the key read at start", error)
-        return
-    if key != current:
-        log.warning("SIGHUP: key file %s changed; the new key takes effect when the daemon restarts", path)
-    else:
+        log.error("SIGHUP: %s; still using the key read before", error)
+        return current
+    if key == current:
         log.info("SIGHUP: key file %s unchanged", path)
+        return current
+    rekey(key)
+    log.warning("SIGHUP: key file %s changed: using the new key from now on (rotate it on the peer too)", path)
+    return key
 
 
 def stop_bound(hook_timeout: float) -> float:

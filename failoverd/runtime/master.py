@@ -140,7 +140,8 @@ async def serve(
             return state
 
         def reload() -> None:
-            lifecycle.check_key_reload(config.key_file, key)
+            nonlocal key
+            key = lifecycle.reload_key(config.key_file, key, core.rekey)
             tickle("SIGHUP")
 
         async with trio.open_nursery() as nursery:
