@@ -6,3 +6,18 @@ generous ``fail_after`` bounds around real processes; no test asserts speed.
 """
 
 pytest_plugins = ["failoverd.lab.pytest_plugin"]
+
+from collections.abc import Iterator
+
+import pytest
+
+from _netns import Pair, is_root, veth_pair
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    """Two namespaces joined by a veth pair va/vb, both up (root only)."""
+    if not is_root():
+        pytest.skip("needs root to create network namespaces")
+    with veth_pair() as created:
+        yield created

@@ -12,9 +12,6 @@ import ipaddress
 import logging
 import os
 import secrets
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import trio
@@ -43,6 +40,8 @@ ADDRESS = ipaddress.IPv4Address("10.62.0.9")
 
 # --- frames and the conflict rule (no privileges needed) --------------------
 
+
+from _netns import Pair, ip
 
 def test_frames_round_trip_and_are_padded() -> None:
     for packet in (probe_packet(MAC_A, ADDRESS), announcement_packet(MAC_A, ADDRESS)):
@@ -91,37 +90,6 @@ def test_bad_schedules_are_refused() -> None:
 
 
 # --- on the wire ------------------------------------------------------------
-
-def ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10).stdout
-
-
-@dataclass
-class Pair:
-    a: str  # namespace holding interface "va"
-    b: str  # namespace holding interface "vb", the other end of the veth
-
-
-@pytest.fixture
-def pair() -> Iterator[Pair]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    suffix = secrets.token_hex(3)
-    names = [f"fo{suffix}a", f"fo{suffix}b"]
-    created: list[str] = []
-    try:
-        for name in names:
-            ip("netns", "add", name)
-            created.append(name)
-        ip("-n", names[0], "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", names[1])
-        for name, dev in zip(names, ("va", "vb")):
-            ip("-n", name, "link", "set", "lo", "up")
-            ip("-n", name, "link", "set", dev, "up")
-        yield Pair(*names)
-    finally:
-        for name in created:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
-
 
 @pytest.mark.netns
 @pytest.mark.trio

@@ -12,11 +12,6 @@ Without root the namespace tests skip.
 from __future__ import annotations
 
 import ipaddress
-import os
-import secrets
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import trio
@@ -35,40 +30,11 @@ from failoverd.system.arp import (
 )
 from failoverd.system.arpwatch import ConflictWatcher
 
+from _netns import Pair, ip
+
 pytestmark = [pytest.mark.netns]
 
 LIMIT = 10.0
-
-
-def ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10).stdout
-
-
-@dataclass
-class Pair:
-    a: str  # this host: interface "va"
-    b: str  # the other host: interface "vb", the other end of the veth
-
-
-@pytest.fixture
-def pair() -> Iterator[Pair]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    suffix = secrets.token_hex(3)
-    names = [f"fo{suffix}a", f"fo{suffix}b"]
-    created: list[str] = []
-    try:
-        for name in names:
-            ip("netns", "add", name)
-            created.append(name)
-        ip("-n", names[0], "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", names[1])
-        for name, dev in zip(names, ("va", "vb")):
-            ip("-n", name, "link", "set", "lo", "up")
-            ip("-n", name, "link", "set", dev, "up")
-        yield Pair(*names)
-    finally:
-        for name in created:
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True, timeout=10)
 
 
 class Reports:

@@ -16,7 +16,7 @@ import pytest
 
 from failoverd.core import wire
 from failoverd.lab.demo import FailoverPair, VipSampler
-from failoverd.lab.pytest_plugin import lab_factory, requires_netns  # noqa: F401  (fixture)
+from failoverd.lab.pytest_plugin import requires_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, requires_netns]
 

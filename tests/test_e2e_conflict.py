@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from failoverd.lab.demo import FailoverPair, VipSampler
-from failoverd.lab.pytest_plugin import lab_factory, requires_netns  # noqa: F401  (fixture)
+from failoverd.lab.pytest_plugin import requires_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, requires_netns]
 

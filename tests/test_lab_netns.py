@@ -14,7 +14,7 @@ import pytest
 
 from failoverd.lab import netns
 from failoverd.lab.lab import Lab
-from failoverd.lab.pytest_plugin import lab, lab_factory, requires_netns  # noqa: F401  (fixtures)
+from failoverd.lab.pytest_plugin import requires_netns
 
 pytestmark = [requires_netns, pytest.mark.netns]
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import trio
@@ -26,43 +23,9 @@ from failoverd.system.netlink import (
     NamespaceMissing,
 )
 
+from _netns import Pair, addresses_on, ip
+
 pytestmark = pytest.mark.netns
-
-
-def ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10).stdout
-
-
-@dataclass
-class Pair:
-    a: str  # namespace holding interface "va"
-    b: str  # namespace holding interface "vb", the other end of the veth
-
-
-@pytest.fixture
-def pair() -> Iterator[Pair]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    suffix = secrets.token_hex(3)
-    names = [f"fo{suffix}a", f"fo{suffix}b"]
-    created: list[str] = []
-    try:
-        for name in names:
-            ip("netns", "add", name)
-            created.append(name)
-        ip("-n", names[0], "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", names[1])
-        for name, dev in zip(names, ("va", "vb")):
-            ip("-n", name, "link", "set", "lo", "up")
-            ip("-n", name, "link", "set", dev, "up")
-        yield Pair(*names)
-    finally:
-        for name in created:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
-
-
-def addresses_on(ns: str, dev: str) -> set[str]:
-    out = ip("-n", ns, "-o", "-4", "addr", "show", "dev", dev)
-    return {line.split()[3] for line in out.splitlines()}
 
 
 @pytest.mark.trio

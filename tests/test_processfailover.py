@@ -10,12 +10,9 @@ nowhere, so even a broken root check could change nothing.
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,44 +24,10 @@ from failoverd.system.arp import ArpSocket
 PROGRAM = [sys.executable, "-m", "failoverd.programs.processfailover"]
 
 
+from _netns import Pair, addresses_on, ip
+
 def run_in(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", "netns", "exec", ns, *PROGRAM, *args], capture_output=True, text=True, timeout=60)
-
-
-def ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10).stdout
-
-
-@dataclass
-class Pair:
-    a: str  # namespace holding interface "va"
-    b: str  # namespace holding interface "vb", the other end of the veth
-
-
-@pytest.fixture
-def pair() -> Iterator[Pair]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create network namespaces")
-    suffix = secrets.token_hex(3)
-    names = [f"fo{suffix}a", f"fo{suffix}b"]
-    created: list[str] = []
-    try:
-        for name in names:
-            ip("netns", "add", name)
-            created.append(name)
-        ip("-n", names[0], "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", names[1])
-        for name, dev in zip(names, ("va", "vb")):
-            ip("-n", name, "link", "set", "lo", "up")
-            ip("-n", name, "link", "set", dev, "up")
-        yield Pair(*names)
-    finally:
-        for name in created:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
-
-
-def addresses_on(ns: str, dev: str) -> set[str]:
-    out = ip("-n", ns, "-o", "-4", "addr", "show", "dev", dev)
-    return {line.split()[3] for line in out.splitlines()}
 
 
 @pytest.fixture

@@ -27,7 +27,6 @@ from failoverd.core.actions import (
     Addresses,
     Alarm,
     Notify,
-    Probe,
     ProbeDone,
     Release,
     ReleaseDone,
