@@ -138,6 +138,24 @@ async def test_a_simultaneous_probe_from_another_host_is_a_conflict(pair: Pair) 
 
 @pytest.mark.netns
 @pytest.mark.trio
+async def test_a_link_that_goes_down_mid_probe_ends_the_probe_not_the_caller(
+    pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="failoverd.system.arp")
+    prober = Prober(count=2, spacing=0.1, wait=1.0, netns=pair.a)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async def pull_the_cable() -> None:
+                await trio.sleep(0.4)
+                await trio.to_thread.run_sync(ip, "-n", pair.a, "link", "set", "va", "down")
+            nursery.start_soon(pull_the_cable)
+            answered = await prober.probe([parse_triplet("va:10.62.5.1/24")])
+    assert answered == frozenset()
+    assert "stopped listening" in caplog.text or "cannot probe" in caplog.text
+
+
+@pytest.mark.netns
+@pytest.mark.trio
 async def test_probe_on_a_missing_interface_is_logged_and_silent(pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger="failoverd.system.arp")
     with trio.fail_after(10):

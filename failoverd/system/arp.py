@@ -298,7 +298,14 @@ class Prober:
     @staticmethod
     async def _listen(sock: ArpSocket, group: list[Triplet], own: frozenset[bytes], answered: set[Triplet]) -> None:
         while True:
-            packet = await sock.receive()
+            try:
+                packet = await sock.receive()
+            except OSError as error:
+                # The link went down mid-probe (ENETDOWN and friends): that is
+                # what probes run into when things fail, and it must end the
+                # probe (nobody answered here), not the daemon.
+                log.error("ARP probe on %s stopped listening: %s", sock.interface, error)
+                return
             if packet is None:
                 continue
             for triplet in group:
