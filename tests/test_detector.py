@@ -215,7 +215,8 @@ def test_heartbeats_on_two_paths_keep_both_healthy_and_copies_replayed_across_pa
         assert d.receive_datagram(t + 0.002, first[0], "10.9.2.10", second[1]) == []
         alarms += [a for a in d.handle_timer(t + 0.002) if isinstance(a, Alarm)]
     assert alarms == []
-    assert d.counters.accepted == 40 and d.counters.rejected == {"replay": 20}
+    # Half the rounds the pub0 frame was sealed first but arrives second: overtaken, path health only.
+    assert d.counters.accepted + d.counters.overtaken == 40 and d.counters.rejected == {"replay": 20}
     assert {p["name"] for p in d.snapshot(t)["paths"] if p["healthy"]} == {"priv0", "pub0"}
 
 
@@ -270,3 +271,16 @@ def test_a_conflict_during_an_acquire_releases_when_it_completes() -> None:
 def test_conflicts_for_addresses_we_do_not_hold_change_nothing() -> None:
     d = detector()
     assert d.conflict_seen(0.5, {A}) == [] and d.state == "monitoring"
+
+
+def test_an_overtaken_frame_refreshes_its_path_but_not_the_masters_flags() -> None:
+    """A non-leaving frame sealed before the master's goodbye must not cancel the fast takeover."""
+    d = detector()
+    sealer = _sealer()
+    d.receive_datagram(0.1, sealer.seal(0.1, holds=True), MASTER, "priv0")
+    early = sealer.seal(0.5, holds=True)  # sealed for pub0 before the goodbye...
+    d.receive_datagram(0.55, sealer.seal(0.5, holds=False, leaving=True), MASTER, "priv0")
+    assert d.state == "suspect"
+    d.receive_datagram(0.56, early, "10.9.2.1", "pub0")  # ...arrives after it
+    assert d.last_verdict == "overtaken" and d.state == "suspect"
+    assert {p["name"] for p in d.snapshot(0.56)["paths"]} == {"priv0", "pub0"}

@@ -123,6 +123,8 @@ class Counters:
     """Monotonic counters a core keeps for status output and metrics."""
 
     accepted: int = 0
+    overtaken: int = 0
+    """Authentic, unseen frames older than the newest accepted (sent on another path): path health only."""
     rejected: dict[str, int] = field(default_factory=dict)
     transitions: int = 0
     failovers: int = 0

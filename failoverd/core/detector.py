@@ -217,7 +217,14 @@ class Detector(DeclaredMachine):
             self._guard.check(frame, now)
         except wire.WireError as exc:
             return self._reject(exc.reason, out)
-        self._guard.record(frame, now)
+        if not self._guard.record(frame, now):
+            # Overtaken by a newer frame on another path: it says that path
+            # works, and nothing newer about the master (its holds or leaving
+            # flags are older than what we already know).
+            self.last_verdict = "overtaken"
+            self.counters.overtaken += 1
+            self._path_heard(now, source, path)
+            return out
         self.master_holds = frame.holds
         self.master_interval_ms = frame.interval_ms
         self._heard(now, source, path, leaving=frame.leaving)
@@ -362,6 +369,7 @@ class Detector(DeclaredMachine):
             "addresses": sorted(str(t) for t in self.addresses),
             "counters": {
                 "accepted": self.counters.accepted,
+                "overtaken": self.counters.overtaken,
                 "rejected": dict(sorted(self.counters.rejected.items())),
                 "transitions": self.counters.transitions,
                 "failovers": self.counters.failovers,

@@ -189,10 +189,12 @@ class Master(DeclaredMachine):
         except wire.WireError as exc:
             self.counters.reject(exc.reason)
             return out
-        self._guard.record(frame, now)
+        newest = self._guard.record(frame, now)
         self.counters.accepted += 1
         self.backup_last_heard = now
         self._presume_from = now
+        if not newest:
+            return out  # overtaken on another path: the backup lives; its view is older than what we know
         self.backup_holds = frame.holds
         if self.backup_silent:
             self.backup_silent = False

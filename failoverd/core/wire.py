@@ -237,19 +237,21 @@ class ReplayGuard:
                 if late > self.max_delay_ms:
                     raise WireError("delayed", f"{late:.0f} ms later than the best-seen delay")
 
-    def record(self, frame: Heartbeat, now: float) -> None:
+    def record(self, frame: Heartbeat, now: float) -> bool:
+        """Note ``frame`` as seen; True if it is the newest yet (False: overtaken by a newer one)."""
         offset = now * 1000 - frame.sent_ms
         if frame.epoch != self.epoch:
             self.epoch, self.seq, self._seen = frame.epoch, frame.seq, 1
             self._min_offset = offset
-            return
+            return True
         if self._min_offset is None or offset < self._min_offset:
             self._min_offset = offset
         if frame.seq > self.seq:
             self._seen = ((self._seen << (frame.seq - self.seq)) | 1) & _WINDOW_MASK
             self.seq = frame.seq
-        else:
-            self._seen |= 1 << (self.seq - frame.seq)
+            return True
+        self._seen |= 1 << (self.seq - frame.seq)
+        return False
 
     @property
     def floor(self) -> tuple[int, int]:
