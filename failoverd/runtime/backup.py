@@ -23,7 +23,6 @@ hooks, unless ``keep_addresses_on_exit``. Bounded by
 from __future__ import annotations
 
 import logging
-import time
 from contextlib import nullcontext
 from functools import partial
 from typing import Any
@@ -39,6 +38,7 @@ from failoverd.runtime import lifecycle
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.executor import System
 from failoverd.runtime.host import HostSystem
+from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.keyfile import KeyFileError, read_key
 from failoverd.runtime.replayfloor import ReplayFloorFile
 from failoverd.runtime.shell import CoreShell
@@ -99,7 +99,7 @@ async def serve(
     floor = floor_file.load() if key is not None else (0, 0)
 
     held = await _adopt(host, config)
-    start, epoch = trio.current_time(), time.time_ns()
+    start, epoch = trio.current_time(), next_epoch(config.state_dir)
     recorder = _open_trace(config, start=start, epoch=epoch, held=held, replay_floor=floor)
     # The trace is closed (idempotently) on every way out, errors included.
     with recorder if recorder is not None else nullcontext(), HeartbeatSocket.bind(config.port) as sock:

@@ -21,7 +21,6 @@ over at once instead of after its timeout. Bounded by
 from __future__ import annotations
 
 import logging
-import time
 from functools import partial
 from typing import Any
 
@@ -35,6 +34,7 @@ from failoverd.exitcodes import EX_OK, ProgramError
 from failoverd.runtime import lifecycle
 from failoverd.runtime.backup import load_key
 from failoverd.runtime.conflicts import conflict_feed
+from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.executor import System
 from failoverd.runtime.host import HostSystem
 from failoverd.runtime.shell import CoreShell
@@ -99,7 +99,7 @@ async def serve(
             backup_fail_after=config.backup_fail_after,
             key=key,
             legacy_message=config.message,
-            epoch=time.time_ns(),
+            epoch=next_epoch(config.state_dir),
             arp_probe=config.arp_probe and config.probe_count > 0,
         )
         log.info(
