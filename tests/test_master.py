@@ -109,3 +109,15 @@ def test_a_conflict_while_holding_is_answered_by_announcing_again_once_per_inter
 def test_a_waiting_master_ignores_conflicts() -> None:
     m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
     assert m.conflict_seen(1.0, VIPS) == [] and m.state == "waiting"
+
+
+def test_a_backup_that_still_holds_is_reported_once_per_episode() -> None:
+    m = Master(["b"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=9)
+    backup = _backup()
+    alarms = []
+    for i in range(1, 6):
+        t = i * 0.5
+        alarms += m.receive_datagram(t, backup.seal(t, holds=True, ack_epoch=9, ack_seq=i), "b", "priv0")
+    assert len(alarms) == 1 and alarms[0].level == "critical"
+    m.receive_datagram(3.0, backup.seal(3.0, holds=False, ack_epoch=9, ack_seq=6), "b", "priv0")
+    assert len(m.receive_datagram(3.5, backup.seal(3.5, holds=True, ack_epoch=9, ack_seq=7), "b", "priv0")) == 1

@@ -126,6 +126,7 @@ class Master(DeclaredMachine):
         self._stopping = False
         self._presume_from = now
         self._reclaim_due = float("-inf")
+        self._overlap_reported = False
         if not self.managed:
             initial = "holding"
         elif self.held == self.managed:
@@ -202,10 +203,15 @@ class Master(DeclaredMachine):
         acknowledges_us = self._sealer is not None and frame.ack_epoch == self._sealer.epoch and frame.ack_seq >= 1
         if not frame.holds and acknowledges_us:
             self._fire("backup_released")
-        elif frame.holds and self.state == "holding" and self.managed:
+        elif frame.holds and self.state == "holding" and self.managed and not self._overlap_reported:
+            # Once per episode: the backup answers every heartbeat, and a
+            # release held up by a slow hook would otherwise mail twice a second.
+            self._overlap_reported = True
             out.append(
                 Alarm("critical", "backup reports it holds our addresses while we hold them: it should release now", True)
             )
+        if not frame.holds:
+            self._overlap_reported = False
         return out
 
     def action_done(self, now: float, result: Result) -> list[Action]:

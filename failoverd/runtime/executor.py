@@ -62,6 +62,10 @@ _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ER
 AddressChange = Acquire | Release | Announce
 
 
+MAIL_REPEAT = 600.0
+"""Seconds before the same alarm text is mailed again."""
+
+
 class System(Protocol):
     """What the executor needs from the host: addresses, ARP and hooks."""
 
@@ -115,6 +119,7 @@ class Executor:
         self._accepting_changes = True
         self.pending_changes = 0
         self.probes_running = 0
+        self._mailed: dict[str, float] = {}
 
     @property
     def current(self) -> AddressChange | None:
@@ -155,6 +160,16 @@ class Executor:
     def _notify(self, action: Notify | Alarm) -> None:
         if self.notifier is None or self._background is None:
             return
+        if isinstance(action, Alarm):
+            # The same alarm again (an acquire retried every interval and
+            # failing every time) is logged each time but mailed at most once
+            # per MAIL_REPEAT seconds: an operator needs the first mail, not a
+            # mailbox full of copies.
+            now = trio.current_time()
+            last = self._mailed.get(action.message)
+            if last is not None and now - last < MAIL_REPEAT:
+                return
+            self._mailed[action.message] = now
         self.notifier.start_soon(self._background, action)
 
     def _start(self, function: Callable, action: Action) -> None:
