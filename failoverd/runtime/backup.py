@@ -166,7 +166,7 @@ async def serve(
                         await inner.start(shell.run_timer)
                         if conflicts is not None:
                             await inner.start(conflicts.run)
-                        inner.start_soon(_receive, sock, shell)
+                        inner.start_soon(shell.receive_from, sock)
                         if key is not None:
                             inner.start_soon(_save_floor, core, floor_file, config.timing.interval)
                         task_status.started()
@@ -199,11 +199,6 @@ async def _adopt(host: System, config: BackupConfig) -> frozenset:
         )
     return held
 
-
-async def _receive(sock: HeartbeatSocket, shell: CoreShell) -> None:
-    while True:
-        datagram = await sock.receive()
-        shell.datagram(datagram.data, datagram.source, datagram.path)
 
 
 async def _save_floor(core: Detector, floor_file: ReplayFloorFile, interval: float) -> None:

@@ -158,7 +158,7 @@ async def serve(
             await nursery.start(shell.run_timer)
             if conflicts is not None:
                 await nursery.start(conflicts.run)
-            nursery.start_soon(_receive, sock, shell)
+            nursery.start_soon(shell.receive_from, sock)
             tickle("start-up")
             task_status.started({"control_socket": config.control_socket, "port": sock.port})
             await stopping.wait()
@@ -166,11 +166,6 @@ async def serve(
             nursery.cancel_scope.cancel()
     return status_code
 
-
-async def _receive(sock: HeartbeatSocket, shell: CoreShell) -> None:
-    while True:
-        datagram = await sock.receive()
-        shell.datagram(datagram.data, datagram.source, datagram.path)
 
 
 async def _stop(config: MasterConfig, core: Master, shell: CoreShell) -> int:

@@ -77,6 +77,12 @@ class CoreShell:
 
     # --- inputs ----------------------------------------------------------------
 
+    async def receive_from(self, sock: Any) -> None:
+        """Feed every datagram ``sock`` (a :class:`~failoverd.runtime.udp.HeartbeatSocket`) receives to the core."""
+        while True:
+            datagram = await sock.receive()
+            self.datagram(datagram.data, datagram.source, datagram.path)
+
     def datagram(self, data: bytes, source: str, path: str) -> None:
         now = trio.current_time()
         actions = self.core.receive_datagram(now, data, source, path)
