@@ -17,7 +17,6 @@ import pytest
 import trio
 
 from failoverd.addresses import parse_triplet
-from failoverd.system.netlink import NamespaceMissing
 from failoverd.system.arp import (
     ARP_REPLY,
     ARP_REQUEST,
@@ -32,6 +31,7 @@ from failoverd.system.arp import (
     parse_frame,
     probe_packet,
 )
+from failoverd.system.namespace import NamespaceMissing
 
 MAC_A = bytes.fromhex("020000000001")
 MAC_B = bytes.fromhex("020000000002")
@@ -42,6 +42,7 @@ ADDRESS = ipaddress.IPv4Address("10.62.0.9")
 
 
 from _netns import Pair, ip
+
 
 def test_frames_round_trip_and_are_padded() -> None:
     for packet in (probe_packet(MAC_A, ADDRESS), announcement_packet(MAC_A, ADDRESS)):

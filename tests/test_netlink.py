@@ -13,17 +13,16 @@ import secrets
 
 import pytest
 import trio
+from _netns import Pair, addresses_on, ip
 from pyroute2.netlink.exceptions import NetlinkError
 
 from failoverd.addresses import Triplet, parse_triplet
+from failoverd.system.namespace import NamespaceMissing
 from failoverd.system.netlink import (
     AddressManager,
     InterfaceDown,
     InterfaceMissing,
-    NamespaceMissing,
 )
-
-from _netns import Pair, addresses_on, ip
 
 pytestmark = pytest.mark.netns
 
@@ -132,9 +131,10 @@ async def test_a_name_no_interface_can_have_is_missing_not_an_error(pair: Pair) 
 def test_the_kernel_refusing_a_request_raises_its_errno(pair: Pair) -> None:
     import errno
 
-    from failoverd.system.netlink import _open_in_namespace
+    from failoverd.system.namespace import in_netns
+    from failoverd.system.rtnetlink import RouteSocket
 
-    with _open_in_namespace(pair.a) as rt:
+    with in_netns(pair.a, RouteSocket.open) as rt:
         index = rt.link("va").index
         address = ipaddress.IPv4Address("10.61.5.1")
         rt.add_address(index, address, 24)

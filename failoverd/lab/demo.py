@@ -41,6 +41,7 @@ from typing import Any
 from failoverd import control
 from failoverd.addresses import Triplet, parse_triplet
 from failoverd.lab.lab import Lab
+from failoverd.system.namespace import enter_netns
 
 BIN = Path(sys.executable).parent
 KEY = b"lab-heartbeat-key-0123456789abcdef\n"
@@ -312,7 +313,7 @@ class VipSampler:
         address = self.triplet.address
         readings = self.readings[host]
         try:
-            _enter_netns(self.lab.ns(host))
+            enter_netns(self.lab.ns(host))
             with RouteSocket.open() as route:
                 end = time.monotonic() + self.limit
                 while not self._stop.is_set() and time.monotonic() < end:
@@ -376,20 +377,6 @@ class VipSampler:
 
 def _duration(samples: list[Sample], predicate: Callable[[Sample], bool]) -> float:
     return sum(b.at - a.at for a, b in zip(samples, samples[1:]) if predicate(a))
-
-
-_CLONE_NEWNET = 0x40000000
-
-
-def _enter_netns(name: str) -> None:
-    """Move the calling thread (only) into network namespace ``name``."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    with open(f"/run/netns/{name}", "rb") as handle:
-        if libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
-            code = ctypes.get_errno()
-            raise OSError(code, f"setns into {name}: {os.strerror(code)}")
 
 
 # --- the demonstration ---------------------------------------------------------------------------

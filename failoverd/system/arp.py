@@ -19,22 +19,20 @@ seconds, an announcement ``(count - 1) * spacing``; both are cancellable.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
 import logging
-import os
 import socket
 import struct
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import trio
 
 from failoverd.addresses import Triplet
-from failoverd.system.netlink import NETNS_RUN_DIR, InterfaceDown, InterfaceMissing, NamespaceMissing
+from failoverd.system.namespace import in_netns
+from failoverd.system.netlink import InterfaceDown, InterfaceMissing
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +44,6 @@ BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
 ZERO_IP = ipaddress.IPv4Address("0.0.0.0")
 PACKET_OUTGOING = 4  # linux/if_packet.h: a copy of a frame this host sent
-_CLONE_NEWNET = 0x40000000
 _MIN_FRAME = 60  # Ethernet minimum without FCS; short frames are padded
 
 _ETHERNET = struct.Struct("!6s6sH")
@@ -131,7 +128,7 @@ class ArpSocket:
 
     @classmethod
     async def open(cls, interface: str, netns: str | None = None) -> ArpSocket:
-        sock = await trio.to_thread.run_sync(_in_netns, netns, lambda: _bound_socket(interface))
+        sock = await trio.to_thread.run_sync(in_netns, netns, lambda: _bound_socket(interface))
         return cls(interface, sock)
 
     async def send(self, packet: ArpPacket, destination: bytes = BROADCAST) -> None:
@@ -169,43 +166,6 @@ def _bound_socket(interface: str) -> socket.socket:
             raise InterfaceMissing(interface) from None
         raise
     return sock
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _in_netns(netns: str | None, make: Callable[[], T]) -> T:
-    """Run ``make`` inside network namespace ``netns`` (None: here).
-
-    setns(2) switches only the calling thread, so this runs ``make`` in a
-    fresh thread that is discarded afterwards: the caller's thread (often one
-    of Trio's reused workers) never changes namespace. Sockets keep the
-    namespace they were created in.
-    """
-    if netns is None:
-        return make()
-    path = os.path.join(NETNS_RUN_DIR, netns)
-    if not os.path.exists(path):
-        raise NamespaceMissing(f"network namespace {netns!r} does not exist")
-    outcome: list[T] = []
-    failure: list[BaseException] = []
-
-    def switch_and_make() -> None:
-        try:
-            with open(path, "rb") as handle:
-                if _libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns({path}): {os.strerror(code)}")
-            outcome.append(make())
-        except BaseException as error:  # handed to the caller's thread
-            failure.append(error)
-
-    thread = threading.Thread(target=switch_and_make, name=f"netns-{netns}", daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return outcome[0]
 
 
 def _by_interface(triplets: Iterable[Triplet]) -> dict[str, list[Triplet]]:

@@ -37,9 +37,9 @@ from failoverd.system.arp import (
     ArpPacket,
     ArpSocket,
     _bound_socket,
-    _in_netns,
     mac_text,
 )
+from failoverd.system.namespace import in_netns
 from failoverd.system.netlink import InterfaceMissing
 from failoverd.system.rtnetlink import RouteSocket
 
@@ -154,7 +154,7 @@ class ConflictWatcher:
                 raise
 
         try:
-            raw, macs = await trio.to_thread.run_sync(_in_netns, self.netns, make)
+            raw, macs = await trio.to_thread.run_sync(in_netns, self.netns, make)
         except (InterfaceMissing, OSError) as error:
             log.error("cannot watch %s for ARP conflicts: %s (retrying every %g s)", interface, error, REOPEN_DELAY)
             return None

@@ -23,23 +23,20 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import os
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from failoverd.addresses import Triplet
+from failoverd.system.namespace import in_netns
 from failoverd.system.rtnetlink import RouteSocket
 
 log = logging.getLogger(__name__)
 
 INVALID_INTERFACE = "CNode: invalid interface name"
-NETNS_RUN_DIR = "/run/netns"
 
 _IFF_UP = 0x1
-_CLONE_NEWNET = 0x40000000
 
 
 class InterfaceError(Exception):
@@ -76,10 +73,6 @@ class AddressChangeError(Exception):
         super().__init__(f"cannot {verb} {triplet}: {error}")
 
 
-class NamespaceMissing(LookupError):
-    """The named network namespace does not exist (we never create one)."""
-
-
 @dataclass(frozen=True)
 class Interface:
     name: str
@@ -110,7 +103,7 @@ class AddressManager:
     def _open(self) -> RouteSocket:
         if self.netns is None:
             return RouteSocket.open()
-        return _open_in_namespace(self.netns)
+        return in_netns(self.netns, RouteSocket.open)
 
     # --- synchronous API (worker threads, ProcessFailover) -------------------
 
@@ -197,40 +190,6 @@ class AddressManager:
 
     async def present(self, triplets: Iterable[Triplet]) -> frozenset[Triplet]:
         return self.present_sync(list(triplets))
-
-
-def _open_in_namespace(netns: str) -> RouteSocket:
-    """A netlink socket in network namespace ``netns`` (which must exist; we never create one).
-
-    setns(2) switches only the calling thread, so the socket is made in a
-    fresh thread that is discarded afterwards; the socket stays in the
-    namespace it was made in.
-    """
-    import ctypes
-
-    path = os.path.join(NETNS_RUN_DIR, netns)
-    if not os.path.exists(path):
-        raise NamespaceMissing(f"network namespace {netns!r} does not exist")
-    made: list[RouteSocket] = []
-    failed: list[BaseException] = []
-
-    def switch_and_open() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            with open(path, "rb") as handle:
-                if libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise OSError(code, f"setns({path}): {os.strerror(code)}")
-            made.append(RouteSocket.open())
-        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
-            failed.append(error)
-
-    thread = threading.Thread(target=switch_and_open, name=f"netns-{netns}", daemon=True)
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return made[0]
 
 
 def _interface(rt: RouteSocket, name: str) -> Interface:

@@ -36,11 +36,11 @@ from failoverd.addresses import Triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
 from failoverd.system.arp import Announcer, Prober
 from failoverd.system.hooks import HookRunner
+from failoverd.system.namespace import NamespaceMissing
 from failoverd.system.netlink import (
     AddressChangeError,
     AddressManager,
     InterfaceError,
-    NamespaceMissing,
 )
 
 log = logging.getLogger(__name__)
