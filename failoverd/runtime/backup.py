@@ -269,8 +269,4 @@ def _open_trace(
 
 def run(config: BackupConfig) -> int:
     """The program's entry point: run the backup daemon; the return value is the exit status."""
-    try:
-        return trio.run(serve, config)
-    except ProgramError as error:
-        log.error("%s", error)
-        return error.status
+    return lifecycle.run_daemon(serve, config)

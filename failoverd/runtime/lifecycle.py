@@ -20,6 +20,7 @@ from typing import Any
 import trio
 
 from failoverd import __version__
+from failoverd.exitcodes import ProgramError
 from failoverd.runtime.keyfile import KeyFileError, read_key
 
 log = logging.getLogger(__name__)
@@ -111,3 +112,12 @@ def stop_bound(hook_timeout: float) -> float:
     """How long an orderly stop may take: an address change in progress and the final release,
     each running at most a Test, a Pre and a Post hook to their timeout, plus slack for netlink."""
     return 2 * (3 * hook_timeout + 5.0)
+
+
+def run_daemon(serve: Callable[..., Any], config: Any) -> int:
+    """Run a daemon's ``serve(config)`` under Trio; a :class:`ProgramError` becomes its exit status."""
+    try:
+        return trio.run(serve, config)
+    except ProgramError as error:
+        log.error("%s", error)
+        return error.status

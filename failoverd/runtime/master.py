@@ -30,7 +30,7 @@ from failoverd import control
 from failoverd.config import MasterConfig
 from failoverd.core.actions import Announce
 from failoverd.core.master import Master
-from failoverd.exitcodes import EX_OK, ProgramError
+from failoverd.exitcodes import EX_OK
 from failoverd.runtime import lifecycle
 from failoverd.runtime.backup import load_key
 from failoverd.runtime.conflicts import conflict_feed
@@ -188,8 +188,4 @@ async def _stop(config: MasterConfig, core: Master, shell: CoreShell) -> int:
 
 def run(config: MasterConfig) -> int:
     """The program's entry point: run heartbeatd; the return value is the exit status."""
-    try:
-        return trio.run(serve, config)
-    except ProgramError as error:
-        log.error("%s", error)
-        return error.status
+    return lifecycle.run_daemon(serve, config)
