@@ -31,6 +31,9 @@ from typing import Any, NoReturn
 
 from failoverd.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
 from failoverd.core.timing import Timing, TimingError
+
+# The same checks as the daemons' own options, so a what-if parses as failoverd would.
+from failoverd.options import count_at_least, seconds, seconds_or_zero
 from failoverd.pcapimport import (
     CaptureError,
     heartbeat_senders,
@@ -90,22 +93,6 @@ class Loaded:
 # --- options ----------------------------------------------------------------------
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value <= 86400:
-        raise argparse.ArgumentTypeError(f"{text} s is outside 0..86400 s")
-    return value
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
-    return int(text)
-
-
 def _triplet(text: str) -> Triplet:
     try:
         return parse_triplet(text)
@@ -150,22 +137,22 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
     capture.add_argument("--message", metavar="TEXT", default=None,
                          help="legacy mode: the master's heartbeat text (default 'heartbeat')")
     timing = parser.add_argument_group("what-if timing (default: the recording daemon's, or failoverd's defaults)")
-    timing.add_argument("--interval", metavar="SECONDS", type=_seconds)
-    timing.add_argument("--suspect-misses", metavar="N", type=_count)
-    timing.add_argument("--fail-misses", metavar="N", type=_count)
-    timing.add_argument("--allowance", metavar="SECONDS", type=_seconds)
-    timing.add_argument("--probe-count", metavar="N", type=_count)
-    timing.add_argument("--probe-spacing", metavar="SECONDS", type=_seconds)
+    timing.add_argument("--interval", metavar="SECONDS", type=seconds)
+    timing.add_argument("--suspect-misses", metavar="N", type=count_at_least(1))
+    timing.add_argument("--fail-misses", metavar="N", type=count_at_least(1))
+    timing.add_argument("--allowance", metavar="SECONDS", type=seconds_or_zero)
+    timing.add_argument("--probe-count", metavar="N", type=count_at_least(0))
+    timing.add_argument("--probe-spacing", metavar="SECONDS", type=seconds)
     model = parser.add_argument_group("what-if model of the world")
     model.add_argument("--what-if", action="store_true",
                        help="replay a native trace under the model even with its recorded timing")
     model.add_argument("--probe-answers", action="store_true",
                        help="the master's addresses answer ARP probes (default: probes are silent)")
-    model.add_argument("--probe-latency", metavar="SECONDS", type=_seconds, default=0.0,
+    model.add_argument("--probe-latency", metavar="SECONDS", type=seconds_or_zero, default=0.0,
                        help="how long an ARP probe takes (default 0)")
-    model.add_argument("--action-latency", metavar="SECONDS", type=_seconds, default=0.0,
+    model.add_argument("--action-latency", metavar="SECONDS", type=seconds_or_zero, default=0.0,
                        help="how long acquiring or releasing addresses takes (default 0)")
-    model.add_argument("--outage", metavar="SECONDS", type=_seconds, default=DEFAULT_OUTAGE,
+    model.add_argument("--outage", metavar="SECONDS", type=seconds, default=DEFAULT_OUTAGE,
                        help=f"legacy heartbeats: a silence this long is a real outage, so a failover on it is "
                             f"not false (default {DEFAULT_OUTAGE:g}; authenticated ones tell by the master's epoch)")
 
