@@ -63,6 +63,7 @@ class FailoverMachine(RuleBasedStateMachine):
         self.healed_at: float | None = None
         self.overlap_since: float | None = None
         self.public_up_since = 0.0
+        self.restarted_at = 0.0  # a host that crashes mid-release starts its release over
         self.latency = ACTION_LATENCY  # how long hooks + netlink take for the next address change
         self.slowest = 0.0  # the longest extra latency used so far
         self.master = self._new_master()
@@ -162,7 +163,7 @@ class FailoverMachine(RuleBasedStateMachine):
         if self.overlap_since is not None and self.public_up and self.overlap_since >= self.public_up_since:
             # An overlap that began while the public network joined the hosts
             # (one made during a partition is the heal bound's business).
-            start = self.overlap_since
+            start = max(self.overlap_since, self.restarted_at)
             assert self.now - start <= CONFLICT_BOUND + self.slowest + 1e-9, (
                 f"both held {sorted(map(str, self.master_held & self.backup_held))} for {self.now - start:.3f} s "
                 "with the public network up"
@@ -244,12 +245,14 @@ class FailoverMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.master_alive)
     @rule()
     def restart_master(self) -> None:
+        self.restarted_at = self.now
         self.master_alive = True
         self.master = self._new_master()
 
     @rule()
     def restart_backup(self) -> None:
         """The backup crashes and restarts: addresses it had stay on its interfaces and are adopted."""
+        self.restarted_at = self.now
         self.queue = [e for e in self.queue if e[3] != "backup" or e[2] == "frame"]
         heapq.heapify(self.queue)
         # An in-flight acquire or release is lost with the process; what is on
