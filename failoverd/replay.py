@@ -264,7 +264,6 @@ class Setup:
     legacy_message: bytes = b"heartbeat"
     epoch: int = 1
     held: tuple[Triplet, ...] = ()
-    replay_floor: tuple[int, int] = (0, 0)
     arp_probe: bool = True
     peer: str = "master"
 
@@ -279,12 +278,12 @@ class Setup:
             legacy_message=header.legacy_message,
             epoch=header.epoch,
             held=header.held,
-            replay_floor=header.replay_floor,
             arp_probe=header.arp_probe,
             peer=header.peer,
         )
 
-    def detector(self) -> Detector:
+    def detector(self, *, offline: bool = False) -> Detector:
+        """The detector the daemon built (``offline``: for a what-if run, see :class:`Detector`)."""
         return Detector(
             self.addresses,
             self.timing,
@@ -294,9 +293,9 @@ class Setup:
             legacy_message=self.legacy_message,
             epoch=self.epoch,
             held=self.held,
-            replay_floor=self.replay_floor,
             arp_probe=self.arp_probe,
             peer=self.peer,
+            offline=offline,
         )
 
 
@@ -337,7 +336,7 @@ class _Run:
         f = self.open_failover
         if f is not None and f.master_back_at is None:
             f.master_back_at = now
-            f.back_epoch = self.det.replay_floor()[0] if self.authenticated else None
+            f.back_epoch = self.det.master_epoch if self.authenticated else None
             self.open_failover = None
 
     def record(self, now: float, actions: list, model: ActionModel | None) -> None:
@@ -372,7 +371,7 @@ class _Run:
             self.longest_length = now - self.last_heard
 
     def failover_decided(self, now: float) -> None:
-        epoch = self.det.replay_floor()[0] if self.authenticated else None
+        epoch = self.det.master_epoch if self.authenticated else None
         self.open_failover = Failover(now, self.last_heard, epoch)
         self.failovers.append(self.open_failover)
 
@@ -504,8 +503,12 @@ def replay_what_if(
     ``end``: run the clock on to this time after the last datagram (the trace's
     end), so a master that falls silent at the end is still detected.
     ``lost``: events the recorder dropped (reported in the summary).
+
+    The detector runs offline: the recording's acknowledgements are of the
+    real backup's status frames, not of the ones this run would send, so every
+    authentic, unseen heartbeat counts at the time it was recorded.
     """
-    det = setup.detector()
+    det = setup.detector(offline=True)
     run = _Run(setup, det, outage)
     run.lost = lost
     pending = run.pending

@@ -88,7 +88,6 @@ class TraceHeader:
     epoch: int = 1
     """The backup's own epoch (only its status frames depend on it)."""
     held: tuple[Triplet, ...] = ()
-    replay_floor: tuple[int, int] = (0, 0)
     peer: str = "master"
     port: int = 1694
     continued: bool = False
@@ -115,7 +114,6 @@ class TraceHeader:
             "mode": self.mode,
             "peer": self.peer,
             "port": self.port,
-            "replay_floor": list(self.replay_floor),
             "start": self.start,
             "timing": {name: getattr(t, name) for name in _TIMING_FIELDS},
         }
@@ -134,10 +132,13 @@ class TraceHeader:
             raise ValueError("header must be a JSON object")
         expected = {
             "addresses", "arp_probe", "continued", "epoch", "held", "legacy_message", "master", "mode",
-            "peer", "port", "replay_floor", "start", "timing",
+            "peer", "port", "start", "timing",
         }
         missing = expected - data.keys()
-        extra = data.keys() - expected
+        # replay_floor: written until the backup stopped persisting a replay
+        # floor (a restarted backup now counts only heartbeats that
+        # acknowledge its new epoch); accepted and ignored in older traces.
+        extra = data.keys() - expected - {"replay_floor"}
         if missing or extra:
             parts = []
             if missing:
@@ -168,9 +169,10 @@ class TraceHeader:
             message = bytes.fromhex(_typed(data["legacy_message"], str, "legacy_message"))
         except ValueError:
             raise ValueError("legacy_message must be hex") from None
-        floor = _typed(data["replay_floor"], list, "replay_floor")
-        if len(floor) != 2 or not all(_is_int(v) and v >= 0 for v in floor):
-            raise ValueError("replay_floor must be [epoch, seq], two non-negative integers")
+        if "replay_floor" in data:
+            floor = _typed(data["replay_floor"], list, "replay_floor")
+            if len(floor) != 2 or not all(_is_int(v) and v >= 0 for v in floor):
+                raise ValueError("replay_floor must be [epoch, seq], two non-negative integers")
         epoch = data["epoch"]
         port = data["port"]
         if not _is_int(epoch) or epoch < 0:
@@ -190,7 +192,6 @@ class TraceHeader:
             start=float(start),
             epoch=epoch,
             held=held,
-            replay_floor=(floor[0], floor[1]),
             peer=_typed(data["peer"], str, "peer"),
             port=port,
             continued=_typed(data["continued"], bool, "continued"),
@@ -203,7 +204,6 @@ def header_for_backup(
     start: float,
     epoch: int,
     held: Iterable[Triplet] = (),
-    replay_floor: tuple[int, int] = (0, 0),
 ) -> TraceHeader:
     """The header for a trace of the detector failoverd builds from ``config``
     with these arguments (``start`` = the ``now`` it was built with)."""
@@ -217,7 +217,6 @@ def header_for_backup(
         start=float(start),
         epoch=epoch,
         held=tuple(held),
-        replay_floor=replay_floor,
         peer=str(config.master),
         port=config.port,
     )

@@ -23,6 +23,7 @@ from failoverd.core.actions import (
     StateChanged,
     Transmit,
 )
+from failoverd.core import wire
 from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
 
@@ -111,3 +112,47 @@ class Driver:
 
 def detector(now: float = 0.0, *, key: bytes | None = KEY, timing: Timing | None = None, **kwargs) -> Detector:
     return Detector(VIPS, timing or Timing(), now, key=key, master_address=MASTER, epoch=1, **kwargs)
+
+
+class PeerMaster:
+    """The master's side of the wire for a detector under test.
+
+    Its frames acknowledge the newest status the detector has sent, as a
+    master that received it does. A detector counts a heartbeat only once it
+    acknowledges the detector's epoch, so the first :meth:`seal` after the
+    detector started first plays the handshake: a heartbeat acknowledging
+    nothing, delivered at the same instant, which the detector answers
+    (through ``driver`` when given, so its timers run up to that instant).
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        *,
+        epoch: int = 7,
+        interval: float = 1.0,
+        started: float = 0.0,
+        key: bytes = KEY,
+        source: str = MASTER,
+        path: str = "priv0",
+        driver: Driver | None = None,
+    ) -> None:
+        self.detector = detector
+        self.driver = driver
+        self.sealer = wire.Sealer(key, wire.ROLE_MASTER, epoch, interval, started)
+        self.source, self.path = source, path
+
+    def _ack(self) -> tuple[int, int]:
+        status = self.detector._sealer
+        assert status is not None, "a peer master needs an authenticated detector"
+        return (status.epoch, status.seq) if status.seq else (0, 0)
+
+    def seal(self, now: float, *, holds: bool, leaving: bool = False) -> bytes:
+        if self._ack() == (0, 0):
+            hello = self.sealer.seal(now, holds=holds)
+            if self.driver is not None:  # runs the timers up to ``now`` first
+                self.driver.deliver(now, hello, self.source, self.path)
+            else:
+                self.detector.receive_datagram(now, hello, self.source, self.path)
+        ack_epoch, ack_seq = self._ack()
+        return self.sealer.seal(now, holds=holds, leaving=leaving, ack_epoch=ack_epoch, ack_seq=ack_seq)

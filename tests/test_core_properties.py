@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from hypothesis import assume, given, settings, strategies as st
 
-from _drive import KEY, MASTER, VIPS, Driver, detector
+from _drive import KEY, MASTER, VIPS, Driver, PeerMaster, detector
 from failoverd.core import wire
 from failoverd.core.timing import Timing
 
@@ -19,9 +19,6 @@ timings = st.builds(
     fail_misses=st.integers(3, 6),
 )
 
-
-def _sealer(epoch: int = 7, interval: float = 1.0) -> wire.Sealer:
-    return wire.Sealer(KEY, wire.ROLE_MASTER, epoch, interval, 0.0)
 
 
 @st.composite
@@ -54,7 +51,7 @@ def test_no_false_takeover(data, timing: Timing, authenticated: bool) -> None:
     events, last = data.draw(schedules(timing))
     d = detector(key=KEY if authenticated else None, timing=timing)
     driver = Driver(d)
-    sealer = _sealer(interval=timing.interval)
+    sealer = PeerMaster(d, interval=timing.interval, driver=driver)
     sent: list[bytes] = []
     for when, kind in events:
         if kind == "good" or not sent or not authenticated:
@@ -81,7 +78,7 @@ def test_dead_master_taken_within_bound(data, timing: Timing, extra: float) -> N
     events, last = data.draw(schedules(timing))
     d = detector(timing=timing)
     driver = Driver(d)
-    sealer = _sealer(interval=timing.interval)
+    sealer = PeerMaster(d, interval=timing.interval, driver=driver)
     for when, kind in events:
         if kind == "good":
             driver.deliver(when, sealer.seal(when, holds=True))
@@ -102,7 +99,7 @@ def test_prompt_release(timing: Timing, held_for: float, latency: float) -> None
     latency = min(latency, timing.suspect_after / 2)  # else the master is suspect again by then
     d = detector(timing=timing)
     driver = Driver(d, action_latency=latency)
-    sealer = _sealer(interval=timing.interval)
+    sealer = PeerMaster(d, interval=timing.interval, driver=driver)
     driver.advance(timing.fail_after + latency + held_for)
     assume(d.state == "failed_over")
     back = driver.now + 0.001
@@ -123,7 +120,7 @@ def test_no_flapping(data, timing: Timing, gaps: list[float]) -> None:
     latency = data.draw(st.floats(0, 0.2))
     d = detector(timing=timing)
     driver = Driver(d, action_latency=latency)
-    sealer = _sealer(interval=timing.interval)
+    sealer = PeerMaster(d, interval=timing.interval, driver=driver)
     t = 0.0
     long_silences = 0
     for gap in gaps:
@@ -151,7 +148,7 @@ def test_garbage_never_changes_state(data, start: str, junk: list[bytes]) -> Non
     answered = VIPS if start == "contested" else frozenset()
     d = detector()
     driver = Driver(d, answered=lambda now: answered)
-    sealer = _sealer()
+    sealer = PeerMaster(d, driver=driver)
     first = sealer.seal(0.5, holds=True)
     driver.deliver(0.5, first)
     target = {"monitoring": 1.0, "suspect": 2.0, "failed_over": 5.0, "contested": 5.0}[start]

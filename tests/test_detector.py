@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from _drive import KEY, MASTER, VIPS, Driver, detector
+from _drive import KEY, MASTER, VIPS, Driver, PeerMaster, detector
 from failoverd.addresses import parse_triplet
 from failoverd.core import wire
 from failoverd.core.actions import AcquireDone, Alarm, Notify, Probe, ReleaseDone
@@ -12,8 +12,8 @@ from failoverd.core.timing import Timing
 A, B = sorted(VIPS)
 
 
-def _sealer(epoch: int = 7) -> wire.Sealer:
-    return wire.Sealer(KEY, wire.ROLE_MASTER, epoch, 1.0, 0.0)
+def _peer(d: Detector, epoch: int = 7, driver: Driver | None = None) -> PeerMaster:
+    return PeerMaster(d, epoch=epoch, driver=driver)
 
 
 def test_transition_table_names_only_declared_states() -> None:
@@ -48,14 +48,14 @@ def test_partial_acquire_is_tracked_exactly_and_retried() -> None:
     d.action_done(4.2, AcquireDone(acquired=frozenset({B})))
     assert d.held == VIPS
     # ... and release releases exactly what is held.
-    out = d.receive_datagram(5.0, _sealer().seal(5.0, holds=False), MASTER, "priv0")
+    out = d.receive_datagram(5.0, _peer(d).seal(5.0, holds=False), MASTER, "priv0")
     assert [a.addresses for a in out if type(a).__name__ == "Release"] == [VIPS]
 
 
 def test_release_failure_is_retried_until_done() -> None:
     d = Detector(VIPS, Timing(), 0.0, key=KEY, held=VIPS)
     assert d.state == "failed_over"  # adopted at start
-    d.receive_datagram(0.5, _sealer().seal(0.5, holds=False), MASTER, "priv0")
+    d.receive_datagram(0.5, _peer(d).seal(0.5, holds=False), MASTER, "priv0")
     d.action_done(0.6, ReleaseDone(released=frozenset({A}), failed=frozenset({B})))
     assert d.state == "recovering" and d.held == {B}
     out = d.handle_timer(1.6)
@@ -67,7 +67,7 @@ def test_release_failure_is_retried_until_done() -> None:
 def test_heartbeat_during_acquire_releases_when_it_completes() -> None:
     d = detector()
     _to_acquiring(d)
-    d.receive_datagram(3.05, _sealer().seal(3.05, holds=False), MASTER, "priv0")
+    d.receive_datagram(3.05, _peer(d).seal(3.05, holds=False), MASTER, "priv0")
     assert d.state == "acquiring"
     out = d.action_done(3.1, AcquireDone(acquired=VIPS))
     assert d.state == "recovering"
@@ -77,7 +77,7 @@ def test_heartbeat_during_acquire_releases_when_it_completes() -> None:
 def test_leaving_master_is_taken_over_without_waiting_for_the_timeout() -> None:
     d = detector()
     driver = Driver(d)
-    sealer = _sealer()
+    sealer = _peer(d)
     driver.deliver(0.5, sealer.seal(0.5, holds=True))
     driver.deliver(0.9, sealer.seal(0.9, holds=False, leaving=True))
     driver.advance(0.9 + d.timing.probe_duration)
@@ -86,7 +86,7 @@ def test_leaving_master_is_taken_over_without_waiting_for_the_timeout() -> None:
 
 def test_a_quiet_path_raises_an_alarm_while_another_still_works() -> None:
     d = detector()
-    sealer = _sealer()
+    sealer = _peer(d)
     d.receive_datagram(0.1, sealer.seal(0.1, holds=True), "10.9.1.1", "priv0")
     t = 0.1
     alarms = []
@@ -105,22 +105,24 @@ def test_a_quiet_path_raises_an_alarm_while_another_still_works() -> None:
 
 def test_status_frames_go_to_the_master_on_every_path_sealed_once_per_path() -> None:
     d = detector()
-    sealer = _sealer()
+    sealer = _peer(d)
     d.receive_datagram(0.1, sealer.seal(0.1, holds=True), "10.9.1.1", "priv0")
     assert d.receive_datagram(0.102, sealer.seal(0.102, holds=True), "10.9.2.1", "pub0") == []  # same round
     out = d.receive_datagram(1.1, sealer.seal(1.1, holds=True), "10.9.2.1", "pub0")
     assert [status.targets for status in out] == [("10.9.1.1",), ("10.9.2.1",)]
     frames = [wire.decode(status.payload, KEY) for status in out]
-    assert [(f.role, f.holds, f.ack_epoch, f.ack_seq) for f in frames] == [(wire.ROLE_BACKUP, False, 7, 3)] * 2
+    assert [(f.role, f.holds, f.ack_epoch, f.ack_seq) for f in frames] == [(wire.ROLE_BACKUP, False, 7, 4)] * 2  # seq 1 was the handshake
     assert frames[0].seq != frames[1].seq
 
 
 def test_status_rate_is_bounded_but_a_new_master_epoch_is_answered_at_once() -> None:
     d = detector()
-    old = _sealer(epoch=7)
+    old = _peer(d, epoch=7)
     replies = [d.receive_datagram(t / 100, old.seal(t / 100, holds=True), MASTER, "priv0") for t in range(1, 101)]
-    assert sum(len(r) for r in replies) == 2  # 100 heartbeats in one second: one status per half interval
-    restarted = _sealer(epoch=8)
+    # 100 heartbeats in one second: one status per half interval (the first,
+    # at 0.01, answered the handshake's heartbeat; the next is due at 0.51).
+    assert sum(len(r) for r in replies) == 1
+    restarted = _peer(d, epoch=8)
     (status,) = d.receive_datagram(1.011, restarted.seal(1.011, holds=False), MASTER, "priv0")
     assert wire.decode(status.payload, KEY).ack_epoch == 8
 
@@ -139,7 +141,7 @@ def test_failover_notifies_down_then_up() -> None:
     d = detector()
     driver = Driver(d)
     driver.advance(3.5)
-    driver.deliver(4.0, _sealer().seal(4.0, holds=False))
+    driver.deliver(4.0, _peer(d).seal(4.0, holds=False))
     notes = [a for _, a in driver.log.other if isinstance(a, Notify)]
     assert [n.direction for n in notes] == ["down", "up"]
     assert d.counters.failovers == 1 and d.counters.failbacks == 1
@@ -175,7 +177,7 @@ def test_the_probe_is_timed_to_end_at_the_failure_deadline() -> None:
     assert any(isinstance(a, Probe) for a in out)
     assert d.next_deadline() == 3.0
     # A probe result that arrives after the suspicion ended is ignored.
-    d.receive_datagram(2.8, _sealer().seal(2.8, holds=True), MASTER, "priv0")
+    d.receive_datagram(2.8, _peer(d).seal(2.8, holds=True), MASTER, "priv0")
     assert d.action_done(2.9, _probe_silent()) == [] and d.state == "monitoring"
     assert d.counters.false_suspicions == 1
 
@@ -202,7 +204,7 @@ def test_adopted_addresses_outside_the_configuration_are_ignored() -> None:
 def test_heartbeats_on_two_paths_keep_both_healthy_and_copies_replayed_across_paths_are_refused() -> None:
     """heartbeatd seals a frame per target; either path's frame may arrive first."""
     d = detector()
-    sealer = _sealer()
+    sealer = _peer(d)
     alarms = []
     t = 0.0
     while t < 10:
@@ -222,17 +224,17 @@ def test_heartbeats_on_two_paths_keep_both_healthy_and_copies_replayed_across_pa
 
 def test_rekey_switches_keys_without_disturbing_sequence_numbers() -> None:
     d = detector()
-    old = _sealer()
+    old = _peer(d)
     d.receive_datagram(0.1, old.seal(0.1, holds=True), MASTER, "priv0")
     new_key = b"a brand new shared key, rotated"
     d.rekey(new_key)
     assert d.receive_datagram(0.2, old.seal(0.2, holds=True), MASTER, "priv0") == []
     assert d.last_verdict == "mac"
     rotated = wire.Sealer(new_key, wire.ROLE_MASTER, 7, 1.0, 0.0)
-    rotated.seq = old.seq
+    rotated.seq = old.sealer.seq
     (status,) = d.receive_datagram(1.3, rotated.seal(1.3, holds=True), MASTER, "priv0")
     frame = wire.decode(status.payload, new_key)
-    assert frame.seq == 2 and frame.ack_seq == 3  # the backup's own numbering carried on
+    assert frame.seq == 2 and frame.ack_seq == 4  # the backup's own numbering carried on
 
 
 def test_legacy_mode_cannot_be_rekeyed() -> None:
@@ -276,7 +278,7 @@ def test_conflicts_for_addresses_we_do_not_hold_change_nothing() -> None:
 def test_an_overtaken_frame_refreshes_its_path_but_not_the_masters_flags() -> None:
     """A non-leaving frame sealed before the master's goodbye must not cancel the fast takeover."""
     d = detector()
-    sealer = _sealer()
+    sealer = _peer(d)
     d.receive_datagram(0.1, sealer.seal(0.1, holds=True), MASTER, "priv0")
     early = sealer.seal(0.5, holds=True)  # sealed for pub0 before the goodbye...
     d.receive_datagram(0.55, sealer.seal(0.5, holds=False, leaving=True), MASTER, "priv0")

@@ -39,8 +39,10 @@ def test_managed_failback_waits_for_the_backup_to_release() -> None:
     (hb,) = _frames(m.handle_timer(0.0))
     assert m.state == "waiting" and not hb.holds
     backup = _backup()
-    # The backup still holds (it is releasing): nothing happens.
-    assert m.receive_datagram(0.01, backup.seal(0.01, holds=True, ack_epoch=9, ack_seq=1), "b", "priv0") == []
+    # The backup still holds (it is releasing): nothing happens but that its
+    # new epoch is acknowledged at once (it counts our heartbeats only then).
+    (ack,) = _frames(m.receive_datagram(0.01, backup.seal(0.01, holds=True, ack_epoch=9, ack_seq=1), "b", "priv0"))
+    assert m.state == "waiting" and (ack.ack_epoch, ack.ack_seq, ack.holds) == (3, 1, False)
     # A status that does not acknowledge this epoch is not enough either.
     assert m.receive_datagram(0.02, backup.seal(0.02, holds=False, ack_epoch=8, ack_seq=5), "b", "priv0") == []
     out = m.receive_datagram(0.03, backup.seal(0.03, holds=False, ack_epoch=9, ack_seq=1), "b", "priv0")
@@ -115,9 +117,14 @@ def test_a_backup_that_still_holds_is_reported_once_per_episode() -> None:
     m = Master(["b"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=9)
     backup = _backup()
     alarms = []
+
+    def status(t: float, holds: bool) -> list[Alarm]:
+        m.handle_timer(t)
+        payload = backup.seal(t, holds=holds, ack_epoch=9, ack_seq=m._sealer.seq)
+        return [a for a in m.receive_datagram(t, payload, "b", "priv0") if isinstance(a, Alarm)]
+
     for i in range(1, 6):
-        t = i * 0.5
-        alarms += m.receive_datagram(t, backup.seal(t, holds=True, ack_epoch=9, ack_seq=i), "b", "priv0")
+        alarms += status(i * 0.5, holds=True)
     assert len(alarms) == 1 and alarms[0].level == "critical"
-    m.receive_datagram(3.0, backup.seal(3.0, holds=False, ack_epoch=9, ack_seq=6), "b", "priv0")
-    assert len(m.receive_datagram(3.5, backup.seal(3.5, holds=True, ack_epoch=9, ack_seq=7), "b", "priv0")) == 1
+    status(3.0, holds=False)
+    assert len(status(3.5, holds=True)) == 1

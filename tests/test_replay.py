@@ -102,6 +102,8 @@ class DaemonLike:
             if kind == 2:
                 _, data, source, path = arrivals[i]
                 i += 1
+                if callable(data):
+                    data = data(self.det)
                 actions = self.det.receive_datagram(now, data, source, path)
                 self.writer.datagram(now, data, source, path, self.det.last_verdict)
             elif kind == 3:
@@ -124,12 +126,29 @@ class DaemonLike:
                 if isinstance(a, StateChanged)]
 
 
+class MasterFrame:
+    """A heartbeat sealed when it is first delivered, acknowledging the newest
+    status the detector has sent by then (as a master that received it does);
+    later deliveries (the copy on another path, a replay) are the same bytes."""
+
+    def __init__(self, sealer: wire.Sealer, t: float, **flags) -> None:
+        self.sealer, self.t, self.flags = sealer, t, flags
+        self.data: bytes | None = None
+
+    def __call__(self, det: Detector) -> bytes:
+        if self.data is None:
+            status = det._sealer
+            ack = (status.epoch, status.seq) if status is not None and status.seq else (0, 0)
+            self.data = self.sealer.seal(self.t, holds=False, ack_epoch=ack[0], ack_seq=ack[1], **self.flags)
+        return self.data
+
+
 def master_frames(sealer: wire.Sealer, times: list[float], paths: dict[str, str], **flags) -> list:
     """heartbeatd sends one sealed frame to every target; which path delivers first varies."""
     rng = random.Random(len(times))
     out = []
     for t in times:
-        frame = sealer.seal(t, holds=False, **flags)
+        frame = MasterFrame(sealer, t, **flags)
         for path, source in paths.items():
             out.append((t + rng.uniform(0, 0.001), frame, source, path))
     return out
@@ -157,9 +176,10 @@ def authenticated_scenario(tmp_path: Path) -> tuple[DaemonLike, Path]:
     daemon.fail_next_acquire = frozenset({B})
     arrivals += master_frames(first_boot, [1025.0 + 0.1 * k for k in range(1, 30)], {"eth1": MASTER})
     # Noise: a forged frame, a replayed frame, a backup-role frame, garbage.
-    forged = bytearray(arrivals[5][1])
-    forged[-1] ^= 1
-    arrivals += [(1003.05, bytes(forged), MASTER, "eth1"), (1004.05, arrivals[3][1], MASTER, "eth1"),
+    def forged(det: Detector, genuine: MasterFrame = arrivals[5][1]) -> bytes:
+        return genuine(det)[:-1] + bytes([genuine(det)[-1] ^ 1])
+
+    arrivals += [(1003.05, forged, MASTER, "eth1"), (1004.05, arrivals[3][1], MASTER, "eth1"),
                  (1005.05, wire.Sealer(KEY, wire.ROLE_BACKUP, 9, 0.1, 1000.0).seal(1005.05, holds=True), MASTER,
                   "eth1"), (1006.05, b"heartbeat", "10.0.0.66", "eth1")]
     # 28-31: master leaves (leaving flag), restarts with a new epoch 3 s later.
@@ -218,7 +238,8 @@ def test_exact_replay_detects_a_different_core(tmp_path: Path) -> None:
     trace = read_trace(path)
     other_key = b"not-the-recording-key-000"
     result = replay_exact(Setup.from_header(trace.header, other_key), trace.events)
-    assert result.divergences and result.divergences[0].recorded == "accepted"
+    # The first heartbeat was the handshake (it acknowledged nothing yet).
+    assert result.divergences and result.divergences[0].recorded == "unacknowledged"
     assert result.divergences[0].replayed == "mac"
 
 

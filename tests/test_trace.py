@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ipaddress
 from pathlib import Path
 
@@ -165,9 +166,20 @@ def test_writer_refuses_time_going_backwards_and_spaces(tmp_path: Path) -> None:
 def test_header_for_backup_matches_the_daemons_detector_arguments() -> None:
     config = BackupConfig(master=ipaddress.IPv4Address("10.0.0.1"), triplets=(A,), timing=Timing(interval=0.2),
                           message=b"hello")
-    h = header_for_backup(config, start=5.0, epoch=77, held=(A,), replay_floor=(3, 4))
-    assert (h.mode, h.addresses, h.timing, h.master, h.legacy_message, h.start, h.epoch, h.held, h.replay_floor,
-            h.peer) == ("legacy", (A,), Timing(interval=0.2), "10.0.0.1", b"hello", 5.0, 77, (A,), (3, 4), "10.0.0.1")
+    h = header_for_backup(config, start=5.0, epoch=77, held=(A,))
+    assert (h.mode, h.addresses, h.timing, h.master, h.legacy_message, h.start, h.epoch, h.held,
+            h.peer) == ("legacy", (A,), Timing(interval=0.2), "10.0.0.1", b"hello", 5.0, 77, (A,), "10.0.0.1")
+
+
+def test_a_header_written_with_a_replay_floor_still_reads() -> None:
+    """Traces from before the backup stopped keeping a replay floor carry the field."""
+    config = BackupConfig(master=ipaddress.IPv4Address("10.0.0.1"), triplets=(A,))
+    data = json.loads(header_for_backup(config, start=5.0, epoch=77).to_json())
+    assert TraceHeader.from_json(json.dumps(data | {"replay_floor": [3, 4]})) == header_for_backup(
+        config, start=5.0, epoch=77
+    )
+    with pytest.raises(ValueError, match="replay_floor"):
+        TraceHeader.from_json(json.dumps(data | {"replay_floor": [3]}))
 
 
 # --- bad traces ----------------------------------------------------------------

@@ -92,25 +92,26 @@ def _frame(epoch: int, seq: int, sent_ms: int = 0) -> wire.Heartbeat:
     return wire.Heartbeat(wire.ROLE_MASTER, True, False, epoch, seq, sent_ms, 1000)
 
 
-def _accept(guard: wire.ReplayGuard, frame: wire.Heartbeat, now: float) -> None:
-    guard.check(frame, now)
-    guard.record(frame, now)
+def _accept(guard: wire.ReplayGuard, frame: wire.Heartbeat, now: float, acked_at: float | None = None) -> str:
+    verdict = guard.admit(frame, now, acked_at)
+    assert verdict in ("fresh", "overtaken"), verdict
+    return verdict
 
 
 def test_replay_guard_counts_each_frame_once_in_any_order_within_the_window() -> None:
     guard = wire.ReplayGuard(max_delay=3.0)
-    _accept(guard, _frame(5, 1, 0), 100.0)
-    _accept(guard, _frame(5, 3, 2000), 102.0)
-    _accept(guard, _frame(5, 2, 1000), 102.001)  # overtaken on another path: still new
+    assert _accept(guard, _frame(5, 1, 0), 100.0, acked_at=99.9) == "fresh"
+    assert _accept(guard, _frame(5, 3, 2000), 102.0) == "fresh"
+    assert _accept(guard, _frame(5, 2, 1000), 102.001) == "overtaken"  # on another path: still new
     for frame in [_frame(5, 3, 2000), _frame(5, 2, 1000), _frame(5, 1, 0), _frame(4, 99, 0)]:
         with pytest.raises(wire.WireError, match="replay"):
-            guard.check(frame, 102.5)
+            guard.admit(frame, 102.5)
     _accept(guard, _frame(5, 4 + wire.REPLAY_WINDOW, 2500), 102.6)  # window: 5 .. 68
     with pytest.raises(wire.WireError, match="replay"):  # unseen, but older than the window
-        guard.check(_frame(5, 4, 2100), 102.6)
-    guard.check(_frame(5, 4 + 1, 2100), 102.6)  # the oldest seq still inside the window
-    _accept(guard, _frame(6, 1, 0), 103.0)  # the peer restarted: a newer epoch starts over
-    assert guard.floor == (6, 1)
+        guard.admit(_frame(5, 4, 2100), 102.6)
+    _accept(guard, _frame(5, 4 + 1, 2100), 102.6)  # the oldest seq still inside the window
+    assert guard.admit(_frame(6, 1, 0), 103.0) == "delayed"  # the peer restarted: its age is unproven yet
+    assert guard.newest == (6, 1)  # ... but it is recorded: our next frame acknowledges it
 
 
 @given(st.permutations(list(range(1, 40))), st.lists(st.integers(1, 39), max_size=40))
@@ -119,26 +120,94 @@ def test_replay_guard_accepts_each_seq_exactly_once(order: list[int], replays: l
     accepted = []
     for seq in order + replays:
         try:
-            guard.check(_frame(1, seq), 0.0)
+            guard.admit(_frame(1, seq), 0.0, acked_at=0.0)
         except wire.WireError:
             continue
-        guard.record(_frame(1, seq), 0.0)
         accepted.append(seq)
     assert sorted(accepted) == sorted(set(accepted))  # never twice
     assert set(accepted) == set(order)  # 39 < the window: none lost to reordering
 
 
-def test_replay_guard_refuses_withheld_frames() -> None:
+def test_replay_guard_bounds_a_withheld_frame_by_the_reference_proof() -> None:
     guard = wire.ReplayGuard(max_delay=3.0)
-    _accept(guard, _frame(1, 1, 0), 50.0)
+    _accept(guard, _frame(1, 1, 0), 50.0, acked_at=49.99)  # pins the offset: 50 s, give or take 10 ms
     _accept(guard, _frame(1, 2, 1000), 51.0)
-    guard.check(_frame(1, 3, 2000), 54.9)  # 2.9 s late: still believed
-    with pytest.raises(wire.WireError, match="delayed"):
-        guard.check(_frame(1, 3, 2000), 55.1)
+    assert guard.admit(_frame(1, 3, 2000), 54.9) == "fresh"  # sent at 51.99 at the latest: 2.91 s old at most
+    assert guard.admit(_frame(1, 4, 3000), 56.1) == "delayed"  # 3.11 s: may have been withheld
+    assert guard.newest == (1, 4)  # recorded all the same: it is authentic and unseen
 
 
-def test_replay_guard_floor_survives_a_restart() -> None:
-    guard = wire.ReplayGuard(max_delay=3.0, floor=(9, 100))
-    with pytest.raises(wire.WireError, match="replay"):
-        guard.check(_frame(9, 100), 0.0)
-    guard.check(_frame(9, 101), 0.0)
+def test_replay_guard_direct_proof_overrides_a_stale_reference() -> None:
+    """The peer's clock jumped (a paused VM): its offsets no longer match the
+    reference, but a frame acknowledging our frame of 0.2 s ago is 0.2 s old at most."""
+    guard = wire.ReplayGuard(max_delay=3.0)
+    _accept(guard, _frame(1, 1, 0), 10.0, acked_at=9.9)
+    assert guard.admit(_frame(1, 2, 1000), 70.0) == "delayed"  # paused a minute: looks 59 s late
+    assert guard.admit(_frame(1, 3, 2000), 71.0, acked_at=70.8) == "fresh"
+    assert guard.admit(_frame(1, 4, 3000), 72.0) == "fresh"  # the reference moved with it
+
+
+def test_replay_guard_refuses_frames_proven_old_and_unproven_ones() -> None:
+    guard = wire.ReplayGuard(max_delay=3.0)
+    assert guard.admit(_frame(1, 1, 0), 10.0, acked_at=6.9) == "delayed"  # acknowledges a frame 3.1 s old
+    assert guard.admit(_frame(1, 2, 1000), 11.0) == "delayed"  # no proof at all
+
+
+def test_replay_guard_never_refuses_a_healthy_peer_whatever_the_drift() -> None:
+    """Two days of heartbeats at 1 s, the peer's clock 500 ppm slow or fast;
+    each acknowledges our status of about a second before, except that every
+    third acknowledges one too old to remember (our statuses were lost), so
+    only the reference proof vouches for it: nothing is ever delayed."""
+    for rate in (1 - wire.DRIFT_ALLOWANCE, 1 + wire.DRIFT_ALLOWANCE):
+        guard = wire.ReplayGuard(max_delay=3.0)
+        for seq in range(1, 2 * 24 * 3600):
+            arrival = seq + 0.002
+            acked_at = None if seq % 3 == 0 else arrival - 1.01
+            frame = _frame(1, seq, int(seq * rate * 1000))
+            assert guard.admit(frame, arrival, acked_at) == "fresh", (rate, seq)
+
+
+def test_replay_guard_survives_a_sequence_jump_to_the_end_of_the_range() -> None:
+    guard = wire.ReplayGuard(max_delay=3.0)
+    _accept(guard, _frame(1, 1, 0), 10.0, acked_at=9.9)
+    with pytest.raises(wire.WireError, match="seq"):  # a forger's jump, unproven: refused, nothing moves
+        guard.admit(_frame(1, 2**64 - 1, 100), 10.1)
+    assert guard.newest == (1, 1)
+    # Proven fresh (the peer really did send that much): accepted without
+    # building a 2**64-bit window (this raised MemoryError).
+    assert guard.admit(_frame(1, 2**64 - 1, 100), 10.1, acked_at=10.0) == "fresh"
+    for seen_or_old in (2**64 - 1, 2, 2**64 - 1 - wire.REPLAY_WINDOW):
+        with pytest.raises(wire.WireError, match="replay"):
+            guard.admit(_frame(1, seen_or_old, 100), 10.1, acked_at=10.0)
+
+
+def test_replay_guard_refuses_an_implausibly_far_epoch_unless_it_proves_itself() -> None:
+    epoch = 1_790_000_000 * 10**9
+    guard = wire.ReplayGuard(max_delay=3.0)
+    _accept(guard, _frame(epoch, 1, 5000), 10.0, acked_at=9.9)
+    restart = epoch + 3600 * 10**9  # the peer restarted an hour later: plausible
+    far = epoch + 2 * wire.EPOCH_LEAD_NS
+    with pytest.raises(wire.WireError, match="epoch"):
+        guard.admit(_frame(far, 1, 0), 20.0)
+    assert guard.newest == (epoch, 1)  # nothing moved: the real peer's frames still count
+    assert guard.admit(_frame(restart, 1, 0), 20.0) == "delayed"  # recorded, its age not proven yet
+    assert guard.admit(_frame(far, 1, 0), 30.0, acked_at=29.95) == "fresh"  # a real peer whose clock leapt
+
+
+def test_replay_guard_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        wire.ReplayGuard(max_delay=0)
+    with pytest.raises(ValueError):
+        wire.ReplayGuard(max_delay=1, drift=0.5)
+
+
+def test_sealer_remembers_when_it_sent_what_a_peer_acknowledges() -> None:
+    sealer = wire.Sealer(KEY, wire.ROLE_BACKUP, 42, 1.0, 0.0)
+    for n in range(1, 301):
+        sealer.seal(float(n), holds=False)
+    ack = wire.Heartbeat(wire.ROLE_MASTER, True, False, 7, 1, 0, 1000, ack_epoch=42, ack_seq=299)
+    assert sealer.acknowledges_us(ack) and sealer.acked_at(ack) == 299.0
+    old = ack._replace(ack_seq=10)  # ours, but too old to remember when
+    assert sealer.acknowledges_us(old) and sealer.acked_at(old) is None
+    for bogus in (ack._replace(ack_epoch=41), ack._replace(ack_seq=301), ack._replace(ack_seq=0)):
+        assert not sealer.acknowledges_us(bogus) and sealer.acked_at(bogus) is None

@@ -125,6 +125,9 @@ class Counters:
     accepted: int = 0
     overtaken: int = 0
     """Authentic, unseen frames older than the newest accepted (sent on another path): path health only."""
+    unacknowledged: int = 0
+    """Authentic, unseen frames that do not acknowledge our current epoch
+    (made before the peer heard from us since our start): answered, not counted."""
     rejected: dict[str, int] = field(default_factory=dict)
     transitions: int = 0
     failovers: int = 0

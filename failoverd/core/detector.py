@@ -124,9 +124,12 @@ class Detector(DeclaredMachine):
         a datagram equal to ``legacy_message`` from ``master_address``).
     epoch: this backup's per-boot epoch for its status frames.
     held: addresses already on our interfaces at start (adopted, not re-added).
-    replay_floor: the newest master (epoch, seq) accepted before a restart.
     arp_probe: probe before acquiring (turning it off trades safety for nothing
         but is needed where ARP cannot work, e.g. tests of the bare timing).
+    offline: analysing a recording in what-if replay, not watching a live
+        master: the acknowledgements in a recorded heartbeat are of another
+        run's status frames, so they prove nothing here, and the recording's
+        times are the truth. Every authentic, unseen frame counts.
     """
 
     STATES = STATES
@@ -143,9 +146,9 @@ class Detector(DeclaredMachine):
         legacy_message: bytes = b"heartbeat",
         epoch: int = 1,
         held: Iterable = (),
-        replay_floor: tuple[int, int] = (0, 0),
         arp_probe: bool = True,
         peer: str = "master",
+        offline: bool = False,
     ) -> None:
         self.addresses: Addresses = frozenset(addresses)
         if not self.addresses:
@@ -165,12 +168,12 @@ class Detector(DeclaredMachine):
         self.state_since = now
         self.paths: dict[str, PathHealth] = {}
         self.master_holds: bool | None = None
-        self.master_interval_ms: int | None = None
         self._key = wire.Key(key) if key is not None else None
         self._sealer = (
             wire.Sealer(self._key, wire.ROLE_BACKUP, epoch, timing.interval, now) if self._key is not None else None
         )
-        self._guard = wire.ReplayGuard(timing.effective_max_delay, replay_floor)
+        self._guard = wire.ReplayGuard(timing.effective_max_delay, judge_age=not offline)
+        self._offline = offline
         self._now = now
         self._out: list[Action] = []
         self._leaving_at: float | None = None
@@ -214,10 +217,27 @@ class Detector(DeclaredMachine):
             frame = wire.decode(data, self._key)
             if frame.role != wire.ROLE_MASTER:
                 raise wire.WireError("role", "not from a master")
-            self._guard.check(frame, now)
+            assert self._sealer is not None
+            age = self._guard.admit(frame, now, self._sealer.acked_at(frame))
         except wire.WireError as exc:
             return self._reject(exc.reason, out)
-        if not self._guard.record(frame, now):
+        if not (self._offline or self._sealer.acknowledges_us(frame)):
+            # Authentic and unseen, but made before the master heard from this
+            # epoch of ours (we restarted, or it did and does not know us
+            # yet), or a replay of such a frame: it proves nothing about the
+            # master now. Answer it, so the master's next heartbeat
+            # acknowledges us and counts; ignore it otherwise.
+            self.last_verdict = "unacknowledged"
+            self.counters.unacknowledged += 1
+            self._answer(now, frame, source)
+            return out
+        if age == "delayed":
+            # Not provably young: it may have been withheld. Answering it lets
+            # the master's next heartbeat prove its age directly.
+            self._reject("delayed", out)
+            self._answer(now, frame, source)
+            return out
+        if age == "overtaken":
             # Overtaken by a newer frame on another path: it says that path
             # works, and nothing newer about the master (its holds or leaving
             # flags are older than what we already know).
@@ -226,17 +246,22 @@ class Detector(DeclaredMachine):
             self._path_heard(now, source, path)
             return out
         self.master_holds = frame.holds
-        self.master_interval_ms = frame.interval_ms
         self._heard(now, source, path, leaving=frame.leaving)
-        # Answer every heartbeat at the protocol's rate, but at most one status
-        # per half interval otherwise: heartbeats arriving together on several
-        # paths get one status (sent on all of them), and no input rate makes
-        # the backup transmit faster. A new master epoch or a change in what we
-        # hold is answered at once: that is the failback handshake.
+        self._answer(now, frame, source)
+        return out
+
+    def _answer(self, now: float, frame: wire.Heartbeat, source: str) -> None:
+        """Send our status in reply to an authentic master frame, at the protocol's rate.
+
+        At most one status per half interval: heartbeats arriving together on
+        several paths get one status (sent on all of them), and no input rate
+        makes the backup transmit faster. A new master epoch or a change in
+        what we hold is answered at once: that is the handshake after a
+        restart and the failback handshake.
+        """
         holds = self.holds_any
         if now >= self._status_due or holds != self._status_holds or frame.epoch != self._status_epoch:
-            self._status(now)
-        return out
+            self._status(now, also=source)
 
     def _reject(self, reason: str, out: list[Action]) -> list[Action]:
         self.counters.reject(reason)
@@ -348,9 +373,10 @@ class Detector(DeclaredMachine):
     def holds_any(self) -> bool:
         return self.state in HOLDING_STATES or bool(self.held)
 
-    def replay_floor(self) -> tuple[int, int]:
-        """Newest master (epoch, seq) accepted: persist it to refuse replays after a restart."""
-        return self._guard.floor
+    @property
+    def master_epoch(self) -> int:
+        """The newest master epoch recorded (0: none yet)."""
+        return self._guard.epoch
 
     def snapshot(self, now: float) -> dict[str, Any]:
         return {
@@ -370,6 +396,7 @@ class Detector(DeclaredMachine):
             "counters": {
                 "accepted": self.counters.accepted,
                 "overtaken": self.counters.overtaken,
+                "unacknowledged": self.counters.unacknowledged,
                 "rejected": dict(sorted(self.counters.rejected.items())),
                 "transitions": self.counters.transitions,
                 "failovers": self.counters.failovers,
@@ -413,7 +440,8 @@ class Detector(DeclaredMachine):
                 self._emit_alarm("info", f"heartbeat path {path} delivers again")
         self._check_paths(now)
 
-    def _status(self, now: float) -> None:
+    def _status(self, now: float, also: str | None = None) -> None:
+        """Seal and send our status to the master on every path we know it by (and to ``also``)."""
         assert self._sealer is not None
         holds = self.holds_any
         self._status_due = now + self.timing.interval / 2
@@ -421,12 +449,14 @@ class Detector(DeclaredMachine):
         self._status_epoch = self._guard.epoch
         # Sealed once per target: a frame is valid once, on one path (see
         # wire.REPLAY_WINDOW), so a copy replayed on another path is refused.
-        epoch, seq = self._guard.floor
-        for target in self._master_targets():
+        # ``also``: the source of a frame that does not count yet (the
+        # handshake after a restart), whose path we do not know as working.
+        epoch, seq = self._guard.newest
+        targets = {p.source for p in self.paths.values()}
+        if also is not None:
+            targets.add(also)
+        for target in sorted(targets):
             self._out.append(Transmit(self._sealer.seal(now, holds=holds, ack_epoch=epoch, ack_seq=seq), (target,)))
-
-    def _master_targets(self) -> tuple[str, ...]:
-        return tuple(sorted({p.source for p in self.paths.values()}))
 
     def _check_paths(self, now: float) -> None:
         if len(self.paths) < 2:

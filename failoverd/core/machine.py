@@ -42,6 +42,7 @@ class DeclaredMachine:
     _now: float
     _key: wire.Key | None
     _sealer: wire.Sealer | None
+    _guard: wire.ReplayGuard
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -77,13 +78,17 @@ class DeclaredMachine:
 
         Only switches an authenticated core to another key: turning
         authentication on or off changes the protocol and needs a restart.
-        Sequence numbers and epochs carry on, so the peer's replay window is
-        not disturbed; frames under the old key are refused from now on.
+        Our sequence numbers and epoch carry on, so the peer's replay window
+        is not disturbed; frames under the old key are refused from now on.
+        What we recorded of the peer under the old key is forgotten: no frame
+        under the new key can predate it, and a window pushed far ahead by
+        a forger who held the old key must not outlive the rotation.
         """
         if self._key is None or self._sealer is None:
             raise ValueError("legacy mode has no key; restart with --key-file to authenticate")
         self._key = wire.Key(key)
         self._sealer.rekey(self._key)
+        self._guard = self._guard.restarted()
 
 
 def names(addresses: Iterable) -> str:

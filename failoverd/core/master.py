@@ -117,6 +117,7 @@ class Master(DeclaredMachine):
         self._key = wire.Key(key) if key is not None else None
         self._sealer = wire.Sealer(self._key, wire.ROLE_MASTER, epoch, interval, now) if self._key else None
         self._guard = wire.ReplayGuard(self.backup_fail_after)
+        self._answer_due = float("-inf")
         self._next_send = now
         self._now = now
         self._out: list[Action] = []
@@ -185,23 +186,39 @@ class Master(DeclaredMachine):
         if frame.role != wire.ROLE_BACKUP:
             self.counters.reject("role")
             return out
+        assert self._sealer is not None
+        known_epoch = self._guard.epoch
         try:
-            self._guard.check(frame, now)
+            age = self._guard.admit(frame, now, self._sealer.acked_at(frame))
         except wire.WireError as exc:
             self.counters.reject(exc.reason)
             return out
-        newest = self._guard.record(frame, now)
+        if self._guard.epoch != known_epoch and now >= self._answer_due and self.state != "stopped":
+            # A backup we have not heard in this epoch of its (it restarted,
+            # or we did): it counts our heartbeats only once they acknowledge
+            # it, so acknowledge it now rather than at the next interval.
+            self._answer_due = now + self.interval / 2
+            self._send_heartbeat(now)
+        if not self._sealer.acknowledges_us(frame):
+            # Made before the backup heard from this epoch of ours, or a replay
+            # of such a frame (a recording from before we restarted): it says
+            # nothing about the backup now, so it neither keeps it "alive" nor
+            # tells us what it holds.
+            self.counters.unacknowledged += 1
+            return out
+        if age == "delayed":
+            self.counters.reject("delayed")  # not provably young: perhaps withheld
+            return out
         self.counters.accepted += 1
         self.backup_last_heard = now
         self._presume_from = now
-        if not newest:
+        if age == "overtaken":
             return out  # overtaken on another path: the backup lives; its view is older than what we know
         self.backup_holds = frame.holds
         if self.backup_silent:
             self.backup_silent = False
             out.append(Alarm("info", "backup heard again"))
-        acknowledges_us = self._sealer is not None and frame.ack_epoch == self._sealer.epoch and frame.ack_seq >= 1
-        if not frame.holds and acknowledges_us:
+        if not frame.holds:
             self._fire("backup_released")
         elif frame.holds and self.state == "holding" and self.managed and not self._overlap_reported:
             # Once per episode: the backup answers every heartbeat, and a
@@ -292,6 +309,7 @@ class Master(DeclaredMachine):
             "managed": sorted(str(t) for t in self.managed),
             "counters": {
                 "accepted": self.counters.accepted,
+                "unacknowledged": self.counters.unacknowledged,
                 "rejected": dict(sorted(self.counters.rejected.items())),
                 "transitions": self.counters.transitions,
             },
@@ -310,7 +328,7 @@ class Master(DeclaredMachine):
             return
         # Sealed once per target: each frame is valid once, on one path, so a
         # copy captured on one network cannot be replayed on another.
-        epoch, seq = self._guard.floor
+        epoch, seq = self._guard.newest
         for target in self.targets:
             payload = self._sealer.seal(now, holds=self.claims, leaving=leaving, ack_epoch=epoch, ack_seq=seq)
             self._out.append(Transmit(payload, (target,)))

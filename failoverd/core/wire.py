@@ -11,8 +11,10 @@ Authenticated v1 frame, 84 bytes, big-endian (spec/wire.md has the full story)::
     ack_epoch u64 | ack_seq u64 | HMAC-SHA256 (32 bytes) over all of the above
 
 Acceptance of a decoded frame is a separate step (:class:`ReplayGuard`): a
-frame is accepted once, in order, from the newest epoch, and not later than a
-bound after its peers' best-seen one-way delay.
+frame is accepted once, from the newest epoch, and only while it is provably
+younger than a bound — proved by the acknowledgement it carries of one of our
+own frames, not by comparing clocks, so no drift or clock step makes a
+healthy peer's frames look old.
 """
 
 from __future__ import annotations
@@ -164,9 +166,15 @@ def decode(data: bytes, key: KeyLike) -> Heartbeat:
 class Sealer:
     """The sending half of one host: its key, role and epoch, and the next seq.
 
-    ``epoch`` is chosen by the shell (wall-clock nanoseconds at start), so a
-    restarted host's frames are newer than anything it sent before; ``now`` is
-    the caller's monotonic clock and only its differences matter.
+    ``epoch`` is chosen by the shell (wall-clock nanoseconds at start, never
+    below the last one used), so a restarted host's frames are newer than
+    anything it sent before; ``now`` is the caller's monotonic clock and only
+    its differences matter.
+
+    The sealer remembers when it sent each of its last :data:`SENT_MEMORY`
+    frames: a peer frame that acknowledges one of them was made after that
+    moment, which proves its age without comparing the two hosts' clocks
+    (:meth:`acked_at`).
     """
 
     def __init__(self, key: KeyLike, role: int, epoch: int, interval: float, started: float) -> None:
@@ -176,12 +184,14 @@ class Sealer:
         self._interval_ms = max(1, round(interval * 1000))
         self._started = started
         self.seq = 0
+        self._sent: list[tuple[int, float]] = [(0, 0.0)] * SENT_MEMORY
 
     def rekey(self, key: KeyLike) -> None:
         self._key = as_key(key)
 
     def seal(self, now: float, *, holds: bool, leaving: bool = False, ack_epoch: int = 0, ack_seq: int = 0) -> bytes:
         self.seq += 1
+        self._sent[self.seq % SENT_MEMORY] = (self.seq, now)
         sent_ms = max(0, int((now - self._started) * 1000))
         flags = (FLAG_HOLDS if holds else 0) | (FLAG_LEAVING if leaving else 0)
         # Packed directly (not through encode()): every field is in range by
@@ -191,6 +201,22 @@ class Sealer:
         )
         return body + self._key.mac(body)
 
+    def acknowledges_us(self, frame: Heartbeat) -> bool:
+        """Does ``frame`` acknowledge a frame of our current epoch (one we really sent)?"""
+        return frame.ack_epoch == self.epoch and 1 <= frame.ack_seq <= self.seq
+
+    def acked_at(self, frame: Heartbeat) -> float | None:
+        """When we sent the frame ``frame`` acknowledges, if it is of our epoch and still remembered."""
+        if frame.ack_epoch != self.epoch or not 1 <= frame.ack_seq <= self.seq:
+            return None
+        seq, at = self._sent[frame.ack_seq % SENT_MEMORY]
+        return at if seq == frame.ack_seq else None
+
+
+SENT_MEMORY = 256
+"""How many of its own frames' send times a sealer remembers: heartbeatd seals
+one frame per target per interval and the peer acknowledges the newest it has
+recorded, so only the last few matter; 256 covers a hundred targets."""
 
 REPLAY_WINDOW = 64
 """How far behind the newest seq a frame may be and still count (as IPsec's
@@ -198,61 +224,136 @@ anti-replay window): each frame is sealed once per target, so copies on
 several paths carry different seqs and may arrive in any order."""
 _WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
 
+DRIFT_ALLOWANCE = 500e-6
+"""How fast (s per s) the two hosts' monotonic clocks may drift apart and the
+delay bound still hold exactly: 500 ppm is the most NTP will ever slew a clock
+(and ten times a typical undisciplined crystal). See :class:`ReplayGuard`."""
+
+EPOCH_LEAD_NS = 24 * 3600 * 10**9
+"""How far a new peer epoch may lead the newest known one beyond the time that
+has passed (an NTP step of the peer's wall clock between two of its starts),
+unless the frame proves itself fresh by acknowledging us."""
+
+SEQ_LEAD = 1 << 32
+"""The largest sequence jump accepted from a frame that does not prove itself
+fresh by acknowledging us: a genuine peer seals a few frames per interval, so
+only a forger (under a leaked key) jumps by billions, and a jump to near 2**64
+would freeze the window for good."""
+
 
 class ReplayGuard:
-    """Accepts each peer frame at most once, and not too late.
+    """Accepts each peer frame at most once, and only while it is provably young.
 
-    - A frame from an older epoch than the newest seen is a replay.
-    - Within an epoch, each seq counts once: a seq above the highest seen is
-      new; one up to ``REPLAY_WINDOW - 1`` below it is new if not seen yet
-      (frames sent on several paths may overtake one another); anything
-      older, or seen, is a replay.
-    - Delay bound: ``arrival - sent_ms`` is the one-way delay plus a constant
-      clock offset; its minimum over the epoch estimates that offset. A frame
-      later than ``max_delay`` beyond it was withheld: refusing it bounds how
-      long an on-path attacker can make a dead peer look alive.
+    - A frame from an older epoch than the newest seen is a replay; so is a seq
+      already seen, or one ``REPLAY_WINDOW`` or more behind the newest (frames
+      sent on several paths may overtake one another within the window).
+    - Age, without synchronised clocks: a frame that acknowledges one of our
+      own frames was made after we sent that one, so its age is at most
+      ``now - acked_at`` (*direct proof*). Such a frame also pins the peer's
+      clock: its offset ``arrival - sent_ms`` minus that age is a lower bound
+      ``L`` on the clock offset between the hosts, valid later too if ``L`` is
+      lowered by :data:`DRIFT_ALLOWANCE` for every second since. Any later
+      frame of the epoch is then at most ``offset - L(now)`` old (*reference
+      proof*), so frames that acknowledge an older frame of ours (our status
+      to the master was lost) still prove their age. A frame is *timely* if
+      either proof says it is at most ``max_delay`` old; one that is not is
+      ``delayed``: it may have been withheld by an attacker, and it does not
+      count. So no frame counts more than ``max_delay`` after it was sent,
+      whatever the clocks do, as long as they drift apart by at most the
+      allowance between two proofs (spec/wire.md states the bound).
+    - Implausible moves are refused unless the frame proves itself fresh
+      directly: a new epoch far ahead of the current one (:data:`EPOCH_LEAD_NS`),
+      a seq jump of :data:`SEQ_LEAD` or more. Under a leaked key that stops an
+      off-path forger from freezing the window; after the key is rotated the
+      core starts a new guard (nothing is persisted).
 
-    ``floor`` lets the shell restore the newest (epoch, seq) across restarts;
-    everything up to it counts as seen, so replays of an earlier capture are
-    refused after a restart too.
+    :meth:`admit` raises :class:`WireError` for a frame that changes nothing
+    (``replay``, ``epoch``, ``seq``), and otherwise records it (seen, and the
+    newest frame our next one acknowledges) and says whether it is timely.
+
+    ``judge_age=False`` (what-if replay of a recording, where the
+    acknowledgements are of another run's frames) calls every frame timely.
     """
 
-    def __init__(self, max_delay: float, floor: tuple[int, int] = (0, 0)) -> None:
-        self.max_delay_ms = max_delay * 1000
-        self.epoch, self.seq = floor
-        self._seen = _WINDOW_MASK if floor != (0, 0) else 0  # bit i: seq - i was accepted
-        self._min_offset: float | None = None
+    __slots__ = (
+        "max_delay_ms", "_drift", "_judge_age", "epoch", "seq", "_seen", "_reference", "_last_sent_ms", "_last_arrival",
+    )
 
-    def check(self, frame: Heartbeat, now: float) -> None:
-        """Raise :class:`WireError` unless ``frame`` is new; does not record it."""
+    def __init__(self, max_delay: float, drift: float = DRIFT_ALLOWANCE, *, judge_age: bool = True) -> None:
+        if max_delay <= 0:
+            raise ValueError(f"max_delay must be positive, not {max_delay}")
+        if not 0 <= drift < 0.01:
+            raise ValueError(f"drift allowance {drift} is outside 0..0.01")
+        self.max_delay_ms = max_delay * 1000
+        self._drift = drift
+        self._judge_age = judge_age
+        self.epoch = 0
+        self.seq = 0
+        self._seen = 0  # bit i: seq - i was recorded
+        # max over direct proofs of (offset - age + drift * arrival), in ms;
+        # L(now) = _reference - drift * now. None: no proof in this epoch yet.
+        self._reference: float | None = None
+        self._last_sent_ms = 0
+        self._last_arrival = 0.0
+
+    def admit(self, frame: Heartbeat, now: float, acked_at: float | None = None) -> str:
+        """Record ``frame`` and return ``fresh``, ``overtaken`` or ``delayed``, or raise :class:`WireError`.
+
+        ``acked_at``: when we sent the frame of ours that ``frame``
+        acknowledges (``Sealer.acked_at``), or None. ``fresh``: timely and the
+        newest yet; ``overtaken``: timely, but a newer one was recorded first
+        (it arrived on another path); ``delayed``: recorded (it is authentic
+        and unseen) but not provably young, so it must not count.
+        """
+        now_ms = now * 1000
+        direct = None if acked_at is None else now_ms - acked_at * 1000
+        proven = direct is not None and direct <= self.max_delay_ms
         if frame.epoch < self.epoch:
             raise WireError("replay", f"epoch {frame.epoch} older than {self.epoch}")
-        if frame.epoch == self.epoch:
-            if frame.seq <= self.seq:
-                behind = self.seq - frame.seq
-                if behind >= REPLAY_WINDOW or (self._seen >> behind) & 1:
-                    raise WireError("replay", f"seq {frame.seq} already seen or too old (newest {self.seq})")
-            if self._min_offset is not None:
-                late = now * 1000 - frame.sent_ms - self._min_offset
-                if late > self.max_delay_ms:
-                    raise WireError("delayed", f"{late:.0f} ms later than the best-seen delay")
-
-    def record(self, frame: Heartbeat, now: float) -> bool:
-        """Note ``frame`` as seen; True if it is the newest yet (False: overtaken by a newer one)."""
-        offset = now * 1000 - frame.sent_ms
-        if frame.epoch != self.epoch:
-            self.epoch, self.seq, self._seen = frame.epoch, frame.seq, 1
-            self._min_offset = offset
-            return True
-        if self._min_offset is None or offset < self._min_offset:
-            self._min_offset = offset
-        if frame.seq > self.seq:
-            self._seen = ((self._seen << (frame.seq - self.seq)) | 1) & _WINDOW_MASK
+        new_epoch = frame.epoch > self.epoch
+        if new_epoch:
+            if self.epoch and not proven:
+                elapsed_ns = int((self._last_sent_ms + (now - self._last_arrival) * 1000 * (1 + self._drift)) * 10**6)
+                if frame.epoch - self.epoch > elapsed_ns + EPOCH_LEAD_NS:
+                    raise WireError("epoch", f"epoch {frame.epoch} implausibly far ahead of {self.epoch}")
+        elif frame.seq <= self.seq:
+            behind = self.seq - frame.seq
+            if behind >= REPLAY_WINDOW or (self._seen >> behind) & 1:
+                raise WireError("replay", f"seq {frame.seq} already seen or too old (newest {self.seq})")
+        elif frame.seq - self.seq >= SEQ_LEAD and not proven:
+            raise WireError("seq", f"seq {frame.seq} implausibly far ahead of {self.seq}")
+        offset = now_ms - frame.sent_ms
+        if new_epoch:
+            self.epoch, self.seq, self._seen, self._reference = frame.epoch, frame.seq, 1, None
+            newest = True
+        elif frame.seq > self.seq:
+            shift = frame.seq - self.seq
+            self._seen = ((self._seen << shift) | 1) & _WINDOW_MASK if shift < REPLAY_WINDOW else 1
             self.seq = frame.seq
-            return True
-        self._seen |= 1 << (self.seq - frame.seq)
-        return False
+            newest = True
+        else:
+            self._seen |= 1 << (self.seq - frame.seq)
+            newest = False
+        if newest:
+            self._last_sent_ms, self._last_arrival = frame.sent_ms, now
+        age = direct
+        if self._reference is not None:
+            by_reference = offset - (self._reference - self._drift * now_ms)
+            age = by_reference if age is None else min(age, by_reference)
+        if proven:
+            assert direct is not None
+            pinned = offset - direct + self._drift * now_ms
+            if self._reference is None or pinned > self._reference:
+                self._reference = pinned
+        if self._judge_age and (age is None or age > self.max_delay_ms):
+            return "delayed"
+        return "fresh" if newest else "overtaken"
+
+    def restarted(self) -> ReplayGuard:
+        """A guard with the same bounds and nothing recorded (after a rekey)."""
+        return ReplayGuard(self.max_delay_ms / 1000, self._drift, judge_age=self._judge_age)
 
     @property
-    def floor(self) -> tuple[int, int]:
+    def newest(self) -> tuple[int, int]:
+        """The newest (epoch, seq) recorded: what our next frame acknowledges."""
         return self.epoch, self.seq

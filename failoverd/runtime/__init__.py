@@ -5,6 +5,6 @@
 ``run(config) -> int`` (what the programs call). The shared pieces: the
 heartbeat socket (:mod:`.udp`), the action executor (:mod:`.executor`), the
 timer and input loop around a core (:mod:`.shell`), the host adapter
-(:mod:`.host`), the key file (:mod:`.keyfile`), signals and control-socket
-answers (:mod:`.lifecycle`) and the backup's replay floor (:mod:`.replayfloor`).
+(:mod:`.host`), the key file (:mod:`.keyfile`), the epoch (:mod:`.epoch`), and
+signals and control-socket answers (:mod:`.lifecycle`).
 """

@@ -2,8 +2,8 @@
 
 One nursery holds: the executor (address changes in order, probes and mail
 beside it), the timer, the heartbeat receiver, the ARP conflict watcher (see
-:mod:`failoverd.runtime.conflicts`), the control socket, the replay floor
-saver and the signal watcher. See :mod:`failoverd.runtime.executor`
+:mod:`failoverd.runtime.conflicts`), the control socket and the signal
+watcher. See :mod:`failoverd.runtime.executor`
 and :mod:`failoverd.runtime.shell` for how actions and time are handled.
 
 Start-up reconciliation: addresses of the master that are already on our
@@ -40,7 +40,6 @@ from failoverd.runtime.executor import System
 from failoverd.runtime.host import HostSystem
 from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.keyfile import KeyFileError, read_key
-from failoverd.runtime.replayfloor import ReplayFloorFile
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
@@ -95,12 +94,10 @@ async def serve(
     key = load_key(config)
     host = system if system is not None else host_system(config)
     master = str(config.master)
-    floor_file = ReplayFloorFile(config.state_dir, master)
-    floor = floor_file.load() if key is not None else (0, 0)
 
     held = await _adopt(host, config)
     start, epoch = trio.current_time(), next_epoch(config.state_dir)
-    recorder = _open_trace(config, start=start, epoch=epoch, held=held, replay_floor=floor)
+    recorder = _open_trace(config, start=start, epoch=epoch, held=held)
     # The trace is closed (idempotently) on every way out, errors included.
     with recorder if recorder is not None else nullcontext(), HeartbeatSocket.bind(config.port) as sock:
         core = Detector(
@@ -112,7 +109,6 @@ async def serve(
             legacy_message=config.message,
             epoch=epoch,
             held=held,
-            replay_floor=floor,
             arp_probe=config.arp_probe,
             peer=master,
         )
@@ -167,8 +163,6 @@ async def serve(
                         if conflicts is not None:
                             await inner.start(conflicts.run)
                         inner.start_soon(shell.receive_from, sock)
-                        if key is not None:
-                            inner.start_soon(_save_floor, core, floor_file, config.timing.interval)
                         task_status.started()
 
             await nursery.start(run_inputs)
@@ -178,8 +172,6 @@ async def serve(
             await stopping.wait()
             inputs.cancel()
             status_code = await _stop(config, core, shell)
-            if key is not None:
-                floor_file.save(core.replay_floor())
             if recorder is not None:
                 # Joins the writer thread after its last flush: off the loop.
                 await trio.to_thread.run_sync(recorder.close, trio.current_time())
@@ -199,14 +191,6 @@ async def _adopt(host: System, config: BackupConfig) -> frozenset:
         )
     return held
 
-
-
-async def _save_floor(core: Detector, floor_file: ReplayFloorFile, interval: float) -> None:
-    period = max(1.0, interval)
-    while True:
-        await trio.sleep(period)
-        floor = core.replay_floor()
-        await trio.to_thread.run_sync(floor_file.save, floor)
 
 
 async def _stop(config: BackupConfig, core: Detector, shell: CoreShell) -> int:
@@ -253,12 +237,12 @@ def _runtime_state(shell: CoreShell, sock: HeartbeatSocket) -> dict[str, Any]:
 
 
 def _open_trace(
-    config: BackupConfig, *, start: float, epoch: int, held: frozenset, replay_floor: tuple[int, int]
+    config: BackupConfig, *, start: float, epoch: int, held: frozenset
 ) -> TraceWriter | None:
     """The trace writer for ``--trace`` (it records without ever blocking the detector), or None."""
     if config.trace_file is None:
         return None
-    header = trace.header_for_backup(config, start=start, epoch=epoch, held=held, replay_floor=replay_floor)
+    header = trace.header_for_backup(config, start=start, epoch=epoch, held=held)
     try:
         writer = TraceWriter(config.trace_file, header, max_bytes=config.trace_max_bytes)
     except (OSError, ValueError) as error:
