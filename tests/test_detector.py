@@ -286,3 +286,55 @@ def test_an_overtaken_frame_refreshes_its_path_but_not_the_masters_flags() -> No
     d.receive_datagram(0.56, early, "10.9.2.1", "pub0")  # ...arrives after it
     assert d.last_verdict == "overtaken" and d.state == "suspect"
     assert {p["name"] for p in d.snapshot(0.56)["paths"]} == {"priv0", "pub0"}
+
+
+def test_a_restarted_backup_is_not_kept_waiting_by_a_replay_of_heartbeats_sent_while_it_was_down() -> None:
+    """Issue 9: the master died while the backup was down; the attacker replays
+    the master's last heartbeats to the restarted backup. They acknowledge the
+    backup's previous epoch (or nothing), so they never count: the backup takes
+    over at its bound, counted from its start."""
+    master = wire.Sealer(KEY, wire.ROLE_MASTER, 7, 1.0, 0.0)
+    recorded = [master.seal(float(t), holds=True, ack_epoch=1, ack_seq=t) for t in range(1, 30)]
+    d = Detector(VIPS, Timing(), 40.0, key=KEY, master_address=MASTER, epoch=2)  # restarted: a new epoch
+    driver = Driver(d)
+    driver.now = 40.0
+    for k, frame in enumerate(recorded):
+        driver.deliver(40.0 + 0.3 * k, frame)
+    assert driver.log.acquires and driver.log.acquires[0][0] <= 40.0 + d.timing.fail_after + 1e-9
+    assert d.counters.accepted == 0 and d.counters.unacknowledged == len(recorded)
+
+
+def test_a_valid_frame_with_a_sequence_number_near_the_end_of_the_range_is_refused_not_a_crash() -> None:
+    """Issue 9: the window shift built a 2**64-bit integer (MemoryError)."""
+    d = detector()
+    peer = _peer(d)
+    d.receive_datagram(0.1, peer.seal(0.1, holds=True), MASTER, "priv0")
+    peer.sealer.seq = 2**64 - 3
+    out = d.receive_datagram(0.2, wire.encode(wire.decode(peer.seal(0.2, holds=True), KEY)._replace(ack_seq=0), KEY),
+                             MASTER, "priv0")
+    assert out == [] and d.last_verdict == "seq"
+    out = d.receive_datagram(1.1, peer.seal(1.1, holds=True), MASTER, "priv0")  # proves itself fresh: accepted
+    assert d.last_verdict == "accepted" and d.state == "monitoring"
+
+
+def test_a_rekey_forgets_an_epoch_forged_under_the_old_key() -> None:
+    """Issue 9: a forger holding the old key pushed the window to a future
+    epoch, so the real master's frames were refused as replays even after the
+    key was rotated (the floor on disk kept the forged epoch)."""
+    d = detector()
+    peer = _peer(d)
+    d.receive_datagram(0.1, peer.seal(0.1, holds=True), MASTER, "priv0")
+    forger = wire.Sealer(KEY, wire.ROLE_MASTER, 7 + 3600 * 10**9, 1.0, 0.0)  # an hour ahead: plausible
+    d.receive_datagram(0.2, forger.seal(0.2, holds=True), MASTER, "priv0")
+    d.receive_datagram(0.3, peer.seal(0.3, holds=True), MASTER, "priv0")
+    assert d.last_verdict == "replay"  # the window is the forger's now
+    new_key = b"the rotated key, thirty-two byte"
+    d.rekey(new_key)
+    rotated = wire.Sealer(new_key, wire.ROLE_MASTER, 7, 1.0, 0.0)
+    rotated.seq = peer.sealer.seq
+    (answer,) = d.receive_datagram(0.4, rotated.seal(0.4, holds=True), MASTER, "priv0")
+    assert d.last_verdict == "unacknowledged"  # the handshake under the new key, answered
+    status = wire.decode(answer.payload, new_key)
+    frame = rotated.seal(0.5, holds=True, ack_epoch=status.epoch, ack_seq=status.seq)
+    d.receive_datagram(0.5, frame, MASTER, "priv0")
+    assert d.last_verdict == "accepted" and d.last_heard == 0.5

@@ -128,3 +128,39 @@ def test_a_backup_that_still_holds_is_reported_once_per_episode() -> None:
     assert len(alarms) == 1 and alarms[0].level == "critical"
     status(3.0, holds=False)
     assert len(status(3.5, holds=True)) == 1
+
+
+def test_replayed_statuses_of_a_dead_backup_do_not_keep_a_restarted_master_off_its_addresses() -> None:
+    """Issue 9: the backup died holding nothing; an attacker replays its recorded
+    status frames at their pace. They acknowledge the master's previous epoch,
+    so they are not news of a live backup: the master presumes it dead after
+    its timeout, probes, and acquires — as without the replay."""
+    previous = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=8)
+    backup = _backup()
+    recorded = []
+    for t in range(10):
+        previous.handle_timer(float(t))
+        recorded.append(backup.seal(t + 0.01, holds=False, ack_epoch=8, ack_seq=previous._sealer.seq))
+    m = Master(["b"], 1.0, 100.0, managed=VIPS, key=KEY, epoch=9)  # restarted; the backup is dead
+    probed_at = None
+    for k in range(40):
+        t = 100.0 + 0.25 * k
+        out = m.handle_timer(t) if m.next_deadline() <= t else []
+        out += m.receive_datagram(t + 0.01, recorded[k % len(recorded)], "b", "priv0")
+        if any(isinstance(a, Probe) for a in out) and probed_at is None:
+            probed_at = t
+            m.action_done(t + 0.3, ProbeDone())
+    assert probed_at is not None and probed_at <= 100.0 + m.backup_fail_after + 0.25
+    assert m.state in ("acquiring", "holding") and m.backup_last_heard is None
+    assert m.counters.accepted == 0 and m.counters.unacknowledged >= 1
+
+
+def test_a_status_made_before_a_long_gap_is_delayed_not_news() -> None:
+    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    backup = _backup()
+    m.handle_timer(0.0)
+    withheld = backup.seal(0.05, holds=True, ack_epoch=9, ack_seq=1)
+    for t in (1.0, 2.0, 3.0, 4.0):
+        m.handle_timer(t)
+    m.receive_datagram(4.5, withheld, "b", "priv0")  # acknowledges our frame of 4.5 s ago
+    assert m.counters.rejected == {"delayed": 1} and m.backup_last_heard is None and m.backup_holds is None
