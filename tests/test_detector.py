@@ -338,3 +338,21 @@ def test_a_rekey_forgets_an_epoch_forged_under_the_old_key() -> None:
     frame = rotated.seal(0.5, holds=True, ack_epoch=status.epoch, ack_seq=status.seq)
     d.receive_datagram(0.5, frame, MASTER, "priv0")
     assert d.last_verdict == "accepted" and d.last_heard == 0.5
+
+
+def test_a_master_whose_clock_leapt_years_ahead_is_let_in_once_it_acknowledges_us() -> None:
+    """A master that booted with a wrong clock far in the future and restarted:
+    its new epoch is implausible, so it is refused until its heartbeat
+    acknowledges our current epoch — which it does after our answer."""
+    d = detector()
+    peer = _peer(d)
+    d.receive_datagram(0.1, peer.seal(0.1, holds=True), MASTER, "priv0")
+    leapt = wire.Sealer(KEY, wire.ROLE_MASTER, 7 + 20 * 365 * 24 * 3600 * 10**9, 1.0, 1.0)
+    (answer,) = d.receive_datagram(1.1, leapt.seal(1.1, holds=True), MASTER, "priv0")
+    assert d.last_verdict == "epoch" and d.counters.rejected == {"epoch": 1}
+    status = wire.decode(answer.payload, KEY)
+    d.receive_datagram(1.15, leapt.seal(1.15, holds=True, ack_epoch=status.epoch, ack_seq=status.seq), MASTER, "priv0")
+    assert d.last_verdict == "accepted" and d.last_heard == 1.15 and d.master_epoch == leapt.epoch
+    # A frame of that epoch that does not acknowledge us (a forger without our frames) changes nothing.
+    assert d.receive_datagram(1.2, wire.Sealer(KEY, wire.ROLE_MASTER, leapt.epoch * 2, 1.0, 1.0).seal(
+        1.2, holds=True), MASTER, "priv0") == [] and d.last_verdict == "epoch"

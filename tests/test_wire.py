@@ -191,7 +191,8 @@ def test_replay_guard_refuses_an_implausibly_far_epoch_unless_it_proves_itself()
         guard.admit(_frame(far, 1, 0), 20.0)
     assert guard.newest == (epoch, 1)  # nothing moved: the real peer's frames still count
     assert guard.admit(_frame(restart, 1, 0), 20.0) == "delayed"  # recorded, its age not proven yet
-    assert guard.admit(_frame(far, 1, 0), 30.0, acked_at=29.95) == "fresh"  # a real peer whose clock leapt
+    # A real peer whose clock leapt, now acknowledging our answer: let in.
+    assert guard.admit(_frame(far, 1, 0), 30.0, acked_at=29.95, acknowledges=True) == "fresh"
 
 
 def test_replay_guard_rejects_bad_settings() -> None:

@@ -217,10 +217,21 @@ class Detector(DeclaredMachine):
             frame = wire.decode(data, self._key)
             if frame.role != wire.ROLE_MASTER:
                 raise wire.WireError("role", "not from a master")
-            assert self._sealer is not None
-            age = self._guard.admit(frame, now, self._sealer.acked_at(frame))
         except wire.WireError as exc:
             return self._reject(exc.reason, out)
+        assert self._sealer is not None
+        try:
+            age = self._guard.admit(
+                frame, now, self._sealer.acked_at(frame), acknowledges=self._sealer.acknowledges_us(frame)
+            )
+        except wire.WireError as exc:
+            self._reject(exc.reason, out)
+            if exc.reason == "epoch" and now >= self._status_due:
+                # Perhaps a real master whose clock leapt: our answer (at the
+                # status rate, never at once: the epoch is not recorded) tells
+                # it our epoch, and its next heartbeat, acknowledging that, is let in.
+                self._status(now, also=source)
+            return out
         if not (self._offline or self._sealer.acknowledges_us(frame)):
             # Authentic and unseen, but made before the master heard from this
             # epoch of ours (we restarted, or it did and does not know us

@@ -189,7 +189,9 @@ class Master(DeclaredMachine):
         assert self._sealer is not None
         known_epoch = self._guard.epoch
         try:
-            age = self._guard.admit(frame, now, self._sealer.acked_at(frame))
+            age = self._guard.admit(
+                frame, now, self._sealer.acked_at(frame), acknowledges=self._sealer.acknowledges_us(frame)
+            )
         except wire.WireError as exc:
             self.counters.reject(exc.reason)
             return out

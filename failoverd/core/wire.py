@@ -232,13 +232,13 @@ delay bound still hold exactly: 500 ppm is the most NTP will ever slew a clock
 EPOCH_LEAD_NS = 24 * 3600 * 10**9
 """How far a new peer epoch may lead the newest known one beyond the time that
 has passed (an NTP step of the peer's wall clock between two of its starts),
-unless the frame proves itself fresh by acknowledging us."""
+unless the frame acknowledges our current epoch."""
 
 SEQ_LEAD = 1 << 32
-"""The largest sequence jump accepted from a frame that does not prove itself
-fresh by acknowledging us: a genuine peer seals a few frames per interval, so
-only a forger (under a leaked key) jumps by billions, and a jump to near 2**64
-would freeze the window for good."""
+"""The largest sequence jump accepted from a frame that does not acknowledge
+our current epoch: a genuine peer seals a few frames per interval, so only a
+forger (under a leaked key) jumps by billions, and a jump to near 2**64 would
+freeze the window for good."""
 
 
 class ReplayGuard:
@@ -261,11 +261,13 @@ class ReplayGuard:
       count. So no frame counts more than ``max_delay`` after it was sent,
       whatever the clocks do, as long as they drift apart by at most the
       allowance between two proofs (spec/wire.md states the bound).
-    - Implausible moves are refused unless the frame proves itself fresh
-      directly: a new epoch far ahead of the current one (:data:`EPOCH_LEAD_NS`),
-      a seq jump of :data:`SEQ_LEAD` or more. Under a leaked key that stops an
-      off-path forger from freezing the window; after the key is rotated the
-      core starts a new guard (nothing is persisted).
+    - Implausible moves are refused unless the frame acknowledges our current
+      epoch: a new epoch far ahead of the current one (:data:`EPOCH_LEAD_NS`),
+      a seq jump of :data:`SEQ_LEAD` or more. Under a leaked key that stops a
+      forger who does not see our frames from freezing the window; a genuine
+      peer whose clock leapt gets our answer and acknowledges it in its next
+      frame. After the key is rotated the core starts a new guard (nothing is
+      persisted).
 
     :meth:`admit` raises :class:`WireError` for a frame that changes nothing
     (``replay``, ``epoch``, ``seq``), and otherwise records it (seen, and the
@@ -296,11 +298,13 @@ class ReplayGuard:
         self._last_sent_ms = 0
         self._last_arrival = 0.0
 
-    def admit(self, frame: Heartbeat, now: float, acked_at: float | None = None) -> str:
+    def admit(self, frame: Heartbeat, now: float, acked_at: float | None = None, *, acknowledges: bool = False) -> str:
         """Record ``frame`` and return ``fresh``, ``overtaken`` or ``delayed``, or raise :class:`WireError`.
 
         ``acked_at``: when we sent the frame of ours that ``frame``
-        acknowledges (``Sealer.acked_at``), or None. ``fresh``: timely and the
+        acknowledges (``Sealer.acked_at``), or None; ``acknowledges``: it
+        acknowledges our current epoch (``Sealer.acknowledges_us``; implied
+        by ``acked_at``). ``fresh``: timely and the
         newest yet; ``overtaken``: timely, but a newer one was recorded first
         (it arrived on another path); ``delayed``: recorded (it is authentic
         and unseen) but not provably young, so it must not count.
@@ -308,11 +312,12 @@ class ReplayGuard:
         now_ms = now * 1000
         direct = None if acked_at is None else now_ms - acked_at * 1000
         proven = direct is not None and direct <= self.max_delay_ms
+        vouched = acknowledges or acked_at is not None
         if frame.epoch < self.epoch:
             raise WireError("replay", f"epoch {frame.epoch} older than {self.epoch}")
         new_epoch = frame.epoch > self.epoch
         if new_epoch:
-            if self.epoch and not proven:
+            if self.epoch and not vouched:
                 elapsed_ns = int((self._last_sent_ms + (now - self._last_arrival) * 1000 * (1 + self._drift)) * 10**6)
                 if frame.epoch - self.epoch > elapsed_ns + EPOCH_LEAD_NS:
                     raise WireError("epoch", f"epoch {frame.epoch} implausibly far ahead of {self.epoch}")
@@ -320,7 +325,7 @@ class ReplayGuard:
             behind = self.seq - frame.seq
             if behind >= REPLAY_WINDOW or (self._seen >> behind) & 1:
                 raise WireError("replay", f"seq {frame.seq} already seen or too old (newest {self.seq})")
-        elif frame.seq - self.seq >= SEQ_LEAD and not proven:
+        elif frame.seq - self.seq >= SEQ_LEAD and not vouched:
             raise WireError("seq", f"seq {frame.seq} implausibly far ahead of {self.seq}")
         offset = now_ms - frame.sent_ms
         if new_epoch:
