@@ -31,7 +31,7 @@ import trio
 
 from failoverd import control, trace
 from failoverd.config import BackupConfig
-from failoverd.core.actions import Announce, Release, ReleaseDone
+from failoverd.core.actions import Announce, Release, ReleaseDone, StateChanged
 from failoverd.core.detector import Detector
 from failoverd.exitcodes import EX_CONFIG, EX_OK, ProgramError
 from failoverd.runtime import lifecycle
@@ -43,6 +43,7 @@ from failoverd.runtime.keyfile import KeyFileError, read_key
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
+from failoverd.system.sdnotify import ServiceManager
 from failoverd.trace import TraceWriter
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,16 @@ async def serve(
             host, lambda addresses: shell.conflict(addresses),
             claimed=lambda: core.addresses if core.holds_any else frozenset(),
         )
+        service = ServiceManager()
+
+        def on_state(now: float, action: Any) -> None:
+            if isinstance(action, StateChanged):
+                service.status(lifecycle.status_line(shell.snapshot()))
+
         shell = CoreShell(
             core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
-            recorder=recorder, on_action=conflicts.follow if conflicts is not None else None,
+            recorder=recorder,
+            on_action=lifecycle.following(conflicts.follow if conflicts is not None else None, on_state),
         )
         stopping = trio.Event()
 
@@ -137,8 +145,10 @@ async def serve(
 
         def reload() -> None:
             nonlocal key
+            service.reloading()
             key = lifecycle.reload_key(config.key_file, key, core.rekey)
             log.info("SIGHUP: hooks in %s are read afresh at every use", config.hook_dir)
+            service.reloaded()
 
         async with trio.open_nursery() as nursery:
             await nursery.start(shell.executor.run)
@@ -168,14 +178,18 @@ async def serve(
             await nursery.start(run_inputs)
             if held:
                 shell.submit([Announce(held)])
+            await nursery.start(service.run_watchdog)
+            service.ready(lifecycle.status_line(shell.snapshot()))
             task_status.started({"control_socket": config.control_socket, "port": sock.port})
             await stopping.wait()
+            service.stopping()
             inputs.cancel()
             status_code = await _stop(config, core, shell)
             if recorder is not None:
                 # Joins the writer thread after its last flush: off the loop.
                 await trio.to_thread.run_sync(recorder.close, trio.current_time())
             nursery.cancel_scope.cancel()
+        service.close()
     return status_code
 
 

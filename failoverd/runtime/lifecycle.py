@@ -60,6 +60,27 @@ def stopper(stopping: trio.Event) -> Callable[[], None]:
     return stop
 
 
+def status_line(snapshot: dict[str, Any]) -> str:
+    """The state in words for systemd's ``STATUS=`` (``systemctl status`` shows it)."""
+    held = ", ".join(snapshot.get("held", [])) or "nothing"
+    if snapshot["role"] == "backup":
+        return f"{snapshot['state']}: watching master {snapshot['master']}; holding {held}"
+    return f"{snapshot['state']}: heartbeats to {' '.join(snapshot['targets'])}; holding {held}"
+
+
+def following(*followers: Callable[[float, Any], None] | None) -> Callable[[float, Any], None] | None:
+    """One ``on_action`` callback for the shell that calls each follower given."""
+    present = [f for f in followers if f is not None]
+    if not present:
+        return None
+
+    def follow(now: float, action: Any) -> None:
+        for follower in present:
+            follower(now, action)
+
+    return follow
+
+
 def log_state(state: dict[str, Any]) -> None:
     log.info("state dump: %s", json.dumps(state, sort_keys=True, default=str))
 

@@ -28,7 +28,7 @@ import trio
 
 from failoverd import control
 from failoverd.config import MasterConfig
-from failoverd.core.actions import Announce
+from failoverd.core.actions import Announce, StateChanged
 from failoverd.core.master import Master
 from failoverd.exitcodes import EX_OK
 from failoverd.runtime import lifecycle
@@ -40,6 +40,7 @@ from failoverd.runtime.host import HostSystem
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
+from failoverd.system.sdnotify import ServiceManager
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,15 @@ async def serve(
             host, lambda addresses: shell.conflict(addresses),
             claimed=lambda: core.managed if core.claims else frozenset(),
         )
+        service = ServiceManager()
+
+        def on_state(now: float, action: Any) -> None:
+            if isinstance(action, StateChanged):
+                service.status(lifecycle.status_line(shell.snapshot()))
+
         shell = CoreShell(
             core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
-            on_action=conflicts.follow if conflicts is not None else None,
+            on_action=lifecycle.following(conflicts.follow if conflicts is not None else None, on_state),
         )
         stopping = trio.Event()
 
@@ -141,8 +148,10 @@ async def serve(
 
         def reload() -> None:
             nonlocal key
+            service.reloading()
             key = lifecycle.reload_key(config.key_file, key, core.rekey)
             tickle("SIGHUP")
+            service.reloaded()
 
         async with trio.open_nursery() as nursery:
             await nursery.start(shell.executor.run)
@@ -160,10 +169,14 @@ async def serve(
                 await nursery.start(conflicts.run)
             nursery.start_soon(shell.receive_from, sock)
             tickle("start-up")
+            await nursery.start(service.run_watchdog)
+            service.ready(lifecycle.status_line(shell.snapshot()))
             task_status.started({"control_socket": config.control_socket, "port": sock.port})
             await stopping.wait()
+            service.stopping()
             status_code = await _stop(config, core, shell)
             nursery.cancel_scope.cancel()
+        service.close()
     return status_code
 
 
