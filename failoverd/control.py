@@ -47,9 +47,6 @@ from failoverd.exitcodes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE, ProgramErro
 
 log = logging.getLogger("failoverd.control")
 
-# The daemons' defaults (see failoverd.config); failoverctl tries them in order.
-DEFAULT_SOCKETS = (Path("/run/failoverd.sock"), Path("/run/heartbeatd.sock"))
-
 MAX_REQUEST_BYTES = 4096
 MAX_REQUEST_DEPTH = 32
 """Nesting of ``[`` and ``{`` a request may have; a request is one flat object."""

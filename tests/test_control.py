@@ -354,6 +354,89 @@ async def test_failoverctl_usage():
     assert status == os.EX_USAGE and "outside 0..3600 s" in err
 
 
+# --- failoverctl without --socket -----------------------------------------------------
+
+
+def _with_run(run_dir: Path, argv: list[str]) -> list[str]:
+    """``argv`` run with ``run_dir`` in place of /run, in a mount namespace of its
+    own: failoverctl looks in the real paths, the host's /run is not touched."""
+    return ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /run && exec "$@"', str(run_dir), *argv]
+
+
+async def _serve_role(nursery: trio.Nursery, path: Path, role: str) -> None:
+    await nursery.start(serve_control, path, command_handler(status=lambda: {**_status(), "role": role}, dump=dict))
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a mount namespace")
+
+
+@needs_root
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    ("where", "role"),
+    [
+        ("failoverd/failoverd.sock", "backup"),  # where the units and the daemons' defaults put them
+        ("heartbeatd/heartbeatd.sock", "master"),
+        ("failoverd.sock", "backup"),  # the defaults of earlier versions
+        ("heartbeatd.sock", "master"),
+    ],
+)
+async def test_failoverctl_finds_the_one_daemon_there_is(socket_dir, nursery, where, role):
+    await _serve_role(nursery, socket_dir / where, role)
+    status, out, err = await _run(_with_run(socket_dir, [*FAILOVERCTL, "status", "--json"]))
+    assert status == 0, err
+    assert json.loads(out)["role"] == role
+
+
+@needs_root
+@pytest.mark.trio
+async def test_failoverctl_asks_which_when_both_daemons_run(socket_dir, nursery):
+    await _serve_role(nursery, socket_dir / "failoverd" / "failoverd.sock", "backup")
+    await _serve_role(nursery, socket_dir / "heartbeatd" / "heartbeatd.sock", "master")
+    status, out, err = await _run(_with_run(socket_dir, [*FAILOVERCTL, "status"]))
+    assert status == os.EX_USAGE and out == ""
+    assert "/run/failoverd/failoverd.sock and /run/heartbeatd/heartbeatd.sock" in err
+    assert "--role backup (failoverd) or --role master (heartbeatd)" in err
+    for choice, role in [("master", "master"), ("heartbeatd", "master"), ("backup", "backup"), ("failoverd", "backup")]:
+        status, out, err = await _run(_with_run(socket_dir, [*FAILOVERCTL, "status", "--json", "--role", choice]))
+        assert status == 0, err
+        assert json.loads(out)["role"] == role
+
+
+@needs_root
+@pytest.mark.trio
+async def test_failoverctl_will_not_guess_between_two_sockets_of_one_daemon(socket_dir, nursery):
+    await _serve_role(nursery, socket_dir / "failoverd" / "failoverd.sock", "backup")
+    await _serve_role(nursery, socket_dir / "failoverd.sock", "backup")
+    status, _, err = await _run(_with_run(socket_dir, [*FAILOVERCTL, "ping", "--role", "backup"]))
+    assert status == os.EX_USAGE
+    assert "more than one failoverd control socket: /run/failoverd/failoverd.sock and /run/failoverd.sock" in err
+    assert "--socket PATH" in err
+
+
+@needs_root
+@pytest.mark.trio
+async def test_failoverctl_names_every_path_it_tried(socket_dir):
+    status, out, err = await _run(_with_run(socket_dir, [*FAILOVERCTL, "status"]))
+    assert status == os.EX_UNAVAILABLE and out == ""
+    assert err == (
+        "failoverctl: no control socket at /run/failoverd/failoverd.sock, /run/failoverd.sock, "
+        "/run/heartbeatd/heartbeatd.sock, /run/heartbeatd.sock: is failoverd or heartbeatd running? "
+        "(or give --socket PATH)\n"
+    )
+    status, _, err = await _run(_with_run(socket_dir, [*FAILOVERCTL, "status", "--role", "master"]))
+    assert status == os.EX_UNAVAILABLE
+    assert "no control socket at /run/heartbeatd/heartbeatd.sock, /run/heartbeatd.sock: is heartbeatd running?" in err
+
+
+@pytest.mark.trio
+async def test_failoverctl_socket_and_role_exclude_each_other():
+    status, _, err = await _run([*FAILOVERCTL, "status", "--socket", "/run/x.sock", "--role", "master"])
+    assert status == os.EX_USAGE and "not allowed with argument" in err
+    status, _, err = await _run([*FAILOVERCTL, "status", "--role", "primary"])
+    assert status == os.EX_USAGE and "'primary' is not backup, master, failoverd or heartbeatd" in err
+
+
 def test_format_status_with_missing_fields():
     text = failoverctl.format_status({"state": "monitoring"}, NOW)
     assert text.splitlines() == [
