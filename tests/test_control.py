@@ -190,6 +190,51 @@ async def test_a_directory_that_cannot_be_made_is_a_configuration_error(socket_d
     assert raised.value.status == EX_CONFIG
 
 
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _not_a_socket(directory: Path) -> Path:
+    (directory / "ctl.sock").write_text("not a socket")
+    return directory / "ctl.sock"
+
+
+def _under_a_file(directory: Path) -> Path:
+    (directory / "file").write_text("")
+    return directory / "file" / "run" / "ctl.sock"
+
+
+def _too_long(directory: Path) -> Path:
+    return directory / ("x" * 120)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the daemons need root")
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    ("where", "status", "message"),
+    [
+        (_not_a_socket, EX_CONFIG, "exists and is not a socket"),
+        (_under_a_file, EX_CONFIG, "cannot create it: Not a directory"),
+        (_too_long, EX_USAGE, "longer than 107 bytes"),
+    ],
+)
+async def test_a_daemon_whose_control_socket_cannot_be_served_exits_with_its_status(socket_dir, where, status, message):
+    # heartbeatd on loopback, in the foreground: what the units run, minus syslog.
+    path = where(socket_dir)
+    code, out, err = await _run([
+        sys.executable, "-m", "failoverd.programs.heartbeatd", "-d", "-p", str(_free_udp_port()),
+        "--pid-file", str(socket_dir / "hb.pid"), "--control-socket", str(path),
+        "--state-dir", str(socket_dir / "state"), "--hook-dir", str(socket_dir / "hooks"), "127.0.0.1",
+    ])
+    # Not 70 (which the units restart on, forever) and no traceback: one line that says why.
+    assert code == status, err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "ERROR" in line]
+    assert f"control socket {path}: " in line and message in line
+
+
 @pytest.mark.trio
 async def test_a_socket_path_too_long_is_refused(socket_dir):
     with pytest.raises(ControlSocketError, match="longer than 107 bytes") as raised:
