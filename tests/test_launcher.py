@@ -177,6 +177,7 @@ def test_a_variable_that_is_not_utf8_in_the_environment_is_a_configuration_error
     assert result.stderr == "ipfailover: FAILOVER_PEER_IP in the environment is not UTF-8: '10.0.0.\\udcff'\n"
 
 
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs prlimit (util-linux)")
 def test_a_configuration_too_large_for_a_command_line_is_a_configuration_error(tmp_path: Path) -> None:
     # 100 exported variables of 2000 bytes, against the 128 KiB that a 512 KiB
     # stack limit leaves for the daemon's arguments and environment.
