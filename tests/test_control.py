@@ -316,6 +316,31 @@ def test_client_without_a_daemon(socket_dir):
     assert raised.value.reason == "unavailable"
 
 
+def test_client_waits_while_the_backlog_is_full_and_then_says_so(socket_dir):
+    path = socket_dir / "busy.sock"
+    queued: list[socket.socket] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(0)  # and never accepts
+        try:
+            for _ in range(16):  # fill the backlog
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                try:
+                    sock.connect(str(path))
+                except BlockingIOError:
+                    sock.close()
+                    break
+                queued.append(sock)
+            assert queued
+            with pytest.raises(ControlError, match=r"did not accept within 0\.3 s") as raised:
+                request(path, "ping", timeout=0.3)
+            assert raised.value.reason == "unavailable"
+        finally:
+            for sock in queued:
+                sock.close()
+
+
 # --- root only ---------------------------------------------------------------------
 
 

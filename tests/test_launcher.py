@@ -223,6 +223,8 @@ def _run_with(bin_dir: Path, args: list[str]) -> subprocess.CompletedProcess[str
 def test_the_daemon_starts_with_sighup_ignored_until_it_handles_it(tmp_path: Path, fake_daemons: Path) -> None:
     # systemctl reload (SIGHUP) just after a start must not kill the daemon
     # before its handler is in place: systemd counts that as a clean exit.
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        pytest.skip("SIGHUP is ignored here already (nohup?), so the test would prove nothing")
     path = hostconfig(tmp_path, GOOD.decode())
     result = _run_with(fake_daemons, ["--hostconfig", str(path)])
     assert result.returncode == 0, result.stderr
