@@ -5,6 +5,7 @@ environment; --dry-run shows the command, and one test lets it really exec."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -284,3 +285,23 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("name", ["failoverd", "heartbeatd"])
+def test_the_units_are_notify_services_with_a_watchdog_and_hardened_beyond_the_old_exposure(
+    tmp_path: Path, name: str
+) -> None:
+    """The units were at exposure 4.6 ("OK") before notify, watchdog and the
+    issue 11 hardening; systemd's own scoring must say they are better now."""
+    text = (UNITS / f"{name}.service").read_text()
+    settings = _unit(name)
+    assert settings["Type"] == ["notify"] and settings["NotifyAccess"] == ["main"]
+    assert settings["WatchdogSec"] == ["10s"] and settings["KillMode"] == ["mixed"]
+    assert settings["CapabilityBoundingSet"] == ["CAP_NET_ADMIN CAP_NET_RAW"]
+    (tmp_path / f"{name}.service").write_text(text.replace("/usr/local/bin/ipfailover", str(VENV_BIN / "ipfailover")))
+    result = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(tmp_path / f"{name}.service")],
+                            capture_output=True, text=True, timeout=120)
+    score = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
+    assert score is not None, result.stdout + result.stderr
+    assert float(score.group(1)) <= 3.0, result.stdout
