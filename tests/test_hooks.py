@@ -259,7 +259,7 @@ SWAPPER = textwrap.dedent(
     """
     import os, sys
     link, first, second, stop = sys.argv[1:]
-    new = link + ".new"
+    new = os.path.join(os.path.dirname(link), "." + os.path.basename(link) + ".new")  # not a hook's name
     for i in range(2_000_000):
         if i % 256 == 0 and os.path.exists(stop):
             break
@@ -273,7 +273,9 @@ SWAPPER = textwrap.dedent(
 def swapping(link: Path, first: Path, second: Path, stop: Path, prefix: list[str]) -> Iterator[None]:
     """A process (as ``prefix`` says: another user, or root) that keeps pointing ``link`` at
     ``first``, then ``second``, until ``stop`` exists (a bounded loop in any case)."""
-    swapper = subprocess.Popen([*prefix, sys.executable, "-I", "-c", SWAPPER, str(link), str(first), str(second), str(stop)])
+    swapper = subprocess.Popen(
+        [*prefix, sys.executable, "-I", "-c", SWAPPER, str(link), str(first), str(second), str(stop)]
+    )
     try:
         yield
     finally:
@@ -455,7 +457,8 @@ async def test_the_daemon_reaps_only_its_own_children_and_adopts_none(hook_dir: 
             assert alive(pid) and parent_of(pid) != os.getpid()
             assert not is_subreaper()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(HookRunner(hook_dir, timeout=0.3, kill_grace=0.3).run_phase, "PreRel", "release", TRIPLET)
+                stuck = HookRunner(hook_dir, timeout=0.3, kill_grace=0.3)
+                nursery.start_soon(stuck.run_phase, "PreRel", "release", TRIPLET)
                 other = await trio.run_process(["sh", "-c", "sleep 1; exit 7"], check=False)
             assert other.returncode == 7
     finally:
@@ -472,6 +475,7 @@ async def test_a_hook_printing_100_mb_is_read_through_a_pipe_and_only_the_log_li
 ) -> None:
     caplog.set_level(logging.INFO, logger="failoverd.system.hooks")
     where = tmp_path / "where"
+    # The shell's stderr (stdout is the same pipe; dash redirects its own stdout for a command's "> file").
     write_hook(hook_dir, "PostRel", f"readlink /proc/$$/fd/2 > {where}; yes | head -c 100000000")
     with trio.fail_after(120):
         (result,) = await HookRunner(hook_dir, timeout=60).run_phase("PostRel", "release", TRIPLET)

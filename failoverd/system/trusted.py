@@ -197,7 +197,8 @@ def trusted_directory(path: Path | str) -> Iterator[int]:
         problem = writable_by_others(info)
         if problem is not None:
             requested = Path(path)
-            raise Untrusted(requested, requested, "directory", f"{problem}: state files need a directory only root can write")
+            reason = f"{problem}: state files need a directory only root can write"
+            raise Untrusted(requested, requested, "directory", reason)
         yield fd
     finally:
         os.close(fd)
