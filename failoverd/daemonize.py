@@ -8,7 +8,10 @@ its lock (even if its pid was since reused by an unrelated process), and is
 then taken over and rewritten. The lock is taken *before* moving to the
 background, so "already running" is reported on the terminal, and the locked
 descriptor is inherited by the daemon (and marked close-on-exec, so hook
-programs never keep it).
+programs never keep it). The file is opened with ``O_NOFOLLOW`` in a
+directory only root can write (:func:`failoverd.system.trusted.open_state_file`):
+a daemon running as root must neither truncate and write through a link
+another user planted nor lock a file another user created first.
 
 :func:`daemonize` uses python-daemon's ``DaemonContext``: double fork and
 ``setsid`` (no controlling terminal, no zombie: the intermediate parents exit
@@ -34,6 +37,7 @@ from typing import Iterable
 import daemon
 
 from failoverd.exitcodes import EX_CONFIG, EX_UNAVAILABLE, ProgramError
+from failoverd.system.trusted import Untrusted, open_state_file
 
 _TAKEOVER_ATTEMPTS = 5
 
@@ -68,10 +72,17 @@ class PidFile:
         """Take the pid file or raise :class:`AlreadyRunning`.
 
         Returns the pid recorded in a stale file that was taken over, if any.
+
+        Error handling: a pid file that is a symbolic link, lies in a
+        directory another user can write or below one that is not root's,
+        or cannot be opened raises :class:`ProgramError` (78) naming the path
+        and why.
         """
         for _ in range(_TAKEOVER_ATTEMPTS):
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fd = open_state_file(self.path.parent, self.path.name, os.O_RDWR | os.O_CREAT, 0o644)
+            except Untrusted as exc:
+                raise ProgramError(EX_CONFIG, f"refusing pid file {self.path}: {exc.explanation}") from None
             except OSError as exc:
                 raise ProgramError(EX_CONFIG, f"cannot open pid file {self.path}: {exc.strerror}") from None
             try:
@@ -85,7 +96,7 @@ class PidFile:
             # A stopping instance unlinks its file before unlocking it; if we
             # locked such an orphan, the name now points elsewhere: try again.
             try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                same = os.lstat(self.path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if same:
@@ -105,7 +116,7 @@ class PidFile:
         if self._fd is None or (self._owner is not None and self._owner != os.getpid()):
             return
         try:
-            if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+            if os.lstat(self.path).st_ino == os.fstat(self._fd).st_ino:
                 os.unlink(self.path)
         except FileNotFoundError:
             pass

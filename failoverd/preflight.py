@@ -27,6 +27,7 @@ from failoverd import __version__, logsetup
 from failoverd.addresses import Triplet
 from failoverd.config import BackupConfig, MasterConfig
 from failoverd.exitcodes import ConfigError
+from failoverd.runtime.keyfile import KeyFileError, read_key
 
 INVALID_INTERFACE = "CNode: invalid interface name"
 
@@ -84,23 +85,11 @@ def require_interfaces(triplets: Iterable[Triplet], role: str) -> None:
 
 
 def key_file_problem(path: Path) -> str | None:
-    """Why the key file cannot be used, or None."""
+    """Why the key file cannot be used, or None: the runtime's own rule, which SIGHUP applies too."""
     try:
-        info = path.stat()
-    except OSError as exc:
-        return f"key file {path}: {exc.strerror}"
-    if not stat.S_ISREG(info.st_mode):
-        return f"key file {path}: not a regular file"
-    if info.st_mode & stat.S_IROTH:
-        return f"key file {path}: readable by everyone; anyone could forge heartbeats (chmod 600 {path})"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"key file {path}: writable by group or others (chmod 600 {path})"
-    try:
-        with path.open("rb") as handle:
-            if not handle.read(1):
-                return f"key file {path}: empty"
-    except OSError as exc:
-        return f"key file {path}: {exc.strerror}"
+        read_key(path)
+    except KeyFileError as error:
+        return str(error)
     return None
 
 

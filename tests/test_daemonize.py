@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from failoverd.daemonize import AlreadyRunning, PidFile
-from failoverd.exitcodes import EX_UNAVAILABLE
+from failoverd.exitcodes import EX_CONFIG, EX_UNAVAILABLE, ProgramError
 
 PROBE = textwrap.dedent(
     """
@@ -124,8 +124,8 @@ def test_detaches_records_pid_refuses_second_and_stops_on_sigterm(probe) -> None
     assert info["stdio"] == ["/dev/null"] * 3
     assert info["cwd"] == "/"
     assert info["umask"] == 0o022
-    # Only stdio and the locked pid file survive (the listing itself adds one).
-    assert set(info["fds"]) - {0, 1, 2, info["pid_fd"]} <= {max(info["fds"])}
+    # Only stdio and the locked pid file survive (the listing itself adds one, the lowest free number).
+    assert len(set(info["fds"]) - {0, 1, 2, info["pid_fd"]}) <= 1
     assert info["stale"] is None
     assert pid_path.read_text() == f"{pid}\n"
 
@@ -175,3 +175,43 @@ def test_pid_file_in_missing_directory_is_a_config_error(tmp_path: Path) -> None
         PidFile(tmp_path / "no" / "such.pid").acquire()
     assert getattr(caught.value, "status", None) == 78
     assert "cannot open pid file" in str(caught.value)
+
+
+# --- the pid file is root's, in a directory only root can write ----------------------
+
+
+def test_a_pid_file_that_is_a_link_is_refused_at_start_and_its_target_untouched(probe) -> None:
+    launch, _, pid_path, tmp_path = probe
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    pid_path.symlink_to(victim)
+    result = launch()
+    assert result.returncode == EX_CONFIG, result.stderr
+    assert f"probe: refusing pid file {pid_path}: a symbolic link (state files are never followed)" in result.stderr
+    assert victim.read_text() == "precious\n"
+    assert pid_path.is_symlink()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ownership rules need root")
+@pytest.mark.parametrize("mode", [0o777, 0o1777])
+def test_a_pid_file_in_a_directory_others_can_write_is_refused(tmp_path: Path, mode: int) -> None:
+    shared = tmp_path / "run"
+    shared.mkdir()
+    shared.chmod(mode)
+    pid_file = PidFile(shared / "failoverd.pid")
+    with pytest.raises(ProgramError) as caught:
+        pid_file.acquire()
+    assert caught.value.status == EX_CONFIG
+    assert str(caught.value).startswith(
+        f"refusing pid file {shared}/failoverd.pid: directory {shared} is writable by group or others (mode {mode:04o})"
+    )
+    assert not (shared / "failoverd.pid").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="ownership rules need root")
+def test_a_pid_file_another_user_created_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "failoverd.pid"
+    path.write_text("")
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ProgramError, match="refusing pid file .*failoverd.pid: owned by uid 65534, not root"):
+        PidFile(path).acquire()

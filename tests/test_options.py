@@ -375,9 +375,9 @@ def test_key_file_problems(tmp_path: Path) -> None:
     assert "No such file" in preflight.key_file_problem(key)
     key.write_bytes(b"")
     key.chmod(0o600)
-    assert "empty" in preflight.key_file_problem(key)
-    key.write_bytes(b"secret")
+    assert "holds 0 bytes" in preflight.key_file_problem(key)
+    key.write_bytes(b"0123456789abcdef")
     assert preflight.key_file_problem(key) is None
     key.chmod(0o620)
-    assert "writable by group or others" in preflight.key_file_problem(key)
+    assert "has mode 0620 (writable by its group)" in preflight.key_file_problem(key)
     assert "not a regular file" in preflight.key_file_problem(tmp_path)
