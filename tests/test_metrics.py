@@ -14,9 +14,10 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,9 @@ from failoverd.core.timing import Timing
 from failoverd.exitcodes import EX_CONFIG, EX_USAGE, ProgramError
 from failoverd.runtime import backup, master, metrics
 from failoverd.system.hooks import HookRunner
+from failoverd.system.namespace import in_netns
 from failoverd.options import parse_backup, parse_master
-from test_options import run
+from test_options import netns, run  # noqa: F401 - netns is a fixture
 from test_runtime_daemons import LOOPBACK, VIP, MemorySystem, backup_config, free_port
 
 LISTEN = ListenAddress(IPv4Address(LOOPBACK), 0)  # port 0: the kernel picks; the daemon says which
@@ -368,7 +370,51 @@ async def test_head_gets_the_headers_without_the_body() -> None:
     with trio.fail_after(10):
         async with endpoint() as listening:
             got, headers, body = split(await request(listening.port, b"HEAD /metrics HTTP/1.1\r\nHost: a\r\n\r\n"))
-    assert (got, headers["content-length"], body) == (200, str(len(b"# a scrape\n")), b"")
+            assert (got, headers["content-length"], body) == (200, str(len(b"# a scrape\n")), b"")
+            got, headers, body = split(await request(listening.port, b"HEAD /other HTTP/1.1\r\nHost: a\r\n\r\n"))
+            assert (got, body) == (404, b"") and int(headers["content-length"]) > 0
+
+
+@pytest.mark.trio
+async def test_an_ipv6_loopback_address_is_served() -> None:
+    try:
+        listening_cm = metrics.bind(ListenAddress(IPv6Address("::1"), 0))
+    except ProgramError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    with trio.fail_after(10), listening_cm as listening:
+        assert listening is not None
+        async with trio.open_nursery() as nursery:
+            await nursery.start(listening.serve, lambda: b"# six\n")
+            stream = await trio.open_tcp_stream("::1", listening.port)
+            async with stream:
+                await stream.send_all(b"GET /metrics HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+                answer = bytearray()
+                while chunk := await stream.receive_some(4096):
+                    answer += chunk
+            nursery.cancel_scope.cancel()
+    assert split(bytes(answer))[0] == 200 and split(bytes(answer))[2] == b"# six\n"
+
+
+@pytest.mark.netns
+def test_a_non_loopback_address_is_served_with_a_warning_and_a_missing_one_is_refused(
+    netns: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True, timeout=30)
+    subprocess.run(["ip", "-n", netns, "addr", "add", "10.9.0.2/24", "dev", "lo"], check=True, timeout=30)
+    caplog.set_level("INFO", logger="failoverd")
+    wide = ListenAddress(IPv4Address("10.9.0.2"), 9694)
+    with in_netns(netns, lambda: metrics.bind(wide)) as listening:
+        assert listening is not None and listening.port == 9694
+    assert any(r.levelname == "WARNING" and "10.9.0.2:9694/metrics, which is not a loopback address" in r.getMessage()
+               for r in caplog.records)
+    elsewhere = ListenAddress(IPv4Address("10.9.1.3"), 9694)
+    with pytest.raises(ProgramError) as caught:
+        in_netns(netns, lambda: metrics.bind(elsewhere))
+    assert caught.value.status == EX_CONFIG
+    assert str(caught.value) == (
+        "cannot listen for metrics on 10.9.1.3:9694: Cannot assign requested address "
+        "(no interface of this host has that address)"
+    )
 
 
 @pytest.mark.trio
@@ -395,8 +441,11 @@ async def test_a_slowloris_client_neither_holds_the_daemon_nor_stops_a_real_scra
                         await trio.sleep(0.05)
 
                 async def listen() -> None:
-                    while chunk := await slow.receive_some(4096):
-                        answer.extend(chunk)
+                    try:
+                        while chunk := await slow.receive_some(4096):
+                            answer.extend(chunk)
+                    except trio.BrokenResourceError:
+                        pass  # reset after the answer: it kept sending to a closed connection
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(dribble)

@@ -96,7 +96,9 @@ MAX_HEAD_BYTES = 8192
 READ_TIMEOUT = 2.0
 """Seconds a client has to send its request head."""
 WRITE_TIMEOUT = 5.0
-"""Seconds a client has to take the reply (and to close after it)."""
+"""Seconds a client has to take the reply."""
+LINGER_TIMEOUT = 1.0
+"""Seconds, after the reply, for the client to close before we do."""
 _LINGER_BYTES = 65536  # read (and dropped) after the reply, so closing does not reset it away
 _BACKLOG = 64
 
@@ -532,8 +534,8 @@ class MetricsEndpoint:
                 head = await _read_head(stream)
                 if head is None:
                     return  # closed before a complete request: nobody to answer
-                method = _parse_head(head)
-                head_only = method == "HEAD"
+                head_only = head.startswith(b"HEAD ")  # no body in any answer to HEAD
+                _parse_head(head)
                 reply = _reply(200, _render(render), CONTENT_TYPE_LATEST, head_only=head_only)
             except _HttpError as error:
                 extra = ("Allow: GET, HEAD",) if error.status == 405 else ()
@@ -543,8 +545,10 @@ class MetricsEndpoint:
         with trio.move_on_after(WRITE_TIMEOUT):
             await stream.send_all(reply)
             await stream.send_eof()
-            # Closing with unread input would reset the connection and could
-            # destroy the reply before the client read it: read to its end first.
+        # Closing with unread input (a body, a second request, a slow client's
+        # next bytes) would reset the connection and could destroy the reply
+        # before the client read it: read what it sends, briefly, first.
+        with trio.move_on_after(LINGER_TIMEOUT):
             left = _LINGER_BYTES
             while left > 0:
                 chunk = await stream.receive_some(min(left, 4096))
