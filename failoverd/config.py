@@ -30,6 +30,13 @@ DEFAULT_HOOK_TIMEOUT = 30.0
 DEFAULT_STATE_DIR = Path("/var/lib/failoverd")
 DEFAULT_TRACE_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_NOTIFY_COMMAND = "NotifyFailover"
+# Where the shipped systemd units put the control sockets (their
+# RuntimeDirectory=), so a daemon started by hand lands there too and
+# failoverctl finds either without --socket.
+DEFAULT_CONTROL_SOCKETS = {
+    "failoverd": Path("/run/failoverd/failoverd.sock"),
+    "heartbeatd": Path("/run/heartbeatd/heartbeatd.sock"),
+}
 
 _RUN_MODE_TEXT = {
     "daemon": "background daemon, logging to syslog",
@@ -99,7 +106,7 @@ class BackupConfig:
     hook_dir: Path = DEFAULT_HOOK_DIR
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
     pid_file: Path = Path("/run/failoverd.pid")
-    control_socket: Path = Path("/run/failoverd.sock")
+    control_socket: Path = DEFAULT_CONTROL_SOCKETS["failoverd"]
     state_dir: Path = DEFAULT_STATE_DIR
     trace_file: Path | None = None
     trace_max_bytes: int = DEFAULT_TRACE_MAX_BYTES
@@ -185,7 +192,7 @@ class MasterConfig:
     hook_dir: Path = DEFAULT_HOOK_DIR
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
     pid_file: Path = Path("/run/heartbeatd.pid")
-    control_socket: Path = Path("/run/heartbeatd.sock")
+    control_socket: Path = DEFAULT_CONTROL_SOCKETS["heartbeatd"]
     state_dir: Path = DEFAULT_STATE_DIR
     notify_command: str = DEFAULT_NOTIFY_COMMAND
     metrics_listen: ListenAddress | None = None

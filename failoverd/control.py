@@ -13,6 +13,14 @@ with its newline; the daemon answers one JSON line and closes:
 Access: the socket is created mode 0600 and owned by root, and every
 connection's peer credentials (SO_PEERCRED) are checked as well, so a
 non-root process is refused even if the file's mode is later loosened.
+
+No client can lock the others out, nor hold up the daemon (the server runs
+on the daemon's own event loop, beside the core): a client has
+:data:`REQUEST_TIMEOUT` seconds to send its request line and the daemon
+spends at most :data:`REPLY_TIMEOUT` seconds on the answer, so one that does
+not read it is dropped. Connections are always accepted; beyond
+:data:`MAX_CLIENTS` the oldest one is dropped to make room, preferring one
+that has not sent its request yet. A refused request is logged in one line.
 """
 
 from __future__ import annotations
@@ -35,17 +43,26 @@ import trio
 from failoverd import __version__
 from failoverd.core.actions import Counters
 from failoverd.core.timing import Timing
+from failoverd.exitcodes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE, ProgramError
 
 log = logging.getLogger("failoverd.control")
 
-# The daemons' defaults (see failoverd.config); failoverctl tries them in order.
-DEFAULT_SOCKETS = (Path("/run/failoverd.sock"), Path("/run/heartbeatd.sock"))
-
 MAX_REQUEST_BYTES = 4096
-REQUEST_TIMEOUT = 5.0
-"""Seconds a client has to send its request; the handler's answer counts too."""
+MAX_REQUEST_DEPTH = 32
+"""Nesting of ``[`` and ``{`` a request may have; a request is one flat object."""
+REQUEST_TIMEOUT = 2.0
+"""Seconds a client has, from being accepted, to send its request line."""
+REPLY_TIMEOUT = 2.0
+"""Seconds the daemon spends on one answer: the handler, then sending it."""
 MAX_CLIENTS = 8
-"""Connections served at once; more wait in the listen backlog."""
+"""Connections kept at once; one more drops the oldest (see the module's docstring)."""
+CLIENT_TIMEOUT = 5.0
+"""Seconds :func:`request` waits for the daemon by default (each of connect, send, answer)."""
+# Connections are accepted at once whatever their number, so the backlog only
+# has to absorb a burst between two turns of the accept loop.
+_LISTEN_BACKLOG = 64
+_PROBE_TIMEOUT = 5.0
+"""Seconds to wait, at start, for a server already at the socket's path to accept."""
 ERROR_REASONS = ("forbidden", "malformed", "too-large", "unknown-command", "internal")
 
 ErrorReason = Literal["forbidden", "malformed", "too-large", "unknown-command", "internal"]
@@ -125,8 +142,27 @@ class ControlError(Exception):
         self.reason = reason
 
 
-class ControlSocketInUse(OSError):
-    """Another live process is serving the control socket's path."""
+class ControlSocketError(ProgramError):
+    """The control socket cannot be served at its path; ``status`` is the exit code.
+
+    78 (EX_CONFIG): the path cannot work (not a socket there, a directory that
+    cannot be created or written); 64 (EX_USAGE): the path is too long. Either
+    way a restart would not help, and the systemd units do not restart on them.
+    """
+
+    def __init__(self, status: int, path: Path, problem: str) -> None:
+        super().__init__(status, f"control socket {path}: {problem}")
+        self.path = path
+
+
+class ControlSocketInUse(ControlSocketError):
+    """Another live process is serving the control socket's path (69, EX_UNAVAILABLE)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            EX_UNAVAILABLE, path,
+            "another process is serving it (another instance, started with a different --pid-file?)",
+        )
 
 
 Request = dict[str, Any]
@@ -167,7 +203,7 @@ def command_handler(
 
 def _check_path(path: Path) -> None:
     if len(os.fsencode(path)) > _SUN_PATH_MAX:
-        raise ValueError(f"control socket path is longer than {_SUN_PATH_MAX} bytes: {path}")
+        raise ControlSocketError(EX_USAGE, path, f"the path is longer than {_SUN_PATH_MAX} bytes")
 
 
 async def _clear_stale_socket(path: Path) -> None:
@@ -177,19 +213,44 @@ async def _clear_stale_socket(path: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(st.st_mode):
-        raise FileExistsError(errno.EEXIST, "exists and is not a socket; not replacing it", str(path))
+        raise ControlSocketError(EX_CONFIG, path, "exists and is not a socket; not replacing it")
     probe = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with probe:
         try:
-            with trio.fail_after(REQUEST_TIMEOUT):
+            with trio.fail_after(_PROBE_TIMEOUT):
                 await probe.connect(str(path))
         except ConnectionRefusedError:
             log.info("removing stale control socket %s", path)
             os.unlink(path)
             return
-        except trio.TooSlowError:
-            pass
-    raise ControlSocketInUse(errno.EADDRINUSE, "another process is serving this control socket", str(path))
+        except (trio.TooSlowError, BlockingIOError):
+            pass  # a live server with a full backlog: in use all the same
+    raise ControlSocketInUse(path)
+
+
+async def _open_listener(path: Path) -> tuple[trio.socket.SocketType, os.stat_result]:
+    """The listening socket, bound at ``path``, and the file it made.
+
+    Error handling: every reason not to serve becomes a :class:`ControlSocketError`.
+    """
+    _check_path(path)
+    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours: os.stat_result | None = None
+    try:
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        await _clear_stale_socket(path)
+        ours = await _bind_private(listener, path)
+        listener.listen(_LISTEN_BACKLOG)
+    except BaseException as exc:
+        listener.close()
+        if ours is not None:
+            _unlink_if_ours(path, ours)
+        if isinstance(exc, OSError):
+            if exc.errno == errno.EADDRINUSE:
+                raise ControlSocketInUse(path) from None  # bound by someone else since the probe
+            raise ControlSocketError(EX_CONFIG, path, f"cannot create it: {exc.strerror or exc}") from None
+        raise
+    return listener, ours
 
 
 async def _bind_private(sock: trio.socket.SocketType, path: Path) -> os.stat_result:
@@ -230,13 +291,48 @@ async def _read_request(stream: trio.SocketStream, limit: int) -> bytes | None:
         buffer += chunk
 
 
-def _parse_request(line: bytes) -> Request:
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether JSON ``text`` opens more than ``limit`` arrays or objects inside one another."""
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def parse_request(line: bytes) -> Request:
+    """The request in one line (without its newline).
+
+    Error handling: anything but a JSON object with a non-empty ``command``
+    string raises :class:`ControlError` with reason ``"malformed"`` and a
+    one-line message; nothing else is raised, whatever the bytes.
+    """
     if not line.strip():
         raise ControlError("empty request; send one JSON object such as {\"command\": \"status\"}", "malformed")
     try:
-        request = json.loads(line.decode("utf-8"))
+        text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise ControlError("request is not UTF-8", "malformed") from None
+    # The decoder recurses once per level (a RecursionError, deep enough):
+    # measured first, so the limit is ours and the same on every Python.
+    if _nesting_exceeds(text, MAX_REQUEST_DEPTH):
+        raise ControlError(f"request is nested too deeply (more than {MAX_REQUEST_DEPTH} levels)", "malformed")
+    try:
+        request = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ControlError(f"request is not valid JSON: {exc.msg} at column {exc.colno}", "malformed") from None
     if not isinstance(request, dict):
@@ -247,12 +343,11 @@ def _parse_request(line: bytes) -> Request:
     return request
 
 
-async def _answer(stream: trio.SocketStream, handler: Handler, limit: int) -> dict[str, Any]:
-    line = await _read_request(stream, limit)
-    if line is None:
-        return _error("too-large", f"request is larger than {limit} bytes")
+async def _answer(line: bytes | None, handler: Handler, limit: int, pid: int) -> dict[str, Any]:
     try:
-        request = _parse_request(line)
+        if line is None:
+            raise ControlError(f"request is larger than {limit} bytes", "too-large")
+        request = parse_request(line)
         result = handler(request)
         if inspect.isawaitable(result):
             result = await result
@@ -263,34 +358,87 @@ async def _answer(stream: trio.SocketStream, handler: Handler, limit: int) -> di
         return reply
     except ControlError as exc:
         reason = exc.reason if exc.reason in ERROR_REASONS else "internal"
+        # One line whatever the message holds (a handler's text, a repr of the client's).
+        log.warning("control socket: refused a request from pid %d (%s): %s", pid, reason,
+                    " ".join(str(exc).split()))
         return _error(reason, str(exc))  # type: ignore[arg-type]
     except Exception as exc:
-        log.exception("control request failed")
+        # A bug in a handler: the one case that deserves a traceback.
+        log.exception("control request from pid %d failed", pid)
         return _error("internal", f"internal error: {type(exc).__name__}: {exc}")
 
 
+class _Client:
+    """One accepted connection, as the server's bookkeeping sees it."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.waiting = True
+        """Still waiting for its request line (the first to be dropped)."""
+        self.dropped = False
+
+
+class _Clients:
+    """The connections being served, oldest first, at most ``limit`` of them."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._open: list[_Client] = []
+
+    def admit(self) -> _Client:
+        """A new connection's entry; at the limit, the oldest is dropped to make room."""
+        if len(self._open) >= self._limit:
+            victim = next((c for c in self._open if c.waiting), self._open[0])
+            self._open.remove(victim)
+            victim.dropped = True
+            victim.scope.cancel()
+        client = _Client()
+        self._open.append(client)
+        return client
+
+    def leave(self, client: _Client) -> None:
+        if client in self._open:
+            self._open.remove(client)
+
+
 async def _serve_connection(
-    conn: trio.socket.SocketType, handler: Handler, limit: int, slots: trio.Semaphore
+    conn: trio.socket.SocketType, handler: Handler, limit: int, client: _Client, clients: _Clients
 ) -> None:
     # Whatever one client does (reset, vanish, stall), it ends here: an
     # exception escaping this task would take the whole server down.
+    pid = 0
     try:
         stream = trio.SocketStream(conn)
         async with stream:
-            with trio.move_on_after(REQUEST_TIMEOUT):
+            with client.scope:
                 pid, uid = _peer_uid(conn)
                 if uid != 0:
+                    client.waiting = False
                     log.warning("control socket: refused pid %d uid %d (root only)", pid, uid)
                     reply = _error("forbidden", f"permission denied: the control socket answers only root (you are uid {uid})")
                 else:
-                    reply = await _answer(stream, handler, limit)
-                await stream.send_all(json.dumps(reply).encode() + b"\n")
+                    with trio.move_on_after(REQUEST_TIMEOUT) as reading:
+                        line = await _read_request(stream, limit)
+                    if reading.cancelled_caught:
+                        log.info("control socket: pid %d sent no request within %g s; dropped", pid, REQUEST_TIMEOUT)
+                        return
+                    client.waiting = False
+                    reply = None
+                with trio.move_on_after(REPLY_TIMEOUT) as answering:
+                    if reply is None:
+                        reply = await _answer(line, handler, limit, pid)
+                    await stream.send_all(json.dumps(reply).encode() + b"\n")
+                if answering.cancelled_caught:
+                    log.info("control socket: pid %d did not take its answer within %g s; dropped", pid, REPLY_TIMEOUT)
+            if client.dropped:
+                log.info("control socket: dropped pid %d's connection to make room for a new one (at most %d)",
+                         pid, MAX_CLIENTS)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        log.debug("control client went away: %s", exc)
+        log.debug("control client pid %d went away: %s", pid, exc)
     except Exception:
         log.exception("control connection failed")
     finally:
-        slots.release()
+        clients.leave(client)
 
 
 async def serve_control(
@@ -309,40 +457,31 @@ async def serve_control(
 
     Resource handling: a stale socket at ``path`` (nobody listening) is
     removed first; the parent directory is created (0755) if missing. On exit,
-    the socket file is removed if it is still ours. Each connection has
-    :data:`REQUEST_TIMEOUT` seconds, and at most :data:`MAX_CLIENTS` are
-    served at once.
+    the socket file is removed if it is still ours. At most
+    :data:`MAX_CLIENTS` connections are kept; each has
+    :data:`REQUEST_TIMEOUT` seconds for its request and
+    :data:`REPLY_TIMEOUT` for its answer (see the module's docstring).
 
-    Error handling: a live server at ``path`` raises :class:`ControlSocketInUse`;
-    a non-socket file there raises :class:`FileExistsError`; both before
-    ``started``. Malformed, oversized or refused requests, and exceptions from
-    the handler, get an error reply and are logged; they never end the server.
+    Error handling: a path that cannot be served raises
+    :class:`ControlSocketError` (a :class:`~failoverd.exitcodes.ProgramError`
+    whose ``status`` is the daemon's exit code), :class:`ControlSocketInUse`
+    if a live server is there; both before ``started``. Malformed, oversized
+    or refused requests, and exceptions from the handler, get an error reply
+    and are logged; they never end the server.
     """
     path = Path(path)
-    _check_path(path)
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    await _clear_stale_socket(path)
-    listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    ours: os.stat_result | None = None
+    listener, ours = await _open_listener(path)
     try:
-        ours = await _bind_private(listener, path)
-        listener.listen(MAX_CLIENTS)
-        slots = trio.Semaphore(MAX_CLIENTS)
+        clients = _Clients(MAX_CLIENTS)
         log.info("control socket listening on %s", path)
         task_status.started(path)
         async with trio.open_nursery() as nursery:
             while True:
-                await slots.acquire()
-                try:
-                    conn, _ = await listener.accept()
-                except BaseException:
-                    slots.release()
-                    raise
-                nursery.start_soon(_serve_connection, conn, handler, max_request, slots)
+                conn, _ = await listener.accept()
+                nursery.start_soon(_serve_connection, conn, handler, max_request, clients.admit(), clients)
     finally:
         listener.close()
-        if ours is not None:
-            _unlink_if_ours(path, ours)
+        _unlink_if_ours(path, ours)
 
 
 def _unlink_if_ours(path: Path, ours: os.stat_result) -> None:
@@ -358,7 +497,7 @@ def _unlink_if_ours(path: Path, ours: os.stat_result) -> None:
 # --- the client --------------------------------------------------------------
 
 
-def request(path: str | os.PathLike[str], command: str, *, timeout: float = REQUEST_TIMEOUT, **fields: Any) -> dict[str, Any]:
+def request(path: str | os.PathLike[str], command: str, *, timeout: float = CLIENT_TIMEOUT, **fields: Any) -> dict[str, Any]:
     """Send one command to the daemon at ``path`` and return its result.
 
     Raises :class:`ControlError` with ``reason`` ``"unavailable"`` (no socket,
@@ -370,7 +509,10 @@ def request(path: str | os.PathLike[str], command: str, *, timeout: float = REQU
     if len(payload) > MAX_REQUEST_BYTES:
         raise ControlError(f"request is larger than {MAX_REQUEST_BYTES} bytes", "too-large")
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
+        # A blocking connect bounded by SO_SNDTIMEO waits while the daemon's
+        # listen backlog is full; with settimeout() it would fail at once (EAGAIN).
+        seconds, fraction = divmod(timeout, 1.0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(seconds), int(fraction * 1e6)))
         try:
             sock.connect(str(path))
         except FileNotFoundError:
@@ -379,10 +521,11 @@ def request(path: str | os.PathLike[str], command: str, *, timeout: float = REQU
             raise ControlError(f"permission denied on {path}: run as root", "forbidden") from None
         except ConnectionRefusedError:
             raise ControlError(f"nobody is listening on {path} (a stale socket?)", "unavailable") from None
-        except TimeoutError:
+        except (BlockingIOError, TimeoutError):
             raise ControlError(f"the daemon at {path} did not accept within {timeout:g} s", "unavailable") from None
         except OSError as exc:
             raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}", "unavailable") from None
+        sock.settimeout(timeout)
         try:
             sock.sendall(payload)
         except (BrokenPipeError, ConnectionResetError):

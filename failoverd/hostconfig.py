@@ -15,6 +15,14 @@ Refused, because the shell would do something a parser cannot: ``$`` and
 backquote expansion, spaces around ``=``, unquoted spaces inside a value
 (``KEY=a b`` would *run* ``b``), unterminated quotes, and anything that is not
 an assignment.
+
+Refused as well, because the values become a daemon's command line and
+environment: a NUL byte anywhere (no argument can hold one; a file that was
+being written when the host lost power often has them), bytes that are not
+UTF-8 in an assignment (comment lines may hold any text), lines longer than
+:data:`MAX_LINE_BYTES` and files larger than :data:`MAX_FILE_BYTES`.
+
+Lines end at ``\n`` only, as for the shell, so the line numbers are an editor's.
 """
 
 from __future__ import annotations
@@ -27,6 +35,12 @@ from failoverd.exitcodes import ConfigError
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SHELL_SPECIAL = set(";&|<>()`$")
+# Bytes that are not UTF-8 decode (surrogateescape) to lone surrogates U+DC80..U+DCFF.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+MAX_LINE_BYTES = 4096
+"""Far above any real assignment, far below what one argument may be (128 KiB)."""
+MAX_FILE_BYTES = 1024 * 1024
 
 
 class HostconfigError(ConfigError):
@@ -79,13 +93,37 @@ def _value(text: str, start: int) -> tuple[str, int]:
     return "".join(out), i
 
 
+def _byte_problem(line: str) -> str | None:
+    """What makes ``line`` unusable whatever it says, if anything."""
+    nul = line.find("\x00")
+    if nul >= 0:
+        return f"NUL byte at column {nul + 1} (a damaged file?)"
+    size = len(line.encode("utf-8", "surrogateescape"))
+    if size > MAX_LINE_BYTES:
+        return f"line is {size} bytes long, more than {MAX_LINE_BYTES}"
+    return None
+
+
 def parse(text: str, source: str = "<hostconfig>") -> dict[str, str]:
-    """Parse hostconfig text into a dict; raise HostconfigError naming the line."""
+    """Parse hostconfig text into a dict; raise HostconfigError naming the line.
+
+    ``text`` is the file decoded as UTF-8 with ``surrogateescape`` (as
+    :func:`read` does), so bytes that are not UTF-8 can be reported.
+    """
     values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
+        problem = _byte_problem(line)
+        if problem is not None:
+            raise HostconfigError(source, number, problem)
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
+        undecodable = _NOT_UTF8.search(line)
+        if undecodable is not None:
+            byte = ord(undecodable.group()) - 0xDC00
+            raise HostconfigError(
+                source, number, f"byte 0x{byte:02X} at column {undecodable.start() + 1} is not UTF-8"
+            )
         if stripped.startswith("export") and stripped[6:7].isspace():
             stripped = stripped[6:].lstrip()
         key_match = _KEY.match(stripped)
@@ -110,12 +148,24 @@ def parse(text: str, source: str = "<hostconfig>") -> dict[str, str]:
     return values
 
 
-def read(path: Path) -> dict[str, str]:
+def read(path: Path, *, missing_ok: bool = False) -> dict[str, str]:
+    """The values in the file at ``path`` (none if it is missing and ``missing_ok``).
+
+    Error handling: a file that cannot be read, is larger than
+    :data:`MAX_FILE_BYTES` or does not parse raises :class:`ConfigError`.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="surrogateescape")
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise ConfigError(f"cannot read {path}: No such file or directory") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    return parse(text, str(path))
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_FILE_BYTES} bytes; is it a hostconfig file?")
+    return parse(data.decode("utf-8", "surrogateescape"), str(path))
 
 
 def merged(file_values: Mapping[str, str], environment: Mapping[str, str], keys: tuple[str, ...]) -> dict[str, str]:
@@ -123,10 +173,16 @@ def merged(file_values: Mapping[str, str], environment: Mapping[str, str], keys:
 
     The environment wins so that ``FAILOVER_PEER_IP=... ipfailover --dry-run``
     tries a change without editing the file; an empty value counts as unset.
+
+    Error handling: a value from the environment that is not UTF-8 (see
+    :func:`parse` for the file's) raises :class:`ConfigError` naming it.
     """
     result = {}
     for key in keys:
-        value = environment.get(key) or file_values.get(key)
+        from_environment = environment.get(key)
+        if from_environment and _NOT_UTF8.search(from_environment):
+            raise ConfigError(f"{key} in the environment is not UTF-8: {from_environment!r}")
+        value = from_environment or file_values.get(key)
         if value:
             result[key] = value
     return result

@@ -22,6 +22,7 @@ from typing import NoReturn, Sequence
 from failoverd import __version__
 from failoverd.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
 from failoverd.config import (
+    DEFAULT_CONTROL_SOCKETS,
     DEFAULT_FACILITY,
     DEFAULT_HOOK_DIR,
     DEFAULT_HOOK_TIMEOUT,
@@ -243,8 +244,8 @@ def _common_options(parser: argparse.ArgumentParser, program: str) -> None:
                        help=f"longest a hook may run (default {DEFAULT_HOOK_TIMEOUT:g})")
     extra.add_argument("--pid-file", metavar="FILE", type=Path, default=Path(f"/run/{program}.pid"),
                        help=f"default /run/{program}.pid")
-    extra.add_argument("--control-socket", metavar="PATH", type=Path,
-                       default=Path(f"/run/{program}.sock"), help=f"default /run/{program}.sock")
+    extra.add_argument("--control-socket", metavar="PATH", type=Path, default=DEFAULT_CONTROL_SOCKETS[program],
+                       help=f"default {DEFAULT_CONTROL_SOCKETS[program]}")
     extra.add_argument("--state-dir", metavar="DIR", type=Path, default=DEFAULT_STATE_DIR,
                        help=f"default {DEFAULT_STATE_DIR}")
     extra.add_argument("--notify-command", metavar="COMMAND", type=_command, default=DEFAULT_NOTIFY_COMMAND,

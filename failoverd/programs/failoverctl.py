@@ -1,19 +1,22 @@
 """failoverctl: ask a running failoverd or heartbeatd about itself (root only).
 
-    failoverctl status [--json] [--socket PATH]
-    failoverctl dump   [--socket PATH]
-    failoverctl ping   [--socket PATH]
+    failoverctl status [--json] [--socket PATH | --role backup|master]
+    failoverctl dump   [--socket PATH | --role backup|master]
+    failoverctl ping   [--socket PATH | --role backup|master]
 
 Each subcommand is one ``_add_<name>`` function that registers its parser
 and the function that runs it; a new subcommand is one more such function
 listed in :data:`SUBCOMMANDS`.
 
-Without ``--socket`` it talks to the first of the daemons' default sockets
-that exists (failoverd's, then heartbeatd's).
+Without ``--socket`` it looks where the daemons put their sockets
+(:data:`SOCKETS`) and talks to the one daemon whose socket it finds; if it
+finds both failoverd's and heartbeatd's, it asks for ``--role`` (or
+``--socket``) instead of guessing.
 
-Exit status (sysexits): 0 done; 64 usage; 69 no daemon answering at the
-socket; 70 the daemon failed to answer (an internal error); 76 an answer or
-request that does not follow the protocol; 77 not root.
+Exit status (sysexits): 0 done; 64 usage, or more than one socket found;
+69 no daemon answering at the socket; 70 the daemon failed to answer (an
+internal error); 76 an answer or request that does not follow the protocol;
+77 not root.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import datetime as _dt
 import json
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,15 +33,27 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from failoverd import __version__
-from failoverd.control import DEFAULT_SOCKETS, ControlError, request
+from failoverd.config import DEFAULT_CONTROL_SOCKETS
+from failoverd.control import ControlError, request
 from failoverd.programs.failoverctl_replay import add_replay, add_sweep
 
 PROG = "failoverctl"
+
+SOCKETS = {
+    "backup": (DEFAULT_CONTROL_SOCKETS["failoverd"], Path("/run/failoverd.sock")),
+    "master": (DEFAULT_CONTROL_SOCKETS["heartbeatd"], Path("/run/heartbeatd.sock")),
+}
+"""Where each daemon's control socket may be, in the order tried: where the
+shipped units and the daemons' defaults put it, then the default of earlier
+versions (so a daemon still running with it is found)."""
+_PROGRAM = {"backup": "failoverd", "master": "heartbeatd"}
+_ROLE_NAMES = {"backup": "backup", "failoverd": "backup", "master": "master", "heartbeatd": "master"}
 
 _EXIT_FOR_REASON = {
     "unavailable": os.EX_UNAVAILABLE,
     "forbidden": os.EX_NOPERM,
     "internal": os.EX_SOFTWARE,
+    "ambiguous": os.EX_USAGE,
 }
 _LABEL_WIDTH = 10
 
@@ -132,16 +148,46 @@ def format_status(status: Mapping[str, Any], now: float) -> str:
 # --- subcommands ----------------------------------------------------------------
 
 
-def _default_socket() -> Path:
-    for candidate in DEFAULT_SOCKETS:
-        if candidate.exists():
-            return candidate
-    names = " or ".join(str(p) for p in DEFAULT_SOCKETS)
-    raise ControlError(f"no control socket at {names}: is failoverd or heartbeatd running? (or give --socket PATH)", "unavailable")
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except PermissionError:
+        raise ControlError(f"permission denied looking for {path}: run as root", "forbidden") from None
+    except OSError:
+        return False
+
+
+def find_socket(role: str | None = None) -> Path:
+    """The control socket to talk to: the only one of :data:`SOCKETS` (of ``role``, if given) there is.
+
+    Raises :class:`ControlError`: ``"unavailable"`` naming every path tried if
+    there is none, ``"ambiguous"`` naming those found if there is more than one.
+    """
+    roles = [role] if role is not None else list(SOCKETS)
+    tried = [(r, path) for r in roles for path in SOCKETS[r]]
+    found = [(r, path) for r, path in tried if _is_socket(path)]
+    if len(found) == 1:
+        return found[0][1]
+    if not found:
+        programs = " or ".join(_PROGRAM[r] for r in roles)
+        paths = ", ".join(str(path) for _, path in tried)
+        raise ControlError(f"no control socket at {paths}: is {programs} running? (or give --socket PATH)", "unavailable")
+    paths = " and ".join(str(path) for _, path in found)
+    if len({r for r, _ in found}) > 1:
+        raise ControlError(
+            f"both failoverd and heartbeatd have a control socket here ({paths}); "
+            "choose one with --role backup (failoverd) or --role master (heartbeatd), or --socket PATH",
+            "ambiguous",
+        )
+    raise ControlError(
+        f"more than one {_PROGRAM[found[0][0]]} control socket: {paths} (one may be left by a daemon "
+        "that died, or started with an older default); choose one with --socket PATH",
+        "ambiguous",
+    )
 
 
 def _socket(args: argparse.Namespace) -> Path:
-    return args.socket if args.socket is not None else _default_socket()
+    return args.socket if args.socket is not None else find_socket(args.role)
 
 
 def _run_status(args: argparse.Namespace) -> int:
@@ -201,6 +247,13 @@ SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser
 )
 
 
+def _role(text: str) -> str:
+    try:
+        return _ROLE_NAMES[text]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not backup, master, failoverd or heartbeatd") from None
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -213,9 +266,15 @@ def _positive_seconds(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    which = common.add_mutually_exclusive_group()
+    which.add_argument(
         "--socket", metavar="PATH", type=Path, default=None,
-        help=f"the daemon's control socket (default: the first of {', '.join(map(str, DEFAULT_SOCKETS))} that exists)",
+        help="the daemon's control socket (default: the one socket found of "
+        + ", ".join(str(path) for paths in SOCKETS.values() for path in paths) + ")",
+    )
+    which.add_argument(
+        "--role", metavar="ROLE", type=_role, default=None,
+        help="which daemon to ask when both run here: backup (or failoverd) or master (or heartbeatd)",
     )
     common.add_argument(
         "--timeout", metavar="SECONDS", type=_positive_seconds, default=5.0,
@@ -224,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Ask a running failoverd or heartbeatd about itself through its control socket (root only).",
-        epilog="Exit status: 0 done, 64 usage, 69 no daemon answering, 70 daemon error, 76 protocol error, 77 not root.",
+        epilog="Exit status: 0 done, 64 usage (or more than one socket found), 69 no daemon answering, "
+        "70 daemon error, 76 protocol error, 77 not root.",
     )
     parser.add_argument("-v", "--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True,

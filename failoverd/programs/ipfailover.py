@@ -18,21 +18,34 @@ variable set in the environment overrides the file.
 A host configured as both master and backup must say which to start with
 ``--role``; one configured as neither has nothing to start (exit 0, like the
 original startup item), unless ``--role`` demanded a role (exit 78).
+
+Exit status, before the exec (after it, the daemon's own): 0 nothing to
+start, or ``--dry-run``; 64 usage; 78 any problem in the file or the
+variables (a damaged file included), also a configuration too large to be a
+command line (E2BIG); 69 the daemon could not be started otherwise; 70 an
+internal error. The systemd units restart on neither 64 nor 78.
+
+SIGHUP is ignored from the start, and the daemon inherits that until its own
+handler takes over: ``systemctl reload`` right after a start would otherwise
+kill the process by a signal systemd counts as a clean exit (no restart).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import shutil
+import signal
 import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, Sequence
 
 from failoverd import __version__, hostconfig
-from failoverd.exitcodes import EX_OK, EX_UNAVAILABLE, ConfigError, ProgramError, UsageError
+from failoverd.exitcodes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, ConfigError, ProgramError, UsageError
 
 DEFAULT_HOSTCONFIG = Path("/etc/hostconfig")
 
@@ -88,7 +101,7 @@ def _words(variable: str, value: str) -> list[str]:
 def read_settings(path: Path | None, environment: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """The merged settings, and every FAILOVER_* variable to export."""
     if path is None:
-        file_values = hostconfig.read(DEFAULT_HOSTCONFIG) if DEFAULT_HOSTCONFIG.exists() else {}
+        file_values = hostconfig.read(DEFAULT_HOSTCONFIG, missing_ok=True)
     else:
         file_values = hostconfig.read(path)
     settings = hostconfig.merged(file_values, environment, BACKUP_KEYS + MASTER_KEYS + NOTIFY_KEYS)
@@ -156,6 +169,7 @@ def executable(program: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         ns = _parser().parse_args(args)
@@ -177,10 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ProgramError as exc:
         print(f"ipfailover: {exc}", file=sys.stderr)
         return exc.status
+    except Exception:
+        print("ipfailover: internal error:", file=sys.stderr)
+        traceback.print_exc()
+        return EX_SOFTWARE
     sys.stdout.flush()
     try:
         os.execve(command[0], command, {**environment, **launch.environment})
     except OSError as exc:
+        if exc.errno == errno.E2BIG:
+            print(f"ipfailover: cannot start {command[0]}: the command line and environment made from "
+                  f"{source} are too large ({exc.strerror})", file=sys.stderr)
+            return EX_CONFIG
         print(f"ipfailover: cannot start {command[0]}: {exc.strerror}", file=sys.stderr)
         return EX_UNAVAILABLE
 

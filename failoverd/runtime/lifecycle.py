@@ -136,9 +136,31 @@ def stop_bound(hook_timeout: float) -> float:
 
 
 def run_daemon(serve: Callable[..., Any], config: Any) -> int:
-    """Run a daemon's ``serve(config)`` under Trio; a :class:`ProgramError` becomes its exit status."""
+    """Run a daemon's ``serve(config)`` under Trio; a :class:`ProgramError` becomes its exit status.
+
+    One raised by a task (the control socket's, when its path cannot be
+    served) reaches here wrapped in the nurseries' exception groups; it is
+    unwrapped, so that its status (78, say, which systemd does not restart on)
+    is the exit status rather than 70 with a traceback.
+    """
     try:
         return trio.run(serve, config)
     except ProgramError as error:
         log.error("%s", error)
         return error.status
+    except BaseExceptionGroup as group:
+        error = _only_program_error(group)
+        if error is None:
+            raise
+        log.error("%s", error)
+        return error.status
+
+
+def _only_program_error(group: BaseExceptionGroup) -> ProgramError | None:
+    """The first ProgramError in ``group`` if that holds nothing else (one failure ends a daemon)."""
+    programs, rest = group.split(ProgramError)
+    if programs is None or rest is not None:
+        return None
+    while isinstance(programs, BaseExceptionGroup):
+        programs = programs.exceptions[0]
+    return programs
