@@ -58,10 +58,10 @@ import re
 import socket
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from ipaddress import IPv6Address
-from typing import Any, ContextManager, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import trio
@@ -434,7 +434,7 @@ def _hook_outcome(result: HookResult) -> str:
 # --- the HTTP endpoint --------------------------------------------------------------------------
 
 
-def bind(listen: ListenAddress | None) -> ContextManager[MetricsEndpoint | None]:
+def bind(listen: ListenAddress | None) -> AbstractContextManager[MetricsEndpoint | None]:
     """Listen at ``listen`` for scrapes (a context manager; ``None``: metrics off, nothing bound).
 
     Error handling: raises :class:`ProgramError` (78) naming the address if it cannot be listened on.
