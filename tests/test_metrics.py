@@ -35,6 +35,8 @@ from failoverd.core.master import Master
 from failoverd.core.timing import Timing
 from failoverd.exitcodes import EX_CONFIG, EX_USAGE, ProgramError
 from failoverd.runtime import backup, master, metrics
+from failoverd.runtime.shell import CoreShell
+from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.hooks import HookRunner
 from failoverd.system.namespace import in_netns
 from failoverd.options import parse_backup, parse_master
@@ -245,32 +247,42 @@ async def test_a_managing_master_measures_its_failback_gap_from_the_backups_rele
     core = Master(["10.9.1.2"], 0.1, 0.0, managed=[vip], key=KEY, epoch=1)
     peer = Detector([vip], Timing(interval=0.1), 0.0, key=KEY, master_address="10.9.1.1", epoch=1)
     meter = metrics.Meter("master", core)
-    render = meter.collector(_NoConflicts(), _NothingSent())
-    # The handshake of a restarted master: heartbeat, the backup's status (it
-    # holds nothing), and the master, hearing that, acquires.
-    heartbeat = transmitted(feed(meter, 0.0, core.handle_timer(0.0)))
-    status = transmitted(peer.receive_datagram(0.01, heartbeat, "10.9.1.1", "eth1"))
-    actions = feed(meter, 0.02, core.receive_datagram(0.02, status, "10.9.1.2", "eth1"))
-    assert any(isinstance(a, Acquire) for a in actions) and core.state == "acquiring"
-    meter.result(0.27, AcquireDone(acquired=frozenset({vip})))
-    feed(meter, 0.27, core.action_done(0.27, AcquireDone(acquired=frozenset({vip}))))
-    assert core.state == "holding"
-    result = Scrape(render().decode())
-    assert result.value("failoverd_failback_gap_seconds_count") == 1
-    assert result.value("failoverd_failback_gap_seconds_sum") == pytest.approx(0.25)
-    assert result.value("failoverd_action_duration_seconds_sum", action="acquire") == pytest.approx(0.25)
-    assert result.value("failoverd_become_master_total") == 1
-    assert result.value("failoverd_advertisements_received_total", path="eth1") == 1
-    assert result.value("failoverd_peer_last_heard_age_seconds") is not None
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:  # not used to send: the test carries the frames
+        render = meter.collector(CoreShell(core, system=MemorySystem(), transport=sock, notifier=None), sock)
+        # The handshake of a restarted master: heartbeat, the backup's status (it
+        # holds nothing), and the master, hearing that, acquires.
+        heartbeat = transmitted(feed(meter, 0.0, core.handle_timer(0.0)))
+        status = transmitted(peer.receive_datagram(0.01, heartbeat, "10.9.1.1", "eth1"))
+        actions = feed(meter, 0.02, core.receive_datagram(0.02, status, "10.9.1.2", "eth1"))
+        assert any(isinstance(a, Acquire) for a in actions) and core.state == "acquiring"
+        meter.result(0.27, AcquireDone(acquired=frozenset({vip})))
+        feed(meter, 0.27, core.action_done(0.27, AcquireDone(acquired=frozenset({vip}))))
+        assert core.state == "holding"
+        result = Scrape(render().decode())
+        assert result.value("failoverd_failback_gap_seconds_count") == 1
+        assert result.value("failoverd_failback_gap_seconds_sum") == pytest.approx(0.25)
+        assert result.value("failoverd_action_duration_seconds_sum", action="acquire") == pytest.approx(0.25)
+        assert result.value("failoverd_become_master_total") == 1
+        assert result.value("failoverd_advertisements_received_total", path="eth1") == 1
+        assert result.value("failoverd_peer_last_heard_age_seconds") is not None
 
 
-class _NoConflicts:
-    conflicts_seen = 0
-
-
-class _NothingSent:
-    sent_to: dict[str, int] = {}
-    dropped_to: dict[str, int] = {}
+@pytest.mark.trio
+async def test_an_arp_conflict_is_counted_and_the_backups_yield_is_a_release() -> None:
+    core = Detector([VIP], Timing(interval=0.1), trio.current_time(), held=[VIP])  # adopted: failed_over
+    meter = metrics.Meter("backup", core)
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        shell = CoreShell(core, system=MemorySystem(), transport=sock, notifier=None,
+                          on_action=meter.follow, on_result=meter.result)
+        render = meter.collector(shell, sock)
+        before = Scrape(render().decode())
+        assert (before.value("failoverd_conflicts_total"), before.value("failoverd_release_master_total")) == (0, 0)
+        shell.conflict(frozenset({VIP}))  # what the ARP watcher reports: another host claims it
+        after = Scrape(render().decode())
+    assert after.value("failoverd_conflicts_total") == 1
+    assert after.value("failoverd_release_master_total") == 1
+    assert after.value("failoverd_state", role="backup", state="recovering") == 1
+    assert after.value("failoverd_state_transitions_total", **{"from": "failed_over", "to": "recovering"}) == 1
 
 
 # --- hooks ---------------------------------------------------------------------------------------
@@ -303,15 +315,15 @@ async def test_hook_results_and_durations_are_recorded_from_the_real_hook_runner
     host = Host()
     core = Detector([VIP], Timing(interval=0.1), trio.current_time())
     meter = metrics.Meter("backup", core, host)
-    render = meter.collector(_NoConflicts(), _NothingSent())
     runner = host.takeover.hooks
-    with trio.fail_after(15):
+    with trio.fail_after(15), HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        render = meter.collector(CoreShell(core, system=MemorySystem(), transport=sock, notifier=None), sock)
         assert await runner.test("acquire", VIP, [VIP]) is False
         assert [r.succeeded for r in await runner.run_phase("PreAcq", "acquire", VIP, [VIP])] == [True]
         post = await runner.run_phase("PostAcq", "acquire", VIP, [VIP])
         assert [r.timed_out for r in post] == [False, True]
         assert await runner.run_phase("PreRel", "release", VIP, [VIP]) == []
-    result = Scrape(render().decode())
+        result = Scrape(render().decode())
     assert result.value("failoverd_hooks_total", phase="Test", result="refused") == 1
     assert result.value("failoverd_hooks_total", phase="PreAcq", result="ok") == 1
     assert result.value("failoverd_hooks_total", phase="PostAcq", result="failed") == 1
