@@ -10,7 +10,7 @@ configuration exactly as the daemon understood it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +44,31 @@ _RUN_MODE_TEXT = {
     "no_fork": "foreground, logging to syslog (-x)",
     "no_run": "check the configuration and quit (-n)",
 }
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where a TCP service of the daemon listens (``--metrics-listen``): an IP literal and a port."""
+
+    address: IPv4Address | IPv6Address
+    port: int
+
+    def __str__(self) -> str:
+        if isinstance(self.address, IPv6Address):
+            return f"[{self.address}]:{self.port}"
+        return f"{self.address}:{self.port}"
+
+    @property
+    def loopback(self) -> bool:
+        return self.address.is_loopback
+
+
+def _metrics_text(listen: ListenAddress | None) -> str:
+    if listen is None:
+        return "metrics: off (no --metrics-listen)"
+    if listen.loopback:
+        return f"metrics: http://{listen}/metrics"
+    return f"metrics: http://{listen}/metrics (not loopback: whoever reaches it reads the daemon's state)"
 
 
 def _log_target(run_mode: RunMode, facility: str, socket: str, syslog_requested: bool) -> str:
@@ -87,6 +112,8 @@ class BackupConfig:
     trace_max_bytes: int = DEFAULT_TRACE_MAX_BYTES
     notify_command: str = DEFAULT_NOTIFY_COMMAND
     keep_addresses_on_exit: bool = False
+    metrics_listen: ListenAddress | None = None
+    """``--metrics-listen``: serve Prometheus metrics there; None (the default) serves none."""
 
     @property
     def authenticated(self) -> bool:
@@ -134,6 +161,7 @@ class BackupConfig:
             "trace: "
             + (f"{self.trace_file} (at most {self.trace_max_bytes} bytes)" if self.trace_file else "off"),
             "on exit: " + ("keep held addresses" if self.keep_addresses_on_exit else "release held addresses"),
+            _metrics_text(self.metrics_listen),
         ]
         return lines
 
@@ -167,6 +195,8 @@ class MasterConfig:
     control_socket: Path = DEFAULT_CONTROL_SOCKETS["heartbeatd"]
     state_dir: Path = DEFAULT_STATE_DIR
     notify_command: str = DEFAULT_NOTIFY_COMMAND
+    metrics_listen: ListenAddress | None = None
+    """``--metrics-listen``: serve Prometheus metrics there; None (the default) serves none."""
 
     @property
     def authenticated(self) -> bool:
@@ -222,5 +252,6 @@ class MasterConfig:
             f"pid file: {self.pid_file}",
             f"control socket: {self.control_socket}",
             f"state directory: {self.state_dir}",
+            _metrics_text(self.metrics_listen),
         ]
         return lines

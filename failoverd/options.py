@@ -15,7 +15,7 @@ import argparse
 import math
 import re
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import NoReturn, Sequence
 
@@ -33,6 +33,7 @@ from failoverd.config import (
     DEFAULT_SYSLOG_SOCKET,
     DEFAULT_TRACE_MAX_BYTES,
     BackupConfig,
+    ListenAddress,
     MasterConfig,
     RunMode,
 )
@@ -138,6 +139,39 @@ def _command(text: str) -> str:
     return text
 
 
+_LISTEN_FORMS = "ADDR:PORT with an IP address, e.g. 127.0.0.1:9694 or [::1]:9694"
+
+
+def _listen_address(text: str) -> ListenAddress:
+    """``--metrics-listen``: ``ADDR:PORT`` (IPv6 in brackets), or a bare ``PORT`` on 127.0.0.1."""
+    def invalid(why: str) -> argparse.ArgumentTypeError:
+        return argparse.ArgumentTypeError(f"invalid value {text!r}: {why}")
+
+    if re.fullmatch(r"[0-9]+", text):
+        host, port_text = "127.0.0.1", text
+    elif text.startswith("["):
+        host, bracket, port_text = text[1:].partition("]:")
+        if not bracket:
+            raise invalid("expected [IPv6]:PORT, e.g. [::1]:9694")
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon or not host:
+            raise invalid(f"expected {_LISTEN_FORMS}")
+        if ":" in host:
+            raise invalid(f"an IPv6 address goes in brackets: [{host}]:{port_text}")
+    if re.fullmatch(r"[0-9]{1,5}", port_text) is None or not 1 <= int(port_text) <= 65535:
+        raise invalid(f"port {port_text!r} is not a number from 1 to 65535")
+    try:
+        address: IPv4Address | IPv6Address = ip_address(host)
+    except ValueError:
+        raise invalid(f"{host!r} is not an IPv4 or IPv6 address (host names are not looked up)") from None
+    if text.startswith("[") and not isinstance(address, IPv6Address):
+        raise invalid(f"brackets are for IPv6 addresses only: {host}:{port_text}")
+    if address.is_multicast or address == IPv4Address("255.255.255.255"):
+        raise invalid(f"{host} is not an address this host can listen on")
+    return ListenAddress(address, int(port_text))
+
+
 def _not_unicast(address: IPv4Address) -> bool:
     return address.is_unspecified or address.is_multicast or address == IPv4Address("255.255.255.255")
 
@@ -216,6 +250,9 @@ def _common_options(parser: argparse.ArgumentParser, program: str) -> None:
                        help=f"default {DEFAULT_STATE_DIR}")
     extra.add_argument("--notify-command", metavar="COMMAND", type=_command, default=DEFAULT_NOTIFY_COMMAND,
                        help=f"run as COMMAND {{up|down}} address ... (default {DEFAULT_NOTIFY_COMMAND})")
+    extra.add_argument("--metrics-listen", metavar="ADDR:PORT", type=_listen_address,
+                       help="serve Prometheus metrics at http://ADDR:PORT/metrics (default off; "
+                       "use a loopback address, e.g. 127.0.0.1:9694; a bare PORT means 127.0.0.1)")
 
 
 def backup_parser() -> argparse.ArgumentParser:
@@ -323,6 +360,7 @@ def _common_values(ns: argparse.Namespace) -> dict:
         control_socket=ns.control_socket,
         state_dir=ns.state_dir,
         notify_command=ns.notify_command,
+        metrics_listen=ns.metrics_listen,
     )
 
 

@@ -109,6 +109,8 @@ class PathHealth:
     source: str
     last_heard: float
     quiet: bool = False
+    received: int = 0
+    """Authentic, unseen master frames that arrived on this path (accepted or overtaken)."""
 
 
 class Detector(DeclaredMachine):
@@ -442,8 +444,9 @@ class Detector(DeclaredMachine):
     def _path_heard(self, now: float, source: str, path: str) -> None:
         health = self.paths.get(path)
         if health is None:
-            self.paths[path] = PathHealth(path, source, now)
+            self.paths[path] = PathHealth(path, source, now, received=1)
         else:
+            health.received += 1
             health.last_heard = now
             health.source = source
             if health.quiet:

@@ -114,6 +114,8 @@ class Master(DeclaredMachine):
         self.backup_last_heard: float | None = None
         self.backup_holds: bool | None = None
         self.backup_silent = False
+        self.received_by_path: dict[str, int] = {}
+        """Authentic, unseen status frames of the backup, by the path (interface) they arrived on."""
         self._key = wire.Key(key) if key is not None else None
         self._sealer = wire.Sealer(self._key, wire.ROLE_MASTER, epoch, interval, now) if self._key else None
         self._guard = wire.ReplayGuard(self.backup_fail_after)
@@ -212,6 +214,7 @@ class Master(DeclaredMachine):
             self.counters.reject("delayed")  # not provably young: perhaps withheld
             return out
         self.counters.accepted += 1
+        self.received_by_path[path] = self.received_by_path.get(path, 0) + 1
         self.backup_last_heard = now
         self._presume_from = now
         if age == "overtaken":

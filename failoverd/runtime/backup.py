@@ -34,7 +34,7 @@ from failoverd.config import BackupConfig
 from failoverd.core.actions import Announce, Release, ReleaseDone, StateChanged
 from failoverd.core.detector import Detector
 from failoverd.exitcodes import EX_CONFIG, EX_OK, ProgramError
-from failoverd.runtime import lifecycle
+from failoverd.runtime import lifecycle, metrics
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.executor import System
 from failoverd.runtime.host import HostSystem
@@ -82,14 +82,16 @@ async def serve(
     """Run the backup until SIGTERM/SIGINT (or cancellation); return the exit status.
 
     ``system`` replaces the host's addresses/ARP/hooks (default: this host's).
-    ``task_status.started()`` gets the control socket path and heartbeat port
-    once heartbeats are being received.
+    ``task_status.started()`` gets the control socket path, the heartbeat port
+    and the metrics port (None without ``--metrics-listen``) once heartbeats
+    are being received.
 
     Resource handling: every task, socket, hook and mail process started here
     has ended when this returns.
 
     Error handling: an unusable key file raises :class:`ProgramError` (78)
-    before anything starts; a port that cannot be bound raises ``OSError``;
+    before anything starts, and a metrics address that cannot be listened on
+    before any task starts; a heartbeat port that cannot be bound raises ``OSError``;
     an unexpected exception in any task stops the daemon and propagates.
     """
     key = load_key(config)
@@ -100,7 +102,11 @@ async def serve(
     start, epoch = trio.current_time(), next_epoch(config.state_dir)
     recorder = _open_trace(config, start=start, epoch=epoch, held=held)
     # The trace is closed (idempotently) on every way out, errors included.
-    with recorder if recorder is not None else nullcontext(), HeartbeatSocket.bind(config.port) as sock:
+    with (
+        recorder if recorder is not None else nullcontext(),
+        HeartbeatSocket.bind(config.port) as sock,
+        metrics.bind(config.metrics_listen) as scrape,
+    ):
         core = Detector(
             config.triplets,
             config.timing,
@@ -123,6 +129,7 @@ async def serve(
             claimed=lambda: core.addresses if core.holds_any else frozenset(),
         )
         service = ServiceManager()
+        meter = metrics.Meter("backup", core, host) if scrape is not None else None
 
         def on_state(now: float, action: Any) -> None:
             if isinstance(action, StateChanged):
@@ -131,7 +138,10 @@ async def serve(
         shell = CoreShell(
             core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
             recorder=recorder,
-            on_action=lifecycle.following(conflicts.follow if conflicts is not None else None, on_state),
+            on_action=lifecycle.following(
+                conflicts.follow if conflicts is not None else None, on_state, meter.follow if meter else None,
+            ),
+            on_result=meter.result if meter else None,
         )
         stopping = trio.Event()
 
@@ -172,6 +182,8 @@ async def serve(
                         await inner.start(shell.run_timer)
                         if conflicts is not None:
                             await inner.start(conflicts.run)
+                        if scrape is not None and meter is not None:
+                            await inner.start(scrape.serve, meter.collector(shell, sock))
                         inner.start_soon(shell.receive_from, sock)
                         task_status.started()
 
@@ -180,7 +192,10 @@ async def serve(
                 shell.submit([Announce(held)])
             await nursery.start(service.run_watchdog)
             service.ready(lifecycle.status_line(shell.snapshot()))
-            task_status.started({"control_socket": config.control_socket, "port": sock.port})
+            task_status.started({
+                "control_socket": config.control_socket, "port": sock.port,
+                "metrics_port": scrape.port if scrape is not None else None,
+            })
             await stopping.wait()
             service.stopping()
             inputs.cancel()

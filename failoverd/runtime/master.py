@@ -31,7 +31,7 @@ from failoverd.config import MasterConfig
 from failoverd.core.actions import Announce, StateChanged
 from failoverd.core.master import Master
 from failoverd.exitcodes import EX_OK
-from failoverd.runtime import lifecycle
+from failoverd.runtime import lifecycle, metrics
 from failoverd.runtime.backup import load_key
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
@@ -90,7 +90,7 @@ async def serve(
         if held:
             log.warning("already on our interfaces at start: %s; adopting them", ", ".join(sorted(map(str, held))))
     targets = tuple(str(t) for t in config.targets)
-    with HeartbeatSocket.bind(config.port) as sock:
+    with HeartbeatSocket.bind(config.port) as sock, metrics.bind(config.metrics_listen) as scrape:
         core = Master(
             targets,
             config.interval,
@@ -113,6 +113,7 @@ async def serve(
             claimed=lambda: core.managed if core.claims else frozenset(),
         )
         service = ServiceManager()
+        meter = metrics.Meter("master", core, host) if scrape is not None else None
 
         def on_state(now: float, action: Any) -> None:
             if isinstance(action, StateChanged):
@@ -120,7 +121,10 @@ async def serve(
 
         shell = CoreShell(
             core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
-            on_action=lifecycle.following(conflicts.follow if conflicts is not None else None, on_state),
+            on_action=lifecycle.following(
+                conflicts.follow if conflicts is not None else None, on_state, meter.follow if meter else None,
+            ),
+            on_result=meter.result if meter else None,
         )
         stopping = trio.Event()
 
@@ -167,11 +171,16 @@ async def serve(
             await nursery.start(shell.run_timer)
             if conflicts is not None:
                 await nursery.start(conflicts.run)
+            if scrape is not None and meter is not None:
+                await nursery.start(scrape.serve, meter.collector(shell, sock))
             nursery.start_soon(shell.receive_from, sock)
             tickle("start-up")
             await nursery.start(service.run_watchdog)
             service.ready(lifecycle.status_line(shell.snapshot()))
-            task_status.started({"control_socket": config.control_socket, "port": sock.port})
+            task_status.started({
+                "control_socket": config.control_socket, "port": sock.port,
+                "metrics_port": scrape.port if scrape is not None else None,
+            })
             await stopping.wait()
             service.stopping()
             status_code = await _stop(config, core, shell)

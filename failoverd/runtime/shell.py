@@ -66,14 +66,17 @@ class CoreShell:
         notifier: Notifications | None,
         recorder: Recorder | None = None,
         on_action: Callable[[float, Action], None] | None = None,
+        on_result: Callable[[float, Result], None] | None = None,
     ) -> None:
         self.core = core
         self.recorder = recorder
         self._on_action = on_action
+        self._on_result = on_result
         self.executor = Executor(system, transport, notifier, self._result, self._event)
         self._rearm = trio.Event()
         self._spin_reported = False
         self.timer_firings = 0
+        self.conflicts_seen = 0
 
     # --- inputs ----------------------------------------------------------------
 
@@ -99,6 +102,7 @@ class CoreShell:
     def conflict(self, addresses: Addresses) -> None:
         """Another host's ARP claims ``addresses`` (see :mod:`failoverd.runtime.conflicts`)."""
         now = trio.current_time()
+        self.conflicts_seen += 1
         if self.recorder is not None:
             self.recorder.conflict(now, addresses)
         self._run(self.core.conflict_seen(now, addresses))
@@ -116,8 +120,12 @@ class CoreShell:
         self._rearm.set()
 
     def _event(self, kind: str, value: object) -> None:
+        # Followers see each action as it is dispatched and each result just
+        # before the core does (the metrics time an action by the two).
         if kind == "action" and self._on_action is not None:
             self._on_action(trio.current_time(), value)  # type: ignore[arg-type]
+        elif kind == "result" and self._on_result is not None:
+            self._on_result(trio.current_time(), value)  # type: ignore[arg-type]
 
     def snapshot(self) -> dict[str, Any]:
         return self.core.snapshot(trio.current_time())

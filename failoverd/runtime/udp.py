@@ -58,6 +58,9 @@ class HeartbeatSocket:
         self._failing: dict[str, str] = {}
         self.sent = 0
         self.dropped = 0
+        # By target, for the metrics: a dict update per datagram, nothing more.
+        self.sent_to: dict[str, int] = {}
+        self.dropped_to: dict[str, int] = {}
 
     @classmethod
     def bind(cls, port: int, address: str = "0.0.0.0") -> HeartbeatSocket:
@@ -84,15 +87,18 @@ class HeartbeatSocket:
                 self._raw.sendto(payload, (target, self.port))
             except BlockingIOError:
                 self.dropped += 1
+                self.dropped_to[target] = self.dropped_to.get(target, 0) + 1
                 continue
             except OSError as error:
                 self.dropped += 1
+                self.dropped_to[target] = self.dropped_to.get(target, 0) + 1
                 reason = error.strerror or str(error)
                 if self._failing.get(target) != reason:
                     self._failing[target] = reason
                     log.warning("cannot send heartbeat to %s:%d: %s", target, self.port, reason)
                 continue
             self.sent += 1
+            self.sent_to[target] = self.sent_to.get(target, 0) + 1
             if self._failing.pop(target, None) is not None:
                 log.info("sending to %s:%d works again", target, self.port)
 
