@@ -279,6 +279,8 @@ def _listed(strings: set[str]) -> str:
         ('.It "--message applies to legacy heartbeats only"', []),
         (".Bl -tag -width Ds", []),
         (".Dl failoverd Fl n No 10.0.0.1", ["-n"]),
+        (".Op Fl -role Cm auto | backup | master", ["--role"]),
+        ('.It "say ""Fl x"" here" Fl -json', ["--json"]),
     ],
 )
 def test_the_reader_finds_what_fl_prints(line: str, flags: list[str]) -> None:
@@ -287,7 +289,7 @@ def test_the_reader_finds_what_fl_prints(line: str, flags: list[str]) -> None:
 
 
 def test_the_parsers_are_really_introspected() -> None:
-    # A reader that found nothing would make every comparison below pass.
+    # Introspection that found nothing would let a page without options pass.
     assert {"-d", "--debug", "--key-file", "--trace-max-bytes"} <= accepted_strings("failoverd")
     assert {"-m", "--manage"} <= accepted_strings("heartbeatd")
     commands = accepted(failoverctl.build_parser())
