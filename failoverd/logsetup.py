@@ -53,6 +53,7 @@ import os
 import queue
 import select
 import socket
+import stat
 import sys
 import threading
 import time
@@ -220,25 +221,34 @@ class SyslogTarget(Target):
 
 
 class TerminalTarget(Target):
-    """Lines on a stream (stderr), written so that a full pipe nobody reads costs a bounded wait.
+    """Lines on a stream (stderr), written so that a reader that stopped reading costs a bounded wait.
 
-    A stream with a file descriptor is written with ``os.write`` after
-    ``poll`` says there is room, at most ``PIPE_BUF`` bytes at a time, so a
-    write never waits for a reader (Python's own stream would, holding its
-    lock, and then the interpreter's exit would wait too). The descriptor's
-    flags are left alone: they are shared with whoever else writes there. A
-    stream without one (a test's capture buffer) is written as a stream.
-    The one case that can still wait is another writer taking the room
-    between our poll and our write; our writes are small, theirs are rare.
+    Python's own stream would wait for the reader (a full pipe, a terminal
+    stopped with ^S), holding its lock, and the interpreter's exit would
+    then wait too. So a stream with a descriptor is written with
+    ``os.write``, at most ``PIPE_BUF`` bytes at a time, when ``poll`` says
+    there is room. A pipe or a terminal is written through a descriptor of
+    our own, opened anew (``/proc/self/fd``) with ``O_NONBLOCK``, so that a
+    write cannot wait even when someone else takes the room between our
+    poll and our write; the flag is not set on the inherited descriptor,
+    whose open file is shared with the shell or supervisor that gave it.
+    Where that open fails (no /proc), and for sockets and files, the
+    inherited descriptor is written after the poll, and that race is the one
+    case that can still wait. A stream without a descriptor (a test's
+    capture buffer) is written as a stream.
     """
 
     def __init__(self, stream: IO[str]) -> None:
         super().__init__()
         self.stream = stream
+        self._own_fd: int | None = None
         try:
-            self._fd: int | None = stream.fileno()
+            fd: int | None = stream.fileno()
         except (AttributeError, OSError, ValueError):
-            self._fd = None
+            fd = None
+        if fd is not None:
+            self._own_fd = _reopen_nonblocking(fd)
+        self._fd = self._own_fd if self._own_fd is not None else fd
         self._midline = False
 
     def encode(self, record: logging.LogRecord) -> bytes:
@@ -263,12 +273,36 @@ class TerminalTarget(Target):
                 events = poller.poll(wait_ms)
                 if not events or not events[0][1] & select.POLLOUT:
                     break
-                written += os.write(self._fd, view[written : written + select.PIPE_BUF])
+                try:
+                    written += os.write(self._fd, view[written : written + select.PIPE_BUF])
+                except BlockingIOError:
+                    # The room went to someone else: try again until the deadline.
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
         except OSError:
             pass  # a closed pipe or terminal: the line is lost like any other
         if written:
             self._midline = written < len(view)
         return written == len(view)
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._own_fd is not None:
+                os.close(self._own_fd)
+                self._own_fd = self._fd = None
+        super().close()
+
+
+def _reopen_nonblocking(fd: int) -> int | None:
+    """A new, non-blocking descriptor for the pipe or terminal on ``fd``, or None (any other kind, or no /proc)."""
+    try:
+        kind = os.fstat(fd).st_mode
+        if not (stat.S_ISFIFO(kind) or stat.S_ISCHR(kind)):
+            return None
+        return os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def syslog_problem(address: str) -> str | None:

@@ -11,12 +11,15 @@ test address there. Its log target is real and stalled before it starts: an
 AF_UNIX datagram socket standing in for /dev/log whose queue the test fills
 and does not read, or a pipe as its stderr, filled to the brim. Every wait is
 bounded; nothing asserts on speed. The daemon is killed in a ``finally`` if a
-test fails while it runs.
+test fails while it runs. The terminal test uses a real pseudo-terminal,
+stopped with ^S as a user would.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -30,11 +33,9 @@ from pathlib import Path
 import pytest
 
 from _netns import Pair, addresses_on
-from failoverd import control
+from failoverd import control, logsetup
 from failoverd.lab.demo import program
 from failoverd.lab.pytest_plugin import requires_netns
-
-pytestmark = [requires_netns]
 
 ADDRESS = "10.77.0.10/24"
 MASTER = "10.77.9.1"
@@ -186,6 +187,7 @@ def fill_datagram_socket(path: str) -> int:
     raise AssertionError("the syslog socket never filled up")
 
 
+@requires_netns
 @pytest.mark.parametrize("mode", ["-x", "background"])
 def test_stalled_syslog_socket_does_not_freeze_the_daemon(pair: Pair, tmp_path: Path, mode: str) -> None:
     path = str(tmp_path / "log")
@@ -214,6 +216,7 @@ def test_stalled_syslog_socket_does_not_freeze_the_daemon(pair: Pair, tmp_path: 
     assert ADDRESS not in addresses_on(pair.a, "va"), "the stop did not release the address"
 
 
+@requires_netns
 def test_stderr_pipe_nobody_reads_does_not_freeze_the_daemon(pair: Pair, tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     try:
@@ -248,3 +251,41 @@ def test_stderr_pipe_nobody_reads_does_not_freeze_the_daemon(pair: Pair, tmp_pat
     assert lines.index(lost[0]) < next(i for i, line in enumerate(lines) if line.endswith("SIGTERM received: stopping"))
     assert lines[-1].endswith("failoverd stopped (status 0)"), lines[-5:]
     assert ADDRESS not in addresses_on(pair.a, "va"), "the stop did not release the address"
+
+
+def test_a_terminal_stopped_with_ctrl_s_costs_counted_lines_not_a_blocked_writer(monkeypatch) -> None:
+    # A stopped terminal takes no output until ^Q: a plain write to it waits that long.
+    master, slave = os.openpty()
+    stream = io.TextIOWrapper(io.FileIO(slave, "w", closefd=False), write_through=True)
+    try:
+        os.write(master, b"\x13")  # ^S
+        monkeypatch.setattr("sys.stderr", stream)
+        handler = logsetup.terminal_handler("failoverd")
+        logger = logging.getLogger("failoverd.test.terminal")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        try:
+            writer = threading.Thread(target=lambda: [logger.info("line %d", n) for n in range(5)], daemon=True)
+            writer.start()
+            writer.join(30)
+            assert not writer.is_alive(), "a write to the stopped terminal blocked"
+            os.write(master, b"\x11")  # ^Q: the terminal goes on
+            logger.info("after ^Q")
+        finally:
+            logger.removeHandler(handler)
+            handler.close()
+        os.set_blocking(master, False)
+        shown = b""
+        deadline = time.monotonic() + 30
+        while b"after ^Q" not in shown and time.monotonic() < deadline:
+            try:
+                shown += os.read(master, 4096)
+            except BlockingIOError:
+                time.sleep(0.05)
+        lines = shown.decode().splitlines()
+        assert [line.split(" ", 3)[3] for line in lines] == ["5 log messages lost (log target not accepting)", "after ^Q"]
+    finally:
+        stream.close()
+        os.close(slave)
+        os.close(master)
