@@ -34,9 +34,10 @@ daemon log lines, never time:
 Resource handling: :func:`configure` starts the listener thread; the
 programs call it after moving to the background, because a thread does not
 survive a fork. A process that inherited a listener from its parent (a fork
-after :func:`configure`) abandons it untouched: its queue and locks may have
-been copied mid-use. :func:`shutdown` stops the thread and closes the
-targets' sockets.
+after :func:`configure`) abandons it untouched, since its queue and locks may
+have been copied mid-use: what the child logs before it configures again
+goes nowhere. :func:`shutdown` stops the thread and closes the targets'
+sockets.
 
 Error handling: nothing here raises into a caller once logging runs; a line
 that cannot be formatted is logged as such instead of a traceback on stderr
@@ -497,9 +498,12 @@ class _Pipeline:
 
     def stop(self, bound: float) -> None:
         if self.listener.pid == os.getpid():
+            # Lines dropped at the very end get their count in, if there is room.
+            self.handler.report_lost()
             self.listener.stop_within(bound)
         # else: inherited through a fork; the parent's thread is not here,
-        # and its queue must not be touched. Only our copies of the sockets go.
+        # and its queue must not be touched (its lock may have been copied
+        # taken). Only our copies of the sockets go.
         for target in self.targets:
             target.close()
         self.handler.close()
@@ -563,6 +567,20 @@ def shutdown(bound: float = FLUSH_BOUND) -> None:
         if pipeline is None or handler is not pipeline.handler:
             handler.close()
     if pipeline is not None:
-        # Lines dropped at the very end get their count in, if there is room.
-        pipeline.handler.report_lost()
         pipeline.stop(bound)
+
+
+def _after_fork_in_child() -> None:
+    # The child has no listener thread, and the queue's lock may have been
+    # copied while the parent's listener held it: a line logged before the
+    # child configures again goes nowhere rather than into that queue. (A
+    # NullHandler, so that the logging module's last resort does not write
+    # it to stderr either.)
+    pipeline = _active
+    if pipeline is not None:
+        logger = logging.getLogger(PACKAGE_LOGGER)
+        logger.removeHandler(pipeline.handler)
+        logger.addHandler(logging.NullHandler())
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

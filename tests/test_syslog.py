@@ -219,6 +219,8 @@ def test_a_child_forked_after_configure_logs_through_its_own_listener(fake_dev_l
     if pid == 0:  # the child: what the programs do after python-daemon's fork
         status = 1
         try:
+            # Not into the parent's queue (its lock may have been copied taken), and never waiting.
+            logging.getLogger("failoverd.runtime").warning("before configuring again")
             logger = logsetup.configure("failoverd", "no_fork", "daemon", syslog_address=path)
             logger.info("from the child")
             status = 0 if logsetup.flush(10) else 2
