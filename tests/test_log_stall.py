@@ -53,12 +53,12 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.05)
 
 
-def daemon_argv(workdir: Path, mode: str, *extra: str) -> list[str]:
+def daemon_argv(workdir: Path, *options: str) -> list[str]:
     hooks = workdir / "hooks"
     hooks.mkdir(exist_ok=True)
     os.chmod(hooks, 0o755)
     return [
-        program("failoverd"), mode, *extra,
+        program("failoverd"), *options,
         "--interval", "0.1",
         "--hook-dir", str(hooks),
         "--hook-timeout", "2",
@@ -188,6 +188,7 @@ def fill_datagram_socket(path: str) -> int:
 
 
 @requires_netns
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["-x", "background"])
 def test_stalled_syslog_socket_does_not_freeze_the_daemon(pair: Pair, tmp_path: Path, mode: str) -> None:
     path = str(tmp_path / "log")
@@ -195,6 +196,7 @@ def test_stalled_syslog_socket_does_not_freeze_the_daemon(pair: Pair, tmp_path: 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
         syslog.bind(path)
         assert fill_datagram_socket(path) > 0
+        # Background mode: no -d or -x; the launcher forks (python-daemon) and exits.
         argv = daemon_argv(tmp_path, *([] if background else [mode]), "--syslog-socket", path)
         with running(pair, tmp_path, argv, background=background,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as daemon:
@@ -208,7 +210,7 @@ def test_stalled_syslog_socket_does_not_freeze_the_daemon(pair: Pair, tmp_path: 
                 assert daemon.launcher.wait(STOP_BOUND) == 0
             collector.stop()
     lines = [c.rstrip(b"\x00").decode() for c in collector.chunks if b"filler" not in c]
-    ours = [line.split(": ", 1)[1] for line in lines if line.startswith(f"<") and f"failoverd[{daemon.pid}]" in line]
+    ours = [line.split(": ", 1)[1] for line in lines if line.startswith("<") and f"failoverd[{daemon.pid}]" in line]
     lost = [line for line in ours if line.endswith(LOST)]
     assert lost and int(lost[0].split()[0]) > 0, lines
     assert ours.index(lost[0]) < ours.index("SIGTERM received: stopping"), ours
@@ -217,6 +219,7 @@ def test_stalled_syslog_socket_does_not_freeze_the_daemon(pair: Pair, tmp_path: 
 
 
 @requires_netns
+@pytest.mark.slow
 def test_stderr_pipe_nobody_reads_does_not_freeze_the_daemon(pair: Pair, tmp_path: Path) -> None:
     read_end, write_end = os.pipe()
     try:
