@@ -195,7 +195,8 @@ def test_stalled_syslog_socket_does_not_freeze_the_daemon(pair: Pair, tmp_path: 
     background = mode == "background"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
         syslog.bind(path)
-        assert fill_datagram_socket(path) > 0
+        filled = fill_datagram_socket(path)
+        assert filled > 0
         # Background mode: no -d or -x; the launcher forks (python-daemon) and exits.
         argv = daemon_argv(tmp_path, *([] if background else [mode]), "--syslog-socket", path)
         with running(pair, tmp_path, argv, background=background,
@@ -205,6 +206,7 @@ def test_stalled_syslog_socket_does_not_freeze_the_daemon(pair: Pair, tmp_path: 
             # syslog reads again: what was lost is counted, and the stop is logged.
             syslog.settimeout(0.2)
             collector = Collector(lambda: syslog.recv(65536)).start()
+            wait_until(lambda: len(collector.chunks) >= filled, ANSWER_BOUND, "the filled socket was read empty")
             daemon.terminate()
             if not background:
                 assert daemon.launcher.wait(STOP_BOUND) == 0
@@ -240,6 +242,7 @@ def test_stderr_pipe_nobody_reads_does_not_freeze_the_daemon(pair: Pair, tmp_pat
             takes_over_and_answers_while_stalled(pair, tmp_path, daemon)
 
             collector = Collector(lambda: os.read(read_end, 65536)).start()
+            wait_until(lambda: sum(map(len, collector.chunks)) >= filled, ANSWER_BOUND, "the full pipe was read empty")
             daemon.terminate()
             assert daemon.launcher.wait(STOP_BOUND) == 0
             output = collector.stop()
