@@ -173,6 +173,7 @@ def test_a_syslog_nobody_reads_costs_counted_lines_not_a_waiting_caller(fake_dev
     in_a_thread(log_a_burst)
     # The listener works through the queue (offering each line to the stalled socket without waiting).
     assert logsetup.flush(30)
+    assert drain(sock) == [], "a line got into the full socket"
     # syslog reads again (and keeps reading: the socket takes ten at a time).
     logger.info("after the stall")
     texts = read_until(sock, "after the stall")
