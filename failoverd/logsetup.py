@@ -175,6 +175,7 @@ class SyslogTarget(Target):
         super().__init__()
         self.address = address
         self.facility = facility
+        self._shut = False
         self._socket: socket.socket | None = self._connect()
 
     def _connect(self) -> socket.socket:
@@ -195,6 +196,8 @@ class SyslogTarget(Target):
 
     def deliver(self, data: bytes, timeout: float) -> bool:
         for _attempt in range(2):
+            if self._shut:
+                return False  # closed while a listener that missed its stop bound still runs
             if self._socket is None:
                 try:
                     self._socket = self._connect()
@@ -215,6 +218,7 @@ class SyslogTarget(Target):
 
     def close(self) -> None:
         with self.lock:  # type: ignore[union-attr]
+            self._shut = True
             if self._socket is not None:
                 self._socket.close()
                 self._socket = None
@@ -251,11 +255,14 @@ class TerminalTarget(Target):
             self._own_fd = _reopen_nonblocking(fd)
         self._fd = self._own_fd if self._own_fd is not None else fd
         self._midline = False
+        self._shut = False
 
     def encode(self, record: logging.LogRecord) -> bytes:
         return (self.format(record) + "\n").encode("utf-8", "backslashreplace")
 
     def deliver(self, data: bytes, timeout: float) -> bool:
+        if self._shut:
+            return False  # closed while a listener that missed its stop bound still runs
         if self._fd is None:
             self.stream.write(data.decode("utf-8", "replace"))
             self.stream.flush()
@@ -289,9 +296,10 @@ class TerminalTarget(Target):
 
     def close(self) -> None:
         with self.lock:  # type: ignore[union-attr]
+            self._shut = True
             if self._own_fd is not None:
                 os.close(self._own_fd)
-                self._own_fd = self._fd = None
+                self._own_fd = None
         super().close()
 
 
