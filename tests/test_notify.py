@@ -10,9 +10,11 @@ from __future__ import annotations
 import email
 import email.policy
 import os
+import select
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,6 +289,79 @@ async def test_notifier_with_a_missing_command_logs_and_returns(tmp_path):
     outcome = await mail.notify("down", ["192.0.2.10"], command=str(tmp_path / "no-such-program"))
     assert not outcome.ok and outcome.returncode is None
     assert "cannot run" in outcome.detail
+
+
+class StalledRelay:
+    """A relay that accepts every connection and never says a word (no greeting, nothing).
+
+    It counts the connections, and how many were open at once: at each
+    accept it first looks for end-of-file on those it has (a client killed
+    before the next one connected has closed its socket by then).
+    """
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.most_open = 0
+        self._open: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "StalledRelay":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for conn in self._open:
+            conn.close()
+        self.listener.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.listener], [], [], 0.1)
+            if not ready:
+                continue
+            conn, _ = self.listener.accept()
+            self._open = [c for c in self._open if not self._closed_by_client(c)]
+            self._open.append(conn)
+            self.accepted += 1
+            self.most_open = max(self.most_open, len(self._open))
+
+    @staticmethod
+    def _closed_by_client(conn: socket.socket) -> bool:
+        try:
+            closed = conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            closed = True
+        if closed:
+            conn.close()
+        return closed
+
+
+@pytest.mark.trio
+async def test_a_relay_that_stalls_holds_up_one_mail_at_a_time_and_the_overflow_is_dropped_and_counted(
+    clean_env, caplog
+):
+    with StalledRelay() as relay:
+        env = dict(clean_env, FAILOVER_SMTP_HOST="127.0.0.1", FAILOVER_SMTP_PORT=str(relay.port))
+        notifier = mail.Notifier(command=NOTIFY, env=env, timeout=2.0, max_queued=2)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for n in range(10):
+                    notifier.start_soon(nursery, Alarm("error", f"address contested, try {n}", mail=True))
+                # Everything beyond the one being sent and the two queued is refused at once.
+                assert notifier.dropped == 7
+    # One NotifyFailover at a time, each killed at the timeout; never a crowd of them.
+    assert relay.accepted == 3
+    assert relay.most_open == 1
+    assert notifier.dropped == 7
+    full = [r.getMessage() for r in caplog.records if "mail queue full" in r.getMessage()]
+    assert len(full) == 7 and full[-1].endswith("(7 dropped so far)")
 
 
 def _alive(pid: int) -> bool:

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import ipaddress
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -154,6 +160,18 @@ def test_overload_drops_are_counted_in_the_trace(tmp_path: Path) -> None:
     assert lost == writer.dropped
 
 
+def test_a_line_longer_than_the_bound_is_lost_in_its_place(tmp_path: Path) -> None:
+    # A datagram as large as UDP allows, recorded with a small bound: it fits in no file.
+    path = tmp_path / "t.trace"
+    with TraceWriter(path, header(), max_bytes=4096, wall_clock=None) as writer:
+        writer.timer(11.0)
+        writer.datagram(12.0, b"x" * 3000, "10.0.0.1", "eth2", "length")
+        writer.timer(13.0)
+    assert path.stat().st_size <= 4096
+    assert read_trace(path).events == [TimerFired(11.0), Lost(12.0, 1), TimerFired(13.0), End(13.0)]
+    assert writer.dropped == 1
+
+
 def test_writer_refuses_time_going_backwards_and_spaces(tmp_path: Path) -> None:
     with TraceWriter(tmp_path / "t.trace", header()) as writer:
         writer.timer(12.0)
@@ -180,6 +198,127 @@ def test_a_header_written_with_a_replay_floor_still_reads() -> None:
     )
     with pytest.raises(ValueError, match="replay_floor"):
         TraceHeader.from_json(json.dumps(data | {"replay_floor": [3]}))
+
+
+# --- the trace file: private, regular, never waited on -----------------------
+
+
+def test_trace_file_is_private_even_over_an_older_readable_one(tmp_path: Path) -> None:
+    # A trace holds every heartbeat and the master's addresses: root's only, whatever the umask.
+    fresh, old = tmp_path / "fresh.trace", tmp_path / "old.trace"
+    old.write_text("an older trace, world-readable\n")
+    old.chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        for path in (fresh, old):
+            TraceWriter(path, header()).close(11.0)
+    finally:
+        os.umask(previous)
+    for path in (fresh, old):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert read_trace(path).events == [End(11.0)]
+
+
+def test_rotated_trace_files_stay_private(tmp_path: Path) -> None:
+    path = tmp_path / "t.trace"
+    with TraceWriter(path, header(), max_bytes=4096, wall_clock=None) as writer:
+        for i in range(1000):
+            writer.timer(11.0 + i)
+    assert writer.rotations >= 1
+    for rotated in (path, tmp_path / "t.trace.1"):
+        assert stat.S_IMODE(rotated.stat().st_mode) == 0o600, rotated
+
+
+def test_a_symlink_at_the_trace_path_is_refused_and_what_it_points_to_is_untouched(tmp_path: Path) -> None:
+    victim = tmp_path / "shadow"
+    victim.write_text("precious\n")
+    link = tmp_path / "t.trace"
+    link.symlink_to(victim)
+    with pytest.raises(ValueError, match="symbolic link"):
+        TraceWriter(link, header())
+    assert victim.read_text() == "precious\n"
+    assert link.is_symlink()
+
+
+_OPEN_A_TRACE = """
+import sys
+from failoverd.addresses import parse_triplet
+from failoverd.trace import TraceHeader, TraceWriter
+try:
+    TraceWriter(sys.argv[1], TraceHeader(mode="legacy", addresses=(parse_triplet("eth0:192.0.2.10/24"),)))
+except ValueError as error:
+    print(error)
+    sys.exit(3)
+"""
+
+
+def test_a_fifo_at_the_trace_path_is_refused_without_waiting_for_a_reader(tmp_path: Path) -> None:
+    # Opening a FIFO for writing waits for a reader: the daemon would never start.
+    fifo = tmp_path / "t.trace"
+    os.mkfifo(fifo)
+    done = subprocess.run([sys.executable, "-c", _OPEN_A_TRACE, str(fifo)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert "FIFO" in done.stdout and "not a regular file" in done.stdout
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+_FILL_THE_DISK = """
+import errno, json, os, subprocess, sys
+from failoverd.addresses import parse_triplet
+from failoverd.trace import TraceHeader, TraceWriter
+
+mount_point, copy = sys.argv[1], sys.argv[2]
+# Only in this process's own mount namespace (unshare --mount): the host never sees it.
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "failoverd-test", mount_point], check=True)
+path = os.path.join(mount_point, "t.trace")
+writer = TraceWriter(path, TraceHeader(mode="legacy", addresses=(parse_triplet("eth0:192.0.2.10/24"),), start=10.0),
+                     wall_clock=None, flush_interval=3600)
+filler = os.open(os.path.join(mount_point, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+try:
+    for _ in range(100):
+        os.write(filler, b"f" * 4096)
+except OSError as exc:
+    assert exc.errno == errno.ENOSPC, exc
+else:
+    raise AssertionError("the tmpfs never filled up")
+os.close(filler)
+for n in range(500):
+    writer.timer(11.0 + n / 1000)
+writer.flush()
+full_error = repr(writer.error)
+os.unlink(os.path.join(mount_point, "filler"))
+for n in range(500, 600):
+    writer.timer(11.0 + n / 1000)
+writer.close(20.0)
+with open(path, "rb") as trace, open(copy, "wb") as out:
+    out.write(trace.read())
+print(json.dumps({"dropped": writer.dropped, "error_when_full": full_error}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare(1) for a private mount namespace")
+def test_a_full_disk_costs_counted_lines_and_recording_resumes_when_space_returns(tmp_path: Path) -> None:
+    mount_point, copy = tmp_path / "small", tmp_path / "copy.trace"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", _FILL_THE_DISK,
+         str(mount_point), str(copy)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert "No space left" in report["error_when_full"]
+    trace = read_trace(copy)  # strict: no half line was left where the disk filled up
+    timers = [e for e in trace.events if isinstance(e, TimerFired)]
+    lost = [e for e in trace.events if isinstance(e, Lost)]
+    assert lost and trace.lost == report["dropped"] > 0
+    assert len(timers) + trace.lost == 600
+    # Recording went on after the disk had room again, and the trace says where lines are missing.
+    assert timers[-1].time == 11.0 + 599 / 1000
+    assert trace.events.index(lost[-1]) < trace.events.index(timers[-1])
+    assert trace.events[-1] == End(20.0)
 
 
 # --- bad traces ----------------------------------------------------------------

@@ -14,8 +14,9 @@ How each action runs, and why:
   the core as an event, like any other.
 - ``Transmit`` is sent at once, never queued behind a slow acquire: the
   backup's status frame is what lets a returning master wait for the release.
-- ``Notify`` and mailed ``Alarm`` run fire-and-forget under the notifier's
-  timeout: mail never delays a takeover.
+- ``Notify`` and mailed ``Alarm`` are handed to the notifier, which queues
+  them (bounded) and sends them one at a time in a task of its own, each
+  under its timeout: mail never delays a takeover.
 - ``Alarm`` is logged at its level; ``StateChanged`` is logged, and both are
   kept in the timeline.
 

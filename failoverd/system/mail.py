@@ -2,12 +2,17 @@
 
 A takeover must never wait for mail. So notification runs the configured
 notify command (``NotifyFailover`` by default, replaceable by the
-administrator, as in the original) as a child process in its own task, under
-a timeout, and reports the outcome in the log and in its return value instead
-of raising. The runtime fires it into a nursery and forgets it::
+administrator, as in the original) as a child process, under a timeout, and
+reports the outcome in the log and in its return value instead of raising.
+The runtime hands each action to the notifier and goes on at once::
 
     notifier = Notifier(command=config.notify_command)
     notifier.start_soon(nursery, action)        # a core Notify or Alarm action
+
+The notifier sends from a bounded queue in a task of its own, one mail at a
+time: a relay that accepts connections and then says nothing (a stalled MTA)
+costs that task a timeout per mail, and mails beyond the bound are dropped
+and counted, never a crowd of waiting children (see :class:`Notifier`).
 
 Resource handling: the child runs in a session (and process group) of its own.
 When the timeout expires, or the calling task is cancelled, the whole group
@@ -28,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -51,6 +57,9 @@ _STDERR_LIMIT = 4096
 # After SIGKILL a process dies at once unless stuck in the kernel; this only
 # stops a wedged child from wedging the daemon too.
 _REAP_BOUND = 5.0
+
+MAIL_QUEUE = 16
+"""Mails that may wait behind the one being sent; more are dropped and counted."""
 
 Direction = Literal["up", "down"]
 AlarmLevel = Literal["info", "warning", "error", "critical"]
@@ -278,25 +287,52 @@ def _base_argv(command: Command | None) -> list[str]:
     return default_notify_command() if command is None else resolve_command(command)
 
 
-@dataclass(frozen=True)
 class Notifier:
-    """The daemon's configured notification route (command, environment, timeout).
+    """The daemon's configured notification route (command, environment, timeout), one mail at a time.
 
     ``start_soon`` is the fire-and-forget entry point for the core's
     :class:`~failoverd.core.actions.Notify` and
-    :class:`~failoverd.core.actions.Alarm` actions: the mail goes out in its
-    own task of ``nursery`` and the caller continues at once.
+    :class:`~failoverd.core.actions.Alarm` actions: it queues the action and
+    returns at once. One task of ``nursery`` (started when there is mail and
+    ending when there is none) sends the queued mails in order, one at a
+    time, each bounded by ``timeout``: a relay that accepts the connection
+    and then stalls holds up that task only, and never more than one notify
+    command runs. The order is kept, so "down" is mailed before the "up"
+    that followed it.
+
+    Bound: at most ``max_queued`` mails wait behind the one being sent;
+    further ones are dropped, each logged as an error with the running
+    count (:attr:`dropped`), and the next mail sent says in the log how
+    many were dropped before it.
+
+    Resource handling: the sending task lives in the nursery of the
+    ``start_soon`` call that started it; cancelling that nursery kills the
+    command in progress (see :func:`run_notify_command`) and leaves the
+    queued mails unsent.
     """
 
-    command: Command | None = None
-    env: Mapping[str, str] | None = None
-    timeout: float = DEFAULT_NOTIFY_TIMEOUT
-
-    def __post_init__(self) -> None:
-        if not self.timeout > 0:
-            raise ValueError(f"notify timeout must be positive, not {self.timeout!r}")
-        if self.command is not None:
-            resolve_command(self.command)
+    def __init__(
+        self,
+        command: Command | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_NOTIFY_TIMEOUT,
+        max_queued: int = MAIL_QUEUE,
+    ) -> None:
+        if not timeout > 0:
+            raise ValueError(f"notify timeout must be positive, not {timeout!r}")
+        if max_queued < 0:
+            raise ValueError(f"max_queued must not be negative, not {max_queued!r}")
+        if command is not None:
+            resolve_command(command)
+        self.command = command
+        self.env = env
+        self.timeout = timeout
+        self.max_queued = max_queued
+        self.dropped = 0
+        self._queued: deque[Notify | Alarm] = deque()
+        self._sending = False
+        self._in_progress = False
+        self._unreported = 0
 
     async def notify(
         self, direction: Direction, addresses: Iterable[AddressLike], *, peer: str | None = None
@@ -313,7 +349,7 @@ class Notifier:
         )
 
     async def send(self, action: Notify | Alarm) -> NotifyOutcome:
-        """Carry out one core action (an Alarm is mailed whatever its ``mail`` flag)."""
+        """Carry out one core action now (an Alarm is mailed whatever its ``mail`` flag)."""
         if isinstance(action, Notify):
             return await self.notify(action.direction, action.addresses, peer=action.peer or None)
         if isinstance(action, Alarm):
@@ -321,7 +357,38 @@ class Notifier:
         raise TypeError(f"not a notification action: {action!r}")
 
     def start_soon(self, nursery: trio.Nursery, action: Notify | Alarm) -> None:
-        """Send ``action`` in a new task of ``nursery``; returns immediately."""
+        """Queue ``action`` for the sending task (started in ``nursery`` if none runs); returns immediately."""
         if not isinstance(action, (Notify, Alarm)):
             raise TypeError(f"not a notification action: {action!r}")
-        nursery.start_soon(self.send, action, name=f"notify:{type(action).__name__}")
+        waiting = len(self._queued) - (0 if self._in_progress else 1)
+        if waiting >= self.max_queued:
+            self.dropped += 1
+            self._unreported += 1
+            log.error(
+                "mail queue full (%d waiting behind the one being sent): not mailing %s (%d dropped so far)",
+                waiting, _subject(action), self.dropped,
+            )
+            return
+        self._queued.append(action)
+        if not self._sending:
+            self._sending = True
+            nursery.start_soon(self._send_queued, name="notify")
+
+    async def _send_queued(self) -> None:
+        try:
+            while self._queued:
+                action = self._queued.popleft()
+                self._in_progress = True
+                if self._unreported:
+                    log.error("%d notifications were dropped while the mail queue was full", self._unreported)
+                    self._unreported = 0
+                await self.send(action)
+                self._in_progress = False
+        finally:
+            self._sending = self._in_progress = False
+
+
+def _subject(action: Notify | Alarm) -> str:
+    if isinstance(action, Notify):
+        return f"'{action.peer} is {action.direction}'"
+    return f"alarm {action.message[:80]!r}"
