@@ -150,7 +150,8 @@ class BackupConfig:
                 if self.arp_probe
                 else "off (--no-arp-probe)"
             ),
-            f"gratuitous ARP after takeover: {t.garp_count}, {t.garp_spacing:g} s apart",
+            f"gratuitous ARP after takeover: {t.garp_count}, {t.garp_spacing:g} s apart"
+            + (f"; again every {t.garp_refresh:g} s while holding" if t.garp_refresh else ""),
             f"mode: {_RUN_MODE_TEXT[self.run_mode]}",
             f"log target: {_log_target(self.run_mode, self.syslog_facility, self.syslog_socket, self.syslog_requested)}",
             f"hooks: {self.hook_dir}/<address>/, timeout {self.hook_timeout:g} s",
@@ -189,6 +190,8 @@ class MasterConfig:
     probe_spacing: float | None = None
     garp_count: int = 3
     garp_spacing: float = 0.2
+    garp_refresh: float | None = None
+    """``--garp-refresh``: announce held addresses again every so many seconds."""
     hook_dir: Path = DEFAULT_HOOK_DIR
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT
     pid_file: Path = Path("/run/heartbeatd.pid")
@@ -240,7 +243,8 @@ class MasterConfig:
                     if self.arp_probe
                     else "off (--no-arp-probe)"
                 ),
-                f"gratuitous ARP after acquiring: {self.garp_count}, {self.garp_spacing:g} s apart",
+                f"gratuitous ARP after acquiring: {self.garp_count}, {self.garp_spacing:g} s apart"
+                + (f"; again every {self.garp_refresh:g} s while holding" if self.garp_refresh else ""),
             ]
         else:
             lines.append("managed addresses: none (public addresses are configured outside heartbeatd)")

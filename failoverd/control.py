@@ -111,7 +111,7 @@ def counters_dict(counters: Counters) -> dict[str, Any]:
     return asdict(counters)
 
 
-def timing_dict(timing: Timing) -> dict[str, float | int]:
+def timing_dict(timing: Timing) -> dict[str, float | int | None]:
     """The effective (defaults resolved) timing in the form ``Status.timing`` uses."""
     return {
         "interval": timing.interval,
@@ -121,6 +121,7 @@ def timing_dict(timing: Timing) -> dict[str, float | int]:
         "probe_spacing": timing.effective_probe_spacing,
         "garp_count": timing.garp_count,
         "garp_spacing": timing.garp_spacing,
+        "garp_refresh": timing.garp_refresh,
         "retry_interval": timing.effective_retry_interval,
         "max_delay": timing.effective_max_delay,
     }

@@ -234,6 +234,8 @@ def _common_options(parser: argparse.ArgumentParser, program: str) -> None:
                        help="gratuitous ARPs sent after taking an address (default 3)")
     extra.add_argument("--garp-spacing", metavar="SECONDS", type=seconds, default=0.2,
                        help="seconds between gratuitous ARPs (default 0.2)")
+    extra.add_argument("--garp-refresh", metavar="SECONDS", type=seconds,
+                       help="while holding, announce the addresses again every SECONDS (default: off)")
     extra.add_argument("--probe-count", metavar="N", type=count_at_least(0), default=3,
                        help="ARP probes per address before taking it (default 3)")
     extra.add_argument("--probe-spacing", metavar="SECONDS", type=seconds,
@@ -407,6 +409,7 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
             probe_spacing=ns.probe_spacing,
             garp_count=ns.garp_count,
             garp_spacing=ns.garp_spacing,
+            garp_refresh=ns.garp_refresh,
         )
     except TimingError as exc:
         raise UsageError(f"Invalid timing: {exc}") from None
@@ -456,5 +459,6 @@ def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
         probe_spacing=ns.probe_spacing,
         garp_count=ns.garp_count,
         garp_spacing=ns.garp_spacing,
+        garp_refresh=ns.garp_refresh,
         **values,
     )

@@ -356,3 +356,25 @@ def test_a_master_whose_clock_leapt_years_ahead_is_let_in_once_it_acknowledges_u
     # A frame of that epoch that does not acknowledge us (a forger without our frames) changes nothing.
     assert d.receive_datagram(1.2, wire.Sealer(KEY, wire.ROLE_MASTER, leapt.epoch * 2, 1.0, 1.0).seal(
         1.2, holds=True), MASTER, "priv0") == [] and d.last_verdict == "epoch"
+
+
+def test_garp_refresh_announces_what_is_held_while_failed_over_and_only_then() -> None:
+    d = Detector(VIPS, Timing(garp_refresh=60.0), 0.0, key=KEY, master_address=MASTER, epoch=1)
+    driver = Driver(d)
+    driver.advance(3.0 + 60.0 * 3 + 1)  # takes over at 3 s, then three refreshes
+    announces = [(t, a.addresses) for t, a in driver.log.other if type(a).__name__ == "Announce"]
+    assert [t for t, _ in announces] == [3.0 + 60.0 * k for k in (1, 2, 3)] and all(a == VIPS for _, a in announces)
+    peer = _peer(d, driver=driver)
+    for t in range(250, 500):  # the master is back: release, and no more refreshes while it lives
+        driver.deliver(float(t), peer.seal(float(t), holds=False))
+    assert d.state == "monitoring"
+    assert [t for t, a in driver.log.other if type(a).__name__ == "Announce" and t >= 250.0] == []
+
+
+def test_garp_refresh_must_be_positive() -> None:
+    import pytest
+
+    from failoverd.core.timing import TimingError
+
+    with pytest.raises(TimingError, match="refresh"):
+        Timing(garp_refresh=0.0)

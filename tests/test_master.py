@@ -164,3 +164,15 @@ def test_a_status_made_before_a_long_gap_is_delayed_not_news() -> None:
         m.handle_timer(t)
     m.receive_datagram(4.5, withheld, "b", "priv0")  # acknowledges our frame of 4.5 s ago
     assert m.counters.rejected == {"delayed": 1} and m.backup_last_heard is None and m.backup_holds is None
+
+
+def test_garp_refresh_announces_held_addresses_while_holding() -> None:
+    m = Master(["b"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=9, garp_refresh=10.0)
+    announced = []
+    t = 0.0
+    while t < 35.0:
+        t = m.next_deadline()
+        announced += [(t, a.addresses) for a in m.handle_timer(t) if type(a).__name__ == "Announce"]
+    assert announced == [(10.0, VIPS), (20.0, VIPS), (30.0, VIPS)]
+    m.shutdown(35.5)
+    assert m.state == "releasing" and m.next_deadline() != 40.0

@@ -44,6 +44,7 @@ from failoverd.core.actions import (
     Action,
     Addresses,
     Alarm,
+    Announce,
     Counters,
     Notify,
     Probe,
@@ -186,6 +187,8 @@ class Detector(DeclaredMachine):
         self._failed: Addresses = frozenset()
         self._retry_at: float | None = None
         self._conflicting: Addresses = frozenset()
+        self._garp_refresh = timing.garp_refresh
+        self._garp_due: float | None = None
         self._status_due = float("-inf")
         self._status_holds = False
         self._status_epoch = -1
@@ -199,6 +202,7 @@ class Detector(DeclaredMachine):
             # releases them.
             self._failed = self.addresses - self.held
             self._retry_at = now + timing.effective_retry_interval if self._failed else None
+            self._schedule_refresh(now)
 
     # --- entry points ------------------------------------------------------
 
@@ -304,6 +308,11 @@ class Detector(DeclaredMachine):
         if self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             self._fire("retry")
+        if self.state == "failed_over" and self._garp_due is not None and now >= self._garp_due:
+            # Not a state change: the periodic gratuitous ARP of what we hold.
+            self._schedule_refresh(now)
+            if self.held:
+                self._out.append(Announce(self.held))
         self._check_paths(now)
 
     def action_done(self, now: float, result: Result) -> list[Action]:
@@ -371,6 +380,8 @@ class Detector(DeclaredMachine):
                 candidates.append(self._fail_deadline())
         if self._retry_at is not None:
             candidates.append(self._retry_at)
+        if self.state == "failed_over" and self._garp_due is not None:
+            candidates.append(self._garp_due)
         if len(self.paths) > 1:
             for p in self.paths.values():
                 # A path whose deadline has passed but was not marked quiet
@@ -591,7 +602,11 @@ class Detector(DeclaredMachine):
         self._failed = frozenset()
         self._out.append(Acquire(missing))
 
+    def _schedule_refresh(self, now: float) -> None:
+        self._garp_due = None if self._garp_refresh is None else now + self._garp_refresh
+
     def _took_over(self) -> None:
+        self._schedule_refresh(self._now)
         if self._failed:
             self._retry_at = self._now + self.timing.effective_retry_interval
 

@@ -97,6 +97,7 @@ class Master(DeclaredMachine):
         epoch: int = 1,
         arp_probe: bool = True,
         retry_interval: float | None = None,
+        garp_refresh: float | None = None,
     ) -> None:
         self.targets = tuple(targets)
         if not self.targets:
@@ -130,6 +131,10 @@ class Master(DeclaredMachine):
         self._presume_from = now
         self._reclaim_due = float("-inf")
         self._overlap_reported = False
+        if garp_refresh is not None and not garp_refresh > 0:
+            raise ValueError(f"gratuitous ARP refresh {garp_refresh!r} s must be positive")
+        self._garp_refresh = garp_refresh
+        self._garp_due: float | None = None
         if not self.managed:
             initial = "holding"
         elif self.held == self.managed:
@@ -137,6 +142,8 @@ class Master(DeclaredMachine):
         else:
             initial = "waiting"
         self._build_machine(initial)
+        if self.held:
+            self._schedule_refresh(now)
 
     # --- entry points ------------------------------------------------------
 
@@ -166,6 +173,11 @@ class Master(DeclaredMachine):
                     True,
                 )
             )
+        if self.state == "holding" and self._garp_due is not None and now >= self._garp_due:
+            # Not a state change: the periodic gratuitous ARP of what we hold.
+            self._schedule_refresh(now)
+            if self.held:
+                out.append(Announce(self.held))
         if now >= self._next_send and self.state != "stopped":
             self._send_heartbeat(now)
             self._next_send += self.interval
@@ -289,6 +301,8 @@ class Master(DeclaredMachine):
             candidates.append(self._retry_at)
         if self.backup_last_heard is not None and not self.backup_silent:
             candidates.append(self.backup_last_heard + self.backup_fail_after)
+        if self.state == "holding" and self._garp_due is not None:
+            candidates.append(self._garp_due)
         return min(candidates)
 
     # --- status --------------------------------------------------------------
@@ -382,7 +396,11 @@ class Master(DeclaredMachine):
         self._failed = frozenset()
         self._out.append(Acquire(wanted))
 
+    def _schedule_refresh(self, now: float) -> None:
+        self._garp_due = None if self._garp_refresh is None else now + self._garp_refresh
+
     def _now_holding(self) -> None:
+        self._schedule_refresh(self._now)
         # Tell the backup at once that we hold our addresses again.
         self._send_heartbeat(self._now)
         self._next_send = self._now + self.interval

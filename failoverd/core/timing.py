@@ -41,6 +41,10 @@ class Timing:
     """Gratuitous ARPs sent after a takeover."""
     garp_spacing: float = 0.2
     """Seconds between gratuitous ARPs."""
+    garp_refresh: float | None = None
+    """While holding, announce the addresses again every so many seconds (None:
+    only after taking them). keepalived's ``vrrp_garp_master_refresh``: for
+    switches and routers whose ARP caches outlive a takeover's announcements."""
     retry_interval: float | None = None
     """Seconds before retrying an address that failed to be acquired; default = interval."""
     max_delay: float | None = None
@@ -57,6 +61,8 @@ class Timing:
             raise TimingError(
                 f"fail misses ({self.fail_misses}) must be greater than suspect misses ({self.suspect_misses})"
             )
+        if self.garp_refresh is not None and not self.garp_refresh > 0:
+            raise TimingError(f"gratuitous ARP refresh {self.garp_refresh!r} s must be positive")
         if self.probe_count < 0 or self.garp_count < 0:
             raise TimingError("probe and gratuitous ARP counts must not be negative")
         if self.suspect_after + self.probe_duration >= self.fail_after:

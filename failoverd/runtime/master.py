@@ -67,6 +67,7 @@ def _timing(config: MasterConfig) -> dict[str, Any]:
         "probe_spacing": config.effective_probe_spacing,
         "garp_count": config.garp_count,
         "garp_spacing": config.garp_spacing,
+        "garp_refresh": config.garp_refresh,
     }
 
 
@@ -102,6 +103,7 @@ async def serve(
             legacy_message=config.message,
             epoch=next_epoch(config.state_dir),
             arp_probe=config.arp_probe and config.probe_count > 0,
+            garp_refresh=config.garp_refresh,
         )
         log.info(
             "sending %s heartbeats to %s on port %d every %g s; %s",
