@@ -95,6 +95,8 @@ class BackupConfig:
     run_mode: RunMode = "daemon"
     syslog_facility: str = DEFAULT_FACILITY
     syslog_requested: bool = False
+    log_format: Literal["text", "json"] = "text"
+    """``--log-format``: the log lines as text, or one JSON object each."""
     """-L/--syslog was given: with -d, log to syslog as well as the terminal."""
     syslog_socket: str = DEFAULT_SYSLOG_SOCKET
     timing: Timing = Timing()
@@ -153,7 +155,8 @@ class BackupConfig:
             f"gratuitous ARP after takeover: {t.garp_count}, {t.garp_spacing:g} s apart"
             + (f"; again every {t.garp_refresh:g} s while holding" if t.garp_refresh else ""),
             f"mode: {_RUN_MODE_TEXT[self.run_mode]}",
-            f"log target: {_log_target(self.run_mode, self.syslog_facility, self.syslog_socket, self.syslog_requested)}",
+            f"log target: {_log_target(self.run_mode, self.syslog_facility, self.syslog_socket, self.syslog_requested)}"
+            + (", one JSON object per line" if self.log_format == "json" else ""),
             f"hooks: {self.hook_dir}/<address>/, timeout {self.hook_timeout:g} s",
             f"notify command: {self.notify_command}",
             f"pid file: {self.pid_file}",
@@ -177,6 +180,8 @@ class MasterConfig:
     run_mode: RunMode = "daemon"
     syslog_facility: str = DEFAULT_FACILITY
     syslog_requested: bool = False
+    log_format: Literal["text", "json"] = "text"
+    """``--log-format``: the log lines as text, or one JSON object each."""
     syslog_socket: str = DEFAULT_SYSLOG_SOCKET
     message: bytes = DEFAULT_MESSAGE
     key_file: Path | None = None
@@ -250,7 +255,8 @@ class MasterConfig:
             lines.append("managed addresses: none (public addresses are configured outside heartbeatd)")
         lines += [
             f"mode: {_RUN_MODE_TEXT[self.run_mode]}",
-            f"log target: {_log_target(self.run_mode, self.syslog_facility, self.syslog_socket, self.syslog_requested)}",
+            f"log target: {_log_target(self.run_mode, self.syslog_facility, self.syslog_socket, self.syslog_requested)}"
+            + (", one JSON object per line" if self.log_format == "json" else ""),
             f"hooks: {self.hook_dir}/<address>/, timeout {self.hook_timeout:g} s",
             f"notify command: {self.notify_command}",
             f"pid file: {self.pid_file}",

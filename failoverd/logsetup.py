@@ -8,6 +8,15 @@ datagram starts with ``<facility*8 + severity>``.
 Everything the package logs goes through the ``failoverd`` logger (modules
 use ``logging.getLogger(__name__)``); other libraries' loggers are left alone.
 
+Formats: ``text`` (the default: the terminal's ``time program LEVEL message``,
+syslog's ``program[pid]: message``) or ``json`` (``--log-format json``): one
+JSON object per line, for journald and log shippers, with ``time`` (UTC,
+RFC 3339, milliseconds), ``program``, ``pid``, ``level``, ``message``, the
+daemon's ``state`` when the line was logged, and where a line is about one:
+``transition``, ``reason`` (what caused a state change), ``addresses`` and
+``path``. Log calls attach those with ``extra=`` (:data:`EVENT_FIELDS`); the
+state comes from :func:`report_state`.
+
 Never blocking
 --------------
 A backup that freezes in a log write while it holds the master's addresses
@@ -48,6 +57,7 @@ be reached at start.
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
@@ -58,7 +68,9 @@ import stat
 import sys
 import threading
 import time
-from typing import IO
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import IO, Literal
 
 from failoverd.config import DEFAULT_SYSLOG_SOCKET, RunMode
 from failoverd.exitcodes import EX_UNAVAILABLE, ProgramError
@@ -79,6 +91,61 @@ SEND_TIMEOUT = 1.0
 FLUSH_BOUND = 2.0
 """Seconds :func:`shutdown` lets the listener drain the queue; what is left then is dropped."""
 LOST_MESSAGE = "%d log messages lost (log target not accepting)"
+
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+EVENT_FIELDS = ("transition", "reason", "addresses", "path")
+"""What a log call may attach with ``extra=`` for the JSON format."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (see the module docstring); never raises on odd extras."""
+
+    def __init__(self, program: str) -> None:
+        super().__init__()
+        self.program = program
+
+    def format(self, record: logging.LogRecord) -> str:
+        event: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "program": self.program,
+            "pid": record.process,
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+        state = getattr(record, "state", None)
+        if state is not None:
+            event["state"] = state
+        for name in EVENT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                event[name] = sorted(map(str, value)) if isinstance(value, (set, frozenset, list, tuple)) else str(value)
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
+class _StateField(logging.Filter):
+    """Stamps every line with the daemon's state as it is when the line is logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.source: Callable[[], str] | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        source = self.source
+        if source is not None and not hasattr(record, "state"):
+            try:
+                record.state = source()
+            except Exception:  # a line must never be lost to its decoration
+                pass
+        return True
+
+
+_state_field = _StateField()
+
+
+def report_state(source: Callable[[], str] | None) -> None:
+    """Stamp the daemon's state (``source()``) on every line from now on; None stops it."""
+    _state_field.source = source
 
 
 def lost_record(count: int) -> logging.LogRecord:
@@ -326,7 +393,9 @@ def syslog_problem(address: str) -> str | None:
     return None
 
 
-def syslog_handler(program: str, facility: str, address: str = DEFAULT_SYSLOG_SOCKET) -> Target:
+def syslog_handler(
+    program: str, facility: str, address: str = DEFAULT_SYSLOG_SOCKET, log_format: LogFormat = "text"
+) -> Target:
     """A target writing ``<PRI>program[pid]: message`` to the syslog socket.
 
     Raises ProgramError (69) when the socket cannot be reached now: a daemon
@@ -345,15 +414,33 @@ def syslog_handler(program: str, facility: str, address: str = DEFAULT_SYSLOG_SO
         ) from None
     # %(process)d is taken when each line is logged, so it is the daemon's pid
     # after moving to the background, not the launcher's.
-    handler.setFormatter(logging.Formatter(f"{program}[%(process)d]: %(message)s"))
+    if log_format == "json":
+        # The syslog tag stays (journald and rsyslog route by it); the message is the JSON object.
+        json_formatter = JsonFormatter(program)
+        tag = logging.Formatter(f"{program}[%(process)d]: ")
+        handler.setFormatter(_Prefixed(tag, json_formatter))
+    else:
+        handler.setFormatter(logging.Formatter(f"{program}[%(process)d]: %(message)s"))
     return handler
 
 
-def terminal_handler(program: str) -> Target:
+class _Prefixed(logging.Formatter):
+    def __init__(self, prefix: logging.Formatter, body: logging.Formatter) -> None:
+        super().__init__()
+        self.prefix, self.body = prefix, body
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.prefix.format(record) + self.body.format(record)
+
+
+def terminal_handler(program: str, log_format: LogFormat = "text") -> Target:
     handler = TerminalTarget(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(f"%(asctime)s.%(msecs)03d {program} %(levelname)s %(message)s", "%H:%M:%S")
-    )
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(program))
+    else:
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s.%(msecs)03d {program} %(levelname)s %(message)s", "%H:%M:%S")
+        )
     return handler
 
 
@@ -528,6 +615,7 @@ def configure(
     *,
     syslog_requested: bool = False,
     syslog_address: str = DEFAULT_SYSLOG_SOCKET,
+    log_format: LogFormat = "text",
 ) -> logging.Logger:
     """Point the package logger at the targets for ``run_mode``; return it.
 
@@ -537,18 +625,19 @@ def configure(
     """
     targets: list[Target] = []
     if run_mode in ("debug", "no_run"):
-        targets.append(terminal_handler(program))
+        targets.append(terminal_handler(program, log_format))
         level = logging.DEBUG
     else:
         level = logging.INFO
     if run_mode in ("daemon", "no_fork") or (run_mode == "debug" and syslog_requested):
-        targets.append(syslog_handler(program, facility, syslog_address))
+        targets.append(syslog_handler(program, facility, syslog_address, log_format))
     shutdown()
     pipeline = _Pipeline(targets)
     logger = logging.getLogger(PACKAGE_LOGGER)
     logger.propagate = False
     logger.setLevel(level)
     pipeline.listener.start()
+    pipeline.handler.addFilter(_state_field)
     logger.addHandler(pipeline.handler)
     global _active
     with _active_lock:

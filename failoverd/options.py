@@ -224,6 +224,8 @@ def _common_options(parser: argparse.ArgumentParser, program: str) -> None:
     parser.add_argument("-h", "--help", action="store_true", help="print this summary and exit")
     parser.add_argument("-v", "--version", action="store_true", help="print the version and exit")
     extra = parser.add_argument_group("options beyond the original")
+    extra.add_argument("--log-format", choices=("text", "json"), default="text",
+                       help="text (default) or json: one JSON object per line, for journald and log shippers")
     extra.add_argument("--syslog-socket", metavar="PATH", default=DEFAULT_SYSLOG_SOCKET,
                        help=f"the syslog socket (default {DEFAULT_SYSLOG_SOCKET})")
     extra.add_argument("--key-file", metavar="FILE", type=Path,
@@ -353,6 +355,7 @@ def _common_values(ns: argparse.Namespace) -> dict:
         syslog_facility=DEFAULT_FACILITY if ns.syslog is None else parse_facility(ns.syslog),
         syslog_requested=ns.syslog is not None,
         syslog_socket=ns.syslog_socket,
+        log_format=ns.log_format,
         key_file=ns.key_file,
         message=_message_with_key(ns),
         arp_probe=not ns.no_arp_probe,

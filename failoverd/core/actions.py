@@ -63,6 +63,10 @@ class Alarm:
     level: Literal["info", "warning", "error", "critical"]
     message: str
     mail: bool = False
+    path: str | None = None
+    """The heartbeat path the alarm is about, if any (for structured logs and metrics)."""
+    addresses: Addresses | None = None
+    """The addresses the alarm is about, if any."""
 
 
 @dataclass(frozen=True)

@@ -462,7 +462,7 @@ class Detector(DeclaredMachine):
             health.source = source
             if health.quiet:
                 health.quiet = False
-                self._emit_alarm("info", f"heartbeat path {path} delivers again")
+                self._emit_alarm("info", f"heartbeat path {path} delivers again", path=path)
         self._check_paths(now)
 
     def _status(self, now: float, also: str | None = None) -> None:
@@ -497,14 +497,15 @@ class Detector(DeclaredMachine):
                     f"heartbeat path {p.name} quiet for {now - p.last_heard:.1f} s while {', '.join(sorted(others))} "
                     "still delivers: one more failure and the backup cannot tell a dead master from a cut link",
                     mail=True,
+                    path=p.name,
                 )
 
     def _fail_deadline(self) -> float:
         deadline = self.last_heard + self._fail_after
         return min(deadline, self._leaving_at) if self._leaving_at is not None else deadline
 
-    def _emit_alarm(self, level: str, message: str, mail: bool = False) -> None:
-        self._out.append(Alarm(level, message, mail))  # type: ignore[arg-type]
+    def _emit_alarm(self, level: str, message: str, mail: bool = False, *, path: str | None = None) -> None:
+        self._out.append(Alarm(level, message, mail, path=path))  # type: ignore[arg-type]
 
     # conditions
 
@@ -575,6 +576,7 @@ class Detector(DeclaredMachine):
                 f"{names(self._answered)} still answer(s) on the wire: not taking over "
                 "(is only the heartbeat path down?)",
                 True,
+                addresses=self._answered,
             )
         )
 

@@ -71,6 +71,7 @@ def _serve(program: str, config: Config, run: Callable[[Config], int]) -> int:
             config.syslog_facility,
             syslog_requested=config.syslog_requested,
             syslog_address=config.syslog_socket,
+            log_format=config.log_format,
         )
         if stale_pid is not None:
             logger.info("took over the stale pid file %s of pid %d", config.pid_file, stale_pid)

@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from failoverd import control, trace
+from failoverd import control, logsetup, trace
 from failoverd.config import BackupConfig
 from failoverd.core.actions import Announce, Release, ReleaseDone, StateChanged
 from failoverd.core.detector import Detector
@@ -129,6 +129,7 @@ async def serve(
             claimed=lambda: core.addresses if core.holds_any else frozenset(),
         )
         service = ServiceManager()
+        logsetup.report_state(lambda: core.state)
         meter = metrics.Meter("backup", core, host) if scrape is not None else None
 
         def on_state(now: float, action: Any) -> None:
@@ -205,6 +206,7 @@ async def serve(
                 await trio.to_thread.run_sync(recorder.close, trio.current_time())
             nursery.cancel_scope.cancel()
         service.close()
+        logsetup.report_state(None)
     return status_code
 
 

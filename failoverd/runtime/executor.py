@@ -135,9 +135,14 @@ class Executor:
             if isinstance(action, Transmit):
                 self.transport.send_nowait(action.payload, action.targets)
             elif isinstance(action, StateChanged):
-                log.info("state %s -> %s (%s)", action.source, action.dest, action.trigger)
+                log.info(
+                    "state %s -> %s (%s)", action.source, action.dest, action.trigger,
+                    extra={"state": action.dest, "transition": f"{action.source} -> {action.dest}",
+                           "reason": action.trigger},
+                )
             elif isinstance(action, Alarm):
-                log.log(_LEVELS.get(action.level, logging.ERROR), "%s", action.message)
+                log.log(_LEVELS.get(action.level, logging.ERROR), "%s", action.message,
+                        extra={"path": action.path, "addresses": action.addresses})
                 if action.mail:
                     self._notify(action)
             elif isinstance(action, Notify):

@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from failoverd import control
+from failoverd import control, logsetup
 from failoverd.config import MasterConfig
 from failoverd.core.actions import Announce, StateChanged
 from failoverd.core.master import Master
@@ -115,6 +115,7 @@ async def serve(
             claimed=lambda: core.managed if core.claims else frozenset(),
         )
         service = ServiceManager()
+        logsetup.report_state(lambda: core.state)
         meter = metrics.Meter("master", core, host) if scrape is not None else None
 
         def on_state(now: float, action: Any) -> None:
@@ -188,6 +189,7 @@ async def serve(
             status_code = await _stop(config, core, shell)
             nursery.cancel_scope.cancel()
         service.close()
+        logsetup.report_state(None)
     return status_code
 
 

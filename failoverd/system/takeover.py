@@ -118,34 +118,34 @@ class Takeover:
         await self.announcer.announce(triplets)
 
     async def _acquire_one(self, triplet: Triplet, everything: list[Triplet], announcements: trio.Nursery) -> Outcome:
-        log.info("acquiring %s", triplet)
+        log.info("acquiring %s", triplet, extra={"addresses": (triplet,)})
         if not await self.hooks.test("acquire", triplet, everything):
             return "refused"
         await self.hooks.run_phase("PreAcq", "acquire", triplet, everything)
         try:
             added = await self.addresses.add(triplet)
         except _CHANGE_ERRORS as error:
-            log.error("%s not acquired: %s", triplet, error)
+            log.error("%s not acquired: %s", triplet, error, extra={"addresses": (triplet,)})
             return "failed"
         if not added:
-            log.info("%s was already on %s; keeping it", triplet.address, triplet.interface)
+            log.info("%s was already on %s; keeping it", triplet.address, triplet.interface, extra={"addresses": (triplet,)})
         await announcements.start(self.announcer.announce, [triplet])
         await self.hooks.run_phase("PostAcq", "acquire", triplet, everything)
         return "done"
 
     async def _remove_one(self, triplet: Triplet, everything: list[Triplet]) -> Outcome:
         """Test, PreRel hooks, remove: everything of a release but the PostRel hooks."""
-        log.info("releasing %s", triplet)
+        log.info("releasing %s", triplet, extra={"addresses": (triplet,)})
         if not await self.hooks.test("release", triplet, everything):
             return "refused"
         await self.hooks.run_phase("PreRel", "release", triplet, everything)
         try:
             removed = await self.addresses.remove(triplet)
         except _CHANGE_ERRORS as error:
-            log.error("%s not released: %s", triplet, error)
+            log.error("%s not released: %s", triplet, error, extra={"addresses": (triplet,)})
             return "failed"
         if not removed:
-            log.info("%s was not on %s; nothing to remove", triplet.address, triplet.interface)
+            log.info("%s was not on %s; nothing to remove", triplet.address, triplet.interface, extra={"addresses": (triplet,)})
         return "done"
 
 
