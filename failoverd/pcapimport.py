@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
 
-import dpkt
-import pcapng
-import pcapng.exceptions
+try:
+    import dpkt
+    import pcapng
+    import pcapng.exceptions
+except ImportError:  # the "replay" extra is not installed: only reading a capture needs it
+    dpkt = pcapng = None  # type: ignore[assignment]
 
 from failoverd.core import wire
 from failoverd.trace import Arrival
@@ -94,6 +97,8 @@ def read_capture(path: str | Path, *, port: int = 1694, skip_bad: bool = False) 
     backwards is a bad packet.
     """
     name = str(path)
+    if dpkt is None or pcapng is None:
+        raise CaptureError(name, 0, "reading a capture needs dpkt and python-pcapng: pip install 'failoverd[replay]'")
     with open(path, "rb") as f:
         magic = f.read(4)
         f.seek(0)

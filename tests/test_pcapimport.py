@@ -189,3 +189,13 @@ def test_authenticated_capture_needs_the_key(tmp_path: Path, capsys: pytest.Capt
     out = json.loads(capsys.readouterr().out)
     assert out["summary"]["accepted"] == 9 and out["summary"]["failovers"] == 1
     assert any(e["text"] == "eth0:192.0.2.10/24" for e in out["timeline"] if e["kind"] == "acquire")
+
+
+def test_without_the_replay_extra_a_capture_is_refused_with_what_to_install(tmp_path: Path, monkeypatch) -> None:
+    """dpkt and python-pcapng are the "replay" extra: the daemons and failoverctl status run without them."""
+    from failoverd import pcapimport
+
+    monkeypatch.setattr(pcapimport, "dpkt", None)
+    pcap = legacy_day(tmp_path / "day.pcap", [1000.0, 1001.0])
+    with pytest.raises(CaptureError, match=r"pip install 'failoverd\[replay\]'"):
+        read_capture(pcap)
