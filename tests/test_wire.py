@@ -212,3 +212,16 @@ def test_sealer_remembers_when_it_sent_what_a_peer_acknowledges() -> None:
     assert sealer.acknowledges_us(old) and sealer.acked_at(old) is None
     for bogus in (ack._replace(ack_epoch=41), ack._replace(ack_seq=301), ack._replace(ack_seq=0)):
         assert not sealer.acknowledges_us(bogus) and sealer.acked_at(bogus) is None
+
+
+def test_an_old_pin_does_not_stretch_the_bound_when_clocks_drift_beyond_the_allowance() -> None:
+    """Two hours of heartbeats from a peer whose clock runs 2000 ppm fast (twice
+    the allowance), then one withheld for 3.5 s that acknowledges nothing we
+    remember: refused. Keeping the largest pin for ever would let it count (the
+    first pin would overstate the offset by the excess drift times two hours, 7 s)."""
+    guard = wire.ReplayGuard(max_delay=3.0)
+    rate = 1 + 2 * wire.DRIFT_ALLOWANCE
+    for seq in range(1, 2 * 3600):
+        assert guard.admit(_frame(1, seq, int(seq * rate * 1000)), seq + 0.002, seq + 0.002 - 1.01) == "fresh"
+    sent = 2 * 3600
+    assert guard.admit(_frame(1, sent, int(sent * rate * 1000)), sent + 3.5) == "delayed"

@@ -224,10 +224,17 @@ anti-replay window): each frame is sealed once per target, so copies on
 several paths carry different seqs and may arrive in any order."""
 _WINDOW_MASK = (1 << REPLAY_WINDOW) - 1
 
-DRIFT_ALLOWANCE = 500e-6
+DRIFT_ALLOWANCE = 1000e-6
 """How fast (s per s) the two hosts' monotonic clocks may drift apart and the
-delay bound still hold exactly: 500 ppm is the most NTP will ever slew a clock
-(and ten times a typical undisciplined crystal). See :class:`ReplayGuard`."""
+delay bound still hold exactly: 500 ppm is the most NTP will ever slew one
+clock (and ten times a typical undisciplined crystal), so two clocks slewed
+opposite ways drift apart by up to 1000 ppm. See :class:`ReplayGuard`."""
+
+PIN_LIFETIME = 16
+"""A reference pin is replaced by the newest direct proof once it is older than
+this many ``max_delay``s, even if the newer pin is looser: were the clocks to
+drift apart faster than the allowance, an old pin would overstate the offset
+by the excess times its age, so its age is kept short."""
 
 EPOCH_LEAD_NS = 24 * 3600 * 10**9
 """How far a new peer epoch may lead the newest known one beyond the time that
@@ -260,7 +267,8 @@ class ReplayGuard:
       ``delayed``: it may have been withheld by an attacker, and it does not
       count. So no frame counts more than ``max_delay`` after it was sent,
       whatever the clocks do, as long as they drift apart by at most the
-      allowance between two proofs (spec/wire.md states the bound).
+      allowance; faster drift adds only its excess times the age of the pin,
+      which :data:`PIN_LIFETIME` keeps short (spec/wire.md states the bound).
     - Implausible moves are refused unless the frame acknowledges our current
       epoch: a new epoch far ahead of the current one (:data:`EPOCH_LEAD_NS`),
       a seq jump of :data:`SEQ_LEAD` or more. Under a leaked key that stops a
@@ -278,7 +286,8 @@ class ReplayGuard:
     """
 
     __slots__ = (
-        "max_delay_ms", "_drift", "_judge_age", "epoch", "seq", "_seen", "_reference", "_last_sent_ms", "_last_arrival",
+        "max_delay_ms", "_drift", "_judge_age", "epoch", "seq", "_seen", "_reference", "_pinned_at",
+        "_last_sent_ms", "_last_arrival",
     )
 
     def __init__(self, max_delay: float, drift: float = DRIFT_ALLOWANCE, *, judge_age: bool = True) -> None:
@@ -295,6 +304,7 @@ class ReplayGuard:
         # max over direct proofs of (offset - age + drift * arrival), in ms;
         # L(now) = _reference - drift * now. None: no proof in this epoch yet.
         self._reference: float | None = None
+        self._pinned_at = 0.0
         self._last_sent_ms = 0
         self._last_arrival = 0.0
 
@@ -348,8 +358,12 @@ class ReplayGuard:
         if proven:
             assert direct is not None
             pinned = offset - direct + self._drift * now_ms
-            if self._reference is None or pinned > self._reference:
-                self._reference = pinned
+            if (
+                self._reference is None
+                or pinned > self._reference
+                or now_ms - self._pinned_at > PIN_LIFETIME * self.max_delay_ms
+            ):
+                self._reference, self._pinned_at = pinned, now_ms
         if self._judge_age and (age is None or age > self.max_delay_ms):
             return "delayed"
         return "fresh" if newest else "overtaken"
