@@ -4,9 +4,10 @@ The epoch in every authenticated frame is wall-clock nanoseconds at start, so
 that a restarted daemon's frames are newer than anything it sent before. A
 host that boots without a real-time clock, or whose clock NTP steps back,
 would start with an older epoch and the peer would refuse all its frames as
-replays (for good, since the backup keeps its replay floor on disk). So the
-last epoch used is kept in the state directory, and the next one is never
-below it.
+replays until the peer restarts. Worse, an epoch used twice would let frames
+recorded in its first life acknowledge its second: a peer counts a frame only
+if it acknowledges the receiver's *current* epoch (spec/wire.md). So the last
+epoch used is kept in the state directory, and the next one is never below it.
 """
 
 from __future__ import annotations
