@@ -386,8 +386,9 @@ def test_the_live_view_refreshes_says_when_the_daemon_is_gone_and_ctrl_c_restore
         # Once it has exited (its socket removed with it), every screen says so ...
         child.expect(rb"no control socket at")
         child.expect(SILENT_FOR)
+        silent = child.match.group(1)
         # ... and it keeps polling: later screens still say so, for longer.
-        assert float(changing(child, SILENT_FOR, child.match.group(1))) > 0.0
+        assert float(changing(child, SILENT_FOR, silent)) > float(silent)
         assert b"Traceback" not in shown.getvalue()
 
         child.sendintr()
