@@ -86,6 +86,17 @@ class PathStatus(TypedDict):
     """Heard within the failure timeout."""
 
 
+class TransitionStatus(TypedDict):
+    """One recent state change (the daemon keeps the last few: see ``lifecycle.RecentTransitions``)."""
+
+    at: float
+    """When it happened, Unix time in seconds."""
+    source: str
+    dest: str
+    trigger: str
+    """What the core reacted to (``silence``, ``heartbeat``, ``acquired`` ...)."""
+
+
 class Status(TypedDict):
     """What ``status`` answers: the daemon's state at the moment of the request."""
 
@@ -103,6 +114,8 @@ class Status(TypedDict):
     """:class:`~failoverd.core.actions.Counters` as a dict (see :func:`counters_dict`)."""
     timing: dict[str, float | int]
     """Effective timing in seconds and counts (see :func:`timing_dict`)."""
+    transitions: list[TransitionStatus]
+    """The last few state changes, oldest first; empty until the first one."""
     version: str
 
 

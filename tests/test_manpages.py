@@ -289,7 +289,7 @@ def test_the_parsers_are_really_introspected() -> None:
     assert {"-d", "--debug", "--key-file", "--trace-max-bytes"} <= accepted_strings("failoverd")
     assert {"-m", "--manage"} <= accepted_strings("heartbeatd")
     commands = accepted(failoverctl.build_parser())
-    assert set(commands) == {"", "status", "dump", "ping", "replay", "sweep"}
+    assert set(commands) == {"", "status", "dump", "ping", "watch", "replay", "sweep"}
     assert ("--plot",) in commands["sweep"] and ("--plot",) not in commands["replay"]
 
 

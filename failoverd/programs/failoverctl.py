@@ -3,6 +3,7 @@
     failoverctl status [--json] [--socket PATH | --role backup|master]
     failoverctl dump   [--socket PATH | --role backup|master]
     failoverctl ping   [--socket PATH | --role backup|master]
+    failoverctl watch  [--interval S] [--socket PATH | --role backup|master]
 
 Each subcommand is one ``_add_<name>`` function that registers its parser
 and the function that runs it; a new subcommand is one more such function
@@ -12,6 +13,17 @@ Without ``--socket`` it looks where the daemons put their sockets
 (:data:`SOCKETS`) and talks to the one daemon whose socket it finds; if it
 finds both failoverd's and heartbeatd's, it asks for ``--role`` (or
 ``--socket``) instead of guessing.
+
+``watch`` polls ``status`` every ``--interval`` seconds and draws the
+answer (see :mod:`failoverd.programs.watchview`) until Ctrl-C (or SIGTERM),
+which exits 0.
+On a terminal the picture is redrawn in place on the alternate screen, with
+the keyboard's echo off, and both are restored on the way out; when the
+output is not a terminal (a pipe, a file) or the terminal is ``TERM=dumb``,
+one plain snapshot is printed per poll instead, one after another. The first
+poll decides whether there is anything to watch: if it gets no answer,
+``watch`` exits as ``status`` would; once watching, a daemon that stops
+answering is said so on the screen and polled again at every interval.
 
 Exit status (sysexits): 0 done; 64 usage, or more than one socket found;
 69 no daemon answering at the socket; 70 the daemon failed to answer (an
@@ -25,17 +37,23 @@ import argparse
 import datetime as _dt
 import json
 import os
+import signal
 import stat
 import sys
+import termios
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from failoverd import __version__
 from failoverd.config import DEFAULT_CONTROL_SOCKETS
 from failoverd.control import ControlError, request
 from failoverd.programs.failoverctl_replay import add_replay, add_sweep
+
+if TYPE_CHECKING:
+    from failoverd.programs.watchview import Watch
 
 PROG = "failoverctl"
 
@@ -95,12 +113,13 @@ def _section(label: str, lines: Sequence[str]) -> list[str]:
     return [f"{label:<{_LABEL_WIDTH}}{first}", *(" " * _LABEL_WIDTH + line for line in rest)]
 
 
-def _flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def flatten(values: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested counters as ``(dotted.name, value)`` pairs; an empty group is one pair with 0."""
     flat: list[tuple[str, Any]] = []
     for key, value in values.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.extend(_flatten(value, f"{name}.") if value else [(name, 0)])
+            flat.extend(flatten(value, f"{name}.") if value else [(name, 0)])
         else:
             flat.append((name, value))
     return flat
@@ -137,7 +156,7 @@ def format_status(status: Mapping[str, Any], now: float) -> str:
     lines += _section("paths", _table(path_rows) if paths else [])
 
     lines += _section("held", [str(t) for t in status.get("held") or []])
-    counters = _flatten(status.get("counters") or {})
+    counters = flatten(status.get("counters") or {})
     lines += _section("counters", _table([[name, str(value)] for name, value in counters]))
     timing = status.get("timing") or {}
     lines += _section("timing", _table([[name, _timing_value(name, v)] for name, v in timing.items()]))
@@ -213,6 +232,87 @@ def _run_ping(args: argparse.Namespace) -> int:
     return os.EX_OK
 
 
+def _run_watch(args: argparse.Namespace) -> int:
+    # rich is imported by the one command that draws with it.
+    from rich.console import Console
+    from rich.live import Live
+
+    from failoverd.programs.watchview import Watch, render
+
+    path = _socket(args)
+    watch = Watch(socket=path, interval=args.interval)
+    # kill(1) ends the view as Ctrl-C does, so the terminal is restored all the same.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        # The first poll decides whether there is anything to watch: a wrong
+        # --socket or a stopped daemon exits now, with status's message and code.
+        watch.answered(request(path, "status", timeout=args.timeout), time.time())
+        console = Console(highlight=False)
+        if console.is_terminal and not console.is_dumb_terminal:
+            # Redrawn in place, as top(1) is: on the alternate screen, so
+            # the shell's screen comes back as it was when the view ends.
+            with _keys_not_echoed(sys.stdin), Live(console=console, screen=True, auto_refresh=False) as live:
+                for _ in _polls(args, watch):
+                    live.update(render(watch, time.time()), refresh=True)
+        else:
+            # A pipe, a file or a terminal that cannot move its cursor: one
+            # snapshot after another, each a block ending in a blank line,
+            # long lines left whole (a log is read with grep, not at 80 columns).
+            for _ in _polls(args, watch):
+                with console.capture() as drawn:
+                    console.print(render(watch, time.time()), soft_wrap=True)
+                # rich pads a table's lines to its width; a log is better without the blanks.
+                sys.stdout.write("".join(line.rstrip() + "\n" for line in drawn.get().splitlines()) + "\n")
+                sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass  # the way to stop watching; the with-blocks above have restored the terminal
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return os.EX_OK
+
+
+def _interrupt(signum: int, frame: Any) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def _polls(args: argparse.Namespace, watch: Watch) -> Iterator[None]:
+    """Yields at once (for the answer in hand), then after each further poll, polls ``--interval`` s apart."""
+    next_poll = time.monotonic() + args.interval
+    yield
+    while True:
+        time.sleep(max(0.0, next_poll - time.monotonic()))
+        next_poll = time.monotonic() + args.interval
+        try:
+            watch.answered(request(watch.socket, "status", timeout=args.timeout), time.time())
+        except ControlError as exc:
+            # Gone, restarting, stopped, refusing: the view says so and keeps polling.
+            watch.unanswered(str(exc), time.time())
+        yield
+
+
+@contextmanager
+def _keys_not_echoed(stream: Any) -> Iterator[None]:
+    """Keys typed while the view is up are not echoed over it.
+
+    Resource handling: the terminal's settings are restored on the way out,
+    however it is left, and what was typed meanwhile is discarded rather than
+    handed to the shell. Nothing is done if ``stream`` is not a terminal.
+    """
+    try:
+        fd = stream.fileno()
+        saved = termios.tcgetattr(fd)
+    except (AttributeError, OSError, ValueError, termios.error):
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO  # the local modes; Ctrl-C (ISIG) still interrupts
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+
+
 def _add_status(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "status", parents=[common], help="state, heartbeat paths, held addresses, counters",
@@ -238,10 +338,25 @@ def _add_ping(commands: argparse._SubParsersAction, common: argparse.ArgumentPar
     parser.set_defaults(run=_run_ping)
 
 
+def _add_watch(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "watch", parents=[common], help="a live view of the status, redrawn until Ctrl-C",
+        description="Poll the daemon's status and show it live: state and for how long, each path's last "
+        "heartbeat, the addresses held, the counters and the last state changes; Ctrl-C quits. "
+        "When the output is not a terminal, print one plain snapshot per poll instead.",
+    )
+    parser.add_argument(
+        "--interval", metavar="SECONDS", type=_watch_interval, default=1.0,
+        help=f"seconds between polls, {MIN_WATCH_INTERVAL:g} to 3600 (default 1)",
+    )
+    parser.set_defaults(run=_run_watch)
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction, argparse.ArgumentParser], None], ...] = (
     _add_status,
     _add_dump,
     _add_ping,
+    _add_watch,
     add_replay,
     add_sweep,
 )
@@ -261,6 +376,17 @@ def _positive_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not 0 < value <= 3600:
         raise argparse.ArgumentTypeError(f"{text} s is outside 0..3600 s")
+    return value
+
+
+MIN_WATCH_INTERVAL = 0.1
+"""Polls closer than this would only load the daemon: the screen does not change that fast."""
+
+
+def _watch_interval(text: str) -> float:
+    value = _positive_seconds(text)
+    if value < MIN_WATCH_INTERVAL:
+        raise argparse.ArgumentTypeError(f"{text} s is shorter than {MIN_WATCH_INTERVAL:g} s")
     return value
 
 

@@ -131,6 +131,7 @@ async def serve(
         service = ServiceManager()
         logsetup.report_state(lambda: core.state)
         meter = metrics.Meter("backup", core, host) if scrape is not None else None
+        transitions = lifecycle.RecentTransitions()
 
         def on_state(now: float, action: Any) -> None:
             if isinstance(action, StateChanged):
@@ -140,14 +141,17 @@ async def serve(
             core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
             recorder=recorder,
             on_action=lifecycle.following(
-                conflicts.follow if conflicts is not None else None, on_state, meter.follow if meter else None,
+                conflicts.follow if conflicts is not None else None, on_state, transitions.follow,
+                meter.follow if meter else None,
             ),
             on_result=meter.result if meter else None,
         )
         stopping = trio.Event()
 
         def status() -> dict[str, Any]:
-            return lifecycle.status_reply(shell.snapshot(), master=master, timing=control.timing_dict(config.timing))
+            return lifecycle.status_reply(
+                shell.snapshot(), master=master, timing=control.timing_dict(config.timing), transitions=transitions,
+            )
 
         def dump() -> dict[str, Any]:
             state = shell.snapshot()

@@ -6,6 +6,10 @@ Signals (handled inside Trio, so a handler never interrupts the core halfway):
   (the stop is already bounded).
 - SIGHUP: reload what can be reloaded safely (each daemon says what).
 - SIGUSR1: write the full state to the log.
+
+The control socket's ``status`` answer is the core's snapshot plus what only
+the runtime knows: wall-clock times, and the last few state changes
+(:class:`RecentTransitions`), which the core does not keep.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import json
 import logging
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import trio
 
 from failoverd import __version__
+from failoverd.core.actions import StateChanged
 from failoverd.exitcodes import ProgramError
 from failoverd.runtime.keyfile import KeyFileError, read_key
 
@@ -81,11 +87,40 @@ def following(*followers: Callable[[float, Any], None] | None) -> Callable[[floa
     return follow
 
 
+TRANSITIONS_KEPT = 10
+"""State changes the status answer carries, newest last (``failoverctl watch`` shows them)."""
+
+
+class RecentTransitions:
+    """The last :data:`TRANSITIONS_KEPT` state changes, each with the wall-clock time it happened.
+
+    Pass :meth:`follow` to the shell's ``on_action`` (through :func:`following`):
+    it sees each ``StateChanged`` as the executor dispatches it, right after
+    the core decided, so ``time.time()`` then is the moment of the change.
+    Bounded: older changes are forgotten (the log and the trace keep them all).
+    """
+
+    def __init__(self, keep: int = TRANSITIONS_KEPT) -> None:
+        self._recent: deque[dict[str, Any]] = deque(maxlen=keep)
+
+    def follow(self, now: float, action: Any) -> None:
+        if isinstance(action, StateChanged):
+            self._recent.append({
+                "at": round(time.time(), 3), "source": action.source, "dest": action.dest, "trigger": action.trigger,
+            })
+
+    def recent(self) -> list[dict[str, Any]]:
+        """Oldest first, as copies (the answer is serialised after the handler returns)."""
+        return [dict(change) for change in self._recent]
+
+
 def log_state(state: dict[str, Any]) -> None:
     log.info("state dump: %s", json.dumps(state, sort_keys=True, default=str))
 
 
-def status_reply(snapshot: dict[str, Any], *, master: str | None, timing: dict[str, Any]) -> dict[str, Any]:
+def status_reply(
+    snapshot: dict[str, Any], *, master: str | None, timing: dict[str, Any], transitions: RecentTransitions,
+) -> dict[str, Any]:
     """The core's snapshot in the control socket's ``Status`` shape."""
     return {
         "role": snapshot["role"],
@@ -100,6 +135,7 @@ def status_reply(snapshot: dict[str, Any], *, master: str | None, timing: dict[s
         "held": list(snapshot.get("held", [])),
         "counters": snapshot.get("counters", {}),
         "timing": timing,
+        "transitions": transitions.recent(),
         "version": __version__,
     }
 

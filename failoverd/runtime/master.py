@@ -117,6 +117,7 @@ async def serve(
         service = ServiceManager()
         logsetup.report_state(lambda: core.state)
         meter = metrics.Meter("master", core, host) if scrape is not None else None
+        transitions = lifecycle.RecentTransitions()
 
         def on_state(now: float, action: Any) -> None:
             if isinstance(action, StateChanged):
@@ -125,7 +126,8 @@ async def serve(
         shell = CoreShell(
             core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
             on_action=lifecycle.following(
-                conflicts.follow if conflicts is not None else None, on_state, meter.follow if meter else None,
+                conflicts.follow if conflicts is not None else None, on_state, transitions.follow,
+                meter.follow if meter else None,
             ),
             on_result=meter.result if meter else None,
         )
@@ -141,7 +143,9 @@ async def serve(
                 log.info("%s: no --manage addresses, so nothing to tickle", why)
 
         def status() -> dict[str, Any]:
-            return lifecycle.status_reply(shell.snapshot(), master=None, timing=_timing(config))
+            return lifecycle.status_reply(
+                shell.snapshot(), master=None, timing=_timing(config), transitions=transitions,
+            )
 
         def dump() -> dict[str, Any]:
             state = shell.snapshot()
