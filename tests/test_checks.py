@@ -283,3 +283,25 @@ async def test_a_master_whose_check_fails_at_start_says_leaving_in_its_first_hea
     first_rejoined = next(i for i, f in enumerate(sent) if not f.leaving)
     assert first_rejoined >= 3 and sent[0].seq == 1  # the very first heartbeat already said it
     assert all(f.leaving and not f.holds for f in sent[:first_rejoined])
+
+
+@pytest.mark.trio
+async def test_metrics_show_the_checks_and_a_declined_takeover_is_not_a_detection(here: Path) -> None:
+    from test_metrics import LISTEN, running, scrape_until
+
+    ok = here / "service-ok"
+    checks = HealthChecks(commands=(command("test", "-e", str(ok)),), interval=0.05, timeout=10, rise=1, fall=1)
+    config = backup_config(here, free_port(), checks=checks, metrics_listen=LISTEN)
+    with trio.fail_after(30):
+        async with running(backup.serve, config, MemorySystem()) as started:
+            port = started["metrics_port"]
+            unfit = await scrape_until(port, lambda s: s.value("failoverd_state", role="backup", state="unfit") == 1)
+            assert unfit.value("failoverd_health_checks_passing") == 0
+            ok.touch()
+            taken = await scrape_until(
+                port, lambda s: s.value("failoverd_state", role="backup", state="failed_over") == 1
+            )
+            assert taken.value("failoverd_health_checks_passing") == 1
+            assert taken.value("failoverd_become_master_total") == 1
+            # It waited for its own check, not for the master: no detection latency to report.
+            assert taken.value("failoverd_detection_latency_seconds_count") == 0
