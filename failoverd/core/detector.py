@@ -35,9 +35,10 @@ would acquire, it goes to *unfit* instead and alarms, and it takes over
 (after a fresh ARP probe) only once its checks pass again, unless the master
 is heard first. A backup already holding the addresses when its checks fail
 keeps them: it took them because the master failed or stepped down, so
-releasing would leave nobody holding them, and the service clients reach
-on them answers on some of its ports more often than none (keepalived
-releases in its FAULT state; docs/checks.md says why we do not).
+releasing would leave nobody holding them, and a host that still answers
+on them (ARP, the services that work, a quick refusal) serves clients
+better than none (keepalived releases in its FAULT state; docs/checks.md
+says why we do not).
 
 States: monitoring, suspect, contested, unfit, acquiring, failed_over,
 recovering (see spec/properties.md and docs for each).
@@ -390,7 +391,8 @@ class Detector(DeclaredMachine):
         self.healthy = healthy
         self.health_reason = "" if healthy else reason
         if healthy:
-            self._emit_alarm("info", "health checks pass again: this backup takes over if the master fails", mail=True)
+            then = f": taking over from {self.peer} after a fresh ARP probe" if self.state == "unfit" else ""
+            self._emit_alarm("info", f"health checks pass again{then}", mail=True)
             self._fire("checks_pass")
             # Back in suspect past the failure deadline: decide now (a probe
             # may have been started, whose result decides instead).

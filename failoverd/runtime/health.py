@@ -36,6 +36,7 @@ import trio
 from failoverd.config import CheckCommand, HealthChecks
 from failoverd.core.health import Health, Verdict
 from failoverd.system.checks import CheckResult, CheckRunner
+from failoverd.system.trustedrun import DEFAULT_KILL_GRACE
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +49,19 @@ class HealthMonitor:
         settings: HealthChecks,
         role: str,
         report: Callable[[Verdict], None],
-        *,
-        runner: CheckRunner | None = None,
     ) -> None:
         if not settings.commands:
             raise ValueError("a health monitor needs at least one check")
         self.settings = settings
         self.commands: Sequence[CheckCommand] = settings.commands
         self.report = report
-        # A check's kill grace is its timeout, at most the hooks' two seconds:
-        # a check is small, and its next turn should not wait long for it.
+        # A check's kill grace is its timeout, at most the hooks' grace: a
+        # check is small, and its next turn should not wait long for it.
         timeout = settings.effective_timeout
-        self.runner = runner or CheckRunner(role, timeout, kill_grace=min(2.0, timeout))
+        self.runner = CheckRunner(role, timeout, kill_grace=min(DEFAULT_KILL_GRACE, timeout))
         self.health = Health([c.text for c in self.commands], settings.rise, settings.fall)
         self.runs = [0] * len(self.commands)
         self._started_at: float | None = None
-
-    @property
-    def verdict(self) -> Verdict | None:
-        return self.health.verdict
 
     async def first_round(self) -> Verdict:
         """Run every check once, together; the first combined verdict (not reported: the caller feeds it)."""

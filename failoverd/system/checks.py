@@ -73,7 +73,7 @@ def program_problem(command: CheckCommand) -> str | None:
     try:
         os.close(open_program(path))
     except Refused as reason:
-        return f"{path}: {reason}"
+        return str(reason) if str(path) in str(reason) else f"{path}: {reason}"
     return None
 
 
