@@ -494,3 +494,14 @@ def test_a_status_made_while_the_master_said_leaving_does_not_start_its_failback
     pair.run_until(8.0)
     assert pair.overlaps == []
     assert pair.holds == {"master": set(VIPS), "backup": set()}
+
+
+def test_a_master_waiting_with_some_addresses_adopted_releases_them_before_saying_leaving() -> None:
+    a, b = sorted(VIPS)
+    m = Master(["b"], 1.0, 0.0, managed=VIPS, held={a}, key=KEY, epoch=9)
+    assert m.state == "waiting" and m.held == {a}
+    out = m.health_changed(0.1, False, "x")
+    assert m.state == "releasing" and [x.addresses for x in out if isinstance(x, Release)] == [frozenset({a})]
+    assert _frames(out) == []
+    (goodbye,) = _frames(m.action_done(0.2, ReleaseDone(released=frozenset({a}))))
+    assert m.state == "standing_down" and goodbye.leaving and not goodbye.holds

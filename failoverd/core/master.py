@@ -90,8 +90,8 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "released", "source": "releasing", "dest": "stopped", "after": "_release_incomplete"},
     # Health: an unhealthy master lets go of what it holds and says "leaving"
     # until it is healthy again (see the module's docstring).
-    {"trigger": "checks_fail", "source": "holding", "dest": "releasing", "conditions": ["_managing"],
-     "after": "_release"},
+    {"trigger": "checks_fail", "source": ["waiting", "probing", "holding"], "dest": "releasing",
+     "conditions": ["_some_held"], "after": "_release"},
     {"trigger": "checks_fail", "source": ["waiting", "probing", "holding"], "dest": "standing_down",
      "after": "_stood_down"},
     {"trigger": "retry", "source": "standing_down", "dest": "releasing", "conditions": ["_some_held"],
