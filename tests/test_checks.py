@@ -29,6 +29,7 @@ from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.checks import CheckRunner, locate, program_problem
 from failoverd.system.trustedrun import OUTPUT_LIMIT
 from failoverd.trace import HealthChanged, read_trace
+from test_metrics import LISTEN, running, scrape_until
 from test_runtime_daemons import LOOPBACK, VIP, MemorySystem, backup_config, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="checks must be owned by root: run as root")
@@ -86,10 +87,12 @@ async def test_a_check_that_cannot_run_is_a_failure_not_a_success(here: Path) ->
     runner = CheckRunner("master", timeout=10)
     with trio.fail_after(20):
         missing = await runner.run(command("no-such-check-program-4f2a"))
+        gone = await runner.run(command("/opt/no-such-dir-4f2a/check"))
         unexecutable = await runner.run(command(str(garbage)))
         not_executable = await runner.run(command(str(plain)))
     assert not missing.passed
-    assert missing.detail.startswith("could not run: refused: cannot open /usr/local/sbin/no-such-check-program-4f2a")
+    assert missing.detail.startswith("could not run: no-such-check-program-4f2a is not on the hooks' PATH (/usr/local/sbin:")
+    assert not gone.passed and gone.detail.startswith("could not run: refused: cannot open /opt/no-such-dir-4f2a")
     assert not unexecutable.passed and "Exec format error" in unexecutable.detail
     assert not not_executable.passed and "not executable" in not_executable.detail
 
@@ -287,8 +290,6 @@ async def test_a_master_whose_check_fails_at_start_says_leaving_in_its_first_hea
 
 @pytest.mark.trio
 async def test_metrics_show_the_checks_and_a_declined_takeover_is_not_a_detection(here: Path) -> None:
-    from test_metrics import LISTEN, running, scrape_until
-
     ok = here / "service-ok"
     checks = HealthChecks(commands=(command("test", "-e", str(ok)),), interval=0.05, timeout=10, rise=1, fall=1)
     config = backup_config(here, free_port(), checks=checks, metrics_listen=LISTEN)

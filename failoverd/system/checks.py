@@ -93,7 +93,11 @@ class CheckRunner:
         return {"PATH": HOOK_PATH, "LANG": "C", "FAILOVER_ROLE": self.role, "FAILOVER_CHECK": command.text}
 
     async def run(self, command: CheckCommand) -> CheckResult:
-        path = locate(command.argv[0])
+        program = command.argv[0]
+        path = locate(program)
+        if not program.startswith("/") and not os.path.lexists(path):
+            missing = f"{program} is not on the hooks' PATH ({HOOK_PATH})"
+            return CheckResult(False, f"could not run: {missing}", RunResult(path, None, error=missing))
         result = await run_trusted(
             path, command.argv, env=self.environment(command), cwd=Path("/"), timeout=self.timeout,
             kill_grace=self.kill_grace, what="check",
