@@ -90,7 +90,7 @@ async def serve(
     and the metrics port (None without ``--metrics-listen``) once heartbeats
     are being received.
 
-    Resource handling: every task, socket, hook and mail process started here
+    Resource handling: every task, socket, hook, check and mail process started here
     has ended when this returns.
 
     Error handling: an unusable key file raises :class:`ProgramError` (78)
