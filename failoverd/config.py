@@ -30,6 +30,9 @@ DEFAULT_HOOK_TIMEOUT = 30.0
 DEFAULT_STATE_DIR = Path("/var/lib/failoverd")
 DEFAULT_TRACE_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_NOTIFY_COMMAND = "NotifyFailover"
+DEFAULT_CHECK_INTERVAL = 2.0
+DEFAULT_CHECK_RISE = 2
+DEFAULT_CHECK_FALL = 2
 # Where the shipped systemd units put the control sockets (their
 # RuntimeDirectory=), so a daemon started by hand lands there too and
 # failoverctl finds either without --socket.
@@ -61,6 +64,42 @@ class ListenAddress:
     @property
     def loopback(self) -> bool:
         return self.address.is_loopback
+
+
+@dataclass(frozen=True)
+class CheckCommand:
+    """One ``--check``: the text as given and the argv it stands for (no shell)."""
+
+    text: str
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HealthChecks:
+    """``--check`` and its settings (docs/checks.md): the commands, how often, how long, rise and fall."""
+
+    commands: tuple[CheckCommand, ...] = ()
+    interval: float = DEFAULT_CHECK_INTERVAL
+    timeout: float | None = None
+    """Longest one run may take; None: the interval."""
+    rise: int = DEFAULT_CHECK_RISE
+    fall: int = DEFAULT_CHECK_FALL
+
+    @property
+    def effective_timeout(self) -> float:
+        return self.interval if self.timeout is None else self.timeout
+
+    def describe(self, role: str) -> list[str]:
+        if not self.commands:
+            return ["health checks: none (no --check)"]
+        lines = [f"health check: {c.text} (argv {list(c.argv)!r}, no shell)" for c in self.commands]
+        unhealthy = "steps down (leaving)" if role == "master" else "does not take over"
+        lines.append(
+            f"health checks: every {self.interval:g} s, each run at most {self.effective_timeout:g} s; "
+            f"failing after {self.fall} failures in a row, passing after {self.rise} passes in a row "
+            f"(the first result decides); while one fails, this {role} {unhealthy}"
+        )
+        return lines
 
 
 def _metrics_text(listen: ListenAddress | None) -> str:
@@ -116,6 +155,8 @@ class BackupConfig:
     keep_addresses_on_exit: bool = False
     metrics_listen: ListenAddress | None = None
     """``--metrics-listen``: serve Prometheus metrics there; None (the default) serves none."""
+    checks: HealthChecks = HealthChecks()
+    """``--check``: while one fails, do not take over."""
 
     @property
     def authenticated(self) -> bool:
@@ -166,6 +207,7 @@ class BackupConfig:
             + (f"{self.trace_file} (at most {self.trace_max_bytes} bytes)" if self.trace_file else "off"),
             "on exit: " + ("keep held addresses" if self.keep_addresses_on_exit else "release held addresses"),
             _metrics_text(self.metrics_listen),
+            *self.checks.describe("backup"),
         ]
         return lines
 
@@ -205,6 +247,8 @@ class MasterConfig:
     notify_command: str = DEFAULT_NOTIFY_COMMAND
     metrics_listen: ListenAddress | None = None
     """``--metrics-listen``: serve Prometheus metrics there; None (the default) serves none."""
+    checks: HealthChecks = HealthChecks()
+    """``--check``: while one fails, step down (heartbeats say ``leaving``)."""
 
     @property
     def authenticated(self) -> bool:
@@ -263,5 +307,6 @@ class MasterConfig:
             f"control socket: {self.control_socket}",
             f"state directory: {self.state_dir}",
             _metrics_text(self.metrics_listen),
+            *self.checks.describe("master"),
         ]
         return lines

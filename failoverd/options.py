@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
@@ -22,6 +23,9 @@ from typing import NoReturn, Sequence
 from failoverd import __version__
 from failoverd.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
 from failoverd.config import (
+    DEFAULT_CHECK_FALL,
+    DEFAULT_CHECK_INTERVAL,
+    DEFAULT_CHECK_RISE,
     DEFAULT_CONTROL_SOCKETS,
     DEFAULT_FACILITY,
     DEFAULT_HOOK_DIR,
@@ -33,6 +37,8 @@ from failoverd.config import (
     DEFAULT_SYSLOG_SOCKET,
     DEFAULT_TRACE_MAX_BYTES,
     BackupConfig,
+    CheckCommand,
+    HealthChecks,
     ListenAddress,
     MasterConfig,
     RunMode,
@@ -137,6 +143,33 @@ def _command(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("invalid command: empty")
     return text
+
+
+def _check_command(text: str) -> CheckCommand:
+    """``--check``: words split as a shell splits them (quotes, backslashes), never run by a shell."""
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"invalid check {text!r}: {str(exc).lower()} (a check is split into words as a shell would, "
+            "then run without one)"
+        ) from None
+    if not argv:
+        raise argparse.ArgumentTypeError("invalid check: empty (give a command, e.g. 'curl -fsS http://127.0.0.1/')")
+    program = argv[0]
+    if "/" in program and not program.startswith("/"):
+        raise argparse.ArgumentTypeError(
+            f"invalid check {text!r}: {program!r} is a relative path; name a program on the hooks' PATH "
+            "or give its absolute path"
+        )
+    return CheckCommand(text, argv)
+
+
+def _check_seconds(text: str) -> float:
+    value = seconds(text)
+    if not 0.01 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected seconds within 0.01..3600")
+    return value
 
 
 _LISTEN_FORMS = "ADDR:PORT with an IP address, e.g. 127.0.0.1:9694 or [::1]:9694"
@@ -257,6 +290,19 @@ def _common_options(parser: argparse.ArgumentParser, program: str) -> None:
     extra.add_argument("--metrics-listen", metavar="ADDR:PORT", type=_listen_address,
                        help="serve Prometheus metrics at http://ADDR:PORT/metrics (default off; "
                        "use a loopback address, e.g. 127.0.0.1:9694; a bare PORT means 127.0.0.1)")
+    unhealthy = "step down (heartbeats say leaving)" if program == "heartbeatd" else "do not take over"
+    checks = parser.add_argument_group("health checks (docs/checks.md)")
+    checks.add_argument("--check", metavar="COMMAND", type=_check_command, action="append", default=[],
+                        help=f"a command whose exit 0 means this host's service works; while one fails, {unhealthy} "
+                        "(repeatable; split into words, no shell: write sh -c '...' for one)")
+    checks.add_argument("--check-interval", metavar="SECONDS", type=_check_seconds,
+                        help=f"seconds between runs of each check (default {DEFAULT_CHECK_INTERVAL:g})")
+    checks.add_argument("--check-timeout", metavar="SECONDS", type=_check_seconds,
+                        help="longest one run may take before it is killed and counts as failed (default: the interval)")
+    checks.add_argument("--check-rise", metavar="N", type=count_at_least(1),
+                        help=f"passes in a row before a failing check passes again (default {DEFAULT_CHECK_RISE})")
+    checks.add_argument("--check-fall", metavar="N", type=count_at_least(1),
+                        help=f"failures in a row before a passing check fails (default {DEFAULT_CHECK_FALL})")
 
 
 def backup_parser() -> argparse.ArgumentParser:
@@ -348,6 +394,30 @@ def _message_with_key(ns: argparse.Namespace) -> bytes:
     return DEFAULT_MESSAGE if ns.message is None else ns.message
 
 
+def _health_checks(ns: argparse.Namespace) -> HealthChecks:
+    settings = {
+        "--check-interval": ns.check_interval, "--check-timeout": ns.check_timeout,
+        "--check-rise": ns.check_rise, "--check-fall": ns.check_fall,
+    }
+    if not ns.check:
+        given = [name for name, value in settings.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} given without --check: there is no check to apply it to")
+        return HealthChecks()
+    seen: set[tuple[str, ...]] = set()
+    for command in ns.check:
+        if command.argv in seen:
+            raise UsageError(f"--check {command.text!r} given twice")
+        seen.add(command.argv)
+    return HealthChecks(
+        commands=tuple(ns.check),
+        interval=DEFAULT_CHECK_INTERVAL if ns.check_interval is None else ns.check_interval,
+        timeout=ns.check_timeout,
+        rise=DEFAULT_CHECK_RISE if ns.check_rise is None else ns.check_rise,
+        fall=DEFAULT_CHECK_FALL if ns.check_fall is None else ns.check_fall,
+    )
+
+
 def _common_values(ns: argparse.Namespace) -> dict:
     return dict(
         port=DEFAULT_PORT if ns.port is None else parse_port(ns.port),
@@ -366,6 +436,7 @@ def _common_values(ns: argparse.Namespace) -> dict:
         state_dir=ns.state_dir,
         notify_command=ns.notify_command,
         metrics_listen=ns.metrics_listen,
+        checks=_health_checks(ns),
     )
 
 

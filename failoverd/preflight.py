@@ -25,7 +25,7 @@ from typing import Iterable, Literal
 
 from failoverd import __version__, logsetup
 from failoverd.addresses import Triplet
-from failoverd.config import BackupConfig, MasterConfig
+from failoverd.config import BackupConfig, HealthChecks, MasterConfig
 from failoverd.exitcodes import ConfigError
 from failoverd.runtime.keyfile import KeyFileError, read_key
 
@@ -205,6 +205,26 @@ def _hook_checks(hook_dir: Path, addresses: Iterable[IPv4Address]) -> list[Check
     return checks
 
 
+def _health_check_checks(checks: HealthChecks) -> list[Check]:
+    """Each ``--check``'s program: there, and passing the rules hooks follow (docs/checks.md)."""
+    if not checks.commands:
+        return []
+    # Imported here: it brings Trio, which the other checks do not need.
+    from failoverd.system.checks import locate, program_problem
+
+    out = []
+    for command in checks.commands:
+        problem = program_problem(command)
+        if problem is None:
+            out.append(Check("ok", f"health check {command.text!r} runs {locate(command.argv[0])}"))
+        else:
+            out.append(Check("FAIL", f"health check {command.text!r} cannot run, so it would always fail: {problem}"))
+    if checks.effective_timeout > checks.interval:
+        out.append(Check("warn", f"--check-timeout {checks.effective_timeout:g} s is longer than --check-interval "
+                                 f"{checks.interval:g} s: a slow run delays the next one"))
+    return out
+
+
 def _syslog_check(path: str) -> Check:
     problem = logsetup.syslog_problem(path)
     if problem is not None:
@@ -276,6 +296,7 @@ def run_checks(config: BackupConfig | MasterConfig) -> list[Check]:
         else:
             checks.append(Check("FAIL", problem))
     checks += _hook_checks(config.hook_dir, addresses)
+    checks += _health_check_checks(config.checks)
     checks.append(_state_dir_check(config.state_dir))
     checks.append(_syslog_check(config.syslog_socket))
     return checks

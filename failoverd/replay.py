@@ -10,7 +10,9 @@ Two ways to drive the same :class:`~failoverd.core.detector.Detector`:
   taken from the trace (a pcap has nothing else). Timers fire exactly at each :meth:`Detector.next_deadline`
   between arrivals (an arrival at the very deadline is delivered first), and
   actions are completed by an :class:`ActionModel`. This answers "what would
-  another timing have done with the same heartbeats?".
+  another timing have done with the same heartbeats?". The backup is taken
+  to be healthy throughout: its health checks' verdicts are of the recorded
+  run's service, not a question about timing (and a capture has none).
 
 The result is a timeline of state changes and actions and a summary
 (failovers and how long after the last heartbeat each took over, whether it
@@ -42,7 +44,18 @@ from failoverd.core.actions import (
 from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
 from failoverd.addresses import Triplet
-from failoverd.trace import ActionResult, Arrival, ConflictSeen, Datagram, End, Event, Lost, TimerFired, TraceHeader
+from failoverd.trace import (
+    ActionResult,
+    Arrival,
+    ConflictSeen,
+    Datagram,
+    End,
+    Event,
+    HealthChanged,
+    Lost,
+    TimerFired,
+    TraceHeader,
+)
 
 DEFAULT_OUTAGE = 30.0
 """Legacy mode: a silence at least this long is taken for a real outage, so a
@@ -75,7 +88,7 @@ class ActionModel:
 class TimelineEntry:
     time: float
     kind: str
-    """state, probe, acquire, release, notify, alarm, probed, acquired, released, lost"""
+    """state, probe, acquire, release, notify, alarm, probed, acquired, released, health, lost"""
     text: str
     wall: float | None = None
 
@@ -472,6 +485,12 @@ def replay_exact(
             record(now, actions, None)
         elif isinstance(event, ConflictSeen):
             actions = det.conflict_seen(now, event.addresses)
+            if observe is not None:
+                observe(now, actions)
+            record(now, actions, None)
+        elif isinstance(event, HealthChanged):
+            run.note(now, "health", "healthy" if event.healthy else f"unhealthy: {event.reason}")
+            actions = det.health_changed(now, event.healthy, event.reason)
             if observe is not None:
                 observe(now, actions)
             record(now, actions, None)

@@ -2,7 +2,8 @@
 
 A trace holds what the detector was built with (its header) and then, in
 order, every call the shell made into it: a datagram arrived, a timer fired,
-an action finished, another host's ARP claimed an address. Feeding those to a fresh :class:`~failoverd.core.detector.Detector`
+an action finished, another host's ARP claimed an address, the health checks'
+verdict changed. Feeding those to a fresh :class:`~failoverd.core.detector.Detector`
 re-executes the daemon exactly (see :mod:`failoverd.replay`). The format is
 described in spec/trace.md; this module is its only writer and reader.
 
@@ -262,6 +263,15 @@ class ConflictSeen:
 
 
 @dataclass(slots=True)
+class HealthChanged:
+    """This host's health checks turned unhealthy or healthy again (``Detector.health_changed``)."""
+
+    time: float
+    healthy: bool
+    reason: str = ""
+
+
+@dataclass(slots=True)
 class Lost:
     """The writer dropped ``count`` events before this point: replay cannot be exact past it."""
 
@@ -277,7 +287,7 @@ class End:
     full: bool = False
 
 
-Event = Union[Datagram, TimerFired, ActionResult, ConflictSeen, Lost, End]
+Event = Union[Datagram, TimerFired, ActionResult, ConflictSeen, HealthChanged, Lost, End]
 
 Arrival = tuple[float, str, str, bytes, Union[float, None]]
 """``(time, path, source, data, wall)`` of one datagram: all that what-if
@@ -334,6 +344,8 @@ def format_event(event: Event) -> str:
         return format_result(event.time, event.result)
     if isinstance(event, ConflictSeen):
         return format_conflict(event.time, event.addresses)
+    if isinstance(event, HealthChanged):
+        return format_health(event.time, event.healthy, event.reason)
     if isinstance(event, Lost):
         return f"lost {event.time!r} {event.count}"
     if isinstance(event, End):
@@ -356,6 +368,12 @@ def format_conflict(now: float, addresses: Iterable[Triplet]) -> str:
     if not texts:
         raise ValueError("a conflict names at least one address")
     return f"c {float(now)!r} " + " ".join(texts)
+
+
+def format_health(now: float, healthy: bool, reason: str) -> str:
+    """``h TIME healthy|unhealthy REASON``: the reason as lower-case hex of its UTF-8 (``-`` when empty)."""
+    text = reason.encode("utf-8").hex() if reason else "-"
+    return f"h {float(now)!r} {'healthy' if healthy else 'unhealthy'} {text}"
 
 
 def _check_token(value: str, what: str) -> str:
@@ -519,6 +537,10 @@ class TraceWriter:
     def conflict(self, now: float, addresses: Iterable[Triplet]) -> None:
         """``Detector.conflict_seen(now, addresses)`` was called."""
         self._queue(now, format_conflict(now, addresses) + "\n")
+
+    def health(self, now: float, healthy: bool, reason: str) -> None:
+        """``Detector.health_changed(now, healthy, reason)`` was called."""
+        self._queue(now, format_health(now, healthy, reason) + "\n")
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait (up to ``timeout``) until every queued line has been written or counted as lost."""
@@ -858,6 +880,8 @@ def _parse_event(raw: bytes) -> Event:
         return _parse_result(fields)
     if kind == "c":
         return _parse_conflict(fields)
+    if kind == "h":
+        return _parse_health(fields)
     if kind == "lost":
         if len(fields) != 3 or not fields[2].isdigit() or fields[2] != str(int(fields[2])) or int(fields[2]) == 0:
             raise ValueError("a lost line is 'lost TIME COUNT' with a positive count")
@@ -868,7 +892,7 @@ def _parse_event(raw: bytes) -> Event:
         if len(fields) == 3 and fields[2] == "full":
             return End(_parse_time(fields[1]), True)
         raise ValueError("an end line is 'end TIME' or 'end TIME full'")
-    raise ValueError(f"unknown event {kind[:20]!r} (expected d, t, r, c, lost or end)")
+    raise ValueError(f"unknown event {kind[:20]!r} (expected d, t, r, c, h, lost or end)")
 
 
 def _parse_datagram_tail(fields: list[str]) -> tuple[str, str, bytes, str]:
@@ -941,6 +965,17 @@ def _parse_conflict(fields: list[str]) -> ConflictSeen:
     if [str(a) for a in addresses] != sorted(set(texts)):
         raise ValueError("conflict addresses are not in canonical order (as written, sorted, no duplicates)")
     return ConflictSeen(_parse_time(fields[1]), frozenset(addresses))
+
+
+def _parse_health(fields: list[str]) -> HealthChanged:
+    if len(fields) != 4 or fields[2] not in ("healthy", "unhealthy"):
+        raise ValueError("a health line is 'h TIME healthy|unhealthy REASON' (REASON: hex, '-' when empty)")
+    healthy = fields[2] == "healthy"
+    try:
+        reason = _parse_payload(fields[3]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("a health line's reason is not UTF-8") from None
+    return HealthChanged(_parse_time(fields[1]), healthy, reason)
 
 
 def _refuse_constant(name: str) -> float:

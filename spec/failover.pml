@@ -90,21 +90,23 @@
 
 /* ---- states --------------------------------------------------------------- */
 
-/* @states detector: monitoring suspect contested acquiring failed_over recovering */
+/* @states detector: monitoring suspect contested acquiring failed_over recovering unfit */
 #define D_monitoring  0
 #define D_suspect     1
 #define D_contested   2
 #define D_acquiring   3
 #define D_failed_over 4
 #define D_recovering  5
+#define D_unfit       6   /* health checks: never entered here (see @declared below) */
 
-/* @states master: waiting probing acquiring holding releasing stopped */
+/* @states master: waiting probing acquiring holding releasing stopped standing_down */
 #define M_waiting   0
 #define M_probing   1
 #define M_acquiring 2
 #define M_holding   3
 #define M_releasing 4
 #define M_stopped   5
+#define M_standing_down 6   /* health checks: never entered here (see @declared below) */
 
 /* Transitions of the code that the model leaves out, and why:
  * @declared detector retry: failed_over -> acquiring (one address: an acquire never fails part-way)
@@ -114,6 +116,25 @@
  * @declared master stop: acquiring -> acquiring (a stop during an acquire is modelled as a crash)
  * @declared master acquired: acquiring -> releasing (a stop during an acquire is modelled as a crash)
  * @declared master stop: holding -> stopped (unmanaged master: failback is not managed, out of scope)
+ * @declared detector deadline: suspect -> unfit (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared detector probed: suspect -> unfit (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared detector probed: contested -> unfit (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared detector checks_pass: unfit -> suspect (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared detector heartbeat: unfit -> monitoring (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master checks_fail: waiting -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master checks_fail: probing -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master checks_fail: holding -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master checks_fail: waiting -> standing_down (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master checks_fail: probing -> standing_down (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master checks_fail: holding -> standing_down (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master released: releasing -> standing_down (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master released: releasing -> waiting (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master retry: standing_down -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master checks_pass: standing_down -> waiting (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master checks_pass: standing_down -> holding (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master stop: releasing -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master stop: standing_down -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master stop: standing_down -> stopped (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
  */
 
 /* ---- the world ------------------------------------------------------------ */

@@ -381,3 +381,60 @@ def test_key_file_problems(tmp_path: Path) -> None:
     key.chmod(0o620)
     assert "has mode 0620 (writable by its group)" in preflight.key_file_problem(key)
     assert "not a regular file" in preflight.key_file_problem(tmp_path)
+
+
+# --- health checks (docs/checks.md) -----------------------------------------------
+
+
+def test_checks_are_argvs_with_their_settings_on_both_daemons() -> None:
+    backup = parse_backup(["--check", "curl -fsS 'http://127.0.0.1/a b'", "--check", "/usr/local/sbin/check-db",
+                           "--check-interval", "0.5", "--check-rise", "3", "--check-fall", "1", MASTER, PAIR])
+    assert isinstance(backup, BackupConfig)
+    checks = backup.checks
+    assert [c.argv for c in checks.commands] == [("curl", "-fsS", "http://127.0.0.1/a b"), ("/usr/local/sbin/check-db",)]
+    assert (checks.interval, checks.effective_timeout, checks.rise, checks.fall) == (0.5, 0.5, 3, 1)
+    assert "while one fails, this backup does not take over" in "\n".join(backup.describe())
+    heartbeatd = parse_master(["--check", "sh -c 'pgrep -x nginx'", "--check-timeout", "5", "10.0.0.2"])
+    assert isinstance(heartbeatd, MasterConfig)
+    assert heartbeatd.checks.commands[0].argv == ("sh", "-c", "pgrep -x nginx")
+    assert (heartbeatd.checks.interval, heartbeatd.checks.effective_timeout) == (2.0, 5.0)
+    assert "this master steps down" in "\n".join(heartbeatd.describe())
+    assert parse_master(["10.0.0.2"]).checks.commands == ()
+    assert "health checks: none (no --check)" in parse_master(["10.0.0.2"]).describe()
+
+
+@pytest.mark.parametrize(
+    "argv, text",
+    [
+        (["--check", ""], "argument --check: invalid check: empty"),
+        (["--check", "curl 'http://x"], "invalid check \"curl 'http://x\": no closing quotation"),
+        (["--check", "./check-web"], "'./check-web' is a relative path"),
+        (["--check", "true", "--check", "true"], "--check 'true' given twice"),
+        (["--check-fall", "3"], "--check-fall given without --check"),
+        (["--check", "true", "--check-rise", "0"], "argument --check-rise: invalid value '0'"),
+        (["--check", "true", "--check-interval", "0.001"], "expected seconds within 0.01..3600"),
+        (["--check", "true", "--check-timeout", "nan"], "argument --check-timeout: invalid value 'nan'"),
+    ],
+)
+def test_check_diagnostics(argv: list[str], text: str) -> None:
+    assert text in usage_error(parse_backup, [*argv, MASTER, PAIR])
+    assert text in usage_error(parse_master, [*argv, "10.0.0.2"])
+
+
+def test_no_run_says_whether_each_check_can_run(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a program must be root's to pass the checks' rules")
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    (shared / "check").write_text("#!/bin/sh\nexit 0\n")
+    (shared / "check").chmod(0o755)
+    result = run("heartbeatd", ["-n", "--check", "true", "--check", "no-such-check-4f2a",
+                                "--check", str(shared / "check"), "10.0.0.2"])
+    assert result.returncode == EX_CONFIG
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("  ok    health check 'true' runs /usr/bin/true") for line in lines)
+    assert any(line.startswith("  FAIL  health check 'no-such-check-4f2a' cannot run") and "not on the hooks' PATH" in line
+               for line in lines)
+    assert any(line.startswith(f"  FAIL  health check '{shared / 'check'}' cannot run") and "writable by group" in line
+               for line in lines)

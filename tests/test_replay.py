@@ -74,10 +74,12 @@ class DaemonLike:
         heapq.heappush(self.pending, (when, self.order, result))
 
     def run(self, arrivals: list[tuple[float, bytes, str, str]], until: float,
-            conflicts: list[tuple[float, frozenset]] = ()) -> None:
+            conflicts: list[tuple[float, frozenset]] = (),
+            health: list[tuple[float, bool, str]] = ()) -> None:
         arrivals = sorted(arrivals, key=lambda a: a[0])
         conflicts = sorted(conflicts, key=lambda c: c[0])
-        i = j = 0
+        health = sorted(health, key=lambda h: h[0])
+        i = j = k = 0
         last = self.det.state_since
         for _ in range(1_000_000):
             deadline = self.det.next_deadline()
@@ -93,6 +95,8 @@ class DaemonLike:
                 options.append((self.pending[0][0], 0))
             if j < len(conflicts):
                 options.append((conflicts[j][0], 3))
+            if k < len(health):
+                options.append((health[k][0], 4))
             if not options:
                 break
             now, kind = min(options)
@@ -111,6 +115,11 @@ class DaemonLike:
                 j += 1
                 actions = self.det.conflict_seen(now, addresses)
                 self.writer.conflict(now, addresses)
+            elif kind == 4:
+                _, healthy, reason = health[k]
+                k += 1
+                actions = self.det.health_changed(now, healthy, reason)
+                self.writer.health(now, healthy, reason)
             elif kind == 1:
                 actions = self.det.handle_timer(now)
                 self.writer.timer(now)
@@ -231,6 +240,34 @@ def test_exact_replay_reproduces_a_yield_to_an_arp_conflict(tmp_path: Path) -> N
     result = replay_exact(Setup.from_header(trace.header, KEY), trace.events,
                           observe=lambda now, actions: replayed.append((now, actions)))
     assert replayed == daemon.calls and result.transitions == daemon.transitions()
+
+
+def test_exact_replay_reproduces_a_takeover_declined_while_unhealthy(tmp_path: Path) -> None:
+    timing = Timing(interval=0.1, probe_spacing=0.01)
+    header = TraceHeader(mode="authenticated", addresses=(A, B), timing=timing, master=MASTER, start=1000.0,
+                         epoch=424242, peer=MASTER)
+    path = tmp_path / "health.trace"
+    daemon = DaemonLike(header, KEY, path, seed=13)
+    boot = wire.Sealer(KEY, wire.ROLE_MASTER, 1, 0.1, 1000.0)
+    arrivals = master_frames(boot, [1000.0 + 0.1 * k for k in range(1, 20)], {"eth1": MASTER})
+    # The backup's check fails at 1001 (the service is "caf\u00e9"'s: a reason beyond ASCII);
+    # the master falls silent at ~1002; the check passes again at 1004.
+    reason = "check 'curl -fsS http://caf\u00e9/' exited 7"
+    daemon.probe_answered_until = 1000.0
+    daemon.run(arrivals, until=1005.0, health=[(1001.0, False, reason), (1004.0, True, "")])
+    changes = [t[1:] for t in daemon.transitions()]
+    assert ("suspect", "unfit", "probed") in changes and ("unfit", "suspect", "checks_pass") in changes
+    assert changes[-2:] == [("suspect", "acquiring", "probed"), ("acquiring", "failed_over", "acquired")]
+    trace = read_trace(path)
+    replayed: list[tuple[float, list]] = []
+    result = replay_exact(Setup.from_header(trace.header, KEY), trace.events,
+                          observe=lambda now, actions: replayed.append((now, actions)))
+    assert replayed == daemon.calls and result.transitions == daemon.transitions()
+    assert [e.text for e in result.timeline if e.kind == "health"] == [f"unhealthy: {reason}", "healthy"]
+    # What-if replays the datagrams alone, as a healthy backup: it takes over at the deadline.
+    what_if = replay_what_if(Setup.from_header(trace.header, KEY), trace.arrivals(), end=1005.0)
+    assert "unfit" not in {dest for _, _, dest, _ in what_if.transitions}
+    assert len(what_if.failovers) == 1 and what_if.failovers[0].decided_at < 1004.0
 
 
 def test_exact_replay_detects_a_different_core(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from failoverd.trace import (
     ActionResult,
     Datagram,
     End,
+    HealthChanged,
     Lost,
     TimerFired,
     TraceError,
@@ -414,3 +415,30 @@ def test_repeated_datagram_lines_read_back_as_written() -> None:
     events = [Datagram(10.0 + i / 10, "veth-b1", "10.0.0.1", b"hb", "accepted", 1.7e9 + i / 10) for i in range(5)]
     events.insert(2, Datagram(10.15, "veth-b1", "10.0.0.9", b"", "source"))
     assert parse_trace(lines_of(*events)).events == events
+
+
+def test_health_changes_are_recorded_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "t.trace"
+    reason = "check 'curl -fsS http://café.example/' exited 7: curl: (7) Failed to connect"
+    with TraceWriter(path, header(), wall_clock=None) as writer:
+        writer.health(10.5, False, reason)
+        writer.health(12.0, True, "")
+    lines = path.read_text().splitlines()
+    assert lines[2:] == [f"h 10.5 unhealthy {reason.encode().hex()}", "h 12.0 healthy -", "end 12.0"]
+    assert read_trace(path).events == [HealthChanged(10.5, False, reason), HealthChanged(12.0, True, ""), End(12.0)]
+    assert format_event(HealthChanged(10.5, False, reason)) == lines[2]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (b"h 11.0 sick -\n", "healthy|unhealthy"),
+        (b"h 11.0 healthy\n", "healthy|unhealthy"),
+        (b"h 11.0 unhealthy 6A\n", "lower-case"),
+        (b"h 11.0 unhealthy ff\n", "not UTF-8"),
+        (b"h 11.00 healthy -\n", "canonical"),
+    ],
+)
+def test_bad_health_lines_name_their_line(line: bytes, message: str) -> None:
+    err = error_of(lines_of(TimerFired(10.5)) + [line])
+    assert err.line == 4 and message in err.message, err

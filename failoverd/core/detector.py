@@ -28,8 +28,20 @@ once: the master is the rightful owner. The status frames the backup sends
 (authenticated mode) tell the master whether it still holds anything, which
 is what lets a returning master take its addresses without overlap.
 
-States: monitoring, suspect, contested, acquiring, failed_over, recovering
-(see spec/properties.md and docs for each).
+Health checks (docs/checks.md): the runtime says when this host's checks
+turn unhealthy or healthy again (:meth:`Detector.health_changed`, after their
+rise/fall hysteresis). An unhealthy backup does not take over: where it
+would acquire, it goes to *unfit* instead and alarms, and it takes over
+(after a fresh ARP probe) only once its checks pass again, unless the master
+is heard first. A backup already holding the addresses when its checks fail
+keeps them: it took them because the master failed or stepped down, so
+releasing would leave nobody holding them, and a host that still answers
+on them (ARP, the services that work, a quick refusal) serves clients
+better than none (keepalived releases in its FAULT state; docs/checks.md
+says why we do not).
+
+States: monitoring, suspect, contested, unfit, acquiring, failed_over,
+recovering (see spec/properties.md and docs for each).
 """
 
 from __future__ import annotations
@@ -57,7 +69,7 @@ from failoverd.core.actions import (
 from failoverd.core.machine import DeclaredMachine, names
 from failoverd.core.timing import Timing
 
-STATES: tuple[str, ...] = ("monitoring", "suspect", "contested", "acquiring", "failed_over", "recovering")
+STATES: tuple[str, ...] = ("monitoring", "suspect", "contested", "unfit", "acquiring", "failed_over", "recovering")
 
 # (trigger, source, dest, conditions, after). dest None = internal transition
 # (no state change). Order matters: the first transition whose conditions
@@ -69,6 +81,13 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "heartbeat", "source": "contested", "dest": "monitoring", "after": "_contest_over"},
     {"trigger": "heartbeat", "source": "acquiring", "dest": None, "after": "_note_master_back"},
     {"trigger": "heartbeat", "source": "failed_over", "dest": "recovering", "after": "_release_held"},
+    # Our own health checks fail: where we would acquire, we decline.
+    {"trigger": "deadline", "source": "suspect", "dest": "unfit",
+     "conditions": ["_probe_finished", "_unhealthy"], "after": "_decline"},
+    {"trigger": "probed", "source": "suspect", "dest": "unfit",
+     "conditions": ["_deadline_passed", "_unhealthy"], "after": "_decline"},
+    {"trigger": "probed", "source": "contested", "dest": "unfit",
+     "conditions": ["_probe_silent", "_unhealthy"], "after": "_decline"},
     {"trigger": "deadline", "source": "suspect", "dest": "acquiring",
      "conditions": ["_probe_finished", "_probe_silent"], "after": "_acquire_all"},
     {"trigger": "deadline", "source": "suspect", "dest": "contested",
@@ -96,6 +115,10 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     # backup yields at once instead of holding on until a heartbeat gets through.
     {"trigger": "conflict", "source": "failed_over", "dest": "recovering", "after": "_yield_held"},
     {"trigger": "conflict", "source": "acquiring", "dest": None, "after": "_note_master_back"},
+    # Healthy again with the master still gone: suspect it afresh, so a new
+    # probe (the last one may be long stale) decides as at any deadline.
+    {"trigger": "checks_pass", "source": "unfit", "dest": "suspect", "after": "_schedule_probe"},
+    {"trigger": "heartbeat", "source": "unfit", "dest": "monitoring", "after": "_unfit_over"},
 )
 
 # States in which the backup tells the master "I may hold your addresses":
@@ -192,6 +215,10 @@ class Detector(DeclaredMachine):
         self._status_due = float("-inf")
         self._status_holds = False
         self._status_epoch = -1
+        self.healthy = True
+        """This host's health checks pass (or there are none); see :meth:`health_changed`."""
+        self.health_reason = ""
+        """Which checks fail, while unhealthy."""
         self.last_verdict = ""
         """``accepted`` or the reason the last datagram was rejected (for traces)."""
         initial = "failed_over" if self.held else "monitoring"
@@ -359,6 +386,42 @@ class Detector(DeclaredMachine):
             self._fire("conflict")
         return out
 
+    def health_changed(self, now: float, healthy: bool, reason: str = "") -> list[Action]:
+        """This host's health checks turned unhealthy (``reason``: which fail, how) or healthy again.
+
+        Fed after the checks' rise/fall hysteresis (:mod:`failoverd.core.health`),
+        only when the combined verdict changes; a repeat changes nothing.
+        """
+        self._now = now
+        out: list[Action] = []
+        self._out = out
+        if healthy == self.healthy:
+            return out
+        self.healthy = healthy
+        self.health_reason = "" if healthy else reason
+        if healthy:
+            then = f": taking over from {self.peer} after a fresh ARP probe" if self.state == "unfit" else ""
+            self._emit_alarm("info", f"health checks pass again{then}", mail=True)
+            self._fire("checks_pass")
+            # Back in suspect past the failure deadline: decide now (a probe
+            # may have been started, whose result decides instead).
+            self._on_timer(now)
+        elif self.state in {"acquiring", "failed_over"}:
+            self._emit_alarm(
+                "critical",
+                f"health check fails ({reason}) while we hold {names(self.addresses)} for {self.peer}: "
+                "keeping them (the master is not there to take them; releasing would leave nobody holding them)",
+                mail=True,
+            )
+        else:
+            self._emit_alarm(
+                "warning",
+                f"health check fails ({reason}): this backup will not take over if {self.peer} fails "
+                "until its checks pass again",
+                mail=True,
+            )
+        return out
+
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must be called next (``None``: only on input)."""
         if (
@@ -433,6 +496,8 @@ class Detector(DeclaredMachine):
                 "suspect_after": self._suspect_after,
                 "fail_after": self._fail_after,
             },
+            "healthy": self.healthy,
+            "health_reason": self.health_reason,
         }
 
     # --- internals -----------------------------------------------------------
@@ -530,6 +595,9 @@ class Detector(DeclaredMachine):
     def _nothing_held(self) -> bool:
         return not self.held
 
+    def _unhealthy(self) -> bool:
+        return not self.healthy
+
     # actions
 
     def _probe_due(self) -> float:
@@ -579,6 +647,22 @@ class Detector(DeclaredMachine):
                 addresses=self._answered,
             )
         )
+
+    def _decline(self) -> None:
+        self._retry_at = None
+        self._probe_pending = False
+        why = "says it is leaving" if self._leaving_at is not None else f"silent for {self._now - self.last_heard:.1f} s"
+        self._out.append(
+            Alarm(
+                "critical",
+                f"{self.peer} {why} but our own health check fails ({self.health_reason}): not taking over "
+                f"{names(self.addresses)} until it passes again",
+                True,
+            )
+        )
+
+    def _unfit_over(self) -> None:
+        self._out.append(Alarm("info", f"{self.peer} heard again; no takeover was needed"))
 
     def _still_contested(self) -> None:
         self._retry_at = self._now + self.timing.effective_retry_interval

@@ -26,6 +26,19 @@ only when
 On shutdown a managing master releases first and only then sends a
 ``leaving`` heartbeat, so the backup's takeover probe finds the addresses
 free.
+
+Health checks (docs/checks.md): the runtime says when this host's checks
+turn unhealthy or healthy again (:meth:`Master.health_changed`, after their
+rise/fall hysteresis). An unhealthy master steps down the same way it stops,
+without stopping: a managing one releases its addresses (``releasing``),
+then stays ``standing_down``, every heartbeat saying ``leaving`` so that the
+backup takes over at once (still after its ARP probe). Healthy again, it
+goes back to ``waiting`` and takes its addresses through the managed
+failback above: the backup releases when it sees heartbeats without
+``leaving``. Without ``--manage`` there is nothing to release: heartbeats say
+``leaving`` while unhealthy and stop saying it when healthy. Legacy
+heartbeats cannot say ``leaving``, so a legacy master standing down sends
+none: the backup takes over after its failure timeout.
 """
 
 from __future__ import annotations
@@ -50,7 +63,7 @@ from failoverd.core.actions import (
     Transmit,
 )
 
-STATES: tuple[str, ...] = ("waiting", "probing", "acquiring", "holding", "releasing", "stopped")
+STATES: tuple[str, ...] = ("waiting", "probing", "acquiring", "holding", "releasing", "standing_down", "stopped")
 
 TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "backup_released", "source": ["waiting", "probing"], "dest": "acquiring", "after": "_acquire"},
@@ -58,14 +71,37 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "probed", "source": "probing", "dest": "acquiring", "conditions": ["_probe_silent"], "after": "_acquire"},
     {"trigger": "probed", "source": "probing", "dest": "waiting", "after": "_contested"},
     {"trigger": "acquired", "source": "acquiring", "dest": "releasing", "conditions": ["_stopping"], "after": "_release"},
+    # Our check fell while the acquire was in flight: let go of what it added.
+    {"trigger": "acquired", "source": "acquiring", "dest": "releasing", "conditions": ["_unhealthy"], "after": "_release"},
     {"trigger": "acquired", "source": "acquiring", "dest": "holding", "after": "_now_holding"},
     {"trigger": "retry", "source": "holding", "dest": "acquiring", "conditions": ["_some_missing"], "after": "_acquire"},
     {"trigger": "stop", "source": ["waiting", "probing"], "dest": "stopped", "after": "_leave"},
     {"trigger": "stop", "source": "acquiring", "dest": None, "after": "_mark_stopping"},
-    {"trigger": "stop", "source": "holding", "dest": "releasing", "conditions": ["_managing"], "after": "_release"},
+    {"trigger": "stop", "source": "holding", "dest": "releasing", "conditions": ["_managing"],
+     "after": ["_mark_stopping", "_release"]},
     {"trigger": "stop", "source": "holding", "dest": "stopped"},
+    # A stop during a step-down's release: the release finishes, then we stop.
+    {"trigger": "stop", "source": "releasing", "dest": None, "after": "_mark_stopping"},
+    {"trigger": "released", "source": "releasing", "dest": "waiting", "conditions": ["_stepping_down", "_healthy"],
+     "after": "_rejoin"},
+    {"trigger": "released", "source": "releasing", "dest": "standing_down", "conditions": ["_stepping_down"],
+     "after": "_stood_down"},
     {"trigger": "released", "source": "releasing", "dest": "stopped", "conditions": ["_nothing_held"], "after": "_leave"},
     {"trigger": "released", "source": "releasing", "dest": "stopped", "after": "_release_incomplete"},
+    # Health: an unhealthy master lets go of what it holds and says "leaving"
+    # until it is healthy again (see the module's docstring).
+    {"trigger": "checks_fail", "source": ["waiting", "probing", "holding"], "dest": "releasing",
+     "conditions": ["_some_held"], "after": "_release"},
+    {"trigger": "checks_fail", "source": ["waiting", "probing", "holding"], "dest": "standing_down",
+     "after": "_stood_down"},
+    {"trigger": "retry", "source": "standing_down", "dest": "releasing", "conditions": ["_some_held"],
+     "after": "_release"},
+    {"trigger": "checks_pass", "source": "standing_down", "dest": "waiting", "conditions": ["_managing"],
+     "after": "_rejoin"},
+    {"trigger": "checks_pass", "source": "standing_down", "dest": "holding", "after": "_rejoin"},
+    {"trigger": "stop", "source": "standing_down", "dest": "releasing", "conditions": ["_some_held"],
+     "after": ["_mark_stopping", "_release"]},
+    {"trigger": "stop", "source": "standing_down", "dest": "stopped", "after": "_leave"},
 )
 
 CLAIMING_STATES = frozenset({"acquiring", "holding", "releasing"})
@@ -128,7 +164,13 @@ class Master(DeclaredMachine):
         self._failed: Addresses = frozenset()
         self._retry_at: float | None = None
         self._stopping = False
+        self.healthy = True
+        """This host's health checks pass (or there are none); see :meth:`health_changed`."""
+        self.health_reason = ""
+        """Which checks fail, while unhealthy."""
         self._presume_from = now
+        self._release_floor = 0
+        """The oldest heartbeat of ours (seq) a backup's "I hold nothing" must acknowledge to count."""
         self._reclaim_due = float("-inf")
         self._overlap_reported = False
         if garp_refresh is not None and not garp_refresh > 0:
@@ -235,7 +277,7 @@ class Master(DeclaredMachine):
         if self.backup_silent:
             self.backup_silent = False
             out.append(Alarm("info", "backup heard again"))
-        if not frame.holds:
+        if not frame.holds and frame.ack_seq >= self._release_floor:
             self._fire("backup_released")
         elif frame.holds and self.state == "holding" and self.managed and not self._overlap_reported:
             # Once per episode: the backup answers every heartbeat, and a
@@ -282,6 +324,36 @@ class Master(DeclaredMachine):
                 Alarm("critical", f"another host answers for {names(contested)} on the wire: announcing ours again", True)
             )
             out.append(Announce(contested))
+        return out
+
+    def health_changed(self, now: float, healthy: bool, reason: str = "") -> list[Action]:
+        """This host's health checks turned unhealthy (``reason``: which fail, how) or healthy again.
+
+        Fed after the checks' rise/fall hysteresis (:mod:`failoverd.core.health`),
+        only when the combined verdict changes; a repeat changes nothing.
+        """
+        self._now = now
+        out = self._begin()
+        if healthy == self.healthy:
+            return out
+        self.healthy = healthy
+        self.health_reason = "" if healthy else reason
+        if self.state == "stopped" or self._stopping:
+            return out  # stopping anyway: the stop already lets the backup take over
+        if healthy:
+            then = (
+                "taking our addresses back once the backup has released them" if self.managed
+                else "heartbeats no longer say leaving"
+            )
+            out.append(Alarm("info", f"health checks pass again: {then}", True))
+            self._fire("checks_pass")
+        else:
+            first = f"releasing {names(self.held)}, then " if self.managed and self.held else ""
+            out.append(
+                Alarm("critical", f"health check fails ({reason}): stepping down: {first}"
+                      "heartbeats tell the backup to take over", True)
+            )
+            self._fire("checks_fail")
         return out
 
     def shutdown(self, now: float) -> list[Action]:
@@ -333,6 +405,8 @@ class Master(DeclaredMachine):
                 "transitions": self.counters.transitions,
             },
             "timing": {"interval": self.interval, "backup_fail_after": self.backup_fail_after},
+            "healthy": self.healthy,
+            "health_reason": self.health_reason,
         }
 
     # --- internals -----------------------------------------------------------
@@ -341,8 +415,14 @@ class Master(DeclaredMachine):
         self._out = []
         return self._out
 
-    def _send_heartbeat(self, now: float, *, leaving: bool = False) -> None:
+    def _send_heartbeat(self, now: float, *, leaving: bool | None = None) -> None:
+        """Seal and send a heartbeat; ``leaving`` by default while standing down."""
+        standing_down = self.state == "standing_down"
+        if leaving is None:
+            leaving = standing_down
         if self._sealer is None:
+            if standing_down:
+                return  # a legacy heartbeat cannot say "leaving": our silence says it
             self._out.append(Transmit(self.legacy_message, self.targets))
             return
         # Sealed once per target: each frame is valid once, on one path, so a
@@ -368,6 +448,19 @@ class Master(DeclaredMachine):
 
     def _nothing_held(self) -> bool:
         return not self.held
+
+    def _some_held(self) -> bool:
+        return bool(self.held)
+
+    def _healthy(self) -> bool:
+        return self.healthy
+
+    def _unhealthy(self) -> bool:
+        return not self.healthy
+
+    def _stepping_down(self) -> bool:
+        """A release of ours that is not a stop: the health checks asked for it."""
+        return not self._stopping
 
     # actions
 
@@ -417,6 +510,26 @@ class Master(DeclaredMachine):
     def _release_incomplete(self) -> None:
         self._out.append(Alarm("error", f"stopping with {names(self.held)} still configured", True))
         self._leave()
+
+    def _stood_down(self) -> None:
+        # Nothing of ours is left to find (or we never managed any): tell the
+        # backup at once, not at the next interval. A release that left
+        # something behind is tried again.
+        self._retry_at = self._now + self.retry_interval if self.held else None
+        self._send_heartbeat(self._now)
+        self._next_send = self._now + self.interval
+
+    def _rejoin(self) -> None:
+        # Heartbeats without "leaving" from now on, the first at once: a backup
+        # holding our addresses releases them on it, and its "I hold nothing"
+        # status starts the managed failback. Only a status answering one of
+        # these counts: one made while we said "leaving" (still in flight, or
+        # replayed) may come from a backup that has since begun its takeover.
+        self._retry_at = None
+        if self._sealer is not None:
+            self._release_floor = self._sealer.seq + 1
+        self._send_heartbeat(self._now)
+        self._next_send = self._now + self.interval
 
     def _leave(self) -> None:
         # Our addresses are gone: let the backup take over now, not after its timeout.

@@ -2,8 +2,10 @@
 
 One nursery holds: the executor (address changes in order, probes and mail
 beside it), the timer, the heartbeat receiver, the ARP conflict watcher (see
-:mod:`failoverd.runtime.conflicts`), the control socket and the signal
-watcher. See :mod:`failoverd.runtime.executor`
+:mod:`failoverd.runtime.conflicts`), the health checks (see
+:mod:`failoverd.runtime.health`: their first round runs before the detector
+is built, and an unhealthy verdict is its first input), the control socket
+and the signal watcher. See :mod:`failoverd.runtime.executor`
 and :mod:`failoverd.runtime.shell` for how actions and time are handled.
 
 Start-up reconciliation: addresses of the master that are already on our
@@ -33,10 +35,12 @@ from failoverd import control, logsetup, trace
 from failoverd.config import BackupConfig
 from failoverd.core.actions import Announce, Release, ReleaseDone, StateChanged
 from failoverd.core.detector import Detector
+from failoverd.core.health import Verdict
 from failoverd.exitcodes import EX_CONFIG, EX_OK, ProgramError
 from failoverd.runtime import lifecycle, metrics
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.executor import System
+from failoverd.runtime.health import HealthMonitor
 from failoverd.runtime.host import HostSystem
 from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.keyfile import KeyFileError, read_key
@@ -86,7 +90,7 @@ async def serve(
     and the metrics port (None without ``--metrics-listen``) once heartbeats
     are being received.
 
-    Resource handling: every task, socket, hook and mail process started here
+    Resource handling: every task, socket, hook, check and mail process started here
     has ended when this returns.
 
     Error handling: an unusable key file raises :class:`ProgramError` (78)
@@ -99,6 +103,11 @@ async def serve(
     master = str(config.master)
 
     held = await _adopt(host, config)
+    monitor: HealthMonitor | None = None
+    first: Verdict | None = None
+    if config.checks.commands:
+        monitor = HealthMonitor(config.checks, "backup", lambda verdict: shell.health(verdict.healthy, verdict.reason))
+        first = await monitor.first_round()
     start, epoch = trio.current_time(), next_epoch(config.state_dir)
     recorder = _open_trace(config, start=start, epoch=epoch, held=held)
     # The trace is closed (idempotently) on every way out, errors included.
@@ -156,6 +165,8 @@ async def serve(
         def dump() -> dict[str, Any]:
             state = shell.snapshot()
             state["runtime"] = _runtime_state(shell, sock)
+            if monitor is not None:
+                state["runtime"]["checks"] = monitor.snapshot()
             return state
 
         def reload() -> None:
@@ -167,6 +178,8 @@ async def serve(
 
         async with trio.open_nursery() as nursery:
             await nursery.start(shell.executor.run)
+            if first is not None and not first.healthy:
+                shell.health(False, first.reason)  # the detector starts healthy
             # The signal watcher outlives the inputs, so a second SIGTERM
             # during the stop is only logged, not the default action.
             await nursery.start(
@@ -189,6 +202,8 @@ async def serve(
                             await inner.start(conflicts.run)
                         if scrape is not None and meter is not None:
                             await inner.start(scrape.serve, meter.collector(shell, sock))
+                        if monitor is not None:
+                            await inner.start(monitor.run)
                         inner.start_soon(shell.receive_from, sock)
                         task_status.started()
 

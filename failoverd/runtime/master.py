@@ -3,7 +3,10 @@
 One nursery holds the executor, the timer (which sends the heartbeats), the
 receiver for the backup's status frames, the ARP conflict watcher (see
 :mod:`failoverd.runtime.conflicts`: another host announcing an address we
-hold makes us announce it again), the control socket and the signal watcher.
+hold makes us announce it again), the health checks (see
+:mod:`failoverd.runtime.health`: their first round runs before the core is
+built, and an unhealthy verdict reaches it before its first heartbeat, which
+then says ``leaving``), the control socket and the signal watcher.
 
 Start-up: managed addresses already on our interfaces are adopted (never
 added twice); if all of them are, the master starts holding and tickles them
@@ -29,6 +32,7 @@ import trio
 from failoverd import control, logsetup
 from failoverd.config import MasterConfig
 from failoverd.core.actions import Announce, StateChanged
+from failoverd.core.health import Verdict
 from failoverd.core.master import Master
 from failoverd.exitcodes import EX_OK
 from failoverd.runtime import lifecycle, metrics
@@ -36,6 +40,7 @@ from failoverd.runtime.backup import load_key
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.executor import System
+from failoverd.runtime.health import HealthMonitor
 from failoverd.runtime.host import HostSystem
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
@@ -90,6 +95,11 @@ async def serve(
             held = await addresses.present(config.managed)
         if held:
             log.warning("already on our interfaces at start: %s; adopting them", ", ".join(sorted(map(str, held))))
+    monitor: HealthMonitor | None = None
+    first: Verdict | None = None
+    if config.checks.commands:
+        monitor = HealthMonitor(config.checks, "master", lambda verdict: shell.health(verdict.healthy, verdict.reason))
+        first = await monitor.first_round()
     targets = tuple(str(t) for t in config.targets)
     with HeartbeatSocket.bind(config.port) as sock, metrics.bind(config.metrics_listen) as scrape:
         core = Master(
@@ -155,6 +165,8 @@ async def serve(
                 "datagrams_dropped": sock.dropped,
                 "probes_running": shell.executor.probes_running,
             }
+            if monitor is not None:
+                state["runtime"]["checks"] = monitor.snapshot()
             return state
 
         def reload() -> None:
@@ -166,6 +178,8 @@ async def serve(
 
         async with trio.open_nursery() as nursery:
             await nursery.start(shell.executor.run)
+            if first is not None and not first.healthy:
+                shell.health(False, first.reason)  # the core starts healthy; before its first heartbeat
             await nursery.start(
                 partial(
                     lifecycle.watch_signals, stop=lifecycle.stopper(stopping), reload=reload,
@@ -180,6 +194,8 @@ async def serve(
                 await nursery.start(conflicts.run)
             if scrape is not None and meter is not None:
                 await nursery.start(scrape.serve, meter.collector(shell, sock))
+            if monitor is not None:
+                await nursery.start(monitor.run)
             nursery.start_soon(shell.receive_from, sock)
             tickle("start-up")
             await nursery.start(service.run_watchdog)

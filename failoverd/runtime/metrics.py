@@ -177,6 +177,7 @@ class Meter:
         # Bounded: an action cancelled at stop never reports.
         self._started: dict[str, deque[float]] = {kind: deque(maxlen=64) for kind in _RESULTS.values()}
         self._failback_from: float | None = None
+        self._declined = False  # the backup is unfit, or suspects again since: its takeover is no detection
         self.durations = Histogram(
             "failoverd_action_duration_seconds", "Seconds from the core asking for an action to its result.",
             ["action"], buckets=ACTION_BUCKETS, registry=self.registry,
@@ -236,10 +237,16 @@ class Meter:
     def _state_changed(self, now: float, change: StateChanged) -> None:
         pair = (change.source, change.dest)
         self.transitions[pair] = self.transitions.get(pair, 0) + 1
+        if self.detection is not None and change.dest in ("unfit", "monitoring"):
+            self._declined = change.dest == "unfit"
         if self.detection is not None and pair in self.events.become:
             # The core has just decided: its last_heard is the heartbeat the
             # detection counts from (a "leaving" heartbeat does not move it).
-            self.detection.observe(max(0.0, now - self.core.last_heard))
+            # A takeover that waited for our own health checks to pass again
+            # measures them, not detection: it is not observed.
+            if not self._declined:
+                self.detection.observe(max(0.0, now - self.core.last_heard))
+            self._declined = False
         elif self.failback_gap is not None:
             if pair in self.events.become and change.trigger == "backup_released":
                 self._failback_from = now
@@ -294,6 +301,9 @@ class _DaemonCollector(Collector):
         yield GaugeMetricFamily("failoverd_state_age_seconds", "Seconds since the core entered its state.",
                                 value=now - core.state_since)
         yield GaugeMetricFamily("failoverd_addresses_held", "Addresses this host holds now.", value=len(core.held))
+        yield GaugeMetricFamily("failoverd_health_checks_passing",
+                                "1 while this host's --check commands pass (or it has none), 0 while one fails.",
+                                value=1 if core.healthy else 0)
 
         peer_heard = core.last_heard if role == "backup" else core.backup_last_heard
         age = GaugeMetricFamily(

@@ -1,7 +1,8 @@
 """Drives one sans-IO core with real time: inputs in, actions out, one timer.
 
 Every input (a datagram, an action's result, a timer expiry, an ARP
-conflict seen on the wire, a shutdown request) is one synchronous call into
+conflict seen on the wire, a change of the health checks' verdict, a
+shutdown request) is one synchronous call into
 the core with ``trio.current_time()`` as ``now``, immediately followed by
 handing the returned actions to the :class:`~failoverd.runtime.executor.Executor`
 and re-arming the single timer task; nothing awaits in between, so the core
@@ -39,6 +40,8 @@ class Core(Protocol):
 
     def conflict_seen(self, now: float, addresses: Addresses) -> list[Action]: ...
 
+    def health_changed(self, now: float, healthy: bool, reason: str = "") -> list[Action]: ...
+
     def next_deadline(self) -> float | None: ...
 
     def snapshot(self, now: float) -> dict[str, Any]: ...
@@ -54,6 +57,8 @@ class Recorder(Protocol):
     def result(self, now: float, result: Result) -> None: ...
 
     def conflict(self, now: float, addresses: Addresses) -> None: ...
+
+    def health(self, now: float, healthy: bool, reason: str) -> None: ...
 
 
 class CoreShell:
@@ -106,6 +111,13 @@ class CoreShell:
         if self.recorder is not None:
             self.recorder.conflict(now, addresses)
         self._run(self.core.conflict_seen(now, addresses))
+
+    def health(self, healthy: bool, reason: str = "") -> None:
+        """The health checks' combined verdict changed (see :mod:`failoverd.runtime.health`)."""
+        now = trio.current_time()
+        if self.recorder is not None:
+            self.recorder.health(now, healthy, reason)
+        self._run(self.core.health_changed(now, healthy, reason))
 
     def call(self, entry: Callable[[float], list[Action]]) -> None:
         """Feed any other core entry point taking ``now`` (e.g. ``Master.shutdown``)."""
