@@ -129,3 +129,61 @@ def _quiet_epochs(caplog: pytest.LogCaptureFixture) -> None:
 )
 def test_drifting_clocks_refuse_no_healthy_frame_and_every_suspicion_is_a_gap(scenario: Scenario, tmp_path: Path) -> None:
     _assert_healthy(simulate(scenario, tmp_path))
+
+
+def _withheld_heartbeat_verdict(master_ppm: float, backup_ppm: float, healthy_for: float, withheld: float) -> str:
+    """The detector's verdict on a heartbeat an attacker withheld for ``withheld`` true seconds.
+
+    A healthy exchange at 1 s (no loss, 10 ms each way, every heartbeat
+    answered) for ``healthy_for`` true seconds, each host on its own clock;
+    then the master seals one more heartbeat and dies, and the attacker
+    delivers that heartbeat late.
+    """
+    master_rate, backup_rate = 1 + master_ppm * 1e-6, 1 + backup_ppm * 1e-6
+
+    def backup_clock(t: float) -> float:
+        return 1000.0 + backup_rate * t
+
+    master = Master(["backup"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=10)
+    detector = Detector(VIPS, ONE_SECOND, backup_clock(0.0), key=KEY, epoch=20, arp_probe=False)
+    for _ in range(int(healthy_for) + 10):
+        deadline = master.next_deadline()
+        assert deadline is not None
+        t = deadline / master_rate  # the master's timer, in true time
+        heartbeats = [a.payload for a in master.handle_timer(deadline) if isinstance(a, Transmit)]
+        if t >= healthy_for:
+            break
+        for heartbeat in heartbeats:
+            for status in detector.receive_datagram(backup_clock(t + 0.01), heartbeat, "master", "priv0"):
+                if isinstance(status, Transmit):
+                    for answer in master.receive_datagram(master_rate * (t + 0.02), status.payload, "backup", "priv0"):
+                        if isinstance(answer, Transmit):  # the handshake: the answer to a new backup epoch
+                            detector.receive_datagram(backup_clock(t + 0.03), answer.payload, "master", "priv0")
+    assert detector.counters.rejected == {} and detector.state == "monitoring", detector.counters
+    detector.receive_datagram(backup_clock(t + withheld), heartbeats[0], "master", "priv0")
+    return detector.last_verdict
+
+
+@pytest.mark.parametrize("master_ppm, backup_ppm", [(250, -250), (-500, 500)])
+def test_a_withheld_heartbeat_older_than_max_delay_is_refused_within_the_drift_allowance(
+    master_ppm: float, backup_ppm: float
+) -> None:
+    """spec/wire.md: with the clocks drifting apart by at most 500 ppm, no frame counts past max_delay, for ever."""
+    assert _withheld_heartbeat_verdict(master_ppm, backup_ppm, healthy_for=HOUR, withheld=4.5) == "delayed"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: ReplayGuard keeps the largest pin, which is the oldest one when the offset falls faster "
+    "than the drift allowance (two hosts each slewed 500 ppm, opposite ways), so the bound grows by "
+    "(|r| - allowance) times the epoch's age, not the pin's: 1.8 s after an hour, 43 s after a day",
+)
+def test_a_withheld_heartbeat_older_than_max_delay_is_refused_when_each_clock_is_within_ntp_limits() -> None:
+    """Master 500 ppm fast, backup 500 ppm slow: each within what NTP may slew, 1000 ppm apart.
+
+    spec/wire.md bounds a counted frame's age by ``max_delay + (|r| − ρ)·Δ``
+    with Δ the time since its pin, "about one interval" in a healthy pair;
+    here Δ is one interval, so a heartbeat withheld 4.5 s (max_delay is 3 s)
+    must be refused. After an hour of healthy exchange it counts.
+    """
+    assert _withheld_heartbeat_verdict(500, -500, healthy_for=HOUR, withheld=4.5) == "delayed"
