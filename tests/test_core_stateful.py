@@ -10,8 +10,8 @@ are cut and healed, either host is killed and restarted with a new epoch.
 ARP probes see the truth of the public network: whoever holds the address
 answers, if the public network joins them. An attacker taps the private
 link: it records any frame it has seen there (a bounded store, kept across
-restarts of either host) and injects any recorded frame to either host, on
-the private or the public path, at any time.
+restarts of either host) and injects any recorded frame, to the host it was
+meant for, on the private or the public path, at any time.
 
 Safety invariant (spec/properties.md, "no two holders"): while the handshake
 can get through — the private link is up, at most ``fail_misses - 2``
@@ -418,13 +418,13 @@ class FailoverMachine(RuleBasedStateMachine):
             self.store.append(frame)
             del self.store[:-STORE_SIZE]
 
-    @rule(data=st.data(), to=st.sampled_from(["master", "backup"]), path=st.sampled_from(["priv0", "pub0"]),
-          delay=st.floats(0.0, 2 * MAX_DELAY))
-    def attacker_injects(self, data, to: str, path: str, delay: float) -> None:
-        """Send a frame seen lately or kept to either host, on either path, with the peer's source address."""
+    @rule(data=st.data(), path=st.sampled_from(["priv0", "pub0"]), delay=st.floats(0.0, 2 * MAX_DELAY))
+    def attacker_injects(self, data, path: str, delay: float) -> None:
+        """Send a frame seen lately or kept to the host it was meant for, on either path, from the peer's address."""
         seen = self.store + list(self.tap)
         if seen and (self.private_up if path == "priv0" else self.public_up):
             frame = data.draw(st.sampled_from(seen))
+            to = "backup" if frame[5] == wire.ROLE_MASTER else "master"  # the role byte of a v1 frame
             self._push(self.now + delay, "frame", to, (frame, path, True))
 
     @rule()
