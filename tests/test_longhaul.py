@@ -27,13 +27,14 @@ the arrival times, independently of the cores):
   never takes over.
 
 Horizons: the issue asks for 30 virtual days at 1 s (2.6 M heartbeats) and
-one day at 10 ms (8.6 M) within a minute. The cores cost about 25 µs per
-heartbeat on an idle machine of this kind and 60-80 µs on a busy one (four
-HMACs and three entry points per heartbeat, the simulator's own share under
-a fifth), so the full horizons take minutes: they are the ``slow`` runs. The
-suite runs three virtual days at 1 s and 30 virtual minutes at 10 ms, which at
-the old guard's rate of failure (it refused heartbeats within hours at 1 s,
-within a minute at 10 ms) is far beyond what it survived.
+one day at 10 ms (8.6 M) within a minute. The cores are the cost — four
+HMACs, three entry points and two frames per heartbeat, the simulator's own
+share under a fifth — about 70 µs of CPU per heartbeat as measured on this
+2-core machine while busy (load 4-7), so the full horizons take minutes of
+CPU (30 days: about 3; one day at 10 ms: about 10): they are the ``slow``
+runs. The suite runs three virtual days at 1 s and 30 virtual minutes at
+10 ms (about 35 s of CPU together): far beyond what the old guard survived
+(it refused heartbeats within hours at 1 s, within a minute at 10 ms).
 """
 
 from __future__ import annotations
