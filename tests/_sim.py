@@ -33,10 +33,14 @@ must be: a copy already delivered to this incarnation of the receiver, a
 frame of an older epoch, or one 64 or more behind the newest is a
 ``replay``; a frame that does not acknowledge the receiver's current epoch is
 ``unacknowledged``; the others count, as ``accepted`` if newest and
-``overtaken`` if not. A healthy pair never sees ``delayed``: every frame here
-is at most ``1.7`` intervals old (and a paused master receives nothing, see
-:meth:`_Run._pause_master`), which both proofs of age cover. It also says
-when the detector must suspect: each time a heartbeat it accepts comes
+``overtaken`` if not — unless neither of the two proofs of age covers it,
+evaluated on the simulated clocks (:meth:`_Run._provable`): then it may also
+be ``delayed``. Every frame here is at most 1.7 intervals old (and a paused
+master receives nothing, see :meth:`_Run._pause_master`), so that may happen
+only to a heartbeat sent just after a pause (:data:`UNPROVEN_AFTER_PAUSE`),
+and does to one held back then at a short interval; any other is reported
+(``Outcome.unexplained``). It also says when the detector must suspect:
+each time a heartbeat it accepts comes
 ``suspect_after`` or more (its own clock) after the previous one, or after
 its start; and when it must be contested instead (``fail_after`` or more:
 the probe finds the master's host holding). Every verdict and every count is
@@ -66,17 +70,24 @@ from failoverd.core.master import Master
 from failoverd.core.timing import Timing
 from failoverd.runtime.epoch import next_epoch
 
-REPLAY_WINDOW = 64  # spec/wire.md; restated, not imported: the prediction must not lean on the code
+# spec/wire.md's window and drift allowance ρ, restated, not imported: the prediction must not lean on the code.
+REPLAY_WINDOW = 64
+DRIFT_ALLOWANCE = 500e-6
 WALL_START = 1_800_000_000.0  # the hosts' wall clocks at true time 0 (January 2027)
 ACTION_LATENCY = 0.05  # hooks + netlink, true seconds
 
-# Heap entries: (true time, order, kind, payload, link). Frames are the two
-# first kinds; ``link`` is None, or for a frame sent twice a list both copies
-# share, holding the receiver incarnation the first copy reached.
+# Heap entries: (true time, order, kind, payload, link, sent). Frames are the
+# two first kinds; ``link`` is None, or for a frame sent twice a list both
+# copies share, holding the receiver incarnation the first copy reached;
+# ``sent``: the sender's clock when it sent the frame.
 _TO_BACKUP, _TO_MASTER, _PROBE_DONE, _ACTION_DONE, _PLANNED = range(5)
 
-_fields = struct.Struct(">8xQQ12xQ").unpack_from  # epoch, seq, ack_epoch of a v1 frame
-_epoch_seq = struct.Struct(">8xQQ").unpack_from
+_fields = struct.Struct(">8xQQ12xQQ").unpack_from  # epoch, seq, ack_epoch, ack_seq of a v1 frame
+_seq = struct.Struct(">16xQ").unpack_from
+SEQ_MEMORY = 1024  # status send times kept (the detector's sealer remembers 256)
+UNPROVEN_AFTER_PAUSE = 5
+"""Intervals after the master's pause within which a heartbeat may be sent that no proof covers: its first
+heartbeats acknowledge a status from before the pause, and the next round trip brings the direct proof back."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,8 @@ class Outcome:
     """(receiver, predicted, actual) -> deliveries."""
     first_wrong: dict = field(default_factory=dict)
     """(receiver, predicted, actual) -> true time of the first such delivery, for a pair that differs."""
+    unexplained: list = field(default_factory=list)
+    """True times of heartbeats no proof covered that were not sent just after a pause (none must be)."""
     predicted_false_suspicions: int = 0
     predicted_contests: int = 0
     detector: Counter = field(default_factory=Counter)
@@ -151,7 +164,13 @@ class Outcome:
 
     @property
     def wrong(self) -> dict:
-        return {k: v for k, v in self.verdicts.items() if k[1] != k[2]}
+        """The deliveries whose verdict is not (one of) the predicted."""
+        return {k: v for k, v in self.verdicts.items() if k[2] not in k[1].split(" or ")}
+
+    @property
+    def unproven(self) -> int:
+        """Heartbeats neither proof of age covered (predicted ``... or delayed``)."""
+        return sum(n for (_, predicted, _), n in self.verdicts.items() if predicted.endswith(" or delayed"))
 
     def summary(self) -> str:
         s = self.scenario
@@ -159,6 +178,7 @@ class Outcome:
         return (
             f"{hours:.1f} virtual h at {s.timing.interval} s: {self.heartbeats} heartbeats, {self.statuses} statuses, "
             f"{self.lost} lost, {self.duplicated} duplicated, {self.reordered} reordered; "
+            f"{self.unproven} heartbeats unproven, {self.detector['rejected:delayed']} of them refused; "
             f"suspicions {self.detector['false_suspicions']} (predicted {self.predicted_false_suspicions}), "
             f"contested {self.detector['contested']} (predicted {self.predicted_contests}); "
             f"events {dict(sorted(self.events.items()))}; {self.seconds:.1f} s"
@@ -225,8 +245,9 @@ class _Run:
         self.loss, self.reorder_below, self.duplicate_above = w.loss, w.loss + w.reorder, 1.0 - w.duplicate
         self.base, self.jitter = interval * w.base_delay, interval * w.jitter
         self.suspect_after, self.fail_after = scenario.timing.suspect_after, scenario.timing.fail_after
+        self.max_delay = scenario.timing.effective_max_delay
         self.order = itertools.count()
-        self.heap: list = [(float("inf"), -1, _PLANNED, None, None)]  # a sentinel: never empty
+        self.heap: list = [(float("inf"), -1, _PLANNED, None, None, None)]  # a sentinel: never empty
         self.inflight = 0  # frames on the wire, both ways
         # host = h0 + rate * (true - t0), as [t0, h0, rate]; wall = true + offset.
         # The hosts have been up for different times: their clocks share no origin.
@@ -241,6 +262,7 @@ class _Run:
         self.retired_masters: list[Master] = []
         self.pause_pending: float | None = None
         self.paused = False
+        self.resumed = float("-inf")  # the master's clock when its process last resumed
         # Opposite extremes first: the clocks drift apart as fast as the range allows.
         sign = self.rng.choice((-1.0, 1.0))
         self._set_rate("master", 0.0, sign * scenario.drift_ppm)
@@ -327,8 +349,9 @@ class _Run:
         now = h0 + rate * (t - t0)
         epoch = next_epoch(self.state_dirs["backup"], now_ns=self._wall_ns("backup", t))
         self.backup_epoch = epoch
-        self.backup_ack = epoch.to_bytes(8, "big")  # ack_epoch as it is on the wire
         self.b_newest = (0, 0)  # the newest master (epoch, seq) this daemon recorded
+        self.status_sent: dict[int, float] = {}  # its status seq -> its clock when it sealed it
+        self.pin: float | None = None  # the best of max(σ_p − s_p + ρ · t_p) so far in this master epoch, see _provable
         self.b_last = now
         self.b_heard = now  # as the detector's last_heard: its start gives the master full grace
         return Detector(VIPS, self.timing, now, key=KEY, epoch=epoch, held=self.backup_host_holds, peer="master")
@@ -358,11 +381,11 @@ class _Run:
 
     # --- the network --------------------------------------------------------------------
 
-    def _push(self, when: float, kind: int, payload: Any, link: Any = None) -> None:
-        heapq.heappush(self.heap, (when, next(self.order), kind, payload, link))
+    def _push(self, when: float, kind: int, payload: Any) -> None:
+        heapq.heappush(self.heap, (when, next(self.order), kind, payload, None, None))
 
-    def _send(self, t: float, kind: int, payload: bytes) -> None:
-        """The network's part for one frame sent at true time ``t``: lose, delay, hold back, copy."""
+    def _send(self, t: float, kind: int, payload: bytes, sent: float) -> None:
+        """The network's part for one frame sent at true time ``t`` (``sent`` on its sender's clock): lose, delay, hold back, copy."""
         x = self.random()
         if x < self.loss:
             self.out.lost += 1
@@ -374,12 +397,12 @@ class _Run:
         if x > self.duplicate_above:
             link = [-1]
             self.out.duplicated += 1
-            heapq.heappush(self.heap, (arrival, next(self.order), kind, payload, link))
+            heapq.heappush(self.heap, (arrival, next(self.order), kind, payload, link, sent))
             later = arrival + self.interval * 0.5 * self.random()
-            heapq.heappush(self.heap, (later, next(self.order), kind, payload, link))
+            heapq.heappush(self.heap, (later, next(self.order), kind, payload, link, sent))
             self.inflight += 2
         else:
-            heapq.heappush(self.heap, (arrival, next(self.order), kind, payload, None))
+            heapq.heappush(self.heap, (arrival, next(self.order), kind, payload, None, sent))
             self.inflight += 1
 
     @staticmethod
@@ -390,7 +413,7 @@ class _Run:
         frame counts unless it is a replay or does not acknowledge
         ``own_epoch``, the receiver's current epoch.
         """
-        epoch, seq, ack_epoch = _fields(payload)
+        epoch, seq, ack_epoch, _ = _fields(payload)
         if link is not None:
             if link[0] == incarnation:
                 return "replay", newest  # the second copy of a frame this receiver has seen
@@ -425,51 +448,64 @@ class _Run:
         self._backup_actions(t, self.detector.handle_timer(now))
         self._rearm_backup(t)
 
-    def heartbeat_arrives(self, t: float, payload: bytes, link: list | None) -> None:
-        # The common path of the run: the clock, the prediction and the re-arm inline.
+    def heartbeat_arrives(self, t: float, payload: bytes, link: list | None, sent: float) -> None:
         self.inflight -= 1
         if not self.backup_alive:
             self.out.undeliverable += 1
             return
-        t0, h0, rate = self.clock_b
-        now = h0 + rate * (t - t0)
-        if now < self.b_last:
-            now = self.b_last
-        self.b_last = now
-        if link is None and payload[36:44] == self.backup_ack:
-            # Sent once, acknowledging us: it counts, as accepted if newest.
-            epoch, seq = _epoch_seq(payload)
-            n_epoch, n_seq = self.b_newest
-            if epoch > n_epoch or (epoch == n_epoch and seq > n_seq):
-                self.b_newest = (epoch, seq)
-                predicted = "accepted"
-            elif epoch < n_epoch or n_seq - seq >= REPLAY_WINDOW:
-                predicted = "replay"
-            else:
-                predicted = "overtaken"
-        else:
-            predicted, self.b_newest = self._predict(payload, link, self.backup_incarnation, self.b_newest, self.backup_epoch)
-        detector = self.detector
-        actions = detector.receive_datagram(now, payload, "master", "priv0")
-        actual = detector.last_verdict
+        now = self._now_b(t)
+        known_epoch = self.b_newest[0]
+        predicted, self.b_newest = self._predict(payload, link, self.backup_incarnation, self.b_newest, self.backup_epoch)
+        if self.b_newest[0] != known_epoch:
+            self.pin = None  # a new master epoch: no proof by reference until a direct one
+        if predicted in ("accepted", "overtaken") and not self._provable(now, payload, sent):
+            predicted += " or delayed"
+            if not sent - self.resumed <= UNPROVEN_AFTER_PAUSE * self.interval:
+                self.out.unexplained.append(t)
+        actions = self.detector.receive_datagram(now, payload, "master", "priv0")
+        actual = self.detector.last_verdict
         self.out.verdicts["backup", predicted, actual] += 1
-        if predicted != actual:
+        if actual not in predicted.split(" or "):
             self.out.first_wrong.setdefault(("backup", predicted, actual), t)
-        if predicted == "accepted":
-            heard = self.b_heard
-            if now >= heard + self.fail_after:
+        if actual == "accepted" and predicted.startswith("accepted"):
+            # The detector's last_heard moves: a gap this long was a suspicion, or a contest.
+            if now >= self.b_heard + self.fail_after:
                 self.out.predicted_contests += 1
-            elif now >= heard + self.suspect_after:
+            elif now >= self.b_heard + self.suspect_after:
                 self.out.predicted_false_suspicions += 1
             self.b_heard = now
         if actions:
             self._backup_actions(t, actions)
-        deadline = self.b_deadline = detector.next_deadline()
-        if deadline is None:
-            self.b_due = float("inf")
-        else:
-            due = t0 + (deadline - h0) / rate
-            self.b_due = due if due > t else t
+        self._rearm_backup(t)
+
+    def _provable(self, now: float, payload: bytes, sent: float) -> bool:
+        """Does one of spec/wire.md's two proofs show this heartbeat at most max_delay old (the backup's clock)?
+
+        Evaluated on the simulated clocks and the simulator's own record of
+        when each status was sealed, not by the guard's arithmetic. Direct:
+        it acknowledges a status the backup sealed at ``σ``, so it is at
+        most ``now − σ`` old. By reference: each earlier heartbeat of the
+        epoch proven directly (made at ``s_p``, acknowledging a status of
+        ``σ_p``, arrived at ``t_p``) bounds a later one made at ``s`` to
+        ``(now − s) − (σ_p − s_p) + ρ · (now − t_p)``; the best of them
+        counts — plus 1 ms, as frames carry their send time in whole
+        milliseconds. A frame neither proof covers with a margin may be
+        refused as ``delayed``: at 10 ms, a heartbeat held back just after
+        the master's pause of seconds, where ρ over the pause eats the
+        margin. Also notes the frame's own direct proof, if it has one.
+        """
+        _, _, ack_epoch, ack_seq = _fields(payload)
+        margin = 1e-6
+        rho = DRIFT_ALLOWANCE
+        sealed = self.status_sent.get(ack_seq) if ack_epoch == self.backup_epoch else None
+        direct = sealed is not None and now - sealed <= self.max_delay - margin
+        by_reference = self.pin is not None and (now - sent) - self.pin + rho * now + 0.001 <= self.max_delay - margin
+        if direct:
+            assert sealed is not None
+            pinned = sealed - sent + rho * now
+            if self.pin is None or pinned > self.pin:
+                self.pin = pinned
+        return direct or by_reference
 
     def status_arrives(self, t: float, payload: bytes, link: list | None) -> None:
         self.inflight -= 1
@@ -504,7 +540,7 @@ class _Run:
         for action in actions:
             if type(action) is Transmit:
                 self.out.heartbeats += 1
-                self._send(t, _TO_BACKUP, action.payload)
+                self._send(t, _TO_BACKUP, action.payload, self.m_last)
             elif isinstance(action, Alarm):
                 self.out.master_alarms[" ".join(action.message.split()[:2])] += 1
             elif isinstance(action, (Acquire, Release)):
@@ -514,7 +550,10 @@ class _Run:
         for action in actions:
             if type(action) is Transmit:
                 self.out.statuses += 1
-                self._send(t, _TO_MASTER, action.payload)
+                seq = _seq(action.payload)[0]
+                self.status_sent[seq] = self.b_last  # what the detector's sealer notes as its send time
+                self.status_sent.pop(seq - SEQ_MEMORY, None)
+                self._send(t, _TO_MASTER, action.payload, self.b_last)
             elif isinstance(action, Probe):
                 latency = self.timing.probe_duration / self.clock_b[2]  # the probe's spacing runs on the backup's clock
                 self._push(t + latency, _PROBE_DONE, ("backup", self.backup_incarnation, action.addresses))
@@ -567,6 +606,7 @@ class _Run:
             self.pause_pending = value
         elif verb == "resume":
             self.paused = False
+            self.resumed = self._now_m(t)
         elif verb == "crash" and host == "master":
             self.master_alive = False
             self.retired_masters.append(self.master)
@@ -624,9 +664,9 @@ class _Run:
             else:
                 if top > end:
                     break
-                t, _, kind, payload, link = pop(heap)
+                t, _, kind, payload, link, sent = pop(heap)
                 if kind == _TO_BACKUP:
-                    self.heartbeat_arrives(t, payload, link)
+                    self.heartbeat_arrives(t, payload, link, sent)
                 elif kind == _TO_MASTER:
                     self.status_arrives(t, payload, link)
                 elif kind == _PLANNED:
