@@ -351,7 +351,7 @@ class _Run:
         self.backup_epoch = epoch
         self.b_newest = (0, 0)  # the newest master (epoch, seq) this daemon recorded
         self.status_sent: dict[int, float] = {}  # its status seq -> its clock when it sealed it
-        self.pin: float | None = None  # the best of max(σ_p − s_p + ρ · t_p) so far in this master epoch, see _provable
+        self.pin: float | None = None  # max(σ_p − s_p + ρ·t_p) over the epoch's direct proofs, see _provable
         self.b_last = now
         self.b_heard = now  # as the detector's last_heard: its start gives the master full grace
         return Detector(VIPS, self.timing, now, key=KEY, epoch=epoch, held=self.backup_host_holds, peer="master")
@@ -359,7 +359,8 @@ class _Run:
     @staticmethod
     def _add_counters(core: Any, into: Counter) -> None:
         c = core.counters
-        for name in ("accepted", "overtaken", "unacknowledged", "failovers", "failbacks", "false_suspicions", "contested"):
+        names = ("accepted", "overtaken", "unacknowledged", "failovers", "failbacks", "false_suspicions", "contested")
+        for name in names:
             into[name] += getattr(c, name, 0)
         for reason, n in c.rejected.items():
             into[f"rejected:{reason}"] += n
@@ -385,7 +386,10 @@ class _Run:
         heapq.heappush(self.heap, (when, next(self.order), kind, payload, None, None))
 
     def _send(self, t: float, kind: int, payload: bytes, sent: float) -> None:
-        """The network's part for one frame sent at true time ``t`` (``sent`` on its sender's clock): lose, delay, hold back, copy."""
+        """The network's part for one frame sent at true time ``t``: lose, delay, hold back, copy.
+
+        ``sent``: the sender's clock then, carried with the frame.
+        """
         x = self.random()
         if x < self.loss:
             self.out.lost += 1
@@ -406,7 +410,9 @@ class _Run:
             self.inflight += 1
 
     @staticmethod
-    def _predict(payload: bytes, link: list | None, incarnation: int, newest: tuple, own_epoch: int) -> tuple[str, tuple]:
+    def _predict(
+        payload: bytes, link: list | None, incarnation: int, newest: tuple, own_epoch: int
+    ) -> tuple[str, tuple]:
         """The verdict the wire rules give, and the receiver's newest (epoch, seq) after it.
 
         ``newest`` is what this incarnation of the receiver recorded; a
@@ -455,7 +461,9 @@ class _Run:
             return
         now = self._now_b(t)
         known_epoch = self.b_newest[0]
-        predicted, self.b_newest = self._predict(payload, link, self.backup_incarnation, self.b_newest, self.backup_epoch)
+        predicted, self.b_newest = self._predict(
+            payload, link, self.backup_incarnation, self.b_newest, self.backup_epoch
+        )
         if self.b_newest[0] != known_epoch:
             self.pin = None  # a new master epoch: no proof by reference until a direct one
         if predicted in ("accepted", "overtaken") and not self._provable(now, payload, sent):
@@ -515,11 +523,14 @@ class _Run:
         if self.paused:
             raise AssertionError("a frame reached the paused master (see _pause_master)")
         now = self._now_m(t)
-        predicted, self.m_newest = self._predict(payload, link, self.master_incarnation, self.m_newest, self.master_epoch)
+        predicted, self.m_newest = self._predict(
+            payload, link, self.master_incarnation, self.m_newest, self.master_epoch
+        )
         if predicted == "overtaken":
             predicted = "accepted"  # the master counts an overtaken status as alive, like a newest one
         counters = self.master.counters
-        accepted, unacknowledged, replays = counters.accepted, counters.unacknowledged, counters.rejected.get("replay", 0)
+        accepted, unacknowledged = counters.accepted, counters.unacknowledged
+        replays = counters.rejected.get("replay", 0)
         actions = self.master.receive_datagram(now, payload, "backup", "priv0")
         if counters.accepted > accepted:
             actual = "accepted"

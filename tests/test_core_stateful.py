@@ -162,7 +162,8 @@ class FailoverMachine(RuleBasedStateMachine):
         self.backup = self._new_backup()
 
     def _new_master(self) -> Master:
-        return Master(["backup"], TIMING.interval, self._clock("master"), managed=VIPS, key=KEY, epoch=next(self.epochs))
+        now = self._clock("master")
+        return Master(["backup"], TIMING.interval, now, managed=VIPS, key=KEY, epoch=next(self.epochs))
 
     def _new_backup(self, held: frozenset = frozenset()) -> Detector:
         return Detector(VIPS, TIMING, self._clock("backup"), key=KEY, epoch=next(self.epochs), held=held)
@@ -412,7 +413,7 @@ class FailoverMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def attacker_records(self, data) -> None:
-        """Keep one of the frames seen lately for as long as it likes (the oldest kept one goes when the store is full)."""
+        """Keep one of the frames seen lately, for as long as it likes (the oldest kept goes when the store is full)."""
         if self.tap:
             frame = data.draw(st.sampled_from(list(self.tap)))
             self.store.append(frame)

@@ -65,7 +65,9 @@ ONE_SECOND = Timing(interval=1.0)
 # before the failure deadline; the daemons refuse that timing too.
 TEN_MILLISECONDS = Timing(interval=0.01, probe_spacing=0.005)
 FULL = os.environ.get("FAILOVERD_LONGHAUL") == "full"
-full_horizon = pytest.mark.skipif(not FULL, reason="the issue's full horizon: set FAILOVERD_LONGHAUL=full (minutes of CPU)")
+full_horizon = pytest.mark.skipif(
+    not FULL, reason="the issue's full horizon: set FAILOVERD_LONGHAUL=full (minutes of CPU)"
+)
 
 
 def _days_at_one_second(days: float, seed: int) -> Scenario:
@@ -133,13 +135,17 @@ def _quiet_epochs(caplog: pytest.LogCaptureFixture) -> None:
         pytest.param(_days_at_one_second(3, seed=1), id="3-days-at-1s"),
         pytest.param(_hours_at_ten_milliseconds(0.5, seed=2), id="30-minutes-at-10ms"),
         # Minutes of real cores, not a hang: their own time limits.
-        pytest.param(_days_at_one_second(30, seed=3), id="30-days-at-1s", marks=[full_horizon, pytest.mark.timeout(1800)]),
+        pytest.param(
+            _days_at_one_second(30, seed=3), id="30-days-at-1s", marks=[full_horizon, pytest.mark.timeout(1800)]
+        ),
         pytest.param(
             _hours_at_ten_milliseconds(24, seed=4), id="1-day-at-10ms", marks=[full_horizon, pytest.mark.timeout(7200)]
         ),
     ],
 )
-def test_drifting_clocks_refuse_no_healthy_frame_and_every_suspicion_is_a_gap(scenario: Scenario, tmp_path: Path) -> None:
+def test_drifting_clocks_refuse_no_healthy_frame_and_every_suspicion_is_a_gap(
+    scenario: Scenario, tmp_path: Path
+) -> None:
     _assert_healthy(simulate(scenario, tmp_path))
 
 
