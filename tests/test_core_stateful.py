@@ -1,10 +1,17 @@
-"""Master + backup + network as a Hypothesis rule-based state machine.
+"""Master + backup + network + attacker as a Hypothesis rule-based state machine.
 
-Both cores run in-process under one virtual clock (no sleeps, no threads).
-The network and the hosts are rules: time passes, frames are lost, duplicated
-and delayed (so reordered), links are cut and healed, either host is killed
-and restarted with a new epoch. ARP probes see the truth of the public
-network: whoever holds the address answers, if the public network joins them.
+Both cores run in-process under one virtual clock (no sleeps, no threads),
+each host on its own monotonic clock: ``host = uptime + rate · true``, the
+rate within ±500 ppm of 1 and the uptime drawn per example, so the two cores
+share neither an origin nor a rate, and each core's deadlines are turned
+into true time through its own clock. The network and the hosts are rules:
+time passes, frames are lost, duplicated and delayed (so reordered), links
+are cut and healed, either host is killed and restarted with a new epoch.
+ARP probes see the truth of the public network: whoever holds the address
+answers, if the public network joins them. An attacker taps the private
+link: it records any frame it has seen there (a bounded store, kept across
+restarts of either host) and injects any recorded frame, to the host it was
+meant for, on the private or the public path, at any time.
 
 Safety invariant (spec/properties.md, "no two holders"): while the handshake
 can get through — the private link is up, at most ``fail_misses - 2``
@@ -13,17 +20,26 @@ consecutive heartbeats are lost and no frame is delayed by more than
 After a cut heals, any overlap it caused ends within ``HEAL_BOUND``. While the
 public network joins the hosts, ARP conflict detection ends any overlap within
 ``CONFLICT_BOUND``, whatever happens to the private link.
+
+Liveness invariants, with the attacker present (spec/properties.md 2 and 3):
+a dead master's addresses are on the backup within :func:`takeover_bound`
+of its death (:func:`takeover_bound_after_restart` of the backup's start, if
+it restarted since), and a managed master that (re)started holds its
+addresses within :func:`failback_bound` while the handshake can get through.
+Each bound is derived where it is defined.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections import deque
 
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from _drive import KEY, VIPS
+from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
@@ -44,12 +60,88 @@ HEAL_BOUND = TIMING.interval + MAX_DELAY + 4 * ACTION_LATENCY + TIMING.probe_dur
 SLOW_HOOKS = 3.2  # a PreAcq hook slower than the backup's failure timeout opens the handshake race
 ARP_LATENCY = 0.001
 CONFLICT_BOUND = 2 * ARP_LATENCY + ACTION_LATENCY
+DRIFT_PPM = 500.0  # each host's clock: 1 ± up to this, per example
+SLOWEST_RATE = 1 - DRIFT_PPM * 1e-6  # a duration on a host's clock lasts at most this much longer in true time
+TAP_SIZE = 32  # the attacker remembers the last frames on the private link ...
+STORE_SIZE = 8  # ... and keeps a few of them for as long as it likes
+SETTLED = 1e-9  # float slack on the bounds
+
+
+def takeover_bound(latency: float, excess: float) -> float:
+    """True seconds from a master's death to its addresses on the backup, at most.
+
+    The master's last heartbeat may count at the backup up to ``max_delay``
+    (the backup's clock) after it was sent: the network delays it at most
+    MAX_DELAY, but the attacker may hold back a recorded copy of one the
+    network lost, and release it just in time (spec/wire.md: no frame counts
+    later). ``excess`` widens that by what spec/wire.md's formula allows when
+    the clocks drift apart faster than the allowance (here up to 1000 ppm:
+    ``(|r| − ρ) · Δ``, Δ up to the age of the epoch, see the xfail test in
+    tests/test_longhaul.py). The backup's deadline is ``fail_after`` after
+    that heartbeat, and its probe ends there. Then its acquire (``latency``).
+    A release may still be in flight at the death (a heartbeat or a conflict
+    just before it): it ends first, and the probe then starts late and runs
+    its full ``probe_duration``. So: max_delay + fail_after + probe_duration
+    on the backup's clock, plus two address changes.
+    """
+    on_backup = TIMING.effective_max_delay + TIMING.fail_after + TIMING.probe_duration
+    return on_backup / SLOWEST_RATE + excess + 2 * latency + SETTLED
+
+
+def takeover_bound_after_restart(latency: float) -> float:
+    """True seconds from the start of a backup whose master is already dead to its takeover, at most.
+
+    Nothing the dead master sent can count at a backup started after its
+    death: no frame acknowledges the new epoch (replays included: that is
+    the rule). The detector gives the master ``fail_after`` from its start
+    (the probe ends there), then acquires. It starts in ``monitoring`` (or
+    holding what it adopted), so no release is in flight.
+    """
+    return TIMING.fail_after / SLOWEST_RATE + latency + SETTLED
+
+
+def failback_bound(latency: float) -> float:
+    """True seconds from a managed master's start to its addresses on it, at most, while the handshake gets through.
+
+    The master sends its first heartbeat at once; the backup answers it at
+    once, the master answers that (a new backup epoch) at once, and that
+    heartbeat counts: the round trip the acknowledgement rule adds. One
+    heartbeat may be lost on the way (at most ``fail_misses - 2`` in a row
+    while the handshake gets through): then the next one, an interval later.
+    An attacker who injects an old status of the backup's epoch before the
+    backup's answer takes the master's immediate answer (it acknowledges
+    that old status, so the backup refuses it as ``delayed`` and answers),
+    and the master's next heartbeat, an interval later, is the one that
+    counts; that one may be lost too. Each of these three heartbeats is
+    delayed at most MAX_DELAY. Then up to three address changes: the
+    backup's acquire in flight, its release, and the master's acquire.
+    """
+    heartbeats = 3 * (TIMING.interval / SLOWEST_RATE + MAX_DELAY)
+    return heartbeats + 3 * latency + SETTLED
+
+
+rates_ppm = st.floats(-DRIFT_PPM, DRIFT_PPM)
+uptimes = st.floats(0.0, 1e6)  # seconds each host has been up when the example starts: the clocks share no origin
 
 
 class FailoverMachine(RuleBasedStateMachine):
-    @initialize()
-    def start(self) -> None:
+    @initialize(master_ppm=rates_ppm, backup_ppm=rates_ppm, master_uptime=uptimes, backup_uptime=uptimes)
+    def start(
+        self, master_ppm: float = 0.0, backup_ppm: float = 0.0, master_uptime: float = 0.0, backup_uptime: float = 0.0
+    ) -> None:
         self.now = 0.0
+        # Each host's monotonic clock, host = uptime + rate * true; last: what its cores were last told.
+        self.rate = {"master": 1 + master_ppm * 1e-6, "backup": 1 + backup_ppm * 1e-6}
+        self.uptime = {"master": master_uptime, "backup": backup_uptime}
+        self.last = {"master": master_uptime, "backup": backup_uptime}
+        self.tap: deque[bytes] = deque(maxlen=TAP_SIZE)
+        self.store: list[bytes] = []
+        self.master_since = 0.0  # the master's last start
+        self.killed_at: float | None = None  # while the master is dead: when it died
+        self.backup_since = 0.0  # the backup's last start
+        # Since when the handshake has got through with the master up and not holding yet (a restart of either
+        # host starts it over); None: not since the master's start (a cut, too many losses), no bound applies.
+        self.failback_from: float | None = 0.0
         self.order = itertools.count()
         self.queue: list = []  # (time, order, kind, host, payload)
         self.epochs = itertools.count(1)
@@ -67,10 +159,29 @@ class FailoverMachine(RuleBasedStateMachine):
         self.latency = ACTION_LATENCY  # how long hooks + netlink take for the next address change
         self.slowest = 0.0  # the longest extra latency used so far
         self.master = self._new_master()
-        self.backup = Detector(VIPS, TIMING, self.now, key=KEY, epoch=next(self.epochs))
+        self.backup = self._new_backup()
 
     def _new_master(self) -> Master:
-        return Master(["backup"], TIMING.interval, self.now, managed=VIPS, key=KEY, epoch=next(self.epochs))
+        now = self._clock("master")
+        return Master(["backup"], TIMING.interval, now, managed=VIPS, key=KEY, epoch=next(self.epochs))
+
+    def _new_backup(self, held: frozenset = frozenset()) -> Detector:
+        return Detector(VIPS, TIMING, self._clock("backup"), key=KEY, epoch=next(self.epochs), held=held)
+
+    # --- clocks ---------------------------------------------------------------
+
+    def _clock(self, host: str, deadline: float | None = None) -> float:
+        """``host``'s clock now (at least ``deadline``, for a timer due then: it never fires early)."""
+        now = self.uptime[host] + self.rate[host] * self.now
+        now = max(now, self.last[host], deadline if deadline is not None else now)
+        self.last[host] = now
+        return now
+
+    def _due(self, host: str, deadline: float | None) -> float | None:
+        """A core's deadline (its own clock) in true time."""
+        if deadline is None:
+            return None
+        return (deadline - self.uptime[host]) / self.rate[host]
 
     # --- plumbing -------------------------------------------------------------
 
@@ -82,9 +193,11 @@ class FailoverMachine(RuleBasedStateMachine):
             if isinstance(action, Transmit):
                 other = "backup" if host == "master" else "master"
                 if self.private_up:
-                    self._push(self.now + delay, "frame", other, action.payload)
+                    self.tap.append(action.payload)
+                    self._push(self.now + delay, "frame", other, (action.payload, "priv0", False))
             elif isinstance(action, Probe):
-                self._push(self.now + TIMING.probe_duration, "probe", host, action.addresses)
+                # The probes' spacing runs on the prober's clock.
+                self._push(self.now + TIMING.probe_duration / self.rate[host], "probe", host, action.addresses)
             elif isinstance(action, Acquire):
                 self._push(self.now + self.latency, "acquire", host, action.addresses)
             elif isinstance(action, Release):
@@ -97,21 +210,23 @@ class FailoverMachine(RuleBasedStateMachine):
         if host == "master" and not self.master_alive:
             return
         core = self._core(host)
+        local = self._clock(host)  # what the core is told: its host's own time (``when`` is true time)
         if kind == "frame":
-            actions = core.receive_datagram(when, payload, "peer", "priv0")
+            data, path, _ = payload
+            actions = core.receive_datagram(local, data, "peer", path)
         elif kind == "probe":
             other_held = self.backup_held if host == "master" else self.master_held
             other_alive = True if host == "master" else self.master_alive
             answered = frozenset(payload) & other_held if (self.public_up and other_alive) else frozenset()
-            actions = core.action_done(when, ProbeDone(answered=answered))
+            actions = core.action_done(local, ProbeDone(answered=answered))
         elif kind == "conflict":
-            actions = core.conflict_seen(when, payload)
+            actions = core.conflict_seen(local, payload)
         elif kind == "acquire":
             if host == "master":
                 self.master_held |= payload
             else:
                 self.backup_held |= payload
-            actions = core.action_done(when, AcquireDone(acquired=payload))
+            actions = core.action_done(local, AcquireDone(acquired=payload))
             # The new holder's gratuitous ARP reaches the other host, whose
             # conflict detector fires; its defence reaches the new holder.
             other = "backup" if host == "master" else "master"
@@ -124,31 +239,36 @@ class FailoverMachine(RuleBasedStateMachine):
                 self.master_held -= payload
             else:
                 self.backup_held -= payload
-            actions = core.action_done(when, ReleaseDone(released=payload))
+            actions = core.action_done(local, ReleaseDone(released=payload))
         self._run(host, actions, delay=0.0)
 
     def _step_to(self, until: float, delay: float) -> None:
         for _ in range(10_000):
+            master_deadline = self.master.next_deadline() if self.master_alive else None
+            backup_deadline = self.backup.next_deadline()
+            master_due = self._due("master", master_deadline)
+            backup_due = self._due("backup", backup_deadline)
             times = [until + 1]
             if self.queue:
                 times.append(self.queue[0][0])
-            if self.master_alive and self.master.next_deadline() is not None:
-                times.append(self.master.next_deadline())
-            if self.backup.next_deadline() is not None:
-                times.append(self.backup.next_deadline())
+            times.extend(t for t in (master_due, backup_due) if t is not None)
             when = min(times)
             if when > until:
                 break
             self.now = max(self.now, when)
+            self._check_liveness()  # what held until this instant, before the event changes it
             if self.queue and self.queue[0][0] <= when:
                 _, _, kind, host, payload = heapq.heappop(self.queue)
                 self._deliver(self.now, kind, host, payload)
-            elif self.master_alive and self.master.next_deadline() is not None and self.master.next_deadline() <= when:
-                self._run("master", self.master.handle_timer(self.now), delay)
+            elif master_due is not None and master_due <= when:
+                self._run("master", self.master.handle_timer(self._clock("master", master_deadline)), delay)
             else:
-                self._run("backup", self.backup.handle_timer(self.now), delay)
+                self._run("backup", self.backup.handle_timer(self._clock("backup", backup_deadline)), delay)
             self._check_overlap()
+        else:
+            raise AssertionError(f"more than 10000 events before {until:.3f}: a core asks to be woken without end")
         self.now = until
+        self._check_liveness()
 
     def _check_overlap(self) -> None:
         if self.master_held & self.backup_held:
@@ -181,11 +301,12 @@ class FailoverMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def lose_a_heartbeat(self, data) -> None:
-        frames = [e for e in self.queue if e[2] == "frame" and e[3] == "backup"]
+        frames = [e for e in self.queue if e[2] == "frame" and e[3] == "backup" and not e[4][2]]
         if not frames:
             return
         if self.consecutive_lost >= TIMING.fail_misses - 2:
             self.handshake_ok = False  # beyond the loss the protocol is built to ride out
+            self.failback_from = None
         victim = data.draw(st.sampled_from(frames))
         self.queue.remove(victim)
         heapq.heapify(self.queue)
@@ -206,6 +327,11 @@ class FailoverMachine(RuleBasedStateMachine):
             self.slowest = SLOW_HOOKS
             self.handshake_ok = False  # beyond what the handshake alone is proved for (spec/README.md)
 
+    @rule(delay=st.floats(0.0, MAX_DELAY))
+    def wait_out_the_bounds(self, delay: float) -> None:
+        """Let more time pass than a takeover or a failback may take, slow hooks and all."""
+        self._step_to(self.now + takeover_bound(ACTION_LATENCY + SLOW_HOOKS, 0.0) + TIMING.interval, delay)
+
     @rule()
     def heartbeat_delivered(self) -> None:
         """Reset the loss run: the next heartbeat gets through."""
@@ -216,7 +342,8 @@ class FailoverMachine(RuleBasedStateMachine):
     def cut_private(self) -> None:
         self.private_up = False
         self.handshake_ok = False
-        self.queue = [e for e in self.queue if e[2] != "frame"]
+        self.failback_from = None
+        self.queue = [e for e in self.queue if e[2] != "frame" or e[4][1] != "priv0"]
         heapq.heapify(self.queue)
 
     @precondition(lambda self: self.public_up)
@@ -224,6 +351,9 @@ class FailoverMachine(RuleBasedStateMachine):
     def cut_public(self) -> None:
         self.public_up = False
         self.handshake_ok = False
+        self.failback_from = None
+        self.queue = [e for e in self.queue if e[2] != "frame" or e[4][1] != "pub0"]  # the attacker's, on that path
+        heapq.heapify(self.queue)
 
     @precondition(lambda self: not (self.private_up and self.public_up))
     @rule()
@@ -238,9 +368,19 @@ class FailoverMachine(RuleBasedStateMachine):
     @rule()
     def kill_master(self) -> None:
         self.master_alive = False
+        self.killed_at = self.now
+        self.failback_from = None
         self.master_held = frozenset()  # a dead host answers for nothing
         self.queue = [e for e in self.queue if e[3] != "master"]
         heapq.heapify(self.queue)
+
+    @precondition(lambda self: self.master_alive)
+    @rule(downtime=st.floats(0.0, 2 * TIMING.fail_after), delay=st.floats(0.0, MAX_DELAY))
+    def crash_and_restart_master(self, downtime: float, delay: float) -> None:
+        """The master's host dies and comes back (a reboot, a systemd restart of a host that lost its addresses)."""
+        self.kill_master()
+        self._step_to(self.now + downtime, delay)
+        self.restart_master()
 
     @precondition(lambda self: not self.master_alive)
     @rule()
@@ -248,6 +388,10 @@ class FailoverMachine(RuleBasedStateMachine):
         self.restarted_at = self.now
         self.master_alive = True
         self.master = self._new_master()
+        self.master_since = self.now
+        self.killed_at = None
+        if self.private_up and self.public_up and self.consecutive_lost <= TIMING.fail_misses - 2:
+            self.failback_from = self.now
 
     @rule()
     def restart_backup(self) -> None:
@@ -258,11 +402,31 @@ class FailoverMachine(RuleBasedStateMachine):
         # An in-flight acquire or release is lost with the process; what is on
         # the interface is what the new process adopts, and announces: if the
         # master holds it too, that is a conflict both sides see.
-        self.backup = Detector(VIPS, TIMING, self.now, key=KEY, epoch=next(self.epochs), held=self.backup_held)
+        self.backup = self._new_backup(held=self.backup_held)
+        self.backup_since = self.now
+        if self.failback_from is not None:
+            self.failback_from = self.now  # the handshake starts over with the new backup
         clash = self.backup_held & self.master_held
         if self.public_up and clash and self.master_alive:
             self._push(self.now + ARP_LATENCY, "conflict", "master", clash)
             self._push(self.now + 2 * ARP_LATENCY, "conflict", "backup", clash)
+
+    @rule(data=st.data())
+    def attacker_records(self, data) -> None:
+        """Keep one of the frames seen lately, for as long as it likes (the oldest kept goes when the store is full)."""
+        if self.tap:
+            frame = data.draw(st.sampled_from(list(self.tap)))
+            self.store.append(frame)
+            del self.store[:-STORE_SIZE]
+
+    @rule(data=st.data(), path=st.sampled_from(["priv0", "pub0"]), delay=st.floats(0.0, 2 * MAX_DELAY))
+    def attacker_injects(self, data, path: str, delay: float) -> None:
+        """Send a frame seen lately or kept to the host it was meant for, on either path, from the peer's address."""
+        seen = self.store + list(self.tap)
+        if seen and (self.private_up if path == "priv0" else self.public_up):
+            frame = data.draw(st.sampled_from(seen))
+            to = "backup" if frame[5] == wire.ROLE_MASTER else "master"  # the role byte of a v1 frame
+            self._push(self.now + delay, "frame", to, (frame, path, True))
 
     @rule()
     def settle(self) -> None:
@@ -283,6 +447,43 @@ class FailoverMachine(RuleBasedStateMachine):
     @invariant()
     def no_two_holders_while_the_handshake_gets_through(self) -> None:
         self._check_overlap()
+
+    @invariant()
+    def a_dead_master_is_taken_over_within_the_bound(self) -> None:
+        self._check_takeover()
+
+    @invariant()
+    def a_returning_master_holds_within_the_bound(self) -> None:
+        self._check_failback()
+
+    def _check_liveness(self) -> None:
+        """Both liveness bounds, at every event (a deadline passes between rules, not only at them)."""
+        self._check_takeover()
+        self._check_failback()
+
+    def _check_takeover(self) -> None:
+        if self.master_alive or self.killed_at is None:
+            return
+        latency = ACTION_LATENCY + self.slowest
+        if self.backup_since >= self.killed_at:
+            due = self.backup_since + takeover_bound_after_restart(latency)
+        else:
+            relative = abs(self.rate["master"] - self.rate["backup"])
+            excess = max(0.0, relative - wire.DRIFT_ALLOWANCE) * self.now
+            due = self.killed_at + takeover_bound(latency, excess)
+        assert self.now <= due or self.backup_held == VIPS, (
+            f"master dead for {self.now - self.killed_at:.3f} s (takeover due {due - self.killed_at:.3f} s after), "
+            f"backup {self.backup.state} holding {sorted(map(str, self.backup_held))}"
+        )
+
+    def _check_failback(self) -> None:
+        if self.failback_from is None or not self.master_alive:
+            return
+        due = self.failback_from + failback_bound(ACTION_LATENCY + self.slowest)  # a slow change may still be in flight
+        assert self.now <= due or self.master_held == VIPS, (
+            f"master up for {self.now - self.master_since:.3f} s (holding due {due - self.master_since:.3f} s after), "
+            f"master {self.master.state}, backup {self.backup.state}"
+        )
 
 
 FailoverMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
