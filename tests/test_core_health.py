@@ -127,15 +127,20 @@ def _kinds(actions) -> list[str]:
     return [type(a).__name__ for a in actions]
 
 
-def _holding_master() -> Master:
+def _holding_master(backup: wire.Sealer | None = None) -> Master:
+    """A managing master holding its addresses; with ``backup``, one that has heard
+    that backup, so its heartbeats acknowledge the backup's epoch, as in a running pair."""
     m = Master(["b"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=9)
-    m.handle_timer(0.0)
+    (hb,) = _frames(m.handle_timer(0.0))
+    if backup is not None:
+        m.receive_datagram(0.01, backup.seal(0.01, holds=False, ack_epoch=9, ack_seq=hb.seq), "b", "priv0")
     assert m.state == "holding"
     return m
 
 
 def test_an_unhealthy_master_releases_first_then_says_leaving_until_healthy() -> None:
-    m = _holding_master()
+    backup = _backup()
+    m = _holding_master(backup)
     out = m.health_changed(0.5, False, "check 'curl' exited 7")
     assert m.state == "releasing" and _kinds(out) == ["Alarm", "StateChanged", "Release"]
     (alarm,) = [a for a in out if isinstance(a, Alarm)]
@@ -149,7 +154,6 @@ def test_an_unhealthy_master_releases_first_then_says_leaving_until_healthy() ->
         (hb,) = _frames(m.handle_timer(t))
         assert hb.leaving and not hb.holds
     # A status the backup made while we said "leaving" (it was about to take over) is no handshake.
-    backup = _backup()
     stale = backup.seal(4.2, holds=False, ack_epoch=9, ack_seq=m._sealer.seq)
     out = m.health_changed(4.3, True)
     (hello,) = _frames(out)
@@ -187,7 +191,11 @@ def test_a_waiting_master_stands_down_and_ignores_the_backup_meanwhile() -> None
 def test_a_check_that_falls_during_an_acquire_releases_what_it_added() -> None:
     m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
     (hb,) = _frames(m.handle_timer(0.0))
-    m.receive_datagram(0.1, _backup().seal(0.1, holds=False, ack_epoch=9, ack_seq=hb.seq), "b", "priv0")
+    backup = _backup()
+    # The handshake: the backup's answer to our first heartbeat (which it did
+    # not count), our answer to its new epoch, and its answer to that.
+    (ack,) = _frames(m.receive_datagram(0.05, backup.seal(0.05, holds=False, ack_epoch=9, ack_seq=hb.seq), "b", "priv0"))
+    m.receive_datagram(0.1, backup.seal(0.1, holds=False, ack_epoch=9, ack_seq=ack.seq), "b", "priv0")
     assert m.state == "acquiring"
     assert _kinds(m.health_changed(0.2, False, "x")) == ["Alarm"]
     out = m.action_done(0.3, AcquireDone(acquired=VIPS))

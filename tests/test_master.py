@@ -43,9 +43,14 @@ def test_managed_failback_waits_for_the_backup_to_release() -> None:
     # new epoch is acknowledged at once (it counts our heartbeats only then).
     (ack,) = _frames(m.receive_datagram(0.01, backup.seal(0.01, holds=True, ack_epoch=9, ack_seq=1), "b", "priv0"))
     assert m.state == "waiting" and (ack.ack_epoch, ack.ack_seq, ack.holds) == (3, 1, False)
-    # A status that does not acknowledge this epoch is not enough either.
+    # A status that does not acknowledge this epoch is not enough either ...
     assert m.receive_datagram(0.02, backup.seal(0.02, holds=False, ack_epoch=8, ack_seq=5), "b", "priv0") == []
-    out = m.receive_datagram(0.03, backup.seal(0.03, holds=False, ack_epoch=9, ack_seq=1), "b", "priv0")
+    # ... nor one answering our first heartbeat, which the backup did not count
+    # (it acknowledged nothing of the backup): made while the backup perhaps
+    # still heeded our previous life.
+    assert m.receive_datagram(0.025, backup.seal(0.025, holds=False, ack_epoch=9, ack_seq=1), "b", "priv0") == []
+    assert m.state == "waiting"
+    out = m.receive_datagram(0.03, backup.seal(0.03, holds=False, ack_epoch=9, ack_seq=2), "b", "priv0")
     assert m.state == "acquiring" and [type(a).__name__ for a in out] == ["StateChanged", "Acquire"]
     out = m.action_done(0.04, AcquireDone(acquired=VIPS))
     assert m.state == "holding" and _frames(out)[0].holds  # tells the backup at once

@@ -251,8 +251,13 @@ async def test_a_managing_master_measures_its_failback_gap_from_the_backups_rele
         render = meter.collector(CoreShell(core, system=MemorySystem(), transport=sock, notifier=None), sock)
         # The handshake of a restarted master: heartbeat, the backup's status (it
         # holds nothing), and the master, hearing that, acquires.
+        # The backup counts the second heartbeat only (the first acknowledged
+        # none of its epoch), and only a status answering a counted one starts
+        # the failback.
         heartbeat = transmitted(feed(meter, 0.0, core.handle_timer(0.0)))
         status = transmitted(peer.receive_datagram(0.01, heartbeat, "10.9.1.1", "eth1"))
+        answer = transmitted(feed(meter, 0.015, core.receive_datagram(0.015, status, "10.9.1.2", "eth1")))
+        status = transmitted(peer.receive_datagram(0.018, answer, "10.9.1.1", "eth1"))
         actions = feed(meter, 0.02, core.receive_datagram(0.02, status, "10.9.1.2", "eth1"))
         assert any(isinstance(a, Acquire) for a in actions) and core.state == "acquiring"
         meter.result(0.27, AcquireDone(acquired=frozenset({vip})))
@@ -263,7 +268,7 @@ async def test_a_managing_master_measures_its_failback_gap_from_the_backups_rele
         assert result.value("failoverd_failback_gap_seconds_sum") == pytest.approx(0.25)
         assert result.value("failoverd_action_duration_seconds_sum", action="acquire") == pytest.approx(0.25)
         assert result.value("failoverd_become_master_total") == 1
-        assert result.value("failoverd_advertisements_received_total", path="eth1") == 1
+        assert result.value("failoverd_advertisements_received_total", path="eth1") == 2  # both statuses
         assert result.value("failoverd_peer_last_heard_age_seconds") is not None
 
 

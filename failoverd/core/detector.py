@@ -215,6 +215,7 @@ class Detector(DeclaredMachine):
         self._status_due = float("-inf")
         self._status_holds = False
         self._status_epoch = -1
+        self._counted_epoch = -1
         self.healthy = True
         """This host's health checks pass (or there are none); see :meth:`health_changed`."""
         self.health_reason = ""
@@ -270,16 +271,21 @@ class Detector(DeclaredMachine):
             # epoch of ours (we restarted, or it did and does not know us
             # yet), or a replay of such a frame: it proves nothing about the
             # master now. Answer it, so the master's next heartbeat
-            # acknowledges us and counts; ignore it otherwise.
+            # acknowledges us and counts; ignore it otherwise. Not when a newer
+            # frame came first: an attacker replaying a lost heartbeat would
+            # otherwise make us send a fresh status whenever it liked (spin
+            # found the private-link race that reopened).
             self.last_verdict = "unacknowledged"
             self.counters.unacknowledged += 1
-            self._answer(now, frame, source)
+            if self._guard.newest_admitted:
+                self._answer(now, frame, source)
             return out
         if age == "delayed":
             # Not provably young: it may have been withheld. Answering it lets
-            # the master's next heartbeat prove its age directly.
+            # the master's next heartbeat prove its age directly (the newest only, as above).
             self._reject("delayed", out)
-            self._answer(now, frame, source)
+            if self._guard.newest_admitted:
+                self._answer(now, frame, source)
             return out
         if age == "overtaken":
             # Overtaken by a newer frame on another path: it says that path
@@ -291,10 +297,14 @@ class Detector(DeclaredMachine):
             return out
         self.master_holds = frame.holds
         self._heard(now, source, path, leaving=frame.leaving)
-        self._answer(now, frame, source)
+        # The first heartbeat of a master epoch that counts is answered at
+        # once too: only a status answering a heartbeat we counted tells a
+        # managing master that we released (see Master.receive_datagram).
+        self._answer(now, frame, source, urgent=self._counted_epoch != frame.epoch)
+        self._counted_epoch = frame.epoch
         return out
 
-    def _answer(self, now: float, frame: wire.Heartbeat, source: str) -> None:
+    def _answer(self, now: float, frame: wire.Heartbeat, source: str, *, urgent: bool = False) -> None:
         """Send our status in reply to an authentic master frame, at the protocol's rate.
 
         At most one status per half interval: heartbeats arriving together on
@@ -304,7 +314,7 @@ class Detector(DeclaredMachine):
         restart and the failback handshake.
         """
         holds = self.holds_any
-        if now >= self._status_due or holds != self._status_holds or frame.epoch != self._status_epoch:
+        if urgent or now >= self._status_due or holds != self._status_holds or frame.epoch != self._status_epoch:
             self._status(now, also=source)
 
     def _reject(self, reason: str, out: list[Action]) -> list[Action]:

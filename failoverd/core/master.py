@@ -277,7 +277,11 @@ class Master(DeclaredMachine):
         if self.backup_silent:
             self.backup_silent = False
             out.append(Alarm("info", "backup heard again"))
-        if not frame.holds and frame.ack_seq >= self._release_floor:
+        # "I hold nothing" counts only from a backup that had counted the
+        # heartbeat it answers: its answer to the handshake's first (uncounted)
+        # heartbeat may have been made while it was still about to take over
+        # from our previous life (spin found the two holders this allowed).
+        if not frame.holds and frame.ack_seq >= self._release_floor and self._sealer.answers_a_frame_that_acknowledged_it(frame):
             self._fire("backup_released")
         elif frame.holds and self.state == "holding" and self.managed and not self._overlap_reported:
             # Once per episode: the backup answers every heartbeat, and a

@@ -184,14 +184,14 @@ class Sealer:
         self._interval_ms = max(1, round(interval * 1000))
         self._started = started
         self.seq = 0
-        self._sent: list[tuple[int, float]] = [(0, 0.0)] * SENT_MEMORY
+        self._sent: list[tuple[int, float, int]] = [(0, 0.0, 0)] * SENT_MEMORY  # (seq, when, its ack_epoch)
 
     def rekey(self, key: KeyLike) -> None:
         self._key = as_key(key)
 
     def seal(self, now: float, *, holds: bool, leaving: bool = False, ack_epoch: int = 0, ack_seq: int = 0) -> bytes:
         self.seq += 1
-        self._sent[self.seq % SENT_MEMORY] = (self.seq, now)
+        self._sent[self.seq % SENT_MEMORY] = (self.seq, now, ack_epoch)
         sent_ms = max(0, int((now - self._started) * 1000))
         flags = (FLAG_HOLDS if holds else 0) | (FLAG_LEAVING if leaving else 0)
         # Packed directly (not through encode()): every field is in range by
@@ -209,8 +209,21 @@ class Sealer:
         """When we sent the frame ``frame`` acknowledges, if it is of our epoch and still remembered."""
         if frame.ack_epoch != self.epoch or not 1 <= frame.ack_seq <= self.seq:
             return None
-        seq, at = self._sent[frame.ack_seq % SENT_MEMORY]
+        seq, at, _ = self._sent[frame.ack_seq % SENT_MEMORY]
         return at if seq == frame.ack_seq else None
+
+    def answers_a_frame_that_acknowledged_it(self, frame: Heartbeat) -> bool:
+        """Does ``frame`` acknowledge a frame of ours that itself acknowledged ``frame``'s epoch?
+
+        That is: the peer had counted the frame of ours it answers (a frame
+        counts only if it acknowledges the receiver's current epoch). A
+        status answering an uncounted heartbeat (the handshake's first) says
+        what the backup held while it still listened to an older master.
+        """
+        if frame.ack_epoch != self.epoch or not 1 <= frame.ack_seq <= self.seq:
+            return False
+        seq, _, acked_epoch = self._sent[frame.ack_seq % SENT_MEMORY]
+        return seq == frame.ack_seq and acked_epoch == frame.epoch
 
 
 SENT_MEMORY = 256
@@ -286,6 +299,7 @@ class ReplayGuard:
     """
 
     __slots__ = (
+        "newest_admitted",
         "max_delay_ms", "_drift", "_judge_age", "epoch", "seq", "_seen", "_reference", "_pinned_at",
         "_last_sent_ms", "_last_arrival",
     )
@@ -298,6 +312,8 @@ class ReplayGuard:
         self.max_delay_ms = max_delay * 1000
         self._drift = drift
         self._judge_age = judge_age
+        self.newest_admitted = False
+        """Whether the frame :meth:`admit` last recorded was the newest yet (not overtaken)."""
         self.epoch = 0
         self.seq = 0
         self._seen = 0  # bit i: seq - i was recorded
@@ -349,6 +365,7 @@ class ReplayGuard:
         else:
             self._seen |= 1 << (self.seq - frame.seq)
             newest = False
+        self.newest_admitted = newest
         if newest:
             self._last_sent_ms, self._last_arrival = frame.sent_ms, now
         age = direct
