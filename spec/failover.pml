@@ -332,6 +332,13 @@ inline normalize() {
 	if :: m_up -> m_down_t = 0 :: else -> m_hb_t = 0 fi;
 	if :: !(m_up && b_up) -> gap_b = 0; gap_m = 0 :: else -> skip fi;
 	if :: !master_dead_backup_up -> takeover_age = 0 :: else -> skip fi;
+	/* a queue slot past the queue's length holds a delivered or dropped
+	 * datagram's fields, which nothing reads: clear it */
+	for (k : 0 .. SLOTS - 1) {
+		if :: k >= hb_n -> hb_epoch[k] = 0; hb_leaving[k] = 0; hb_age[k] = 0 :: else -> skip fi;
+		if :: k >= st_n -> st_ack[k] = 0; st_holds[k] = 0; st_age[k] = 0 :: else -> skip fi
+	};
+	k = 0;
 	if :: master_back_links_up && m_addr -> master_back_links_up = 0 :: else -> skip fi;
 	if :: !master_back_links_up -> failback_age = 0 :: else -> skip fi;
 	/* one line per step when a trail is replayed (spin -t); pan never prints */
