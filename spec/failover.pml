@@ -1,13 +1,14 @@
 /*
  * failover.pml -- master (heartbeatd with managed failback), backup (failoverd's
- * detector) and the two networks between them, in discrete time.
+ * detector), the two networks between them and an attacker on the path who
+ * replays recorded frames, in discrete time.
  *
  * How to run it, what is modelled and what is abstracted: spec/README.md.
  * Every property, its bound and the test that checks it: spec/properties.md.
  *
  * One process drives the whole world. Each loop iteration takes one event
- * (a host acts, the network delivers or loses a datagram, a host crashes or
- * restarts) or lets one tick of time pass. Time only passes when nothing is
+ * (a host acts, the network delivers or loses a datagram, the attacker
+ * replays one, a host crashes or restarts) or lets one tick of time pass. Time only passes when nothing is
  * due ("maximal progress"): a deadline that has been reached fires before the
  * clock moves on, exactly as the shell wakes the core at the deadline the core
  * asked for. Events at the same instant interleave in every order.
@@ -55,6 +56,30 @@
 #endif
 #define SLOTS    2          /* datagrams in flight per direction                   */
 
+/* Freshness (spec/README.md, "Freshness and the replaying attacker"); each
+ * rule includes the one before:
+ * ACK_RULE 0: the rule before issue 9: every authenticated frame that is not
+ *   a replay counts (resets the receiver's silence; its flags and the
+ *   transition it triggers take effect), and the master answers nothing.
+ * ACK_RULE 1: a frame counts only if it acknowledges the receiver's current
+ *   epoch; one that does not is recorded and answered, nothing else; the
+ *   master answers a new backup epoch at once with a heartbeat.
+ * ACK_RULE 2: and the master takes "backup released" only from a status that
+ *   acknowledges a heartbeat the backup counted: under 1 the backup's answer
+ *   to a heartbeat it did not count releases the master while the backup's
+ *   silence still runs, and both hold under links up.
+ * ACK_RULE 3: and the backup does not answer a heartbeat it does not count
+ *   that one it counted overtook: under 2 a replay makes it send a
+ *   "released" status at any time, long after the heartbeat it
+ *   acknowledges, which reopens the private-link-cut handshake race.
+ * ATTACK 1: an attacker on the path replays recorded frames (0: none). */
+#ifndef ACK_RULE
+#define ACK_RULE 3
+#endif
+#ifndef ATTACK
+#define ATTACK 1
+#endif
+
 #ifndef M_CRASHES
 #define M_CRASHES 2         /* master crashes or shutdowns in one run              */
 #endif
@@ -63,8 +88,9 @@
 #endif
 
 /* Network assumption. NET_UP: "links up" (spec/README.md): a host that is up
- * accepts a datagram from its peer, while the peer is up, at least once in
- * every FAIL ticks; runs that break this are cut off (end_links_broken).
+ * counts a datagram from its peer (not a replay), while the peer is up, at
+ * least once in every FAIL ticks; runs that break this are cut off
+ * (end_links_broken).
  * NET_PRIVATE_CUT: datagrams may be lost without limit (the private link and
  * heartbeat paths are cut) but the public network is joined: the ARP probe
  * sees the holder and ARP conflicts are seen. NET_PARTITION: both networks
@@ -83,6 +109,9 @@
 #endif
 #ifndef FAILBACK_BOUND
 #define FAILBACK_BOUND (FAIL + OP_MAX + OP_MAX + (FAIL - 1) + OP_MAX)
+#endif
+#ifndef PRESUME_BOUND
+#define PRESUME_BOUND (DELAY + FAIL + PROBE_T + M_ACQ_MAX)
 #endif
 #ifndef OVERLAP_BOUND
 #define OVERLAP_BOUND (ARP_DELAY + ARP_DELAY + B_OP_MAX)   /* backup's ARP out, master's defence back, release */
@@ -143,7 +172,7 @@
 bool b_up = 1;
 byte d_state = D_monitoring;
 bool b_addr;              /* the address is on the backup's interface          */
-byte b_silence;           /* ticks since the last accepted heartbeat or the start (capped) */
+byte b_silence;           /* ticks since the last counted heartbeat or the start (capped) */
 bool b_deadline;          /* the master said `leaving`: fail deadline now       */
 bool b_probe_sched;       /* suspect: the probe waits for PROBE_AT              */
 bool b_probe;             /* an ARP probe is in flight                          */
@@ -155,7 +184,9 @@ byte b_retry_t;           /* contested: ticks until the next probe              
 bool b_op;                /* acquire or release in flight (which: d_state)      */
 byte b_op_t;              /* ticks since it started                             */
 bool b_hb_pending;        /* a heartbeat arrived while acquiring                */
-byte b_ack;               /* epoch of the last accepted heartbeat (0: none)     */
+byte b_ack;               /* the newest master epoch recorded (0: none): what statuses acknowledge */
+bool b_ack_counted;       /* the newest heartbeat recorded counted (acknowledged this backup epoch) */
+byte b_epoch = 1;         /* this backup's epoch: new at every start            */
 byte b_crashes;
 byte b_down_t;
 
@@ -164,8 +195,9 @@ bool m_up = 1;
 byte m_state = M_waiting;
 bool m_addr;
 byte m_epoch = 1;
+byte m_back;              /* the newest backup epoch recorded (0: none): what heartbeats acknowledge */
 byte m_hb_t;              /* ticks until the next heartbeat (0: due now)        */
-byte m_silence;           /* ticks since start or the last accepted status     */
+byte m_silence;           /* ticks since start or the last counted status      */
 bool m_probe;
 byte m_probe_t;
 bool m_probe_snap;
@@ -183,18 +215,36 @@ byte arp_to_b_age;
 bool arp_to_m;
 byte arp_to_m_age;
 
-/* master -> backup heartbeats and backup -> master statuses, in send order */
+/* master -> backup heartbeats and backup -> master statuses, in send order.
+ * All in flight were sent in the sender's current epoch (m_epoch, b_epoch): a
+ * host restarts only once the frames of its previous life have left the
+ * network (spec/README.md, "Hosts"). */
 byte hb_n;
-byte hb_epoch[SLOTS];
+bool hb_acks[SLOTS];      /* it acknowledges the backup's current epoch         */
 bool hb_leaving[SLOTS];
 byte hb_age[SLOTS];
 byte st_n;
-byte st_ack[SLOTS];
+bool st_acks[SLOTS];      /* it acknowledges the master's current epoch         */
+bool st_counted[SLOTS];   /* the heartbeat it acknowledges counted at the backup (the master knows:
+                             it remembers what each of its heartbeats acknowledged) */
 bool st_holds[SLOTS];
 byte st_age[SLOTS];
 
+/* The replaying attacker (spec/README.md, "The replaying attacker") has
+ * recorded every frame sent before its receiver's current life began (while
+ * the receiver was up in an earlier life, down, or not yet heard of): frames
+ * whose sequence numbers this life never saw, so it records any of them as
+ * new as long as its epoch is not older than the newest it has recorded.
+ * What it can replay is therefore fixed at the receiver's start: frames of
+ * the peer's epochs up to the peer's epoch then. A frame of the receiver's
+ * current life it can only delay, which is the network's delay. */
+byte rh_upto;             /* the newest master epoch at the backup's start (0: first life, nothing to replay) */
+byte rs_upto;             /* the newest backup epoch at the master's start (0: first life) */
+bool rh_used;             /* a heartbeat was replayed this tick                 */
+bool rs_used;             /* a status was replayed this tick                    */
+
 /* links-up bookkeeping (NET_UP only) */
-byte gap_b;               /* ticks the backup has gone without accepting a heartbeat while both are up */
+byte gap_b;               /* ticks the backup has gone without counting a heartbeat while both are up */
 byte gap_m;               /* same for the master and statuses                   */
 bool links_broken;
 
@@ -202,7 +252,9 @@ bool links_broken;
 byte takeover_age;        /* ticks since the master died with the backup up     */
 byte failback_age;        /* ticks since the master (re)started with the backup up */
 byte overlap_age;         /* ticks both hosts have had the address configured (capped) */
+byte alone_age;           /* ticks the master has waited without the address while the backup is dead */
 bool master_dead_backup_up;   /* liveness antecedent: takeover                  */
+bool master_alone;        /* liveness antecedent: failback with the backup dead (presume) */
 #if NET == NET_UP
 bool master_back_links_up = 1;   /* liveness antecedent: failback (both start now) */
 #else
@@ -224,26 +276,48 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 #define BACKUP_WATCHES (b_up && (d_state == D_acquiring || d_state == D_failed_over || d_state == D_recovering))
 #define MASTER_WATCHES (m_up && m_state == M_holding)
 
+#define REPLAYED_HEARTBEAT(epoch) \
+	printf("REPLAY t=%d heartbeat of master epoch %d to backup epoch %d\n", clock, epoch, b_epoch)
+#define REPLAYED_STATUS(epoch) \
+	printf("REPLAY t=%d status of backup epoch %d to master epoch %d\n", clock, epoch, m_epoch)
+
 #define INC(v, cap) if :: v < cap -> v++ :: else -> skip fi
 
+/* Each queue's slot move and slot write; the queue operations below take them. */
+#define HB_MOVE(to, from) hb_acks[to] = hb_acks[from]; hb_leaving[to] = hb_leaving[from]; hb_age[to] = hb_age[from]
+#define ST_MOVE(to, from) st_acks[to] = st_acks[from]; st_counted[to] = st_counted[from]; \
+	st_holds[to] = st_holds[from]; st_age[to] = st_age[from]
+#define HB_PUT(i, leaving) hb_acks[i] = (m_back == b_epoch); hb_leaving[i] = leaving; hb_age[i] = 0
+#define ST_PUT(i, holds) st_acks[i] = (b_ack == m_epoch); st_counted[i] = b_ack_counted; \
+	st_holds[i] = holds; st_age[i] = 0
+
 /* remove slot x of a queue; later slots move down */
-#define DROP(n, a, b, c) \
-	for (k : 0 .. SLOTS - 2) { if :: k >= x -> a[k] = a[k+1]; b[k] = b[k+1]; c[k] = c[k+1] :: else -> skip fi }; \
+#define DROP(n, MOVE) \
+	for (k : 0 .. SLOTS - 2) { if :: k >= x -> MOVE(k, k + 1) :: else -> skip fi }; \
 	n--; x = 0; k = 0
 
 /* deliver slot j: every earlier datagram is now older than one accepted and
  * will be rejected by the epoch/sequence window, so it leaves the network too */
-#define CONSUME(n, a, b, c) \
-	for (k : 0 .. SLOTS - 1) { if :: k + j + 1 < SLOTS -> a[k] = a[k+j+1]; b[k] = b[k+j+1]; c[k] = c[k+j+1] :: else -> skip fi }; \
+#define CONSUME(n, MOVE) \
+	for (k : 0 .. SLOTS - 1) { if :: k + j + 1 < SLOTS -> MOVE(k, k + j + 1) :: else -> skip fi }; \
 	n = n - j - 1; k = 0
 
 /* a full queue loses its oldest datagram to make room */
-#define SEND(n, a, b, c, va, vb) \
-	if :: n == SLOTS -> x = 0; DROP(n, a, b, c) :: else -> skip fi; \
-	a[n] = va; b[n] = vb; c[n] = 0; n++
+#define SEND(n, MOVE, PUT, v) \
+	if :: n == SLOTS -> x = 0; DROP(n, MOVE) :: else -> skip fi; \
+	PUT(n, v); n++
 
-#define SEND_STATUS(holds) SEND(st_n, st_ack, st_holds, st_age, b_ack, holds)
-#define SEND_HEARTBEAT(leaving) SEND(hb_n, hb_epoch, hb_leaving, hb_age, m_epoch, leaving)
+#define SEND_STATUS(holds) SEND(st_n, ST_MOVE, ST_PUT, holds)
+#define SEND_HEARTBEAT(leaving) SEND(hb_n, HB_MOVE, HB_PUT, leaving)
+
+/* Does a frame count? From ACK_RULE 1 on only if it acknowledges the
+ * receiver's current epoch. */
+#define HB_COUNTS(acks) (!ACK_RULE || (acks))
+#define ST_COUNTS(acks) (!ACK_RULE || (acks))
+/* "the backup holds nothing": a status that acknowledges the current epoch
+ * (every rule) says it holds nothing and, from ACK_RULE 2 on, acknowledges a
+ * heartbeat the backup counted */
+#define RELEASED(acks, counted, holds) ((acks) && !(holds) && (ACK_RULE < 2 || (counted)))
 
 #define B_START_PROBE  b_probe = 1; b_probe_t = PROBE_T; b_probe_snap = PROBE_SEES(m_addr); b_probed = 0
 #define M_START_PROBE  m_probe = 1; m_probe_t = PROBE_T; m_probe_snap = PROBE_SEES(b_addr)
@@ -283,12 +357,12 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 
 inline backup_crash_reset() {
 	b_addr = 0; b_silence = 0; b_deadline = 0; b_probe_sched = 0; b_probe = 0; b_probed = 0;
-	b_retry_t = 0; b_op = 0; b_op_t = 0; b_hb_pending = 0; b_ack = 0;
+	b_retry_t = 0; b_op = 0; b_op_t = 0; b_hb_pending = 0; b_ack = 0; b_ack_counted = 0;
 	d_state = D_monitoring
 }
 
 inline master_crash_reset() {
-	m_addr = 0; m_probe = 0; m_op = 0; m_op_t = 0; m_silence = 0;
+	m_addr = 0; m_probe = 0; m_op = 0; m_op_t = 0; m_silence = 0; m_back = 0;
 	m_hb_t = 0; m_state = M_waiting
 }
 
@@ -332,78 +406,138 @@ inline normalize() {
 	if :: m_up -> m_down_t = 0 :: else -> m_hb_t = 0 fi;
 	if :: !(m_up && b_up) -> gap_b = 0; gap_m = 0 :: else -> skip fi;
 	if :: !master_dead_backup_up -> takeover_age = 0 :: else -> skip fi;
+	if :: master_alone && m_addr -> master_alone = 0 :: else -> skip fi;
+	if :: !master_alone -> alone_age = 0 :: else -> skip fi;
+	if :: !b_up -> rh_used = 0 :: else -> skip fi;
+	if :: !m_up -> rs_used = 0 :: else -> skip fi;
+	/* A queue slot past the queue's length holds a delivered or dropped
+	 * datagram's fields, which nothing reads. What a frame in flight
+	 * acknowledges matters only to a receiver that is up, its flags only if
+	 * it counts, and "counted" only in a status that can say "released". */
+	for (k : 0 .. SLOTS - 1) {
+		if :: !b_up || !ACK_RULE || k >= hb_n -> hb_acks[k] = 0 :: else -> skip fi;
+		if :: k >= hb_n || (ACK_RULE && !hb_acks[k]) -> hb_leaving[k] = 0 :: else -> skip fi;
+		if :: !m_up || k >= st_n -> st_acks[k] = 0 :: else -> skip fi;
+		if :: !st_acks[k] -> st_holds[k] = 0 :: else -> skip fi;
+		if :: !st_acks[k] || st_holds[k] || ACK_RULE < 2 -> st_counted[k] = 0 :: else -> skip fi;
+		if :: k >= hb_n -> hb_age[k] = 0 :: else -> skip fi;
+		if :: k >= st_n -> st_age[k] = 0 :: else -> skip fi
+	};
+	k = 0;
+	if :: ACK_RULE < 2 -> b_ack_counted = 0 :: else -> skip fi;
 	if :: master_back_links_up && m_addr -> master_back_links_up = 0 :: else -> skip fi;
 	if :: !master_back_links_up -> failback_age = 0 :: else -> skip fi;
 	/* one line per step when a trail is replayed (spin -t); pan never prints */
-	printf("STEP t=%d backup[up=%d state=%d addr=%d silence=%d probe=%d/%d op=%d] master[up=%d epoch=%d state=%d addr=%d silence=%d probe=%d/%d op=%d] hb=%d st=%d arp=%d/%d overlap=%d\n",
+	printf("STEP t=%d backup[up=%d state=%d addr=%d silence=%d probe=%d/%d op=%d] master[up=%d epoch=%d state=%d addr=%d silence=%d probe=%d/%d op=%d] hb=%d st=%d arp=%d/%d overlap=%d",
 		clock, b_up, d_state, b_addr, b_silence, b_probe, b_probed, b_op,
 		m_up, m_epoch, m_state, m_addr, m_silence, m_probe, m_probe_snap, m_op, hb_n, st_n,
-		arp_to_b, arp_to_m, overlap_age)
+		arp_to_b, arp_to_m, overlap_age);
+	printf(" bepoch=%d recorded=%d/%d replayable=%d/%d\n", b_epoch, b_ack, m_back, rh_upto, rs_upto)
+}
+
+/* A heartbeat (master epoch ep; acks: it acknowledges the backup's current
+ * epoch) reaches the backup, from the network (genuine 1) or replayed by the
+ * attacker (genuine 0). One of an older master epoch than the newest recorded
+ * is a replay: nothing happens.
+ * Otherwise it is recorded (the next status acknowledges it) and answered; it
+ * counts only if HB_COUNTS. Within one master epoch a heartbeat that counted
+ * was sent after every one that did not (the master acknowledged this backup
+ * epoch from then on), so one that does not count arriving later is older:
+ * overtaken, the status goes on acknowledging the one that counted, and from
+ * ACK_RULE 3 on it is not answered either (OVERTAKEN). */
+#define OVERTAKEN(ep, acks) (ACK_RULE >= 3 && (ep) == b_ack && b_ack_counted && !(acks))
+inline receive_heartbeat(ep, acks, leaving, genuine) {
+		if
+		:: !b_up || ep < b_ack || OVERTAKEN(ep, acks) -> skip
+		:: else ->
+			if
+			:: ep > b_ack -> b_ack = ep; b_ack_counted = HB_COUNTS(acks)
+			:: else -> b_ack_counted = (b_ack_counted || HB_COUNTS(acks))
+			fi;
+			if
+			:: !HB_COUNTS(acks) -> skip   /* unacknowledged: answered, otherwise ignored */
+			:: HB_COUNTS(acks) && leaving ->
+				if :: genuine -> gap_b = 0 :: else -> skip fi;
+				b_deadline = 1;        /* the deadline is now; normalize() drops it where it cannot matter */
+				if
+				:: d_state == D_monitoring ->
+					/* @transition detector silence: monitoring -> suspect */
+					/* the probe is due at once: it cannot end before a deadline that is now */
+					d_state = D_suspect; B_START_PROBE
+				:: d_state == D_suspect && b_probe_sched ->
+					/* @transition detector probe_due: suspect -> suspect */
+					b_probe_sched = 0; B_START_PROBE
+				:: else -> skip    /* a probe is running; contested re-probes anyway; holding: nothing to take */
+				fi
+			:: HB_COUNTS(acks) && !leaving ->
+				if :: genuine -> gap_b = 0 :: else -> skip fi;
+				b_silence = 0; b_deadline = 0;
+				if
+				:: d_state == D_monitoring ->
+					skip               /* no transition: all is well */
+				:: d_state == D_suspect ->
+					/* @transition detector heartbeat: suspect -> monitoring */
+					/* a scheduled probe is cancelled, a running one's result ignored */
+					d_state = D_monitoring; b_probe_sched = 0; b_probe = 0; b_probed = 0
+				:: d_state == D_contested ->
+					/* @transition detector heartbeat: contested -> monitoring */
+					d_state = D_monitoring; b_probe = 0; b_probed = 0
+				:: d_state == D_acquiring ->
+					/* @transition detector heartbeat: acquiring -> acquiring */
+					b_hb_pending = 1
+				:: d_state == D_failed_over ->
+					/* @transition detector heartbeat: failed_over -> recovering */
+					backup_release()
+				:: d_state == D_recovering ->
+					/* @transition detector heartbeat: recovering -> recovering */
+					skip
+				fi
+			fi;
+			SEND_STATUS(BACKUP_HOLDS)
+		fi
 }
 
 inline deliver_heartbeat() {
-		if
-		:: !b_up -> skip
-		:: b_up && hb_leaving[j] ->
-			b_ack = hb_epoch[j]; gap_b = 0;
-			b_deadline = 1;        /* the deadline is now; normalize() drops it where it cannot matter */
-			if
-			:: d_state == D_monitoring ->
-				/* @transition detector silence: monitoring -> suspect */
-				/* the probe is due at once: it cannot end before a deadline that is now */
-				d_state = D_suspect; B_START_PROBE
-			:: d_state == D_suspect && b_probe_sched ->
-				/* @transition detector probe_due: suspect -> suspect */
-				b_probe_sched = 0; B_START_PROBE
-			:: else -> skip    /* a probe is running; contested re-probes anyway; holding: nothing to take */
-			fi;
-			SEND_STATUS(BACKUP_HOLDS)
-		:: b_up && !hb_leaving[j] ->
-			b_ack = hb_epoch[j]; gap_b = 0; b_silence = 0; b_deadline = 0;
-			if
-			:: d_state == D_monitoring ->
-				skip               /* no transition: all is well */
-			:: d_state == D_suspect ->
-				/* @transition detector heartbeat: suspect -> monitoring */
-				/* a scheduled probe is cancelled, a running one's result ignored */
-				d_state = D_monitoring; b_probe_sched = 0; b_probe = 0; b_probed = 0
-			:: d_state == D_contested ->
-				/* @transition detector heartbeat: contested -> monitoring */
-				d_state = D_monitoring; b_probe = 0; b_probed = 0
-			:: d_state == D_acquiring ->
-				/* @transition detector heartbeat: acquiring -> acquiring */
-				b_hb_pending = 1
-			:: d_state == D_failed_over ->
-				/* @transition detector heartbeat: failed_over -> recovering */
-				backup_release()
-			:: d_state == D_recovering ->
-				/* @transition detector heartbeat: recovering -> recovering */
-				skip
-			fi;
-			SEND_STATUS(BACKUP_HOLDS)
-		fi;
-		CONSUME(hb_n, hb_epoch, hb_leaving, hb_age);
+		receive_heartbeat(m_epoch, hb_acks[j], hb_leaving[j], 1);
+		CONSUME(hb_n, HB_MOVE);
 		j = 0
 }
 
-inline deliver_status() {
+/* A status (backup epoch ep; acks: it acknowledges the master's current
+ * epoch; counted: and a heartbeat the backup counted) reaches the master,
+ * from the network or the attacker, as in receive_heartbeat. The first status
+ * of a backup epoch is answered at once (from ACK_RULE 1 on). */
+inline receive_status(ep, acks, counted, holds, genuine) {
 		if
-		:: m_up ->
-			m_silence = 0; gap_m = 0;
+		:: !m_up || ep < m_back -> skip
+		:: else ->
 			if
-			:: HANDSHAKE && m_state == M_waiting && st_ack[j] == m_epoch && !st_holds[j] ->
-				/* @transition master backup_released: waiting -> acquiring */
-				m_state = M_acquiring; m_op = 1; m_op_t = 0
-			:: HANDSHAKE && m_state == M_probing && st_ack[j] == m_epoch && !st_holds[j] ->
-				/* @transition master backup_released: probing -> acquiring */
-				m_state = M_acquiring; m_op = 1; m_op_t = 0; m_probe = 0
-			:: m_state == M_holding && st_holds[j] ->
-				skip   /* no transition, an alarm: split-brain in progress (never reached under links up) */
-			:: else -> skip
+			:: ACK_RULE && ep > m_back -> m_back = ep; SEND_HEARTBEAT(0)
+			:: else -> m_back = ep
+			fi;
+			if
+			:: !ST_COUNTS(acks) -> skip   /* unacknowledged: the backup's life or flags now unknown */
+			:: else ->
+				m_silence = 0;
+				if :: genuine -> gap_m = 0 :: else -> skip fi;
+				if
+				:: HANDSHAKE && m_state == M_waiting && RELEASED(acks, counted, holds) ->
+					/* @transition master backup_released: waiting -> acquiring */
+					m_state = M_acquiring; m_op = 1; m_op_t = 0
+				:: HANDSHAKE && m_state == M_probing && RELEASED(acks, counted, holds) ->
+					/* @transition master backup_released: probing -> acquiring */
+					m_state = M_acquiring; m_op = 1; m_op_t = 0; m_probe = 0
+				:: m_state == M_holding && holds ->
+					skip   /* no transition, an alarm: split-brain in progress (never reached under links up) */
+				:: else -> skip
+				fi
 			fi
-		:: else -> skip
-		fi;
-		CONSUME(st_n, st_ack, st_holds, st_age);
+		fi
+}
+
+inline deliver_status() {
+		receive_status(b_epoch, st_acks[j], st_counted[j], st_holds[j], 1);
+		CONSUME(st_n, ST_MOVE);
 		j = 0
 }
 
@@ -545,14 +679,14 @@ active proctype world()
 		/* @transition master stop: probing -> stopped */
 		m_crashes++; m_state = M_stopped; SEND_HEARTBEAT(1);
 		master_crash_reset(); m_up = 0; m_down_t = 0;
-		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0;
+		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0; master_alone = 0;
 		normalize() }
 	:: d_step { m_up && m_op && m_state == M_releasing && m_op_t >= OP_MIN ->
 		/* @transition master released: releasing -> stopped */
 		/* the address is gone; say goodbye, then the daemon exits */
 		m_addr = 0; m_op = 0; m_state = M_stopped; SEND_HEARTBEAT(1);
 		master_crash_reset(); m_up = 0; m_down_t = 0;
-		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0;
+		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0; master_alone = 0;
 		normalize() }
 
 	/* the backup's ARP for the address reaches the holding master's conflict
@@ -571,31 +705,76 @@ active proctype world()
 		normalize() }
 
 	/* ======================= the network ======================= */
-	:: d_step { hb_n > 0 -> x = 0; DROP(hb_n, hb_epoch, hb_leaving, hb_age);
+	:: d_step { hb_n > 0 -> x = 0; DROP(hb_n, HB_MOVE);
 		normalize() }
-	:: d_step { hb_n > 1 -> x = 1; DROP(hb_n, hb_epoch, hb_leaving, hb_age);
+	:: d_step { hb_n > 1 -> x = 1; DROP(hb_n, HB_MOVE);
 		normalize() }
-	:: d_step { st_n > 0 -> x = 0; DROP(st_n, st_ack, st_holds, st_age);
+	:: d_step { st_n > 0 -> x = 0; DROP(st_n, ST_MOVE);
 		normalize() }
-	:: d_step { st_n > 1 -> x = 1; DROP(st_n, st_ack, st_holds, st_age);
+	:: d_step { st_n > 1 -> x = 1; DROP(st_n, ST_MOVE);
+		normalize() }
+
+	/* ======================= the attacker ======================= */
+	/* It replays a recorded frame of any epoch the receiver takes as new, up to
+	 * once per tick per direction (at least the pace of a recording played
+	 * back as it was sent: a heartbeat per interval; the bound keeps time
+	 * moving). A frame sent before its receiver's epoch existed cannot
+	 * acknowledge it: the acknowledgement passed, 0, stands for any earlier
+	 * epoch, and from ACK_RULE 1 on a replay never counts, so its flags never
+	 * matter. Under ACK_RULE 0, where every replay counts, the model replays
+	 * only heartbeats without `leaving` and statuses that do not acknowledge
+	 * the current epoch (they cannot: the same argument), which is enough to
+	 * find what it finds. REPLAYED_*: a line in a replayed trail (spin -t);
+	 * pan never prints. */
+	:: d_step { ATTACK && b_up && !rh_used && b_ack <= rh_upto && b_ack > 0 ->
+		rh_used = 1; REPLAYED_HEARTBEAT(b_ack);
+		receive_heartbeat(b_ack, 0, 0, 0);
+		normalize() }
+	:: d_step { ATTACK && b_up && !rh_used && b_ack < rh_upto ->
+		rh_used = 1; REPLAYED_HEARTBEAT(b_ack + 1);
+		receive_heartbeat(b_ack + 1, 0, 0, 0);
+		normalize() }
+	:: d_step { ATTACK && b_up && !rh_used && b_ack + 1 < rh_upto ->
+		rh_used = 1; REPLAYED_HEARTBEAT(b_ack + 2);
+		receive_heartbeat(b_ack + 2, 0, 0, 0);
+		normalize() }
+	:: d_step { ATTACK && b_up && !rh_used && b_ack + 2 < rh_upto ->
+		rh_used = 1; REPLAYED_HEARTBEAT(b_ack + 3);
+		receive_heartbeat(b_ack + 3, 0, 0, 0);
+		normalize() }
+	/* a status of the newest backup epoch recorded changes nothing unless it counts */
+	:: d_step { ATTACK && m_up && !rs_used && m_back <= rs_upto && m_back > 0 && ST_COUNTS(0) ->
+		rs_used = 1; REPLAYED_STATUS(m_back);
+		receive_status(m_back, 0, 0, 1, 0);
+		normalize() }
+	:: d_step { ATTACK && m_up && !rs_used && m_back < rs_upto ->
+		rs_used = 1; REPLAYED_STATUS(m_back + 1);
+		receive_status(m_back + 1, 0, 0, 1, 0);
+		normalize() }
+	:: d_step { ATTACK && m_up && !rs_used && m_back + 1 < rs_upto ->
+		rs_used = 1; REPLAYED_STATUS(m_back + 2);
+		receive_status(m_back + 2, 0, 0, 1, 0);
 		normalize() }
 
 	/* ======================= crashes and restarts ======================= */
 	:: d_step { m_up && m_crashes < M_CRASHES ->
 		m_crashes++; master_crash_reset(); m_up = 0; m_down_t = 0;
-		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0;
+		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0; master_alone = 0;
 		normalize() }
-	:: d_step { !m_up && m_down_t >= 1 && m_epoch < M_CRASHES + 1 ->
-		m_up = 1; m_epoch++; master_crash_reset();
+	:: d_step { !m_up && m_down_t >= 1 && m_epoch < M_CRASHES + 1 && hb_n == 0 ->
+		m_up = 1; m_epoch++; master_crash_reset(); rs_upto = ATTACK * b_epoch;
 		master_dead_backup_up = 0; gap_m = 0; gap_b = 0;
 		master_back_links_up = (NET == NET_UP && b_up); failback_age = 0;
+		master_alone = !b_up; alone_age = 0;
 		normalize() }
 	:: d_step { b_up && b_crashes < B_CRASHES ->
 		b_crashes++; backup_crash_reset(); b_up = 0; b_down_t = 0;
 		master_dead_backup_up = 0; master_back_links_up = 0;
+		master_alone = (m_up && !m_addr); alone_age = 0;
 		normalize() }
-	:: d_step { !b_up && b_down_t >= 1 ->
-		b_up = 1; backup_crash_reset(); gap_m = 0; gap_b = 0;
+	:: d_step { !b_up && b_down_t >= 1 && st_n == 0 ->
+		b_up = 1; b_epoch++; backup_crash_reset(); gap_m = 0; gap_b = 0; rh_upto = ATTACK * m_epoch;
+		master_alone = 0;
 		master_dead_backup_up = !m_up; takeover_age = 0;
 		master_back_links_up = (NET == NET_UP && m_up && !m_addr); failback_age = 0;
 		normalize() }
@@ -635,6 +814,8 @@ active proctype world()
 		fi;
 		if :: master_dead_backup_up -> INC(takeover_age, TAKEOVER_BOUND + 1) :: else -> skip fi;
 		if :: master_back_links_up -> INC(failback_age, FAILBACK_BOUND + 1) :: else -> skip fi;
+		if :: master_alone -> INC(alone_age, PRESUME_BOUND + 1) :: else -> skip fi;
+		rh_used = 0; rs_used = 0;
 		normalize() }
 	/* a run that breaks its network assumption proves nothing: stop it here */
 	if
@@ -654,10 +835,13 @@ end_links_broken:
  * cycles (pan -a).
  */
 
-/* takeover within TAKEOVER_BOUND ticks of the master's death, and failback
- * within FAILBACK_BOUND ticks of its return: bounded-response monitors */
+/* takeover within TAKEOVER_BOUND ticks of the master's death, failback within
+ * FAILBACK_BOUND ticks of its return, and within PRESUME_BOUND ticks of the
+ * later of its start and the backup's death while the backup is dead:
+ * bounded-response monitors */
 #define TAKEOVER_LATE (master_dead_backup_up && takeover_age > TAKEOVER_BOUND && !b_addr)
 #define FAILBACK_LATE (master_back_links_up && failback_age > FAILBACK_BOUND && !m_addr)
+#define PRESUME_LATE (master_alone && alone_age > PRESUME_BOUND && !m_addr)
 
 /* overlap_bounded: whatever the network, both hosts never have the address
  * configured for more than OVERLAP_BOUND ticks in a row. It is the property
@@ -668,5 +852,16 @@ ltl no_two_holders { [] (links_broken || !(m_addr && b_addr)) }
 ltl overlap_bounded { [] (links_broken || overlap_age <= OVERLAP_BOUND) }
 ltl takeover_bounded { [] !TAKEOVER_LATE }
 ltl failback_bounded { [] (links_broken || !FAILBACK_LATE) }
+ltl presume_bounded { [] (links_broken || !PRESUME_LATE) }
 ltl takeover_eventually { [] (master_dead_backup_up -> <> (!master_dead_backup_up || b_addr)) }
 ltl failback_eventually { [] (master_back_links_up -> <> (!master_back_links_up || m_addr || links_broken)) }
+ltl presume_eventually { [] (master_alone -> <> (!master_alone || m_addr)) }
+
+/* All of the links-up properties above in one run each (what the tests run):
+ * the safety claims and bounded-response monitors, and the liveness claims.
+ * A counterexample's last step shows which part it breaks. */
+ltl links_up_safety { [] (links_broken || (!(m_addr && b_addr) && !TAKEOVER_LATE && !FAILBACK_LATE && !PRESUME_LATE)) }
+ltl links_up_liveness {
+	[] (master_dead_backup_up -> <> (!master_dead_backup_up || b_addr)) &&
+	[] (master_back_links_up -> <> (!master_back_links_up || m_addr || links_broken)) &&
+	[] (master_alone -> <> (!master_alone || m_addr)) }
