@@ -6,6 +6,11 @@ Signals (handled inside Trio, so a handler never interrupts the core halfway):
   (the stop is already bounded).
 - SIGHUP: reload what can be reloaded safely (each daemon says what).
 - SIGUSR1: write the full state to the log.
+
+The metrics (:mod:`failoverd.runtime.metrics`) are imported only when
+``--metrics-listen`` asks for them: ``prometheus_client`` is some 180
+modules and 3 MiB of every daemon's memory, for a feature that is off by
+default.
 """
 
 from __future__ import annotations
@@ -15,13 +20,18 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from failoverd import __version__
+from failoverd.config import ListenAddress
 from failoverd.exitcodes import ProgramError
 from failoverd.runtime.keyfile import KeyFileError, read_key
+
+if TYPE_CHECKING:
+    from failoverd.runtime.metrics import Meter, MetricsEndpoint, Role
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,22 @@ async def watch_signals(
                 reload()
             elif signum == signal.SIGUSR1:
                 dump()
+
+
+def metrics_endpoint(listen: ListenAddress | None) -> AbstractContextManager[MetricsEndpoint | None]:
+    """:func:`failoverd.runtime.metrics.bind`, importing the metrics only when ``listen`` is given."""
+    if listen is None:
+        return nullcontext(None)
+    from failoverd.runtime import metrics
+
+    return metrics.bind(listen)
+
+
+def metrics_meter(role: Role, core: Any, host: Any) -> Meter:
+    """A :class:`failoverd.runtime.metrics.Meter` (call only with an endpoint bound)."""
+    from failoverd.runtime import metrics
+
+    return metrics.Meter(role, core, host)
 
 
 def stopper(stopping: trio.Event) -> Callable[[], None]:
