@@ -130,7 +130,11 @@ class CoreShell:
         self.executor.submit(actions)
         self._input_since_fired = True
         if self._waiting is not None:
-            self._waiting.deadline = self._next_wake()
+            wake = self._next_wake()
+            # The master's next heartbeat stays put when a status frame comes
+            # in: moving a scope's deadline costs even when it is the same.
+            if wake != self._waiting.deadline:
+                self._waiting.deadline = wake
 
     def _event(self, kind: str, value: object) -> None:
         # Followers see each action as it is dispatched and each result just
