@@ -83,7 +83,7 @@ class Daemon:
         os.chmod(self.workdir, 0o755)
         self.processes: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
-        self._starts = 0
+        self._starts = {host: 0 for host in HOSTS}
 
     @property
     def key(self) -> str:
@@ -93,8 +93,8 @@ class Daemon:
         raise NotImplementedError
 
     def start(self, host: str) -> None:
-        self._starts += 1
-        log = self.workdir / f"{host}-{self._starts}.log"
+        self._starts[host] += 1
+        log = self.workdir / f"{host}-{self._starts[host]}.log"
         with open(log, "wb") as out:
             self.processes[host] = self.lab.popen(host, self.argv(host), stdin=subprocess.DEVNULL, stdout=out,
                                                   stderr=subprocess.STDOUT)
@@ -105,7 +105,7 @@ class Daemon:
         return child is not None and child.poll() is None
 
     def stop(self, host: str) -> None:
-        child = self.processes.get(host)
+        child = self.processes.pop(host, None)
         if child is None or child.poll() is not None:
             return
         child.send_signal(signal.SIGTERM)
@@ -147,6 +147,14 @@ class Ours(Daemon):
 class Keepalived(Daemon):
     name = "keepalived"
     PRIORITY = {"master": 200, "backup": 100}
+
+    def start(self, host: str) -> None:
+        # A rebooted host has a fresh /run: a SIGKILLed keepalived leaves its
+        # pid files behind, and its VRRP child a zombie until init reaps it,
+        # which keepalived would take for an instance still running.
+        for name in (f"{host}.pid", f"{host}-vrrp.pid"):
+            (self.workdir / name).unlink(missing_ok=True)
+        super().start(host)
 
     def argv(self, host: str) -> list[str]:
         config = self.workdir / f"{host}.conf"
@@ -291,7 +299,8 @@ def clear_vip(lab: Lab) -> None:
         lab.run(host, ["ip", "addr", "del", f"{lab.vip}/24", "dev", "pub0"], check=False)
 
 
-def one_cycle(lab: Lab, daemon: Daemon, cell: Cell, idle_seconds: float, rng: random.Random) -> None:
+def one_cycle(lab: Lab, daemon: Daemon, cell: Cell, idle_seconds: float, rng: random.Random,
+              settle: float | None = None) -> None:
     interval = daemon.interval
     triplet = _triplet(lab)
     with VipSampler(lab, triplet, limit=START_TIMEOUT + 10) as sampler:
@@ -300,7 +309,8 @@ def one_cycle(lab: Lab, daemon: Daemon, cell: Cell, idle_seconds: float, rng: ra
         daemon.start("backup")
         wait_until(lambda: holds(sampler, "master") and not holds(sampler, "backup"), START_TIMEOUT,
                    "only the master holds the VIP", daemon)
-    time.sleep(max(2.0, 10 * interval))
+    # The backup has heard the master for a while (ten intervals unless told).
+    time.sleep(max(2.0, 10 * interval) if settle is None else settle)
     wait_until(daemon.settled, 10, "the backup is settled", daemon, poll=0.05)
 
     if idle_seconds > 0:
@@ -343,7 +353,7 @@ def _triplet(lab: Lab):  # type: ignore[no-untyped-def]
 
 
 def measure(keys: list[str], intervals: list[float], runs: int, idle_seconds: float, seed: int,
-            skipped: dict[str, str]) -> dict[tuple[str, float], Cell]:
+            skipped: dict[str, str], settle: float | None = None) -> dict[tuple[str, float], Cell]:
     rng = random.Random(seed)
     cells: dict[tuple[str, float], Cell] = {}
     with tempfile.TemporaryDirectory(prefix="failoverd-peers-") as workdir, Lab(seed=seed, wire="bridge") as lab:
@@ -359,7 +369,7 @@ def measure(keys: list[str], intervals: list[float], runs: int, idle_seconds: fl
                 for key in order:
                     daemon, cell = daemons[key], cells[(key, interval)]
                     try:
-                        one_cycle(lab, daemon, cell, idle_seconds, rng)
+                        one_cycle(lab, daemon, cell, idle_seconds, rng, settle)
                         print(f"  {interval:g} s run {run} {daemon.name:22} host death -> VIP up "
                               f"{cell.takeover[-1] * 1000:8.1f} ms; failback both {cell.overlap[-1] * 1000:6.1f} ms, "
                               f"neither {cell.gap[-1] * 1000:6.1f} ms, master holds again "
