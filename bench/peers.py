@@ -14,8 +14,11 @@ on all of them alike) goes through one cycle:
    host's namespace, so keepalived's VRRP child counts) of the pair over ``--idle-seconds``, as
    seconds per hour, and the largest resident set of one process;
 3. **host death** (scenario 1): after a random fraction of an interval (a random phase against the
-   daemons' own cycles), ``Lab.kill_host("master")``: every process SIGKILLed, links down;
-   measured: the kill -> the first netlink sample with the VIP on the backup;
+   daemons' own cycles), the master's links set down and then ``Lab.kill_host("master")`` (every
+   process SIGKILLed); measured: the links going down -> the first netlink sample with the VIP on
+   the backup. Links first, because the kill is not instantaneous: keepalived's VRRP child, whose
+   parent dies first, gets SIGTERM (its parent-death signal) and sends a priority-0 advert, and the
+   backup then takes over in 0.6 s instead of 3 s; a dead host sends nothing;
 4. **failback** (scenario 3): the master "reboots" (VIP gone, links up) and its daemon starts again;
    sampled through netlink in both namespaces (:class:`~failoverd.lab.demo.VipSampler`): how long
    both held the VIP, how long neither did, and start -> master holds again;
@@ -324,6 +327,7 @@ def one_cycle(lab: Lab, daemon: Daemon, cell: Cell, idle_seconds: float, rng: ra
     with VipSampler(lab, triplet, limit=TAKEOVER_TIMEOUT + 10) as sampler:
         time.sleep(rng.uniform(0, interval))
         killed = time.time()
+        lab.run("master", ["ip", "-batch", "-"], input="link set priv0 down\nlink set pub0 down\n")
         lab.kill_host("master")
         wait_until(lambda: holds(sampler, "backup"), TAKEOVER_TIMEOUT, "the backup holds the VIP", daemon)
         time.sleep(0.05)
