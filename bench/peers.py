@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from failoverd.addresses import parse_triplet
 from failoverd.lab.demo import FailoverPair, PairError, VipSampler
 from failoverd.lab.lab import Lab
 
@@ -184,9 +185,6 @@ class Keepalived(Daemon):
                 "--vrrp", "--use-file", str(config),
                 "--pid", str(self.workdir / f"{host}.pid"), "--vrrp_pid", str(self.workdir / f"{host}-vrrp.pid")]
 
-    def settled(self) -> bool:
-        return True
-
 
 class Ucarp(Daemon):
     name = "ucarp"
@@ -305,7 +303,7 @@ def clear_vip(lab: Lab) -> None:
 def one_cycle(lab: Lab, daemon: Daemon, cell: Cell, idle_seconds: float, rng: random.Random,
               settle: float | None = None) -> None:
     interval = daemon.interval
-    triplet = _triplet(lab)
+    triplet = parse_triplet(f"pub0:{lab.vip}/24")
     with VipSampler(lab, triplet, limit=START_TIMEOUT + 10) as sampler:
         daemon.start("master")
         wait_until(lambda: holds(sampler, "master"), START_TIMEOUT, "the master holds the VIP", daemon)
@@ -348,12 +346,6 @@ def one_cycle(lab: Lab, daemon: Daemon, cell: Cell, idle_seconds: float, rng: ra
     back = sampler.first(lambda s: s.master and not s.backup, after=started)
     assert back is not None
     cell.restart.append(back - started)
-
-
-def _triplet(lab: Lab):  # type: ignore[no-untyped-def]
-    from failoverd.addresses import parse_triplet
-
-    return parse_triplet(f"pub0:{lab.vip}/24")
 
 
 def measure(keys: list[str], intervals: list[float], runs: int, idle_seconds: float, seed: int,
