@@ -1,4 +1,4 @@
-"""A lab: master, backup and client namespaces joined by two emulated LANs.
+"""A lab: master, backup and client namespaces joined by two emulated LANs (or two kernel bridges).
 
 ::
 
@@ -7,6 +7,12 @@
         lab.impair("priv", "master", "backup", loss=0.3)
         lab.kill_host("master")
         assert lab.ping("client", lab.vip).received
+
+``Lab(wire="bridge")`` joins the LANs with two Linux bridges in the wire
+namespace instead of the user-space emulator: no impairments, but frames
+cross in the kernel, as on a real switch, with no process of ours on the way
+(what a benchmark against other daemons wants). A dead host still leaves its
+peers' carrier up, since every host's veth peer stays in the wire namespace.
 
 Resource handling: ``create`` builds everything or, on any failure, removes what it built and
 re-raises. ``destroy`` stops the emulator, SIGKILLs every process left in the lab's namespaces,
@@ -19,7 +25,8 @@ owner leaves.
 
 Error handling: a bad host, LAN or setting raises ``TopologyError``/``ImpairmentError`` before
 anything is sent; a failed ``ip`` command raises ``NetnsError`` with ``ip``'s message; an emulator
-that refuses or cannot be reached raises ``ControlError``.
+that refuses or cannot be reached raises ``ControlError``; asking a bridge lab for impairments,
+partitions or the emulator's counters raises ``LabError``.
 """
 
 from __future__ import annotations
@@ -65,6 +72,12 @@ log = logging.getLogger(__name__)
 EMULATOR_START_TIMEOUT = 10.0
 EMULATOR_STOP_TIMEOUT = 3.0
 RUN_TIMEOUT = 60.0
+WIRES = ("emulator", "bridge")
+
+
+def bridge_name(lan: str) -> str:
+    """The bridge carrying ``lan`` in a bridge lab's wire namespace."""
+    return f"{check_lan(lan)}-br"
 
 
 class LabError(RuntimeError):
@@ -78,7 +91,13 @@ class Terminated(KeyboardInterrupt):
 class Lab:
     """One lab. Build it with ``create()`` or a ``with`` block; reach an existing one with ``attach``."""
 
-    def __init__(self, *, seed: int | None = None, owned: bool = True, frame_log: bool = False) -> None:
+    def __init__(self, *, seed: int | None = None, owned: bool = True, frame_log: bool = False,
+                 wire: str = "emulator") -> None:
+        if wire not in WIRES:
+            raise LabError(f"unknown wire {wire!r}; expected one of {', '.join(WIRES)}")
+        if frame_log and wire != "emulator":
+            raise LabError("the frame log is the emulator's; a bridge lab has none")
+        self.wire = wire
         self.plan: Plan | None = None
         self.seed = secrets.randbelow(2**32) if seed is None else seed
         self.owned = owned
@@ -103,7 +122,8 @@ class Lab:
         record = registry.read_record(check_lab_id(lab_id))
         if record is None:
             raise LabError(f"no lab {lab_id} is recorded in {registry.state_dir()}")
-        lab = cls(seed=int(record["seed"]), owned=False, frame_log=bool(record.get("frame_log")))
+        lab = cls(seed=int(record["seed"]), owned=False, frame_log=bool(record.get("frame_log")),
+                  wire=str(record.get("wire", "emulator")))
         lab.plan = Plan(lab_id, int(record["subnet"]))
         lab.emulator = ProcessId.from_dict(record.get("emulator"))
         return lab
@@ -153,8 +173,17 @@ class Lab:
                 for lan in LANS if host in MEMBERS[lan]
             ]
             netns.ip_batch(plan.ns(host), commands)
+        if self.wire == "bridge":
+            # No STP, no forwarding delay, no multicast snooping (ucarp's and
+            # VRRP's adverts are multicast and there is no querier): a plain hub-like switch.
+            netns.ip_batch(wire, [
+                f"link add {bridge_name(lan)} type bridge forward_delay 0 stp_state 0 mcast_snooping 0"
+                for lan in LANS
+            ] + [f"link set {wire_port(lan, host)} master {bridge_name(lan)}" for lan, host in plan.links()]
+              + [f"link set {bridge_name(lan)} up" for lan in LANS])
         netns.ip_batch(wire, [f"link set {wire_port(lan, host)} up" for lan, host in plan.links()])
-        self._start_emulator()
+        if self.wire == "emulator":
+            self._start_emulator()
         for host in HOSTS:
             self.revive_host(host)
         owner = ProcessId.of(os.getpid()) if self.owned else None
@@ -334,6 +363,7 @@ class Lab:
         return {
             "id": plan.lab_id,
             "seed": self.seed,
+            "wire": self.wire,
             "namespaces": {role: plan.ns(role) for role in (*HOSTS, WIRE)},
             "lans": {
                 lan: {
@@ -421,6 +451,9 @@ class Lab:
     # --- the wire --------------------------------------------------------------------------------
 
     def _control(self, message: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+        if self.wire != "emulator":
+            raise LabError(f"lab {self.lab_id} joins its LANs with kernel bridges: {message['op']!r} "
+                           "needs the emulator (Lab(wire='emulator'))")
         return request(self.control_path, message, timeout=timeout)
 
     def impair(self, lan: str, src: str, dst: str, **settings: float) -> list[str]:

@@ -37,7 +37,7 @@ from failoverd.core.actions import Announce, Release, ReleaseDone, StateChanged
 from failoverd.core.detector import Detector
 from failoverd.core.health import Verdict
 from failoverd.exitcodes import EX_CONFIG, EX_OK, ProgramError
-from failoverd.runtime import lifecycle, metrics
+from failoverd.runtime import lifecycle
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.executor import System
 from failoverd.runtime.health import HealthMonitor
@@ -114,7 +114,7 @@ async def serve(
     with (
         recorder if recorder is not None else nullcontext(),
         HeartbeatSocket.bind(config.port) as sock,
-        metrics.bind(config.metrics_listen) as scrape,
+        lifecycle.metrics_endpoint(config.metrics_listen) as scrape,
     ):
         core = Detector(
             config.triplets,
@@ -139,7 +139,7 @@ async def serve(
         )
         service = ServiceManager()
         logsetup.report_state(lambda: core.state)
-        meter = metrics.Meter("backup", core, host) if scrape is not None else None
+        meter = lifecycle.metrics_meter("backup", core, host) if scrape is not None else None
         transitions = lifecycle.RecentTransitions()
 
         def on_state(now: float, action: Any) -> None:

@@ -10,6 +10,11 @@ Signals (handled inside Trio, so a handler never interrupts the core halfway):
 The control socket's ``status`` answer is the core's snapshot plus what only
 the runtime knows: wall-clock times, and the last few state changes
 (:class:`RecentTransitions`), which the core does not keep.
+
+The metrics (:mod:`failoverd.runtime.metrics`) are imported only when
+``--metrics-listen`` asks for them: ``prometheus_client`` is some 180
+modules and 3 MiB of every daemon's memory, for a feature that is off by
+default.
 """
 
 from __future__ import annotations
@@ -20,14 +25,19 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from failoverd import __version__
 from failoverd.core.actions import StateChanged
+from failoverd.config import ListenAddress
 from failoverd.exitcodes import ProgramError
 from failoverd.runtime.keyfile import KeyFileError, read_key
+
+if TYPE_CHECKING:
+    from failoverd.runtime.metrics import Meter, MetricsEndpoint, Role
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +63,22 @@ async def watch_signals(
                 reload()
             elif signum == signal.SIGUSR1:
                 dump()
+
+
+def metrics_endpoint(listen: ListenAddress | None) -> AbstractContextManager[MetricsEndpoint | None]:
+    """:func:`failoverd.runtime.metrics.bind`, importing the metrics only when ``listen`` is given."""
+    if listen is None:
+        return nullcontext(None)
+    from failoverd.runtime import metrics
+
+    return metrics.bind(listen)
+
+
+def metrics_meter(role: Role, core: Any, host: Any) -> Meter:
+    """A :class:`failoverd.runtime.metrics.Meter` (call only with an endpoint bound)."""
+    from failoverd.runtime import metrics
+
+    return metrics.Meter(role, core, host)
 
 
 def stopper(stopping: trio.Event) -> Callable[[], None]:

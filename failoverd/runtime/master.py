@@ -35,7 +35,7 @@ from failoverd.core.actions import Announce, StateChanged
 from failoverd.core.health import Verdict
 from failoverd.core.master import Master
 from failoverd.exitcodes import EX_OK
-from failoverd.runtime import lifecycle, metrics
+from failoverd.runtime import lifecycle
 from failoverd.runtime.backup import load_key
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
@@ -101,7 +101,7 @@ async def serve(
         monitor = HealthMonitor(config.checks, "master", lambda verdict: shell.health(verdict.healthy, verdict.reason))
         first = await monitor.first_round()
     targets = tuple(str(t) for t in config.targets)
-    with HeartbeatSocket.bind(config.port) as sock, metrics.bind(config.metrics_listen) as scrape:
+    with HeartbeatSocket.bind(config.port) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
         core = Master(
             targets,
             config.interval,
@@ -126,7 +126,7 @@ async def serve(
         )
         service = ServiceManager()
         logsetup.report_state(lambda: core.state)
-        meter = metrics.Meter("master", core, host) if scrape is not None else None
+        meter = lifecycle.metrics_meter("master", core, host) if scrape is not None else None
         transitions = lifecycle.RecentTransitions()
 
         def on_state(now: float, action: Any) -> None:

@@ -7,6 +7,14 @@ interface; ``IP_PKTINFO`` gives the arrival interface of each datagram, which
 is cheaper and more robust than one socket per interface (interfaces may come
 and go while the daemon runs).
 
+Receiving waits for the socket to be readable and then reads it once, with
+the plain socket call: Trio's socket wrapper tries the read first (an
+``EAGAIN`` and its exception on an idle socket), and yields once more after
+the read, which at one frame per interval was a sizeable part of an idle
+daemon's CPU. The arrival interface's name comes from one ``SIOCGIFNAME``
+ioctl on the heartbeat socket itself (``socket.if_indextoname`` opens and
+closes a socket of its own for every frame).
+
 Sending never waits: a heartbeat that the kernel cannot queue right now is
 stale by the time it could be, so it is dropped and counted. A failing target
 (link down, no route) is logged once when it starts failing and once when it
@@ -19,6 +27,7 @@ socket; leaving it closes the socket.
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import socket
 import struct
@@ -33,6 +42,11 @@ log = logging.getLogger(__name__)
 IP_PKTINFO = 8
 _PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 _MAX_DATAGRAM = 2048  # far above any heartbeat; longer ones arrive truncated and are rejected by the core
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size)
+# linux/sockios.h, linux/if.h: SIOCGIFNAME fills ifr_name from ifr_ifindex in a struct ifreq (40 bytes).
+SIOCGIFNAME = 0x8910
+_IFREQ_INDEX = struct.Struct("=16si20x")
+_IFNAMSIZ = 16
 
 
 @dataclass(frozen=True)
@@ -78,8 +92,15 @@ class HeartbeatSocket:
         return cls(sock, sock.getsockname()[1])
 
     async def receive(self) -> Datagram:
-        data, ancillary, _flags, source = await self._sock.recvmsg(_MAX_DATAGRAM, socket.CMSG_SPACE(_PKTINFO.size))
-        return Datagram(data, source[0], _arrival_interface(ancillary))
+        while True:
+            # A checkpoint every time (also under a flood of frames), and
+            # ClosedResourceError if the socket is closed meanwhile.
+            await trio.lowlevel.wait_readable(self._raw)
+            try:
+                data, ancillary, _flags, source = self._raw.recvmsg(_MAX_DATAGRAM, _ANCILLARY_SIZE)
+            except BlockingIOError:
+                continue  # readable, but another reader (or a bad checksum) took it first
+            return Datagram(data, source[0], self._arrival_interface(ancillary))
 
     def send_nowait(self, payload: bytes, targets: Iterable[str]) -> None:
         for target in targets:
@@ -111,15 +132,15 @@ class HeartbeatSocket:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-
-def _arrival_interface(ancillary: list[tuple[int, int, bytes]]) -> str:
-    for level, kind, data in ancillary:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
-            index = _PKTINFO.unpack_from(data)[0]
-            try:
-                return socket.if_indextoname(index)
-            except OSError as error:
-                if error.errno not in (errno.ENXIO, errno.ENODEV):
-                    raise
-                return f"if{index}"  # the interface vanished since the datagram arrived
-    return "unknown"
+    def _arrival_interface(self, ancillary: list[tuple[int, int, bytes]]) -> str:
+        for level, kind, data in ancillary:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
+                index = _PKTINFO.unpack_from(data)[0]
+                try:
+                    answer = fcntl.ioctl(self._raw.fileno(), SIOCGIFNAME, _IFREQ_INDEX.pack(b"", index))
+                except OSError as error:
+                    if error.errno not in (errno.ENXIO, errno.ENODEV):
+                        raise
+                    return f"if{index}"  # the interface vanished since the datagram arrived
+                return answer[:_IFNAMSIZ].split(b"\0", 1)[0].decode(errors="replace")
+        return "unknown"
