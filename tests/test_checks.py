@@ -29,6 +29,7 @@ from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.checks import CheckRunner, locate, program_problem
 from failoverd.system.trustedrun import OUTPUT_LIMIT
 from failoverd.trace import HealthChanged, read_trace
+from test_hooks import alive
 from test_metrics import LISTEN, running, scrape_until
 from test_runtime_daemons import LOOPBACK, VIP, MemorySystem, backup_config, free_port
 
@@ -45,14 +46,6 @@ def script(path: Path, body: str, mode: int = 0o755) -> Path:
     path.write_text("#!/bin/sh\n" + body + "\n")
     path.chmod(mode)
     return path
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture

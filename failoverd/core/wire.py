@@ -205,12 +205,17 @@ class Sealer:
         """Does ``frame`` acknowledge a frame of our current epoch (one we really sent)?"""
         return frame.ack_epoch == self.epoch and 1 <= frame.ack_seq <= self.seq
 
+    def _acked(self, frame: Heartbeat) -> tuple[int, float, int] | None:
+        """Our record (seq, when, its ack_epoch) of the frame ``frame`` acknowledges, if ours and remembered."""
+        if not self.acknowledges_us(frame):
+            return None
+        entry = self._sent[frame.ack_seq % SENT_MEMORY]
+        return entry if entry[0] == frame.ack_seq else None
+
     def acked_at(self, frame: Heartbeat) -> float | None:
         """When we sent the frame ``frame`` acknowledges, if it is of our epoch and still remembered."""
-        if frame.ack_epoch != self.epoch or not 1 <= frame.ack_seq <= self.seq:
-            return None
-        seq, at, _ = self._sent[frame.ack_seq % SENT_MEMORY]
-        return at if seq == frame.ack_seq else None
+        entry = self._acked(frame)
+        return None if entry is None else entry[1]
 
     def answers_a_frame_that_acknowledged_it(self, frame: Heartbeat) -> bool:
         """Does ``frame`` acknowledge a frame of ours that itself acknowledged ``frame``'s epoch?
@@ -220,10 +225,8 @@ class Sealer:
         status answering an uncounted heartbeat (the handshake's first) says
         what the backup held while it still listened to an older master.
         """
-        if frame.ack_epoch != self.epoch or not 1 <= frame.ack_seq <= self.seq:
-            return False
-        seq, _, acked_epoch = self._sent[frame.ack_seq % SENT_MEMORY]
-        return seq == frame.ack_seq and acked_epoch == frame.epoch
+        entry = self._acked(frame)
+        return entry is not None and entry[2] == frame.epoch
 
 
 SENT_MEMORY = 256

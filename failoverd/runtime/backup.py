@@ -33,7 +33,7 @@ import trio
 
 from failoverd import control, logsetup, trace
 from failoverd.config import BackupConfig
-from failoverd.core.actions import Announce, Release, ReleaseDone, StateChanged
+from failoverd.core.actions import Announce, Release, ReleaseDone
 from failoverd.core.detector import Detector
 from failoverd.core.health import Verdict
 from failoverd.exitcodes import EX_CONFIG, EX_OK, ProgramError
@@ -142,15 +142,12 @@ async def serve(
         meter = lifecycle.metrics_meter("backup", core, host) if scrape is not None else None
         transitions = lifecycle.RecentTransitions()
 
-        def on_state(now: float, action: Any) -> None:
-            if isinstance(action, StateChanged):
-                service.status(lifecycle.status_line(shell.snapshot()))
-
         shell = CoreShell(
             core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
             recorder=recorder,
             on_action=lifecycle.following(
-                conflicts.follow if conflicts is not None else None, on_state, transitions.follow,
+                conflicts.follow if conflicts is not None else None,
+                lifecycle.systemd_status(service, lambda: shell.snapshot()), transitions.follow,
                 meter.follow if meter else None,
             ),
             on_result=meter.result if meter else None,

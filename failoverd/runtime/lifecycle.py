@@ -100,6 +100,16 @@ def status_line(snapshot: dict[str, Any]) -> str:
     return f"{snapshot['state']}: heartbeats to {' '.join(snapshot['targets'])}; holding {held}"
 
 
+def systemd_status(service: Any, snapshot: Callable[[], dict[str, Any]]) -> Callable[[float, Any], None]:
+    """The shell follower that tells systemd (``service``, a ServiceManager) the state in words on every change."""
+
+    def follow(now: float, action: Any) -> None:
+        if isinstance(action, StateChanged):
+            service.status(status_line(snapshot()))
+
+    return follow
+
+
 def following(*followers: Callable[[float, Any], None] | None) -> Callable[[float, Any], None] | None:
     """One ``on_action`` callback for the shell that calls each follower given."""
     present = [f for f in followers if f is not None]

@@ -31,7 +31,7 @@ import trio
 
 from failoverd import control, logsetup
 from failoverd.config import MasterConfig
-from failoverd.core.actions import Announce, StateChanged
+from failoverd.core.actions import Announce
 from failoverd.core.health import Verdict
 from failoverd.core.master import Master
 from failoverd.exitcodes import EX_OK
@@ -129,14 +129,11 @@ async def serve(
         meter = lifecycle.metrics_meter("master", core, host) if scrape is not None else None
         transitions = lifecycle.RecentTransitions()
 
-        def on_state(now: float, action: Any) -> None:
-            if isinstance(action, StateChanged):
-                service.status(lifecycle.status_line(shell.snapshot()))
-
         shell = CoreShell(
             core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
             on_action=lifecycle.following(
-                conflicts.follow if conflicts is not None else None, on_state, transitions.follow,
+                conflicts.follow if conflicts is not None else None,
+                lifecycle.systemd_status(service, lambda: shell.snapshot()), transitions.follow,
                 meter.follow if meter else None,
             ),
             on_result=meter.result if meter else None,
