@@ -13,7 +13,7 @@ import cProfile
 import pstats
 import time
 
-from failoverd.addresses import parse_triplet
+from failoverd.core.addresses import parse_triplet
 from failoverd.core import wire
 from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from failoverd.addresses import parse_triplet
+from failoverd.core.addresses import parse_triplet
 from failoverd.lab.demo import FailoverPair, PairError, VipSampler
 from failoverd.lab.lab import Lab
 

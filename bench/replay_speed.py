@@ -25,12 +25,12 @@ from pathlib import Path
 
 import dpkt
 
-from failoverd.addresses import parse_triplet
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
-from failoverd.pcapimport import read_capture
-from failoverd.replay import Setup, replay_exact, replay_what_if
-from failoverd.trace import TraceHeader, TraceWriter, read_trace
+from failoverd.analysis.pcapimport import read_capture
+from failoverd.analysis.replay import Setup, replay_exact, replay_what_if
+from failoverd.analysis.trace import TraceHeader, TraceWriter, read_trace
 
 MASTER = "10.0.0.1"
 ADDRESS = parse_triplet("eth0:192.0.2.10/24")

@@ -1,4 +1,4 @@
-"""Fuzz the address and triplet parsers (failoverd.addresses).
+"""Fuzz the address and triplet parsers (failoverd.core.addresses).
 
 Invariants:
 - ``parse_ipv4`` and ``parse_triplet`` raise nothing but :class:`AddressError`,
@@ -14,7 +14,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from failoverd.addresses import INVALID_ADDRESS, INVALID_PAIR, AddressError, parse_ipv4, parse_triplet
+    from failoverd.core.addresses import INVALID_ADDRESS, INVALID_PAIR, AddressError, parse_ipv4, parse_triplet
 
 
 def TestOneInput(data: bytes) -> None:

@@ -1,4 +1,4 @@
-"""Fuzz the hostconfig parser (failoverd.hostconfig).
+"""Fuzz the hostconfig parser (failoverd.cli.hostconfig).
 
 Invariants:
 - ``hostconfig.parse`` raises nothing but :class:`HostconfigError` (the file
@@ -17,7 +17,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from failoverd.hostconfig import MAX_LINE_BYTES, HostconfigError, parse
+    from failoverd.cli.hostconfig import MAX_LINE_BYTES, HostconfigError, parse
 
 
 def serialise(values: dict[str, str]) -> str:

@@ -1,4 +1,4 @@
-"""Fuzz the native trace reader (failoverd.trace).
+"""Fuzz the native trace reader (failoverd.analysis.trace).
 
 Invariants:
 - ``parse_trace`` raises nothing but :class:`TraceError`, with a line number
@@ -16,7 +16,7 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
-    from failoverd.trace import TraceError, TraceHeader, format_event, parse_trace
+    from failoverd.analysis.trace import TraceError, TraceHeader, format_event, parse_trace
 
 
 def TestOneInput(data: bytes) -> None:

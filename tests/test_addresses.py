@@ -1,4 +1,4 @@
-"""Property tests for the address vocabulary (failoverd.addresses).
+"""Property tests for the address vocabulary (failoverd.core.addresses).
 
 Charter: every string either parses to exactly what it says or is rejected
 with the right one of the original's two diagnostics; formatting a parsed
@@ -14,7 +14,7 @@ import string
 import pytest
 from hypothesis import example, given, strategies as st
 
-from failoverd.addresses import (
+from failoverd.core.addresses import (
     INVALID_ADDRESS,
     INVALID_PAIR,
     AddressError,

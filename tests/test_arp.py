@@ -16,7 +16,7 @@ import secrets
 import pytest
 import trio
 
-from failoverd.addresses import parse_triplet
+from failoverd.core.addresses import parse_triplet
 from failoverd.system.arp import (
     ARP_REPLY,
     ARP_REQUEST,

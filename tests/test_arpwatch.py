@@ -16,7 +16,7 @@ import ipaddress
 import pytest
 import trio
 
-from failoverd.addresses import Triplet, parse_triplet
+from failoverd.core.addresses import Triplet, parse_triplet
 from failoverd.system.arp import (
     ARP_REPLY,
     ARP_REQUEST,

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from failoverd import control
-from failoverd.config import CheckCommand, HealthChecks, MasterConfig
+from failoverd.runtime import control
+from failoverd.cli.config import CheckCommand, HealthChecks, MasterConfig
 from failoverd.core import wire
 from failoverd.core.health import Verdict
 from failoverd.runtime import backup, master
@@ -28,7 +28,7 @@ from failoverd.runtime.keyfile import read_key
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.checks import CheckRunner, locate, program_problem
 from failoverd.system.trustedrun import OUTPUT_LIMIT
-from failoverd.trace import HealthChanged, read_trace
+from failoverd.analysis.trace import HealthChanged, read_trace
 from test_hooks import alive
 from test_metrics import LISTEN, running, scrape_until
 from test_runtime_daemons import LOOPBACK, VIP, MemorySystem, backup_config, free_port

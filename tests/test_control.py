@@ -28,7 +28,7 @@ import pytest
 import trio
 from hypothesis import given, settings, strategies as st
 
-from failoverd.control import (
+from failoverd.runtime.control import (
     MAX_CLIENTS,
     MAX_REQUEST_BYTES,
     ControlError,
@@ -44,7 +44,7 @@ from failoverd.control import (
 )
 from failoverd.core.actions import Counters
 from failoverd.core.timing import Timing
-from failoverd.exitcodes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE
+from failoverd.cli.exitcodes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE
 from failoverd.programs import failoverctl
 
 FAILOVERCTL = [sys.executable, "-m", "failoverd.programs.failoverctl"]
@@ -623,7 +623,7 @@ async def test_clients_that_do_not_read_their_answer_are_dropped(socket_dir, nur
 
 
 def _control_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "failoverd.control"]
+    return [r for r in caplog.records if r.name == "failoverd.runtime.control"]
 
 
 @pytest.mark.trio
@@ -640,7 +640,7 @@ def _control_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord
     ],
 )
 async def test_malformed_requests_get_one_log_line_and_no_traceback(daemon, caplog, data, reason, fragment):
-    caplog.set_level(logging.DEBUG, logger="failoverd.control")
+    caplog.set_level(logging.DEBUG, logger="failoverd.runtime.control")
     with trio.fail_after(10):
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with sock:

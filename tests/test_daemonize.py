@@ -1,4 +1,4 @@
-"""Moving to the background (failoverd.daemonize), driven through a small
+"""Moving to the background (failoverd.cli.daemonize), driven through a small
 program that does what the daemons do: take the pid file, daemonize, then
 serve until SIGTERM. The runtime is not needed for any of it.
 
@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.daemonize import AlreadyRunning, PidFile
-from failoverd.exitcodes import EX_CONFIG, EX_UNAVAILABLE, ProgramError
+from failoverd.cli.daemonize import AlreadyRunning, PidFile
+from failoverd.cli.exitcodes import EX_CONFIG, EX_UNAVAILABLE, ProgramError
 
 PROBE = textwrap.dedent(
     """
     import json, os, sys, time
     from pathlib import Path
-    from failoverd.daemonize import PidFile, daemonize
-    from failoverd.exitcodes import ProgramError
+    from failoverd.cli.daemonize import PidFile, daemonize
+    from failoverd.cli.exitcodes import ProgramError
 
     pid_path, report = Path(sys.argv[1]), Path(sys.argv[2])
     pid_file = PidFile(pid_path)

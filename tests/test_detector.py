@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from _drive import KEY, MASTER, VIPS, Driver, PeerMaster, detector
-from failoverd.addresses import parse_triplet
+from failoverd.core.addresses import parse_triplet
 from failoverd.core import wire
 from failoverd.core.actions import AcquireDone, Alarm, Notify, Probe, ReleaseDone
 from failoverd.core.detector import STATES, TRANSITIONS, Detector

@@ -29,7 +29,7 @@ import pytest
 import trio
 import trio.testing
 
-from failoverd.addresses import parse_triplet
+from failoverd.core.addresses import parse_triplet
 from failoverd.system.hooks import OUTPUT_LIMIT, HookResult, HookRunner
 
 TRIPLET = parse_triplet("eth9:10.63.0.5/24")

@@ -1,12 +1,12 @@
-"""Hostconfig parsing (failoverd.hostconfig): the shell-style subset, and a
+"""Hostconfig parsing (failoverd.cli.hostconfig): the shell-style subset, and a
 line-numbered error for everything a shell would treat differently."""
 
 from __future__ import annotations
 
 import pytest
 
-from failoverd.exitcodes import EX_CONFIG, ConfigError
-from failoverd.hostconfig import MAX_FILE_BYTES, HostconfigError, merged, parse, read
+from failoverd.cli.exitcodes import EX_CONFIG, ConfigError
+from failoverd.cli.hostconfig import MAX_FILE_BYTES, HostconfigError, merged, parse, read
 
 SAMPLE = """\
 ##

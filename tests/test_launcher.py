@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from failoverd import options
+from failoverd.cli import options
 from failoverd.programs import failoverctl
 
 VENV_BIN = Path(sys.executable).parent

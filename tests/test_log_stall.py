@@ -33,7 +33,8 @@ from pathlib import Path
 import pytest
 
 from _netns import Pair, addresses_on
-from failoverd import control, logsetup
+from failoverd.cli import logsetup
+from failoverd.runtime import control
 from failoverd.lab.demo import program
 from failoverd.lab.pytest_plugin import requires_netns
 

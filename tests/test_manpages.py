@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pytest
 
-from failoverd import options
+from failoverd.cli import options
 from failoverd.programs import failoverctl, ipfailover, notifyfailover, processfailover
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,20 +26,20 @@ import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from failoverd.addresses import parse_triplet
-from failoverd.config import ListenAddress, MasterConfig
+from failoverd.core.addresses import parse_triplet
+from failoverd.cli.config import ListenAddress, MasterConfig
 from failoverd.core import wire
 from failoverd.core.actions import AcquireDone, Acquire
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
 from failoverd.core.timing import Timing
-from failoverd.exitcodes import EX_CONFIG, EX_USAGE, ProgramError
+from failoverd.cli.exitcodes import EX_CONFIG, EX_USAGE, ProgramError
 from failoverd.runtime import backup, master, metrics
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.hooks import HookRunner
 from failoverd.system.namespace import in_netns
-from failoverd.options import parse_backup, parse_master
+from failoverd.cli.options import parse_backup, parse_master
 from test_options import netns, run  # noqa: F401 - netns is a fixture
 from test_runtime_daemons import LOOPBACK, VIP, MemorySystem, backup_config, free_port
 

@@ -16,7 +16,7 @@ import trio
 from _netns import Pair, addresses_on, ip
 from pyroute2.netlink.exceptions import NetlinkError
 
-from failoverd.addresses import Triplet, parse_triplet
+from failoverd.core.addresses import Triplet, parse_triplet
 from failoverd.system.namespace import NamespaceMissing
 from failoverd.system.netlink import (
     AddressManager,

@@ -23,7 +23,7 @@ import pytest
 import trio
 from aiosmtpd.controller import Controller
 
-from failoverd.addresses import parse_triplet
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.actions import Alarm, Notify
 from failoverd.programs import notifyfailover
 from failoverd.system import mail

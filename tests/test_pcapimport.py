@@ -13,7 +13,7 @@ import pytest
 from pcapng import FileWriter, blocks
 
 from failoverd.core import wire
-from failoverd.pcapimport import CaptureError, heartbeat_senders, read_capture
+from failoverd.analysis.pcapimport import CaptureError, heartbeat_senders, read_capture
 from failoverd.programs import failoverctl_replay
 
 KEY = b"capture-test-key-0123456789"
@@ -193,7 +193,7 @@ def test_authenticated_capture_needs_the_key(tmp_path: Path, capsys: pytest.Capt
 
 def test_without_the_replay_extra_a_capture_is_refused_with_what_to_install(tmp_path: Path, monkeypatch) -> None:
     """dpkt and python-pcapng are the "replay" extra: the daemons and failoverctl status run without them."""
-    from failoverd import pcapimport
+    from failoverd.analysis import pcapimport
 
     monkeypatch.setattr(pcapimport, "dpkt", None)
     pcap = legacy_day(tmp_path / "day.pcap", [1000.0, 1001.0])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.addresses import parse_triplet
+from failoverd.core.addresses import parse_triplet
 from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
@@ -29,8 +29,8 @@ from failoverd.core.actions import (
 from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
 from failoverd.programs import failoverctl_replay
-from failoverd.replay import ActionModel, Setup, replay_exact, replay_what_if
-from failoverd.trace import TraceHeader, TraceWriter, read_trace
+from failoverd.analysis.replay import ActionModel, Setup, replay_exact, replay_what_if
+from failoverd.analysis.trace import TraceHeader, TraceWriter, read_trace
 
 A = parse_triplet("eth0:192.0.2.10/24")
 B = parse_triplet("eth0:192.0.2.11/24")

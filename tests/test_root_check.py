@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.exitcodes import EX_NOPERM
+from failoverd.cli.exitcodes import EX_NOPERM
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to become nobody"

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from failoverd.addresses import parse_triplet
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, Release
 from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
 from failoverd.runtime.conflicts import ConflictFeed, conflict_feed
 from failoverd.runtime.shell import CoreShell
 from failoverd.system.arpwatch import ConflictWatcher
-from failoverd.trace import (
+from failoverd.analysis.trace import (
     ConflictSeen,
     TraceError,
     TraceHeader,

@@ -9,7 +9,7 @@ drive the cores with a virtual clock exactly as the shell does.
 
 from __future__ import annotations
 
-from failoverd.addresses import parse_triplet
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.actions import Acquire, AcquireDone, Alarm, Probe, ProbeDone
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master

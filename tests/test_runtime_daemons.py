@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from failoverd import control
-from failoverd.addresses import parse_triplet
-from failoverd.config import BackupConfig, MasterConfig
+from failoverd.runtime import control
+from failoverd.core.addresses import parse_triplet
+from failoverd.cli.config import BackupConfig, MasterConfig
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
@@ -342,7 +342,7 @@ async def test_heartbeatd_sends_every_interval_and_stops_on_sigint(tmp_path: Pat
 
 @pytest.mark.trio
 async def test_backup_records_every_detector_input_to_its_trace(tmp_path: Path) -> None:
-    from failoverd.trace import ActionResult, Datagram, TimerFired, read_trace
+    from failoverd.analysis.trace import ActionResult, Datagram, TimerFired, read_trace
 
     port = free_port()
     config = backup_config(tmp_path, port, trace_file=tmp_path / "trace")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from failoverd import preflight
-from failoverd.exitcodes import EX_CONFIG, ConfigError, ProgramError
+from failoverd.cli import preflight
+from failoverd.cli.exitcodes import EX_CONFIG, ConfigError, ProgramError
 from failoverd.runtime import lifecycle
 from failoverd.runtime.backup import load_key
 from failoverd.runtime.keyfile import KeyFileError, read_key

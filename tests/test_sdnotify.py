@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from failoverd.config import MasterConfig
+from failoverd.cli.config import MasterConfig
 from failoverd.runtime import backup, master
 from failoverd.system.sdnotify import ServiceManager
 from test_runtime_daemons import LOOPBACK, MemorySystem, backup_config, free_port

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from failoverd import logsetup
-from failoverd.exitcodes import EX_UNAVAILABLE, ProgramError
+from failoverd.cli import logsetup
+from failoverd.cli.exitcodes import EX_UNAVAILABLE, ProgramError
 
 FACILITY = {"user": 1, "daemon": 3, "auth": 4, **{f"local{n}": 16 + n for n in range(8)}}
 SEVERITY = {"critical": 2, "error": 3, "warning": 4, "info": 6, "debug": 7}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from failoverd.addresses import parse_triplet
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
 from failoverd.system.arp import Announcer, ArpSocket, Prober
 from failoverd.system.hooks import HookRunner

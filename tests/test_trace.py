@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.addresses import parse_triplet
-from failoverd.config import BackupConfig
+from failoverd.core.addresses import parse_triplet
+from failoverd.cli.config import BackupConfig
 from failoverd.core import wire
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
 from failoverd.core.timing import Timing
-from failoverd.trace import (
+from failoverd.analysis.trace import (
     MAGIC,
     ActionResult,
     Datagram,
@@ -243,8 +243,8 @@ def test_a_symlink_at_the_trace_path_is_refused_and_what_it_points_to_is_untouch
 
 _OPEN_A_TRACE = """
 import sys
-from failoverd.addresses import parse_triplet
-from failoverd.trace import TraceHeader, TraceWriter
+from failoverd.core.addresses import parse_triplet
+from failoverd.analysis.trace import TraceHeader, TraceWriter
 try:
     TraceWriter(sys.argv[1], TraceHeader(mode="legacy", addresses=(parse_triplet("eth0:192.0.2.10/24"),)))
 except ValueError as error:
@@ -266,8 +266,8 @@ def test_a_fifo_at_the_trace_path_is_refused_without_waiting_for_a_reader(tmp_pa
 
 _FILL_THE_DISK = """
 import errno, json, os, subprocess, sys
-from failoverd.addresses import parse_triplet
-from failoverd.trace import TraceHeader, TraceWriter
+from failoverd.core.addresses import parse_triplet
+from failoverd.analysis.trace import TraceHeader, TraceWriter
 
 mount_point, copy = sys.argv[1], sys.argv[2]
 # Only in this process's own mount namespace (unshare --mount): the host never sees it.

@@ -33,7 +33,7 @@ import trio
 from pexpect.popen_spawn import PopenSpawn
 from rich.console import Console
 
-from failoverd import control
+from failoverd.runtime import control
 from failoverd.core.actions import Alarm, StateChanged
 from failoverd.programs import failoverctl
 from failoverd.programs.watchview import Watch, render

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Union
 
-from failoverd.addresses import Triplet
+from failoverd.core.addresses import Triplet
 
 Addresses = frozenset[Triplet]
 

@@ -38,8 +38,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from failoverd import control
-from failoverd.addresses import Triplet, parse_triplet
+from failoverd.runtime import control
+from failoverd.core.addresses import Triplet, parse_triplet
 from failoverd.lab.lab import Lab
 from failoverd.system.namespace import enter_netns
 

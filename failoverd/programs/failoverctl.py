@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from failoverd import __version__
-from failoverd.config import DEFAULT_CONTROL_SOCKETS
-from failoverd.control import ControlError, request
+from failoverd.cli.config import DEFAULT_CONTROL_SOCKETS
+from failoverd.runtime.control import ControlError, request
 from failoverd.programs.failoverctl_replay import add_replay, add_sweep
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ TRACE is a native trace (written by failoverd --trace), a pcap or a pcapng
 file; the kind is recognised by its first bytes. A native trace replays
 exactly as recorded unless timing options (or --what-if) ask for another
 setting; a capture always replays under the what-if model (see
-:mod:`failoverd.replay`). Timing options default to the recording daemon's
+:mod:`failoverd.analysis.replay`). Timing options default to the recording daemon's
 (native trace) or to failoverd's defaults (capture).
 
 Exit status (sysexits): 0 done; 64 usage (options, or an input that needs an
@@ -29,18 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from failoverd.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
+from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
 from failoverd.core.timing import Timing, TimingError
 
 # The same checks as the daemons' own options, so a what-if parses as failoverd would.
-from failoverd.options import count_at_least, seconds, seconds_or_zero
-from failoverd.pcapimport import (
+from failoverd.cli.options import count_at_least, seconds, seconds_or_zero
+from failoverd.analysis.pcapimport import (
     CaptureError,
     heartbeat_senders,
     is_capture,
     read_capture,
 )
-from failoverd.replay import (
+from failoverd.analysis.replay import (
     DEFAULT_OUTAGE,
     ActionModel,
     ReplayResult,
@@ -48,7 +48,7 @@ from failoverd.replay import (
     replay_exact,
     replay_what_if,
 )
-from failoverd.trace import Arrival, Event, Trace, TraceError, is_trace, read_trace
+from failoverd.analysis.trace import Arrival, Event, Trace, TraceError, is_trace, read_trace
 
 PLACEHOLDER_ADDRESS = parse_triplet("public:0.0.0.0")
 """Stands for the master's public addresses, which a capture does not show (--address names them)."""

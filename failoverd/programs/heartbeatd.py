@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from failoverd import options, preflight
-from failoverd.config import MasterConfig
-from failoverd.programs.launch import run_program
+from failoverd.cli import options, preflight
+from failoverd.cli.config import MasterConfig
+from failoverd.cli.launch import run_program
 
 
 def check_host(config: MasterConfig) -> None:

@@ -44,8 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from failoverd import __version__, hostconfig
-from failoverd.exitcodes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, ConfigError, ProgramError, UsageError
+from failoverd import __version__
+
+from failoverd.cli import hostconfig
+from failoverd.cli.exitcodes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, ConfigError, ProgramError, UsageError
 
 DEFAULT_HOSTCONFIG = Path("/etc/hostconfig")
 

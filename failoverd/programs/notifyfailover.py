@@ -36,7 +36,7 @@ from email.utils import format_datetime, make_msgid
 from typing import NoReturn
 
 from failoverd import __version__
-from failoverd.addresses import AddressError, parse_ipv4
+from failoverd.core.addresses import AddressError, parse_ipv4
 
 PROG = "NotifyFailover"
 DEFAULT_RECIPIENT = "root"

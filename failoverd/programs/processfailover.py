@@ -28,11 +28,13 @@ from typing import NoReturn
 
 import trio
 
-from failoverd import __version__, logsetup, preflight
-from failoverd.config import DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT
-from failoverd.exitcodes import EX_OK, EX_SOFTWARE, EX_USAGE, ProgramError, UsageError
-from failoverd.options import count_at_least, seconds, triplet_argument  # the daemons' own checks, so diagnostics match
-from failoverd.programs.launch import require_root
+from failoverd import __version__
+
+from failoverd.cli import logsetup, preflight
+from failoverd.cli.config import DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT
+from failoverd.cli.exitcodes import EX_OK, EX_SOFTWARE, EX_USAGE, ProgramError, UsageError
+from failoverd.cli.options import count_at_least, seconds, triplet_argument  # the daemons' own checks, so diagnostics match
+from failoverd.cli.launch import require_root
 from failoverd.system.arp import Announcer
 from failoverd.system.hooks import HookRunner
 from failoverd.system.netlink import AddressManager

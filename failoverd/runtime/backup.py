@@ -31,12 +31,16 @@ from typing import Any
 
 import trio
 
-from failoverd import control, logsetup, trace
-from failoverd.config import BackupConfig
+from failoverd.analysis import trace
+
+from failoverd.cli import logsetup
+
+from failoverd.runtime import control
+from failoverd.cli.config import BackupConfig
 from failoverd.core.actions import Announce, Release, ReleaseDone
 from failoverd.core.detector import Detector
 from failoverd.core.health import Verdict
-from failoverd.exitcodes import EX_CONFIG, EX_OK, ProgramError
+from failoverd.cli.exitcodes import EX_CONFIG, EX_OK, ProgramError
 from failoverd.runtime import lifecycle
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.executor import System
@@ -48,7 +52,7 @@ from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
 from failoverd.system.sdnotify import ServiceManager
-from failoverd.trace import TraceWriter
+from failoverd.analysis.trace import TraceWriter
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import trio
 
-from failoverd.config import CheckCommand, HealthChecks
+from failoverd.cli.config import CheckCommand, HealthChecks
 from failoverd.core.health import Health, Verdict
 from failoverd.system.checks import CheckResult, CheckRunner
 from failoverd.system.trustedrun import DEFAULT_KILL_GRACE

@@ -32,8 +32,8 @@ import trio
 
 from failoverd import __version__
 from failoverd.core.actions import StateChanged
-from failoverd.config import ListenAddress
-from failoverd.exitcodes import ProgramError
+from failoverd.cli.config import ListenAddress
+from failoverd.cli.exitcodes import ProgramError
 from failoverd.runtime.keyfile import KeyFileError, read_key
 
 if TYPE_CHECKING:

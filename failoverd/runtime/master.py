@@ -29,12 +29,14 @@ from typing import Any
 
 import trio
 
-from failoverd import control, logsetup
-from failoverd.config import MasterConfig
+from failoverd.cli import logsetup
+
+from failoverd.runtime import control
+from failoverd.cli.config import MasterConfig
 from failoverd.core.actions import Announce
 from failoverd.core.health import Verdict
 from failoverd.core.master import Master
-from failoverd.exitcodes import EX_OK
+from failoverd.cli.exitcodes import EX_OK
 from failoverd.runtime import lifecycle
 from failoverd.runtime.backup import load_key
 from failoverd.runtime.conflicts import conflict_feed

@@ -44,7 +44,7 @@ every connection, each closed when its reply is sent, its time is up, or it
 is the oldest when too many are open.
 
 Error handling: an address that cannot be listened on raises
-:class:`~failoverd.exitcodes.ProgramError` (exit 78, before the daemon
+:class:`~failoverd.cli.exitcodes.ProgramError` (exit 78, before the daemon
 starts). Nothing a client sends can end the server; a collector that fails is
 logged and answered 500, and the daemon goes on.
 """
@@ -70,7 +70,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from failoverd import __version__
-from failoverd.config import ListenAddress
+from failoverd.cli.config import ListenAddress
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
@@ -82,7 +82,7 @@ from failoverd.core.actions import (
     Result,
     StateChanged,
 )
-from failoverd.exitcodes import EX_CONFIG, ProgramError
+from failoverd.cli.exitcodes import EX_CONFIG, ProgramError
 from failoverd.system.hooks import PHASES, TEST, HookResult
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 import trio
 
-from failoverd.addresses import Triplet
+from failoverd.core.addresses import Triplet
 from failoverd.system.namespace import in_netns
 from failoverd.system.netlink import InterfaceDown, InterfaceMissing
 

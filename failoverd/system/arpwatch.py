@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 
 import trio
 
-from failoverd.addresses import Triplet
+from failoverd.core.addresses import Triplet
 from failoverd.system.arp import (
     ARP_REPLY,
     ArpPacket,

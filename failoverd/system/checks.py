@@ -33,7 +33,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from failoverd.config import CheckCommand
+from failoverd.cli.config import CheckCommand
 from failoverd.system.hooks import HOOK_PATH
 from failoverd.system.trustedrun import DEFAULT_KILL_GRACE, Refused, RunResult, open_program, run_trusted
 

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from failoverd.addresses import Triplet
-from failoverd.config import DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT
+from failoverd.core.addresses import Triplet
+from failoverd.cli.config import DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT
 from failoverd.system.trusted import Untrusted, open_trusted
 from failoverd.system.trustedrun import (  # noqa: F401 (DEFAULT_KILL_GRACE, OUTPUT_LIMIT: this module's settings too)
     DEFAULT_KILL_GRACE,

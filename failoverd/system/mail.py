@@ -42,7 +42,7 @@ from typing import Literal
 
 import trio
 
-from failoverd.addresses import Triplet
+from failoverd.core.addresses import Triplet
 from failoverd.core.actions import Alarm, Notify
 
 log = logging.getLogger("failoverd.mail")

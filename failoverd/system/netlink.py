@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from failoverd.addresses import Triplet
+from failoverd.core.addresses import Triplet
 from failoverd.system.namespace import in_netns
 from failoverd.system.rtnetlink import RouteSocket
 

@@ -32,7 +32,7 @@ from typing import Literal
 import trio
 from pyroute2.netlink.exceptions import NetlinkError
 
-from failoverd.addresses import Triplet
+from failoverd.core.addresses import Triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
 from failoverd.system.arp import Announcer, Prober
 from failoverd.system.hooks import HookRunner

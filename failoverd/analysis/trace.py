@@ -4,7 +4,7 @@ A trace holds what the detector was built with (its header) and then, in
 order, every call the shell made into it: a datagram arrived, a timer fired,
 an action finished, another host's ARP claimed an address, the health checks'
 verdict changed. Feeding those to a fresh :class:`~failoverd.core.detector.Detector`
-re-executes the daemon exactly (see :mod:`failoverd.replay`). The format is
+re-executes the daemon exactly (see :mod:`failoverd.analysis.replay`). The format is
 described in spec/trace.md; this module is its only writer and reader.
 
 Rules of this module
@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Union
 
-from failoverd.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
+from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone, Result
 from failoverd.core.timing import Timing, TimingError
 
 if TYPE_CHECKING:
-    from failoverd.config import BackupConfig
+    from failoverd.cli.config import BackupConfig
 
 FORMAT_NAME = "failoverd-trace"
 FORMAT_VERSION = 1

@@ -6,7 +6,7 @@ heartbeatd's ``-m message``); everything the original lacks is a long option
 that changes nothing documented. Errors use the original's wording and name
 the offending argument; every one is a :class:`UsageError` (exit 64). Whether
 the host matches the arguments (interfaces, key file) is checked later, by
-:mod:`failoverd.preflight`.
+:mod:`failoverd.cli.preflight`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import NoReturn, Sequence
 
 from failoverd import __version__
-from failoverd.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
-from failoverd.config import (
+from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
+from failoverd.cli.config import (
     DEFAULT_CHECK_FALL,
     DEFAULT_CHECK_INTERVAL,
     DEFAULT_CHECK_RISE,
@@ -44,7 +44,7 @@ from failoverd.config import (
     RunMode,
 )
 from failoverd.core.timing import Timing, TimingError
-from failoverd.exitcodes import UsageError
+from failoverd.cli.exitcodes import UsageError
 
 INVALID_PORT = "Invalid port. Valid ports range from 1 to 65535 (IPV6PORT_ANONMAX)"
 INVALID_FACILITY = "Invalid syslog facility"

@@ -31,7 +31,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from failoverd.exitcodes import ConfigError
+from failoverd.cli.exitcodes import ConfigError
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SHELL_SPECIAL = set(";&|<>()`$")

@@ -24,11 +24,11 @@ import sys
 import traceback
 from typing import Callable, Sequence
 
-from failoverd import logsetup, preflight
-from failoverd.config import BackupConfig, MasterConfig
-from failoverd.daemonize import PidFile, daemonize, stop_on_sigterm
-from failoverd.exitcodes import EX_CONFIG, EX_NOPERM, EX_OK, EX_SOFTWARE, ProgramError
-from failoverd.options import ShowHelp, ShowVersion
+from failoverd.cli import logsetup, preflight
+from failoverd.cli.config import BackupConfig, MasterConfig
+from failoverd.cli.daemonize import PidFile, daemonize, stop_on_sigterm
+from failoverd.cli.exitcodes import EX_CONFIG, EX_NOPERM, EX_OK, EX_SOFTWARE, ProgramError
+from failoverd.cli.options import ShowHelp, ShowVersion
 
 Config = BackupConfig | MasterConfig
 Parse = Callable[[Sequence[str]], Config | ShowHelp | ShowVersion]

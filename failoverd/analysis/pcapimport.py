@@ -31,7 +31,7 @@ except ImportError:  # the "replay" extra is not installed: only reading a captu
     dpkt = pcapng = None  # type: ignore[assignment]
 
 from failoverd.core import wire
-from failoverd.trace import Arrival
+from failoverd.analysis.trace import Arrival
 
 PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"

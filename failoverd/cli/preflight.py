@@ -23,10 +23,12 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Iterable, Literal
 
-from failoverd import __version__, logsetup
-from failoverd.addresses import Triplet
-from failoverd.config import BackupConfig, HealthChecks, MasterConfig
-from failoverd.exitcodes import ConfigError
+from failoverd import __version__
+
+from failoverd.cli import logsetup
+from failoverd.core.addresses import Triplet
+from failoverd.cli.config import BackupConfig, HealthChecks, MasterConfig
+from failoverd.cli.exitcodes import ConfigError
 from failoverd.runtime.keyfile import KeyFileError, read_key
 
 INVALID_INTERFACE = "CNode: invalid interface name"

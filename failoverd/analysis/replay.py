@@ -6,7 +6,7 @@ Two ways to drive the same :class:`~failoverd.core.detector.Detector`:
   calls the daemon made, the action results it reported. This re-executes the
   daemon; every datagram's verdict is checked against the recorded one, and
   any difference is reported as a divergence.
-- **what-if**: only the datagrams (:data:`~failoverd.trace.Arrival`) are
+- **what-if**: only the datagrams (:data:`~failoverd.analysis.trace.Arrival`) are
   taken from the trace (a pcap has nothing else). Timers fire exactly at each :meth:`Detector.next_deadline`
   between arrivals (an arrival at the very deadline is delivered first), and
   actions are completed by an :class:`ActionModel`. This answers "what would
@@ -43,8 +43,8 @@ from failoverd.core.actions import (
 )
 from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
-from failoverd.addresses import Triplet
-from failoverd.trace import (
+from failoverd.core.addresses import Triplet
+from failoverd.analysis.trace import (
     ActionResult,
     Arrival,
     ConflictSeen,

@@ -36,7 +36,7 @@ from typing import Iterable
 
 import daemon
 
-from failoverd.exitcodes import EX_CONFIG, EX_UNAVAILABLE, ProgramError
+from failoverd.cli.exitcodes import EX_CONFIG, EX_UNAVAILABLE, ProgramError
 from failoverd.system.trusted import Untrusted, open_state_file
 
 _TAKEOVER_ATTEMPTS = 5

@@ -51,7 +51,7 @@ sockets.
 Error handling: nothing here raises into a caller once logging runs; a line
 that cannot be formatted is logged as such instead of a traceback on stderr
 (which may be the stalled pipe). :func:`configure` raises
-:class:`~failoverd.exitcodes.ProgramError` (69) when the syslog socket cannot
+:class:`~failoverd.cli.exitcodes.ProgramError` (69) when the syslog socket cannot
 be reached at start.
 """
 
@@ -72,8 +72,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import IO, Literal
 
-from failoverd.config import DEFAULT_SYSLOG_SOCKET, RunMode
-from failoverd.exitcodes import EX_UNAVAILABLE, ProgramError
+from failoverd.cli.config import DEFAULT_SYSLOG_SOCKET, RunMode
+from failoverd.cli.exitcodes import EX_UNAVAILABLE, ProgramError
 
 FACILITY_CODES = {
     "daemon": logging.handlers.SysLogHandler.LOG_DAEMON,

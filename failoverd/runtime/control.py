@@ -43,9 +43,9 @@ import trio
 from failoverd import __version__
 from failoverd.core.actions import Counters
 from failoverd.core.timing import Timing
-from failoverd.exitcodes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE, ProgramError
+from failoverd.cli.exitcodes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE, ProgramError
 
-log = logging.getLogger("failoverd.control")
+log = logging.getLogger("failoverd.runtime.control")
 
 MAX_REQUEST_BYTES = 4096
 MAX_REQUEST_DEPTH = 32
@@ -477,7 +477,7 @@ async def serve_control(
     :data:`REPLY_TIMEOUT` for its answer (see the module's docstring).
 
     Error handling: a path that cannot be served raises
-    :class:`ControlSocketError` (a :class:`~failoverd.exitcodes.ProgramError`
+    :class:`ControlSocketError` (a :class:`~failoverd.cli.exitcodes.ProgramError`
     whose ``status`` is the daemon's exit code), :class:`ControlSocketInUse`
     if a live server is there; both before ``started``. Malformed, oversized
     or refused requests, and exceptions from the handler, get an error reply

@@ -1,6 +1,6 @@
 """Everything a daemon needs to run, as validated values.
 
-The programs turn command lines into these (see :mod:`failoverd.options`);
+The programs turn command lines into these (see :mod:`failoverd.cli.options`);
 the runtime reads them and nothing else, so a value here is always already
 checked: addresses are strict IPv4, triplets well formed, timings consistent.
 ``describe()`` gives the lines ``-n`` prints, so the administrator sees the
@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Literal
 
-from failoverd.addresses import Triplet
+from failoverd.core.addresses import Triplet
 from failoverd.core.timing import Timing
 
 RunMode = Literal["daemon", "debug", "no_fork", "no_run"]
