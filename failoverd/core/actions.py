@@ -86,7 +86,12 @@ class StateChanged:
     trigger: str
 
 
-Action = Union[Probe, Acquire, Release, Announce, Notify, Alarm, Transmit, StateChanged]
+@dataclass(frozen=True)
+class Stopped:
+    """The core's stop is complete (what it had to release is released, or could not be): the daemon may exit."""
+
+
+Action = Union[Probe, Acquire, Release, Announce, Notify, Alarm, Transmit, StateChanged, Stopped]
 
 
 # --- results (shell → core) -------------------------------------------------
@@ -138,6 +143,8 @@ class Counters:
     failbacks: int = 0
     false_suspicions: int = 0
     contested: int = 0
+    undeclared: int = 0
+    """Inputs in a state where no row of the table holds (a bug: see :mod:`failoverd.core.machine`)."""
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
