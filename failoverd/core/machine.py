@@ -68,8 +68,9 @@ class DeclaredMachine:
     TRANSITIONS: ClassVar[tuple[dict[str, Any], ...]] = ()
     AUTOMATIC: ClassVar[tuple[str, ...]] = ()
     """State-driven triggers, tried after every input in this order (see the module)."""
-    strict: ClassVar[bool] = False
-    """Raise :class:`UndeclaredTrigger` instead of counting it (tests/conftest.py turns it on)."""
+    strict: bool = False
+    """Raise :class:`UndeclaredTrigger` instead of counting it (tests/conftest.py turns it on for
+    the class; a replay of a recording that may have diverged turns it off for its core)."""
     _triggers: ClassVar[dict[str, frozenset[str]]] = {}
     _automatic: ClassVar[dict[str, tuple[str, ...]]] = {}
 
