@@ -3,11 +3,16 @@
 Rules of this file
 ------------------
 - Every state and transition is data (``STATES``, ``TRANSITIONS``), declared
-  for ``transitions.Machine``; guards are conditions, and callbacks only
-  *emit* actions into a list the caller receives. Nothing here reads a clock,
-  a socket or a file: each entry point takes ``now`` (seconds, monotonic).
+  for ``transitions.Machine`` under the rules of :mod:`failoverd.core.machine`:
+  every state change is a row, guards (time guards too) are conditions, the
+  rows of one trigger from one state exclude each other, the passing of time
+  is the state-driven triggers of ``AUTOMATIC``, and callbacks only *emit*
+  actions into a list the caller receives, never fire a trigger. Nothing here
+  reads a clock, a socket or a file: each entry point takes ``now`` (seconds,
+  monotonic). docs/state-machines.md draws the table.
 - Entry points: :meth:`Detector.receive_datagram`, :meth:`Detector.handle_timer`,
-  :meth:`Detector.action_done`. Each returns the actions to run, in order;
+  :meth:`Detector.action_done`, :meth:`Detector.conflict_seen`,
+  :meth:`Detector.health_changed`, :meth:`Detector.shutdown`. Each returns the actions to run, in order;
   :meth:`Detector.next_deadline` says when the caller must call
   ``handle_timer`` next. Same inputs, same outputs.
 - The common case — a valid heartbeat while all is well — changes no state

@@ -21,7 +21,10 @@ only when
 (b) nothing valid was heard from the backup for the backup's own failure
     timeout (``fail_misses * interval``) since we started or last heard it,
     *and* an ARP probe of the addresses is silent (a backup we cannot hear
-    may still hold them: the probe is what protects us then).
+    may still hold them: the probe is what protects us then). Without an
+    ARP probe (``arp_probe=False``) the presumption alone acquires. A probe
+    somebody answered is tried again a retry interval later, or later still
+    if the backup is heard meanwhile (it is alive: its release is what we wait for).
 
 On shutdown a managing master releases first and only then sends a
 ``leaving`` heartbeat, so the backup's takeover probe finds the addresses
