@@ -291,31 +291,35 @@ class Detector(DeclaredMachine):
     def receive_datagram(self, now: float, data: bytes, source: str, path: str) -> list[Action]:
         """A datagram arrived on the heartbeat port from ``source`` via ``path``."""
         out = self._begin(now)
-        if self._receive(now, data, source, path):
-            self._settle()
+        self._receive(now, data, source, path)
         return out
 
-    def _receive(self, now: float, data: bytes, source: str, path: str) -> bool:
-        """Judge one datagram and fire what it means; True if it changed what the conditions read.
+    def _receive(self, now: float, data: bytes, source: str, path: str) -> None:
+        """Judge one datagram and fire what it means.
 
-        Only a counted frame does (see :meth:`_heard`). Any other changes no
-        condition, so it needs no settle: a row due by time fires at the
-        deadline the timer keeps, not earlier because a frame came in (a
-        flood of forgeries costs no machine call).
+        Only a counted frame changes what the conditions read, so only it is
+        followed by a settle (see :meth:`_heard`), before we answer it, so the
+        status says what we hold after it. Any other frame needs none: a row
+        due by time fires at the deadline the timer keeps, not earlier
+        because a frame came in (a flood of forgeries costs no machine call).
         """
         self.last_verdict = "accepted"
         if self._key is None:
             if data != self.legacy_message:
-                return self._reject("message")
+                self._reject("message")
+                return
             if self.master_address is not None and source != self.master_address:
-                return self._reject("source")
-            return self._heard(now, source, path, leaving=False)
+                self._reject("source")
+                return
+            self._heard(now, source, path, leaving=False)
+            return
         try:
             frame = wire.decode(data, self._key)
             if frame.role != wire.ROLE_MASTER:
                 raise wire.WireError("role", "not from a master")
         except wire.WireError as exc:
-            return self._reject(exc.reason)
+            self._reject(exc.reason)
+            return
         assert self._sealer is not None
         try:
             age = self._guard.admit(
@@ -328,7 +332,7 @@ class Detector(DeclaredMachine):
                 # status rate, never at once: the epoch is not recorded) tells
                 # it our epoch, and its next heartbeat, acknowledging that, is let in.
                 self._status(now, also=source)
-            return False
+            return
         if not (self._offline or self._sealer.acknowledges_us(frame)):
             # Authentic and unseen, but made before the master heard from this
             # epoch of ours (we restarted, or it did and does not know us
@@ -342,14 +346,14 @@ class Detector(DeclaredMachine):
             self.counters.unacknowledged += 1
             if self._guard.newest_admitted:
                 self._answer(now, frame, source)
-            return False
+            return
         if age == "delayed":
             # Not provably young: it may have been withheld. Answering it lets
             # the master's next heartbeat prove its age directly (the newest only, as above).
             self._reject("delayed")
             if self._guard.newest_admitted:
                 self._answer(now, frame, source)
-            return False
+            return
         if age == "overtaken":
             # Overtaken by a newer frame on another path: it says that path
             # works, and nothing newer about the master (its holds or leaving
@@ -357,15 +361,14 @@ class Detector(DeclaredMachine):
             self.last_verdict = "overtaken"
             self.counters.overtaken += 1
             self._path_heard(now, source, path)
-            return False
+            return
         self.master_holds = frame.holds
-        settle = self._heard(now, source, path, leaving=frame.leaving)
+        self._heard(now, source, path, leaving=frame.leaving)
         # The first heartbeat of a master epoch that counts is answered at
         # once too: only a status answering a heartbeat we counted tells a
         # managing master that we released (see Master.receive_datagram).
         self._answer(now, frame, source, urgent=self._counted_epoch != frame.epoch)
         self._counted_epoch = frame.epoch
-        return settle
 
     def _answer(self, now: float, frame: wire.Heartbeat, source: str, *, urgent: bool = False) -> None:
         """Send our status in reply to an authentic master frame, at the protocol's rate.
@@ -380,10 +383,9 @@ class Detector(DeclaredMachine):
         if urgent or now >= self._status_due or holds != self._status_holds or frame.epoch != self._status_epoch:
             self._status(now, also=source)
 
-    def _reject(self, reason: str) -> bool:
+    def _reject(self, reason: str) -> None:
         self.counters.reject(reason)
         self.last_verdict = reason
-        return False
 
     def handle_timer(self, now: float) -> list[Action]:
         """The caller's clock reached :meth:`next_deadline` (or later)."""
@@ -575,25 +577,26 @@ class Detector(DeclaredMachine):
         self._out = []
         return self._out
 
-    def _heard(self, now: float, source: str, path: str, *, leaving: bool) -> bool:
-        """A counted master frame; False when nothing can have become due (the common case)."""
+    def _heard(self, now: float, source: str, path: str, *, leaving: bool) -> None:
+        """A counted master frame: the heartbeat's row, and the settle after it."""
         self.counters.accepted += 1
         self._path_heard(now, source, path)
         if leaving:
             # The master says it is going away: the failure deadline is now
-            # (the settle that follows fails over, still after the ARP probe).
+            # (the settle fails over, still after the ARP probe).
             if self._leaving_at is None:
                 self._leaving_at = now
-            return True
+                self._settle()
+            return
         self.last_heard = now
         self._leaving_at = None
         if self.state == "monitoring":
             # The common case, a heartbeat while all is well: its row changes
             # nothing, and no state-driven row can hold right after it (the
             # silence just ended), so neither the row nor the settle is run.
-            return False
+            return
         self._fire("heartbeat")
-        return True
+        self._settle()
 
     def _path_heard(self, now: float, source: str, path: str) -> None:
         health = self.paths.get(path)

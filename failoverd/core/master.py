@@ -295,8 +295,8 @@ class Master(DeclaredMachine):
         self.counters.accepted += 1
         self.received_by_path[path] = self.received_by_path.get(path, 0) + 1
         self.backup_last_heard = now
-        # Pushes the presume row's deadline on; nothing can become due by
-        # it, so this input needs no settle (the timer settles at deadlines).
+        # Pushes the presume row's deadline on: nothing becomes due by a
+        # status frame, so only the handshake below needs a settle.
         self._presume_from = now
         if age == "overtaken":
             return out  # overtaken on another path: the backup lives; its view is older than what we know
@@ -310,6 +310,7 @@ class Master(DeclaredMachine):
         # from our previous life (spin found the two holders this allowed).
         if not frame.holds and frame.ack_seq >= self._release_floor and self._sealer.answers_a_frame_that_acknowledged_it(frame):
             self._fire("backup_released")
+            self._settle()
         elif frame.holds and self.state == "holding" and self.managed and not self._overlap_reported:
             # Once per episode: the backup answers every heartbeat, and a
             # release held up by a slow hook would otherwise mail twice a second.
