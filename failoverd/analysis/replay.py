@@ -52,8 +52,8 @@ from failoverd.analysis.trace import (
     End,
     Event,
     HealthChanged,
-    StopRequested,
     Lost,
+    StopRequested,
     TimerFired,
     TraceHeader,
 )

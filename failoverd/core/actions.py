@@ -56,11 +56,14 @@ class Notify:
     addresses: Addresses
 
 
+AlarmLevel = Literal["info", "warning", "error", "critical"]
+
+
 @dataclass(frozen=True)
 class Alarm:
     """Something an operator must look at: logged at ``level`` and mailed when ``mail``."""
 
-    level: Literal["info", "warning", "error", "critical"]
+    level: AlarmLevel
     message: str
     mail: bool = False
     path: str | None = None

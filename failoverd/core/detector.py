@@ -61,6 +61,7 @@ from failoverd.core.actions import (
     Action,
     Addresses,
     Alarm,
+    AlarmLevel,
     Announce,
     Counters,
     Notify,
@@ -650,8 +651,8 @@ class Detector(DeclaredMachine):
         deadline = self.last_heard + self._fail_after
         return min(deadline, self._leaving_at) if self._leaving_at is not None else deadline
 
-    def _emit_alarm(self, level: str, message: str, mail: bool = False, *, path: str | None = None) -> None:
-        self._out.append(Alarm(level, message, mail, path=path))  # type: ignore[arg-type]
+    def _emit_alarm(self, level: AlarmLevel, message: str, mail: bool = False, *, path: str | None = None) -> None:
+        self._out.append(Alarm(level, message, mail, path=path))
 
     # conditions (time guards compare exactly as next_deadline() computes
     # the deadlines: a float difference may round below the bound and leave
@@ -840,17 +841,22 @@ class Detector(DeclaredMachine):
         self._retry_at = None
 
     def _release_to_stop(self) -> None:
-        self._out.append(Alarm("info", f"stopping; releasing {names(self.held)} first"))
+        self._out.append(Alarm("info", f"stopping; releasing {_listed(self.held)} first"))
         self._out.append(Release(self.held))
 
     def _stop_now(self) -> None:
         if self.held:
-            self._out.append(Alarm("warning", f"stopping; keeping {names(self.held)} as configured"))
+            self._out.append(Alarm("warning", f"stopping; keeping {_listed(self.held)} as configured"))
         else:
             self._out.append(Alarm("info", "stopping; holding nothing"))
         self._out.append(Stopped())
 
     def _stop_released(self) -> None:
         if self.held:
-            self._out.append(Alarm("error", f"stopped still holding {names(self.held)}"))
+            self._out.append(Alarm("error", f"stopped still holding {_listed(self.held)}"))
         self._out.append(Stopped())
+
+
+def _listed(addresses: Addresses) -> str:
+    """Triplets for the stop's log lines, as the command line spells them."""
+    return ", ".join(sorted(str(t) for t in addresses))

@@ -70,8 +70,6 @@ from failoverd.core.addresses import Triplet
 
 STATES: tuple[str, ...] = ("waiting", "probing", "acquiring", "holding", "releasing", "standing_down", "stopped")
 
-_ANY = list(STATES)
-
 # State-driven triggers (see failoverd.core.machine): tried after every input,
 # in this order, while their conditions hold. The time guards are conditions.
 AUTOMATIC: tuple[str, ...] = ("presume", "retry")
