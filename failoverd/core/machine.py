@@ -72,7 +72,8 @@ class DeclaredMachine:
     """Raise :class:`UndeclaredTrigger` instead of counting it (tests/conftest.py turns it on for
     the class; a replay of a recording that may have diverged turns it off for its core)."""
     _triggers: ClassVar[dict[str, frozenset[str]]] = {}
-    _automatic: ClassVar[dict[str, tuple[str, ...]]] = {}
+    _automatic: ClassVar[dict[str, tuple[tuple[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]], ...]]] = {}
+    """Per state: each state-driven trigger declared from it, with its rows' (conditions, unless)."""
 
     state: str  # set by transitions.Machine
     state_since: float
@@ -87,7 +88,14 @@ class DeclaredMachine:
         super().__init_subclass__(**kwargs)
         cls._triggers = triggers_by_state(cls.STATES, cls.TRANSITIONS)
         cls._automatic = {
-            state: tuple(t for t in cls.AUTOMATIC if t in cls._triggers[state]) for state in cls.STATES
+            state: tuple(
+                (trigger, tuple(
+                    (names_in(row, "conditions"), names_in(row, "unless"))
+                    for row in cls.TRANSITIONS if row["trigger"] == trigger and state in sources(row)
+                ))
+                for trigger in cls.AUTOMATIC if trigger in cls._triggers[state]
+            )
+            for state in cls.STATES
         }
 
     def _build_machine(self, initial: str) -> None:
@@ -117,9 +125,21 @@ class DeclaredMachine:
         # conditions false (a deadline consumed, a state left), so the loop
         # ends after a few passes. The bound only guards against a table bug.
         for _ in range(len(self.TRANSITIONS) + 1):
-            if not any(self._run_row(trigger) for trigger in self._automatic[self.state]):
+            if not any(self._run_row(trigger) for trigger, guards in self._automatic[self.state] if self._due(guards)):
                 return
         self._undeclared("settle", self.state, what="never settles")
+
+    def _due(self, guards: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]) -> bool:
+        """Whether one of a state-driven trigger's rows holds (the same test ``transitions`` makes).
+
+        Asked after every input, and mostly false: reading the conditions
+        directly costs a microsecond where a ``transitions`` trigger that
+        runs no row costs some thirty.
+        """
+        return any(
+            all(getattr(self, c)() for c in conditions) and not any(getattr(self, u)() for u in unless)
+            for conditions, unless in guards
+        )
 
     def _run_row(self, trigger: str) -> bool:
         """Fire ``trigger``; True if one of its rows held (and ran), recording any state change."""
