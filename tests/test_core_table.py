@@ -155,8 +155,8 @@ def test_outside_strict_mode_an_unexpected_input_is_counted_and_alarmed(monkeypa
     assert m.snapshot(0.5)["counters"]["undeclared"] == 1
 
 
-def test_what_the_network_can_cause_is_declared_in_every_state() -> None:
-    """Heartbeats, ARP conflicts and health verdicts arrive in any state: each state has a row."""
+def test_what_can_arrive_in_any_state_has_a_row_in_every_state() -> None:
+    """Heartbeats, ARP conflicts, health verdicts, late probe answers and the stop arrive in any state."""
     for trigger in ("heartbeat", "conflict", "checks_pass", "probed", "stop"):
         assert {s for t, s, _, _ in rows("failoverd.core.detector") if t == trigger} == set(Detector.STATES), trigger
     for trigger in ("backup_released", "checks_pass", "checks_fail", "probed"):
@@ -256,3 +256,28 @@ def test_the_core_is_strictly_typed() -> None:
         timeout=600,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_callback_that_fires_a_trigger_is_refused() -> None:
+    """What produced the wrong record: a callback firing a trigger inside another row."""
+    from failoverd.core.actions import Counters
+    from failoverd.core.machine import DeclaredMachine, NestedTrigger
+
+    class Nesting(DeclaredMachine):
+        STATES = ("a", "b", "c")
+        TRANSITIONS = (
+            {"trigger": "go", "source": "a", "dest": "b", "after": "_go_on"},
+            {"trigger": "on", "source": "b", "dest": "c"},
+        )
+
+        def __init__(self) -> None:
+            self.counters, self._out, self._now, self.state_since = Counters(), [], 0.0, 0.0
+            self._build_machine("a")
+
+        def _go_on(self) -> None:
+            self._fire("on")
+
+    core = Nesting()
+    with pytest.raises(NestedTrigger, match="a callback of a go row fired on"):
+        core._fire("go")
+    assert core.state == "b"  # transitions had moved; the nested row did not run

@@ -5,7 +5,9 @@ recorded as actions, and the shared key.
 Rules of a table
 ----------------
 - Every state change is a row of ``TRANSITIONS``. A callback only emits
-  actions and updates the core's bookkeeping; it never fires a trigger.
+  actions and updates the core's bookkeeping; it never fires a trigger
+  (one that tries raises :class:`NestedTrigger`, in every mode: the
+  record of the outer row would be wrong, as it once was).
 - The rows of one trigger from one state exclude each other (their
   ``conditions`` and ``unless`` never hold together; tests/test_core_table.py
   checks every truth assignment), so the order of the rows means nothing.
@@ -36,6 +38,10 @@ from failoverd.core.actions import Action, Alarm, Counters, StateChanged
 
 class UndeclaredTrigger(RuntimeError):
     """A trigger reached a state where no row of the table holds for it (a bug, raised in strict mode)."""
+
+
+class NestedTrigger(RuntimeError):
+    """A row's callback fired a trigger (a bug in a core, raised always)."""
 
 
 def triggers_by_state(states: Iterable[str], transitions: Iterable[dict[str, Any]]) -> dict[str, frozenset[str]]:
@@ -105,6 +111,7 @@ class DeclaredMachine:
                     # A method of the class, not shadowed by an instance attribute.
                     if not callable(getattr(type(self), name, None)) or name in vars(self):
                         raise TypeError(f"{type(self).__name__}.{name} ({key} of {row['trigger']}) is not a method")
+        self._row_running: str | None = None
         self.machine = Machine(
             model=self,
             states=list(self.STATES),
@@ -115,12 +122,14 @@ class DeclaredMachine:
 
     def _fire(self, trigger: str) -> None:
         """Run one input trigger; a state where none of its rows holds is a bug (see the module)."""
+        self._not_nested(trigger)
         before = self.state
         if trigger not in self._triggers[before] or not self._run_row(trigger):
             self._undeclared(trigger, before)
 
     def _settle(self) -> None:
         """Fire the state-driven triggers whose conditions hold until none does."""
+        self._not_nested("settle")
         # Each pass fires at most one row; a row's callbacks make its own
         # conditions false (a deadline consumed, a state left), so the loop
         # ends after a few passes. The bound only guards against a table bug.
@@ -145,7 +154,11 @@ class DeclaredMachine:
         """Fire ``trigger``; True if one of its rows held (and ran), recording any state change."""
         before = self.state
         mark = len(self._out)
-        ran = bool(getattr(self, trigger)())
+        self._row_running = trigger
+        try:
+            ran = bool(getattr(self, trigger)())
+        finally:
+            self._row_running = None
         if self.state != before:
             # Listed before the actions the transition emitted, so a timeline
             # reads "entered acquiring, then acquire".
@@ -153,6 +166,10 @@ class DeclaredMachine:
             self.state_since = self._now
             self._out.insert(mark, StateChanged(before, self.state, trigger))
         return ran
+
+    def _not_nested(self, trigger: str) -> None:
+        if self._row_running is not None:
+            raise NestedTrigger(f"a callback of a {self._row_running} row fired {trigger}")
 
     def _undeclared(self, trigger: str, state: str, what: str = "matches no row of the table") -> None:
         message = f"bug: {trigger} in state {state} {what}; ignored"
