@@ -16,7 +16,7 @@ Rules of a table
 - An *input* trigger (a heartbeat, a result, a verdict, a stop) fired in a
   state where no row of it holds is a bug: under :attr:`DeclaredMachine.strict`
   (the test suite) it raises :class:`UndeclaredTrigger`; a daemon counts it
-  (``counters.undeclared``) and alarms, and the input changes nothing. What
+  (``counters.undeclared``) and alarms, and the state does not move. What
   the network can cause in any state is therefore declared in every state,
   by rows that ignore it.
 - *State-driven* triggers (``AUTOMATIC``: the passing of time, mostly) are
