@@ -30,3 +30,41 @@ async def test_a_receive_waiting_on_an_idle_socket_is_cancellable() -> None:
         with trio.move_on_after(0.05) as waited:
             await sock.receive()
     assert waited.cancelled_caught
+
+
+# --- IPv6 (issue 13): a dual-stack socket between two namespaces ------------------
+
+
+def _nodad(ns: str, dev: str, address: str) -> None:
+    from _netns import ip
+
+    ip("-n", ns, "addr", "add", address, "dev", dev, "nodad")
+
+
+@pytest.mark.trio
+@pytest.mark.netns
+async def test_dual_stack_socket_names_ipv6_and_link_local_senders_as_configured(pair) -> None:
+    from failoverd.system.namespace import in_netns
+
+    _nodad(pair.a, "va", "fe80::a/64")
+    _nodad(pair.a, "va", "2001:db8::a/64")
+    _nodad(pair.b, "vb", "fe80::b/64")
+    _nodad(pair.b, "vb", "2001:db8::b/64")
+    from _netns import ip
+
+    ip("-n", pair.a, "addr", "add", "192.0.2.1/24", "dev", "va")
+    ip("-n", pair.b, "addr", "add", "192.0.2.2/24", "dev", "vb")
+    with trio.fail_after(10), in_netns(pair.b, lambda: HeartbeatSocket.bind(0, ipv6=True)) as receiver, \
+            in_netns(pair.a, lambda: HeartbeatSocket.bind(0, ipv6=True)) as sender:
+        sender.port = receiver.port  # send to the receiver's port
+        # In the sender's namespace, where its interface names mean something.
+        in_netns(pair.a, lambda: sender.send_nowait(b"global", ["2001:db8::b"]))
+        in_netns(pair.a, lambda: sender.send_nowait(b"link-local", ["fe80::b%va"]))
+        in_netns(pair.a, lambda: sender.send_nowait(b"ipv4", ["192.0.2.2"]))
+        frames = {f.data: f for f in [await receiver.receive() for _ in range(3)]}
+    assert sender.sent == 3 and sender.dropped == 0
+    assert (frames[b"global"].source, frames[b"global"].path) == ("2001:db8::a", "vb")
+    # The scope is the receiver's interface: what its failoverd is configured with.
+    assert (frames[b"link-local"].source, frames[b"link-local"].path) == ("fe80::a%vb", "vb")
+    # An IPv4 sender on the dual-stack socket is not reported as ::ffff:192.0.2.1.
+    assert (frames[b"ipv4"].source, frames[b"ipv4"].path) == ("192.0.2.1", "vb")
