@@ -525,3 +525,20 @@ def test_no_run_says_whether_each_check_can_run(tmp_path: Path) -> None:
                for line in lines)
     assert any(line.startswith(f"  FAIL  health check '{shared / 'check'}' cannot run") and "writable by group" in line
                for line in lines)
+
+
+@pytest.mark.netns
+def test_no_run_sees_an_ipv6_address_already_configured(netns: str, tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    hooks.chmod(0o755)
+    args = ["-n", "--hook-dir", str(hooks), "--state-dir", str(tmp_path / "state"),
+            "--syslog-socket", str(tmp_path / "no-syslog"), "2001:db8:9::1", "lo:2001:db8:9::2/64"]
+    ip(netns, "link", "set", "lo", "up")
+    good = run("failoverd", args, netns)
+    assert good.returncode == 0, good.stdout
+    assert "ok    2001:db8:9::2 is not configured on this host" in good.stdout
+    ip(netns, "addr", "add", "2001:db8:9::2/64", "dev", "lo", "nodad")
+    taken = run("failoverd", args, netns)
+    assert taken.returncode == EX_CONFIG
+    assert "FAIL  2001:db8:9::2 is already configured on lo" in taken.stdout
