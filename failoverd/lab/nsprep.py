@@ -6,8 +6,9 @@
 the traffic the tests and daemons make (no router solicitations, MLD or DAD chatter in the
 emulator's counters). ``--quiet-ipv6`` keeps IPv6 for the given interfaces (an IPv6 lab) but as
 quiet as it can be: no router solicitations and no kernel DAD (the lab's own addresses are
-unique by construction and usable at once; failoverd's DAD is its own), and ``ndisc_notify`` off,
-so every Neighbour Advertisement on the wire is one a test or a daemon sent or caused. ``--no-offload`` turns off transmit checksum and segmentation offloads on a
+unique by construction and usable at once; failoverd's DAD is its own), ``ndisc_notify`` off,
+so every Neighbour Advertisement on the wire is one a test or a daemon sent or caused, and
+``keep_addr_on_down`` on, so a host whose links go down keeps its IPv6 addresses as it keeps IPv4. ``--no-offload`` turns off transmit checksum and segmentation offloads on a
 veth: a frame that leaves a veth with its checksum still to be filled in ("partial") is read that
 way by the emulator's raw socket and would reach the other host with a wrong UDP/TCP checksum and
 be dropped. With the offloads off the kernel checksums (and segments) in software before sending.
@@ -67,6 +68,8 @@ def quiet_ipv6(interfaces: list[str]) -> None:
         write_sysctl(f"net/ipv6/conf/{scope}/dad_transmits", "0")
         write_sysctl(f"net/ipv6/conf/{scope}/router_solicitations", "0")
         write_sysctl(f"net/ipv6/conf/{scope}/ndisc_notify", "0")
+        # As IPv4 does, and as a dead host's must be when its links come back: addresses survive a link down.
+        write_sysctl(f"net/ipv6/conf/{scope}/keep_addr_on_down", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
