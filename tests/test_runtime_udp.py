@@ -61,8 +61,11 @@ async def test_dual_stack_socket_names_ipv6_and_link_local_senders_as_configured
         in_netns(pair.a, lambda: sender.send_nowait(b"global", ["2001:db8::b"]))
         in_netns(pair.a, lambda: sender.send_nowait(b"link-local", ["fe80::b%va"]))
         in_netns(pair.a, lambda: sender.send_nowait(b"ipv4", ["192.0.2.2"]))
-        frames = {f.data: f for f in [await receiver.receive() for _ in range(3)]}
-    assert sender.sent == 3 and sender.dropped == 0
+        # The original's broadcast targets still work from a dual-stack socket (a mixed heartbeatd).
+        in_netns(pair.a, lambda: sender.send_nowait(b"broadcast", ["192.0.2.255"]))
+        frames = {f.data: f for f in [await receiver.receive() for _ in range(4)]}
+    assert sender.sent == 4 and sender.dropped == 0
+    assert (frames[b"broadcast"].source, frames[b"broadcast"].path) == ("192.0.2.1", "vb")
     assert (frames[b"global"].source, frames[b"global"].path) == ("2001:db8::a", "vb")
     # The scope is the receiver's interface: what its failoverd is configured with.
     assert (frames[b"link-local"].source, frames[b"link-local"].path) == ("fe80::a%vb", "vb")

@@ -168,8 +168,8 @@ class ConflictWatcher:
             log.error("cannot watch %s for %s conflicts: %s (retrying every %g s)",
                       interface, what, error, REOPEN_DELAY)
             return None
-        # The index only serves joining multicast groups, which a watcher does not do.
-        sock: ArpSocket | ndp.NdpSocket = ndp.NdpSocket(interface, raw, 0) if version == 6 else ArpSocket(interface, raw)
+        # No index: it only serves joining multicast groups, and the watcher hears NAs to all nodes.
+        sock: ArpSocket | ndp.NdpSocket = ndp.NdpSocket(interface, raw) if version == 6 else ArpSocket(interface, raw)
         return sock, macs | self.own_macs | {sock.mac}
 
     async def _receive(self, arp: ArpSocket | ndp.NdpSocket, own: frozenset[bytes]) -> None:

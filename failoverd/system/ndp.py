@@ -255,7 +255,9 @@ def forwarding(interface: str) -> bool:
 class NdpSocket:
     """A raw socket on one interface that sees only Neighbour Solicitations and Advertisements.
 
-    ``router`` is whether the interface forwards IPv6 (read when opened).
+    ``index`` is the interface's index (needed only to :meth:`join` a group);
+    ``router`` is whether the interface forwards IPv6 (both read by :meth:`open`
+    in the socket's namespace).
 
     Resource handling: an async context manager; the socket is closed on exit.
 
@@ -263,7 +265,7 @@ class NdpSocket:
     unknown interface; sending on a down interface raises :class:`InterfaceDown`.
     """
 
-    def __init__(self, interface: str, sock: socket.socket, index: int, router: bool = False) -> None:
+    def __init__(self, interface: str, sock: socket.socket, index: int = 0, router: bool = False) -> None:
         self.interface = interface
         self.mac: bytes = sock.getsockname()[4]
         self.router = router
@@ -284,7 +286,10 @@ class NdpSocket:
         return cls(interface, sock, index, router)
 
     def join(self, group: ipaddress.IPv6Address) -> None:
-        """Receive frames to ``group``'s Ethernet address even where the NIC filters multicast."""
+        """Receive frames to ``group``'s Ethernet address even where the NIC filters multicast
+        (for as long as the socket is open)."""
+        if not self._index:
+            raise ValueError(f"{self.interface}: joining a group needs the interface's index")
         request = _PACKET_MREQ.pack(self._index, PACKET_MR_MULTICAST, 6, multicast_mac(group).ljust(8, b"\x00"))
         self._sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, request)
 
