@@ -249,13 +249,17 @@ class Prober:
         make = ndp.probe_packet if version == 6 else probe_packet
         try:
             sock = await _open(interface, version, self.netns)
-            if isinstance(sock, ndp.NdpSocket):
-                for triplet in group:
-                    sock.join(ndp.solicited_node(triplet.address))
         except (InterfaceMissing, OSError) as error:
             log.error("cannot probe %s: %s", ", ".join(map(str, group)), error)
             return
         async with sock:
+            if isinstance(sock, ndp.NdpSocket):
+                try:
+                    for triplet in group:
+                        sock.join(ndp.solicited_node(triplet.address))
+                except OSError as error:
+                    log.error("cannot probe %s: %s", ", ".join(map(str, group)), error)
+                    return
             own = self.own_macs | {sock.mac}
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._listen, sock, group, own, answered)
