@@ -144,3 +144,45 @@ def test_ipv6_lab_pings_and_the_address_plan(lab_factory) -> None:
     done = subprocess.run(["ip", "-n", lab.ns("master"), "-6", "-o", "addr", "show", "tentative"],
                           capture_output=True, text=True, timeout=10, check=True)
     assert lab.address6("master", "pub") not in done.stdout
+
+
+def test_a_backup_restarted_holding_the_ipv6_vip_yields_to_the_masters_advertisement(
+    lab_factory, tmp_path: Path
+) -> None:
+    """Both hold the IPv6 VIP and only the wire can tell: the conflict watchers follow Neighbour
+    Advertisements on both hosts, the backup yields, and neither address is ever left dadfailed."""
+    lab = lab_factory(seed=25, ipv6=True)
+    for host in ("master", "backup"):
+        lab.run(host, ["sysctl", "-qw", "net.ipv6.conf.pub0.accept_dad=1", "net.ipv6.conf.pub0.dad_transmits=1"])
+    pair = FailoverPair(lab, tmp_path, interval=0.1, vips=[f"pub0:{lab.vip6}/64"],
+                        master_address=lab.address6("master", "priv"),
+                        master_targets=[lab.address6("backup", "priv")])
+    pair.start_master()
+    pair.start_backup()
+    pair.wait_until(lambda: pair.holds("master"), 10, "the master holds the IPv6 VIP")
+    pair.wait_until(lambda: pair.status("backup")["state"] == "monitoring", 10, "the backup monitors")
+    assert pair.stop("backup") == 0
+    # The backup comes back holding the VIP (as after a crash while it held it) and cannot hear the master.
+    lab.partition("priv", "master", "backup")
+    lab.run("backup", ["ip", "addr", "add", f"{lab.vip6}/64", "dev", "pub0", "nodad"])
+    with VipSampler(lab, pair.vip_triplet, limit=60) as sampler:
+        started = time.time()
+        pair.start_backup()
+        pair.wait_until(lambda: not pair.holds("backup"), 10, "the backup let the adopted VIP go")
+        pair.wait_until(lambda: pair.status("backup")["state"] == "contested", 10, "the backup is contested")
+    released = sampler.first(lambda s: not s.backup, after=started)
+    assert released is not None
+    assert sampler.first(lambda s: s.backup, after=released) is None, "the backup took the VIP again"
+    assert sampler.first(lambda s: not s.master) is None, "the master lost the VIP"
+    assert not sampler.flags["master"] & (IFA_F_TENTATIVE | IFA_F_DADFAILED), "the master's VIP went dadfailed"
+    backup_log = pair.log_text("backup")
+    assert "adopting them as held" in backup_log
+    assert "state failed_over -> recovering (conflict)" in backup_log
+    assert "IPv6 conflict:" in backup_log
+    assert "announcing ours again" in pair.log_text("master")
+    line = address_line(lab, "master", lab.vip6)
+    assert line and "dadfailed" not in line and "tentative" not in line, line
+    assert reaches(lab, lab.vip6), "the client does not reach the VIP on the master"
+    lab.heal()
+    assert pair.stop("backup") == 0
+    assert pair.stop("master") == 0
