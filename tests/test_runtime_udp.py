@@ -1,6 +1,7 @@
 """The heartbeat socket on loopback: what a received frame says about where it came from.
 
-Real sockets on 127.0.0.1; the daemons' end-to-end tests cover the lab's interfaces.
+Real sockets on 127.0.0.1, and (IPv6) on a veth pair between two namespaces this test creates;
+the daemons' end-to-end tests cover the lab's interfaces.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ import socket
 import pytest
 import trio
 
+from _netns import Pair, ip
+
 from failoverd.runtime.udp import HeartbeatSocket
+from failoverd.system.namespace import in_netns
 
 
 @pytest.mark.trio
@@ -35,23 +39,12 @@ async def test_a_receive_waiting_on_an_idle_socket_is_cancellable() -> None:
 # --- IPv6 (issue 13): a dual-stack socket between two namespaces ------------------
 
 
-def _nodad(ns: str, dev: str, address: str) -> None:
-    from _netns import ip
-
-    ip("-n", ns, "addr", "add", address, "dev", dev, "nodad")
-
-
 @pytest.mark.trio
 @pytest.mark.netns
-async def test_dual_stack_socket_names_ipv6_and_link_local_senders_as_configured(pair) -> None:
-    from failoverd.system.namespace import in_netns
-
-    _nodad(pair.a, "va", "fe80::a/64")
-    _nodad(pair.a, "va", "2001:db8::a/64")
-    _nodad(pair.b, "vb", "fe80::b/64")
-    _nodad(pair.b, "vb", "2001:db8::b/64")
-    from _netns import ip
-
+async def test_dual_stack_socket_names_ipv6_and_link_local_senders_as_configured(pair: Pair) -> None:
+    for ns, dev, end in ((pair.a, "va", "a"), (pair.b, "vb", "b")):
+        for prefix in ("fe80::", "2001:db8::"):
+            ip("-n", ns, "addr", "add", f"{prefix}{end}/64", "dev", dev, "nodad")
     ip("-n", pair.a, "addr", "add", "192.0.2.1/24", "dev", "va")
     ip("-n", pair.b, "addr", "add", "192.0.2.2/24", "dev", "vb")
     with trio.fail_after(10), in_netns(pair.b, lambda: HeartbeatSocket.bind(0, ipv6=True)) as receiver, \
