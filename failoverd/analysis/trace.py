@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Literal, Union
 
-from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
+from failoverd.core.addresses import AddressError, Triplet, parse_ip, parse_triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone, Result
 from failoverd.core.timing import Timing, TimingError
 
@@ -167,7 +167,7 @@ class TraceHeader:
             held = tuple(parse_triplet(_typed(a, str, "held address")) for a in _typed(data["held"], list, "held"))
             master = data["master"]
             if master is not None:
-                parse_ipv4(_typed(master, str, "master"))
+                parse_ip(_typed(master, str, "master"), scoped=True)
         except AddressError as exc:
             raise ValueError(str(exc)) from None
         try:

@@ -102,7 +102,8 @@ async def serve(
         monitor = HealthMonitor(config.checks, "master", lambda verdict: shell.health(verdict.healthy, verdict.reason))
         first = await monitor.first_round()
     targets = tuple(str(t) for t in config.targets)
-    with HeartbeatSocket.bind(config.port) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
+    ipv6 = any(target.version == 6 for target in config.targets)
+    with HeartbeatSocket.bind(config.port, ipv6=ipv6) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
         core = Master(
             targets,
             config.interval,
