@@ -525,8 +525,9 @@ def test_a_rejoined_master_gives_a_backup_taking_over_on_its_leaving_a_failure_t
     backup, whose answer the master records without counting it (it acknowledges an
     old epoch), so the master's next heartbeat, still `leaving`, counts at the backup.
     The master's check passes; its first heartbeat without `leaving` is lost and the
-    `leaving` one arrives after it: the backup begins its takeover (slow hooks). Its
-    statuses are lost for 2.5 s (less than the failure timeout: links up). The master
+    `leaving` one arrives after it: the backup begins its takeover (slow hooks). None of
+    its statuses counts at the master until 3 s, 2.5 s after its start (less than the
+    failure timeout: links up). The master
     has counted no status since its start, so a failure timeout after its start it
     presumes the backup dead, and its probe looks while the backup's acquire is in
     flight: both hold. Counting the master's wait from its rejoin closes this."""
@@ -540,7 +541,7 @@ def test_a_rejoined_master_gives_a_backup_taking_over_on_its_leaving_a_failure_t
         if to == "backup" and now == rejoin:
             return 1e6  # the first heartbeat without `leaving`: lost
         if to == "master" and 0.7 < now < 3.0:
-            return 1e6  # every status of the backup's for 2.3 s: lost
+            return 1e6  # every later status of the backup's until 3 s: lost
         return WIRE_DELAY
 
     pair = Pair(delay=lossy, backup_acquire=2.5)
