@@ -8,7 +8,8 @@
  *
  * One process drives the whole world. Each loop iteration takes one event
  * (a host acts, the network delivers or loses a datagram, the attacker
- * replays one, a host crashes or restarts) or lets one tick of time pass. Time only passes when nothing is
+ * replays one, a host crashes or restarts, a host's health verdict changes)
+ * or lets one tick of time pass. Time only passes when nothing is
  * due ("maximal progress"): a deadline that has been reached fires before the
  * clock moves on, exactly as the shell wakes the core at the deadline the core
  * asked for. Events at the same instant interleave in every order.
@@ -18,6 +19,8 @@
  *   @states <machine>: <name> ...
  *   @transition <machine> <trigger>: <source> -> <dest>
  *   @declared <machine> <trigger>: <source> -> <dest> (why it is not modelled)
+ * The health-check transitions (unfit, standing_down, checks_fail, checks_pass
+ * and the step-down's released and stop) happen only in the HEALTH=1 build.
  * The state constants are D_<name> (detector) and M_<name> (master): Promela
  * has one namespace for mtype names, and both machines have an `acquiring`.
  */
@@ -80,6 +83,33 @@
 #define ATTACK 1
 #endif
 
+/* Health checks (spec/README.md, "Health checks"). HEALTH 1: each host's
+ * checks' combined verdict (after their rise/fall hysteresis, which is not
+ * modelled: the verdict is what the cores are told) may fall or rise at any
+ * instant while the host is up, FLIPS times in a run in all (both hosts). HEALTH 0 (the default): both always pass, and every state
+ * and counterexample of the model without health checks is unchanged.
+ * RELEASE_FLOOR 0: leave out the master's release floor (a status counts as
+ * "backup released" only if it answers a heartbeat sent since the master's
+ * last rejoin), to show what it prevents.
+ * REJOIN_PRESUME 1 (the cores, since spin found the race, spec/README.md
+ * "Health checks"): a master that rejoins after standing down presumes the
+ * backup dead no earlier than a failure timeout after the rejoin, as a backup
+ * may be taking over on the `leaving` heartbeats it sent until then. 0 (the
+ * cores before): a failure timeout after it last heard the backup, however
+ * long ago (Master._presume_from ran on through the step-down). */
+#ifndef HEALTH
+#define HEALTH 0
+#endif
+#ifndef FLIPS
+#define FLIPS 2             /* verdict changes in a run, both hosts together       */
+#endif
+#ifndef RELEASE_FLOOR
+#define RELEASE_FLOOR 1
+#endif
+#ifndef REJOIN_PRESUME
+#define REJOIN_PRESUME 1
+#endif
+
 #ifndef M_CRASHES
 #define M_CRASHES 2         /* master crashes or shutdowns in one run              */
 #endif
@@ -113,6 +143,9 @@
 #ifndef PRESUME_BOUND
 #define PRESUME_BOUND (DELAY + FAIL + PROBE_T + M_ACQ_MAX)
 #endif
+#ifndef STEPDOWN_BOUND
+#define STEPDOWN_BOUND (M_ACQ_MAX + OP_MAX + DELAY + FAIL + B_OP_MAX)   /* spec/properties.md, 10 */
+#endif
 #ifndef OVERLAP_BOUND
 #define OVERLAP_BOUND (ARP_DELAY + ARP_DELAY + B_OP_MAX)   /* backup's ARP out, master's defence back, release */
 #endif
@@ -126,7 +159,7 @@
 #define D_acquiring   3
 #define D_failed_over 4
 #define D_recovering  5
-#define D_unfit       6   /* health checks: never entered here (see @declared below) */
+#define D_unfit       6   /* health checks (HEALTH 1): the deadline came while this backup's checks fail */
 
 /* @states master: waiting probing acquiring holding releasing stopped standing_down */
 #define M_waiting   0
@@ -135,7 +168,7 @@
 #define M_holding   3
 #define M_releasing 4
 #define M_stopped   5
-#define M_standing_down 6   /* health checks: never entered here (see @declared below) */
+#define M_standing_down 6   /* health checks (HEALTH 1): released, saying `leaving` while its checks fail */
 
 /* Transitions of the code that the model leaves out, and why:
  * @declared detector checks_pass: monitoring -> monitoring (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
@@ -196,27 +229,13 @@
  * @declared detector retry: recovering -> recovering (one address: a release never fails part-way)
  * @declared master retry: holding -> acquiring (one address: an acquire never fails part-way)
  * @declared master stop: acquiring -> acquiring (a stop during an acquire is modelled as a crash)
- * @declared master acquired: acquiring -> releasing (a stop during an acquire is modelled as a crash)
  * @declared master stop: holding -> stopped (unmanaged master: failback is not managed, out of scope)
- * @declared detector deadline: suspect -> unfit (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared detector probed: suspect -> unfit (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared detector probed: contested -> unfit (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared detector checks_pass: unfit -> suspect (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared detector heartbeat: unfit -> monitoring (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master checks_fail: waiting -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master checks_fail: probing -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master checks_fail: holding -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master checks_fail: waiting -> standing_down (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master checks_fail: probing -> standing_down (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master checks_fail: holding -> standing_down (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master released: releasing -> standing_down (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master released: releasing -> waiting (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master retry: standing_down -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master checks_pass: standing_down -> waiting (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master checks_pass: standing_down -> holding (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master stop: releasing -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master stop: standing_down -> releasing (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
- * @declared master stop: standing_down -> stopped (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
+ * @declared master checks_fail: waiting -> releasing (one address: a waiting master holds nothing)
+ * @declared master checks_fail: probing -> releasing (one address: a probing master holds nothing)
+ * @declared master checks_fail: holding -> standing_down (unmanaged master: holding with nothing to release, out of scope)
+ * @declared master retry: standing_down -> releasing (one address: a release never fails part-way)
+ * @declared master stop: standing_down -> releasing (one address: a stood-down master holds nothing)
+ * @declared master checks_pass: standing_down -> holding (unmanaged master: failback is not managed, out of scope)
  */
 
 /* ---- the world ------------------------------------------------------------ */
@@ -239,6 +258,7 @@ byte b_op_t;              /* ticks since it started                             
 bool b_hb_pending;        /* a heartbeat arrived while acquiring                */
 byte b_ack;               /* the newest master epoch recorded (0: none): what statuses acknowledge */
 bool b_ack_counted;       /* the newest heartbeat recorded counted (acknowledged this backup epoch) */
+bool b_ack_floor;         /* and was sent since the master's last rejoin (its release floor; HEALTH 1) */
 byte b_epoch = 1;         /* this backup's epoch: new at every start            */
 byte b_crashes;
 byte b_down_t;
@@ -259,6 +279,12 @@ byte m_op_t;
 byte m_crashes;
 byte m_down_t;
 byte m_reclaim_t;         /* holding: ticks until it may announce again (at most once per interval) */
+bool m_stopping;          /* releasing for a stop (else, HEALTH 1: stepping down) */
+
+/* health checks (HEALTH 1): each host's combined verdict, as its core is told it */
+bool m_fit = 1;           /* the master's checks pass                           */
+bool b_fit = 1;           /* the backup's checks pass                           */
+byte flips;               /* verdict changes so far in the run, both hosts (at most FLIPS) */
 
 /* ARP conflict detection (RFC 5227) on the public network: another host's
  * gratuitous ARP for the address, on its way to a host that watches (the
@@ -275,12 +301,14 @@ byte arp_to_m_age;
 byte hb_n;
 bool hb_acks[SLOTS];      /* it acknowledges the backup's current epoch         */
 bool hb_leaving[SLOTS];
+bool hb_floor[SLOTS];     /* sent since the master's last rejoin (HEALTH 1; the release floor) */
 byte hb_age[SLOTS];
 byte st_n;
 bool st_acks[SLOTS];      /* it acknowledges the master's current epoch         */
 bool st_counted[SLOTS];   /* the heartbeat it acknowledges counted at the backup (the master knows:
                              it remembers what each of its heartbeats acknowledged) */
 bool st_holds[SLOTS];
+bool st_floor[SLOTS];     /* the heartbeat it acknowledges was sent since the master's last rejoin */
 byte st_age[SLOTS];
 
 /* The replaying attacker (spec/README.md, "The replaying attacker") has
@@ -306,6 +334,10 @@ byte takeover_age;        /* ticks since the master died with the backup up     
 byte failback_age;        /* ticks since the master (re)started with the backup up */
 byte overlap_age;         /* ticks both hosts have had the address configured (capped) */
 byte alone_age;           /* ticks the master has waited without the address while the backup is dead */
+byte stepdown_age;        /* ticks the backup has gone without the address while the master is unfit
+                             and the backup fit (both up) */
+bool b_acquired_unfit;    /* the backup began an acquire while its checks failed (never, property 11) */
+bool fault_armed;         /* both unfit since the master stood down with the backup holding nothing */
 bool master_dead_backup_up;   /* liveness antecedent: takeover                  */
 bool master_alone;        /* liveness antecedent: failback with the backup dead (presume) */
 #if NET == NET_UP
@@ -329,6 +361,20 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 #define BACKUP_WATCHES (b_up && (d_state == D_acquiring || d_state == D_failed_over || d_state == D_recovering))
 #define MASTER_WATCHES (m_up && m_state == M_holding)
 
+/* health checks (HEALTH 1; spec/properties.md, 10-12) */
+#define BOTH_UNFIT    (m_up && b_up && !m_fit && !b_fit)
+#define STEPDOWN_ANTE (m_up && b_up && !m_fit && b_fit)   /* the master stepping down, a fit backup to take over */
+/* Can the master get back to waiting without a restart, so that the time
+ * since it last heard the backup (m_silence: Master._presume_from) is still
+ * to be read? Always in waiting; with health checks after a step-down (a
+ * fall, and a rise unless it is unfit already or rises during the release)
+ * while verdict changes are left in the run, unless the rejoin restarts it
+ * (REJOIN_PRESUME 1). */
+#define M_MAY_REJOIN (m_state == M_waiting || (HEALTH && !REJOIN_PRESUME && m_up && \
+	(m_state == M_acquiring || m_state == M_holding || m_state == M_standing_down || \
+	 (m_state == M_releasing && !m_stopping)) && \
+	FLIPS - flips >= (m_fit -> (m_state == M_releasing -> 0 : 2) : 1)))
+
 #define REPLAYED_HEARTBEAT(epoch) \
 	printf("REPLAY t=%d heartbeat of master epoch %d to backup epoch %d\n", clock, epoch, b_epoch)
 #define REPLAYED_STATUS(epoch) \
@@ -337,12 +383,13 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 #define INC(v, cap) if :: v < cap -> v++ :: else -> skip fi
 
 /* Each queue's slot move and slot write; the queue operations below take them. */
-#define HB_MOVE(to, from) hb_acks[to] = hb_acks[from]; hb_leaving[to] = hb_leaving[from]; hb_age[to] = hb_age[from]
+#define HB_MOVE(to, from) hb_acks[to] = hb_acks[from]; hb_leaving[to] = hb_leaving[from]; \
+	hb_floor[to] = hb_floor[from]; hb_age[to] = hb_age[from]
 #define ST_MOVE(to, from) st_acks[to] = st_acks[from]; st_counted[to] = st_counted[from]; \
-	st_holds[to] = st_holds[from]; st_age[to] = st_age[from]
-#define HB_PUT(i, leaving) hb_acks[i] = (m_back == b_epoch); hb_leaving[i] = leaving; hb_age[i] = 0
+	st_holds[to] = st_holds[from]; st_floor[to] = st_floor[from]; st_age[to] = st_age[from]
+#define HB_PUT(i, leaving) hb_acks[i] = (m_back == b_epoch); hb_leaving[i] = leaving; hb_floor[i] = 1; hb_age[i] = 0
 #define ST_PUT(i, holds) st_acks[i] = (b_ack == m_epoch); st_counted[i] = b_ack_counted; \
-	st_holds[i] = holds; st_age[i] = 0
+	st_holds[i] = holds; st_floor[i] = b_ack_floor; st_age[i] = 0
 
 /* remove slot x of a queue; later slots move down */
 #define DROP(n, MOVE) \
@@ -362,6 +409,8 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 
 #define SEND_STATUS(holds) SEND(st_n, ST_MOVE, ST_PUT, holds)
 #define SEND_HEARTBEAT(leaving) SEND(hb_n, HB_MOVE, HB_PUT, leaving)
+/* what a master's heartbeat says when nothing else decides: `leaving` while standing down */
+#define M_LEAVING (m_state == M_standing_down)
 
 /* Does a frame count? From ACK_RULE 1 on only if it acknowledges the
  * receiver's current epoch. */
@@ -369,8 +418,10 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 #define ST_COUNTS(acks) (!ACK_RULE || (acks))
 /* "the backup holds nothing": a status that acknowledges the current epoch
  * (every rule) says it holds nothing and, from ACK_RULE 2 on, acknowledges a
- * heartbeat the backup counted */
-#define RELEASED(acks, counted, holds) ((acks) && !(holds) && (ACK_RULE < 2 || (counted)))
+ * heartbeat the backup counted; with health checks, one sent since the
+ * master's last rejoin (its release floor; Master._rejoin) */
+#define RELEASED(acks, counted, holds, floor) ((acks) && !(holds) && (ACK_RULE < 2 || (counted)) && \
+	(!HEALTH || !RELEASE_FLOOR || (floor)))
 
 #define B_START_PROBE  b_probe = 1; b_probe_t = PROBE_T; b_probe_snap = PROBE_SEES(m_addr); b_probed = 0
 #define M_START_PROBE  m_probe = 1; m_probe_t = PROBE_T; m_probe_snap = PROBE_SEES(b_addr)
@@ -411,22 +462,54 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 inline backup_crash_reset() {
 	b_addr = 0; b_silence = 0; b_deadline = 0; b_probe_sched = 0; b_probe = 0; b_probed = 0;
 	b_retry_t = 0; b_op = 0; b_op_t = 0; b_hb_pending = 0; b_ack = 0; b_ack_counted = 0;
-	d_state = D_monitoring
+	b_ack_floor = 0; d_state = D_monitoring
 }
 
 inline master_crash_reset() {
 	m_addr = 0; m_probe = 0; m_op = 0; m_op_t = 0; m_silence = 0; m_back = 0;
-	m_hb_t = 0; m_state = M_waiting
+	m_hb_t = 0; m_stopping = 0; m_state = M_waiting
 }
 
 /* the acquiring backup's acquire completed or its release is needed */
 inline backup_acquire() {
+	if :: !b_fit -> b_acquired_unfit = 1 :: else -> skip fi;   /* property 11: never */
 	d_state = D_acquiring; b_op = 1; b_op_t = 0; b_hb_pending = 0;
 	b_deadline = 0; b_probed = 0
 }
 
 inline backup_release() {
 	d_state = D_recovering; b_op = 1; b_op_t = 0; b_hb_pending = 0
+}
+
+/* where it would acquire, an unfit backup declines (Detector._decline): the
+ * probe's result no longer matters, nothing is retried */
+inline backup_decline() {
+	d_state = D_unfit; b_probe = 0; b_probed = 0; b_retry_t = 0
+}
+
+/* the master's checks fell while it holds nothing (waiting, probing, or at its
+ * start): it stands down at once, a `leaving` heartbeat now and at every
+ * interval (Master._stood_down); a probe in flight is ignored */
+inline master_stand_down() {
+	m_state = M_standing_down; m_probe = 0; SEND_HEARTBEAT(1); m_hb_t = INTERVAL
+}
+
+/* its checks pass again (standing down, or by the end of its step-down
+ * release): back to waiting, a heartbeat without `leaving` at once, and only a
+ * status answering a heartbeat sent from now on says "released" (the release
+ * floor, Master._rejoin): every heartbeat sent so far, and so every status
+ * acknowledging one, is older than the floor */
+inline master_rejoin() {
+	m_state = M_waiting;
+	if :: REJOIN_PRESUME -> m_silence = 0 :: else -> skip fi;
+	if
+	:: RELEASE_FLOOR ->
+		b_ack_floor = 0;
+		for (k : 0 .. SLOTS - 1) { hb_floor[k] = 0; st_floor[k] = 0 };
+		k = 0
+	:: else -> skip
+	fi;
+	SEND_HEARTBEAT(0); m_hb_t = INTERVAL
 }
 
 /* Zero what no longer matters, so that states differing only in dead values
@@ -442,6 +525,10 @@ inline normalize() {
 	if
 	:: d_state == D_monitoring || d_state == D_suspect || d_state == D_recovering ||
 	   (d_state == D_acquiring && b_hb_pending) -> skip
+	:: d_state == D_unfit ->
+		/* past the deadline (it got here at the deadline, and only a heartbeat
+		 * that counts moves it back): all that matters when its checks pass */
+		b_silence = FAIL; b_deadline = 0
 	:: else -> b_silence = 0; b_deadline = 0
 	fi;
 	if :: d_state != D_acquiring -> b_hb_pending = 0 :: else -> skip fi;
@@ -449,7 +536,8 @@ inline normalize() {
 	if :: b_up -> b_down_t = 0 :: else -> skip fi;
 	if :: !m_probe -> m_probe_t = 0; m_probe_snap = 0 :: else -> skip fi;
 	if :: !m_op -> m_op_t = 0 :: else -> skip fi;
-	if :: m_state != M_waiting -> m_silence = 0 :: else -> skip fi;
+	if :: !M_MAY_REJOIN -> m_silence = 0 :: else -> skip fi;
+	if :: m_state != M_releasing -> m_stopping = 0 :: else -> skip fi;
 	if :: m_state != M_holding -> m_reclaim_t = 0 :: else -> skip fi;
 	if :: !BACKUP_WATCHES -> arp_to_b = 0 :: else -> skip fi;
 	if :: !arp_to_b -> arp_to_b_age = 0 :: else -> skip fi;
@@ -473,11 +561,22 @@ inline normalize() {
 		if :: !m_up || k >= st_n -> st_acks[k] = 0 :: else -> skip fi;
 		if :: !st_acks[k] -> st_holds[k] = 0 :: else -> skip fi;
 		if :: !st_acks[k] || st_holds[k] || ACK_RULE < 2 -> st_counted[k] = 0 :: else -> skip fi;
+		/* the release floor matters only where "released" would otherwise count */
+		if :: !HEALTH || k >= hb_n || (ACK_RULE && !hb_acks[k]) -> hb_floor[k] = 0 :: else -> skip fi;
+		if :: !HEALTH || !st_acks[k] || st_holds[k] || (ACK_RULE >= 2 && !st_counted[k]) -> st_floor[k] = 0
+		   :: else -> skip fi;
 		if :: k >= hb_n -> hb_age[k] = 0 :: else -> skip fi;
 		if :: k >= st_n -> st_age[k] = 0 :: else -> skip fi
 	};
 	k = 0;
 	if :: ACK_RULE < 2 -> b_ack_counted = 0 :: else -> skip fi;
+	if :: !HEALTH || (ACK_RULE >= 2 && !b_ack_counted) -> b_ack_floor = 0 :: else -> skip fi;
+	if :: !STEPDOWN_ANTE || b_addr -> stepdown_age = 0 :: else -> skip fi;
+	if
+	:: !BOTH_UNFIT -> fault_armed = 0
+	:: BOTH_UNFIT && m_state == M_standing_down && !BACKUP_HOLDS -> fault_armed = 1
+	:: else -> skip
+	fi;
 	if :: master_back_links_up && m_addr -> master_back_links_up = 0 :: else -> skip fi;
 	if :: !master_back_links_up -> failback_age = 0 :: else -> skip fi;
 	/* one line per step when a trail is replayed (spin -t); pan never prints */
@@ -485,7 +584,8 @@ inline normalize() {
 		clock, b_up, d_state, b_addr, b_silence, b_probe, b_probed, b_op,
 		m_up, m_epoch, m_state, m_addr, m_silence, m_probe, m_probe_snap, m_op, hb_n, st_n,
 		arp_to_b, arp_to_m, overlap_age);
-	printf(" bepoch=%d recorded=%d/%d replayable=%d/%d\n", b_epoch, b_ack, m_back, rh_upto, rs_upto)
+	printf(" bepoch=%d recorded=%d/%d replayable=%d/%d fit=%d/%d\n", b_epoch, b_ack, m_back, rh_upto, rs_upto,
+		b_fit, m_fit)
 }
 
 /* A heartbeat (master epoch ep; acks: it acknowledges the backup's current
@@ -499,13 +599,16 @@ inline normalize() {
  * overtaken, the status goes on acknowledging the one that counted, and from
  * ACK_RULE 3 on it is not answered either (OVERTAKEN). */
 #define OVERTAKEN(ep, acks) (ACK_RULE >= 3 && (ep) == b_ack && b_ack_counted && !(acks))
-inline receive_heartbeat(ep, acks, leaving, genuine) {
+inline receive_heartbeat(ep, acks, leaving, floor, genuine) {
 		if
 		:: !b_up || ep < b_ack || OVERTAKEN(ep, acks) -> skip
 		:: else ->
 			if
-			:: ep > b_ack -> b_ack = ep; b_ack_counted = HB_COUNTS(acks)
-			:: else -> b_ack_counted = (b_ack_counted || HB_COUNTS(acks))
+			:: ep > b_ack -> b_ack = ep; b_ack_counted = HB_COUNTS(acks); b_ack_floor = floor
+			:: else ->
+				/* the newest recorded, unless one that counted overtook it */
+				if :: HB_COUNTS(acks) || !b_ack_counted -> b_ack_floor = floor :: else -> skip fi;
+				b_ack_counted = (b_ack_counted || HB_COUNTS(acks))
 			fi;
 			if
 			:: !HB_COUNTS(acks) -> skip   /* unacknowledged: answered, otherwise ignored */
@@ -520,7 +623,8 @@ inline receive_heartbeat(ep, acks, leaving, genuine) {
 				:: d_state == D_suspect && b_probe_sched ->
 					/* @transition detector probe_due: suspect -> suspect */
 					b_probe_sched = 0; B_START_PROBE
-				:: else -> skip    /* a probe is running; contested re-probes anyway; holding: nothing to take */
+				:: else -> skip    /* a probe is running; contested re-probes anyway; holding: nothing to take;
+				                      unfit: declined already */
 				fi
 			:: HB_COUNTS(acks) && !leaving ->
 				if :: genuine -> gap_b = 0 :: else -> skip fi;
@@ -544,6 +648,9 @@ inline receive_heartbeat(ep, acks, leaving, genuine) {
 				:: d_state == D_recovering ->
 					/* @transition detector heartbeat: recovering -> recovering */
 					skip
+				:: d_state == D_unfit ->
+					/* @transition detector heartbeat: unfit -> monitoring */
+					d_state = D_monitoring
 				fi
 			fi;
 			SEND_STATUS(BACKUP_HOLDS)
@@ -551,7 +658,7 @@ inline receive_heartbeat(ep, acks, leaving, genuine) {
 }
 
 inline deliver_heartbeat() {
-		receive_heartbeat(m_epoch, hb_acks[j], hb_leaving[j], 1);
+		receive_heartbeat(m_epoch, hb_acks[j], hb_leaving[j], hb_floor[j], 1);
 		CONSUME(hb_n, HB_MOVE);
 		j = 0
 }
@@ -560,12 +667,12 @@ inline deliver_heartbeat() {
  * epoch; counted: and a heartbeat the backup counted) reaches the master,
  * from the network or the attacker, as in receive_heartbeat. The first status
  * of a backup epoch is answered at once (from ACK_RULE 1 on). */
-inline receive_status(ep, acks, counted, holds, genuine) {
+inline receive_status(ep, acks, counted, holds, floor, genuine) {
 		if
 		:: !m_up || ep < m_back -> skip
 		:: else ->
 			if
-			:: ACK_RULE && ep > m_back -> m_back = ep; SEND_HEARTBEAT(0)
+			:: ACK_RULE && ep > m_back -> m_back = ep; SEND_HEARTBEAT(M_LEAVING)
 			:: else -> m_back = ep
 			fi;
 			if
@@ -574,10 +681,10 @@ inline receive_status(ep, acks, counted, holds, genuine) {
 				m_silence = 0;
 				if :: genuine -> gap_m = 0 :: else -> skip fi;
 				if
-				:: HANDSHAKE && m_state == M_waiting && RELEASED(acks, counted, holds) ->
+				:: HANDSHAKE && m_state == M_waiting && RELEASED(acks, counted, holds, floor) ->
 					/* @transition master backup_released: waiting -> acquiring */
 					m_state = M_acquiring; m_op = 1; m_op_t = 0
-				:: HANDSHAKE && m_state == M_probing && RELEASED(acks, counted, holds) ->
+				:: HANDSHAKE && m_state == M_probing && RELEASED(acks, counted, holds, floor) ->
 					/* @transition master backup_released: probing -> acquiring */
 					m_state = M_acquiring; m_op = 1; m_op_t = 0; m_probe = 0
 				:: m_state == M_holding && holds ->
@@ -589,7 +696,7 @@ inline receive_status(ep, acks, counted, holds, genuine) {
 }
 
 inline deliver_status() {
-		receive_status(b_epoch, st_acks[j], st_counted[j], st_holds[j], 1);
+		receive_status(b_epoch, st_acks[j], st_counted[j], st_holds[j], st_floor[j], 1);
 		CONSUME(st_n, ST_MOVE);
 		j = 0
 }
@@ -619,10 +726,13 @@ active proctype world()
 			/* The probe ends exactly at the deadline: its result and the
 			 * deadline timer reach the core in either order. */
 			if
-			:: !b_probe_snap ->
+			:: !b_fit ->
+				/* @transition detector probed: suspect -> unfit */
+				backup_decline()
+			:: b_fit && !b_probe_snap ->
 				/* @transition detector probed: suspect -> acquiring */
 				backup_acquire()
-			:: b_probe_snap ->
+			:: b_fit && b_probe_snap ->
 				/* @transition detector probed: suspect -> contested */
 				d_state = D_contested; b_retry_t = RETRY
 			:: true ->
@@ -635,20 +745,26 @@ active proctype world()
 		normalize() }
 	:: d_step { b_up && d_state == D_suspect && (b_silence >= FAIL || b_deadline) && b_probed ->
 		if
-		:: !b_answered ->
+		:: !b_fit ->
+			/* @transition detector deadline: suspect -> unfit */
+			backup_decline()
+		:: b_fit && !b_answered ->
 			/* @transition detector deadline: suspect -> acquiring */
 			backup_acquire()
-		:: else ->
+		:: b_fit && b_answered ->
 			/* @transition detector deadline: suspect -> contested */
 			d_state = D_contested; b_probed = 0; b_retry_t = RETRY
 		fi;
 		normalize() }
 	:: d_step { b_up && d_state == D_contested && b_probed ->
 		if
-		:: !b_answered ->
+		:: !b_answered && !b_fit ->
+			/* @transition detector probed: contested -> unfit */
+			backup_decline()
+		:: !b_answered && b_fit ->
 			/* @transition detector probed: contested -> acquiring */
 			backup_acquire()
-		:: else ->
+		:: b_answered ->
 			/* @transition detector probed: contested -> contested */
 			b_probed = 0; b_retry_t = RETRY
 		fi;
@@ -699,7 +815,7 @@ active proctype world()
 
 	/* ======================= master (managed failback) ======================= */
 	:: d_step { m_up && m_hb_t == 0 ->
-		SEND_HEARTBEAT(0); m_hb_t = INTERVAL;
+		SEND_HEARTBEAT(M_LEAVING); m_hb_t = INTERVAL;
 		normalize() }
 	:: d_step { PRESUME && m_up && m_state == M_waiting && m_silence >= FAIL ->
 		/* @transition master presume: waiting -> probing */
@@ -717,29 +833,56 @@ active proctype world()
 		fi;
 		normalize() }
 	:: d_step { m_up && m_op && m_state == M_acquiring && m_op_t >= OP_MIN ->
-		/* @transition master acquired: acquiring -> holding */
-		/* and tells the backup at once, restarting its heartbeat period */
-		m_addr = 1; m_op = 0; m_state = M_holding;
-		SEND_HEARTBEAT(0); m_hb_t = INTERVAL;
+		m_addr = 1; m_op = 0;
+		if
+		:: m_fit ->
+			/* @transition master acquired: acquiring -> holding */
+			/* and tells the backup at once, restarting its heartbeat period */
+			m_state = M_holding;
+			SEND_HEARTBEAT(0); m_hb_t = INTERVAL
+		:: else ->
+			/* @transition master acquired: acquiring -> releasing */
+			/* its checks fell while the acquire was in flight: let go of what it added
+			 * (the row's other condition, a stop during the acquire, is modelled as a crash) */
+			m_state = M_releasing; m_stopping = 0; m_op = 1; m_op_t = 0
+		fi;
 		ARP_TO_BACKUP;     /* its gratuitous ARP */
 		normalize() }
 	:: d_step { m_up && m_state == M_holding && m_crashes < M_CRASHES ->
 		/* @transition master stop: holding -> releasing */
-		m_crashes++; m_state = M_releasing; m_op = 1; m_op_t = 0;
+		m_crashes++; m_state = M_releasing; m_stopping = 1; m_op = 1; m_op_t = 0;
 		normalize() }
-	:: d_step { m_up && (m_state == M_waiting || m_state == M_probing) && m_crashes < M_CRASHES ->
+	:: d_step { m_up && m_state == M_releasing && !m_stopping && m_crashes < M_CRASHES ->
+		/* @transition master stop: releasing -> releasing */
+		/* a stop during a step-down's release: the release finishes, then it stops */
+		m_crashes++; m_stopping = 1;
+		normalize() }
+	:: d_step { m_up && (m_state == M_waiting || m_state == M_probing || m_state == M_standing_down) &&
+	            m_crashes < M_CRASHES ->
 		/* @transition master stop: waiting -> stopped */
 		/* @transition master stop: probing -> stopped */
+		/* @transition master stop: standing_down -> stopped */
 		m_crashes++; m_state = M_stopped; SEND_HEARTBEAT(1);
 		master_crash_reset(); m_up = 0; m_down_t = 0;
 		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0; master_alone = 0;
 		normalize() }
 	:: d_step { m_up && m_op && m_state == M_releasing && m_op_t >= OP_MIN ->
-		/* @transition master released: releasing -> stopped */
-		/* the address is gone; say goodbye, then the daemon exits */
-		m_addr = 0; m_op = 0; m_state = M_stopped; SEND_HEARTBEAT(1);
-		master_crash_reset(); m_up = 0; m_down_t = 0;
-		master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0; master_alone = 0;
+		m_addr = 0; m_op = 0;
+		if
+		:: m_stopping ->
+			/* @transition master released: releasing -> stopped */
+			/* the address is gone; say goodbye, then the daemon exits */
+			m_state = M_stopped; SEND_HEARTBEAT(1);
+			master_crash_reset(); m_up = 0; m_down_t = 0;
+			master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0; master_alone = 0
+		:: !m_stopping && !m_fit ->
+			/* @transition master released: releasing -> standing_down */
+			master_stand_down()
+		:: !m_stopping && m_fit ->
+			/* @transition master released: releasing -> waiting */
+			/* its checks rose again during the release */
+			master_rejoin()
+		fi;
 		normalize() }
 
 	/* the backup's ARP for the address reaches the holding master's conflict
@@ -755,6 +898,38 @@ active proctype world()
 	:: d_step { st_n > 0 -> j = 0; deliver_status();
 		normalize() }
 	:: d_step { st_n > 1 -> j = 1; deliver_status();
+		normalize() }
+
+	/* ======================= health checks (HEALTH 1) ======================= */
+	/* The master's verdict changes (Master.health_changed): at any instant
+	 * while it is up; a stopping master ignores it. */
+	:: d_step { HEALTH && m_up && flips < FLIPS ->
+		flips++; m_fit = !m_fit;
+		if
+		:: !m_fit && m_state == M_holding ->
+			/* @transition master checks_fail: holding -> releasing */
+			/* release first; `leaving` only once the address is gone */
+			m_state = M_releasing; m_stopping = 0; m_op = 1; m_op_t = 0
+		:: !m_fit && (m_state == M_waiting || m_state == M_probing) ->
+			/* @transition master checks_fail: waiting -> standing_down */
+			/* @transition master checks_fail: probing -> standing_down */
+			master_stand_down()
+		:: m_fit && m_state == M_standing_down ->
+			/* @transition master checks_pass: standing_down -> waiting */
+			master_rejoin()
+		:: else -> skip   /* acquiring, releasing: decided when the operation completes */
+		fi;
+		normalize() }
+	/* The backup's verdict changes (Detector.health_changed). */
+	:: d_step { HEALTH && b_up && flips < FLIPS ->
+		flips++; b_fit = !b_fit;
+		if
+		:: b_fit && d_state == D_unfit ->
+			/* @transition detector checks_pass: unfit -> suspect */
+			/* past the deadline: a fresh probe at once, and its result decides */
+			d_state = D_suspect; B_START_PROBE
+		:: else -> skip   /* a flag only: it decides at the next deadline; holding, it keeps */
+		fi;
 		normalize() }
 
 	/* ======================= the network ======================= */
@@ -781,32 +956,32 @@ active proctype world()
 	 * pan never prints. */
 	:: d_step { ATTACK && b_up && !rh_used && b_ack <= rh_upto && b_ack > 0 ->
 		rh_used = 1; REPLAYED_HEARTBEAT(b_ack);
-		receive_heartbeat(b_ack, 0, 0, 0);
+		receive_heartbeat(b_ack, 0, 0, 0, 0);
 		normalize() }
 	:: d_step { ATTACK && b_up && !rh_used && b_ack < rh_upto ->
 		rh_used = 1; REPLAYED_HEARTBEAT(b_ack + 1);
-		receive_heartbeat(b_ack + 1, 0, 0, 0);
+		receive_heartbeat(b_ack + 1, 0, 0, 0, 0);
 		normalize() }
 	:: d_step { ATTACK && b_up && !rh_used && b_ack + 1 < rh_upto ->
 		rh_used = 1; REPLAYED_HEARTBEAT(b_ack + 2);
-		receive_heartbeat(b_ack + 2, 0, 0, 0);
+		receive_heartbeat(b_ack + 2, 0, 0, 0, 0);
 		normalize() }
 	:: d_step { ATTACK && b_up && !rh_used && b_ack + 2 < rh_upto ->
 		rh_used = 1; REPLAYED_HEARTBEAT(b_ack + 3);
-		receive_heartbeat(b_ack + 3, 0, 0, 0);
+		receive_heartbeat(b_ack + 3, 0, 0, 0, 0);
 		normalize() }
 	/* a status of the newest backup epoch recorded changes nothing unless it counts */
 	:: d_step { ATTACK && m_up && !rs_used && m_back <= rs_upto && m_back > 0 && ST_COUNTS(0) ->
 		rs_used = 1; REPLAYED_STATUS(m_back);
-		receive_status(m_back, 0, 0, 1, 0);
+		receive_status(m_back, 0, 0, 1, 0, 0);
 		normalize() }
 	:: d_step { ATTACK && m_up && !rs_used && m_back < rs_upto ->
 		rs_used = 1; REPLAYED_STATUS(m_back + 1);
-		receive_status(m_back + 1, 0, 0, 1, 0);
+		receive_status(m_back + 1, 0, 0, 1, 0, 0);
 		normalize() }
 	:: d_step { ATTACK && m_up && !rs_used && m_back + 1 < rs_upto ->
 		rs_used = 1; REPLAYED_STATUS(m_back + 2);
-		receive_status(m_back + 2, 0, 0, 1, 0);
+		receive_status(m_back + 2, 0, 0, 1, 0, 0);
 		normalize() }
 
 	/* ======================= crashes and restarts ======================= */
@@ -816,6 +991,9 @@ active proctype world()
 		normalize() }
 	:: d_step { !m_up && m_down_t >= 1 && m_epoch < M_CRASHES + 1 && hb_n == 0 ->
 		m_up = 1; m_epoch++; master_crash_reset(); rs_upto = ATTACK * b_epoch;
+		/* its checks run once before it sends anything: failing, it never leaves waiting
+		 * for its addresses but stands down at once (checks_fail: waiting -> standing_down) */
+		if :: !m_fit -> master_stand_down() :: else -> skip fi;
 		master_dead_backup_up = 0; gap_m = 0; gap_b = 0;
 		master_back_links_up = (NET == NET_UP && b_up); failback_age = 0;
 		master_alone = !b_up; alone_age = 0;
@@ -854,7 +1032,7 @@ active proctype world()
 		:: m_up ->
 			if :: m_hb_t > 0 -> m_hb_t-- :: else -> skip fi;
 			if :: m_reclaim_t > 0 -> m_reclaim_t-- :: else -> skip fi;
-			if :: m_state == M_waiting -> INC(m_silence, FAIL) :: else -> skip fi;
+			if :: M_MAY_REJOIN -> INC(m_silence, FAIL) :: else -> skip fi;
 			if :: m_probe -> m_probe_t-- :: else -> skip fi;
 			if :: m_op -> m_op_t++ :: else -> skip fi
 		:: else -> INC(m_down_t, 1)
@@ -868,6 +1046,7 @@ active proctype world()
 		if :: master_dead_backup_up -> INC(takeover_age, TAKEOVER_BOUND + 1) :: else -> skip fi;
 		if :: master_back_links_up -> INC(failback_age, FAILBACK_BOUND + 1) :: else -> skip fi;
 		if :: master_alone -> INC(alone_age, PRESUME_BOUND + 1) :: else -> skip fi;
+		if :: STEPDOWN_ANTE && !b_addr -> INC(stepdown_age, STEPDOWN_BOUND + 1) :: else -> skip fi;
 		rh_used = 0; rs_used = 0;
 		normalize() }
 	/* a run that breaks its network assumption proves nothing: stop it here */
@@ -918,3 +1097,24 @@ ltl links_up_liveness {
 	[] (master_dead_backup_up -> <> (!master_dead_backup_up || b_addr)) &&
 	[] (master_back_links_up -> <> (!master_back_links_up || m_addr || links_broken)) &&
 	[] (master_alone -> <> (!master_alone || m_addr)) }
+
+/* Health checks (HEALTH 1; spec/properties.md, 10-12). stepdown_bounded: a
+ * master whose checks have fallen has its address taken by a fit backup
+ * within STEPDOWN_BOUND ticks of the later of the fall and the backup's
+ * rise (both up, links up). unfit_never_acquires: a backup never begins an
+ * acquire while its checks fail. both_unfit_nobody_holds: once the master
+ * has stood down while the backup holds nothing and both are unfit, nobody
+ * holds the address or begins to until one of them is fit again or down.
+ * health_safety: all three and no_two_holders, in one run. */
+#define STEPDOWN_LATE (STEPDOWN_ANTE && stepdown_age > STEPDOWN_BOUND && !b_addr)
+#define FAULT_HELD (fault_armed && (m_addr || BACKUP_HOLDS))
+ltl stepdown_bounded { [] (links_broken || !STEPDOWN_LATE) }
+ltl unfit_never_acquires { [] !b_acquired_unfit }
+ltl both_unfit_nobody_holds { [] !FAULT_HELD }
+ltl health_safety { [] (!b_acquired_unfit && !FAULT_HELD && (links_broken || (!(m_addr && b_addr) && !STEPDOWN_LATE))) }
+/* Reachability, for the tests (each must have a counterexample): both unfit
+ * after the master stood down with the backup holding nothing; and a backup
+ * that keeps the address it holds when its checks fall, while the master
+ * stands down unfit too (keepalived's FAULT state would release it). */
+ltl fault_unreached { [] !fault_armed }
+ltl unfit_backup_never_holds { [] !(BOTH_UNFIT && m_state == M_standing_down && b_addr) }

@@ -516,3 +516,42 @@ def test_a_master_waiting_with_some_addresses_adopted_releases_them_before_sayin
     assert _frames(out) == []
     (goodbye,) = _frames(m.action_done(0.2, ReleaseDone(released=frozenset({a}))))
     assert m.state == "standing_down" and goodbye.leaving and not goodbye.holds
+
+
+def test_a_rejoined_master_gives_a_backup_taking_over_on_its_leaving_a_failure_timeout_first() -> None:
+    """spin's counterexample (spec/README.md, "Health checks"), through the real cores, links up.
+
+    The master starts with its check failing and stands down; the backup starts 0.5 s
+    later. An attacker replays a heartbeat of the master's previous life to the new
+    backup, whose answer the master records without counting it (it acknowledges an
+    old epoch), so the master's next heartbeat, still `leaving`, counts at the backup.
+    The master's check passes; its first heartbeat without `leaving` is lost and the
+    `leaving` one arrives after it: the backup begins its takeover (slow hooks). None of
+    its statuses counts at the master until 3 s, 2.5 s after its start (less than the
+    failure timeout: links up). The master
+    has counted no status since its start, so a failure timeout after its start it
+    presumes the backup dead, and its probe looks while the backup's acquire is in
+    flight: both hold. Counting the master's wait from its rejoin closes this."""
+    rejoin = 0.7
+
+    def lossy(to: str, now: float) -> float:
+        if to == "backup" and now < 0.5:
+            return 1e6  # the backup is not up yet
+        if to == "backup" and 0.6 < now < rejoin:
+            return 0.2  # the master's answer to the backup's first status: `leaving`, slow
+        if to == "backup" and now == rejoin:
+            return 1e6  # the first heartbeat without `leaving`: lost
+        if to == "master" and 0.7 < now < 3.0:
+            return 1e6  # every later status of the backup's until 3 s: lost
+        return WIRE_DELAY
+
+    pair = Pair(delay=lossy, backup_acquire=2.5)
+    pair.backup = Detector(VIPS, pair.timing, 0.5, key=KEY, master_address="master", epoch=3)
+    pair.at(0.0, "master", ("health", False))
+    recorded = wire.Sealer(KEY, wire.ROLE_MASTER, 8, 1.0, -100.0).seal(-50.0, holds=True)
+    pair.at(0.6, "backup", ("datagram", recorded))
+    pair.at(rejoin, "master", ("health", True))
+    pair.run_until(1.2)
+    assert pair.master.state == "waiting" and pair.backup.state == "acquiring"
+    pair.run_until(5.0)
+    assert pair.overlaps == []

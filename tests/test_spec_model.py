@@ -8,7 +8,8 @@ temporary directory, never in the repository, once per model configuration
 cases and for the weaker freshness rules (ACK_RULE 0-2) expect the documented
 counterexample instead. The replaying attacker is in every run (ATTACK=1, the
 model's default) but one, which shows a flaw of ACK_RULE=1 that needs no
-attacker.
+attacker. The health-check runs (HEALTH=1) are a separate build of their own:
+verdicts that fall and rise on both hosts multiply the state space.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import pytest
 MODEL = Path(__file__).resolve().parent.parent / "spec" / "failover.pml"
 PAN_TIMEOUT = 120  # seconds per spin, gcc or pan run; the largest takes about 20 s here
 NET_UP, NET_PRIVATE_CUT, NET_PARTITION = 0, 1, 2
-M_PROBING = 1  # the model's M_probing: the master presumed the backup dead and probes
+M_WAITING, M_PROBING, M_ACQUIRING, M_STANDING_DOWN = 0, 1, 2, 6  # the model's M_<state> numbers
+D_ACQUIRING = 3  # the model's D_acquiring
 STEP_MASTER = re.compile(r"master\[up=1 epoch=(\d+) state=(\d+) ")
 REPLAY = re.compile(r"REPLAY t=\d+ (heartbeat|status) of (?:master|backup) epoch (\d+) to (?:backup|master) epoch (\d+)")
 
@@ -115,6 +117,14 @@ RACES = {"handshake_race": {"PRESUME": 0}, "presume_race": {"HANDSHAKE": 0}}
 # presume monitor's bound is raised to the failback bound.
 TODAYS_RULE = {"NET": NET_UP, "ACK_RULE": 0, "PRESUME_BOUND": TIGHT["FAILBACK_BOUND"]}
 
+# Health checks (spec/README.md, "Health checks"): links up, the attacker, two verdict
+# changes in a run on either host or both (the master falls and rises, the backup
+# falls and rises, both fall, ...), one crash or stop of each host (without a restart
+# the attacker has nothing to replay), and the master's presume clock restarted at its
+# rejoin: the fix spin asked for, now in the cores (REJOIN_PRESUME=0, the cores before, has two holders).
+HEALTH = {"NET": NET_UP, "HEALTH": 1, "REJOIN_PRESUME": 1, "FLIPS": 2, "M_CRASHES": 1, "B_CRASHES": 1}
+STEPDOWN_TIGHT = 13  # ticks: the master's acquire in flight, its release, a heartbeat, fail deadline, acquire
+
 CONFIGS = {
     "links-up": Config({"NET": NET_UP}),
     "links-up-cycles": Config({"NET": NET_UP}, acceptance=True),
@@ -134,6 +144,10 @@ CONFIGS = {
     "rule0": Config(TODAYS_RULE, quick=True),
     "rule1": Config({"NET": NET_UP, "ACK_RULE": 1, "ATTACK": 0}, quick=True),
     "rule2": Config(HANDSHAKE_ONLY | FAST_OPS | {"ACK_RULE": 2}, quick=True),
+    "health": Config(HEALTH),
+    "health-below-bound": Config(HEALTH | {"STEPDOWN_BOUND": STEPDOWN_TIGHT - 1}, quick=True),
+    "health-todays-rejoin": Config(HEALTH | {"REJOIN_PRESUME": 0}, quick=True),
+    "health-no-floor": Config(HEALTH | {"RELEASE_FLOOR": 0}, quick=True),
 }
 
 
@@ -211,11 +225,35 @@ def replays(trail: str) -> list[tuple[str, int, int]]:
     return [(m[1], int(m[2]), int(m[3])) for m in map(REPLAY.search, trail.splitlines()) if m]
 
 
-def master_presumed_in_last_epoch(trail: str) -> bool:
-    """The master of the final epoch went through ``probing`` (its presume path)."""
+def master_states_in_last_epoch(trail: str) -> list[int]:
+    """The master's states in its final epoch, in order, repeats dropped."""
     states = [(int(m[1]), int(m[2])) for m in map(STEP_MASTER.search, trail.splitlines()) if m]
     last_epoch = states[-1][0]
-    return any(epoch == last_epoch and state == M_PROBING for epoch, state in states)
+    path = [state for epoch, state in states if epoch == last_epoch]
+    return [state for i, state in enumerate(path) if i == 0 or state != path[i - 1]]
+
+
+def master_presumed_in_last_epoch(trail: str) -> bool:
+    """The master of the final epoch went through ``probing`` (its presume path)."""
+    return M_PROBING in master_states_in_last_epoch(trail)
+
+
+def claim_both_trail(pan: Pan) -> str:
+    """The counterexample to no_two_holders that ``pan`` must find. The model's links-up
+    assertion (no gratuitous ARP reaches a host that watches) may cut it short at the
+    master's acquire: it ends with the master holding while the backup holds or is
+    acquiring (an acquire in flight completes: both hold)."""
+    errors, report = pan.verify("no_two_holders")
+    assert errors == 1, f"expected a counterexample for {pan.config.defines}, got:\n{report}"
+    trail = pan.trail()
+    backup, master = trail.splitlines()[-1].split("master[")
+    assert " addr=1 " in master and (" addr=1 " in backup or f" state={D_ACQUIRING} " in backup), trail
+    return trail
+
+
+def is_subsequence(wanted: list[int], path: list[int]) -> bool:
+    states = iter(path)
+    return all(state in states for state in wanted)
 
 
 # --- links up ---------------------------------------------------------------------
@@ -364,6 +402,74 @@ def test_counted_rule_alone_lets_a_replay_elicit_a_late_release(pans: Builds) ->
     race that the latency bound closes under ACK_RULE=3 opens again."""
     trail = two_holders_trail(pans["rule2"])
     assert any(what == "heartbeat" for what, _, _ in replays(trail)), trail
+
+
+# --- health checks ---------------------------------------------------------------
+# spec/README.md, "Health checks"; spec/properties.md, 10-12. One build (HEALTH above)
+# for the proofs and the reachability checks, and one per counterexample.
+
+
+@needs_spin
+@pytest.mark.slow
+def test_health_checks_flapping_on_both_hosts_keep_every_health_property(pans: Builds) -> None:
+    """no_two_holders, stepdown_bounded, unfit_never_acquires and both_unfit_nobody_holds in one
+    run, under links up with the replaying attacker, crashes and stops."""
+    assert_holds(pans["health"], "health_safety")
+
+
+@needs_spin
+@pytest.mark.slow
+def test_step_down_bound_is_tight(pans: Builds) -> None:
+    """One tick less than the step-down bound is violated: the master's check falls while its
+    acquire is in flight, and every `leaving` heartbeat after its release is lost."""
+    errors, report = pans["health-below-bound"].verify("stepdown_bounded")
+    assert errors == 1, f"stepdown_bounded with STEPDOWN_BOUND={STEPDOWN_TIGHT - 1} should fail:\n{report}"
+
+
+@needs_spin
+@pytest.mark.slow
+def test_both_unfit_after_the_masters_release_is_reached(pans: Builds) -> None:
+    """both_unfit_nobody_holds is not vacuous: both hosts unfit, the master stood down, the
+    backup holding nothing, is reachable."""
+    errors, report = pans["health"].verify("fault_unreached")
+    assert errors == 1, f"both unfit after the master's release should be reachable:\n{report}"
+
+
+@needs_spin
+@pytest.mark.slow
+def test_an_unfit_backup_keeps_what_it_holds_unlike_keepalived_fault(pans: Builds) -> None:
+    """The choice docs/checks.md describes: a backup whose check falls while it holds the
+    address keeps it while the master stands down unfit too (keepalived's FAULT state would
+    release it and leave nobody holding it)."""
+    errors, report = pans["health"].verify("unfit_backup_never_holds")
+    assert errors == 1, f"an unfit backup holding the address should be reachable:\n{report}"
+    last = pans["health"].trail().splitlines()[-1]
+    backup, master = last.split("master[")
+    assert " addr=1 " in backup and f" state={M_STANDING_DOWN} " in master and last.endswith("fit=0/0"), last
+
+
+@needs_spin
+@pytest.mark.slow
+def test_todays_rejoin_lets_the_master_presume_a_backup_that_takes_over_on_its_leaving(pans: Builds) -> None:
+    """Finding (spec/README.md, "Health checks"): with the cores before the fix a master that rejoins
+    presumes the backup dead a failure timeout after it last heard it, though the backup may
+    be taking over on the `leaving` heartbeats it sent until the rejoin; the probe looks
+    while the backup's acquire is in flight, and both hold. tests/test_core_health.py plays
+    it through the real cores."""
+    trail = claim_both_trail(pans["health-todays-rejoin"])
+    path = master_states_in_last_epoch(trail)
+    assert is_subsequence([M_STANDING_DOWN, M_WAITING, M_PROBING, M_ACQUIRING], path), trail
+
+
+@needs_spin
+@pytest.mark.slow
+def test_without_the_release_floor_a_status_made_while_leaving_releases_the_master(pans: Builds) -> None:
+    """Master._rejoin's release floor is needed: without it the backup's "I hold nothing",
+    answering a `leaving` heartbeat it is about to act on, makes a rejoined master acquire
+    (the handshake, not a presume) while the backup takes over."""
+    trail = claim_both_trail(pans["health-no-floor"])
+    path = master_states_in_last_epoch(trail)
+    assert is_subsequence([M_STANDING_DOWN, M_WAITING, M_ACQUIRING], path) and M_PROBING not in path, trail
 
 
 # --- the model's machines are the code's machines ------------------------------

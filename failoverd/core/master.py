@@ -568,6 +568,10 @@ class Master(DeclaredMachine):
         self._retry_at = None
         if self._sealer is not None:
             self._release_floor = self._sealer.seq + 1
+        # A backup may be taking over on the `leaving` heartbeats we sent until
+        # now: presume it dead no earlier than a failure timeout from here, not
+        # from when we last heard it (spin found two holders otherwise).
+        self._presume_from = max(self._presume_from, self._now)
         self._send_heartbeat(self._now)
         self._next_send = self._now + self.interval
 
