@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import subprocess
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ import trio
 
 from failoverd.lab.etcd import EtcdCluster
 from failoverd.system.witness import (DEFAULT_PREFIX, Claim, ClaimLost, ClaimRefused, Holder, Witness,
-                                      WitnessConfigError, WitnessError, WitnessUnreachable, read_credentials)
+                                      WitnessConfigError, WitnessError, WitnessRefused, WitnessUnreachable,
+                                      read_credentials)
 
 T = TypeVar("T")
 HANG = 20.0  # seconds: a guard against a hung client, never what a test measures
@@ -78,6 +80,7 @@ def test_claim_renew_release_and_watch(etcd: EtcdCluster) -> None:
     async def claim() -> None:
         async with Witness(etcd.endpoints, host="peer1") as witness:
             box["claim"] = await witness.claim("vip", 5)
+            assert box["claim"].sent_at <= box["claim"].answered_at
 
     async def refused() -> Holder | None:
         async with Witness(etcd.endpoints, host="peer2") as witness:
@@ -308,3 +311,43 @@ def _wait_for(condition: Callable[[], bool], rounds: int = 400) -> None:
             return
         stopped.wait(0.05)
     raise AssertionError("the clients made no progress")
+
+
+def _etcdctl(etcd: EtcdCluster, *args: str) -> str:
+    member = etcd.wait_healthy()
+    argv = ["ip", "netns", "exec", etcd.ns(member), "etcdctl", "--endpoints", etcd.endpoint(member), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10, env={**os.environ, "ETCDCTL_API": "3"})
+    assert done.returncode == 0, f"{' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+def test_user_and_password_from_a_file(etcd: EtcdCluster, tmp_path: Path) -> None:
+    secret = tmp_path / "etcd-credentials"
+    secret.write_text("root:lab-only-password\n")
+    secret.chmod(0o600)
+    credentials = read_credentials(secret)
+
+    async def without() -> str:
+        async with Witness(etcd.endpoints, host="peer1") as witness:
+            with pytest.raises(WitnessRefused) as refusal:
+                await witness.claim("vip", 5)
+            return str(refusal.value)
+
+    async def with_them() -> str:
+        async with Witness(etcd.endpoints, host="peer1", credentials=credentials) as witness:
+            claim = await witness.claim("vip", 5)
+            await witness.renew(claim)
+            assert await witness.release(claim)
+            return claim.name
+
+    _etcdctl(etcd, "user", "add", "root", "--new-user-password=lab-only-password")
+    _etcdctl(etcd, "role", "add", "root")
+    _etcdctl(etcd, "user", "grant-role", "root", "root")
+    _etcdctl(etcd, "auth", "enable")
+    try:
+        assert "user name is empty" in run(etcd, "peer1", without)
+        assert run(etcd, "peer1", with_them) == "vip"
+    finally:
+        _etcdctl(etcd, "--user", "root:lab-only-password", "auth", "disable")
+        _etcdctl(etcd, "user", "delete", "root")
+        _etcdctl(etcd, "role", "delete", "root")

@@ -132,6 +132,8 @@ class Claim:
     lease: int
     ttl: int  # the lease's TTL in seconds, as etcd granted it (it raises a too-short one)
     revision: int  # the store's revision at the claim
+    sent_at: float  # trio's clock before the claim's transaction was sent: the claim is a proof from here
+    answered_at: float  # trio's clock when its answer was read: the wait after the grant counts from here
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,7 @@ class Witness:
         else:
             compare = {"key": _b64(key), "target": "MOD", "result": "EQUAL",
                        "mod_revision": str(replacing.mod_revision)}
+        sent_at = trio.current_time()
         try:
             reply = await self._call("/v3/kv/txn", {
                 "compare": [compare],
@@ -335,7 +338,8 @@ class Witness:
             holder = _holder(kvs[0]) if kvs else None
             found = f"held by {holder.host} (revision {holder.mod_revision})" if holder else "gone since it was read"
             raise ClaimRefused(f"claim {name}: {found}", holder)
-        return Claim(name, key, value, lease, granted, _int(reply.get("header", {}), "revision"))
+        return Claim(name, key, value, lease, granted, _int(reply.get("header", {}), "revision"),
+                     sent_at, trio.current_time())
 
     async def renew(self, claim: Claim, *, keepalive: bool = True) -> Proof:
         """Rewrite the claim if it is still ours; with ``keepalive``, renew its lease too.
@@ -472,6 +476,8 @@ class Witness:
         try:
             detail = json.loads(content)
         except ValueError:
+            detail = None
+        if not isinstance(detail, dict):
             detail = {"message": content[:200].decode("utf-8", "replace")}
         message = detail.get("message") or detail.get("error") or "?"
         code = detail.get("code")
