@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 MODEL = Path(__file__).resolve().parent.parent / "spec" / "witness.pml"
-PAN_TIMEOUT = 240  # seconds per spin, gcc or pan run; the largest search takes about 30 s here
-DEPTH = 2_000_000  # the proof's DFS goes about 450 000 steps deep
+PAN_TIMEOUT = 240  # seconds per spin, gcc or pan run; the largest search takes about 20 s here
+DEPTH = 2_000_000  # the proof's DFS goes about 350 000 steps deep
 
 pytestmark = [
     pytest.mark.skipif(
