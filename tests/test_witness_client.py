@@ -11,7 +11,6 @@ its own claim and before any other claim, so two clients never both held.
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import subprocess
@@ -53,16 +52,7 @@ def etcd(cluster: EtcdCluster) -> Iterator[EtcdCluster]:
     cluster.rejoin()
     cluster.start()
     cluster.wait_healthy()
-    run(cluster, "peer1", lambda: _delete_every_claim(cluster))
-
-
-async def _delete_every_claim(cluster: EtcdCluster) -> None:
-    prefix = DEFAULT_PREFIX.encode()
-    async with Witness(cluster.endpoints, host="cleaner", timeout=2.0) as witness:
-        await witness._call("/v3/kv/deleterange", {  # everything under the prefix
-            "key": base64.b64encode(prefix).decode(),
-            "range_end": base64.b64encode(prefix[:-1] + bytes([prefix[-1] + 1])).decode(),
-        })
+    _etcdctl(cluster, "del", "--prefix", DEFAULT_PREFIX)
 
 
 def run(cluster: EtcdCluster, peer: str, scenario: Callable[[], Awaitable[T]]) -> T:

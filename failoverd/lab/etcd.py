@@ -86,7 +86,7 @@ class EtcdCluster:
         self.lab_id = new_lab_id()
         self.members = [f"etcd{n}" for n in range(1, members + 1)]
         self.peers = [f"peer{n}" for n in range(1, peers + 1)]
-        self.data_dir = Path(tempfile.mkdtemp(prefix=f"{self.lab_id}-etcd-", dir=_fast_tmp()))
+        self.data_dir = Path(_fast_tmp() or tempfile.gettempdir()) / f"{self.lab_id}-etcd"  # made by create()
         self._processes: dict[str, subprocess.Popen] = {}
         self._made: list[str] = []
 
@@ -129,6 +129,7 @@ class EtcdCluster:
                     "id": self.lab_id, "state": "etcd", "owner": ProcessId.of(os.getpid()).to_dict(),
                     "created": time.time(),
                 })
+            self.data_dir.mkdir(mode=0o700)
             self._build()
             for member in self.members:
                 self._launch(member, state="new")
