@@ -81,10 +81,12 @@ def test_claim_renew_release_and_watch(etcd: EtcdCluster) -> None:
     async def renew_and_release_watched() -> None:
         async with Witness(etcd.endpoints, host="peer1") as witness, trio.open_nursery() as nursery:
             async def follow() -> None:
-                async for event in witness.watch("vip", start_revision=box["claim"].revision):
-                    seen.append((event.kind, event.holder.host if event.holder else "-"))
-                    if event.kind == "delete":
-                        nursery.cancel_scope.cancel()
+                async with witness.watch("vip", start_revision=box["claim"].revision) as events:
+                    async for event in events:
+                        seen.append((event.kind, event.holder.host if event.holder else "-"))
+                        if event.kind == "delete":
+                            break
+                nursery.cancel_scope.cancel()
 
             nursery.start_soon(follow)
             proof = await witness.renew(box["claim"])
@@ -305,7 +307,8 @@ def _wait_for(condition: Callable[[], bool], rounds: int = 400) -> None:
 
 def _etcdctl(etcd: EtcdCluster, *args: str) -> str:
     member = etcd.wait_healthy()
-    argv = ["ip", "netns", "exec", etcd.ns(member), "etcdctl", "--endpoints", etcd.endpoint(member), *args]
+    argv = ["ip", "netns", "exec", etcd.ns(member), "etcdctl", "--endpoints", etcd.endpoint(member),
+            *etcd.etcdctl_tls(), *args]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=10, env={**os.environ, "ETCDCTL_API": "3"})
     assert done.returncode == 0, f"{' '.join(args)}: {done.stderr}"
     return done.stdout
@@ -341,3 +344,27 @@ def test_user_and_password_from_a_file(etcd: EtcdCluster, tmp_path: Path) -> Non
         _etcdctl(etcd, "--user", "root:lab-only-password", "auth", "disable")
         _etcdctl(etcd, "user", "delete", "root")
         _etcdctl(etcd, "role", "delete", "root")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the TLS cluster's certificates need openssl")
+def test_tls_with_a_client_certificate() -> None:
+    with EtcdCluster(members=3, peers=1, tls=True) as tls:
+        ca, cert, key = (str(tls.tls_dir / name) for name in ("ca.crt", "client.crt", "client.key"))
+
+        async def scenario() -> tuple[str, str]:
+            async with Witness(tls.endpoints, host="peer1", cacert=ca, cert=cert, key=key, timeout=2.0) as witness:
+                claim = await witness.claim("vip", 5)
+                await witness.renew(claim)
+            async with Witness(tls.endpoints, host="peer1", cacert=ca, timeout=0.5) as anonymous:
+                with pytest.raises(WitnessUnreachable) as no_certificate:
+                    await anonymous.read("vip")
+            async with Witness(tls.endpoints, host="peer1", timeout=0.5) as trusting_nobody:
+                with pytest.raises(WitnessUnreachable) as unknown_ca:
+                    await trusting_nobody.read("vip")
+            return str(no_certificate.value), str(unknown_ca.value)
+
+        no_certificate, unknown_ca = run(tls, "peer1", scenario)
+        assert "https://10.77.0.1:2379" in no_certificate
+        assert "CERTIFICATE_VERIFY_FAILED" in unknown_ca
+    with pytest.raises(WitnessConfigError, match="TLS files"):
+        Witness(["https://10.77.0.1:2379"], host="peer1", cacert="/nonexistent/ca.crt")

@@ -80,13 +80,14 @@ def etcdctl_binary() -> str:
 class EtcdCluster:
     """``members`` etcd members and ``peers`` client namespaces on one private bridge."""
 
-    def __init__(self, members: int = 3, peers: int = 2) -> None:
+    def __init__(self, members: int = 3, peers: int = 2, *, tls: bool = False) -> None:
         if not 1 <= members <= 9 or not 0 <= peers <= 9:
             raise EtcdLabError(f"1..9 members and 0..9 peers, not {members} and {peers}")
         self.lab_id = new_lab_id()
         self.members = [f"etcd{n}" for n in range(1, members + 1)]
         self.peers = [f"peer{n}" for n in range(1, peers + 1)]
         self.data_dir = Path(_fast_tmp() or tempfile.gettempdir()) / f"{self.lab_id}-etcd"  # made by create()
+        self.tls = tls  # clients speak https and must show a certificate of the cluster's own CA
         self._processes: dict[str, subprocess.Popen] = {}
         self._made: list[str] = []
 
@@ -106,7 +107,16 @@ class EtcdCluster:
         raise EtcdLabError(f"{name!r} has no address in this cluster")
 
     def endpoint(self, member: str) -> str:
-        return f"http://{self.address(member)}:{CLIENT_PORT}"
+        return f"{self._scheme}://{self.address(member)}:{CLIENT_PORT}"
+
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def tls_dir(self) -> Path:
+        """With ``tls``: ``ca.crt``, and ``client.crt``/``client.key`` for the peers (made by create())."""
+        return self.data_dir / "tls"
 
     @property
     def endpoints(self) -> list[str]:
@@ -130,6 +140,8 @@ class EtcdCluster:
                     "created": time.time(),
                 })
             self.data_dir.mkdir(mode=0o700)
+            if self.tls:
+                self._make_certificates()
             self._build()
             for member in self.members:
                 self._launch(member, state="new")
@@ -178,13 +190,16 @@ class EtcdCluster:
             etcd_binary(), "--name", member, "--data-dir", str(self.data_dir / member),
             "--listen-peer-urls", f"http://{me}:{PEER_PORT}",
             "--initial-advertise-peer-urls", f"http://{me}:{PEER_PORT}",
-            "--listen-client-urls", f"http://{me}:{CLIENT_PORT},http://127.0.0.1:{CLIENT_PORT}",
-            "--advertise-client-urls", f"http://{me}:{CLIENT_PORT}",
+            "--listen-client-urls", f"{self._scheme}://{me}:{CLIENT_PORT},{self._scheme}://127.0.0.1:{CLIENT_PORT}",
+            "--advertise-client-urls", f"{self._scheme}://{me}:{CLIENT_PORT}",
             "--initial-cluster", cluster, "--initial-cluster-state", state,
             "--initial-cluster-token", self.lab_id,
             "--heartbeat-interval", str(HEARTBEAT_MS), "--election-timeout", str(ELECTION_MS),
             "--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn",
         ]
+        if self.tls:
+            argv += ["--cert-file", str(self.tls_dir / f"{member}.crt"), "--key-file", str(self.tls_dir / f"{member}.key"),
+                     "--trusted-ca-file", str(self.tls_dir / "ca.crt"), "--client-cert-auth"]
         log = open(self.data_dir / f"{member}.log", "ab")  # noqa: SIM115 - the child owns it from here
         try:
             self._processes[member] = subprocess.Popen(
@@ -247,8 +262,8 @@ class EtcdCluster:
     def _status(self, member: str) -> dict | None:
         """``etcdctl endpoint status`` of one member from inside its namespace, or None."""
         argv = netns.exec_argv(self.ns(member), [
-            etcdctl_binary(), "--endpoints", f"http://127.0.0.1:{CLIENT_PORT}", "--command-timeout=1s",
-            "--dial-timeout=1s", "-w", "json", "endpoint", "status"])
+            etcdctl_binary(), "--endpoints", f"{self._scheme}://127.0.0.1:{CLIENT_PORT}", "--command-timeout=1s",
+            "--dial-timeout=1s", *self.etcdctl_tls(), "-w", "json", "endpoint", "status"])
         done = subprocess.run(argv, capture_output=True, text=True, timeout=5,
                               env={**os.environ, "ETCDCTL_API": "3"})
         if done.returncode != 0:
@@ -289,6 +304,39 @@ class EtcdCluster:
         except OSError:
             return f"({member}: no log)"
         return f"--- {member} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+    def etcdctl_tls(self) -> list[str]:
+        """etcdctl's options for this cluster's TLS (none without it)."""
+        if not self.tls:
+            return []
+        return [f"--cacert={self.tls_dir / 'ca.crt'}", f"--cert={self.tls_dir / 'client.crt'}",
+                f"--key={self.tls_dir / 'client.key'}"]
+
+    def _make_certificates(self) -> None:
+        """A CA of the cluster's own, a server certificate per member (its address and
+        127.0.0.1), and one client certificate for the peers; EC P-256, valid one day."""
+        openssl = shutil.which("openssl")
+        if openssl is None:
+            raise EtcdLabError("a TLS cluster needs the openssl command (Debian package openssl)")
+        directory = self.tls_dir
+        directory.mkdir(mode=0o700)
+
+        def call(*args: str) -> None:
+            done = subprocess.run([openssl, *args], cwd=directory, capture_output=True, text=True, timeout=30)
+            if done.returncode != 0:
+                raise EtcdLabError(f"openssl {' '.join(args)}: {done.stderr.strip()}")
+
+        key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        call("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", f"/CN={self.lab_id}-ca")
+        for name, extensions in [
+            *((m, f"subjectAltName=IP:{self.address(m)},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth")
+              for m in self.members),
+            ("client", "extendedKeyUsage=clientAuth"),
+        ]:
+            (directory / f"{name}.ext").write_text(extensions + "\n")
+            call("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+            call("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.crt", "-days", "1", "-extfile", f"{name}.ext")
 
     # --- running code on a peer ---------------------------------------------------------------
 

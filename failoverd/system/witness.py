@@ -21,7 +21,8 @@ rests on when etcd expires it). The four operations:
   *sent*: the claim was current at some instant after that, which is all the
   holder may rely on (spec/witness.md, "The holder's deadline");
 - :meth:`Witness.release` -- delete the key if it is still ours, and revoke the lease;
-- :meth:`Witness.watch` -- the key's changes, as they are committed.
+- :meth:`Witness.watch` -- the key's changes, as they are committed (``async with
+  witness.watch(name) as events: async for event in events``).
 
 Every read is linearizable (never ``serializable``): a minority member must
 not answer for the cluster.
@@ -39,8 +40,8 @@ claim as unknown, as the design does.
 
 Resource handling: :class:`Witness` is an async context manager owning one
 httpx client (its connections); every request has a deadline (``timeout``,
-for all the endpoints together), and a watch ends when its caller stops
-iterating or is cancelled.
+for all the endpoints together), and a watch's stream (read by a task of its
+own) ends when its ``async with`` is left.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ import secrets
 import ssl
 import stat
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,6 +222,86 @@ def _holder(kv: dict[str, Any]) -> Holder:
     )
 
 
+class Watch:
+    """The events of a watch (:meth:`Witness.watch`), parsed as they are read."""
+
+    def __init__(self, url: str, lines: trio.MemoryReceiveChannel[bytes | BaseException]) -> None:
+        self._url = url
+        self._lines = lines
+        self._pending: list[WatchEvent] = []
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        while not self._pending:
+            try:
+                item = await self._lines.receive()
+            except trio.EndOfChannel:
+                raise StopAsyncIteration from None
+            if isinstance(item, BaseException):
+                raise item
+            if item.strip():
+                self._pending.extend(self._parse(item))
+        return self._pending.pop(0)
+
+    def _parse(self, line: bytes) -> list[WatchEvent]:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            raise WitnessRefused(f"etcd {self._url}/v3/watch: a line that is not JSON: {line[:200]!r}") from None
+        if "error" in message:
+            raise WitnessRefused(f"etcd {self._url}/v3/watch: {message['error'].get('message')}")
+        result = message.get("result", {})
+        if result.get("canceled"):
+            raise WitnessRefused(f"etcd {self._url}/v3/watch canceled: {result.get('cancel_reason', '?')}")
+        events = []
+        for event in result.get("events", []):
+            kind = event.get("type", "PUT").lower()
+            kv = event.get("kv", {})
+            events.append(WatchEvent(kind, _int(kv, "mod_revision"), _holder(kv) if kind == "put" else None))
+        return events
+
+
+class _Body(httpx.AsyncByteStream):
+    """A request body that is not an async generator. httpx's own (``json=``) is one, and
+    when a connection fails before the body is sent (a refused certificate) Trio finds it
+    unfinished at garbage collection and warns; this one has nothing to finish."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> _Once:
+        return _Once(self._data)
+
+
+class _Once:
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._data is None:
+            raise StopAsyncIteration
+        data, self._data = self._data, None
+        return data
+
+
+def _describe(error: BaseException) -> str:
+    """The error's own words, or those of the first cause that has some: httpx's
+    ConnectError for a refused certificate says nothing itself, the ssl error inside it does."""
+    seen: BaseException | None = error
+    for _ in range(5):  # bounded: a chain is a few links long
+        if seen is None:
+            break
+        if str(seen):
+            return f"{type(error).__name__}: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(error).__name__} (no detail)"
+
+
 def check_endpoints(endpoints: Sequence[str]) -> list[str]:
     """The endpoints as base URLs, or :class:`WitnessConfigError` naming the bad one."""
     if not endpoints:
@@ -368,38 +450,50 @@ class Witness:
         await self._revoke_quietly(claim.lease)
         return bool(reply.get("succeeded"))
 
-    async def watch(self, name: str, *, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
-        """The changes of ``name``'s claim from ``start_revision`` (default: from now on).
+    @asynccontextmanager
+    async def watch(self, name: str, *, start_revision: int | None = None) -> AsyncIterator[Watch]:
+        """The changes of ``name``'s claim from ``start_revision`` (default: from now on),
+        as a :class:`Watch` to iterate while the context is open; leaving it ends the stream.
 
         The stream has no deadline (it is quiet while nothing changes); connecting has
-        the usual one. Raises :class:`WitnessUnreachable` when the stream breaks."""
+        the usual one. Iterating raises :class:`WitnessUnreachable` when the stream breaks
+        and :class:`WitnessRefused` when etcd ends it."""
         request: dict[str, Any] = {"key": _b64(self.key(name))}
         if start_revision is not None:
             request["start_revision"] = str(start_revision)
         url = self.endpoints[self._preferred]
-        http = self._client()
-        try:
-            async with http.stream("POST", url + "/v3/watch", json={"create_request": request},
-                                   headers=self._headers(),
-                                   timeout=httpx.Timeout(self.timeout, read=None)) as response:
-                if response.status_code != 200:
-                    body = await response.aread()
-                    raise self._refusal(url, "/v3/watch", response.status_code, body)
-                async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
-                    message = json.loads(line)
-                    if "error" in message:
-                        raise WitnessRefused(f"etcd {url} /v3/watch: {message['error'].get('message')}")
-                    result = message.get("result", {})
-                    if result.get("canceled"):
-                        raise WitnessRefused(f"etcd {url} /v3/watch canceled: {result.get('cancel_reason', '?')}")
-                    for event in result.get("events", []):
-                        kind = event.get("type", "PUT").lower()
-                        kv = event.get("kv", {})
-                        yield WatchEvent(kind, _int(kv, "mod_revision"), _holder(kv) if kind == "put" else None)
-        except (httpx.TransportError, json.JSONDecodeError) as error:
-            raise WitnessUnreachable(f"etcd {url} /v3/watch: {type(error).__name__}: {error}") from None
+        # A task reads the stream and only passes its lines on: it stops only by being
+        # cancelled while it waits for the network, so httpx's chain of async generators
+        # always finishes (stopping one of them half-way makes Trio warn). Lines are few
+        # (one per write of the key) and the caller reads them as they come.
+        send, receive = trio.open_memory_channel[bytes | BaseException](math.inf)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_stream, url, {"create_request": request}, send)
+            try:
+                yield Watch(url, receive)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _read_stream(self, url: str, body: dict[str, Any],
+                           send: trio.MemorySendChannel[bytes | BaseException]) -> None:
+        with send:
+            try:
+                response = await self._client().send(
+                    self._request(url + "/v3/watch", body, timeout=httpx.Timeout(self.timeout, read=None)),
+                    stream=True)
+                try:
+                    if response.status_code != 200:
+                        body_text = await response.aread()
+                        send.send_nowait(self._refusal(url, "/v3/watch", response.status_code, body_text))
+                        return
+                    async for line in response.aiter_lines():
+                        send.send_nowait(line.encode())
+                    send.send_nowait(WitnessUnreachable(f"etcd {url}/v3/watch: the stream ended"))
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await response.aclose()
+            except httpx.TransportError as error:
+                send.send_nowait(WitnessUnreachable(f"etcd {url}/v3/watch: {_describe(error)}"))
 
     # --- plumbing --------------------------------------------------------------
 
@@ -410,6 +504,14 @@ class Witness:
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": self._token} if self._token else {}
+
+    def _request(self, url: str, body: dict[str, Any], timeout: httpx.Timeout | None = None) -> httpx.Request:
+        data = json.dumps(body).encode()
+        request = self._client().build_request(
+            "POST", url, content=data, headers={**self._headers(), "Content-Type": "application/json"},
+            timeout=timeout or httpx.Timeout(self.timeout))
+        request.stream = _Body(data)  # same bytes, same Content-Length: see _Body
+        return request
 
     async def _revoke_quietly(self, lease: int) -> None:
         try:
@@ -443,9 +545,9 @@ class Witness:
                 index = (self._preferred + attempt) % len(self.endpoints)
                 url = self.endpoints[index]
                 try:
-                    response = await http.post(url + path, json=body, headers=self._headers())
+                    response = await http.send(self._request(url + path, body))
                 except httpx.TransportError as error:
-                    failures.append(f"{url}: {type(error).__name__}: {error or 'no detail'}")
+                    failures.append(f"{url}: {_describe(error)}")
                     continue
                 if response.status_code == 200:
                     self._preferred = index
