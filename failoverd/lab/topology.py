@@ -37,7 +37,9 @@ PREFIX_LEN = 24
 PREFIX_LEN6 = 64
 
 LAB_ID_RE = re.compile(r"^fo[0-9a-f]{6}$")
-NAMESPACE_RE = re.compile(r"^(?P<lab>fo[0-9a-f]{6})-(?P<role>master|backup|client|wire)$")
+# The etcd witness cluster's namespaces (failoverd/lab/etcd.py) are a lab's too: members,
+# the client hosts that use them, and the bridge between them.
+NAMESPACE_RE = re.compile(r"^(?P<lab>fo[0-9a-f]{6})-(?P<role>master|backup|client|wire|etcd[1-9]|peer[1-9]|ewire)$")
 
 # 10.<x>.0.0/16 per lab; x is chosen from this range so labs that run at once never share one.
 SUBNET_RANGE = range(16, 250)

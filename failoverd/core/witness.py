@@ -1,0 +1,101 @@
+"""The witness rule's arithmetic (spec/witness.md, "The rule"): how long a proof lets a
+holder keep an address, and how long a host waits after a grant before configuring it.
+
+Sans-IO like the rest of the core: times are the caller's monotonic clock readings
+(Trio's), never read here.
+
+A proof is a renewal whose answer said "still mine", counted from the instant its
+request was *sent*. The holder must have removed the address by ``sent_at +
+validity``, so it starts removing at ``sent_at + validity - release_margin``. A
+claimant waits ``wait_after_grant`` from reading its grant's answer, which is long
+enough on any clock whose rate is within ``drift`` of real time:
+``wait >= validity * (1 + drift) / (1 - drift)``. Only intervals measured on one
+host's own clock enter; clock offsets never do.
+
+Error handling: :class:`WitnessTimingError` for a timing that cannot work (the
+message says which value and why); a proof from before the newest one is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+class WitnessTimingError(ValueError):
+    """A witness timing that cannot work; the message says why."""
+
+
+@dataclass(frozen=True)
+class WitnessTiming:
+    renew_period: float = 0.1
+    """Seconds between renewals (one in flight at a time); the heartbeat interval."""
+    validity: float = 0.4
+    """Seconds a proof lets the holder keep the address, from sending the renewal."""
+    release_margin: float = 0.05
+    """Seconds before the proof's end at which the holder starts removing the address."""
+    drift: float = 1e-3
+    """Bound on any host clock's rate error (10^-4 crystal, 5 * 10^-4 NTP slew, and room)."""
+    lease_ttl: int = 2
+    """The claim's etcd lease, whole seconds: only removes an abandoned claim; safety never uses it."""
+
+    def __post_init__(self) -> None:
+        for name in ("renew_period", "validity", "release_margin", "drift"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
+                raise WitnessTimingError(f"witness {name.replace('_', ' ')} {value!r} is not a number")
+        if not 0.01 <= self.renew_period <= 60:
+            raise WitnessTimingError(f"witness renew period {self.renew_period!r} s is outside 0.01..60 s")
+        if not 0 <= self.drift < 0.1:
+            raise WitnessTimingError(f"clock drift bound {self.drift!r} is outside 0..0.1")
+        if not 0 < self.release_margin < self.validity:
+            raise WitnessTimingError(
+                f"release margin {self.release_margin!r} s must be positive and shorter than the "
+                f"proof validity {self.validity!r} s")
+        if self.validity - self.release_margin <= self.renew_period:
+            raise WitnessTimingError(
+                f"proof validity {self.validity:g} s less the release margin {self.release_margin:g} s must "
+                f"exceed the renew period {self.renew_period:g} s, or a holder drops between two renewals")
+        if not isinstance(self.lease_ttl, int) or not 1 <= self.lease_ttl <= 3600:
+            raise WitnessTimingError(f"claim lease TTL {self.lease_ttl!r} must be whole seconds, 1..3600")
+
+    @property
+    def wait_after_grant(self) -> float:
+        """``validity * (1 + drift) / (1 - drift)``, rounded up to the next whole millisecond."""
+        exact = self.validity * (1 + self.drift) / (1 - self.drift)
+        return math.floor(exact * 1000 + 1) / 1000  # strictly more than the bound: the two timers never tie
+
+    def holder_deadline(self, sent_at: float) -> float:
+        """When a holder whose newest proof was sent at ``sent_at`` starts removing the address."""
+        return sent_at + self.validity - self.release_margin
+
+    def takeover_bound(self, fail_after: float, round_trip: float, acquire: float) -> float:
+        """Seconds from a holder's death to the address on the claimant: the fail deadline,
+        a read and the takeover transaction, the wait, the acquire (spec/witness.md)."""
+        return fail_after + 2 * round_trip + self.wait_after_grant + acquire
+
+
+class HolderProofs:
+    """The holder's side of the rule: the newest proof, and whether the address may stay."""
+
+    def __init__(self, timing: WitnessTiming) -> None:
+        self.timing = timing
+        self.newest_sent_at: float | None = None
+
+    def proved(self, sent_at: float) -> None:
+        """A renewal sent at ``sent_at`` found the claim current (an older one changes nothing)."""
+        if self.newest_sent_at is None or sent_at > self.newest_sent_at:
+            self.newest_sent_at = sent_at
+
+    def lost(self) -> None:
+        """The claim is someone else's: no proof counts any more."""
+        self.newest_sent_at = None
+
+    @property
+    def deadline(self) -> float | None:
+        """When to start removing the address (None: no proof, remove it now)."""
+        return None if self.newest_sent_at is None else self.timing.holder_deadline(self.newest_sent_at)
+
+    def may_hold(self, now: float) -> bool:
+        deadline = self.deadline
+        return deadline is not None and now < deadline

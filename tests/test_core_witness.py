@@ -1,0 +1,59 @@
+"""The witness rule's arithmetic (failoverd/core/witness.py, spec/witness.md)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from failoverd.core.timing import Timing
+from failoverd.core.witness import HolderProofs, WitnessTiming, WitnessTimingError
+
+
+@given(validity=st.floats(0.12, 30.0), drift=st.floats(0.0, 0.099))
+def test_the_wait_outlasts_any_proof_on_any_two_clocks(validity: float, drift: float) -> None:
+    timing = WitnessTiming(validity=validity, release_margin=0.01, drift=drift, renew_period=0.1)
+    # The claimant's clock as fast as allowed, the holder's as slow: the wait, in real
+    # seconds, must still end after the holder's proof has.
+    shortest_wait = timing.wait_after_grant / (1 + drift)
+    longest_proof = validity / (1 - drift)
+    assert shortest_wait > longest_proof
+
+
+def test_defaults_at_tenth_second_heartbeats_take_over_within_a_second() -> None:
+    timing = WitnessTiming()
+    assert timing.wait_after_grant == pytest.approx(0.401)
+    heartbeats = Timing(interval=0.1)
+    # 12 ms: the renewals' 99th percentile against the lab's cluster (spec/witness.md).
+    bound = timing.takeover_bound(heartbeats.fail_after, round_trip=0.012, acquire=0.001)
+    assert bound <= 1.0
+    assert timing.holder_deadline(10.0) == pytest.approx(10.35)
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"drift": 0.2}, "drift bound"),
+        ({"drift": float("nan")}, "not a number"),
+        ({"release_margin": 0.0}, "release margin"),
+        ({"release_margin": 0.5}, "release margin"),
+        ({"validity": 0.14}, "or a holder drops between two renewals"),
+        ({"renew_period": 0.001}, "renew period"),
+        ({"lease_ttl": 0}, "lease TTL"),
+        ({"lease_ttl": 1.5}, "lease TTL"),
+    ],
+)
+def test_a_timing_that_cannot_work_is_refused(settings: dict[str, float], words: str) -> None:
+    with pytest.raises(WitnessTimingError, match=words):
+        WitnessTiming(**settings)
+
+
+def test_the_newest_proof_decides_and_a_lost_claim_ends_it() -> None:
+    proofs = HolderProofs(WitnessTiming())
+    assert not proofs.may_hold(0.0) and proofs.deadline is None
+    proofs.proved(1.0)
+    proofs.proved(0.5)  # an older renewal answered late: changes nothing
+    assert proofs.deadline == pytest.approx(1.35)
+    assert proofs.may_hold(1.34) and not proofs.may_hold(1.35)
+    proofs.lost()
+    assert not proofs.may_hold(1.0)
