@@ -30,7 +30,8 @@ from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
 from failoverd.analysis.pcapimport import read_capture
 from failoverd.analysis.replay import Setup, replay_exact, replay_what_if
-from failoverd.analysis.trace import TraceHeader, TraceWriter, read_trace
+from failoverd.analysis.trace import TraceHeader, read_trace
+from failoverd.analysis.tracewriter import TraceWriter
 
 MASTER = "10.0.0.1"
 ADDRESS = parse_triplet("eth0:192.0.2.10/24")

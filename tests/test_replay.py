@@ -30,7 +30,8 @@ from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
 from failoverd.programs import failoverctl_replay
 from failoverd.analysis.replay import ActionModel, Setup, replay_exact, replay_what_if
-from failoverd.analysis.trace import TraceHeader, TraceWriter, read_trace
+from failoverd.analysis.trace import TraceHeader, read_trace
+from failoverd.analysis.tracewriter import TraceWriter
 
 A = parse_triplet("eth0:192.0.2.10/24")
 B = parse_triplet("eth0:192.0.2.11/24")

@@ -24,10 +24,10 @@ from failoverd.analysis.trace import (
     ConflictSeen,
     TraceError,
     TraceHeader,
-    TraceWriter,
     parse_trace,
     read_trace,
 )
+from failoverd.analysis.tracewriter import TraceWriter
 
 VIP = parse_triplet("pub0:10.64.0.100/24")
 TIMING = Timing(interval=0.1)

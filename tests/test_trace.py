@@ -29,12 +29,12 @@ from failoverd.analysis.trace import (
     TimerFired,
     TraceError,
     TraceHeader,
-    TraceWriter,
     format_event,
     header_for_backup,
     parse_trace,
     read_trace,
 )
+from failoverd.analysis.tracewriter import TraceWriter
 
 A = parse_triplet("eth0:192.0.2.10/24")
 B = parse_triplet("eth1:198.51.100.7")
@@ -244,7 +244,8 @@ def test_a_symlink_at_the_trace_path_is_refused_and_what_it_points_to_is_untouch
 _OPEN_A_TRACE = """
 import sys
 from failoverd.core.addresses import parse_triplet
-from failoverd.analysis.trace import TraceHeader, TraceWriter
+from failoverd.analysis.trace import TraceHeader
+from failoverd.analysis.tracewriter import TraceWriter
 try:
     TraceWriter(sys.argv[1], TraceHeader(mode="legacy", addresses=(parse_triplet("eth0:192.0.2.10/24"),)))
 except ValueError as error:
@@ -267,7 +268,8 @@ def test_a_fifo_at_the_trace_path_is_refused_without_waiting_for_a_reader(tmp_pa
 _FILL_THE_DISK = """
 import errno, json, os, subprocess, sys
 from failoverd.core.addresses import parse_triplet
-from failoverd.analysis.trace import TraceHeader, TraceWriter
+from failoverd.analysis.trace import TraceHeader
+from failoverd.analysis.tracewriter import TraceWriter
 
 mount_point, copy = sys.argv[1], sys.argv[2]
 # Only in this process's own mount namespace (unshare --mount): the host never sees it.

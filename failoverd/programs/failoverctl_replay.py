@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as _dt
 import functools
 import json
 import os
@@ -48,6 +47,7 @@ from failoverd.analysis.replay import (
     replay_exact,
     replay_what_if,
 )
+from failoverd.analysis.report import SweepRow, render_replay, render_sweep
 from failoverd.analysis.trace import Arrival, Event, Trace, TraceError, is_trace, read_trace
 
 PLACEHOLDER_ADDRESS = parse_triplet("public:0.0.0.0")
@@ -332,7 +332,7 @@ def run_replay(args: argparse.Namespace) -> int:
         data["input"] = {"file": str(args.trace), "kind": loaded.kind}
         print(json.dumps(data, indent=2))
     else:
-        print("\n".join(render_replay(result, loaded, args)))
+        print("\n".join(render_replay(result, source=str(args.trace), kind=loaded.kind, model=_model(args))))
     if result.divergences:
         d = result.divergences[0]
         print(f"failoverctl: warning: {len(result.divergences)} datagram verdict(s) differ from the recording "
@@ -341,96 +341,11 @@ def run_replay(args: argparse.Namespace) -> int:
     return os.EX_OK
 
 
-def _wall_text(wall: float | None) -> str:
-    if wall is None:
-        return ""
-    return _dt.datetime.fromtimestamp(wall).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def _describe_mode(result: ReplayResult, loaded: Loaded, args: argparse.Namespace) -> str:
-    if result.mode == "exact":
-        return "exact replay of the recording (its timers and action results)"
-    probe = "probes answered" if args.probe_answers else "probes silent"
-    return (f"what-if replay (timers at each deadline; {probe} after {args.probe_latency:g} s; "
-            f"addresses change after {args.action_latency:g} s)")
-
-
-def render_replay(result: ReplayResult, loaded: Loaded, args: argparse.Namespace) -> list[str]:
-    t = result.timing
-    kinds = {"trace": "native trace", "pcap": "pcap capture", "pcapng": "pcapng capture"}
-    lines = [
-        f"{args.trace}: {kinds[loaded.kind]}; {_describe_mode(result, loaded, args)}",
-        f"timing: interval {t.interval:g} s; suspect after {t.suspect_after:g} s, failed after {t.fail_after:g} s of silence",
-    ]
-    lines += [f"note: {n}" for n in result.notes]
-    lines += ["", "timeline"]
-    if not result.timeline:
-        lines.append("  (no state changes or actions)")
-    for e in result.timeline:
-        wall = _wall_text(e.wall)
-        lines.append(f"  {'+' + format(e.time - result.start, '.3f') + ' s':>14}  {wall + '  ' if wall else ''}"
-                     f"{e.kind:<9} {e.text}")
-    s = result
-    rejected = ", ".join(f"{k} {v}" for k, v in sorted(s.rejected.items())) or "none"
-    lines += [
-        "",
-        "summary",
-        f"  duration          {s.end - s.start:.3f} s; {s.datagrams} datagrams, {s.accepted} accepted, rejected: {rejected}",
-        f"  failovers         {len(s.failovers)} ({s.false_failovers} false)",
-    ]
-    for i, f in enumerate(s.failovers, 1):
-        takeover = "not completed" if f.takeover is None else f"addresses taken {f.takeover:.3f} s after the last heartbeat"
-        verdict = "FALSE" if f.false else "real"
-        lines.append(f"    {i}. +{f.decided_at - s.start:.3f} s: decided {f.detection:.3f} s after the last heartbeat, "
-                     f"{takeover}; {verdict}: {f.why}")
-    silence_from, silence_to = s.longest_silence
-    lines += [
-        f"  false suspicions  {s.false_suspicions}",
-        f"  longest silence   {silence_to - silence_from:.3f} s, from +{silence_from - s.start:.3f} s",
-    ]
-    for p in s.paths:
-        if p.n:
-            lines.append(
-                f"  path {p.name:<12} {p.count} heartbeats; interval mean {p.mean:.3f} s, jitter (stdev) "
-                f"{(p.m2 / p.n) ** 0.5 * 1000:.1f} ms, min {p.low:.3f} s, max {p.high:.3f} s; "
-                f"{p.gaps} silence(s) longer than the timeout"
-            )
-        else:
-            lines.append(f"  path {p.name:<12} {p.count} heartbeat(s)")
-    if s.lost:
-        lines.append(f"  lost events       {s.lost} (the recorder could not keep up; replay is not exact past them)")
-    lines.append(f"  final state       {s.final_state}")
-    return lines
-
-
 # --- sweep ----------------------------------------------------------------------------
 
 
-@dataclass
-class SweepRow:
-    fail_misses: int
-    timeout: float
-    failovers: int
-    false_failovers: int
-    detection_mean: float | None
-    detection_max: float | None
-    false_suspicions: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "fail_misses": self.fail_misses,
-            "timeout_s": self.timeout,
-            "failovers": self.failovers,
-            "false_failovers": self.false_failovers,
-            "real_failovers": self.failovers - self.false_failovers,
-            "detection_mean_s": None if self.detection_mean is None else round(self.detection_mean, 6),
-            "detection_max_s": None if self.detection_max is None else round(self.detection_max, 6),
-            "false_suspicions": self.false_suspicions,
-        }
-
-
 def sweep(args: argparse.Namespace) -> tuple[Loaded, list[SweepRow], list[str]]:
-    """One what-if replay per fail-misses value; detection time counts real failovers only."""
+    """One what-if replay per fail-misses value (the rows: :class:`~failoverd.analysis.report.SweepRow`)."""
     base = load(args)
     suspect = base.setup.timing.suspect_misses
     low, high = args.misses or (suspect + 1, max(suspect + 1, 10))
@@ -442,73 +357,10 @@ def sweep(args: argparse.Namespace) -> tuple[Loaded, list[SweepRow], list[str]]:
         except TimingError as exc:
             skipped.append(f"fail misses {misses}: {exc}")
             continue
-        result = replay_loaded(base, args, timing=timing)
-        real = [f.detection for f in result.failovers if not f.false]
-        rows.append(SweepRow(
-            fail_misses=misses,
-            timeout=timing.fail_after,
-            failovers=len(result.failovers),
-            false_failovers=result.false_failovers,
-            detection_mean=sum(real) / len(real) if real else None,
-            detection_max=max(real) if real else None,
-            false_suspicions=result.false_suspicions,
-        ))
+        rows.append(SweepRow.from_result(timing, replay_loaded(base, args, timing=timing)))
     if not rows:
         raise ReplayError(os.EX_USAGE, "no fail-misses value in the range gives a usable timing: " + "; ".join(skipped))
     return base, rows, skipped
-
-
-def render_sweep(rows: list[SweepRow]) -> list[str]:
-    header = ("timeout", "misses", "failovers", "false failovers", "detection mean", "detection max", "false suspicions")
-    table = [header]
-    for r in rows:
-        table.append((
-            f"{r.timeout:g} s", str(r.fail_misses), str(r.failovers), str(r.false_failovers),
-            "-" if r.detection_mean is None else f"{r.detection_mean:.3f} s",
-            "-" if r.detection_max is None else f"{r.detection_max:.3f} s",
-            str(r.false_suspicions),
-        ))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table]
-
-
-def plot_sweep(rows: list[SweepRow], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = [r.timeout for r in rows]
-    fig, left = plt.subplots(figsize=(8, 4.5), dpi=100)
-    try:
-        right = left.twinx()
-        width = (x[1] - x[0]) * 0.35 if len(x) > 1 else 0.3
-        right.bar(x, [r.false_failovers for r in rows], width=width, color="tab:red", alpha=0.35,
-                  label="false failovers")
-        right.set_ylabel("false failovers", color="tab:red")
-        right.yaxis.get_major_locator().set_params(integer=True)
-        right.set_ylim(0, max(1, max(r.false_failovers for r in rows)) * 1.15)
-        mean = [(r.timeout, r.detection_mean) for r in rows if r.detection_mean is not None]
-        worst = [(r.timeout, r.detection_max) for r in rows if r.detection_max is not None]
-        if mean:
-            left.plot(*zip(*mean), marker="o", color="tab:blue", label="detection time (mean)")
-            left.plot(*zip(*worst), marker="^", linestyle="--", color="tab:blue", alpha=0.6,
-                      label="detection time (max)")
-            # Headroom above the curves keeps the legend off them.
-            left.set_ylim(0, max(v for _, v in worst) * 1.4)
-        left.set_xlabel("failure timeout (s)")
-        left.set_ylabel("last heartbeat → takeover decision (s)", color="tab:blue")
-        left.set_zorder(right.get_zorder() + 1)
-        left.patch.set_visible(False)
-        left.grid(True, alpha=0.3)
-        handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-        labels = left.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
-        left.legend(handles, labels, loc="upper left", framealpha=0.95)
-        left.set_title(title)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
 
 
 def run_sweep(args: argparse.Namespace) -> int:
@@ -518,6 +370,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         print(f"failoverctl: {exc}", file=sys.stderr)
         return exc.status
     if args.plot is not None:
+        from failoverd.analysis.sweepplot import plot_sweep
+
         try:
             plot_sweep(rows, args.plot, f"{args.trace.name}: detection time vs false failovers")
         except OSError as exc:

@@ -52,7 +52,7 @@ from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
 from failoverd.system.sdnotify import ServiceManager
-from failoverd.analysis.trace import TraceWriter
+from failoverd.analysis.tracewriter import TraceWriter
 
 log = logging.getLogger(__name__)
 
