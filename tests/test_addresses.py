@@ -19,6 +19,7 @@ from failoverd.core.addresses import (
     INVALID_PAIR,
     AddressError,
     Triplet,
+    names,
     parse_ipv4,
     parse_triplet,
 )
@@ -165,3 +166,15 @@ def test_error_names_argument_and_reason() -> None:
     with pytest.raises(AddressError) as caught:
         parse_triplet("en0/10.0.0.1")
     assert str(caught.value).startswith("Invalid interface / IP address pair: 'en0/10.0.0.1'")
+
+
+def test_an_address_list_has_one_spelling_everywhere() -> None:
+    # Log lines, mails, hook summaries and replay timelines all list addresses through names().
+    from failoverd.system.takeover import _summary
+
+    first, second = parse_triplet("eth1:10.0.0.2"), parse_triplet("eth0:10.0.0.1/24")
+    assert names([first, second]) == "eth0:10.0.0.1/24, eth1:10.0.0.2"
+    assert names([]) == "none"
+    assert _summary(frozenset({first, second}), frozenset(), frozenset(), "acquired") == (
+        "acquired eth0:10.0.0.1/24, eth1:10.0.0.2; failed none; refused by Test none"
+    )

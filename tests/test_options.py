@@ -438,3 +438,18 @@ def test_no_run_says_whether_each_check_can_run(tmp_path: Path) -> None:
                for line in lines)
     assert any(line.startswith(f"  FAIL  health check '{shared / 'check'}' cannot run") and "writable by group" in line
                for line in lines)
+
+
+def test_every_program_parses_its_arguments_with_the_one_parser() -> None:
+    # One argparse subclass (failoverd.cli.argparser) for every program: its errors exit 64, never argparse's 2.
+    import ast
+
+    import failoverd
+
+    root = Path(failoverd.__file__).parent
+    subclasses = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef) and any(ast.unparse(b).endswith("ArgumentParser") for b in node.bases):
+                subclasses.append(f"{path.relative_to(root)}:{node.name}")
+    assert subclasses == ["cli/argparser.py:ArgumentParser"]

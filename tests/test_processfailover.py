@@ -72,7 +72,7 @@ async def test_acquire_then_release_with_hooks_and_announcements(pair: Pair, hoo
     assert acquired.returncode == 0, acquired.stderr
     assert addresses_on(pair.a, "va") == {"10.65.0.1/24", "10.65.0.2/32"}
     assert sorted(seen) == ["10.65.0.1", "10.65.0.1", "10.65.0.2", "10.65.0.2"]
-    assert b"acquire finished: acquired va:10.65.0.1/24 va:10.65.0.2; failed none" in acquired.stderr
+    assert b"acquire finished: acquired va:10.65.0.1/24, va:10.65.0.2; failed none" in acquired.stderr
 
     released = run_in(pair.a, "--hook-dir", str(hook_dir), "release", "va:10.65.0.1/24", "va:10.65.0.2")
     assert released.returncode == 0, released.stderr

@@ -43,7 +43,7 @@ from failoverd.core.actions import (
 )
 from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
-from failoverd.core.addresses import Triplet
+from failoverd.core.addresses import Triplet, names
 from failoverd.analysis.trace import (
     ActionResult,
     Arrival,
@@ -358,16 +358,16 @@ class _Run:
             if isinstance(action, StateChanged):
                 self.note(now, "state", f"{action.source} -> {action.dest} ({action.trigger})")
             elif isinstance(action, Probe):
-                self.note(now, "probe", _names(action.addresses))
+                self.note(now, "probe", names(action.addresses))
                 if model is not None:
                     answered = action.addresses if model.probe_answers else frozenset()
                     self.schedule(now + model.probe_latency, ProbeDone(answered))
             elif isinstance(action, Acquire):
-                self.note(now, "acquire", _names(action.addresses))
+                self.note(now, "acquire", names(action.addresses))
                 if model is not None:
                     self.schedule(now + model.acquire_latency, AcquireDone(acquired=action.addresses))
             elif isinstance(action, Release):
-                self.note(now, "release", _names(action.addresses))
+                self.note(now, "release", names(action.addresses))
                 if model is not None:
                     self.schedule(now + model.release_latency, ReleaseDone(released=action.addresses))
             elif isinstance(action, Notify):
@@ -390,7 +390,7 @@ class _Run:
 
     def result_done(self, now: float, result: Result) -> None:
         if isinstance(result, ProbeDone):
-            self.note(now, "probed", "answered: " + _names(result.answered) if result.answered else "silent")
+            self.note(now, "probed", "answered: " + names(result.answered) if result.answered else "silent")
         elif isinstance(result, AcquireDone):
             self.note(now, "acquired", _result_text(result, "acquired"))
             for f in reversed(self.failovers):
@@ -596,14 +596,10 @@ def _classify(f: Failover, authenticated: bool, outage: float) -> None:
         f.false, f.why = False, f"the master was silent {silence:.3f} s (>= {outage:g} s: taken for an outage)"
 
 
-def _names(addresses: Iterable[Triplet]) -> str:
-    return " ".join(sorted(str(a) for a in addresses)) or "(none)"
-
-
 def _result_text(result: AcquireDone | ReleaseDone, done: str) -> str:
-    parts = [f"{done}: {_names(getattr(result, done))}"]
+    parts = [f"{done}: {names(getattr(result, done))}"]
     if result.failed:
-        parts.append(f"failed: {_names(result.failed)}")
+        parts.append(f"failed: {names(result.failed)}")
     if result.refused:
-        parts.append(f"refused: {_names(result.refused)}")
+        parts.append(f"refused: {names(result.refused)}")
     return "; ".join(parts)

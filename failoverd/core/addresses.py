@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Iterable
 
 # Exactly four decimal octets, no sign, no spaces; leading zeros are refused
 # because some tools read them as octal.
@@ -102,3 +103,12 @@ def parse_triplet(text: str) -> Triplet:
     except AddressError as exc:
         raise AddressError(INVALID_ADDRESS, text, exc.detail) from None
     return Triplet(interface, address, prefixlen)
+
+
+def names(addresses: Iterable[Triplet]) -> str:
+    """Addresses for a log line, a mail or a report: ``eth0:10.0.0.1/24, eth1:10.0.0.2``, sorted; ``none`` when empty.
+
+    The one spelling of an address list everywhere an operator reads one, so
+    a log line, a hook's summary and a replay's timeline can be grepped alike.
+    """
+    return ", ".join(sorted(str(a) for a in addresses)) or "none"

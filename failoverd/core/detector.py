@@ -66,7 +66,8 @@ from failoverd.core.actions import (
     Result,
     Transmit,
 )
-from failoverd.core.machine import DeclaredMachine, names
+from failoverd.core.addresses import names
+from failoverd.core.machine import DeclaredMachine
 from failoverd.core.timing import Timing
 
 STATES: tuple[str, ...] = ("monitoring", "suspect", "contested", "unfit", "acquiring", "failed_over", "recovering")

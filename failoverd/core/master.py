@@ -46,7 +46,8 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from failoverd.core import wire
-from failoverd.core.machine import DeclaredMachine, names
+from failoverd.core.addresses import names
+from failoverd.core.machine import DeclaredMachine
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,

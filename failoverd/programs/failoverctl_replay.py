@@ -26,12 +26,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
 from failoverd.core.timing import Timing, TimingError
 
 # The same checks as the daemons' own options, so a what-if parses as failoverd would.
+from failoverd.cli.argparser import ArgumentParser, parse_or_exit
 from failoverd.cli.options import count_at_least, seconds, seconds_or_zero
 from failoverd.analysis.pcapimport import (
     CaptureError,
@@ -399,19 +400,13 @@ def run_sweep(args: argparse.Namespace) -> int:
 # --- standalone use (before/without failoverctl's registration) --------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="failoverctl")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    parser = ArgumentParser(prog="failoverctl")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
     common = argparse.ArgumentParser(add_help=False)
     add_replay(commands, common)
     add_sweep(commands, common)
-    args = parser.parse_args(argv)
+    args = parse_or_exit(parser, argv)
     return args.run(args)
 
 

@@ -55,6 +55,7 @@ from failoverd.core.actions import (
     StateChanged,
     Transmit,
 )
+from failoverd.core.addresses import names
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class Executor:
                 if action.mail:
                     self._notify(action)
             elif isinstance(action, Notify):
-                log.info("notifying: %s is %s (%s)", action.peer, action.direction, _names(action.addresses))
+                log.info("notifying: %s is %s (%s)", action.peer, action.direction, names(action.addresses))
                 self._notify(action)
             elif isinstance(action, Probe):
                 self._start(self._probe, action)
@@ -287,15 +288,11 @@ class Executor:
                 self._idle.set()
 
 
-def _names(addresses: Addresses) -> str:
-    return ", ".join(sorted(str(t) for t in addresses)) or "nothing"
-
-
 def _describe(action: Action) -> str:
     if isinstance(action, Acquire):
-        return f"acquiring {_names(action.addresses)}"
+        return f"acquiring {names(action.addresses)}"
     if isinstance(action, Release):
-        return f"releasing {_names(action.addresses)}"
+        return f"releasing {names(action.addresses)}"
     if isinstance(action, Announce):
-        return f"announcing {_names(action.addresses)}"
+        return f"announcing {names(action.addresses)}"
     return repr(action)

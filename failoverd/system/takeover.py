@@ -32,7 +32,7 @@ from typing import Literal
 import trio
 from pyroute2.netlink.exceptions import NetlinkError
 
-from failoverd.core.addresses import Triplet
+from failoverd.core.addresses import Triplet, names
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
 from failoverd.system.arp import Announcer, Prober
 from failoverd.system.hooks import HookRunner
@@ -154,7 +154,4 @@ def _having(outcomes: dict[Triplet, Outcome], wanted: Outcome) -> frozenset[Trip
 
 
 def _summary(done: frozenset[Triplet], failed: frozenset[Triplet], refused: frozenset[Triplet], verb: str) -> str:
-    def listed(triplets: frozenset[Triplet]) -> str:
-        return " ".join(map(str, sorted(triplets))) or "none"
-
-    return f"{verb} {listed(done)}; failed {listed(failed)}; refused by Test {listed(refused)}"
+    return f"{verb} {names(done)}; failed {names(failed)}; refused by Test {names(refused)}"
