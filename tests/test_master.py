@@ -181,3 +181,16 @@ def test_garp_refresh_announces_held_addresses_while_holding() -> None:
     assert announced == [(10.0, VIPS), (20.0, VIPS), (30.0, VIPS)]
     m.shutdown(35.5)
     assert m.state == "releasing" and m.next_deadline() != 40.0
+
+
+def test_the_status_lists_every_counter_the_core_keeps() -> None:
+    # failoverctl status and watch show what the snapshot lists: all of Counters, not a few.
+    import dataclasses
+
+    from failoverd.core.actions import Counters
+
+    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    m.counters.contested = 2
+    counters = m.snapshot(0.0)["counters"]
+    assert set(counters) == {f.name for f in dataclasses.fields(Counters)}
+    assert counters["contested"] == 2

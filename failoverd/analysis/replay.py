@@ -393,10 +393,10 @@ class _Run:
             self.note(now, "probed", "answered: " + names(result.answered) if result.answered else "silent")
         elif isinstance(result, AcquireDone):
             self.note(now, "acquired", _result_text(result, "acquired"))
-            for f in reversed(self.failovers):
-                if f.took_over_at is None and result.acquired:
-                    f.took_over_at = now
-                break
+            # Addresses taken complete the latest failover (once).
+            latest = self.failovers[-1] if self.failovers else None
+            if latest is not None and latest.took_over_at is None and result.acquired:
+                latest.took_over_at = now
         elif isinstance(result, ReleaseDone):
             self.note(now, "released", _result_text(result, "released"))
 

@@ -318,10 +318,6 @@ class Trace:
 # --- formatting ----------------------------------------------------------------
 
 
-def format_time(value: float) -> str:
-    return repr(float(value))
-
-
 def format_event(event: Event) -> str:
     """One event as its line, without the newline."""
     if isinstance(event, Datagram):

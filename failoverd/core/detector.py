@@ -491,17 +491,7 @@ class Detector(DeclaredMachine):
             ],
             "held": sorted(str(t) for t in self.held),
             "addresses": sorted(str(t) for t in self.addresses),
-            "counters": {
-                "accepted": self.counters.accepted,
-                "overtaken": self.counters.overtaken,
-                "unacknowledged": self.counters.unacknowledged,
-                "rejected": dict(sorted(self.counters.rejected.items())),
-                "transitions": self.counters.transitions,
-                "failovers": self.counters.failovers,
-                "failbacks": self.counters.failbacks,
-                "false_suspicions": self.counters.false_suspicions,
-                "contested": self.counters.contested,
-            },
+            "counters": self.counters.as_status(),
             "timing": {
                 "interval": self.timing.interval,
                 "suspect_after": self._suspect_after,

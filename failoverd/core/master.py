@@ -403,12 +403,7 @@ class Master(DeclaredMachine):
             "paths": [],
             "held": sorted(str(t) for t in self.held),
             "managed": sorted(str(t) for t in self.managed),
-            "counters": {
-                "accepted": self.counters.accepted,
-                "unacknowledged": self.counters.unacknowledged,
-                "rejected": dict(sorted(self.counters.rejected.items())),
-                "transitions": self.counters.transitions,
-            },
+            "counters": self.counters.as_status(),
             "timing": {"interval": self.interval, "backup_fail_after": self.backup_fail_after},
             "healthy": self.healthy,
             "health_reason": self.health_reason,

@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from ipaddress import IPv6Address
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import trio
@@ -83,9 +83,12 @@ from failoverd.core.actions import (
     StateChanged,
 )
 from failoverd.cli.exitcodes import EX_CONFIG, ProgramError
-from failoverd.system.hooks import PHASES, TEST, HookResult
+from failoverd.system.hooks import TEST, HookResult, Phase
 
 log = logging.getLogger(__name__)
+
+# The hook phases, from their type: each gets its series at zero before its first run.
+_PHASES: tuple[Phase, ...] = get_args(Phase)
 
 Role = Literal["backup", "master"]
 
@@ -171,7 +174,7 @@ class Meter:
         self.transitions: dict[tuple[str, str], int] = {pair: 0 for pair in _declared_transitions(core)}
         self.probes = {"silent": 0, "answered": 0}
         self.address_changes = {(a, r): 0 for a in ("acquire", "release") for r in ("done", "failed", "refused")}
-        self.hooks = {(TEST, r): 0 for r in TEST_RESULTS} | {(p, r): 0 for p in PHASES for r in HOOK_RESULTS}
+        self.hooks = {(TEST, r): 0 for r in TEST_RESULTS} | {(p, r): 0 for p in _PHASES for r in HOOK_RESULTS}
         # Dispatch times of the actions whose results are pending, oldest first:
         # the executor reports each kind's results in the order it was asked.
         # Bounded: an action cancelled at stop never reports.
@@ -188,7 +191,7 @@ class Meter:
             "failoverd_hook_duration_seconds", "Seconds one address's hooks of one phase took, together.",
             ["phase"], buckets=ACTION_BUCKETS, registry=self.registry,
         )
-        for phase in (TEST, *PHASES):
+        for phase in (TEST, *_PHASES):
             self.hook_durations.labels(phase)
         self.detection: Histogram | None = None
         self.failback_gap: Histogram | None = None

@@ -46,7 +46,6 @@ Event = Literal["acquire", "release"]
 Phase = Literal["PreAcq", "PostAcq", "PreRel", "PostRel"]
 
 TEST = "Test"
-PHASES: tuple[Phase, ...] = ("PreAcq", "PostAcq", "PreRel", "PostRel")
 HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 HookResult = RunResult
