@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from failoverd.core.addresses import parse_triplet
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.actions import AcquireDone, ProbeDone, Release
 from failoverd.core.detector import Detector
 from failoverd.core.timing import Timing
@@ -76,7 +77,7 @@ async def test_the_watched_set_follows_the_core_and_a_conflict_makes_the_backup_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     system = ScriptedSystem()
-    core = Detector([VIP], TIMING, trio.current_time())
+    core = Detector(DetectorSettings([VIP], TIMING), trio.current_time())
     watcher = ConflictWatcher(lambda addresses: shell.conflict(addresses))
     feed = ConflictFeed(watcher, lambda: core.addresses if core.holds_any else frozenset())
     shell = CoreShell(core, system=system, transport=NullTransport(), notifier=None, on_action=feed.follow)
@@ -103,7 +104,7 @@ async def test_the_watched_set_follows_the_core_and_a_conflict_makes_the_backup_
 
 
 def _header(tmp_path: Path) -> TraceHeader:
-    return TraceHeader(mode="legacy", addresses=(VIP,), timing=TIMING, master="10.64.1.1", start=1.0)
+    return TraceHeader(mode="legacy", settings=DetectorSettings((VIP,), timing=TIMING, master="10.64.1.1"), start=1.0)
 
 
 def test_a_conflict_is_recorded_and_reads_back_as_the_same_input(tmp_path: Path) -> None:
@@ -133,6 +134,6 @@ def test_a_bad_conflict_line_is_refused(tmp_path: Path, line: str) -> None:
 
 
 def test_the_release_after_a_conflict_is_what_the_core_asks() -> None:
-    core = Detector([VIP], TIMING, 0.0, held=[VIP])
+    core = Detector(DetectorSettings([VIP], TIMING), 0.0, held=[VIP])
     actions = core.conflict_seen(0.5, [VIP])
     assert Release(frozenset({VIP})) in actions

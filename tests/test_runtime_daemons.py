@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from failoverd.runtime import control
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.addresses import parse_triplet
 from failoverd.cli.config import BackupConfig, MasterConfig
 from failoverd.core.actions import (
@@ -216,7 +217,7 @@ async def test_heartbeats_reach_the_detector_while_its_probe_is_running() -> Non
     system.probe_gate = trio.Event()
     timing = Timing(interval=0.1)
     with trio.fail_after(5):
-        detector = Detector([VIP], timing, trio.current_time(), master_address=LOOPBACK)
+        detector = Detector(DetectorSettings([VIP], timing, master=LOOPBACK), trio.current_time())
         shell = CoreShell(detector, system=system, transport=transport, notifier=None)
         async with trio.open_nursery() as nursery:
             await nursery.start(shell.executor.run)

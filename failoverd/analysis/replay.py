@@ -42,6 +42,7 @@ from failoverd.core.actions import (
     StateChanged,
 )
 from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 from failoverd.core.addresses import Triplet, names
 from failoverd.analysis.trace import (
@@ -267,49 +268,31 @@ class ReplayResult:
 
 @dataclass(frozen=True)
 class Setup:
-    """Everything a replay builds its detector from (a trace header, or options for a capture)."""
+    """Everything a replay builds its detector from: the recording's settings (a trace header's, or
+    options for a capture), the key, and the run's own values."""
 
-    addresses: tuple[Triplet, ...]
-    timing: Timing
+    settings: DetectorSettings
     start: float
     key: bytes | None = None
-    master: str | None = None
-    legacy_message: bytes = b"heartbeat"
     epoch: int = 1
     held: tuple[Triplet, ...] = ()
-    arp_probe: bool = True
-    peer: str = "master"
+
+    @property
+    def timing(self) -> Timing:
+        return self.settings.timing
+
+    def with_timing(self, timing: Timing) -> "Setup":
+        """The same replay under another timing (a what-if, a sweep)."""
+        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, timing=timing))
 
     @classmethod
     def from_header(cls, header: TraceHeader, key: bytes | None, timing: Timing | None = None) -> "Setup":
-        return cls(
-            addresses=header.addresses,
-            timing=header.timing if timing is None else timing,
-            start=header.start,
-            key=key,
-            master=header.master,
-            legacy_message=header.legacy_message,
-            epoch=header.epoch,
-            held=header.held,
-            arp_probe=header.arp_probe,
-            peer=header.peer,
-        )
+        setup = cls(header.settings, header.start, key=key, epoch=header.epoch, held=header.held)
+        return setup if timing is None else setup.with_timing(timing)
 
     def detector(self, *, offline: bool = False) -> Detector:
         """The detector the daemon built (``offline``: for a what-if run, see :class:`Detector`)."""
-        return Detector(
-            self.addresses,
-            self.timing,
-            self.start,
-            key=self.key,
-            master_address=self.master,
-            legacy_message=self.legacy_message,
-            epoch=self.epoch,
-            held=self.held,
-            arp_probe=self.arp_probe,
-            peer=self.peer,
-            offline=offline,
-        )
+        return Detector(self.settings, self.start, key=self.key, epoch=self.epoch, held=self.held, offline=offline)
 
 
 class _Run:

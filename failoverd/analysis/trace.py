@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Union
 
 from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone, Result
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing, TimingError
 
 if TYPE_CHECKING:
@@ -69,21 +70,20 @@ class TraceError(ValueError):
 
 @dataclass(frozen=True)
 class TraceHeader:
-    """How the recording detector was configured (everything but the key)."""
+    """How the recording detector was built (everything but the key): its settings whole, and the run's own values.
+
+    On disk the settings' fields sit beside the others in one JSON object
+    (spec/trace.md), as they always have.
+    """
 
     mode: Mode
-    addresses: tuple[Triplet, ...]
-    timing: Timing = Timing()
-    master: str | None = None
-    """Legacy mode: the only source accepted (master_priv_addr)."""
-    legacy_message: bytes = b"heartbeat"
-    arp_probe: bool = True
+    settings: DetectorSettings
+    """What failoverd built its detector with; a replay builds its own from these."""
     start: float = 0.0
     """The detector's ``now`` at construction (monotonic seconds)."""
     epoch: int = 1
     """The backup's own epoch (only its status frames depend on it)."""
     held: tuple[Triplet, ...] = ()
-    peer: str = "master"
     port: int = 1694
     continued: bool = False
     """True in a file started by rotation: it does not begin with the daemon,
@@ -92,22 +92,21 @@ class TraceHeader:
     def __post_init__(self) -> None:
         if self.mode not in ("legacy", "authenticated"):
             raise ValueError(f"mode must be legacy or authenticated, not {self.mode!r}")
-        if not self.addresses:
-            raise ValueError("a trace header needs at least one address")
         _check_time(self.start, "start")
 
     def to_json(self) -> str:
-        t = self.timing
+        s = self.settings
+        t = s.timing
         data = {
-            "addresses": [str(a) for a in self.addresses],
-            "arp_probe": self.arp_probe,
+            "addresses": [str(a) for a in s.addresses],
+            "arp_probe": s.arp_probe,
             "continued": self.continued,
             "epoch": self.epoch,
             "held": [str(a) for a in self.held],
-            "legacy_message": self.legacy_message.hex(),
-            "master": self.master,
+            "legacy_message": s.legacy_message.hex(),
+            "master": s.master,
             "mode": self.mode,
-            "peer": self.peer,
+            "peer": s.peer,
             "port": self.port,
             "start": self.start,
             "timing": {name: getattr(t, name) for name in _TIMING_FIELDS},
@@ -177,17 +176,22 @@ class TraceHeader:
         start = data["start"]
         if isinstance(start, bool) or not isinstance(start, (int, float)):
             raise ValueError("start must be a number")
-        return cls(
-            mode=data["mode"] if data["mode"] in ("legacy", "authenticated") else _bad_mode(data["mode"]),
+        if not addresses:
+            raise ValueError("a trace header needs at least one address")
+        settings = DetectorSettings(
             addresses=addresses,
             timing=timing,
             master=master,
             legacy_message=message,
             arp_probe=_typed(data["arp_probe"], bool, "arp_probe"),
+            peer=_typed(data["peer"], str, "peer"),
+        )
+        return cls(
+            mode=data["mode"] if data["mode"] in ("legacy", "authenticated") else _bad_mode(data["mode"]),
+            settings=settings,
             start=float(start),
             epoch=epoch,
             held=held,
-            peer=_typed(data["peer"], str, "peer"),
             port=port,
             continued=_typed(data["continued"], bool, "continued"),
         )
@@ -204,15 +208,10 @@ def header_for_backup(
     with these arguments (``start`` = the ``now`` it was built with)."""
     return TraceHeader(
         mode="authenticated" if config.authenticated else "legacy",
-        addresses=tuple(config.triplets),
-        timing=config.timing,
-        master=str(config.master),
-        legacy_message=config.message,
-        arp_probe=config.arp_probe,
+        settings=config.detector_settings(),
         start=float(start),
         epoch=epoch,
         held=tuple(held),
-        peer=str(config.master),
         port=config.port,
     )
 

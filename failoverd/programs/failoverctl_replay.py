@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing, TimingError
 
 # The same checks as the daemons' own options, so a what-if parses as failoverd would.
@@ -248,7 +249,7 @@ def _load_trace(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded:
     if header.continued:
         notes.append("this file was started by rotation, not with the daemon: its replay starts from a fresh "
                      "detector, so the first transitions may differ from the daemon's")
-    setup = Setup.from_header(header, key, _timing(header.timing, overrides))
+    setup = Setup.from_header(header, key, _timing(header.settings.timing, overrides))
     end = trace.last_time if trace.end is None else trace.end
     return Loaded("trace", setup, trace, [], end, exact_possible=not overrides, notes=notes)
 
@@ -285,15 +286,14 @@ def _load_capture(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded
     if not args.address:
         notes.append(f"the master's public addresses are not in a capture; {PLACEHOLDER_ADDRESS} stands for "
                      "them (--address names them)")
-    setup = Setup(
+    settings = DetectorSettings(
         addresses=addresses,
         timing=_timing(Timing(), overrides),
-        start=capture.start,
-        key=key,
         master=master,
         legacy_message=message,
         peer=master or "master",
     )
+    setup = Setup(settings, capture.start, key=key)
     return Loaded(capture.format, setup, None, datagrams, capture.end, exact_possible=False, notes=notes)
 
 
@@ -311,7 +311,7 @@ def replay_loaded(loaded: Loaded, args: argparse.Namespace, *, timing: Timing | 
     if timing is None and loaded.exact_possible and not args.what_if:
         result = replay_exact(loaded.setup, loaded.events, outage=args.outage)
     else:
-        setup = loaded.setup if timing is None else dataclasses.replace(loaded.setup, timing=timing)
+        setup = loaded.setup if timing is None else loaded.setup.with_timing(timing)
         result = replay_what_if(setup, loaded.arrivals, model=_model(args), end=loaded.end, lost=loaded.lost,
                                 outage=args.outage)
     result.notes[:0] = loaded.notes

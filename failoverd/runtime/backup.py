@@ -120,18 +120,7 @@ async def serve(
         HeartbeatSocket.bind(config.port) as sock,
         lifecycle.metrics_endpoint(config.metrics_listen) as scrape,
     ):
-        core = Detector(
-            config.triplets,
-            config.timing,
-            start,
-            key=key,
-            master_address=master,
-            legacy_message=config.message,
-            epoch=epoch,
-            held=held,
-            arp_probe=config.arp_probe,
-            peer=master,
-        )
+        core = Detector(config.detector_settings(), start, key=key, epoch=epoch, held=held)
         log.info(
             "watching master %s on port %d (%s heartbeats); takes over %s",
             master, sock.port, "authenticated" if key else "legacy",

@@ -104,19 +104,7 @@ async def serve(
         first = await monitor.first_round()
     targets = tuple(str(t) for t in config.targets)
     with HeartbeatSocket.bind(config.port) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
-        core = Master(
-            targets,
-            config.interval,
-            trio.current_time(),
-            managed=config.managed,
-            held=held,
-            backup_fail_after=config.backup_fail_after,
-            key=key,
-            legacy_message=config.message,
-            epoch=next_epoch(config.state_dir),
-            arp_probe=config.arp_probe and config.probe_count > 0,
-            garp_refresh=config.garp_refresh,
-        )
+        core = Master(config.master_settings(), trio.current_time(), key=key, epoch=next_epoch(config.state_dir), held=held)
         log.info(
             "sending %s heartbeats to %s on port %d every %g s; %s",
             "authenticated" if key else "legacy", " ".join(targets), sock.port, config.interval,
