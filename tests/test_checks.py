@@ -31,7 +31,8 @@ from failoverd.system.trustedrun import OUTPUT_LIMIT
 from failoverd.analysis.trace import HealthChanged, read_trace
 from test_hooks import alive
 from test_metrics import LISTEN, running, scrape_until
-from test_runtime_daemons import LOOPBACK, VIP, MemorySystem, backup_config, free_port
+from test_runtime_daemons import LOOPBACK, VIP, backup_config, free_port
+from failoverd.runtime.memory import MemorySystem
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="checks must be owned by root: run as root")
 

@@ -38,11 +38,15 @@ from failoverd.cli.exitcodes import EX_CONFIG, EX_USAGE, ProgramError
 from failoverd.runtime import backup, master, metrics
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
+from failoverd.system.arp import Announcer
 from failoverd.system.hooks import HookRunner
+from failoverd.system.netlink import AddressManager
+from failoverd.system.takeover import Takeover
 from failoverd.system.namespace import in_netns
 from failoverd.cli.options import parse_backup, parse_master
 from test_options import netns, run  # noqa: F401 - netns is a fixture
-from test_runtime_daemons import LOOPBACK, VIP, MemorySystem, backup_config, free_port
+from test_runtime_daemons import LOOPBACK, VIP, backup_config, free_port
+from failoverd.runtime.memory import MemorySystem
 
 LISTEN = ListenAddress(IPv4Address(LOOPBACK), 0)  # port 0: the kernel picks; the daemon says which
 KEY = b"0123456789abcdef0123"
@@ -311,17 +315,11 @@ async def test_hook_results_and_durations_are_recorded_from_the_real_hook_runner
     hook(address, "PostAcq2", "sleep 30")
     hook(address, "Test", "exit 1")
 
-    class Takeover:
-        def __init__(self) -> None:
-            self.hooks = HookRunner(hooks, timeout=0.5, kill_grace=0.5)
-
-    class Host:
-        takeover = Takeover()
-
-    host = Host()
+    # The host's real System port: its hooks report to whoever observes them (the meter).
+    host = Takeover(AddressManager(), HookRunner(hooks, timeout=0.5, kill_grace=0.5), Announcer())
     core = Detector(DetectorSettings([VIP], Timing(interval=0.1)), trio.current_time())
     meter = metrics.Meter("backup", core, host)
-    runner = host.takeover.hooks
+    runner = host.hooks
     with trio.fail_after(15), HeartbeatSocket.bind(0, LOOPBACK) as sock:
         render = meter.collector(CoreShell(core, system=MemorySystem(), transport=sock, notifier=None), sock)
         assert await runner.test("acquire", VIP, [VIP]) is False

@@ -41,12 +41,12 @@ from failoverd.runtime import lifecycle
 from failoverd.runtime.backup import load_key
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
-from failoverd.runtime.executor import System
 from failoverd.runtime.health import HealthMonitor
-from failoverd.runtime.host import HostSystem
+from failoverd.runtime.ports import System
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
+from failoverd.system.takeover import Takeover
 from failoverd.system.sdnotify import ServiceManager
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,9 @@ EXIT_STILL_HOLDING = 1
 _STOP_POLL = 0.01
 
 
-def host_system(config: MasterConfig) -> HostSystem:
-    return HostSystem.build(
+def host_system(config: MasterConfig) -> Takeover:
+    """The real :class:`~failoverd.runtime.ports.System`: this host's addresses, hooks and ARP."""
+    return Takeover.build(
         hook_dir=config.hook_dir,
         hook_timeout=config.hook_timeout,
         probe_count=config.probe_count if config.arp_probe else 0,
@@ -92,9 +93,7 @@ async def serve(
     host = system if system is not None else host_system(config)
     held: frozenset = frozenset()
     if config.managed:
-        addresses = getattr(host, "addresses", None)
-        if addresses is not None:
-            held = await addresses.present(config.managed)
+        held = await host.present(config.managed)
         if held:
             log.warning("already on our interfaces at start: %s; adopting them", ", ".join(sorted(map(str, held))))
     monitor: HealthMonitor | None = None
