@@ -24,7 +24,7 @@ from failoverd.core import wire
 from failoverd.core.health import Verdict
 from failoverd.runtime import backup, master
 from failoverd.runtime.health import HealthMonitor
-from failoverd.runtime.keyfile import read_key
+from failoverd.system.keyfile import read_key
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.checks import CheckRunner, locate, program_problem
 from failoverd.system.trustedrun import OUTPUT_LIMIT

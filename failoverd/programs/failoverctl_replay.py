@@ -201,7 +201,7 @@ def _timing(base: Timing, overrides: dict[str, Any]) -> Timing:
 def _key(args: argparse.Namespace) -> bytes | None:
     if args.key_file is None:
         return None
-    from failoverd.runtime.keyfile import KeyFileError, read_key
+    from failoverd.system.keyfile import KeyFileError, read_key
 
     try:
         return read_key(args.key_file)

@@ -45,7 +45,7 @@ from failoverd.runtime import lifecycle
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.health import HealthMonitor
 from failoverd.runtime.epoch import next_epoch
-from failoverd.runtime.keyfile import KeyFileError, read_key
+from failoverd.system.keyfile import KeyFileError, read_key
 from failoverd.runtime.ports import System
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket

@@ -34,7 +34,7 @@ from failoverd import __version__
 from failoverd.core.actions import StateChanged
 from failoverd.cli.config import ListenAddress
 from failoverd.cli.exitcodes import ProgramError
-from failoverd.runtime.keyfile import KeyFileError, read_key
+from failoverd.system.keyfile import KeyFileError, read_key
 from failoverd.runtime.ports import System
 
 if TYPE_CHECKING:
