@@ -176,6 +176,8 @@ class TraceHeader:
         start = data["start"]
         if isinstance(start, bool) or not isinstance(start, (int, float)):
             raise ValueError("start must be a number")
+        # In the order the checks always ran: the mode, then the addresses, then the rest.
+        mode = data["mode"] if data["mode"] in ("legacy", "authenticated") else _bad_mode(data["mode"])
         if not addresses:
             raise ValueError("a trace header needs at least one address")
         settings = DetectorSettings(
@@ -187,7 +189,7 @@ class TraceHeader:
             peer=_typed(data["peer"], str, "peer"),
         )
         return cls(
-            mode=data["mode"] if data["mode"] in ("legacy", "authenticated") else _bad_mode(data["mode"]),
+            mode=mode,
             settings=settings,
             start=float(start),
             epoch=epoch,

@@ -11,9 +11,10 @@ disk as before) and a replay rebuilds the same detector from that header.
 
 The master's :class:`MasterSettings` are the same for heartbeatd's core.
 
-Error handling: a setting that cannot work raises ValueError (a
-:class:`~failoverd.core.timing.TimingError` for timing) when the object is
-made, so a core is never built from one.
+Error handling: settings that cannot work raise ValueError when they are
+made (timing already did, as :class:`~failoverd.core.timing.TimingError`,
+when its :class:`~failoverd.core.timing.Timing` was made), so a core is never
+built from them.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ class DetectorSettings:
 
     def __post_init__(self) -> None:
         if not isinstance(self.addresses, tuple):
-            # Frozen and hashable whatever the caller passed (a list, a frozenset).
-            object.__setattr__(self, "addresses", tuple(self.addresses))
+            # Frozen and hashable whatever the caller passed; a set in sorted
+            # order, so the header it is written as reads the same every run.
+            object.__setattr__(self, "addresses", _as_tuple(self.addresses))
         if not self.addresses:
             raise ValueError("a detector needs at least one address to take over")
 
@@ -72,9 +74,9 @@ class MasterSettings:
 
     def __post_init__(self) -> None:
         for name in ("targets", "managed"):
-            value: Iterable[object] = getattr(self, name)
+            value = getattr(self, name)
             if not isinstance(value, tuple):
-                object.__setattr__(self, name, tuple(value))
+                object.__setattr__(self, name, _as_tuple(value))
         if not self.targets:
             raise ValueError("heartbeatd needs at least one target address")
         if self.garp_refresh is not None and not self.garp_refresh > 0:
@@ -87,3 +89,7 @@ class MasterSettings:
     @property
     def effective_retry_interval(self) -> float:
         return self.interval if self.retry_interval is None else self.retry_interval
+
+
+def _as_tuple(values: Iterable[object]) -> tuple:
+    return tuple(sorted(values)) if isinstance(values, (set, frozenset)) else tuple(values)  # type: ignore[type-var]

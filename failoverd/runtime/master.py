@@ -101,12 +101,11 @@ async def serve(
     if config.checks.commands:
         monitor = HealthMonitor(config.checks, "master", lambda verdict: shell.health(verdict.healthy, verdict.reason))
         first = await monitor.first_round()
-    targets = tuple(str(t) for t in config.targets)
     with HeartbeatSocket.bind(config.port) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
         core = Master(config.master_settings(), trio.current_time(), key=key, epoch=next_epoch(config.state_dir), held=held)
         log.info(
             "sending %s heartbeats to %s on port %d every %g s; %s",
-            "authenticated" if key else "legacy", " ".join(targets), sock.port, config.interval,
+            "authenticated" if key else "legacy", " ".join(core.targets), sock.port, config.interval,
             "managing " + ", ".join(map(str, config.managed)) if config.managed else "managing no addresses",
         )
         conflicts = conflict_feed(
