@@ -154,6 +154,9 @@ def test_an_unhealthy_master_releases_first_then_says_leaving_until_healthy() ->
     for t in (2.1, 3.1, 4.1):
         (hb,) = _frames(m.handle_timer(t))
         assert hb.leaving and not hb.holds
+    # The backup, taking over, answers our leaving heartbeats (so we do not presume it dead).
+    taking_over = backup.seal(4.15, holds=True, ack_epoch=9, ack_seq=m._sealer.seq)
+    m.receive_datagram(4.16, taking_over, "b", "priv0")
     # A status the backup made while we said "leaving" (it was about to take over) is no handshake.
     stale = backup.seal(4.2, holds=False, ack_epoch=9, ack_seq=m._sealer.seq)
     out = m.health_changed(4.3, True)

@@ -77,7 +77,8 @@ def takeover_bound(latency: float, excess: float) -> float:
     network lost, and release it just in time (spec/wire.md: no frame counts
     later). ``excess`` widens that by what spec/wire.md's formula allows when
     the clocks drift apart faster than the allowance (here up to 1000 ppm:
-    ``(|r| − ρ) · Δ``, Δ up to the age of the epoch, see the xfail test in
+    ``(|r| − ρ) · Δ``, here with Δ taken as the whole run, which is
+    conservative: pins give way to newer proofs, see the last test in
     tests/test_longhaul.py). The backup's deadline is ``fail_after`` after
     that heartbeat, and its probe ends there. Then its acquire (``latency``).
     A release may still be in flight at the death (a heartbeat or a conflict

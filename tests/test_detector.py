@@ -6,7 +6,7 @@ from _drive import KEY, MASTER, VIPS, Driver, PeerMaster, detector
 from failoverd.core.addresses import parse_triplet
 from failoverd.core.settings import DetectorSettings
 from failoverd.core import wire
-from failoverd.core.actions import AcquireDone, Alarm, Notify, Probe, ReleaseDone
+from failoverd.core.actions import AcquireDone, Alarm, Notify, Probe, ReleaseDone, StateChanged
 from failoverd.core.detector import STATES, TRANSITIONS, Detector
 from failoverd.core.timing import Timing
 
@@ -55,12 +55,14 @@ def test_partial_acquire_is_tracked_exactly_and_retried() -> None:
 
 def test_release_failure_is_retried_until_done() -> None:
     d = Detector(DetectorSettings(VIPS, Timing()), 0.0, key=KEY, held=VIPS)
+    peer = _peer(d)
     assert d.state == "failed_over"  # adopted at start
-    d.receive_datagram(0.5, _peer(d).seal(0.5, holds=False), MASTER, "priv0")
+    d.receive_datagram(0.5, peer.seal(0.5, holds=False), MASTER, "priv0")
     d.action_done(0.6, ReleaseDone(released=frozenset({A}), failed=frozenset({B})))
     assert d.state == "recovering" and d.held == {B}
     out = d.handle_timer(1.6)
     assert [a.addresses for a in out if type(a).__name__ == "Release"] == [frozenset({B})]
+    d.receive_datagram(1.5, peer.seal(1.5, holds=False), MASTER, "priv0")  # the master lives on
     d.action_done(1.7, ReleaseDone(released=frozenset({B})))
     assert d.state == "monitoring" and not d.held
 
@@ -256,8 +258,13 @@ def test_an_address_claimed_by_another_host_while_held_is_released_at_once() -> 
     assert [type(a).__name__ for a in out] == ["StateChanged", "Alarm", "Release"]
     assert out[1].level == "critical" and out[2].addresses == VIPS
     assert d.conflict_seen(3.6, {A}) == []  # already letting go
-    d.action_done(3.7, ReleaseDone(released=VIPS))
-    assert d.state == "monitoring" and not d.held
+    out = d.action_done(3.7, ReleaseDone(released=VIPS))
+    # Back to monitoring, and at once suspect: the master has long been silent.
+    assert [(a.source, a.dest) for a in out if isinstance(a, StateChanged)] == [
+        ("recovering", "monitoring"), ("monitoring", "suspect")]
+    assert not d.held
+    driver.now = 3.7
+    driver._handle(out)  # the probe of that suspicion
     # Still no heartbeat: the next probe sees the master's address and we stay contested.
     driver.answered = lambda now: frozenset({A})
     driver.advance(12.0)

@@ -233,6 +233,7 @@ async def test_heartbeatd_metrics_count_what_it_sends_and_what_it_refuses(tmp_pa
             )
             assert later.value("failoverd_become_master_total") == 0
             assert later.value("failoverd_peer_silent") == 0
+            assert later.value("failoverd_undeclared_inputs_total") == 0  # no input found the table wanting
 
 
 def feed(meter: metrics.Meter, now: float, actions: list) -> list:

@@ -310,6 +310,41 @@ async def test_backup_records_every_detector_input_to_its_trace(tmp_path: Path) 
 
 
 @pytest.mark.trio
+@pytest.mark.parametrize("keep", [False, True])
+async def test_the_backup_stop_goes_through_its_detector_and_into_its_trace(tmp_path: Path, keep: bool) -> None:
+    """The stop is an input of the detector like any other: recorded (``s``), its release an
+    action, the release's result recorded too, and the replayed trace does exactly the same."""
+    from failoverd.analysis.replay import Setup, replay_exact
+    from failoverd.analysis.trace import ActionResult, StopRequested, read_trace
+
+    port = free_port()
+    config = backup_config(tmp_path, port, trace_file=tmp_path / "trace", keep_addresses_on_exit=keep)
+    system = MemorySystem()
+    result: list[int] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+
+            async def run_backup(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                result.append(await backup.serve(config, system=system, task_status=task_status))
+
+            await nursery.start(run_backup)
+            while (await trio.to_thread.run_sync(control.request, config.control_socket, "status"))["held"] == []:
+                await trio.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert result == [0]
+    assert system.kinds()[-1] == ("acquire" if keep else "release")
+    recorded = read_trace(config.trace_file)
+    (stop,) = [i for i, e in enumerate(recorded.events) if isinstance(e, StopRequested)]
+    assert recorded.events[stop].release is not keep
+    after = [e for e in recorded.events[stop + 1:] if isinstance(e, ActionResult)]
+    assert [type(e.result).__name__ for e in after] == ([] if keep else ["ReleaseDone"])
+    replayed = replay_exact(Setup.from_header(recorded.header, None), recorded.events)
+    assert not replayed.divergences
+    kinds = [entry.kind for entry in replayed.timeline]
+    assert "stop" in kinds and ("release" in kinds[kinds.index("stop"):]) is not keep
+
+
+@pytest.mark.trio
 async def test_sighup_rereads_the_key_file_and_sigusr1_logs_the_full_state(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

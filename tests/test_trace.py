@@ -465,3 +465,22 @@ def test_health_changes_are_recorded_and_read_back(tmp_path: Path) -> None:
 def test_bad_health_lines_name_their_line(line: bytes, message: str) -> None:
     err = error_of(lines_of(TimerFired(10.5)) + [line])
     assert err.line == 4 and message in err.message, err
+
+
+def test_the_stop_is_recorded_and_read_back(tmp_path: Path) -> None:
+    from failoverd.analysis.trace import StopRequested
+
+    path = tmp_path / "t.trace"
+    with TraceWriter(path, header(), wall_clock=None) as writer:
+        writer.stop(10.5, True)
+        writer.stop(11.0, False)
+    lines = path.read_text().splitlines()
+    assert lines[2:] == ["s 10.5", "s 11.0 keep", "end 11.0"]
+    assert read_trace(path).events == [StopRequested(10.5), StopRequested(11.0, False), End(11.0)]
+    assert format_event(StopRequested(11.0, False)) == lines[3]
+
+
+@pytest.mark.parametrize("line", [b"s 11.0 release\n", b"s\n", b"s 11.0 keep now\n"])
+def test_bad_stop_lines_name_their_line(line: bytes) -> None:
+    err = error_of(lines_of(TimerFired(10.5)) + [line])
+    assert err.line == 4 and "a stop line is 's TIME' or 's TIME keep'" in err.message, err

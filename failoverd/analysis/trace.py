@@ -3,7 +3,7 @@
 A trace holds what the detector was built with (its header) and then, in
 order, every call the shell made into it: a datagram arrived, a timer fired,
 an action finished, another host's ARP claimed an address, the health checks'
-verdict changed. Feeding those to a fresh :class:`~failoverd.core.detector.Detector`
+verdict changed, the daemon stopped. Feeding those to a fresh :class:`~failoverd.core.detector.Detector`
 re-executes the daemon exactly (see :mod:`failoverd.analysis.replay`). The format is
 described in spec/trace.md; this module is its model, its line formatting and
 its only reader. The threaded writer that puts the lines on the disk is
@@ -263,6 +263,14 @@ class HealthChanged:
 
 
 @dataclass(slots=True)
+class StopRequested:
+    """The daemon stopped (``Detector.shutdown``); ``release``: it released what it held (not ``--keep-addresses-on-exit``)."""
+
+    time: float
+    release: bool = True
+
+
+@dataclass(slots=True)
 class Lost:
     """The writer dropped ``count`` events before this point: replay cannot be exact past it."""
 
@@ -278,7 +286,7 @@ class End:
     full: bool = False
 
 
-Event = Union[Datagram, TimerFired, ActionResult, ConflictSeen, HealthChanged, Lost, End]
+Event = Union[Datagram, TimerFired, ActionResult, ConflictSeen, HealthChanged, StopRequested, Lost, End]
 
 Arrival = tuple[float, str, str, bytes, Union[float, None]]
 """``(time, path, source, data, wall)`` of one datagram: all that what-if
@@ -333,6 +341,8 @@ def format_event(event: Event) -> str:
         return format_conflict(event.time, event.addresses)
     if isinstance(event, HealthChanged):
         return format_health(event.time, event.healthy, event.reason)
+    if isinstance(event, StopRequested):
+        return format_stop(event.time, event.release)
     if isinstance(event, Lost):
         return f"lost {event.time!r} {event.count}"
     if isinstance(event, End):
@@ -361,6 +371,11 @@ def format_health(now: float, healthy: bool, reason: str) -> str:
     """``h TIME healthy|unhealthy REASON``: the reason as lower-case hex of its UTF-8 (``-`` when empty)."""
     text = reason.encode("utf-8").hex() if reason else "-"
     return f"h {float(now)!r} {'healthy' if healthy else 'unhealthy'} {text}"
+
+
+def format_stop(now: float, release: bool) -> str:
+    """``s TIME`` (the stop releases what is held) or ``s TIME keep``."""
+    return f"s {float(now)!r}" + ("" if release else " keep")
 
 
 def check_token(value: str, what: str) -> str:
@@ -524,6 +539,12 @@ def _parse_event(raw: bytes) -> Event:
         return _parse_conflict(fields)
     if kind == "h":
         return _parse_health(fields)
+    if kind == "s":
+        if len(fields) == 2:
+            return StopRequested(_parse_time(fields[1]))
+        if len(fields) == 3 and fields[2] == "keep":
+            return StopRequested(_parse_time(fields[1]), False)
+        raise ValueError("a stop line is 's TIME' or 's TIME keep'")
     if kind == "lost":
         if len(fields) != 3 or not fields[2].isdigit() or fields[2] != str(int(fields[2])) or int(fields[2]) == 0:
             raise ValueError("a lost line is 'lost TIME COUNT' with a positive count")
@@ -534,7 +555,7 @@ def _parse_event(raw: bytes) -> Event:
         if len(fields) == 3 and fields[2] == "full":
             return End(_parse_time(fields[1]), True)
         raise ValueError("an end line is 'end TIME' or 'end TIME full'")
-    raise ValueError(f"unknown event {kind[:20]!r} (expected d, t, r, c, h, lost or end)")
+    raise ValueError(f"unknown event {kind[:20]!r} (expected d, t, r, c, h, s, lost or end)")
 
 
 def _parse_datagram_tail(fields: list[str]) -> tuple[str, str, bytes, str]:

@@ -31,6 +31,7 @@ from failoverd.analysis.trace import (
     format_conflict,
     format_health,
     format_result,
+    format_stop,
 )
 from failoverd.core.actions import Result
 from failoverd.core.addresses import Triplet
@@ -188,6 +189,10 @@ class TraceWriter:
     def health(self, now: float, healthy: bool, reason: str) -> None:
         """``Detector.health_changed(now, healthy, reason)`` was called."""
         self._queue(now, format_health(now, healthy, reason) + "\n")
+
+    def stop(self, now: float, release: bool) -> None:
+        """``Detector.shutdown(now, release=release)`` was called."""
+        self._queue(now, format_stop(now, release) + "\n")
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait (up to ``timeout``) until every queued line has been written or counted as lost."""

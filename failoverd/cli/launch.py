@@ -22,7 +22,7 @@ import os
 import pwd
 import sys
 import traceback
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 from failoverd.cli import logsetup, preflight
 from failoverd.cli.config import BackupConfig, MasterConfig
@@ -30,9 +30,7 @@ from failoverd.cli.daemonize import PidFile, daemonize, stop_on_sigterm
 from failoverd.cli.exitcodes import EX_CONFIG, EX_NOPERM, EX_OK, EX_SOFTWARE, ProgramError
 from failoverd.cli.options import ShowHelp, ShowVersion
 
-Config = BackupConfig | MasterConfig
-Parse = Callable[[Sequence[str]], Config | ShowHelp | ShowVersion]
-CheckHost = Callable[[Config], None]
+Config = TypeVar("Config", BackupConfig, MasterConfig)
 
 
 def require_root(program: str, why: str) -> None:
@@ -91,8 +89,8 @@ def _serve(program: str, config: Config, run: Callable[[Config], int]) -> int:
 def run_program(
     program: str,
     argv: Sequence[str] | None,
-    parse: Parse,
-    check_host: CheckHost,
+    parse: Callable[[Sequence[str]], Config | ShowHelp | ShowVersion],
+    check_host: Callable[[Config], None],
     runtime_module: str,
     root_reason: str,
 ) -> int:

@@ -513,8 +513,13 @@ class _Flush:
 class BoundedListener(logging.handlers.QueueListener):
     """The listener thread, with a stop that is bounded and reports of lost lines when it catches up."""
 
+    _sentinel: object = None
+    """What ends the thread: the base class's marker (None), stated here with its type."""
+
     def __init__(self, log_queue: "queue.Queue[object]", source: BoundedQueueHandler, *targets: Target) -> None:
         super().__init__(log_queue, *targets)
+        self.log_queue = log_queue
+        """The queue itself, typed (the base class only promises ``put_nowait``/``get``)."""
         self.source = source
         self.targets = targets
         self.pid = os.getpid()
@@ -536,11 +541,11 @@ class BoundedListener(logging.handlers.QueueListener):
             self.discarded += _lines_in(record)
             return
         super().handle(record)
-        if self.queue.empty():
+        if self.log_queue.empty():
             # Caught up: there is room for the count of lines dropped meanwhile,
             # and a target that came back can say what it lost.
             self.source.report_lost()
-            if self.queue.empty():
+            if self.log_queue.empty():
                 for target in self.targets:
                     target.report_lost()
 
@@ -548,7 +553,7 @@ class BoundedListener(logging.handlers.QueueListener):
         """Wait up to ``timeout`` until every line queued before this call was handed on."""
         marker = _Flush()
         try:
-            self.queue.put(marker, timeout=timeout)
+            self.log_queue.put(marker, timeout=timeout)
         except queue.Full:
             return False
         return marker.reached.wait(timeout)
@@ -568,7 +573,7 @@ class BoundedListener(logging.handlers.QueueListener):
         end = self._deadline + SEND_TIMEOUT
         try:
             # A full queue empties quickly once the deadline passes (lines are discarded).
-            self.queue.put(self._sentinel, timeout=max(0.0, end - time.monotonic()))
+            self.log_queue.put(self._sentinel, timeout=max(0.0, end - time.monotonic()))
         except queue.Full:
             return False
         thread.join(max(0.0, end - time.monotonic()))

@@ -56,11 +56,14 @@ class Notify:
     addresses: Addresses
 
 
+AlarmLevel = Literal["info", "warning", "error", "critical"]
+
+
 @dataclass(frozen=True)
 class Alarm:
     """Something an operator must look at: logged at ``level`` and mailed when ``mail``."""
 
-    level: Literal["info", "warning", "error", "critical"]
+    level: AlarmLevel
     message: str
     mail: bool = False
     path: str | None = None
@@ -86,7 +89,12 @@ class StateChanged:
     trigger: str
 
 
-Action = Union[Probe, Acquire, Release, Announce, Notify, Alarm, Transmit, StateChanged]
+@dataclass(frozen=True)
+class Stopped:
+    """The core's stop is complete (what it had to release is released, or could not be): the daemon may exit."""
+
+
+Action = Union[Probe, Acquire, Release, Announce, Notify, Alarm, Transmit, StateChanged, Stopped]
 
 
 # --- results (shell → core) -------------------------------------------------
@@ -138,6 +146,8 @@ class Counters:
     failbacks: int = 0
     false_suspicions: int = 0
     contested: int = 0
+    undeclared: int = 0
+    """Inputs in a state where no row of the table holds (a bug: see :mod:`failoverd.core.machine`)."""
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

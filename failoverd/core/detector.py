@@ -3,11 +3,16 @@
 Rules of this file
 ------------------
 - Every state and transition is data (``STATES``, ``TRANSITIONS``), declared
-  for ``transitions.Machine``; guards are conditions, and callbacks only
-  *emit* actions into a list the caller receives. Nothing here reads a clock,
-  a socket or a file: each entry point takes ``now`` (seconds, monotonic).
+  for ``transitions.Machine`` under the rules of :mod:`failoverd.core.machine`:
+  every state change is a row, guards (time guards too) are conditions, the
+  rows of one trigger from one state exclude each other, the passing of time
+  is the state-driven triggers of ``AUTOMATIC``, and callbacks only *emit*
+  actions into a list the caller receives, never fire a trigger. Nothing here
+  reads a clock, a socket or a file: each entry point takes ``now`` (seconds,
+  monotonic). docs/state-machines.md draws the table.
 - Entry points: :meth:`Detector.receive_datagram`, :meth:`Detector.handle_timer`,
-  :meth:`Detector.action_done`. Each returns the actions to run, in order;
+  :meth:`Detector.action_done`, :meth:`Detector.conflict_seen`,
+  :meth:`Detector.health_changed`, :meth:`Detector.shutdown`. Each returns the actions to run, in order;
   :meth:`Detector.next_deadline` says when the caller must call
   ``handle_timer`` next. Same inputs, same outputs.
 - The common case — a valid heartbeat while all is well — changes no state
@@ -56,6 +61,7 @@ from failoverd.core.actions import (
     Action,
     Addresses,
     Alarm,
+    AlarmLevel,
     Announce,
     Counters,
     Notify,
@@ -64,62 +70,103 @@ from failoverd.core.actions import (
     Release,
     ReleaseDone,
     Result,
+    Stopped,
     Transmit,
 )
-from failoverd.core.addresses import names
+from failoverd.core.addresses import Triplet, names
 from failoverd.core.machine import DeclaredMachine
 from failoverd.core.settings import DetectorSettings
 
 STATES: tuple[str, ...] = ("monitoring", "suspect", "contested", "unfit", "acquiring", "failed_over", "recovering")
 
-# (trigger, source, dest, conditions, after). dest None = internal transition
-# (no state change). Order matters: the first transition whose conditions
-# hold wins.
+_ANY = list(STATES)
+
+# State-driven triggers (see failoverd.core.machine): tried after every input,
+# in this order, while their conditions hold. The time guards are conditions.
+AUTOMATIC: tuple[str, ...] = ("silence", "probe_due", "deadline", "retry")
+
+# (trigger, source, dest, conditions, unless, before, after). dest None =
+# internal transition (no state change). The rows of one trigger from one
+# state exclude each other (tests/test_core_table.py checks it): their order
+# means nothing. docs/state-machines.md draws this table.
 TRANSITIONS: tuple[dict[str, Any], ...] = (
-    {"trigger": "silence", "source": "monitoring", "dest": "suspect", "after": "_schedule_probe"},
-    {"trigger": "probe_due", "source": "suspect", "dest": None, "after": "_start_probe"},
+    # --- time: nothing is state-driven once the backup stops ---
+    {"trigger": "silence", "source": "monitoring", "dest": "suspect",
+     "conditions": ["_silence_long"], "unless": ["_stopping"], "after": "_schedule_probe"},
+    {"trigger": "probe_due", "source": "suspect", "dest": None,
+     "conditions": ["_probe_time"], "unless": ["_stopping"], "after": "_start_probe"},
+    # At the failure deadline, with the probe's answer in. An unhealthy
+    # backup declines where it would acquire (or be contested).
+    {"trigger": "deadline", "source": "suspect", "dest": "unfit",
+     "conditions": ["_deadline_passed", "_probe_finished"], "unless": ["_healthy", "_stopping"], "after": "_decline"},
+    {"trigger": "deadline", "source": "suspect", "dest": "acquiring",
+     "conditions": ["_deadline_passed", "_probe_finished", "_healthy"], "unless": ["_probe_answered", "_stopping"],
+     "after": "_acquire_all"},
+    {"trigger": "deadline", "source": "suspect", "dest": "contested",
+     "conditions": ["_deadline_passed", "_probe_finished", "_healthy", "_probe_answered"], "unless": ["_stopping"],
+     "after": "_contest"},
+    {"trigger": "retry", "source": "contested", "dest": None,
+     "conditions": ["_retry_due"], "unless": ["_stopping"], "after": ["_retry_taken", "_start_probe"]},
+    {"trigger": "retry", "source": "failed_over", "dest": "acquiring",
+     "conditions": ["_retry_due", "_some_missing"], "unless": ["_stopping"], "after": ["_retry_taken", "_acquire_missing"]},
+    {"trigger": "retry", "source": "recovering", "dest": None,
+     "conditions": ["_retry_due"], "unless": ["_stopping"], "after": "_release_held"},
+    # --- the master's valid heartbeats (not "leaving": that one only moves the deadline) ---
+    {"trigger": "heartbeat", "source": "monitoring", "dest": None},  # all is well (see _heard)
     {"trigger": "heartbeat", "source": "suspect", "dest": "monitoring", "after": "_false_suspicion"},
     {"trigger": "heartbeat", "source": "contested", "dest": "monitoring", "after": "_contest_over"},
+    {"trigger": "heartbeat", "source": "unfit", "dest": "monitoring", "after": "_unfit_over"},
     {"trigger": "heartbeat", "source": "acquiring", "dest": None, "after": "_note_master_back"},
-    {"trigger": "heartbeat", "source": "failed_over", "dest": "recovering", "after": "_release_held"},
-    # Our own health checks fail: where we would acquire, we decline.
-    {"trigger": "deadline", "source": "suspect", "dest": "unfit",
-     "conditions": ["_probe_finished", "_unhealthy"], "after": "_decline"},
-    {"trigger": "probed", "source": "suspect", "dest": "unfit",
-     "conditions": ["_deadline_passed", "_unhealthy"], "after": "_decline"},
-    {"trigger": "probed", "source": "contested", "dest": "unfit",
-     "conditions": ["_probe_silent", "_unhealthy"], "after": "_decline"},
-    {"trigger": "deadline", "source": "suspect", "dest": "acquiring",
-     "conditions": ["_probe_finished", "_probe_silent"], "after": "_acquire_all"},
-    {"trigger": "deadline", "source": "suspect", "dest": "contested",
-     "conditions": ["_probe_finished"], "after": "_contest"},
-    {"trigger": "probed", "source": "suspect", "dest": "acquiring",
-     "conditions": ["_deadline_passed", "_probe_silent"], "after": "_acquire_all"},
-    {"trigger": "probed", "source": "suspect", "dest": "contested",
-     "conditions": ["_deadline_passed", "_probe_answered"], "after": "_contest"},
-    {"trigger": "probed", "source": "contested", "dest": "acquiring",
-     "conditions": ["_probe_silent"], "after": "_acquire_all"},
-    {"trigger": "probed", "source": "contested", "dest": None, "after": "_still_contested"},
-    {"trigger": "retry", "source": "contested", "dest": None, "after": "_start_probe"},
-    {"trigger": "acquired", "source": "acquiring", "dest": "recovering",
-     "conditions": ["_master_back"], "after": "_release_held"},
-    {"trigger": "acquired", "source": "acquiring", "dest": "failed_over", "after": "_took_over"},
-    {"trigger": "retry", "source": "failed_over", "dest": "acquiring",
-     "conditions": ["_some_missing"], "after": "_acquire_missing"},
-    {"trigger": "released", "source": "recovering", "dest": "monitoring",
-     "conditions": ["_nothing_held"], "after": "_recovered"},
-    {"trigger": "released", "source": "recovering", "dest": None, "after": "_release_incomplete"},
-    {"trigger": "retry", "source": "recovering", "dest": None, "after": "_release_held"},
+    {"trigger": "heartbeat", "source": "failed_over", "dest": "recovering", "after": ["_fail_back", "_release_held"]},
     {"trigger": "heartbeat", "source": "recovering", "dest": None},  # already letting go
+    # --- the ARP probe's answer. One with no probe pending is from a
+    # suspicion that has since ended (or from before a stop): dropped. ---
+    {"trigger": "probed", "source": _ANY, "dest": None, "unless": ["_probe_pending"]},
+    {"trigger": "probed", "source": "suspect", "dest": None,
+     "conditions": ["_probe_pending"], "unless": ["_deadline_passed"], "before": "_take_probe"},  # the deadline decides
+    {"trigger": "probed", "source": "suspect", "dest": "unfit",
+     "conditions": ["_probe_pending", "_deadline_passed"], "unless": ["_healthy"],
+     "before": "_take_probe", "after": "_decline"},
+    {"trigger": "probed", "source": "suspect", "dest": "acquiring",
+     "conditions": ["_probe_pending", "_deadline_passed", "_healthy"], "unless": ["_result_answered"],
+     "before": "_take_probe", "after": "_acquire_all"},
+    {"trigger": "probed", "source": "suspect", "dest": "contested",
+     "conditions": ["_probe_pending", "_deadline_passed", "_healthy", "_result_answered"],
+     "before": "_take_probe", "after": "_contest"},
+    {"trigger": "probed", "source": "contested", "dest": "unfit",
+     "conditions": ["_probe_pending"], "unless": ["_healthy", "_result_answered"],
+     "before": "_take_probe", "after": "_decline"},
+    {"trigger": "probed", "source": "contested", "dest": "acquiring",
+     "conditions": ["_probe_pending", "_healthy"], "unless": ["_result_answered"],
+     "before": "_take_probe", "after": "_acquire_all"},
+    {"trigger": "probed", "source": "contested", "dest": None,
+     "conditions": ["_probe_pending", "_result_answered"], "before": "_take_probe", "after": "_still_contested"},
+    # --- our own address changes ---
+    {"trigger": "acquired", "source": "acquiring", "dest": "recovering",
+     "conditions": ["_master_back"], "after": ["_fail_back", "_release_held"]},
+    {"trigger": "acquired", "source": "acquiring", "dest": "failed_over", "unless": ["_master_back"], "after": "_took_over"},
+    {"trigger": "released", "source": "recovering", "dest": "monitoring",
+     "unless": ["_some_held", "_stopping"], "after": "_recovered"},
+    {"trigger": "released", "source": "recovering", "dest": None,
+     "conditions": ["_some_held"], "unless": ["_stopping"], "after": "_release_incomplete"},
     # Another host answers on the wire for an address we hold or are adding
     # (RFC 5227 conflict detection): the master is the rightful owner, so the
     # backup yields at once instead of holding on until a heartbeat gets through.
-    {"trigger": "conflict", "source": "failed_over", "dest": "recovering", "after": "_yield_held"},
+    {"trigger": "conflict", "source": "failed_over", "dest": "recovering", "after": ["_yield_alarm", "_release_held"]},
     {"trigger": "conflict", "source": "acquiring", "dest": None, "after": "_note_master_back"},
-    # Healthy again with the master still gone: suspect it afresh, so a new
-    # probe (the last one may be long stale) decides as at any deadline.
+    # Nothing of ours to yield (a late ARP reply), or already yielding.
+    {"trigger": "conflict", "source": ["monitoring", "suspect", "contested", "unfit", "recovering"], "dest": None},
+    # --- health: healthy again with the master still gone, suspect it
+    # afresh, so a new probe (the last one may be long stale) decides as at
+    # any deadline. Elsewhere a passing verdict changes no state. ---
     {"trigger": "checks_pass", "source": "unfit", "dest": "suspect", "after": "_schedule_probe"},
-    {"trigger": "heartbeat", "source": "unfit", "dest": "monitoring", "after": "_unfit_over"},
+    {"trigger": "checks_pass", "source": [s for s in STATES if s != "unfit"], "dest": None},
+    # --- stop (SIGTERM), after the address change in progress finished: release
+    # what we hold (unless told to keep it), then say the stop is complete. ---
+    {"trigger": "stop", "source": _ANY, "dest": None,
+     "conditions": ["_release_at_stop"], "after": ["_mark_stopping", "_release_to_stop"]},
+    {"trigger": "stop", "source": _ANY, "dest": None, "unless": ["_release_at_stop"], "after": ["_mark_stopping", "_stop_now"]},
+    {"trigger": "released", "source": _ANY, "dest": None, "conditions": ["_stopping"], "after": "_stop_released"},
 )
 
 # States in which the backup tells the master "I may hold your addresses":
@@ -160,6 +207,7 @@ class Detector(DeclaredMachine):
 
     STATES = STATES
     TRANSITIONS = TRANSITIONS
+    AUTOMATIC = AUTOMATIC
 
     def __init__(
         self,
@@ -168,7 +216,7 @@ class Detector(DeclaredMachine):
         *,
         key: bytes | None = None,
         epoch: int = 1,
-        held: Iterable = (),
+        held: Iterable[Triplet] = (),
         offline: bool = False,
     ) -> None:
         self.settings = settings
@@ -198,10 +246,16 @@ class Detector(DeclaredMachine):
         self._now = now
         self._out: list[Action] = []
         self._leaving_at: float | None = None
-        self._probe_pending = False
+        self._probe_in_flight = False
         self._probe_scheduled = False
         self._answered: Addresses = frozenset()
-        self._master_back = False
+        self._probe_result: Addresses = frozenset()
+        """The answer of the probe result being handled (committed to ``_answered`` by its row)."""
+        self._master_returned = False
+        """The master was heard (or answered on the wire) while our acquire was in flight."""
+        self._stop_requested = False
+        self._stop_releases = True
+        """Whether the stop releases what we hold (``--keep-addresses-on-exit`` says not)."""
         self._failed: Addresses = frozenset()
         self._retry_at: float | None = None
         self._conflicting: Addresses = frozenset()
@@ -231,36 +285,49 @@ class Detector(DeclaredMachine):
 
     def receive_datagram(self, now: float, data: bytes, source: str, path: str) -> list[Action]:
         """A datagram arrived on the heartbeat port from ``source`` via ``path``."""
-        self._now = now
-        out: list[Action] = []
-        self._out = out
+        out = self._begin(now)
+        self._receive(now, data, source, path)
+        return out
+
+    def _receive(self, now: float, data: bytes, source: str, path: str) -> None:
+        """Judge one datagram and fire what it means.
+
+        Only a counted frame changes what the conditions read, so only it is
+        followed by a settle (see :meth:`_heard`), before we answer it, so the
+        status says what we hold after it. Any other frame needs none: a row
+        due by time fires at the deadline the timer keeps, not earlier
+        because a frame came in (a flood of forgeries costs no machine call).
+        """
         self.last_verdict = "accepted"
         if self._key is None:
             if data != self.legacy_message:
-                return self._reject("message", out)
+                self._reject("message")
+                return
             if self.master_address is not None and source != self.master_address:
-                return self._reject("source", out)
+                self._reject("source")
+                return
             self._heard(now, source, path, leaving=False)
-            return out
+            return
         try:
             frame = wire.decode(data, self._key)
             if frame.role != wire.ROLE_MASTER:
                 raise wire.WireError("role", "not from a master")
         except wire.WireError as exc:
-            return self._reject(exc.reason, out)
+            self._reject(exc.reason)
+            return
         assert self._sealer is not None
         try:
             age = self._guard.admit(
                 frame, now, self._sealer.acked_at(frame), acknowledges=self._sealer.acknowledges_us(frame)
             )
         except wire.WireError as exc:
-            self._reject(exc.reason, out)
+            self._reject(exc.reason)
             if exc.reason == "epoch" and now >= self._status_due:
                 # Perhaps a real master whose clock leapt: our answer (at the
                 # status rate, never at once: the epoch is not recorded) tells
                 # it our epoch, and its next heartbeat, acknowledging that, is let in.
                 self._status(now, also=source)
-            return out
+            return
         if not (self._offline or self._sealer.acknowledges_us(frame)):
             # Authentic and unseen, but made before the master heard from this
             # epoch of ours (we restarted, or it did and does not know us
@@ -274,14 +341,14 @@ class Detector(DeclaredMachine):
             self.counters.unacknowledged += 1
             if self._guard.newest_admitted:
                 self._answer(now, frame, source)
-            return out
+            return
         if age == "delayed":
             # Not provably young: it may have been withheld. Answering it lets
             # the master's next heartbeat prove its age directly (the newest only, as above).
-            self._reject("delayed", out)
+            self._reject("delayed")
             if self._guard.newest_admitted:
                 self._answer(now, frame, source)
-            return out
+            return
         if age == "overtaken":
             # Overtaken by a newer frame on another path: it says that path
             # works, and nothing newer about the master (its holds or leaving
@@ -289,7 +356,7 @@ class Detector(DeclaredMachine):
             self.last_verdict = "overtaken"
             self.counters.overtaken += 1
             self._path_heard(now, source, path)
-            return out
+            return
         self.master_holds = frame.holds
         self._heard(now, source, path, leaving=frame.leaving)
         # The first heartbeat of a master epoch that counts is answered at
@@ -297,7 +364,6 @@ class Detector(DeclaredMachine):
         # managing master that we released (see Master.receive_datagram).
         self._answer(now, frame, source, urgent=self._counted_epoch != frame.epoch)
         self._counted_epoch = frame.epoch
-        return out
 
     def _answer(self, now: float, frame: wire.Heartbeat, source: str, *, urgent: bool = False) -> None:
         """Send our status in reply to an authentic master frame, at the protocol's rate.
@@ -312,51 +378,29 @@ class Detector(DeclaredMachine):
         if urgent or now >= self._status_due or holds != self._status_holds or frame.epoch != self._status_epoch:
             self._status(now, also=source)
 
-    def _reject(self, reason: str, out: list[Action]) -> list[Action]:
+    def _reject(self, reason: str) -> None:
         self.counters.reject(reason)
         self.last_verdict = reason
-        return out
 
     def handle_timer(self, now: float) -> list[Action]:
         """The caller's clock reached :meth:`next_deadline` (or later)."""
-        self._now = now
-        out: list[Action] = []
-        self._out = out
-        self._on_timer(now)
-        return out
-
-    def _on_timer(self, now: float) -> None:
-        # Deadlines are compared exactly as next_deadline() computes them: a
-        # float difference (now - last) may round below the bound and leave a
-        # timer that fires forever without effect.
-        suspect_at = self.last_heard + self._suspect_after
-        if self.state == "monitoring" and (now >= suspect_at or self._leaving_at is not None):
-            self._fire("silence")
-        if self.state == "suspect" and self._probe_scheduled and now >= self._probe_due():
-            self._probe_scheduled = False
-            self._fire("probe_due")
-        if self.state == "suspect" and self._deadline_passed():
-            self._fire("deadline")
-        if self._retry_at is not None and now >= self._retry_at:
-            self._retry_at = None
-            self._fire("retry")
+        out = self._begin(now)
+        self._settle()
+        if self._stop_requested:
+            return out  # a stopped backup has no timers (next_deadline is None)
         if self.state == "failed_over" and self._garp_due is not None and now >= self._garp_due:
             # Not a state change: the periodic gratuitous ARP of what we hold.
             self._schedule_refresh(now)
             if self.held:
                 self._out.append(Announce(self.held))
         self._check_paths(now)
+        return out
 
     def action_done(self, now: float, result: Result) -> list[Action]:
         """An action emitted earlier finished with ``result``."""
-        self._now = now
-        out: list[Action] = []
-        self._out = out
+        out = self._begin(now)
         if isinstance(result, ProbeDone):
-            if not self._probe_pending:
-                return out  # a probe from a suspicion that has since ended
-            self._probe_pending = False
-            self._answered = frozenset(result.answered) & self.addresses
+            self._probe_result = frozenset(result.answered) & self.addresses
             self._fire("probed")
         elif isinstance(result, AcquireDone):
             self.held = (self.held | frozenset(result.acquired)) & self.addresses
@@ -378,17 +422,32 @@ class Detector(DeclaredMachine):
             self._fire("released")
         else:
             raise TypeError(f"unknown result {result!r}")
+        self._settle()
         return out
 
-    def conflict_seen(self, now: float, addresses: Iterable) -> list[Action]:
+    def conflict_seen(self, now: float, addresses: Iterable[Triplet]) -> list[Action]:
         """Another host's ARP claims ``addresses`` (the shell watches while we hold any)."""
-        self._now = now
-        out: list[Action] = []
-        self._out = out
+        out = self._begin(now)
         contested = frozenset(addresses) & self.addresses
-        if contested and self.state in {"failed_over", "acquiring"}:
+        if contested:
             self._conflicting = contested
             self._fire("conflict")
+        self._settle()
+        return out
+
+    def shutdown(self, now: float, *, release: bool = True) -> list[Action]:
+        """Stop (SIGTERM), once the address change in progress has finished.
+
+        What we hold is released (``release``; False: kept, for
+        ``--keep-addresses-on-exit``); :class:`~failoverd.core.actions.Stopped`
+        follows when that is done, or at once when there is nothing to do.
+        From then on time moves nothing (:meth:`next_deadline` is None) and a
+        late probe answer is dropped.
+        """
+        out = self._begin(now)
+        self._stop_releases = release
+        self._fire("stop")
+        self._settle()
         return out
 
     def health_changed(self, now: float, healthy: bool, reason: str = "") -> list[Action]:
@@ -397,9 +456,7 @@ class Detector(DeclaredMachine):
         Fed after the checks' rise/fall hysteresis (:mod:`failoverd.core.health`),
         only when the combined verdict changes; a repeat changes nothing.
         """
-        self._now = now
-        out: list[Action] = []
-        self._out = out
+        out = self._begin(now)
         if healthy == self.healthy:
             return out
         self.healthy = healthy
@@ -407,10 +464,9 @@ class Detector(DeclaredMachine):
         if healthy:
             then = f": taking over from {self.peer} after a fresh ARP probe" if self.state == "unfit" else ""
             self._emit_alarm("info", f"health checks pass again{then}", mail=True)
+            # Back in suspect past the failure deadline, the settle below
+            # decides at once (or the probe it starts does).
             self._fire("checks_pass")
-            # Back in suspect past the failure deadline: decide now (a probe
-            # may have been started, whose result decides instead).
-            self._on_timer(now)
         elif self.state in {"acquiring", "failed_over"}:
             self._emit_alarm(
                 "critical",
@@ -425,10 +481,13 @@ class Detector(DeclaredMachine):
                 "until its checks pass again",
                 mail=True,
             )
+        self._settle()
         return out
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must be called next (``None``: only on input)."""
+        if self._stop_requested:
+            return None
         if (
             self.state == "monitoring"
             and self._leaving_at is None
@@ -497,20 +556,31 @@ class Detector(DeclaredMachine):
 
     # --- internals -----------------------------------------------------------
 
+    def _begin(self, now: float) -> list[Action]:
+        self._now = now
+        self._out = []
+        return self._out
+
     def _heard(self, now: float, source: str, path: str, *, leaving: bool) -> None:
+        """A counted master frame: the heartbeat's row, and the settle after it."""
         self.counters.accepted += 1
         self._path_heard(now, source, path)
         if leaving:
-            # The master says it is going away: fail over now rather than
-            # after the timeout, still subject to the ARP probe.
+            # The master says it is going away: the failure deadline is now
+            # (the settle fails over, still after the ARP probe).
             if self._leaving_at is None:
                 self._leaving_at = now
-                self._on_timer(now)
+                self._settle()
             return
         self.last_heard = now
         self._leaving_at = None
-        if self.state != "monitoring":
-            self._fire("heartbeat")
+        if self.state == "monitoring":
+            # The common case, a heartbeat while all is well: its row changes
+            # nothing, and no state-driven row can hold right after it (the
+            # silence just ended), so neither the row nor the settle is run.
+            return
+        self._fire("heartbeat")
+        self._settle()
 
     def _path_heard(self, now: float, source: str, path: str) -> None:
         health = self.paths.get(path)
@@ -564,34 +634,56 @@ class Detector(DeclaredMachine):
         deadline = self.last_heard + self._fail_after
         return min(deadline, self._leaving_at) if self._leaving_at is not None else deadline
 
-    def _emit_alarm(self, level: str, message: str, mail: bool = False, *, path: str | None = None) -> None:
-        self._out.append(Alarm(level, message, mail, path=path))  # type: ignore[arg-type]
+    def _emit_alarm(self, level: AlarmLevel, message: str, mail: bool = False, *, path: str | None = None) -> None:
+        self._out.append(Alarm(level, message, mail, path=path))
 
-    # conditions
+    # conditions (time guards compare exactly as next_deadline() computes
+    # the deadlines: a float difference may round below the bound and leave
+    # a timer that fires forever without effect)
 
-    def _probe_finished(self) -> bool:
-        return not self._probe_pending and not self._probe_scheduled
+    def _silence_long(self) -> bool:
+        return self._leaving_at is not None or self._now >= self.last_heard + self._suspect_after
 
-    def _probe_silent(self) -> bool:
-        return not self._answered
-
-    def _probe_answered(self) -> bool:
-        return bool(self._answered)
+    def _probe_time(self) -> bool:
+        return self._probe_scheduled and self._now >= self._probe_due()
 
     def _deadline_passed(self) -> bool:
         return self._now >= self._fail_deadline()
 
+    def _retry_due(self) -> bool:
+        return self._retry_at is not None and self._now >= self._retry_at
+
+    def _probe_pending(self) -> bool:
+        return self._probe_in_flight
+
+    def _probe_finished(self) -> bool:
+        return not self._probe_in_flight and not self._probe_scheduled
+
+    def _probe_answered(self) -> bool:
+        """The last probe's answer (committed): somebody answered for one of the addresses."""
+        return bool(self._answered)
+
+    def _result_answered(self) -> bool:
+        """The probe answer being handled: somebody answered for one of the addresses."""
+        return bool(self._probe_result)
+
     def _master_back(self) -> bool:
-        return self._master_back
+        return self._master_returned
 
     def _some_missing(self) -> bool:
         return bool(self._failed)
 
-    def _nothing_held(self) -> bool:
-        return not self.held
+    def _some_held(self) -> bool:
+        return bool(self.held)
 
-    def _unhealthy(self) -> bool:
-        return not self.healthy
+    def _healthy(self) -> bool:
+        return self.healthy
+
+    def _stopping(self) -> bool:
+        return self._stop_requested
+
+    def _release_at_stop(self) -> bool:
+        return bool(self.held) and self._stop_releases
 
     # actions
 
@@ -606,27 +698,28 @@ class Detector(DeclaredMachine):
         return max(self._fail_deadline() - self.timing.probe_duration, self.last_heard)
 
     def _schedule_probe(self) -> None:
-        if not self.arp_probe:
+        # The probe_due row starts it when it is due (at once, if it already is).
+        if self.arp_probe:
+            self._probe_scheduled = True
+        else:
             self._answered = frozenset()
-            return
-        self._probe_scheduled = True
-        if self._now >= self._probe_due():
-            self._probe_scheduled = False
-            self._start_probe()
 
     def _start_probe(self) -> None:
+        self._probe_scheduled = False
         self._answered = frozenset()
-        if self.arp_probe:
-            self._probe_pending = True
-            self._out.append(Probe(self.addresses))
-        else:
-            self._probe_pending = False
-            if self.state == "contested":
-                self._fire("probed")
+        self._probe_in_flight = True
+        self._out.append(Probe(self.addresses))
+
+    def _take_probe(self) -> None:
+        self._probe_in_flight = False
+        self._answered = self._probe_result
+
+    def _retry_taken(self) -> None:
+        self._retry_at = None
 
     def _false_suspicion(self) -> None:
         self.counters.false_suspicions += 1
-        self._probe_pending = False
+        self._probe_in_flight = False
         self._probe_scheduled = False
 
     def _contest(self) -> None:
@@ -645,7 +738,7 @@ class Detector(DeclaredMachine):
 
     def _decline(self) -> None:
         self._retry_at = None
-        self._probe_pending = False
+        self._probe_in_flight = False
         why = "says it is leaving" if self._leaving_at is not None else f"silent for {self._now - self.last_heard:.1f} s"
         self._out.append(
             Alarm(
@@ -664,21 +757,21 @@ class Detector(DeclaredMachine):
 
     def _contest_over(self) -> None:
         self._retry_at = None
-        self._probe_pending = False
+        self._probe_in_flight = False
         self._out.append(Alarm("info", f"{self.peer} heard again; no longer contested"))
 
     def _note_master_back(self) -> None:
-        self._master_back = True
+        self._master_returned = True
 
     def _acquire_all(self) -> None:
-        self._master_back = False
+        self._master_returned = False
         self.counters.failovers += 1
         wanted = self.addresses - self.held
         self._out.append(Notify("down", self.peer, self.addresses))
         self._out.append(Acquire(wanted))
 
     def _acquire_missing(self) -> None:
-        self._master_back = False
+        self._master_returned = False
         missing = self._failed
         self._failed = frozenset()
         self._out.append(Acquire(missing))
@@ -691,16 +784,18 @@ class Detector(DeclaredMachine):
         if self._failed:
             self._retry_at = self._now + self.timing.effective_retry_interval
 
+    def _fail_back(self) -> None:
+        """The master is back: a failback (its rows release what we hold next)."""
+        self.counters.failbacks += 1
+        self._out.append(Notify("up", self.peer, self.addresses))
+
     def _release_held(self) -> None:
-        self._master_back = False
+        self._master_returned = False
         self._retry_at = None
         self._failed = frozenset()
-        if self._trigger_name == "heartbeat" or (self._trigger_name == "acquired"):
-            self.counters.failbacks += 1
-            self._out.append(Notify("up", self.peer, self.addresses))
         self._out.append(Release(self.held))
 
-    def _yield_held(self) -> None:
+    def _yield_alarm(self) -> None:
         self._out.append(
             Alarm(
                 "critical",
@@ -709,7 +804,6 @@ class Detector(DeclaredMachine):
                 True,
             )
         )
-        self._release_held()
 
     def _release_incomplete(self) -> None:
         self._retry_at = self._now + self.timing.effective_retry_interval
@@ -720,3 +814,32 @@ class Detector(DeclaredMachine):
             # Tell the master at once that we hold nothing, so its managed
             # failback does not wait for its next heartbeat.
             self._status(self._now)
+
+    def _mark_stopping(self) -> None:
+        # No timer from here on: a probe in flight is from before the stop
+        # (its answer is dropped), and nothing is retried.
+        self._stop_requested = True
+        self._probe_in_flight = False
+        self._probe_scheduled = False
+        self._retry_at = None
+
+    def _release_to_stop(self) -> None:
+        self._out.append(Alarm("info", f"stopping; releasing {_listed(self.held)} first"))
+        self._out.append(Release(self.held))
+
+    def _stop_now(self) -> None:
+        if self.held:
+            self._out.append(Alarm("warning", f"stopping; keeping {_listed(self.held)} as configured"))
+        else:
+            self._out.append(Alarm("info", "stopping; holding nothing"))
+        self._out.append(Stopped())
+
+    def _stop_released(self) -> None:
+        if self.held:
+            self._out.append(Alarm("error", f"stopped still holding {_listed(self.held)}"))
+        self._out.append(Stopped())
+
+
+def _listed(addresses: Addresses) -> str:
+    """Triplets for the stop's log lines, as the command line spells them."""
+    return ", ".join(sorted(str(t) for t in addresses))

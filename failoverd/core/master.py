@@ -21,7 +21,10 @@ only when
 (b) nothing valid was heard from the backup for the backup's own failure
     timeout (``fail_misses * interval``) since we started or last heard it,
     *and* an ARP probe of the addresses is silent (a backup we cannot hear
-    may still hold them: the probe is what protects us then).
+    may still hold them: the probe is what protects us then). Without an
+    ARP probe (``arp_probe=False``) the presumption alone acquires. A probe
+    somebody answered is tried again a retry interval later, or later still
+    if the backup is heard meanwhile (it is alive: its release is what we wait for).
 
 On shutdown a managing master releases first and only then sends a
 ``leaving`` heartbeat, so the backup's takeover probe finds the addresses
@@ -46,7 +49,6 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from failoverd.core import wire
-from failoverd.core.addresses import names
 from failoverd.core.machine import DeclaredMachine
 from failoverd.core.settings import MasterSettings
 from failoverd.core.actions import (
@@ -62,48 +64,78 @@ from failoverd.core.actions import (
     Release,
     ReleaseDone,
     Result,
+    Stopped,
     Transmit,
 )
+from failoverd.core.addresses import Triplet, names
 
 STATES: tuple[str, ...] = ("waiting", "probing", "acquiring", "holding", "releasing", "standing_down", "stopped")
 
+# State-driven triggers (see failoverd.core.machine): tried after every input,
+# in this order, while their conditions hold. The time guards are conditions.
+AUTOMATIC: tuple[str, ...] = ("presume", "retry")
+
+# The rows of one trigger from one state exclude each other
+# (tests/test_core_table.py checks it): their order means nothing.
+# docs/state-machines.md draws this table.
 TRANSITIONS: tuple[dict[str, Any], ...] = (
+    # --- failback: the backup's "I hold nothing", or its long silence and a silent probe ---
     {"trigger": "backup_released", "source": ["waiting", "probing"], "dest": "acquiring", "after": "_acquire"},
-    {"trigger": "presume", "source": "waiting", "dest": "probing", "after": "_probe"},
-    {"trigger": "probed", "source": "probing", "dest": "acquiring", "conditions": ["_probe_silent"], "after": "_acquire"},
-    {"trigger": "probed", "source": "probing", "dest": "waiting", "after": "_contested"},
+    # Heard in any other state: nothing to take back (or already taking it).
+    {"trigger": "backup_released", "source": [s for s in STATES if s not in ("waiting", "probing")], "dest": None},
+    {"trigger": "presume", "source": "waiting", "dest": "probing",
+     "conditions": ["_presume_due", "_probes_first"], "after": "_probe"},
+    {"trigger": "presume", "source": "waiting", "dest": "acquiring",
+     "conditions": ["_presume_due"], "unless": ["_probes_first"], "after": "_acquire"},
+    {"trigger": "probed", "source": "probing", "dest": "acquiring", "unless": ["_probe_answered"], "after": "_acquire"},
+    {"trigger": "probed", "source": "probing", "dest": "waiting", "conditions": ["_probe_answered"], "after": "_contested"},
+    # A probe that outlived its probing (the handshake, a stop or a step-down came first).
+    {"trigger": "probed", "source": [s for s in STATES if s != "probing"], "dest": None},
     {"trigger": "acquired", "source": "acquiring", "dest": "releasing", "conditions": ["_stopping"], "after": "_release"},
     # Our check fell while the acquire was in flight: let go of what it added.
-    {"trigger": "acquired", "source": "acquiring", "dest": "releasing", "conditions": ["_unhealthy"], "after": "_release"},
-    {"trigger": "acquired", "source": "acquiring", "dest": "holding", "after": "_now_holding"},
-    {"trigger": "retry", "source": "holding", "dest": "acquiring", "conditions": ["_some_missing"], "after": "_acquire"},
-    {"trigger": "stop", "source": ["waiting", "probing"], "dest": "stopped", "after": "_leave"},
+    {"trigger": "acquired", "source": "acquiring", "dest": "releasing",
+     "unless": ["_stopping", "_healthy"], "after": "_release"},
+    {"trigger": "acquired", "source": "acquiring", "dest": "holding",
+     "conditions": ["_healthy"], "unless": ["_stopping"], "after": "_now_holding"},
+    {"trigger": "retry", "source": "holding", "dest": "acquiring",
+     "conditions": ["_retry_due", "_some_missing"], "after": ["_retry_taken", "_acquire"]},
+    # --- stop (SIGTERM): release first, then the leaving heartbeat ---
+    {"trigger": "stop", "source": ["waiting", "probing"], "dest": "stopped", "after": ["_leave", "_stopped"]},
     {"trigger": "stop", "source": "acquiring", "dest": None, "after": "_mark_stopping"},
     {"trigger": "stop", "source": "holding", "dest": "releasing", "conditions": ["_managing"],
      "after": ["_mark_stopping", "_release"]},
-    {"trigger": "stop", "source": "holding", "dest": "stopped"},
+    {"trigger": "stop", "source": "holding", "dest": "stopped", "unless": ["_managing"], "after": "_stopped"},
     # A stop during a step-down's release: the release finishes, then we stop.
     {"trigger": "stop", "source": "releasing", "dest": None, "after": "_mark_stopping"},
-    {"trigger": "released", "source": "releasing", "dest": "waiting", "conditions": ["_stepping_down", "_healthy"],
-     "after": "_rejoin"},
-    {"trigger": "released", "source": "releasing", "dest": "standing_down", "conditions": ["_stepping_down"],
+    {"trigger": "released", "source": "releasing", "dest": "waiting", "conditions": ["_healthy"],
+     "unless": ["_stopping"], "after": "_rejoin"},
+    {"trigger": "released", "source": "releasing", "dest": "standing_down", "unless": ["_stopping", "_healthy"],
      "after": "_stood_down"},
-    {"trigger": "released", "source": "releasing", "dest": "stopped", "conditions": ["_nothing_held"], "after": "_leave"},
-    {"trigger": "released", "source": "releasing", "dest": "stopped", "after": "_release_incomplete"},
+    {"trigger": "released", "source": "releasing", "dest": "stopped", "conditions": ["_stopping"],
+     "unless": ["_some_held"], "after": ["_leave", "_stopped"]},
+    {"trigger": "released", "source": "releasing", "dest": "stopped", "conditions": ["_stopping", "_some_held"],
+     "after": ["_release_incomplete", "_stopped"]},
     # Health: an unhealthy master lets go of what it holds and says "leaving"
     # until it is healthy again (see the module's docstring).
     {"trigger": "checks_fail", "source": ["waiting", "probing", "holding"], "dest": "releasing",
      "conditions": ["_some_held"], "after": "_release"},
     {"trigger": "checks_fail", "source": ["waiting", "probing", "holding"], "dest": "standing_down",
-     "after": "_stood_down"},
-    {"trigger": "retry", "source": "standing_down", "dest": "releasing", "conditions": ["_some_held"],
-     "after": "_release"},
+     "unless": ["_some_held"], "after": "_stood_down"},
+    # Acquiring: the acquired rows read the verdict. Releasing, standing
+    # down or stopped: already letting go.
+    {"trigger": "checks_fail", "source": ["acquiring", "releasing", "standing_down", "stopped"], "dest": None},
+    {"trigger": "retry", "source": "standing_down", "dest": "releasing",
+     "conditions": ["_retry_due", "_some_held"], "after": ["_retry_taken", "_release"]},
     {"trigger": "checks_pass", "source": "standing_down", "dest": "waiting", "conditions": ["_managing"],
      "after": "_rejoin"},
-    {"trigger": "checks_pass", "source": "standing_down", "dest": "holding", "after": "_rejoin"},
+    {"trigger": "checks_pass", "source": "standing_down", "dest": "holding", "unless": ["_managing"],
+     "after": "_rejoin"},
+    # Acquiring or releasing: the acquired and released rows read the verdict.
+    {"trigger": "checks_pass", "source": [s for s in STATES if s != "standing_down"], "dest": None},
     {"trigger": "stop", "source": "standing_down", "dest": "releasing", "conditions": ["_some_held"],
      "after": ["_mark_stopping", "_release"]},
-    {"trigger": "stop", "source": "standing_down", "dest": "stopped", "after": "_leave"},
+    {"trigger": "stop", "source": "standing_down", "dest": "stopped", "unless": ["_some_held"],
+     "after": ["_leave", "_stopped"]},
 )
 
 CLAIMING_STATES = frozenset({"acquiring", "holding", "releasing"})
@@ -120,6 +152,7 @@ class Master(DeclaredMachine):
 
     STATES = STATES
     TRANSITIONS = TRANSITIONS
+    AUTOMATIC = AUTOMATIC
 
     def __init__(
         self,
@@ -128,7 +161,7 @@ class Master(DeclaredMachine):
         *,
         key: bytes | None = None,
         epoch: int = 1,
-        held: Iterable = (),
+        held: Iterable[Triplet] = (),
     ) -> None:
         self.settings = settings
         """What this core was built with (all but the key and the run's own values)."""
@@ -158,7 +191,7 @@ class Master(DeclaredMachine):
         self._answered: Addresses = frozenset()
         self._failed: Addresses = frozenset()
         self._retry_at: float | None = None
-        self._stopping = False
+        self._stop_requested = False
         self.healthy = True
         """This host's health checks pass (or there are none); see :meth:`health_changed`."""
         self.health_reason = ""
@@ -183,18 +216,8 @@ class Master(DeclaredMachine):
     # --- entry points ------------------------------------------------------
 
     def handle_timer(self, now: float) -> list[Action]:
-        self._now = now
-        out: list[Action] = self._begin()
-        # Compared exactly as next_deadline() computes them (float rounding).
-        if self.state == "waiting" and now >= self._presume_from + self.backup_fail_after:
-            self._fire("presume")
-        if self._retry_at is not None and now >= self._retry_at:
-            self._retry_at = None
-            if self.state == "waiting":
-                self._presume_from = now - self.backup_fail_after  # probe again now
-                self._fire("presume")
-            else:
-                self._fire("retry")
+        out = self._begin(now)
+        self._settle()
         if (
             self.backup_last_heard is not None
             and not self.backup_silent
@@ -222,8 +245,7 @@ class Master(DeclaredMachine):
 
     def receive_datagram(self, now: float, data: bytes, source: str, path: str) -> list[Action]:
         """A datagram arrived (the backup's status, in authenticated mode)."""
-        self._now = now
-        out = self._begin()
+        out = self._begin(now)
         if self._key is None:
             self.counters.reject("unexpected")
             return out
@@ -263,6 +285,8 @@ class Master(DeclaredMachine):
         self.counters.accepted += 1
         self.received_by_path[path] = self.received_by_path.get(path, 0) + 1
         self.backup_last_heard = now
+        # Pushes the presume row's deadline on: nothing becomes due by a
+        # status frame, so only the handshake below needs a settle.
         self._presume_from = now
         if age == "overtaken":
             return out  # overtaken on another path: the backup lives; its view is older than what we know
@@ -276,6 +300,7 @@ class Master(DeclaredMachine):
         # from our previous life (spin found the two holders this allowed).
         if not frame.holds and frame.ack_seq >= self._release_floor and self._sealer.answers_a_frame_that_acknowledged_it(frame):
             self._fire("backup_released")
+            self._settle()
         elif frame.holds and self.state == "holding" and self.managed and not self._overlap_reported:
             # Once per episode: the backup answers every heartbeat, and a
             # release held up by a slow hook would otherwise mail twice a second.
@@ -288,8 +313,7 @@ class Master(DeclaredMachine):
         return out
 
     def action_done(self, now: float, result: Result) -> list[Action]:
-        self._now = now
-        out = self._begin()
+        out = self._begin(now)
         if isinstance(result, ProbeDone):
             self._answered = frozenset(result.answered) & self.managed
             self._fire("probed")
@@ -306,14 +330,14 @@ class Master(DeclaredMachine):
             self._fire("released")
         else:
             raise TypeError(f"unknown result {result!r}")
+        self._settle()
         return out
 
-    def conflict_seen(self, now: float, addresses: Iterable) -> list[Action]:
+    def conflict_seen(self, now: float, addresses: Iterable[Triplet]) -> list[Action]:
         """Another host's ARP claims ``addresses`` we hold: we are the owner, so
         alarm and announce them again (at most once per interval); the backup,
         seeing our announcement as a conflict of its own, lets go."""
-        self._now = now
-        out = self._begin()
+        out = self._begin(now)
         contested = frozenset(addresses) & self.held
         if contested and self.state == "holding" and now >= self._reclaim_due:
             self._reclaim_due = now + self.interval
@@ -329,35 +353,44 @@ class Master(DeclaredMachine):
         Fed after the checks' rise/fall hysteresis (:mod:`failoverd.core.health`),
         only when the combined verdict changes; a repeat changes nothing.
         """
-        self._now = now
-        out = self._begin()
+        out = self._begin(now)
         if healthy == self.healthy:
             return out
         self.healthy = healthy
         self.health_reason = "" if healthy else reason
-        if self.state == "stopped" or self._stopping:
-            return out  # stopping anyway: the stop already lets the backup take over
+        # Stopping anyway, the stop already lets the backup take over: no
+        # alarm (the verdict's rows in the states of a stop ignore it).
+        quiet = self.state == "stopped" or self._stop_requested
         if healthy:
             then = (
                 "taking our addresses back once the backup has released them" if self.managed
                 else "heartbeats no longer say leaving"
             )
-            out.append(Alarm("info", f"health checks pass again: {then}", True))
+            if not quiet:
+                out.append(Alarm("info", f"health checks pass again: {then}", True))
             self._fire("checks_pass")
         else:
             first = f"releasing {names(self.held)}, then " if self.managed and self.held else ""
-            out.append(
-                Alarm("critical", f"health check fails ({reason}): stepping down: {first}"
-                      "heartbeats tell the backup to take over", True)
-            )
+            if not quiet:
+                out.append(
+                    Alarm("critical", f"health check fails ({reason}): stepping down: {first}"
+                          "heartbeats tell the backup to take over", True)
+                )
             self._fire("checks_fail")
+        self._settle()
         return out
 
-    def shutdown(self, now: float) -> list[Action]:
-        """Begin an orderly stop; done when :attr:`state` is ``stopped``."""
-        self._now = now
-        out = self._begin()
+    def shutdown(self, now: float, *, release: bool = True) -> list[Action]:
+        """Begin an orderly stop; :class:`~failoverd.core.actions.Stopped` says when it is done.
+
+        A managing master always releases its addresses before the leaving
+        heartbeat (``release=False`` is refused: heartbeatd has no option to keep them).
+        """
+        if not release:
+            raise ValueError("heartbeatd always releases the addresses it manages when it stops")
+        out = self._begin(now)
         self._fire("stop")
+        self._settle()
         return out
 
     def next_deadline(self) -> float | None:
@@ -403,7 +436,8 @@ class Master(DeclaredMachine):
 
     # --- internals -----------------------------------------------------------
 
-    def _begin(self) -> list[Action]:
+    def _begin(self, now: float) -> list[Action]:
+        self._now = now
         self._out = []
         return self._out
 
@@ -424,13 +458,23 @@ class Master(DeclaredMachine):
             payload = self._sealer.seal(now, holds=self.claims, leaving=leaving, ack_epoch=epoch, ack_seq=seq)
             self._out.append(Transmit(payload, (target,)))
 
-    # conditions
+    # conditions (time guards compare exactly as next_deadline() computes
+    # the deadlines, float rounding included)
 
-    def _probe_silent(self) -> bool:
-        return not self._answered
+    def _presume_due(self) -> bool:
+        return self._now >= self._presume_from + self.backup_fail_after
+
+    def _retry_due(self) -> bool:
+        return self._retry_at is not None and self._now >= self._retry_at
+
+    def _probes_first(self) -> bool:
+        return self.arp_probe
+
+    def _probe_answered(self) -> bool:
+        return bool(self._answered)
 
     def _stopping(self) -> bool:
-        return self._stopping
+        return self._stop_requested
 
     def _some_missing(self) -> bool:
         return bool(self._failed)
@@ -438,35 +482,22 @@ class Master(DeclaredMachine):
     def _managing(self) -> bool:
         return bool(self.managed)
 
-    def _nothing_held(self) -> bool:
-        return not self.held
-
     def _some_held(self) -> bool:
         return bool(self.held)
 
     def _healthy(self) -> bool:
         return self.healthy
 
-    def _unhealthy(self) -> bool:
-        return not self.healthy
-
-    def _stepping_down(self) -> bool:
-        """A release of ours that is not a stop: the health checks asked for it."""
-        return not self._stopping
-
     # actions
 
     def _probe(self) -> None:
-        if self.arp_probe:
-            self._out.append(Probe(self.managed - self.held))
-        else:
-            self._answered = frozenset()
-            self._fire("probed")
+        self._out.append(Probe(self.managed - self.held))
 
     def _contested(self) -> None:
-        self._retry_at = self._now + self.retry_interval
         # Back in ``waiting`` the presumption would hold at once and re-probe
-        # immediately; make it due no earlier than the retry.
+        # immediately: make it due one retry interval from now (later, if
+        # the backup is heard meanwhile: then it is alive, and its
+        # "I hold nothing" is what we wait for).
         self._presume_from = self._now + self.retry_interval - self.backup_fail_after
         self._out.append(
             Alarm(
@@ -481,6 +512,9 @@ class Master(DeclaredMachine):
         self._failed = frozenset()
         self._out.append(Acquire(wanted))
 
+    def _retry_taken(self) -> None:
+        self._retry_at = None
+
     def _schedule_refresh(self, now: float) -> None:
         self._garp_due = None if self._garp_refresh is None else now + self._garp_refresh
 
@@ -493,7 +527,7 @@ class Master(DeclaredMachine):
             self._retry_at = self._now + self.retry_interval
 
     def _mark_stopping(self) -> None:
-        self._stopping = True
+        self._stop_requested = True
 
     def _release(self) -> None:
         self._retry_at = None
@@ -527,3 +561,6 @@ class Master(DeclaredMachine):
         # Our addresses are gone: let the backup take over now, not after its timeout.
         if self.managed:
             self._send_heartbeat(self._now, leaving=True)
+
+    def _stopped(self) -> None:
+        self._out.append(Stopped())

@@ -140,10 +140,10 @@ def survey() -> list[dict[str, Any]]:
             "vip": record.get("vip"),
         }
     for ns in netns.list_namespaces():
-        lab_id = lab_of_namespace(ns)
-        if lab_id is None:
+        owning_lab = lab_of_namespace(ns)
+        if owning_lab is None:
             continue
-        entry = found.setdefault(lab_id, {"id": lab_id, "state": "unrecorded", "owner_pid": None,
+        entry = found.setdefault(owning_lab, {"id": owning_lab, "state": "unrecorded", "owner_pid": None,
                                           "owner_alive": None, "emulator_alive": False,
                                           "namespaces": [], "vip": None})
         entry["namespaces"].append(ns)

@@ -249,7 +249,7 @@ class Emulator:
     def _log_frame(self, now: float, lan: str, host: str, frame: bytes,
                    outcomes: list[Any], deliveries: list[Delivery]) -> None:
         assert self.frame_log is not None
-        due = {}
+        due: dict[str, list[float]] = {}
         for d in deliveries:
             due.setdefault(d.dst, []).append(round(d.due - now, 6))
         record = {

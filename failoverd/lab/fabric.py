@@ -88,7 +88,7 @@ class Fabric:
 
     def _select(self, lan: Any, src: Any, dst: Any) -> list[Link]:
         lans = self._lans(lan)
-        chosen = []
+        chosen: list[Link] = []
         for one_lan in lans:
             srcs = self._hosts(one_lan, src, strict=len(lans) == 1)
             dsts = self._hosts(one_lan, dst, strict=len(lans) == 1)

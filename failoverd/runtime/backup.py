@@ -15,11 +15,13 @@ master's next heartbeat releases them. They are announced (gratuitous ARP)
 at once, so a master that holds them sees the conflict and answers with its
 own announcement, and the backup yields without waiting for a heartbeat.
 
-Stop (SIGTERM/SIGINT): inputs stop, the address change in progress finishes
-(its result reaches the detector, so what we hold is exact), queued changes
-are dropped, and the held addresses are released through the PreRel/PostRel
-hooks, unless ``keep_addresses_on_exit``. Bounded by
-:func:`~failoverd.runtime.lifecycle.stop_bound`.
+Stop (SIGTERM/SIGINT): inputs stop, queued changes are dropped, the address
+change in progress finishes (its result reaches the detector, so what we
+hold is exact), and then the stop goes to the detector (``Detector.shutdown``,
+recorded in the trace like any input): it releases what it holds through
+the PreRel/PostRel hooks, unless ``keep_addresses_on_exit``, as an action
+whose result reaches it like any other, and says when it is done (its
+``Stopped`` action). Bounded by :func:`~failoverd.runtime.lifecycle.stop_bound`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from failoverd.cli import logsetup
 
 from failoverd.runtime import control
 from failoverd.cli.config import BackupConfig
-from failoverd.core.actions import Announce, Release, ReleaseDone
+from failoverd.core.actions import Announce
 from failoverd.core.detector import Detector
 from failoverd.core.health import Verdict
 from failoverd.cli.exitcodes import EX_CONFIG, EX_OK, ProgramError
@@ -238,19 +240,13 @@ async def _stop(config: BackupConfig, core: Detector, shell: CoreShell) -> int:
         log.info("stopping: dropped queued %s", type(action).__name__.lower())
     with trio.move_on_after(lifecycle.stop_bound(config.hook_timeout)) as bound:
         await executor.finish_current()
-        held = core.held
-        if not held:
-            log.info("stopping; holding nothing")
-            return EX_OK
-        if config.keep_addresses_on_exit:
-            log.warning("stopping; keeping %s as configured", ", ".join(sorted(map(str, held))))
-            return EX_OK
-        log.info("stopping; releasing %s first", ", ".join(sorted(map(str, held))))
-        result = await executor.run_change_now(Release(held))
-        assert isinstance(result, ReleaseDone)
-        left = held - result.released
-        if left:
-            log.error("stopped still holding %s", ", ".join(sorted(map(str, left))))
+        # The detector decides what the stop releases, from what it now
+        # knows exactly it holds; it says (alarms) what it does and when it is done.
+        executor.accept_changes()
+        shell.stop(release=not config.keep_addresses_on_exit)
+        await executor.stopped.wait()
+        await executor.finish_current()  # the release's PostRel hooks
+        if core.held and not config.keep_addresses_on_exit:
             return EXIT_STILL_HOLDING
         return EX_OK
     assert bound.cancelled_caught

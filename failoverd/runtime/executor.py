@@ -19,6 +19,8 @@ How each action runs, and why:
   under its timeout: mail never delays a takeover.
 - ``Alarm`` is logged at its level; ``StateChanged`` is logged, and both are
   kept in the timeline.
+- ``Stopped`` (the core finished its stop) sets :attr:`Executor.stopped`,
+  which the daemon's stop waits for.
 
 Resource handling: :meth:`Executor.run` owns every task it starts; cancelling
 it cancels an address change in progress only at the system port's own
@@ -49,6 +51,7 @@ from failoverd.core.actions import (
     ReleaseDone,
     Result,
     StateChanged,
+    Stopped,
     Transmit,
 )
 from failoverd.core.addresses import names
@@ -95,6 +98,8 @@ class Executor:
         self.pending_changes = 0
         self.probes_running = 0
         self._mailed: dict[str, float] = {}
+        self.stopped = trio.Event()
+        """Set when the core says its stop is complete (a ``Stopped`` action)."""
 
     @property
     def current(self) -> AddressChange | None:
@@ -127,6 +132,8 @@ class Executor:
                 self._start(self._probe, action)
             elif isinstance(action, (Acquire, Release, Announce)):
                 self._enqueue(action)
+            elif isinstance(action, Stopped):
+                self.stopped.set()
             else:
                 raise TypeError(f"the executor does not know how to run {action!r}")
 
@@ -235,30 +242,13 @@ class Executor:
             self._idle.set()
         return dropped
 
+    def accept_changes(self) -> None:
+        """Carry out address changes again (the stop's own release, once the one in progress finished)."""
+        self._accepting_changes = True
+
     async def finish_current(self) -> None:
         """Wait until no address change is running or queued."""
         await self._idle.wait()
-
-    async def run_change_now(self, action: Acquire | Release | Announce) -> Result | None:
-        """Carry out one change outside the queue (shutdown only, after :meth:`finish_current`)."""
-        if self._current is not None:
-            raise RuntimeError("another address change is in progress")
-        self.pending_changes += 1
-        self._idle = trio.Event()
-        self._current = action
-        try:
-            if isinstance(action, Acquire):
-                return await self.system.acquire(action.addresses)
-            if isinstance(action, Release):
-                return await self.system.release(action.addresses)
-            log.info("%s", _describe(action))
-            await self.system.announce(action.addresses)
-            return None
-        finally:
-            self._current = None
-            self.pending_changes -= 1
-            if self.pending_changes == 0:
-                self._idle.set()
 
 
 def _describe(action: Action) -> str:

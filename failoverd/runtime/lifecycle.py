@@ -222,11 +222,11 @@ def run_daemon(serve: Callable[..., Any], config: Any) -> int:
         log.error("%s", error)
         return error.status
     except BaseExceptionGroup as group:
-        error = _only_program_error(group)
-        if error is None:
+        only = _only_program_error(group)
+        if only is None:
             raise
-        log.error("%s", error)
-        return error.status
+        log.error("%s", only)
+        return only.status
 
 
 def _only_program_error(group: BaseExceptionGroup) -> ProgramError | None:
@@ -234,6 +234,8 @@ def _only_program_error(group: BaseExceptionGroup) -> ProgramError | None:
     programs, rest = group.split(ProgramError)
     if programs is None or rest is not None:
         return None
-    while isinstance(programs, BaseExceptionGroup):
-        programs = programs.exceptions[0]
-    return programs
+    first: BaseException = programs
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, ProgramError)
+    return first

@@ -14,11 +14,11 @@ added twice); if all of them are, the master starts holding and tickles them
 start-up. SIGHUP tickles again. Without ``--manage`` heartbeatd does not know
 which addresses are its own, so there is nothing to tickle; that is logged.
 
-Stop (SIGTERM/SIGINT): ``Master.shutdown`` is fed to the core and its actions
-run until the core reaches ``stopped``: a managing master releases its
-addresses first and then sends a ``leaving`` heartbeat, so the backup takes
-over at once instead of after its timeout. Bounded by
-:func:`~failoverd.runtime.lifecycle.stop_bound`.
+Stop (SIGTERM/SIGINT): the stop is fed to the core (``Master.shutdown``) and
+its actions run until the core says it is complete (its ``Stopped`` action,
+on reaching ``stopped``): a managing master releases its addresses first and
+then sends a ``leaving`` heartbeat, so the backup takes over at once instead
+of after its timeout. Bounded by :func:`~failoverd.runtime.lifecycle.stop_bound`.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ from failoverd.system.sdnotify import ServiceManager
 log = logging.getLogger(__name__)
 
 EXIT_STILL_HOLDING = 1
-_STOP_POLL = 0.01
 
 
 def host_system(config: MasterConfig) -> Takeover:
@@ -200,13 +199,13 @@ async def serve(
 
 
 async def _stop(config: MasterConfig, core: Master, shell: CoreShell) -> int:
-    shell.call(core.shutdown)
+    shell.stop()
     bound = lifecycle.stop_bound(config.hook_timeout)
     with trio.move_on_after(bound):
         # The core drives the stop through its own actions (release, then the
-        # leaving heartbeat); we only wait for it to get there.
-        while core.state != "stopped":
-            await trio.sleep(_STOP_POLL)
+        # leaving heartbeat); we only wait for it to say it is done, then for
+        # the release's PostRel hooks.
+        await shell.executor.stopped.wait()
         await shell.executor.finish_current()
         if core.held:
             log.error("stopped still holding %s", ", ".join(sorted(map(str, core.held))))

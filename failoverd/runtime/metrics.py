@@ -353,6 +353,9 @@ class _DaemonCollector(Collector):
         yield _counter("failoverd_advertisements_unacknowledged",
                        "Authentic frames made before the peer knew our current epoch (answered, not counted).",
                        core.counters.unacknowledged)
+        yield _counter("failoverd_undeclared_inputs",
+                       "Inputs in a state where no row of the core's table holds (a bug: ignored, and alarmed).",
+                       core.counters.undeclared)
         if role == "backup":
             yield _counter("failoverd_advertisements_overtaken",
                            "Authentic frames older than the newest accepted (path health only).",

@@ -2,7 +2,7 @@
 
 Every input (a datagram, an action's result, a timer expiry, an ARP
 conflict seen on the wire, a change of the health checks' verdict, a
-shutdown request) is one synchronous call into
+stop request) is one synchronous call into
 the core with ``trio.current_time()`` as ``now``, immediately followed by
 handing the returned actions to the :class:`~failoverd.runtime.executor.Executor`
 and re-arming the single timer; nothing awaits in between, so the core
@@ -50,6 +50,8 @@ class Core(Protocol):
 
     def health_changed(self, now: float, healthy: bool, reason: str = "") -> list[Action]: ...
 
+    def shutdown(self, now: float, *, release: bool = True) -> list[Action]: ...
+
     def next_deadline(self) -> float | None: ...
 
     def snapshot(self, now: float) -> dict[str, Any]: ...
@@ -67,6 +69,8 @@ class Recorder(Protocol):
     def conflict(self, now: float, addresses: Addresses) -> None: ...
 
     def health(self, now: float, healthy: bool, reason: str) -> None: ...
+
+    def stop(self, now: float, release: bool) -> None: ...
 
 
 class CoreShell:
@@ -135,9 +139,16 @@ class CoreShell:
             self.recorder.health(now, healthy, reason)
         self._run(self.core.health_changed(now, healthy, reason))
 
-    def call(self, entry: Callable[[float], list[Action]]) -> None:
-        """Feed any other core entry point taking ``now`` (e.g. ``Master.shutdown``)."""
-        self._run(entry(trio.current_time()))
+    def stop(self, *, release: bool = True) -> None:
+        """Begin the core's orderly stop (``release``: let go of what it holds).
+
+        The core's actions carry it out like any other; the executor's
+        ``stopped`` event is set when the core says it is complete.
+        """
+        now = trio.current_time()
+        if self.recorder is not None:
+            self.recorder.stop(now, release)
+        self._run(self.core.shutdown(now, release=release))
 
     def submit(self, actions: list[Action]) -> None:
         """Run actions the shell itself decided on (a tickle on SIGHUP)."""
