@@ -20,7 +20,7 @@ built from them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from failoverd.core.addresses import Triplet
 from failoverd.core.timing import Timing
@@ -45,10 +45,9 @@ class DetectorSettings:
     """How notifications and alarms name the master."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.addresses, tuple):
-            # Frozen and hashable whatever the caller passed; a set in sorted
-            # order, so the header it is written as reads the same every run.
-            object.__setattr__(self, "addresses", _as_tuple(self.addresses))
+        # Frozen and hashable whatever the caller passed; a set in sorted
+        # order, so the header it is written as reads the same every run.
+        object.__setattr__(self, "addresses", _as_tuple(self.addresses))
         if not self.addresses:
             raise ValueError("a detector needs at least one address to take over")
 
@@ -74,9 +73,7 @@ class MasterSettings:
 
     def __post_init__(self) -> None:
         for name in ("targets", "managed"):
-            value = getattr(self, name)
-            if not isinstance(value, tuple):
-                object.__setattr__(self, name, _as_tuple(value))
+            object.__setattr__(self, name, _as_tuple(getattr(self, name)))
         if not self.targets:
             raise ValueError("heartbeatd needs at least one target address")
         if self.garp_refresh is not None and not self.garp_refresh > 0:
@@ -91,5 +88,5 @@ class MasterSettings:
         return self.interval if self.retry_interval is None else self.retry_interval
 
 
-def _as_tuple(values: Iterable[object]) -> tuple:
-    return tuple(sorted(values)) if isinstance(values, (set, frozenset)) else tuple(values)  # type: ignore[type-var]
+def _as_tuple(values: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(sorted(values)) if isinstance(values, (set, frozenset)) else tuple(values)
