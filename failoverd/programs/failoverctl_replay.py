@@ -18,78 +18,23 @@ cannot be read; 78 an unusable key file.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
 import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
-from failoverd.core.settings import DetectorSettings
-from failoverd.core.timing import Timing, TimingError
 
-# The same checks as the daemons' own options, so a what-if parses as failoverd would.
 from failoverd.cli.argparser import ArgumentParser, parse_or_exit
+# The same checks as the daemons' own options, so a what-if parses as failoverd would.
 from failoverd.cli.options import count_at_least, seconds, seconds_or_zero
-from failoverd.analysis.pcapimport import (
-    CaptureError,
-    heartbeat_senders,
-    is_capture,
-    read_capture,
-)
-from failoverd.analysis.replay import (
-    DEFAULT_OUTAGE,
-    ActionModel,
-    ReplayResult,
-    Setup,
-    replay_exact,
-    replay_what_if,
-)
-from failoverd.analysis.report import SweepRow, render_replay, render_sweep
-from failoverd.analysis.trace import Arrival, Event, Trace, TraceError, is_trace, read_trace
+from failoverd.analysis.replay import DEFAULT_OUTAGE, ActionModel
+from failoverd.analysis.replayrun import ReplayError, Request, load, replay_loaded, sweep
+from failoverd.analysis.report import render_replay, render_sweep
 
-PLACEHOLDER_ADDRESS = parse_triplet("public:0.0.0.0")
-"""Stands for the master's public addresses, which a capture does not show (--address names them)."""
 _TIMING_OPTIONS = ("interval", "suspect_misses", "fail_misses", "allowance", "probe_count", "probe_spacing")
-
-
-class ReplayError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class Loaded:
-    """A trace or capture, ready to replay."""
-
-    kind: str
-    """"trace", "pcap" or "pcapng"."""
-    setup: Setup
-    trace: Trace | None
-    """A native trace (``None``: a capture)."""
-    capture_arrivals: list[Arrival]
-    end: float
-    exact_possible: bool
-    notes: list[str]
-
-    @property
-    def events(self) -> list[Event]:
-        """Exact replay's input: the native trace's events."""
-        return [] if self.trace is None else self.trace.events
-
-    @functools.cached_property
-    def arrivals(self) -> list[Arrival]:
-        """What-if replay's input (taken from a native trace's events on first use only)."""
-        return self.capture_arrivals if self.trace is None else self.trace.arrivals()
-
-    @property
-    def lost(self) -> int:
-        return 0 if self.trace is None else self.trace.lost
 
 
 # --- options ----------------------------------------------------------------------
@@ -184,18 +129,24 @@ def add_sweep(commands: argparse._SubParsersAction, common: argparse.ArgumentPar
     parser.set_defaults(run=run_sweep)
 
 
-# --- loading -----------------------------------------------------------------------
+# --- the options, as a request ------------------------------------------------------
 
 
 def _timing_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in _TIMING_OPTIONS if getattr(args, name) is not None}
 
 
-def _timing(base: Timing, overrides: dict[str, Any]) -> Timing:
-    try:
-        return dataclasses.replace(base, **overrides)
-    except TimingError as exc:
-        raise ReplayError(os.EX_USAGE, f"timing: {exc}") from None
+def _request(args: argparse.Namespace) -> Request:
+    return Request(
+        trace=args.trace,
+        read_key=lambda: _key(args),
+        skip_bad=args.skip_bad,
+        master=args.master,
+        address=tuple(args.address) if args.address else None,
+        port=args.port,
+        message=args.message,
+        timing=_timing_overrides(args),
+    )
 
 
 def _key(args: argparse.Namespace) -> bytes | None:
@@ -209,94 +160,6 @@ def _key(args: argparse.Namespace) -> bytes | None:
         raise ReplayError(os.EX_CONFIG, str(exc)) from None
 
 
-def load(args: argparse.Namespace, timing_overrides: dict[str, Any] | None = None) -> Loaded:
-    overrides = _timing_overrides(args) if timing_overrides is None else timing_overrides
-    try:
-        with open(args.trace, "rb") as f:
-            prefix = f.read(32)
-    except OSError as exc:
-        raise ReplayError(os.EX_NOINPUT, f"cannot read {args.trace}: {exc.strerror or exc}") from None
-    try:
-        if is_trace(prefix):
-            return _load_trace(args, overrides)
-        if is_capture(prefix):
-            return _load_capture(args, overrides)
-    except (TraceError, CaptureError) as exc:
-        raise ReplayError(os.EX_DATAERR, str(exc)) from None
-    except OSError as exc:
-        raise ReplayError(os.EX_NOINPUT, f"cannot read {args.trace}: {exc.strerror or exc}") from None
-    raise ReplayError(os.EX_DATAERR, f"{args.trace}: neither a failoverd trace nor a pcap or pcapng capture")
-
-
-def _load_trace(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded:
-    trace = read_trace(args.trace, skip_bad=args.skip_bad)
-    header = trace.header
-    for option, value in (("--master", args.master), ("--address", args.address), ("--port", args.port),
-                          ("--message", args.message)):
-        if value is not None:
-            raise ReplayError(os.EX_USAGE, f"{option} applies to captures; a native trace records it in its header")
-    key = _key(args)
-    if header.mode == "authenticated" and key is None:
-        raise ReplayError(
-            os.EX_USAGE,
-            f"{args.trace} was recorded with authenticated heartbeats; replay needs the same key: --key-file FILE",
-        )
-    if header.mode == "legacy" and key is not None:
-        raise ReplayError(os.EX_USAGE, f"{args.trace} was recorded in legacy mode; --key-file does not apply")
-    notes = []
-    if trace.skipped:
-        notes.append(f"skipped {len(trace.skipped)} bad line(s), first at line {trace.skipped[0][0]}: {trace.skipped[0][1]}")
-    if header.continued:
-        notes.append("this file was started by rotation, not with the daemon: its replay starts from a fresh "
-                     "detector, so the first transitions may differ from the daemon's")
-    setup = Setup.from_header(header, key, _timing(header.settings.timing, overrides))
-    end = trace.last_time if trace.end is None else trace.end
-    return Loaded("trace", setup, trace, [], end, exact_possible=not overrides, notes=notes)
-
-
-def _load_capture(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded:
-    port = args.port or 1694
-    capture = read_capture(args.trace, port=port, skip_bad=args.skip_bad)
-    notes = []
-    if capture.skipped:
-        notes.append(f"skipped {len(capture.skipped)} bad packet(s), first #{capture.skipped[0][0]}: {capture.skipped[0][1]}")
-    if not capture.datagrams:
-        raise ReplayError(os.EX_DATAERR, f"{args.trace}: no IPv4/UDP datagrams to port {port} among its "
-                                         f"{capture.packets} packets (is --port right?)")
-    key = _key(args)
-    message = b"heartbeat" if args.message is None else args.message.encode("utf-8", "surrogateescape")
-    try:
-        senders = heartbeat_senders(capture.datagrams, key=key, legacy_message=message)
-    except ValueError as exc:
-        raise ReplayError(os.EX_USAGE if key is None else os.EX_DATAERR, f"{args.trace}: {exc}") from None
-    master = args.master
-    datagrams = capture.datagrams
-    if master is None and key is None:
-        if len(senders) > 1:
-            listed = ", ".join(f"{s} ({n})" for s, n in senders.most_common())
-            raise ReplayError(os.EX_USAGE, f"{args.trace}: heartbeats from several senders: {listed}; "
-                                           "say which is the master with --master ADDRESS")
-        master = next(iter(senders))
-    elif master is not None and key is not None:
-        datagrams = [d for d in datagrams if d[2] == master]
-    if master is not None and master not in senders:
-        raise ReplayError(os.EX_USAGE, f"{args.trace}: no heartbeats from --master {master} "
-                                       f"(senders: {', '.join(sorted(senders)) or 'none'})")
-    addresses = tuple(args.address) if args.address else (PLACEHOLDER_ADDRESS,)
-    if not args.address:
-        notes.append(f"the master's public addresses are not in a capture; {PLACEHOLDER_ADDRESS} stands for "
-                     "them (--address names them)")
-    settings = DetectorSettings(
-        addresses=addresses,
-        timing=_timing(Timing(), overrides),
-        master=master,
-        legacy_message=message,
-        peer=master or "master",
-    )
-    setup = Setup(settings, capture.start, key=key)
-    return Loaded(capture.format, setup, None, datagrams, capture.end, exact_possible=False, notes=notes)
-
-
 def _model(args: argparse.Namespace) -> ActionModel:
     return ActionModel(
         probe_answers=args.probe_answers,
@@ -306,25 +169,13 @@ def _model(args: argparse.Namespace) -> ActionModel:
     )
 
 
-def replay_loaded(loaded: Loaded, args: argparse.Namespace, *, timing: Timing | None = None) -> ReplayResult:
-    """Exact replay when the input allows it and nothing else was asked; what-if otherwise or with ``timing``."""
-    if timing is None and loaded.exact_possible and not args.what_if:
-        result = replay_exact(loaded.setup, loaded.events, outage=args.outage)
-    else:
-        setup = loaded.setup if timing is None else loaded.setup.with_timing(timing)
-        result = replay_what_if(setup, loaded.arrivals, model=_model(args), end=loaded.end, lost=loaded.lost,
-                                outage=args.outage)
-    result.notes[:0] = loaded.notes
-    return result
-
-
 # --- replay --------------------------------------------------------------------------
 
 
 def run_replay(args: argparse.Namespace) -> int:
     try:
-        loaded = load(args)
-        result = replay_loaded(loaded, args)
+        loaded = load(_request(args))
+        result = replay_loaded(loaded, what_if=args.what_if, model=_model(args), outage=args.outage)
     except ReplayError as exc:
         print(f"failoverctl: {exc}", file=sys.stderr)
         return exc.status
@@ -345,28 +196,10 @@ def run_replay(args: argparse.Namespace) -> int:
 # --- sweep ----------------------------------------------------------------------------
 
 
-def sweep(args: argparse.Namespace) -> tuple[Loaded, list[SweepRow], list[str]]:
-    """One what-if replay per fail-misses value (the rows: :class:`~failoverd.analysis.report.SweepRow`)."""
-    base = load(args)
-    suspect = base.setup.timing.suspect_misses
-    low, high = args.misses or (suspect + 1, max(suspect + 1, 10))
-    rows: list[SweepRow] = []
-    skipped: list[str] = []
-    for misses in range(low, high + 1):
-        try:
-            timing = dataclasses.replace(base.setup.timing, fail_misses=misses)
-        except TimingError as exc:
-            skipped.append(f"fail misses {misses}: {exc}")
-            continue
-        rows.append(SweepRow.from_result(timing, replay_loaded(base, args, timing=timing)))
-    if not rows:
-        raise ReplayError(os.EX_USAGE, "no fail-misses value in the range gives a usable timing: " + "; ".join(skipped))
-    return base, rows, skipped
-
-
 def run_sweep(args: argparse.Namespace) -> int:
     try:
-        loaded, rows, skipped = sweep(args)
+        loaded = load(_request(args))
+        rows, skipped = sweep(loaded, args.misses, model=_model(args), outage=args.outage)
     except ReplayError as exc:
         print(f"failoverctl: {exc}", file=sys.stderr)
         return exc.status
