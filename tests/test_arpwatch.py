@@ -234,3 +234,73 @@ async def test_an_interface_that_goes_down_and_up_is_watched_again(pair: Pair) -
                         await trio.sleep(0.1)
             nursery.cancel_scope.cancel()
     assert reports.claimed == {WATCHED}
+
+
+# --- IPv6 (issue 13): Neighbour Discovery ------------------------------------------
+
+WATCHED6 = parse_triplet("va:2001:db8:63::1/64")
+OTHER6 = parse_triplet("va:2001:db8:63::2/64")
+SENTINEL6 = parse_triplet("va:2001:db8:63::9/64")
+
+
+@pytest.mark.trio
+async def test_a_foreign_neighbour_advertisement_is_reported_and_ipv4_is_watched_beside_it(pair: Pair) -> None:
+    from failoverd.system import ndp
+
+    reports = Reports()
+    watcher = ConflictWatcher(reports, netns=pair.a)
+    watcher.watch([WATCHED6, WATCHED])
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.run)
+            assert watcher.interfaces == {"va"}
+            async with await ndp.NdpSocket.open("vb", netns=pair.b) as other_host:
+                await other_host.send(ndp.announcement_packet(other_host.mac, WATCHED6.address))
+                await reports.until(WATCHED6)
+            async with await ArpSocket.open("vb", netns=pair.b) as other_host:
+                await send(other_host, garp(other_host.mac, WATCHED))
+                await reports.until(WATCHED)
+            nursery.cancel_scope.cancel()
+    assert reports.items == [frozenset({WATCHED6}), frozenset({WATCHED})]
+
+
+@pytest.mark.trio
+async def test_the_other_kernel_answering_our_dad_is_a_conflict(pair: Pair) -> None:
+    """Not a crafted frame: the other host's own kernel defends an address it has configured."""
+    ip("-n", pair.b, "addr", "add", f"{WATCHED6.address}/64", "dev", "vb", "nodad")
+    reports = Reports()
+    watcher = ConflictWatcher(reports, netns=pair.a)
+    watcher.watch([WATCHED6])
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.run)
+            await Prober(count=2, spacing=0.05, wait=0.2, netns=pair.a).probe([WATCHED6])
+            await reports.until(WATCHED6)
+            nursery.cancel_scope.cancel()
+    assert reports.claimed == {WATCHED6}
+
+
+@pytest.mark.trio
+async def test_our_own_nas_unwatched_addresses_and_dad_probes_are_not_reported(pair: Pair) -> None:
+    from failoverd.system import ndp
+
+    reports = Reports()
+    watcher = ConflictWatcher(reports, netns=pair.a)
+    watcher.watch([WATCHED6, SENTINEL6])
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.run)
+            await Announcer(count=2, spacing=0.01, netns=pair.a).announce([WATCHED6])
+            async with await ndp.NdpSocket.open("va", netns=pair.a) as ours:
+                our_mac = ours.mac
+            async with await ndp.NdpSocket.open("vb", netns=pair.b) as other_host:
+                for packet in (
+                    ndp.probe_packet(other_host.mac, WATCHED6.address),  # DAD: nobody claims it yet
+                    ndp.announcement_packet(other_host.mac, OTHER6.address),  # not watched
+                    ndp.announcement_packet(our_mac, WATCHED6.address),  # our own MAC
+                    ndp.announcement_packet(other_host.mac, SENTINEL6.address),
+                ):
+                    await other_host.send(packet)
+                await reports.until(SENTINEL6)
+            nursery.cancel_scope.cancel()
+    assert reports.items == [frozenset({SENTINEL6})]

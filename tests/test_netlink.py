@@ -141,7 +141,8 @@ def test_the_kernel_refusing_a_request_raises_its_errno(pair: Pair) -> None:
         with pytest.raises(NetlinkError) as exists:
             rt.add_address(index, address, 24)
         assert exists.value.code == errno.EEXIST
-        assert {(a.address, a.prefixlen) for a in rt.addresses() if a.index == index} == {(address, 24)}
+        found = {(a.address, a.prefixlen) for a in rt.addresses() if a.index == index and a.address.version == 4}
+        assert found == {(address, 24)}
         rt.delete_address(index, address, 24)
         with pytest.raises(NetlinkError) as gone:
             rt.delete_address(index, address, 24)
@@ -157,3 +158,47 @@ def test_missing_namespace_is_never_created() -> None:
     with pytest.raises(NamespaceMissing):
         AddressManager(netns=name).present_sync([parse_triplet("va:10.61.4.1")])
     assert not os.path.exists(f"/run/netns/{name}")
+
+
+# --- IPv6 (issue 13) ----------------------------------------------------------------
+
+
+def addresses6_on(ns: str, dev: str) -> dict[str, str]:
+    """Each global IPv6 address on ``dev`` with the rest of its ``ip`` line (where the flags are)."""
+    out = ip("-n", ns, "-o", "-6", "addr", "show", "dev", dev, "scope", "global")
+    return {line.split()[3]: line for line in out.splitlines()}
+
+
+@pytest.mark.trio
+async def test_ipv6_is_added_without_dad_and_removed(pair: Pair) -> None:
+    manager = AddressManager(netns=pair.a)
+    triplet = parse_triplet("va:2001:db8:61::5/64")
+    with trio.fail_after(10):
+        assert await manager.add(triplet) is True
+        assert await manager.add(triplet) is False
+        assert await manager.present([triplet, parse_triplet("va:2001:db8:61::6/64")]) == {triplet}
+    found = addresses6_on(pair.a, "va")
+    assert set(found) == {"2001:db8:61::5/64"}
+    # Usable at once: not tentative (the kernel's DAD would hold it so for a second), and
+    # nothing another host answers can ever leave it dadfailed.
+    line = found["2001:db8:61::5/64"]
+    assert "nodad" in line and "tentative" not in line and "dadfailed" not in line
+    with trio.fail_after(10):
+        assert await manager.remove(triplet) is True
+        assert await manager.remove(triplet) is False
+    assert addresses6_on(pair.a, "va") == {}
+
+
+@pytest.mark.trio
+async def test_ipv6_blank_mask_means_slash_128_and_families_do_not_mix(pair: Pair) -> None:
+    manager = AddressManager(netns=pair.a)
+    v6 = parse_triplet("va:2001:db8:61::7")
+    v4 = parse_triplet("va:10.61.0.9/24")
+    with trio.fail_after(10):
+        await manager.add(v6)
+        await manager.add(v4)
+        assert await manager.present([v6, v4]) == {v6, v4}
+        assert await manager.remove(v4) is True
+        assert await manager.present([v6, v4]) == {v6}
+    assert set(addresses6_on(pair.a, "va")) == {"2001:db8:61::7/128"}
+    assert addresses_on(pair.a, "va") == set()

@@ -166,6 +166,23 @@ def test_dry_run_prints_and_sends_nothing(smtp_server, clean_env, capsys):
     assert smtp_server.recorder.received == []
 
 
+def test_ipv6_addresses_are_mailed_in_their_canonical_form(smtp_server, clean_env, capsys):
+    argv = ["--smtp-port", str(smtp_server.port), "--dry-run", "--peer", "fe80::1%priv0",
+            "down", "2001:db8::10", "192.0.2.10", "2001:DB8:0::9"]
+    assert notifyfailover.run(argv) == 0
+    out = capsys.readouterr().out
+    assert "Addresses: 2001:db8::10, 192.0.2.10, 2001:db8::9" in out
+    assert "Peer:      fe80::1%priv0" in out
+
+
+def test_the_daemon_lists_ipv4_then_ipv6_each_in_numeric_order() -> None:
+    from failoverd.core.addresses import parse_triplet
+    from failoverd.system.mail import _address_args
+
+    given = [parse_triplet("eth0:2001:db8::10/64"), parse_triplet("eth0:192.0.2.10"), "2001:db8::9", "10.0.0.1"]
+    assert _address_args(given) == ["10.0.0.1", "192.0.2.10", "2001:db8::9", "2001:db8::10"]
+
+
 # --- errors -----------------------------------------------------------------
 
 
@@ -174,6 +191,7 @@ def test_dry_run_prints_and_sends_nothing(smtp_server, clean_env, capsys):
     [
         (["down", "10.1"], "CNode: invalid IP address: '10.1'"),
         (["up", "192.0.2.1", "1.2.3.256"], "CNode: invalid IP address: '1.2.3.256'"),
+        (["down", "2001:db8:::1"], "CNode: invalid IP address: '2001:db8:::1'"),
         (["sideways", "192.0.2.1"], "expected 'up' or 'down'"),
         (["down"], "at least one ip_address"),
         ([], "expected 'up' or 'down'"),

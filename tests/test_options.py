@@ -9,7 +9,7 @@ import secrets
 import socket
 import subprocess
 import sys
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -182,16 +182,103 @@ def test_master_must_be_unicast(address: str) -> None:
     assert "not a unicast host address" in usage_error(parse_backup, [address, PAIR])
 
 
-@pytest.mark.parametrize("pair", ["en0:10.1", "en0:1.2.3.256/24", "en0:0x01.2.3.4"])
+@pytest.mark.parametrize("pair", ["en0:10.1", "en0:1.2.3.256/24", "en0:0x01.2.3.4",
+                                  # The interface ends at the first colon: the rest is a (bad) IPv6 address.
+                                  "en0:1.2.3.4:5", "en0:2001:db8::g/64", "en0:fe80::1%en0", "en0:::ffff:1.2.3.4"])
 def test_invalid_pub_addr(pair: str) -> None:
     assert usage_error(parse_backup, [MASTER, pair]).startswith(f"CNode: invalid IP address: pub_addr {pair!r}")
 
 
 @pytest.mark.parametrize("pair", ["en0", "192.13.2.2", "en0:192.13.2.2/33", "en0:192.13.2.2/", ":192.13.2.2",
-                                  "en0:1.2.3.4:5", "en0:1.2.3.4/24/8", "averyveryverylongname:1.2.3.4"])
+                                  "en0:1.2.3.4/24/8", "averyveryverylongname:1.2.3.4",
+                                  "en0:2001:db8::1/129", "en0:2001:db8::1/064"])
 def test_invalid_pair(pair: str) -> None:
     message = usage_error(parse_backup, [MASTER, pair])
     assert message.startswith(f"Invalid interface / IP address pair: pub_addr {pair!r}")
+
+
+# --- IPv6 (issue 13) ---------------------------------------------------------------
+
+
+def test_ipv6_master_and_triplets() -> None:
+    config = parse_backup(["2001:db8:1::10", "eth0:2001:DB8::10/64", "eth0:192.0.2.10/24", "eth1:fe80::10"])
+    assert isinstance(config, BackupConfig)
+    assert config.master == IPv6Address("2001:db8:1::10")
+    assert [str(t) for t in config.triplets] == ["eth0:2001:db8::10/64", "eth0:192.0.2.10/24", "eth1:fe80::10"]
+    lines = config.describe()
+    assert "public address: 2001:db8::10 on eth0, mask /64" in lines
+    assert "public address: fe80::10 on eth1, mask none (/128)" in lines
+
+
+def test_link_local_master_carries_its_interface() -> None:
+    config = parse_backup(["fe80::1%priv0", "pub0:2001:db8::10/64"])
+    assert isinstance(config, BackupConfig)
+    # The runtime compares this text with each heartbeat's source.
+    assert str(config.master) == "fe80::1%priv0"
+
+
+@pytest.mark.parametrize(
+    "address, detail",
+    [
+        ("fe80::1", "a link-local address needs its interface, e.g. fe80::1%eth1"),
+        ("2001:db8::1%eth0", "a %scope is for link-local addresses (fe80::/10) only"),
+        ("2001:db8:::1", "expected an IPv6 address, e.g. 2001:db8::10"),
+        ("::ffff:10.0.0.1", "an IPv4-mapped address: write 10.0.0.1"),
+    ],
+)
+def test_invalid_ipv6_master_keeps_the_wording(address: str, detail: str) -> None:
+    message = usage_error(parse_backup, [address, PAIR])
+    assert message == f"CNode: invalid IP address: master_priv_addr {address!r} ({detail})"
+
+
+@pytest.mark.parametrize("address", ["::", "ff02::1%eth0", "ff05::2"])
+def test_ipv6_master_must_be_unicast(address: str) -> None:
+    assert "not a unicast host address" in usage_error(parse_backup, [address, PAIR])
+
+
+def test_ipv6_pub_addr_equal_to_a_link_local_master() -> None:
+    message = usage_error(parse_backup, ["fe80::1%eth0", "eth0:fe80::1/64"])
+    assert message.startswith("pub_addr 'eth0:fe80::1/64' is master_priv_addr fe80::1%eth0")
+
+
+def test_ipv6_heartbeat_targets() -> None:
+    config = parse_master(["--manage", "eth0:2001:db8::10/64", "2001:db8:1::2", "fe80::2%priv0", "10.0.0.2"])
+    assert isinstance(config, MasterConfig)
+    assert [str(t) for t in config.targets] == ["2001:db8:1::2", "fe80::2%priv0", "10.0.0.2"]
+    assert [str(t) for t in config.managed] == ["eth0:2001:db8::10/64"]
+    assert "given twice" in usage_error(parse_master, ["2001:db8::2", "2001:DB8:0::2"])
+    assert ":: is not a destination" in usage_error(parse_master, ["::"])
+    assert "IPv6 has no broadcast" in usage_error(parse_master, ["ff02::1%eth0"])
+    assert usage_error(parse_master, ["fe80::2"]) == (
+        "CNode: invalid IP address: ip_addr 'fe80::2' (a link-local address needs its interface, e.g. fe80::2%eth1)"
+    )
+
+
+def test_legacy_message_must_fit_an_ipv6_frame() -> None:
+    assert isinstance(parse_master(["-m", "x" * 1472, "10.0.0.2"]), MasterConfig)
+    assert isinstance(parse_master(["-m", "x" * 1452, "2001:db8::2"]), MasterConfig)
+    assert "over IPv6 a heartbeat must be 1 to 1452 bytes, got 1453" in usage_error(
+        parse_master, ["-m", "x" * 1453, "10.0.0.2", "2001:db8::2"])
+    assert "over IPv6 a heartbeat must be 1 to 1452 bytes" in usage_error(
+        parse_backup, ["--message", "x" * 1460, "2001:db8::1", PAIR])
+
+
+def test_ipv6_from_hostconfig() -> None:
+    from failoverd.cli import hostconfig
+    from failoverd.programs.ipfailover import plan
+
+    text = 'FAILOVER_PEER_IP=fe80::1%priv0\nFAILOVER_PEER_IP_PAIRS="pub0:2001:db8::10/64 pub0:192.0.2.10/24"\n'
+    launch = plan(hostconfig.parse(text), {}, "auto", [], "<test>")
+    assert launch is not None and launch.program == "failoverd"
+    config = parse_backup(list(launch.arguments))
+    assert isinstance(config, BackupConfig)
+    assert str(config.master) == "fe80::1%priv0"
+    assert [str(t) for t in config.triplets] == ["pub0:2001:db8::10/64", "pub0:192.0.2.10/24"]
+    master = plan(hostconfig.parse('FAILOVER_BCAST_IPS="fe80::2%priv0 2001:db8::2"\n'), {}, "auto", [], "<test>")
+    assert master is not None
+    config = parse_master(list(master.arguments))
+    assert isinstance(config, MasterConfig)
+    assert [str(t) for t in config.targets] == ["fe80::2%priv0", "2001:db8::2"]
 
 
 def test_no_arguments_and_no_triplet() -> None:
@@ -438,6 +525,23 @@ def test_no_run_says_whether_each_check_can_run(tmp_path: Path) -> None:
                for line in lines)
     assert any(line.startswith(f"  FAIL  health check '{shared / 'check'}' cannot run") and "writable by group" in line
                for line in lines)
+
+
+@pytest.mark.netns
+def test_no_run_sees_an_ipv6_address_already_configured(netns: str, tmp_path: Path) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    hooks.chmod(0o755)
+    args = ["-n", "--hook-dir", str(hooks), "--state-dir", str(tmp_path / "state"),
+            "--syslog-socket", str(tmp_path / "no-syslog"), "2001:db8:9::1", "lo:2001:db8:9::2/64"]
+    ip(netns, "link", "set", "lo", "up")
+    good = run("failoverd", args, netns)
+    assert good.returncode == 0, good.stdout
+    assert "ok    2001:db8:9::2 is not configured on this host" in good.stdout
+    ip(netns, "addr", "add", "2001:db8:9::2/64", "dev", "lo", "nodad")
+    taken = run("failoverd", args, netns)
+    assert taken.returncode == EX_CONFIG
+    assert "FAIL  2001:db8:9::2 is already configured on lo" in taken.stdout
 
 
 def test_every_program_parses_its_arguments_with_the_one_parser() -> None:

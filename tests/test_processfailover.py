@@ -92,6 +92,23 @@ def test_down_and_up_are_acquire_and_release(pair: Pair, hook_dir: Path) -> None
 
 
 @pytest.mark.netns
+def test_an_ipv6_address_with_its_hooks_acquired_and_released(pair: Pair, hook_dir: Path, tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    write_hook(hook_dir, "2001:db8:65::1", "PostAcq", f'echo "$FAILOVER_PHASE $1 $2" >> {journal}')
+    acquired = run_in(pair.a, "--hook-dir", str(hook_dir), "--garp-count", "1", "acquire",
+                      "va:2001:DB8:65::1/64", "va:10.65.3.1")
+    assert acquired.returncode == 0, acquired.stderr
+    assert "acquired va:10.65.3.1, va:2001:db8:65::1/64; failed none" in acquired.stderr
+    six = ip("-n", pair.a, "-6", "-o", "addr", "show", "dev", "va", "scope", "global")
+    assert " 2001:db8:65::1/64 " in six and "tentative" not in six
+    assert journal.read_text().splitlines() == ["PostAcq acquire va:2001:db8:65::1/64"]
+    released = run_in(pair.a, "--hook-dir", str(hook_dir), "release", "va:2001:db8:65::1/64", "va:10.65.3.1")
+    assert released.returncode == 0, released.stderr
+    assert "2001:db8:65::1" not in ip("-n", pair.a, "-6", "-o", "addr", "show", "dev", "va")
+    assert addresses_on(pair.a, "va") == set()
+
+
+@pytest.mark.netns
 def test_a_failed_address_change_exits_1_and_the_rest_still_happen(pair: Pair, hook_dir: Path) -> None:
     ip("-n", pair.a, "link", "add", "vc", "type", "veth", "peer", "name", "vd")  # vc stays down
     result = run_in(pair.a, "--hook-dir", str(hook_dir), "--garp-count", "0", "acquire", "vc:10.65.2.1", "va:10.65.2.2")

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Union
 
-from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
+from failoverd.core.addresses import AddressError, Triplet, parse_ip, parse_triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone, Result
 from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing, TimingError
@@ -156,7 +156,7 @@ class TraceHeader:
             held = tuple(parse_triplet(_typed(a, str, "held address")) for a in _typed(data["held"], list, "held"))
             master = data["master"]
             if master is not None:
-                parse_ipv4(_typed(master, str, "master"))
+                parse_ip(_typed(master, str, "master"), scoped=True)
         except AddressError as exc:
             raise ValueError(str(exc)) from None
         try:

@@ -2,7 +2,7 @@
 
 The programs turn command lines into these (see :mod:`failoverd.cli.options`);
 the runtime reads them and nothing else, so a value here is always already
-checked: addresses are strict IPv4, triplets well formed, timings consistent.
+checked: addresses are strict IPv4 or IPv6, triplets well formed, timings consistent.
 ``describe()`` gives the lines ``-n`` prints, so the administrator sees the
 configuration exactly as the daemon understood it.
 """
@@ -128,7 +128,7 @@ def _message_text(message: bytes) -> str:
 class BackupConfig:
     """failoverd: watch the master and take over its public addresses."""
 
-    master: IPv4Address
+    master: IPv4Address | IPv6Address
     """master_priv_addr: where the master's heartbeats come from; never acquired."""
     triplets: tuple[Triplet, ...]
     port: int = DEFAULT_PORT
@@ -186,7 +186,7 @@ class BackupConfig:
             f"port: {self.port}/udp",
         ]
         for triplet in self.triplets:
-            mask = "none (/32)" if triplet.prefixlen is None else f"/{triplet.prefixlen}"
+            mask = f"none (/{triplet.effective_prefixlen})" if triplet.prefixlen is None else f"/{triplet.prefixlen}"
             lines.append(
                 f"public address: {triplet.address} on {triplet.interface}, mask {mask}"
             )
@@ -228,7 +228,7 @@ class BackupConfig:
 class MasterConfig:
     """heartbeatd: announce the master, and (with --manage) hold its addresses."""
 
-    targets: tuple[IPv4Address, ...]
+    targets: tuple[IPv4Address | IPv6Address, ...]
     """ip_addr arguments: the backup's address or broadcast addresses."""
     port: int = DEFAULT_PORT
     run_mode: RunMode = "daemon"
@@ -306,7 +306,7 @@ class MasterConfig:
             lines.append(f"heartbeats: legacy, unauthenticated; message {_message_text(self.message)}")
         if self.managed:
             for triplet in self.managed:
-                mask = "none (/32)" if triplet.prefixlen is None else f"/{triplet.prefixlen}"
+                mask = f"none (/{triplet.effective_prefixlen})" if triplet.prefixlen is None else f"/{triplet.prefixlen}"
                 lines.append(f"managed address: {triplet.address} on {triplet.interface}, mask {mask}")
             lines += [
                 "ARP probe before acquiring: "

@@ -22,7 +22,7 @@ from typing import Sequence
 
 from failoverd import __version__
 from failoverd.cli.argparser import ArgumentParser
-from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
+from failoverd.core.addresses import AddressError, IPAddress, Triplet, parse_ip, parse_triplet
 from failoverd.cli.config import (
     DEFAULT_CHECK_FALL,
     DEFAULT_CHECK_INTERVAL,
@@ -51,8 +51,10 @@ INVALID_PORT = "Invalid port. Valid ports range from 1 to 65535 (IPV6PORT_ANONMA
 INVALID_FACILITY = "Invalid syslog facility"
 FACILITIES = ("daemon", "auth", "user") + tuple(f"local{n}" for n in range(8))
 
-# One heartbeat must fit one Ethernet frame: 1500 - 20 (IP) - 8 (UDP).
+# One heartbeat must fit one Ethernet frame: 1500 - 20 (IP) - 8 (UDP);
+# over IPv6 the header is 40 bytes.
 MAX_MESSAGE_BYTES = 1472
+MAX_MESSAGE_BYTES_IPV6 = 1452
 
 
 @dataclass(frozen=True)
@@ -199,18 +201,24 @@ def _listen_address(text: str) -> ListenAddress:
     return ListenAddress(address, int(port_text))
 
 
-def _not_unicast(address: IPv4Address) -> bool:
+def _not_unicast(address: IPAddress) -> bool:
     return address.is_unspecified or address.is_multicast or address == IPv4Address("255.255.255.255")
 
 
-def _unicast(text: str, role: str) -> IPv4Address:
+def _unicast(text: str, role: str) -> IPAddress:
+    """A unicast IPv4 or IPv6 address; a link-local IPv6 one with its ``%interface``."""
     try:
-        address = parse_ipv4(text)
+        address = parse_ip(text, scoped=True)
     except AddressError as exc:
         raise UsageError(f"{exc.diagnostic}: {role} {text!r} ({exc.detail})") from None
     if _not_unicast(address):
         raise UsageError(f"CNode: invalid IP address: {role} {text!r} (not a unicast host address)")
     return address
+
+
+def _unscoped(address: IPAddress) -> IPAddress:
+    """``address`` without its ``%scope`` (``fe80::1%eth1`` and a triplet's ``fe80::1`` are one address)."""
+    return ip_address(str(address).partition("%")[0])
 
 
 def triplet_argument(text: str, role: str) -> Triplet:
@@ -224,13 +232,29 @@ def triplet_argument(text: str, role: str) -> Triplet:
 
 
 def _distinct_addresses(triplets: Sequence[tuple[str, Triplet]], role: str) -> None:
-    seen: dict[IPv4Address, str] = {}
+    seen: dict[IPAddress, str] = {}
     for text, triplet in triplets:
         if triplet.address in seen:
             raise UsageError(
                 f"{role} {triplet.address} given twice: {seen[triplet.address]!r} and {text!r}"
             )
         seen[triplet.address] = text
+
+
+def _is_triplet(text: str) -> bool:
+    try:
+        parse_triplet(text)
+    except AddressError:
+        return False
+    return True
+
+
+def _message_fits(message: bytes | None, peers: Sequence[IPAddress]) -> None:
+    """A legacy message checked against IPv4's limit also fits an IPv6 frame, or is refused."""
+    if message is not None and any(p.version == 6 for p in peers) and len(message) > MAX_MESSAGE_BYTES_IPV6:
+        raise UsageError(
+            f"invalid message: over IPv6 a heartbeat must be 1 to {MAX_MESSAGE_BYTES_IPV6} bytes, got {len(message)}"
+        )
 
 
 # --- parsers ----------------------------------------------------------------
@@ -451,7 +475,7 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
     try:
         master = _unicast(master_text, "master_priv_addr")
     except UsageError as exc:
-        if ":" in master_text:
+        if _is_triplet(master_text):
             raise UsageError(f"{exc} -- the first argument is master_priv_addr, then the triplets") from None
         raise
     if not triplet_texts:
@@ -461,12 +485,13 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
         )
     parsed = [(text, triplet_argument(text, "pub_addr")) for text in triplet_texts]
     for text, triplet in parsed:
-        if triplet.address == master:
+        if triplet.address == _unscoped(master):
             raise UsageError(
                 f"pub_addr {text!r} is master_priv_addr {master}: the private address is how the "
                 "master is heard and is never taken over"
             )
     _distinct_addresses(parsed, "pub_addr")
+    _message_fits(ns.message, [master])
     try:
         timing = Timing(
             interval=ns.interval,
@@ -503,17 +528,22 @@ def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
     if not ns.arguments:
         raise UsageError("no ip_addr given: name the backup's address or a broadcast address\n"
                          + parser.format_usage().rstrip())
-    targets: list[IPv4Address] = []
+    targets: list[IPAddress] = []
     for text in ns.arguments:
         try:
-            target = parse_ipv4(text)
+            target = parse_ip(text, scoped=True)
         except AddressError as exc:
             raise UsageError(f"{exc.diagnostic}: ip_addr {text!r} ({exc.detail})") from None
         if target.is_unspecified:
-            raise UsageError(f"CNode: invalid IP address: ip_addr {text!r} (0.0.0.0 is not a destination)")
+            raise UsageError(f"CNode: invalid IP address: ip_addr {text!r} ({target} is not a destination)")
+        if target.version == 6 and target.is_multicast:
+            raise UsageError(
+                f"CNode: invalid IP address: ip_addr {text!r} (IPv6 has no broadcast: name the backup's address)"
+            )
         if target in targets:
             raise UsageError(f"ip_addr {text!r} given twice")
         targets.append(target)
+    _message_fits(ns.message, targets)
     if not 0.01 <= ns.interval <= 3600:
         raise UsageError(f"Invalid timing: interval {ns.interval!r} s is outside 0.01..3600 s")
     managed = [(text, triplet_argument(text, "--manage")) for text in ns.manage]

@@ -19,7 +19,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -47,11 +47,11 @@ class Check:
 
 @dataclass(frozen=True)
 class HostView:
-    """The links and IPv4 addresses of the current network namespace."""
+    """The links and the IPv4 and IPv6 addresses of the current network namespace."""
 
     links: dict[str, int]
     """interface name → flags"""
-    addresses: dict[IPv4Address, str]
+    addresses: dict[IPv4Address | IPv6Address, str]
     """address → interface it is configured on"""
 
     @classmethod
@@ -63,10 +63,12 @@ class HostView:
             links = {link.get("ifname"): link["flags"] for link in ipr.get_links()}
             names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
             addresses = {}
-            for msg in ipr.get_addr(family=socket.AF_INET):
+            for msg in ipr.get_addr():
+                if msg["family"] not in (socket.AF_INET, socket.AF_INET6):
+                    continue
                 local = msg.get("local") or msg.get("address")
                 if local is not None:
-                    addresses[IPv4Address(local)] = names.get(msg["index"], f"index {msg['index']}")
+                    addresses[ip_address(local)] = names.get(msg["index"], f"index {msg['index']}")
         return cls(links, addresses)
 
 
@@ -158,7 +160,7 @@ def _safe_owner_problem(path: Path, info: os.stat_result) -> str | None:
     return None
 
 
-def _hook_checks(hook_dir: Path, addresses: Iterable[IPv4Address]) -> list[Check]:
+def _hook_checks(hook_dir: Path, addresses: Iterable[IPv4Address | IPv6Address]) -> list[Check]:
     try:
         info = hook_dir.stat()
     except FileNotFoundError:

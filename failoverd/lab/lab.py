@@ -8,6 +8,9 @@
         lab.kill_host("master")
         assert lab.ping("client", lab.vip).received
 
+``Lab(ipv6=True)`` adds IPv6 on both LANs (see :mod:`failoverd.lab.topology` for the plan): the
+hosts' IPv6 is on, without router solicitations or the kernel's DAD; the wire namespace's stays off.
+
 ``Lab(wire="bridge")`` joins the LANs with two Linux bridges in the wire
 namespace instead of the user-space emulator: no impairments, but frames
 cross in the kernel, as on a real switch, with no process of ours on the way
@@ -55,6 +58,7 @@ from failoverd.lab.topology import (
     LANS,
     MEMBERS,
     PREFIX_LEN,
+    PREFIX_LEN6,
     WIRE,
     Plan,
     TopologyError,
@@ -92,12 +96,13 @@ class Lab:
     """One lab. Build it with ``create()`` or a ``with`` block; reach an existing one with ``attach``."""
 
     def __init__(self, *, seed: int | None = None, owned: bool = True, frame_log: bool = False,
-                 wire: str = "emulator") -> None:
+                 wire: str = "emulator", ipv6: bool = False) -> None:
         if wire not in WIRES:
             raise LabError(f"unknown wire {wire!r}; expected one of {', '.join(WIRES)}")
         if frame_log and wire != "emulator":
             raise LabError("the frame log is the emulator's; a bridge lab has none")
         self.wire = wire
+        self.ipv6 = ipv6
         self.plan: Plan | None = None
         self.seed = secrets.randbelow(2**32) if seed is None else seed
         self.owned = owned
@@ -123,7 +128,7 @@ class Lab:
         if record is None:
             raise LabError(f"no lab {lab_id} is recorded in {registry.state_dir()}")
         lab = cls(seed=int(record["seed"]), owned=False, frame_log=bool(record.get("frame_log")),
-                  wire=str(record.get("wire", "emulator")))
+                  wire=str(record.get("wire", "emulator")), ipv6=bool(record.get("ipv6")))
         lab.plan = Plan(lab_id, int(record["subnet"]))
         lab.emulator = ProcessId.from_dict(record.get("emulator"))
         return lab
@@ -172,6 +177,11 @@ class Lab:
                 f"address add {plan.address(host, lan)}/{PREFIX_LEN} dev {host_interface(lan)}"
                 for lan in LANS if host in MEMBERS[lan]
             ]
+            if self.ipv6:
+                commands += [
+                    f"address add {plan.address6(host, lan)}/{PREFIX_LEN6} dev {host_interface(lan)} nodad"
+                    for lan in LANS if host in MEMBERS[lan]
+                ]
             netns.ip_batch(plan.ns(host), commands)
         if self.wire == "bridge":
             # No STP, no forwarding delay, no multicast snooping (ucarp's and
@@ -193,9 +203,11 @@ class Lab:
         plan = self._plan
         jobs = []
         for role in (*HOSTS, WIRE):
-            argv = [sys.executable, "-m", "failoverd.lab.nsprep", "--no-ipv6"]
-            if role != WIRE:
-                argv += ["--no-offload", *(host_interface(lan) for lan in LANS if role in MEMBERS[lan])]
+            interfaces = [host_interface(lan) for lan in LANS if role in MEMBERS[lan]] if role != WIRE else []
+            ipv6 = ["--quiet-ipv6", *interfaces] if self.ipv6 and interfaces else ["--no-ipv6"]
+            argv = [sys.executable, "-m", "failoverd.lab.nsprep", *ipv6]
+            if interfaces:
+                argv += ["--no-offload", *interfaces]
             jobs.append((role, subprocess.Popen(netns.exec_argv(plan.ns(role), argv),
                                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
         failures = []
@@ -347,6 +359,26 @@ class Lab:
     def address(self, host: str, lan: str = "pub") -> str:
         return self._plan.address(host, lan)
 
+    def address6(self, host: str, lan: str = "pub") -> str:
+        """The host's IPv6 address on ``lan`` (an IPv6 lab only)."""
+        self._require_ipv6()
+        return self._plan.address6(host, lan)
+
+    def link_local(self, host: str, lan: str = "priv") -> str:
+        """The host's link-local address on ``lan`` (an IPv6 lab only), without a scope."""
+        self._require_ipv6()
+        return self._plan.link_local(host, lan)
+
+    @property
+    def vip6(self) -> str:
+        """The IPv6 virtual address on the public LAN (an IPv6 lab only). The lab never configures it."""
+        self._require_ipv6()
+        return self._plan.vip6
+
+    def _require_ipv6(self) -> None:
+        if not self.ipv6:
+            raise LabError("this lab has no IPv6 (build it with Lab(ipv6=True))")
+
     def interface(self, lan: str) -> str:
         return host_interface(lan)
 
@@ -364,6 +396,7 @@ class Lab:
             "id": plan.lab_id,
             "seed": self.seed,
             "wire": self.wire,
+            "ipv6": self.ipv6,
             "namespaces": {role: plan.ns(role) for role in (*HOSTS, WIRE)},
             "lans": {
                 lan: {

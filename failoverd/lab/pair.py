@@ -69,6 +69,8 @@ class FailoverPair:
         authenticated: bool = True,
         managed: bool = True,
         master_targets: Sequence[str] | None = None,
+        vips: Sequence[str] | None = None,
+        master_address: str | None = None,
         backup_args: Sequence[str] = (),
         master_args: Sequence[str] = (),
         real_notify: bool = False,
@@ -80,11 +82,15 @@ class FailoverPair:
         self.authenticated = authenticated
         self.managed = managed
         self.master_targets = list(master_targets or [lab.address("backup", "priv")])
+        self.master_address = master_address or lab.address("master", "priv")
         self.backup_args = list(backup_args)
         self.master_args = list(master_args)
         self.env = env
-        self.vip = lab.vip
-        self.vip_triplet: Triplet = parse_triplet(f"pub0:{self.vip}/24")
+        # The failover addresses (``vips``: triplet texts, e.g. an IPv6 one of an IPv6 lab);
+        # the first is "the VIP" of holds(), the sampler and the client's pings.
+        self.vip_triplets: tuple[Triplet, ...] = tuple(parse_triplet(t) for t in (vips or [f"pub0:{lab.vip}/24"]))
+        self.vip_triplet: Triplet = self.vip_triplets[0]
+        self.vip = str(self.vip_triplet.address)
         self.processes: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
         self._starts = {"master": 0, "backup": 0}
@@ -128,12 +134,13 @@ class FailoverPair:
     def master_argv(self) -> list[str]:
         argv = [program("heartbeatd"), *self._common("master"), *self.master_args]
         if self.managed:
-            argv += ["--manage", str(self.vip_triplet)]
+            for triplet in self.vip_triplets:
+                argv += ["--manage", str(triplet)]
         return argv + self.master_targets
 
     def backup_argv(self) -> list[str]:
         return [program("failoverd"), *self._common("backup"), *self.backup_args,
-                self.lab.address("master", "priv"), str(self.vip_triplet)]
+                self.master_address, *map(str, self.vip_triplets)]
 
     # --- processes -------------------------------------------------------------
 
@@ -189,18 +196,27 @@ class FailoverPair:
         child.wait(5)
 
     def reboot_master_addresses(self) -> None:
-        """What a reboot does to the master's addresses: the runtime-added VIP is gone."""
-        if self.holds("master"):
-            self.lab.run("master", ["ip", "addr", "del", f"{self.vip}/24", "dev", "pub0"])
+        """What a reboot does to the master's addresses: the runtime-added VIPs are gone."""
+        for triplet in self.vip_triplets:
+            if self.holds("master", triplet):
+                self.lab.run("master", ["ip", "addr", "del", f"{triplet.address}/{triplet.effective_prefixlen}",
+                                        "dev", triplet.interface])
 
     # --- observation -----------------------------------------------------------
 
-    def holds(self, host: str) -> bool:
-        """Whether the host has the VIP now (asked with ``ip``: pyroute2's netns
-        support forks, which is unsafe while a :class:`VipSampler` thread runs)."""
-        done = subprocess.run(["ip", "-n", self.lab.ns(host), "-4", "-o", "addr", "show"],
+    def holds(self, host: str, triplet: Triplet | None = None) -> bool:
+        """Whether the host has the VIP (or ``triplet``'s address) now (asked with ``ip``: pyroute2's
+        netns support forks, which is unsafe while a :class:`VipSampler` thread runs)."""
+        address = (triplet or self.vip_triplet).address
+        done = subprocess.run(["ip", "-n", self.lab.ns(host), f"-{address.version}", "-o", "addr", "show"],
                               capture_output=True, text=True, timeout=10, check=True)
-        return any(f" {self.vip}/" in line for line in done.stdout.splitlines())
+        return any(f" {address}/" in line for line in done.stdout.splitlines())
+
+    def holds_all(self, host: str) -> bool:
+        return all(self.holds(host, triplet) for triplet in self.vip_triplets)
+
+    def holds_none(self, host: str) -> bool:
+        return not any(self.holds(host, triplet) for triplet in self.vip_triplets)
 
     def wait_until(self, condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.01) -> float:
         """Poll ``condition`` until true; return the wall time it became true, or raise PairError."""
@@ -281,6 +297,8 @@ class VipSampler:
         self.triplet = triplet
         self.limit = limit
         self.readings: dict[str, list[tuple[float, bool]]] = {"master": [], "backup": []}
+        self.flags: dict[str, int] = {"master": 0, "backup": 0}
+        """Every ``IFA_F_*`` flag the VIP was seen with on each host (e.g. tentative, dadfailed)."""
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._threads = [
@@ -322,8 +340,11 @@ class VipSampler:
                     # against the other's by up to a millisecond and show an
                     # "overlap" that never was.
                     before = time.time()
-                    held = any(entry.address == address for entry in route.addresses())
+                    found = [entry.flags for entry in route.addresses() if entry.address == address]
                     after = time.time()
+                    held = bool(found)
+                    for flags in found:
+                        self.flags[host] |= flags
                     readings.append(((before + after) / 2, held))
                     time.sleep(0.0005)
         except BaseException as error:  # reported by __exit__
@@ -385,7 +406,9 @@ class FirstAnswer:
 
     def __init__(self, lab: Lab, address: str, limit: float = 30.0) -> None:
         count = int(limit / 0.01)
-        argv = [sys.executable, "-u", "-m", "failoverd.lab.ping", "-c", str(count), "-i", "0.01", "-W", "0.2", address]
+        family = ["-6"] if ":" in address else []
+        argv = [sys.executable, "-u", "-m", "failoverd.lab.ping", *family, "-c", str(count), "-i", "0.01", "-W", "0.2",
+                address]
         self.child = lab.popen("client", argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.at: float | None = None
         self._thread = threading.Thread(target=self._read, daemon=True)

@@ -1,6 +1,6 @@
 """A small ICMP echo client for the lab, so the lab needs no ``ping`` binary (none is installed here).
 
-    python -m failoverd.lab.ping [--count N] [--interval S] [--wait S] [--json] ADDRESS
+    python -m failoverd.lab.ping [-6] [--count N] [--interval S] [--wait S] [--json] ADDRESS
 
 Run it inside a namespace (``ip netns exec``; ``Lab.ping`` does). Like ping(8) it prints one line
 per reply, marks duplicates with ``(DUP!)`` and ends with a summary; it also notices replies that
@@ -8,6 +8,9 @@ arrive out of order. ``--json`` prints one JSON object instead. Exit status: 0 i
 back, 1 if none, 2 on bad usage or a socket error.
 
 It needs a raw socket (root, which the lab is) and sends ``count`` requests exactly: no retries.
+An IPv6 address is pinged with ICMPv6 echo (``-6`` as in ping(8) is accepted, and implied by the
+address); the kernel fills in ICMPv6 checksums on a raw ICMPv6 socket and hands replies up without
+their IP header.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 
 ICMP_ECHO_REQUEST = 8
 ICMP_ECHO_REPLY = 0
+ICMPV6_ECHO_REQUEST = 128
+ICMPV6_ECHO_REPLY = 129
 PAYLOAD = b"failoverd-lab-ping".ljust(56, b".")
 
 
@@ -39,6 +44,11 @@ def checksum(data: bytes) -> int:
 def echo_request(ident: int, seq: int) -> bytes:
     header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, seq)
     return struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, checksum(header + PAYLOAD), ident, seq) + PAYLOAD
+
+
+def echo_request6(ident: int, seq: int) -> bytes:
+    """ICMPv6 echo with its checksum left zero: the kernel computes it over the IPv6 pseudo-header."""
+    return struct.pack("!BBHHH", ICMPV6_ECHO_REQUEST, 0, 0, ident, seq) + PAYLOAD
 
 
 @dataclass
@@ -84,7 +94,12 @@ def ping(address: str, count: int, interval: float, wait: float, echo: bool = Fa
     sent_at: dict[int, float] = {}
     answered: set[int] = set()
     highest = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+    ipv6 = ":" in address
+    if ipv6:
+        family, protocol, request, reply_type = socket.AF_INET6, socket.IPPROTO_ICMPV6, echo_request6, ICMPV6_ECHO_REPLY
+    else:
+        family, protocol, request, reply_type = socket.AF_INET, socket.IPPROTO_ICMP, echo_request, ICMP_ECHO_REPLY
+    with socket.socket(family, socket.SOCK_RAW, protocol) as sock:
         next_send = time.monotonic()
         deadline = next_send + (count - 1) * interval + wait
         while True:
@@ -93,7 +108,7 @@ def ping(address: str, count: int, interval: float, wait: float, echo: bool = Fa
                 seq = result.sent + 1
                 sent_at[seq] = now
                 try:
-                    sock.sendto(echo_request(ident, seq), (address, 0))
+                    sock.sendto(request(ident, seq), (address, 0))
                 except OSError as exc:  # e.g. no route while a link is down: the request is lost
                     _say(result, f"send icmp_seq={seq}: {exc.strerror}", echo)
                 result.sent += 1
@@ -104,15 +119,16 @@ def ping(address: str, count: int, interval: float, wait: float, echo: bool = Fa
                 break
             sock.settimeout(max(wake - now, 0.0005))
             try:
-                packet, (peer, _) = sock.recvfrom(65535)
+                packet, source = sock.recvfrom(65535)
             except TimeoutError:
                 continue
             arrived = time.monotonic()
-            header_len = (packet[0] & 0x0F) * 4
-            if len(packet) < header_len + 8 or peer != address:
+            peer = source[0]
+            header_len = 0 if ipv6 else (packet[0] & 0x0F) * 4
+            if len(packet) < header_len + 8 or not _same(peer, address):
                 continue
             icmp_type, _, _, reply_ident, seq = struct.unpack_from("!BBHHH", packet, header_len)
-            if icmp_type != ICMP_ECHO_REPLY or reply_ident != ident or seq not in sent_at:
+            if icmp_type != reply_type or reply_ident != ident or seq not in sent_at:
                 continue
             rtt = arrived - sent_at[seq]
             line = f"{len(packet) - header_len} bytes from {peer}: icmp_seq={seq} time={rtt * 1e3:.3f} ms"
@@ -131,6 +147,10 @@ def ping(address: str, count: int, interval: float, wait: float, echo: bool = Fa
     return result
 
 
+def _same(peer: str, address: str) -> bool:
+    return ipaddress.ip_address(peer.partition("%")[0]) == ipaddress.ip_address(address.partition("%")[0])
+
+
 def _say(result: PingResult, line: str, echo: bool) -> None:
     result.lines.append(line)
     if echo:
@@ -139,7 +159,8 @@ def _say(result: PingResult, line: str, echo: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m failoverd.lab.ping", description=__doc__.split("\n")[0])
-    parser.add_argument("address", help="IPv4 address to ping")
+    parser.add_argument("address", help="IPv4 or IPv6 address to ping")
+    parser.add_argument("-6", dest="ipv6", action="store_true", help="the address is IPv6 (as ping -6)")
     parser.add_argument("-c", "--count", type=int, default=5)
     parser.add_argument("-i", "--interval", type=float, default=0.2, help="seconds between requests")
     parser.add_argument("-W", "--wait", type=float, default=1.0, help="seconds to wait after the last request")
@@ -148,9 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args(argv)
     try:
-        ipaddress.IPv4Address(args.address)
+        address = ipaddress.ip_address(args.address.partition("%")[0])
     except ValueError:
-        parser.error(f"{args.address!r} is not an IPv4 address")
+        parser.error(f"{args.address!r} is not an IPv4 or IPv6 address")
+    if args.ipv6 and address.version != 6:
+        parser.error(f"-6 given, but {args.address!r} is not an IPv6 address")
     if not 1 <= args.count <= 100_000:
         parser.error("--count must be between 1 and 100000")
     if not 0.001 <= args.interval <= 60 or not 0 <= args.wait <= 600:

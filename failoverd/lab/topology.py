@@ -6,12 +6,17 @@ for a name or an address, so the plan lives in exactly one place.
     private LAN  10.<x>.1.0/24   master .1   backup .2
     public LAN   10.<x>.2.0/24   master .1   backup .2   client .10   virtual IP .100 (not configured)
 
+A lab built with IPv6 (``Lab(ipv6=True)``) also has, on each LAN, the unique-local prefix
+``fd00:<x>:<lan octet>::/64`` with the same host numbers (``fd00:<x>:2::100`` the IPv6 virtual IP),
+and each host interface's link-local address, derived from its MAC (EUI-64).
+
 Namespace names are ``fo<6 hex>-<role>``; the pattern is strict so that ``sweep`` can never mistake
 somebody else's namespace for one of ours.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ MEMBERS: dict[str, dict[str, int]] = {
 LAN_OCTET: dict[str, int] = {"priv": 1, "pub": 2}
 VIP_OCTET = 100
 PREFIX_LEN = 24
+PREFIX_LEN6 = 64
 
 LAB_ID_RE = re.compile(r"^fo[0-9a-f]{6}$")
 NAMESPACE_RE = re.compile(r"^(?P<lab>fo[0-9a-f]{6})-(?P<role>master|backup|client|wire)$")
@@ -122,6 +128,24 @@ class Plan:
     @property
     def vip(self) -> str:
         return f"10.{self.subnet}.{LAN_OCTET['pub']}.{VIP_OCTET}"
+
+    def address6(self, host: str, lan: str) -> str:
+        """The host's unique-local IPv6 address on ``lan`` (numbers written as the IPv4 plan's, in hex digits)."""
+        check_member(lan, host)
+        return f"fd00:{self.subnet}:{LAN_OCTET[lan]}::{MEMBERS[lan][host]}"
+
+    def network6(self, lan: str) -> str:
+        return f"fd00:{self.subnet}:{LAN_OCTET[check_lan(lan)]}::/{PREFIX_LEN6}"
+
+    @property
+    def vip6(self) -> str:
+        return f"fd00:{self.subnet}:{LAN_OCTET['pub']}::{VIP_OCTET}"
+
+    def link_local(self, host: str, lan: str) -> str:
+        """The link-local address the kernel derives from the host's MAC on ``lan`` (RFC 4291 appendix A)."""
+        mac = bytes.fromhex(self.mac(host, lan).replace(":", ""))
+        eui64 = bytes([mac[0] ^ 0x02]) + mac[1:3] + b"\xff\xfe" + mac[3:]
+        return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + eui64))
 
     def mac(self, host: str, lan: str) -> str:
         # Locally administered, and readable: the last three bytes spell the host's address.

@@ -36,7 +36,7 @@ from email.utils import format_datetime, make_msgid
 
 from failoverd import __version__
 from failoverd.cli.argparser import ArgumentParser, parse_or_exit
-from failoverd.core.addresses import AddressError, parse_ipv4
+from failoverd.core.addresses import AddressError, parse_ip
 
 PROG = "NotifyFailover"
 DEFAULT_RECIPIENT = "root"
@@ -298,7 +298,7 @@ def _event_and_addresses(args: argparse.Namespace) -> tuple[str, list[str]]:
     addresses: list[str] = []
     for text in address_args:
         try:
-            addresses.append(str(parse_ipv4(text)))
+            addresses.append(str(parse_ip(text)))
         except AddressError as exc:
             raise NotifyError(os.EX_USAGE, str(exc)) from None
     return event, list(dict.fromkeys(addresses))

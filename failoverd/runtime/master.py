@@ -100,7 +100,8 @@ async def serve(
     if config.checks.commands:
         monitor = HealthMonitor(config.checks, "master", lambda verdict: shell.health(verdict.healthy, verdict.reason))
         first = await monitor.first_round()
-    with HeartbeatSocket.bind(config.port) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
+    ipv6 = any(target.version == 6 for target in config.targets)
+    with HeartbeatSocket.bind(config.port, ipv6=ipv6) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
         core = Master(config.master_settings(), trio.current_time(), key=key, epoch=next_epoch(config.state_dir), held=held)
         log.info(
             "sending %s heartbeats to %s on port %d every %g s; %s",

@@ -15,6 +15,17 @@ daemon's CPU. The arrival interface's name comes from one ``SIOCGIFNAME``
 ioctl on the heartbeat socket itself (``socket.if_indextoname`` opens and
 closes a socket of its own for every frame).
 
+IPv6: a configuration with an IPv6 peer gets one dual-stack ``AF_INET6``
+socket instead (``IPV6_V6ONLY`` off), so a pair with an IPv4 private link and
+an IPv6 public one still needs one socket and one port. IPv4 peers are
+reached through their IPv4-mapped form (``::ffff:10.0.0.2``) and heard with
+``IP_PKTINFO`` as before; IPv6 ones with ``IPV6_PKTINFO``. Every source is
+reported in the form the configuration spells it: dotted decimal for IPv4
+(the mapped prefix dropped), RFC 5952 text for IPv6, with ``%interface`` for
+a link-local sender, so the core compares plain strings. An IPv4-only
+configuration keeps the ``AF_INET`` socket, and works on a host whose IPv6
+is switched off.
+
 Sending never waits: a heartbeat that the kernel cannot queue right now is
 stale by the time it could be, so it is dropped and counted. A failing target
 (link down, no route) is logged once when it starts failing and once when it
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import ipaddress
 import logging
 import socket
 import struct
@@ -38,11 +50,15 @@ import trio
 
 log = logging.getLogger(__name__)
 
-# linux/in.h; the socket module does not export it.
+# linux/in.h, linux/in6.h; the socket module does not export them all.
 IP_PKTINFO = 8
+IPV6_RECVPKTINFO = 49
+IPV6_PKTINFO = 50
 _PKTINFO = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
+_PKTINFO6 = struct.Struct("=16si")  # struct in6_pktinfo: addr, ifindex
 _MAX_DATAGRAM = 2048  # far above any heartbeat; longer ones arrive truncated and are rejected by the core
-_ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size)
+_ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size) + socket.CMSG_SPACE(_PKTINFO6.size)
+_MAPPED = "::ffff:"
 # linux/sockios.h, linux/if.h: SIOCGIFNAME fills ifr_name from ifr_ifindex in a struct ifreq (40 bytes).
 SIOCGIFNAME = 0x8910
 _IFREQ_INDEX = struct.Struct("=16si20x")
@@ -53,13 +69,13 @@ _IFNAMSIZ = 16
 class Datagram:
     data: bytes
     source: str
-    """The sender's IPv4 address."""
+    """The sender's address: ``10.0.0.1``, ``2001:db8::1``, ``fe80::1%eth1``."""
     path: str
     """The name of the interface it arrived on."""
 
 
 class HeartbeatSocket:
-    """A UDP socket on ``port`` (all local addresses), broadcast-capable.
+    """A UDP socket on ``port`` (all local addresses), broadcast-capable; dual-stack if bound with ``ipv6``.
 
     Error handling: :meth:`bind` raises ``OSError`` if the port is taken or
     cannot be bound; :meth:`send_nowait` never raises for network errors.
@@ -67,9 +83,11 @@ class HeartbeatSocket:
 
     def __init__(self, sock: socket.socket, port: int) -> None:
         self.port = port
+        self.family = sock.family
         self._raw = sock
         self._sock = trio.socket.from_stdlib_socket(sock)
         self._failing: dict[str, str] = {}
+        self._scopes: dict[str, int] = {}
         self.sent = 0
         self.dropped = 0
         # By target, for the metrics: a dict update per datagram, nothing more.
@@ -77,14 +95,19 @@ class HeartbeatSocket:
         self.dropped_to: dict[str, int] = {}
 
     @classmethod
-    def bind(cls, port: int, address: str = "0.0.0.0") -> HeartbeatSocket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def bind(cls, port: int, address: str | None = None, *, ipv6: bool = False) -> HeartbeatSocket:
+        """Bind ``port`` on ``address`` (default: every local address; with ``ipv6``, of both families)."""
+        family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             # No SO_REUSEADDR: UDP has no TIME_WAIT to skip, and with it a second
             # program could bind the same port and silently take half the heartbeats.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-            sock.bind((address, port))
+            if ipv6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            sock.bind((address or ("::" if ipv6 else "0.0.0.0"), port))
             sock.setblocking(False)
         except OSError:
             sock.close()
@@ -100,17 +123,18 @@ class HeartbeatSocket:
                 data, ancillary, _flags, source = self._raw.recvmsg(_MAX_DATAGRAM, _ANCILLARY_SIZE)
             except BlockingIOError:
                 continue  # readable, but another reader (or a bad checksum) took it first
-            return Datagram(data, source[0], self._arrival_interface(ancillary))
+            return Datagram(data, self._source_text(source), self._arrival_interface(ancillary))
 
     def send_nowait(self, payload: bytes, targets: Iterable[str]) -> None:
         for target in targets:
             try:
-                self._raw.sendto(payload, (target, self.port))
+                self._raw.sendto(payload, self._destination(target))
             except BlockingIOError:
                 self.dropped += 1
                 self.dropped_to[target] = self.dropped_to.get(target, 0) + 1
                 continue
             except OSError as error:
+                self._scopes.pop(target, None)  # the interface may have been recreated with a new index
                 self.dropped += 1
                 self.dropped_to[target] = self.dropped_to.get(target, 0) + 1
                 reason = error.strerror or str(error)
@@ -132,15 +156,50 @@ class HeartbeatSocket:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _destination(self, target: str) -> tuple[str, int] | tuple[str, int, int, int]:
+        """``target`` as this socket's family addresses it.
+
+        An IPv4 target of a dual-stack socket is mapped; a link-local one's
+        ``%interface`` becomes its index, looked up once (``sendto`` would look
+        the name up for every frame) and again after a failed send.
+        """
+        if self.family != socket.AF_INET6:
+            return (target, self.port)
+        if ":" not in target:
+            return (_MAPPED + target, self.port)
+        host, percent, scope = target.partition("%")
+        if not percent:
+            return (target, self.port)
+        index = self._scopes.get(target)
+        if index is None:
+            index = self._scopes[target] = socket.if_nametoindex(scope)
+        return (host, self.port, 0, index)
+
     def _arrival_interface(self, ancillary: list[tuple[int, int, bytes]]) -> str:
         for level, kind, data in ancillary:
             if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
-                index = _PKTINFO.unpack_from(data)[0]
-                try:
-                    answer = fcntl.ioctl(self._raw.fileno(), SIOCGIFNAME, _IFREQ_INDEX.pack(b"", index))
-                except OSError as error:
-                    if error.errno not in (errno.ENXIO, errno.ENODEV):
-                        raise
-                    return f"if{index}"  # the interface vanished since the datagram arrived
-                return answer[:_IFNAMSIZ].split(b"\0", 1)[0].decode(errors="replace")
+                return self._interface_name(_PKTINFO.unpack_from(data)[0])
+            if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= _PKTINFO6.size:
+                return self._interface_name(_PKTINFO6.unpack_from(data)[1])
         return "unknown"
+
+    def _source_text(self, source: tuple) -> str:
+        """A sender as the configuration spells it: IPv4-mapped senders as IPv4, IPv6 canonical, a
+        link-local one with ``%`` and the name of the interface it is on (its scope)."""
+        host = source[0]
+        if ":" not in host:
+            return host
+        address = ipaddress.IPv6Address(host.partition("%")[0])
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        scope = source[3] if len(source) > 3 else 0
+        return f"{address}%{self._interface_name(scope)}" if scope else str(address)
+
+    def _interface_name(self, index: int) -> str:
+        try:
+            answer = fcntl.ioctl(self._raw.fileno(), SIOCGIFNAME, _IFREQ_INDEX.pack(b"", index))
+        except OSError as error:
+            if error.errno not in (errno.ENXIO, errno.ENODEV):
+                raise
+            return f"if{index}"  # the interface vanished since the datagram arrived
+        return answer[:_IFNAMSIZ].split(b"\0", 1)[0].decode(errors="replace")

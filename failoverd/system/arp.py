@@ -13,6 +13,13 @@ when any ARP packet not sent by us has sender IP == the address, or when an
 ARP probe for the address arrives from another MAC (someone else is probing
 for it at the same moment).
 
+IPv6 addresses take the same steps on the same schedule with IPv6's
+counterparts (:mod:`failoverd.system.ndp`): Duplicate Address Detection in
+place of the probe, unsolicited Neighbour Advertisements in place of the
+gratuitous ARP. :class:`Prober` and :class:`Announcer` sort a request by
+interface and family and run each part with the matching socket, so a mixed
+pair of addresses on one interface is probed (and announced) in parallel.
+
 Every operation is bounded: a probe lasts ``(count - 1) * spacing + wait``
 seconds, an announcement ``(count - 1) * spacing``; both are cancellable.
 """
@@ -31,6 +38,7 @@ from typing import TypeVar
 import trio
 
 from failoverd.core.addresses import Triplet
+from failoverd.system import ndp
 from failoverd.system.namespace import in_netns
 from failoverd.system.netlink import InterfaceDown, InterfaceMissing
 
@@ -168,11 +176,18 @@ def _bound_socket(interface: str) -> socket.socket:
     return sock
 
 
-def _by_interface(triplets: Iterable[Triplet]) -> dict[str, list[Triplet]]:
-    grouped: dict[str, list[Triplet]] = {}
+def _by_interface(triplets: Iterable[Triplet]) -> dict[tuple[str, int], list[Triplet]]:
+    """The triplets by (interface, IP version): each group is one socket's work."""
+    grouped: dict[tuple[str, int], list[Triplet]] = {}
     for triplet in sorted(set(triplets)):
-        grouped.setdefault(triplet.interface, []).append(triplet)
+        grouped.setdefault((triplet.interface, triplet.version), []).append(triplet)
     return grouped
+
+
+async def _open(interface: str, version: int, netns: str | None) -> ArpSocket | ndp.NdpSocket:
+    if version == 6:
+        return await ndp.NdpSocket.open(interface, netns)
+    return await ArpSocket.open(interface, netns)
 
 
 def _check_schedule(count: int, spacing: float) -> None:
@@ -186,7 +201,7 @@ def _check_schedule(count: int, spacing: float) -> None:
 
 
 class Prober:
-    """Asks, RFC 5227 style, whether any other host holds each address.
+    """Asks, RFC 5227 style (RFC 4862's DAD for IPv6), whether any other host holds each address.
 
     ``count`` probes per address, ``spacing`` seconds apart, then ``wait``
     more seconds of listening; ``count=0`` turns probing off (every address
@@ -222,17 +237,25 @@ class Prober:
         if not self.count:
             return frozenset()
         async with trio.open_nursery() as nursery:
-            for interface, group in _by_interface(triplets).items():
-                nursery.start_soon(self._probe_interface, interface, group, answered)
+            for (interface, version), group in _by_interface(triplets).items():
+                nursery.start_soon(self._probe_interface, interface, version, group, answered)
         return frozenset(answered)
 
-    async def _probe_interface(self, interface: str, group: list[Triplet], answered: set[Triplet]) -> None:
+    async def _probe_interface(self, interface: str, version: int, group: list[Triplet], answered: set[Triplet]) -> None:
+        make = ndp.probe_packet if version == 6 else probe_packet
         try:
-            sock = await ArpSocket.open(interface, self.netns)
+            sock = await _open(interface, version, self.netns)
         except (InterfaceMissing, OSError) as error:
             log.error("cannot probe %s: %s", ", ".join(map(str, group)), error)
             return
         async with sock:
+            if isinstance(sock, ndp.NdpSocket):
+                try:
+                    for triplet in group:
+                        sock.join(ndp.solicited_node(triplet.address))
+                except OSError as error:
+                    log.error("cannot probe %s: %s", ", ".join(map(str, group)), error)
+                    return
             own = self.own_macs | {sock.mac}
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._listen, sock, group, own, answered)
@@ -241,18 +264,21 @@ class Prober:
                         if round_:
                             await trio.sleep(self.spacing)
                         for triplet in group:
-                            await sock.send(probe_packet(sock.mac, triplet.address))
+                            await sock.send(make(sock.mac, triplet.address))
                 except (InterfaceDown, OSError) as error:
                     log.error("cannot probe %s: %s", ", ".join(map(str, group)), error)
                     nursery.cancel_scope.cancel()
                     return
                 await trio.sleep(self.wait)
                 nursery.cancel_scope.cancel()
+        what = "DAD" if version == 6 else "ARP probe"
         for triplet in group:
-            log.info("ARP probe for %s: %s", triplet, "answered" if triplet in answered else "silent")
+            log.info("%s for %s: %s", what, triplet, "answered" if triplet in answered else "silent")
 
     @staticmethod
-    async def _listen(sock: ArpSocket, group: list[Triplet], own: frozenset[bytes], answered: set[Triplet]) -> None:
+    async def _listen(
+        sock: ArpSocket | ndp.NdpSocket, group: list[Triplet], own: frozenset[bytes], answered: set[Triplet]
+    ) -> None:
         while True:
             try:
                 packet = await sock.receive()
@@ -260,19 +286,28 @@ class Prober:
                 # The link went down mid-probe (ENETDOWN and friends): that is
                 # what probes run into when things fail, and it must end the
                 # probe (nobody answered here), not the daemon.
-                log.error("ARP probe on %s stopped listening: %s", sock.interface, error)
+                log.error("probe on %s stopped listening: %s", sock.interface, error)
                 return
             if packet is None:
                 continue
             for triplet in group:
-                if triplet not in answered and conflicts(packet, triplet.address, own):
+                if triplet not in answered and _conflicts(packet, triplet, own):
                     answered.add(triplet)
-                    log.warning(
-                        "%s is claimed by %s (ARP %s from %s)",
-                        triplet.address, mac_text(packet.sender_mac),
-                        "probe" if packet.is_probe else ("reply" if packet.op == ARP_REPLY else "request"),
-                        packet.sender_ip,
-                    )
+                    log.warning("%s is claimed by %s (%s)", triplet.address, mac_text(packet.sender_mac), _what(packet))
+
+
+def _conflicts(packet: ArpPacket | ndp.NdpPacket, triplet: Triplet, own: frozenset[bytes]) -> bool:
+    if isinstance(packet, ndp.NdpPacket):
+        return isinstance(triplet.address, ipaddress.IPv6Address) and ndp.conflicts(packet, triplet.address, own)
+    return isinstance(triplet.address, ipaddress.IPv4Address) and conflicts(packet, triplet.address, own)
+
+
+def _what(packet: ArpPacket | ndp.NdpPacket) -> str:
+    """How a log line names the frame that claimed an address."""
+    if isinstance(packet, ndp.NdpPacket):
+        return packet.describe()
+    kind = "probe" if packet.is_probe else ("reply" if packet.op == ARP_REPLY else "request")
+    return f"ARP {kind} from {packet.sender_ip}"
 
 
 # --- announcing -------------------------------------------------------------
@@ -280,7 +315,8 @@ class Prober:
 
 class Announcer:
     """Sends ``count`` gratuitous ARP announcements per address, ``spacing`` seconds apart
-    (``count=0``: none).
+    (``count=0``: none); for an IPv6 address, as many unsolicited Neighbour
+    Advertisements (override flag; router flag if the interface forwards).
 
     Error handling: failure to announce is logged, never raised: the address
     is held either way, and clients will still find it by ordinary ARP.
@@ -298,16 +334,17 @@ class Announcer:
         """Announce every address; ``task_status.started()`` once the first round is out."""
         groups = _by_interface(triplets) if self.count else {}
         async with trio.open_nursery() as nursery:
-            for interface, group in groups.items():
-                await nursery.start(self._announce_interface, interface, group)
+            for (interface, version), group in groups.items():
+                await nursery.start(self._announce_interface, interface, version, group)
             task_status.started()
 
     async def _announce_interface(
-        self, interface: str, group: list[Triplet], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, interface: str, version: int, group: list[Triplet], *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         names = ", ".join(map(str, group))
         try:
-            sock = await ArpSocket.open(interface, self.netns)
+            sock = await _open(interface, version, self.netns)
         except (InterfaceMissing, OSError) as error:
             log.error("cannot announce %s: %s", names, error)
             task_status.started()
@@ -318,7 +355,10 @@ class Announcer:
                     if round_:
                         await trio.sleep(self.spacing)
                     for triplet in group:
-                        await sock.send(announcement_packet(sock.mac, triplet.address))
+                        if isinstance(sock, ndp.NdpSocket):
+                            await sock.send(ndp.announcement_packet(sock.mac, triplet.address, sock.router))
+                        else:
+                            await sock.send(announcement_packet(sock.mac, triplet.address))
                     if not round_:
                         task_status.started()
             except (InterfaceDown, OSError) as error:
@@ -326,4 +366,5 @@ class Announcer:
                 if not round_:
                     task_status.started()
                 return
-        log.info("announced %s (%d gratuitous ARP each)", names, self.count)
+        what = "unsolicited Neighbour Advertisements" if version == 6 else "gratuitous ARP"
+        log.info("announced %s (%d %s each)", names, self.count, what)

@@ -17,6 +17,13 @@ is watched and closed when the last one goes: a host that holds nothing reads
 no ARP at all. The watched set is replaced at run time with :meth:`ConflictWatcher.watch`
 and takes effect for the next packet on an interface already open.
 
+IPv6 addresses are watched the same way through Neighbour Discovery
+(:mod:`failoverd.system.ndp`): a Neighbour Advertisement for a held address,
+or a Solicitation sent from it, by a MAC that is not ours claims it (DAD
+probes, from ``::``, claim nothing yet). An interface that carries watched
+addresses of both families has one socket for each, each opened only while
+an address of its family is watched.
+
 Every wait is on a socket or an event (no polling); the only timer is the
 pause before reopening an interface that could not be opened or went down.
 """
@@ -32,6 +39,7 @@ from collections.abc import Callable, Iterable
 import trio
 
 from failoverd.core.addresses import Triplet
+from failoverd.system import ndp
 from failoverd.system.arp import (
     ARP_REPLY,
     ArpPacket,
@@ -78,7 +86,7 @@ class ConflictWatcher:
         self.own_macs = frozenset(own_macs)
         self._watched: frozenset[Triplet] = frozenset()
         self._changed = trio.Event()
-        self._listeners: dict[str, trio.CancelScope] = {}
+        self._listeners: dict[tuple[str, int], trio.CancelScope] = {}
         self._last_logged: dict[Triplet, float] = {}
         self.seen = 0
         """Packets reported so far (for status and tests)."""
@@ -90,7 +98,7 @@ class ConflictWatcher:
     @property
     def interfaces(self) -> frozenset[str]:
         """The interfaces with a listener right now (open, or waiting to reopen)."""
-        return frozenset(self._listeners)
+        return frozenset(interface for interface, _version in self._listeners)
 
     def watch(self, triplets: Iterable[Triplet]) -> None:
         """Watch exactly ``triplets`` from now on (an empty set stops all listening)."""
@@ -109,11 +117,11 @@ class ConflictWatcher:
             started = False
             while True:
                 self._changed = trio.Event()
-                wanted = {t.interface for t in self._watched}
-                for interface in sorted(set(self._listeners) - wanted):
-                    self._listeners.pop(interface).cancel()
-                for interface in sorted(wanted - set(self._listeners)):
-                    self._listeners[interface] = await nursery.start(self._listen, interface)
+                wanted = {(t.interface, t.version) for t in self._watched}
+                for link in sorted(set(self._listeners) - wanted):
+                    self._listeners.pop(link).cancel()
+                for link in sorted(wanted - set(self._listeners)):
+                    self._listeners[link] = await nursery.start(self._listen, *link)
                 if not started:
                     started = True
                     task_status.started()
@@ -121,8 +129,8 @@ class ConflictWatcher:
 
     # --- one interface ---------------------------------------------------------
 
-    async def _listen(self, interface: str, *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
-        """Listen on ``interface`` until cancelled, reopening it after a failure."""
+    async def _listen(self, interface: str, version: int, *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+        """Listen on ``interface`` (for IP ``version``'s addresses) until cancelled, reopening it after a failure."""
         with trio.CancelScope() as scope:
             first = True
             # Ends only by cancellation (the interface is no longer watched, or
@@ -130,7 +138,7 @@ class ConflictWatcher:
             while True:
                 if not first:
                     await trio.sleep(REOPEN_DELAY)
-                opened = await self._open(interface)
+                opened = await self._open(interface, version)
                 if first:
                     first = False
                     task_status.started(scope)
@@ -142,26 +150,30 @@ class ConflictWatcher:
                 finally:
                     sock.close()
 
-    async def _open(self, interface: str) -> tuple[ArpSocket, frozenset[bytes]] | None:
-        """The interface's ARP socket and every MAC of this host, or None (logged) if it cannot be opened."""
+    async def _open(self, interface: str, version: int) -> tuple[ArpSocket | ndp.NdpSocket, frozenset[bytes]] | None:
+        """The interface's ARP (or NDP) socket and every MAC of this host, or None (logged) if it cannot be opened."""
 
         def make() -> tuple[socket.socket, frozenset[bytes]]:
-            raw = _bound_socket(interface)
+            raw = ndp.bound_socket(interface) if version == 6 else _bound_socket(interface)
             try:
                 return raw, _host_macs()
             except BaseException:
                 raw.close()
                 raise
 
+        what = "Neighbour Discovery" if version == 6 else "ARP"
         try:
             raw, macs = await trio.to_thread.run_sync(in_netns, self.netns, make)
         except (InterfaceMissing, OSError) as error:
-            log.error("cannot watch %s for ARP conflicts: %s (retrying every %g s)", interface, error, REOPEN_DELAY)
+            log.error("cannot watch %s for %s conflicts: %s (retrying every %g s)",
+                      interface, what, error, REOPEN_DELAY)
             return None
-        sock = ArpSocket(interface, raw)
+        # No index: it only serves joining multicast groups, and the watcher hears NAs to all nodes.
+        sock: ArpSocket | ndp.NdpSocket = ndp.NdpSocket(interface, raw) if version == 6 else ArpSocket(interface, raw)
         return sock, macs | self.own_macs | {sock.mac}
 
-    async def _receive(self, arp: ArpSocket, own: frozenset[bytes]) -> None:
+    async def _receive(self, arp: ArpSocket | ndp.NdpSocket, own: frozenset[bytes]) -> None:
+        version = 6 if isinstance(arp, ndp.NdpSocket) else 4
         while True:
             try:
                 packet = await arp.receive()
@@ -172,25 +184,29 @@ class ConflictWatcher:
                 return
             if packet is None or packet.is_probe or packet.sender_mac in own:
                 continue
+            address = packet.claimed if isinstance(packet, ndp.NdpPacket) else packet.sender_ip
             claimed = frozenset(
-                t for t in self._watched if t.interface == arp.interface and t.address == packet.sender_ip
+                t for t in self._watched
+                if t.interface == arp.interface and t.version == version and t.address == address
             )
             if claimed:
                 self.seen += 1
                 self._log(claimed, packet)
                 self._report(claimed)
 
-    def _log(self, claimed: frozenset[Triplet], packet: ArpPacket) -> None:
+    def _log(self, claimed: frozenset[Triplet], packet: ArpPacket | ndp.NdpPacket) -> None:
         now = trio.current_time()
         due = [t for t in claimed if now >= self._last_logged.get(t, -math.inf) + LOG_EVERY]
         if not due:
             return
         for triplet in due:
             self._last_logged[triplet] = now
-        log.warning(
-            "ARP conflict: %s is claimed by %s (ARP %s)",
-            ", ".join(sorted(map(str, due))), mac_text(packet.sender_mac), "reply" if packet.op == ARP_REPLY else "request",
-        )
+        if isinstance(packet, ndp.NdpPacket):
+            family, frame = "IPv6", packet.describe()
+        else:
+            family, frame = "ARP", f"ARP {'reply' if packet.op == ARP_REPLY else 'request'}"
+        log.warning("%s conflict: %s is claimed by %s (%s)",
+                    family, ", ".join(sorted(map(str, due))), mac_text(packet.sender_mac), frame)
 
 
 def _host_macs() -> frozenset[bytes]:

@@ -36,7 +36,7 @@ import sys
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 from typing import Literal
 
@@ -131,15 +131,16 @@ def _address_args(addresses: Iterable[AddressLike]) -> list[str]:
     # Sorted numerically and deduplicated, so the mail reads the same
     # whatever set order the core produced.
     texts = {_address_text(a) for a in addresses}
-    return sorted(texts, key=lambda t: (IPv4Address(t) if _is_ipv4(t) else IPv4Address(0), t))
+    return sorted(texts, key=_numeric)
 
 
-def _is_ipv4(text: str) -> bool:
+def _numeric(text: str) -> tuple[int, int, str]:
+    """IPv4 first, then IPv6, each in numeric order; anything else last, as text."""
     try:
-        IPv4Address(text)
+        address = ip_address(text)
     except ValueError:
-        return False
-    return True
+        return (7, 0, text)
+    return (address.version, int(address), text)
 
 
 def _kill_group(process: trio.Process) -> None:

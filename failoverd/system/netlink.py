@@ -21,14 +21,13 @@ Rules of this module:
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from failoverd.core.addresses import Triplet
+from failoverd.core.addresses import IPAddress, Triplet
 from failoverd.system.namespace import in_netns
 from failoverd.system.rtnetlink import RouteSocket
 
@@ -130,7 +129,9 @@ class AddressManager:
                 _warn_other_mask(triplet, existing)
                 return False
             try:
-                rt.add_address(interface.index, address, triplet.effective_prefixlen)
+                # IPv6 without the kernel's DAD: the backup ran its own (system/ndp.py) before this, and a
+                # tentative address would be unusable for a second and left dadfailed by a conflict.
+                rt.add_address(interface.index, address, triplet.effective_prefixlen, nodad=address.version == 6)
             except NetlinkError as error:
                 if error.code == errno.EEXIST:  # added by someone else since we looked
                     return False
@@ -164,7 +165,7 @@ class AddressManager:
         wanted = list(triplets)
         with self._open() as rt:
             indexes = rt.links()
-            configured: dict[tuple[int, ipaddress.IPv4Address], set[int]] = {}
+            configured: dict[tuple[int, IPAddress], set[int]] = {}
             for found in rt.addresses():
                 configured.setdefault((found.index, found.address), set()).add(found.prefixlen)
         present = set()
@@ -199,7 +200,7 @@ def _interface(rt: RouteSocket, name: str) -> Interface:
     return Interface(name=name, index=link.index, up=bool(link.flags & _IFF_UP), mac=link.mac)
 
 
-def _prefixlens(rt: RouteSocket, index: int, address: ipaddress.IPv4Address) -> set[int]:
+def _prefixlens(rt: RouteSocket, index: int, address: IPAddress) -> set[int]:
     """The masks with which ``address`` is configured on interface ``index`` (usually 0 or 1 of them)."""
     return {found.prefixlen for found in rt.addresses() if found.index == index and found.address == address}
 

@@ -11,10 +11,13 @@ does an exchange in tens of microseconds:
 
 - ``link(name)``: ``RTM_GETLINK`` by name (index, flags, MAC);
 - ``links()``: ``RTM_GETLINK`` dump (name -> index);
-- ``addresses()``: ``RTM_GETADDR`` dump (index, address, prefix length), IPv4 only;
+- ``addresses()``: ``RTM_GETADDR`` dump (index, address, prefix length, flags),
+  IPv4 and IPv6;
 - ``add_address`` / ``delete_address``: ``RTM_NEWADDR`` (``NLM_F_CREATE|NLM_F_EXCL``)
   and ``RTM_DELADDR`` with ``IFA_LOCAL`` = ``IFA_ADDRESS``, which is what
-  ``ip addr add ADDR/LEN dev IF`` sends.
+  ``ip addr add ADDR/LEN dev IF`` sends; ``nodad`` adds ``IFA_F_NODAD``, as
+  ``ip addr add ... nodad`` does (an IPv6 address usable at once, never
+  ``tentative``, never ``dadfailed``).
 
 The kernel carries out such a request inside the ``send`` call and has its
 answer queued before ``send`` returns, so the calls wait only for the
@@ -62,8 +65,15 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 _IFNAMSIZ = 16
+# linux/if_addr.h
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
 _RECEIVE_SIZE = 1 << 16
 DEFAULT_TIMEOUT = 5.0
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_FAMILIES = {socket.AF_INET: ipaddress.IPv4Address, socket.AF_INET6: ipaddress.IPv6Address}
 
 
 @dataclass(frozen=True)
@@ -76,8 +86,10 @@ class Link:
 @dataclass(frozen=True)
 class InterfaceAddress:
     index: int
-    address: ipaddress.IPv4Address
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
     prefixlen: int
+    flags: int = 0
+    """``IFA_F_*`` (``IFA_FLAGS`` where the kernel sends it: all 32 bits)."""
 
 
 class RouteSocket:
@@ -141,24 +153,32 @@ class RouteSocket:
         }
 
     def addresses(self) -> list[InterfaceAddress]:
-        """Every IPv4 address configured on this host's interfaces."""
+        """Every IPv4 and IPv6 address configured on this host's interfaces."""
         request = ifaddrmsg()
-        request["family"] = socket.AF_INET
+        request["family"] = socket.AF_UNSPEC
         found = []
         for answer in self._exchange(request, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP):
-            if answer["header"]["type"] != RTM_NEWADDR or answer["family"] != socket.AF_INET:
+            family = answer["family"]
+            if answer["header"]["type"] != RTM_NEWADDR or family not in _FAMILIES:
                 continue
             local = answer.get_attr("IFA_LOCAL") or answer.get_attr("IFA_ADDRESS")
             if local is not None:
-                found.append(InterfaceAddress(answer["index"], ipaddress.IPv4Address(local), answer["prefixlen"]))
+                flags = answer.get_attr("IFA_FLAGS")
+                found.append(InterfaceAddress(
+                    answer["index"], _FAMILIES[family](local), answer["prefixlen"],
+                    answer["flags"] if flags is None else flags,
+                ))
         return found
 
-    def add_address(self, index: int, address: ipaddress.IPv4Address, prefixlen: int) -> None:
-        """Add ``address/prefixlen`` on interface ``index``; ``NetlinkError`` EEXIST if it is there."""
-        self._exchange(_address(index, address, prefixlen), RTM_NEWADDR,
+    def add_address(self, index: int, address: IPAddress, prefixlen: int, *, nodad: bool = False) -> None:
+        """Add ``address/prefixlen`` on interface ``index``; ``NetlinkError`` EEXIST if it is there.
+
+        ``nodad``: without Duplicate Address Detection (IPv6; IPv4 has none to skip).
+        """
+        self._exchange(_address(index, address, prefixlen, IFA_F_NODAD if nodad else 0), RTM_NEWADDR,
                        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
 
-    def delete_address(self, index: int, address: ipaddress.IPv4Address, prefixlen: int) -> None:
+    def delete_address(self, index: int, address: IPAddress, prefixlen: int) -> None:
         """Remove ``address/prefixlen`` from interface ``index``; ``NetlinkError`` EADDRNOTAVAIL if gone."""
         self._exchange(_address(index, address, prefixlen), RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK)
 
@@ -195,10 +215,13 @@ class RouteSocket:
                     return answers
 
 
-def _address(index: int, address: ipaddress.IPv4Address, prefixlen: int) -> Any:
+def _address(index: int, address: IPAddress, prefixlen: int, flags: int = 0) -> Any:
     request = ifaddrmsg()
-    request["family"] = socket.AF_INET
+    request["family"] = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     request["prefixlen"] = prefixlen
     request["index"] = index
     request["attrs"] = [("IFA_LOCAL", str(address)), ("IFA_ADDRESS", str(address))]
+    if flags:
+        request["flags"] = flags & 0xFF
+        request["attrs"].append(("IFA_FLAGS", flags))
     return request
