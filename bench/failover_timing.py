@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from failoverd.lab.demo import FailoverPair, VipSampler
+from failoverd.lab.pair import FailoverPair, VipSampler
 from failoverd.lab.lab import Lab
 
 

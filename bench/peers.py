@@ -20,7 +20,7 @@ on all of them alike) goes through one cycle:
    parent dies first, gets SIGTERM (its parent-death signal) and sends a priority-0 advert, and the
    backup then takes over in 0.6 s instead of 3 s; a dead host sends nothing;
 4. **failback** (scenario 3): the master "reboots" (VIP gone, links up) and its daemon starts again;
-   sampled through netlink in both namespaces (:class:`~failoverd.lab.demo.VipSampler`): how long
+   sampled through netlink in both namespaces (:class:`~failoverd.lab.pair.VipSampler`): how long
    both held the VIP, how long neither did, and start -> master holds again;
 5. both daemons stopped (SIGTERM), the VIP removed wherever it is left.
 
@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Callable
 
 from failoverd.core.addresses import parse_triplet
-from failoverd.lab.demo import FailoverPair, PairError, VipSampler
+from failoverd.lab.pair import FailoverPair, PairError, VipSampler
 from failoverd.lab.lab import Lab
 
 START_TIMEOUT = 30.0

@@ -21,6 +21,7 @@ from failoverd.core.addresses import (
     INVALID_PAIR,
     AddressError,
     Triplet,
+    names,
     parse_ip,
     parse_ipv4,
     parse_ipv6,
@@ -271,4 +272,17 @@ def test_error_names_argument_and_reason() -> None:
         parse_triplet("eth0:2001:db8::1/129")
     assert str(caught.value) == (
         "Invalid interface / IP address pair: 'eth0:2001:db8::1/129' (mask must be an integer 0..128)"
+    )
+
+
+def test_an_address_list_has_one_spelling_everywhere() -> None:
+    # Log lines, mails, hook summaries and replay timelines all list addresses through names().
+    from failoverd.system.takeover import _summary
+
+    first, second = parse_triplet("eth1:10.0.0.2"), parse_triplet("eth0:10.0.0.1/24")
+    assert names([first, second]) == "eth0:10.0.0.1/24, eth1:10.0.0.2"
+    assert names([]) == "none"
+    assert names([parse_triplet("eth0:10.0.0.10"), parse_triplet("eth0:10.0.0.9")]) == "eth0:10.0.0.9, eth0:10.0.0.10"
+    assert _summary(frozenset({first, second}), frozenset(), frozenset(), "acquired") == (
+        "acquired eth0:10.0.0.1/24, eth1:10.0.0.2; failed none; refused by Test none"
     )

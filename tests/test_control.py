@@ -36,7 +36,6 @@ from failoverd.runtime.control import (
     ControlSocketInUse,
     Status,
     command_handler,
-    counters_dict,
     parse_request,
     request,
     serve_control,
@@ -65,7 +64,7 @@ def _status() -> Status:
             {"name": "eth0 192.0.2.1:1694", "last_heard_age": None, "healthy": False},
         ],
         "held": ["eth0:192.0.2.10/24", "eth0:192.0.2.11"],
-        "counters": counters_dict(counters),
+        "counters": counters.as_status(),
         "timing": timing_dict(Timing()),
         "version": "0.1.0",
     }

@@ -40,6 +40,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from _drive import KEY, VIPS
 from failoverd.core import wire
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
@@ -164,10 +165,10 @@ class FailoverMachine(RuleBasedStateMachine):
 
     def _new_master(self) -> Master:
         now = self._clock("master")
-        return Master(["backup"], TIMING.interval, now, managed=VIPS, key=KEY, epoch=next(self.epochs))
+        return Master(MasterSettings(["backup"], TIMING.interval, managed=VIPS), now, key=KEY, epoch=next(self.epochs))
 
     def _new_backup(self, held: frozenset = frozenset()) -> Detector:
-        return Detector(VIPS, TIMING, self._clock("backup"), key=KEY, epoch=next(self.epochs), held=held)
+        return Detector(DetectorSettings(VIPS, TIMING), self._clock("backup"), key=KEY, epoch=next(self.epochs), held=held)
 
     # --- clocks ---------------------------------------------------------------
 

@@ -35,7 +35,7 @@ import pytest
 from _netns import Pair, addresses_on
 from failoverd.cli import logsetup
 from failoverd.runtime import control
-from failoverd.lab.demo import program
+from failoverd.lab.pair import program
 from failoverd.lab.pytest_plugin import requires_netns
 
 ADDRESS = "10.77.0.10/24"

@@ -54,6 +54,7 @@ import pytest
 from _drive import KEY, VIPS
 from _sim import Outcome, Scenario, simulate
 from failoverd.core.actions import Transmit
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
 from failoverd.core.timing import Timing
@@ -162,8 +163,8 @@ def _withheld_heartbeat_verdict(master_ppm: float, backup_ppm: float, healthy_fo
     def backup_clock(t: float) -> float:
         return 1000.0 + backup_rate * t
 
-    master = Master(["backup"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=10)
-    detector = Detector(VIPS, ONE_SECOND, backup_clock(0.0), key=KEY, epoch=20, arp_probe=False)
+    master = Master(MasterSettings(["backup"], 1.0, managed=VIPS), 0.0, held=VIPS, key=KEY, epoch=10)
+    detector = Detector(DetectorSettings(VIPS, ONE_SECOND, arp_probe=False), backup_clock(0.0), key=KEY, epoch=20)
     for _ in range(int(healthy_for) + 10):
         deadline = master.next_deadline()
         assert deadline is not None

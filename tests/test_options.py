@@ -542,3 +542,18 @@ def test_no_run_sees_an_ipv6_address_already_configured(netns: str, tmp_path: Pa
     taken = run("failoverd", args, netns)
     assert taken.returncode == EX_CONFIG
     assert "FAIL  2001:db8:9::2 is already configured on lo" in taken.stdout
+
+
+def test_every_program_parses_its_arguments_with_the_one_parser() -> None:
+    # One argparse subclass (failoverd.cli.argparser) for every program: its errors exit 64, never argparse's 2.
+    import ast
+
+    import failoverd
+
+    root = Path(failoverd.__file__).parent
+    subclasses = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef) and any(ast.unparse(b).endswith("ArgumentParser") for b in node.bases):
+                subclasses.append(f"{path.relative_to(root)}:{node.name}")
+    assert subclasses == ["cli/argparser.py:ArgumentParser"]

@@ -1,6 +1,6 @@
 """The heartbeat key file: what is accepted, and each refusal with its reason.
 
-One rule (failoverd.runtime.keyfile.read_key) at every door: the program's
+One rule (failoverd.system.keyfile.read_key) at every door: the program's
 host check at start, the runtime's load, and SIGHUP's reload. The doors are
 exercised for real: the failoverd program is started, and the reload is the
 function the signal handler calls.
@@ -20,7 +20,7 @@ from failoverd.cli import preflight
 from failoverd.cli.exitcodes import EX_CONFIG, ConfigError, ProgramError
 from failoverd.runtime import lifecycle
 from failoverd.runtime.backup import load_key
-from failoverd.runtime.keyfile import KeyFileError, read_key
+from failoverd.system.keyfile import KeyFileError, read_key
 
 KEY = b"0123456789abcdef0123"
 NOBODY = 65534

@@ -18,6 +18,7 @@ import trio.testing
 from trio.abc import Instrument
 
 from failoverd.core.actions import Action
+from failoverd.runtime.memory import MemoryTransport
 from failoverd.runtime.shell import CoreShell
 
 SILENCE = 0.3
@@ -52,11 +53,6 @@ class SilenceCore:
         return {}
 
 
-class NullTransport:
-    def send_nowait(self, payload: bytes, targets: tuple[str, ...]) -> None:
-        pass
-
-
 class StepCounter(Instrument):
     """Counts the steps of the task running the shell's timer."""
 
@@ -69,7 +65,7 @@ class StepCounter(Instrument):
 
 
 def _shell(core: SilenceCore) -> CoreShell:
-    return CoreShell(core, system=None, transport=NullTransport(), notifier=None)  # type: ignore[arg-type]
+    return CoreShell(core, system=None, transport=MemoryTransport(), notifier=None)  # type: ignore[arg-type]
 
 
 @pytest.mark.trio

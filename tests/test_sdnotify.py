@@ -21,7 +21,8 @@ import trio
 from failoverd.cli.config import MasterConfig
 from failoverd.runtime import backup, master
 from failoverd.system.sdnotify import ServiceManager
-from test_runtime_daemons import LOOPBACK, MemorySystem, backup_config, free_port
+from test_runtime_daemons import LOOPBACK, backup_config, free_port
+from failoverd.runtime.memory import MemorySystem
 
 
 class FakeSystemd:

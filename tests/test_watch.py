@@ -39,7 +39,8 @@ from failoverd.programs import failoverctl
 from failoverd.programs.watchview import Watch, render
 from failoverd.runtime import backup
 from failoverd.runtime.lifecycle import TRANSITIONS_KEPT, RecentTransitions
-from test_runtime_daemons import LOOPBACK, MemorySystem, backup_config, free_port
+from test_runtime_daemons import LOOPBACK, backup_config, free_port
+from failoverd.runtime.memory import MemorySystem
 
 WAIT = 30.0
 """Bound on each wait for the program or the daemon (generous: the machine is shared)."""

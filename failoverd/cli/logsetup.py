@@ -93,7 +93,6 @@ FLUSH_BOUND = 2.0
 LOST_MESSAGE = "%d log messages lost (log target not accepting)"
 
 LogFormat = Literal["text", "json"]
-LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 EVENT_FIELDS = ("transition", "reason", "addresses", "path")
 """What a log call may attach with ``extra=`` for the JSON format."""
 

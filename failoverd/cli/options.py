@@ -18,9 +18,10 @@ import shlex
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import Sequence
 
 from failoverd import __version__
+from failoverd.cli.argparser import ArgumentParser
 from failoverd.core.addresses import AddressError, IPAddress, Triplet, parse_ip, parse_triplet
 from failoverd.cli.config import (
     DEFAULT_CHECK_FALL,
@@ -64,13 +65,6 @@ class ShowHelp:
 @dataclass(frozen=True)
 class ShowVersion:
     text: str
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but errors become UsageError instead of exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message}\n{self.format_usage().rstrip()}")
 
 
 # --- values -----------------------------------------------------------------
@@ -330,7 +324,7 @@ def _common_options(parser: argparse.ArgumentParser, program: str) -> None:
 
 
 def backup_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="failoverd",
         add_help=False,
         allow_abbrev=False,
@@ -366,7 +360,7 @@ def backup_parser() -> argparse.ArgumentParser:
 
 
 def master_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="heartbeatd",
         add_help=False,
         allow_abbrev=False,

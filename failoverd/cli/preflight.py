@@ -29,7 +29,7 @@ from failoverd.cli import logsetup
 from failoverd.core.addresses import Triplet
 from failoverd.cli.config import BackupConfig, HealthChecks, MasterConfig
 from failoverd.cli.exitcodes import ConfigError
-from failoverd.runtime.keyfile import KeyFileError, read_key
+from failoverd.system.keyfile import KeyFileError, read_key
 
 INVALID_INTERFACE = "CNode: invalid interface name"
 

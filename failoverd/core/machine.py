@@ -194,8 +194,3 @@ class DeclaredMachine:
         self._key = wire.Key(key)
         self._sealer.rekey(self._key)
         self._guard = self._guard.restarted()
-
-
-def names(addresses: Iterable[object]) -> str:
-    """Addresses for a log line: ``10.0.0.1, 10.0.0.2``."""
-    return ", ".join(sorted(str(getattr(a, "address", a)) for a in addresses))

@@ -66,10 +66,6 @@ class Heartbeat(NamedTuple):
     ack_epoch: int = 0
     ack_seq: int = 0
 
-    @property
-    def role_name(self) -> str:
-        return ROLE_NAMES.get(self.role, str(self.role))
-
 
 class Key:
     """A shared heartbeat key with its HMAC-SHA256 pads precomputed.

@@ -34,7 +34,8 @@ from failoverd import __version__
 from failoverd.core.actions import StateChanged
 from failoverd.cli.config import ListenAddress
 from failoverd.cli.exitcodes import ProgramError
-from failoverd.runtime.keyfile import KeyFileError, read_key
+from failoverd.system.keyfile import KeyFileError, read_key
+from failoverd.runtime.ports import System
 
 if TYPE_CHECKING:
     from failoverd.runtime.metrics import Meter, MetricsEndpoint, Role
@@ -74,7 +75,7 @@ def metrics_endpoint(listen: ListenAddress | None) -> AbstractContextManager[Met
     return metrics.bind(listen)
 
 
-def metrics_meter(role: Role, core: Any, host: Any) -> Meter:
+def metrics_meter(role: Role, core: Any, host: System) -> Meter:
     """A :class:`failoverd.runtime.metrics.Meter` (call only with an endpoint bound)."""
     from failoverd.runtime import metrics
 

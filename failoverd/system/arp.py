@@ -231,10 +231,6 @@ class Prober:
         self.netns = netns
         self.own_macs = frozenset(own_macs)
 
-    @property
-    def duration(self) -> float:
-        return (self.count - 1) * self.spacing + self.wait if self.count else 0.0
-
     async def probe(self, triplets: Iterable[Triplet]) -> frozenset[Triplet]:
         """The triplets whose address another host answered for."""
         answered: set[Triplet] = set()
