@@ -546,7 +546,7 @@ def test_a_rejoined_master_gives_a_backup_taking_over_on_its_leaving_a_failure_t
         return WIRE_DELAY
 
     pair = Pair(delay=lossy, backup_acquire=2.5)
-    pair.backup = Detector(VIPS, pair.timing, 0.5, key=KEY, master_address="master", epoch=3)
+    pair.backup = Detector(DetectorSettings(VIPS, pair.timing, master="master"), 0.5, key=KEY, epoch=3)
     pair.at(0.0, "master", ("health", False))
     recorded = wire.Sealer(KEY, wire.ROLE_MASTER, 8, 1.0, -100.0).seal(-50.0, holds=True)
     pair.at(0.6, "backup", ("datagram", recorded))
