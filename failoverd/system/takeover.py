@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable
 from typing import Literal
 
 import trio
-from pyroute2.netlink.exceptions import NetlinkError
 
 from failoverd.core.addresses import Triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
@@ -42,6 +41,7 @@ from failoverd.system.netlink import (
     AddressManager,
     InterfaceError,
 )
+from failoverd.system.rtnetlink import NetlinkError
 
 log = logging.getLogger(__name__)
 
