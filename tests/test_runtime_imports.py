@@ -43,3 +43,12 @@ def test_the_metrics_still_import_it_when_asked_for() -> None:
 def test_a_daemon_does_not_import_pyroute2_or_what_only_it_needs(program: str, runtime: str) -> None:
     heavy = ("pyroute2", "asyncio", "sqlite3", "multiprocessing")
     assert _imported(f"{program}, {runtime}", heavy) == []
+
+
+def test_the_master_does_not_import_the_backups_detector_nor_the_trace() -> None:
+    assert _imported("failoverd.runtime.master", ("failoverd",)).count("failoverd.core.detector") == 0
+    assert [m for m in _imported("failoverd.runtime.master", ("failoverd",)) if m.startswith("failoverd.analysis")] == []
+
+
+def test_the_backup_imports_the_trace_only_to_record_one() -> None:
+    assert [m for m in _imported("failoverd.runtime.backup", ("failoverd",)) if m.startswith("failoverd.analysis")] == []

@@ -33,7 +33,7 @@ import trio
 from failoverd import __version__
 from failoverd.core.actions import StateChanged
 from failoverd.cli.config import ListenAddress
-from failoverd.cli.exitcodes import ProgramError
+from failoverd.cli.exitcodes import EX_CONFIG, ProgramError
 from failoverd.runtime.keyfile import KeyFileError, read_key
 
 if TYPE_CHECKING:
@@ -174,6 +174,16 @@ def status_reply(
         "transitions": transitions.recent(),
         "version": __version__,
     }
+
+
+def load_key(config: Any) -> bytes | None:
+    """The key of ``config.key_file`` at start (None without one); an unusable file is a :class:`ProgramError` (78)."""
+    if config.key_file is None:
+        return None
+    try:
+        return read_key(config.key_file)
+    except KeyFileError as error:
+        raise ProgramError(EX_CONFIG, str(error)) from None
 
 
 def reload_key(path, current: bytes | None, rekey: Callable[[bytes], None]) -> bytes | None:
