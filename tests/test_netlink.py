@@ -218,3 +218,15 @@ def test_a_malformed_answer_is_a_protocol_error_not_a_crash() -> None:
             rt.links()
         assert caught.value.errno == errno.EPROTO
         assert kernel.recv(100)[4:6] == struct.pack("=H", 18)  # it did ask: RTM_GETLINK
+
+
+def test_link_details_is_one_dump_of_what_link_answers_per_name(pair: Pair) -> None:
+    from failoverd.system.namespace import in_netns
+    from failoverd.system.rtnetlink import RouteSocket
+
+    with in_netns(pair.a, RouteSocket.open) as rt:
+        details = rt.link_details()
+        assert set(details) == set(rt.links()) >= {"lo", "va"}
+        for name, link in details.items():
+            assert rt.link(name) == link
+    assert f"link/ether {details['va'].mac} " in ip("-n", pair.a, "-o", "link", "show", "dev", "va")

@@ -14,7 +14,8 @@ forks a helper process), which costs milliseconds per change under load. One
 plain ``NETLINK_ROUTE`` socket does an exchange in tens of microseconds:
 
 - ``link(name)``: ``RTM_GETLINK`` by name (index, flags, MAC);
-- ``links()``: ``RTM_GETLINK`` dump (name -> index);
+- ``links()``: ``RTM_GETLINK`` dump (name -> index); ``link_details()``: the
+  same dump, name -> index, flags and MAC;
 - ``addresses(family)``: ``RTM_GETADDR`` dump (index, address, prefix length),
   IPv4 unless told otherwise (``AF_INET6``, or ``AF_UNSPEC`` for both);
 - ``add_address`` / ``delete_address``: ``RTM_NEWADDR`` (``NLM_F_CREATE|NLM_F_EXCL``)
@@ -156,8 +157,7 @@ class RouteSocket:
         for kind, payload in answers:
             if kind == RTM_NEWLINK and len(payload) >= _IFINFO.size:
                 _family, _type, index, flags, _change = _IFINFO.unpack_from(payload)
-                mac = _attributes(payload, _IFINFO.size).get(IFLA_ADDRESS, b"")
-                return Link(index, flags, ":".join(f"{octet:02x}" for octet in mac))
+                return Link(index, flags, _mac(_attributes(payload, _IFINFO.size)))
         raise OSError(errno.EPROTO, f"no link in the kernel's answer for {name!r}")
 
     def links(self) -> dict[str, int]:
@@ -170,6 +170,20 @@ class RouteSocket:
             name = _attributes(payload, _IFINFO.size).get(IFLA_IFNAME)
             if name is not None:
                 found[name.split(b"\0", 1)[0].decode(errors="replace")] = _IFINFO.unpack_from(payload)[2]
+        return found
+
+    def link_details(self) -> dict[str, Link]:
+        """Every interface's name, with its index, flags and MAC, from one dump."""
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        found = {}
+        for kind, payload in self._exchange(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, body):
+            if kind != RTM_NEWLINK or len(payload) < _IFINFO.size:
+                continue
+            attributes = _attributes(payload, _IFINFO.size)
+            name = attributes.get(IFLA_IFNAME)
+            if name is not None:
+                _family, _type, index, flags, _change = _IFINFO.unpack_from(payload)
+                found[name.split(b"\0", 1)[0].decode(errors="replace")] = Link(index, flags, _mac(attributes))
         return found
 
     def addresses(self, family: int = socket.AF_INET) -> list[InterfaceAddress]:
@@ -257,6 +271,10 @@ def _attributes(payload: bytes, offset: int) -> dict[int, bytes]:
         found.setdefault(kind & 0x3FFF, payload[offset + _ATTR.size:offset + length])  # without NLA_F_NESTED etc.
         offset += _align(length)
     return found
+
+
+def _mac(attributes: dict[int, bytes]) -> str:
+    return ":".join(f"{octet:02x}" for octet in attributes.get(IFLA_ADDRESS, b""))
 
 
 def _messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
