@@ -5,7 +5,7 @@ The messages are built and parsed here with :mod:`struct` (``linux/netlink.h``,
 pyroute2: the daemons used only its message classes, but importing any part
 of pyroute2 runs its package ``__init__``, which loads ``IPRoute``, NDB,
 asyncio, sqlite3 and multiprocessing: about 10 MiB of every daemon's 40 MiB
-and 0.2 - 0.4 s of its start-up (docs/benchmarks.md). The five requests below
+and 0.2 - 0.4 s of its start-up (docs/benchmarks.md). The requests below
 are small fixed structures with a few attributes. Why not pyroute2's
 ``IPRoute`` either: a failback is timed from the backup's address delete to
 the master's address add, and ``IPRoute`` must be opened per call inside a
