@@ -41,8 +41,9 @@ daemon log lines, never time:
   acquiring", "acquiring ...") used to hand the GIL back and forth dozens
   of times between receiving the backup's status and adding the address,
   milliseconds on a busy machine (strace, docs/benchmarks.md). Sleeping
-  first, the listener stays off the GIL while the daemon finishes what the
-  burst is about; then it writes the whole burst. Lines reach the log
+  first (one short hand-over of the GIL to start the sleep), the listener
+  stays off it while the daemon finishes what the burst is about; then it
+  writes the whole burst. Lines reach the log
   ``BURST_DELAY`` later, in the same order; an idle daemon wakes no more.
 - Lines lost are reported where they were lost, as soon as there is room
   again: ``N log messages lost (log target not accepting)``.

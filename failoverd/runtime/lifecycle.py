@@ -229,6 +229,7 @@ def run_daemon(serve: Callable[..., Any], config: Any) -> int:
     # Everything imported and built so far lives as long as the daemon: out
     # of the collector's sight, a full collection no longer walks it (tens
     # of milliseconds of a 30 MiB heap, which could land in a failback).
+    # Start-up garbage in cycles that is frozen too stays: a one-time, bounded cost.
     gc.freeze()
     try:
         return trio.run(serve, config)
