@@ -34,6 +34,17 @@ daemon log lines, never time:
   does not take in time is dropped and counted, and until it takes one again
   it is only offered lines without waiting, so a stalled target costs the
   listener one timeout, not one per line, and the queue keeps moving.
+- The listener waits ``BURST_DELAY`` seconds after the first line of a
+  burst before handing any on. Every line the listener handles is Python
+  run on a second thread, which takes the GIL from the daemon's thread at
+  its next system call: a failback's few log lines ("state waiting ->
+  acquiring", "acquiring ...") used to hand the GIL back and forth dozens
+  of times between receiving the backup's status and adding the address,
+  milliseconds on a busy machine (strace, docs/benchmarks.md). Sleeping
+  first (one short hand-over of the GIL to start the sleep), the listener
+  stays off it while the daemon finishes what the burst is about; then it
+  writes the whole burst. Lines reach the log
+  ``BURST_DELAY`` later, in the same order; an idle daemon wakes no more.
 - Lines lost are reported where they were lost, as soon as there is room
   again: ``N log messages lost (log target not accepting)``.
 - :func:`shutdown` lets the listener drain the queue for at most
@@ -90,6 +101,8 @@ SEND_TIMEOUT = 1.0
 """Seconds a target may take to accept one line before it counts as stalled."""
 FLUSH_BOUND = 2.0
 """Seconds :func:`shutdown` lets the listener drain the queue; what is left then is dropped."""
+BURST_DELAY = 0.01
+"""Seconds the listener lets a burst of lines gather before handing them on (see above)."""
 LOST_MESSAGE = "%d log messages lost (log target not accepting)"
 
 LogFormat = Literal["text", "json"]
@@ -532,6 +545,17 @@ class BoundedListener(logging.handlers.QueueListener):
         super().start()
         assert self._thread is not None
         self._thread.name = "log-listener"
+
+    def dequeue(self, block: bool) -> object:
+        try:
+            return self.queue.get_nowait()
+        except queue.Empty:
+            if not block:
+                raise
+        record = self.queue.get()
+        # The first line after a quiet spell: let its burst finish first (see the module).
+        time.sleep(BURST_DELAY)
+        return record
 
     def handle(self, record: logging.LogRecord) -> None:
         if isinstance(record, _Flush):

@@ -29,11 +29,9 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
-
-from failoverd.analysis import trace
 
 from failoverd.cli import logsetup
 
@@ -44,17 +42,19 @@ from failoverd.core.detector import Detector
 from failoverd.core.health import Verdict
 from failoverd.cli.exitcodes import EX_CONFIG, EX_OK, ProgramError
 from failoverd.runtime import lifecycle
+from failoverd.runtime.lifecycle import load_key
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.health import HealthMonitor
 from failoverd.runtime.epoch import next_epoch
-from failoverd.system.keyfile import KeyFileError, read_key
 from failoverd.runtime.ports import System
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
 from failoverd.system.takeover import Takeover
 from failoverd.system.sdnotify import ServiceManager
-from failoverd.analysis.tracewriter import TraceWriter
+
+if TYPE_CHECKING:
+    from failoverd.analysis.tracewriter import TraceWriter
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +73,6 @@ def host_system(config: BackupConfig) -> Takeover:
         garp_count=t.garp_count,
         garp_spacing=t.garp_spacing,
     )
-
-
-def load_key(config: BackupConfig | Any) -> bytes | None:
-    if config.key_file is None:
-        return None
-    try:
-        return read_key(config.key_file)
-    except KeyFileError as error:
-        raise ProgramError(EX_CONFIG, str(error)) from None
 
 
 async def serve(
@@ -276,6 +267,11 @@ def _open_trace(
     """The trace writer for ``--trace`` (it records without ever blocking the detector), or None."""
     if config.trace_file is None:
         return None
+    # Imported only for --trace: the trace module (and its JSON and file
+    # handling) is 1.6 MiB of a daemon's memory that records nothing otherwise.
+    from failoverd.analysis import trace
+    from failoverd.analysis.tracewriter import TraceWriter
+
     header = trace.header_for_backup(config, start=start, epoch=epoch, held=held)
     try:
         writer = TraceWriter(config.trace_file, header, max_bytes=config.trace_max_bytes)

@@ -38,7 +38,7 @@ from failoverd.core.health import Verdict
 from failoverd.core.master import Master
 from failoverd.cli.exitcodes import EX_OK
 from failoverd.runtime import lifecycle
-from failoverd.runtime.backup import load_key
+from failoverd.runtime.lifecycle import load_key
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.health import HealthMonitor

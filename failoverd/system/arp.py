@@ -136,6 +136,13 @@ class ArpSocket:
 
     @classmethod
     async def open(cls, interface: str, netns: str | None = None) -> ArpSocket:
+        if netns is None:
+            # Here: one socket() and bind() on the Trio thread, no worker
+            # thread to wake (and to contend for the GIL with the address
+            # change that is often running beside this). A namespace needs
+            # a thread of its own (setns moves only the calling thread).
+            await trio.lowlevel.checkpoint()
+            return cls(interface, _bound_socket(interface))
         sock = await trio.to_thread.run_sync(in_netns, netns, lambda: _bound_socket(interface))
         return cls(interface, sock)
 

@@ -377,6 +377,12 @@ class Notifier:
 
     async def _send_queued(self) -> None:
         try:
+            # Started in the same scheduling pass as the address change the
+            # core asked for with it (a backup's release in the failback):
+            # one checkpoint first, so that the change, which has none
+            # before its netlink request, goes first and the command's
+            # fork and exec never sit between the two (docs/benchmarks.md).
+            await trio.sleep(0)
             while self._queued:
                 action = self._queued.popleft()
                 self._in_progress = True

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Literal
 
 import trio
-from pyroute2.netlink.exceptions import NetlinkError
 
 from failoverd.core.addresses import Triplet, names
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
@@ -44,6 +43,7 @@ from failoverd.system.netlink import (
     AddressManager,
     InterfaceError,
 )
+from failoverd.system.rtnetlink import NetlinkError
 
 log = logging.getLogger(__name__)
 
