@@ -10,7 +10,6 @@ pytest_plugins = ["failoverd.lab.pytest_plugin"]
 from collections.abc import Iterator
 
 import pytest
-
 from _netns import Pair, is_root, veth_pair
 
 

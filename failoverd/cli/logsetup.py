@@ -69,7 +69,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Literal
 
 from failoverd.cli.config import DEFAULT_SYSLOG_SOCKET, RunMode
@@ -106,7 +106,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "program": self.program,
             "pid": record.process,
             "level": record.levelname.lower(),
@@ -454,7 +454,7 @@ class BoundedQueueHandler(logging.handlers.QueueHandler):
     the next line that finds room, or when the listener has caught up.
     """
 
-    def __init__(self, log_queue: "queue.Queue[logging.LogRecord | object]") -> None:
+    def __init__(self, log_queue: queue.Queue[logging.LogRecord | object]) -> None:
         super().__init__(log_queue)
         self.dropped = 0
         self._unreported = 0
@@ -516,7 +516,7 @@ class BoundedListener(logging.handlers.QueueListener):
     _sentinel: object = None
     """What ends the thread: the base class's marker (None), stated here with its type."""
 
-    def __init__(self, log_queue: "queue.Queue[object]", source: BoundedQueueHandler, *targets: Target) -> None:
+    def __init__(self, log_queue: queue.Queue[object], source: BoundedQueueHandler, *targets: Target) -> None:
         super().__init__(log_queue, *targets)
         self.log_queue = log_queue
         """The queue itself, typed (the base class only promises ``put_nowait``/``get``)."""
@@ -590,7 +590,7 @@ class _Pipeline:
     """What :func:`configure` installed: the queue handler, the listener and the targets."""
 
     def __init__(self, targets: list[Target]) -> None:
-        log_queue: "queue.Queue[object]" = queue.Queue(QUEUE_SIZE)
+        log_queue: queue.Queue[object] = queue.Queue(QUEUE_SIZE)
         self.handler = BoundedQueueHandler(log_queue)
         self.targets = targets
         self.listener = BoundedListener(log_queue, self.handler, *targets)

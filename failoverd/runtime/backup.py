@@ -34,27 +34,24 @@ from typing import Any
 import trio
 
 from failoverd.analysis import trace
-
+from failoverd.analysis.tracewriter import TraceWriter
 from failoverd.cli import logsetup
-
-from failoverd.runtime import control
 from failoverd.cli.config import BackupConfig
+from failoverd.cli.exitcodes import EX_CONFIG, EX_OK, ProgramError
 from failoverd.core.actions import Announce
 from failoverd.core.detector import Detector
 from failoverd.core.health import Verdict
-from failoverd.cli.exitcodes import EX_CONFIG, EX_OK, ProgramError
-from failoverd.runtime import lifecycle
+from failoverd.runtime import control, lifecycle
 from failoverd.runtime.conflicts import conflict_feed
-from failoverd.runtime.health import HealthMonitor
 from failoverd.runtime.epoch import next_epoch
-from failoverd.system.keyfile import KeyFileError, read_key
+from failoverd.runtime.health import HealthMonitor
 from failoverd.runtime.ports import System
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
+from failoverd.system.keyfile import KeyFileError, read_key
 from failoverd.system.mail import Notifier
-from failoverd.system.takeover import Takeover
 from failoverd.system.sdnotify import ServiceManager
-from failoverd.analysis.tracewriter import TraceWriter
+from failoverd.system.takeover import Takeover
 
 log = logging.getLogger(__name__)
 

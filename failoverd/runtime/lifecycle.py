@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from failoverd import __version__
-from failoverd.core.actions import StateChanged
 from failoverd.cli.config import ListenAddress
 from failoverd.cli.exitcodes import ProgramError
-from failoverd.system.keyfile import KeyFileError, read_key
+from failoverd.core.actions import StateChanged
 from failoverd.runtime.ports import System
+from failoverd.system.keyfile import KeyFileError, read_key
 
 if TYPE_CHECKING:
     from failoverd.runtime.metrics import Meter, MetricsEndpoint, Role

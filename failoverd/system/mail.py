@@ -42,8 +42,8 @@ from typing import Literal
 
 import trio
 
-from failoverd.core.addresses import Triplet
 from failoverd.core.actions import Alarm, Notify
+from failoverd.core.addresses import Triplet
 
 log = logging.getLogger("failoverd.mail")
 
