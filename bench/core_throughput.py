@@ -13,10 +13,10 @@ import cProfile
 import pstats
 import time
 
-from failoverd.core.addresses import parse_triplet
-from failoverd.core.settings import DetectorSettings
 from failoverd.core import wire
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 
 KEY = b"benchmark-key-0123456789abcdef"

@@ -57,14 +57,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import ClassVar
 
 import failoverd
 from failoverd.core.addresses import parse_triplet
-from failoverd.lab.pair import FailoverPair, PairError, VipSampler
 from failoverd.lab.lab import Lab
+from failoverd.lab.pair import FailoverPair, PairError, VipSampler
 
 START_TIMEOUT = 30.0
 TAKEOVER_TIMEOUT = 30.0
@@ -157,7 +158,7 @@ class Ours(Daemon):
 
 class Keepalived(Daemon):
     name = "keepalived"
-    PRIORITY = {"master": 200, "backup": 100}
+    PRIORITY: ClassVar[dict[str, int]] = {"master": 200, "backup": 100}
 
     def start(self, host: str) -> None:
         # A rebooted host has a fresh /run: a SIGKILLed keepalived leaves its
@@ -195,7 +196,7 @@ class Keepalived(Daemon):
 
 class Ucarp(Daemon):
     name = "ucarp"
-    SKEW = {"master": 0, "backup": 100}
+    SKEW: ClassVar[dict[str, int]] = {"master": 0, "backup": 100}
 
     def __init__(self, lab: Lab, workdir: Path, interval: float) -> None:
         super().__init__(lab, workdir, interval)

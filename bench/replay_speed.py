@@ -25,14 +25,14 @@ from pathlib import Path
 
 import dpkt
 
-from failoverd.core.addresses import parse_triplet
-from failoverd.core.settings import DetectorSettings
-from failoverd.core.detector import Detector
-from failoverd.core.timing import Timing
 from failoverd.analysis.pcapimport import read_capture
 from failoverd.analysis.replay import Setup, replay_exact, replay_what_if
 from failoverd.analysis.trace import TraceHeader, read_trace
 from failoverd.analysis.tracewriter import TraceWriter
+from failoverd.core.addresses import parse_triplet
+from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
+from failoverd.core.timing import Timing
 
 MASTER = "10.0.0.1"
 ADDRESS = parse_triplet("eth0:192.0.2.10/24")

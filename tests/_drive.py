@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from failoverd.core.addresses import parse_triplet
-from failoverd.core.settings import DetectorSettings
+from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
@@ -24,8 +23,9 @@ from failoverd.core.actions import (
     StateChanged,
     Transmit,
 )
-from failoverd.core import wire
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 
 KEY = b"property-test-key-0123456789"

@@ -64,10 +64,11 @@ from pathlib import Path
 from typing import Any
 
 from _drive import KEY, VIPS
+
 from failoverd.core.actions import Acquire, AcquireDone, Alarm, Probe, ProbeDone, Release, ReleaseDone, Transmit
-from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 from failoverd.runtime.epoch import next_epoch
 

@@ -14,7 +14,8 @@ import socket
 import string
 
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from failoverd.core.addresses import (
     INVALID_ADDRESS,
@@ -151,9 +152,7 @@ def test_triplet_parses_exactly_what_it_says_or_is_rejected(text: str) -> None:
         addr_text, slash, mask_text = rest.partition("/")
         limit = 128 if ":" in addr_text else 32
         oracle = ipv6_oracle if ":" in addr_text else ipv4_oracle
-        if not interface_ok(interface) or "/" in mask_text:
-            expected_diagnostic = INVALID_PAIR
-        elif slash and mask_oracle(mask_text, limit) is None:
+        if not interface_ok(interface) or "/" in mask_text or (slash and mask_oracle(mask_text, limit) is None):
             expected_diagnostic = INVALID_PAIR
         elif oracle(addr_text) is None:
             expected_diagnostic = INVALID_ADDRESS

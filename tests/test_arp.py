@@ -218,7 +218,7 @@ async def test_a_missing_namespace_is_an_error_and_is_not_created() -> None:
     with trio.fail_after(5):
         with pytest.raises(NamespaceMissing, match=name):
             await ArpSocket.open("va", netns=name)
-    assert not os.path.exists(f"/run/netns/{name}")
+    assert not os.path.exists(f"/run/netns/{name}")  # noqa: ASYNC240
 
 
 WITHOUT_A_WORKER = """

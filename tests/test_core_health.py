@@ -14,12 +14,11 @@ import itertools
 from collections.abc import Callable
 
 import pytest
+from _drive import KEY, VIPS, Driver, PeerMaster, detector
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _drive import KEY, MASTER, VIPS, Driver, PeerMaster, detector
 from failoverd.core import wire
-from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
@@ -34,6 +33,7 @@ from failoverd.core.actions import (
 from failoverd.core.detector import Detector
 from failoverd.core.health import Health, Hysteresis, Verdict
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 
 # --- hysteresis -------------------------------------------------------------------------------------
@@ -48,6 +48,7 @@ def test_the_verdict_changes_exactly_when_a_run_reaches_its_threshold(
 ) -> None:
     h = Hysteresis(rise, fall)
     verdict = None
+    flipped_at = 0  # the first result always decides the verdict
     for i, passed in enumerate(sequence):
         changed = h.record(float(i), passed)
         # The reference: the first result decides; after it, the verdict flips
@@ -508,7 +509,7 @@ def test_a_status_made_while_the_master_said_leaving_does_not_start_its_failback
 
 
 def test_a_master_waiting_with_some_addresses_adopted_releases_them_before_saying_leaving() -> None:
-    a, b = sorted(VIPS)
+    a, _b = sorted(VIPS)
     m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, held={a}, key=KEY, epoch=9)
     assert m.state == "waiting" and m.held == {a}
     out = m.health_changed(0.1, False, "x")

@@ -18,10 +18,11 @@ import itertools
 from collections.abc import Callable
 
 from _drive import KEY, VIPS
+
 from failoverd.core.actions import Acquire, AcquireDone, Probe, ProbeDone, Release, ReleaseDone, Transmit
-from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 
 

@@ -35,12 +35,12 @@ import heapq
 import itertools
 from collections import deque
 
-from hypothesis import settings, strategies as st
+from _drive import KEY, VIPS
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from _drive import KEY, VIPS
 from failoverd.core import wire
-from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
@@ -52,6 +52,7 @@ from failoverd.core.actions import (
 )
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 
 TIMING = Timing(interval=1.0)

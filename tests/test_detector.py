@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from _drive import KEY, MASTER, VIPS, Driver, PeerMaster, detector
-from failoverd.core.addresses import parse_triplet
-from failoverd.core.settings import DetectorSettings
+
 from failoverd.core import wire
 from failoverd.core.actions import AcquireDone, Alarm, Notify, Probe, ReleaseDone, StateChanged
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import STATES, TRANSITIONS, Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 
 A, B = sorted(VIPS)

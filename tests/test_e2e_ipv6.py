@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.lab.pair import FailoverPair, VipSampler
 from failoverd.lab.lab import Lab
+from failoverd.lab.pair import FailoverPair, VipSampler
 from failoverd.lab.pytest_plugin import requires_netns
 from failoverd.system.rtnetlink import IFA_F_DADFAILED, IFA_F_TENTATIVE
 

@@ -12,8 +12,9 @@ import subprocess
 from pathlib import Path
 
 from _netns import Pair
-from failoverd.lab.pytest_plugin import requires_netns
 from test_log_stall import ADDRESS, daemon_argv, running, status, wait_until
+
+from failoverd.lab.pytest_plugin import requires_netns
 
 pytestmark = requires_netns
 

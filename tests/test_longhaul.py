@@ -50,13 +50,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from _drive import KEY, VIPS
 from _sim import Outcome, Scenario, simulate
+
 from failoverd.core.actions import Transmit
-from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 
 HOUR = 3600.0
@@ -99,7 +99,7 @@ def _assert_healthy(outcome: Outcome) -> None:
     # The refusals: second copies and dead daemons' frames (replay), and heartbeats neither proof of age
     # covered (delayed: held back just after a pause, see _sim._Run._provable) — nothing else.
     refused = Counter()
-    for (receiver, predicted, actual), n in outcome.verdicts.items():
+    for (receiver, _predicted, actual), n in outcome.verdicts.items():
         if actual in ("replay", "delayed"):
             refused[receiver, f"rejected:{actual}"] += n
     for receiver, counters in (("backup", outcome.detector), ("master", outcome.master)):

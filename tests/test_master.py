@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from _drive import KEY, VIPS
+
 from failoverd.core import wire
-from failoverd.core.settings import MasterSettings
 from failoverd.core.actions import AcquireDone, Alarm, Probe, ProbeDone, ReleaseDone, Transmit
 from failoverd.core.master import Master
+from failoverd.core.settings import MasterSettings
 
 
 def _backup(epoch: int = 3) -> wire.Sealer:

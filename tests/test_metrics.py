@@ -25,28 +25,28 @@ import pytest
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
+from test_options import netns, run  # noqa: F401 - netns is a fixture
+from test_runtime_daemons import LOOPBACK, VIP, backup_config, free_port
 
-from failoverd.core.addresses import parse_triplet
-from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.cli.config import ListenAddress, MasterConfig
+from failoverd.cli.exitcodes import EX_CONFIG, EX_USAGE, ProgramError
+from failoverd.cli.options import parse_backup, parse_master
 from failoverd.core import wire
-from failoverd.core.actions import AcquireDone, Acquire
+from failoverd.core.actions import Acquire, AcquireDone
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
-from failoverd.cli.exitcodes import EX_CONFIG, EX_USAGE, ProgramError
 from failoverd.runtime import backup, master, metrics
+from failoverd.runtime.memory import MemorySystem
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.arp import Announcer
 from failoverd.system.hooks import HookRunner
+from failoverd.system.namespace import in_netns
 from failoverd.system.netlink import AddressManager
 from failoverd.system.takeover import Takeover
-from failoverd.system.namespace import in_netns
-from failoverd.cli.options import parse_backup, parse_master
-from test_options import netns, run  # noqa: F401 - netns is a fixture
-from test_runtime_daemons import LOOPBACK, VIP, backup_config, free_port
-from failoverd.runtime.memory import MemorySystem
 
 LISTEN = ListenAddress(IPv4Address(LOOPBACK), 0)  # port 0: the kernel picks; the daemon says which
 KEY = b"0123456789abcdef0123"
@@ -414,7 +414,8 @@ async def test_an_ipv6_loopback_address_is_served() -> None:
 
 @pytest.mark.netns
 def test_a_non_loopback_address_is_served_with_a_warning_and_a_missing_one_is_refused(
-    netns: str, caplog: pytest.LogCaptureFixture
+    netns: str,  # noqa: F811 - the fixture imported from test_options
+    caplog: pytest.LogCaptureFixture
 ) -> None:
     subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True, timeout=30)
     subprocess.run(["ip", "-n", netns, "addr", "add", "10.9.0.2/24", "dev", "lo"], check=True, timeout=30)

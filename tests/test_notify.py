@@ -23,8 +23,8 @@ import pytest
 import trio
 from aiosmtpd.controller import Controller
 
-from failoverd.core.addresses import parse_triplet
 from failoverd.core.actions import Alarm, Notify
+from failoverd.core.addresses import parse_triplet
 from failoverd.programs import notifyfailover
 from failoverd.system import mail
 
@@ -326,7 +326,7 @@ class StalledRelay:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "StalledRelay":
+    def __enter__(self) -> StalledRelay:
         self._thread.start()
         return self
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.core.addresses import Triplet
+from failoverd.cli import preflight
 from failoverd.cli.config import BackupConfig, MasterConfig
 from failoverd.cli.exitcodes import EX_CONFIG, EX_USAGE, UsageError
 from failoverd.cli.options import ShowHelp, ShowVersion, parse_backup, parse_master
-from failoverd.cli import preflight
+from failoverd.core.addresses import Triplet
 
 MASTER = "10.100.0.10"
 PAIR = "en0:192.13.2.2"

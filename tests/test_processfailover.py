@@ -26,6 +26,7 @@ PROGRAM = [sys.executable, "-m", "failoverd.programs.processfailover"]
 
 from _netns import Pair, addresses_on, ip
 
+
 def run_in(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", "netns", "exec", ns, *PROGRAM, *args], capture_output=True, text=True, timeout=60)
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.core.addresses import parse_triplet
-from failoverd.core.settings import DetectorSettings
+from failoverd.analysis.replay import ActionModel, Setup, replay_exact, replay_what_if
+from failoverd.analysis.trace import TraceHeader, read_trace
+from failoverd.analysis.tracewriter import TraceWriter
 from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
@@ -27,12 +28,11 @@ from failoverd.core.actions import (
     ReleaseDone,
     StateChanged,
 )
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 from failoverd.programs import failoverctl_replay
-from failoverd.analysis.replay import ActionModel, Setup, replay_exact, replay_what_if
-from failoverd.analysis.trace import TraceHeader, read_trace
-from failoverd.analysis.tracewriter import TraceWriter
 
 A = parse_triplet("eth0:192.0.2.10/24")
 B = parse_triplet("eth0:192.0.2.11/24")

@@ -13,15 +13,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from failoverd.core.addresses import parse_triplet
-from failoverd.core.settings import DetectorSettings
-from failoverd.core.actions import AcquireDone, ProbeDone, Release
-from failoverd.core.detector import Detector
-from failoverd.core.timing import Timing
-from failoverd.runtime.conflicts import ConflictFeed, conflict_feed
-from failoverd.runtime.memory import MemorySystem, MemoryTransport
-from failoverd.runtime.shell import CoreShell
-from failoverd.system.arpwatch import ConflictWatcher
 from failoverd.analysis.trace import (
     ConflictSeen,
     TraceError,
@@ -30,6 +21,15 @@ from failoverd.analysis.trace import (
     read_trace,
 )
 from failoverd.analysis.tracewriter import TraceWriter
+from failoverd.core.actions import AcquireDone, ProbeDone, Release
+from failoverd.core.addresses import parse_triplet
+from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
+from failoverd.core.timing import Timing
+from failoverd.runtime.conflicts import ConflictFeed, conflict_feed
+from failoverd.runtime.memory import MemorySystem, MemoryTransport
+from failoverd.runtime.shell import CoreShell
+from failoverd.system.arpwatch import ConflictWatcher
 
 VIP = parse_triplet("pub0:10.64.0.100/24")
 TIMING = Timing(interval=0.1)

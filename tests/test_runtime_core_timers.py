@@ -9,11 +9,13 @@ drive the cores with a virtual clock exactly as the shell does.
 
 from __future__ import annotations
 
-from failoverd.core.addresses import parse_triplet
-from failoverd.core.settings import DetectorSettings, MasterSettings
+import itertools
+
 from failoverd.core.actions import Acquire, AcquireDone, Alarm, Probe, ProbeDone
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 
 VIP = parse_triplet("pub0:10.9.2.100/24")
@@ -63,6 +65,6 @@ def test_master_whose_probe_is_answered_reprobes_after_its_retry_interval() -> N
                 probes.append(now)
                 master.action_done(now + 0.03, ProbeDone(answered=action.addresses))
     assert probes[0] == 0.3 or abs(probes[0] - 0.3) < 1e-9  # the backup's failure timeout
-    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
     assert gaps and min(gaps) >= 1.0 - 1e-9, probes
     assert master.state == "waiting"

@@ -17,9 +17,6 @@ from pathlib import Path
 import pytest
 import trio
 
-from failoverd.runtime import control
-from failoverd.core.settings import DetectorSettings
-from failoverd.core.addresses import parse_triplet
 from failoverd.cli.config import BackupConfig, MasterConfig
 from failoverd.core.actions import (
     Acquire,
@@ -29,9 +26,11 @@ from failoverd.core.actions import (
     ReleaseDone,
     Transmit,
 )
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
-from failoverd.runtime import backup, master
+from failoverd.runtime import backup, control, master
 from failoverd.runtime.executor import Executor
 from failoverd.runtime.memory import MemoryNotifications, MemorySystem, MemoryTransport
 from failoverd.runtime.shell import CoreShell

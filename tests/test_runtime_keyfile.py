@@ -105,7 +105,7 @@ def test_a_key_reached_through_a_directory_another_user_controls_is_refused(tmp_
 
 
 def test_short_key_is_refused_with_its_length(tmp_path: Path) -> None:
-    with pytest.raises(KeyFileError, match="holds 15 bytes.*at least 16"):
+    with pytest.raises(KeyFileError, match=r"holds 15 bytes.*at least 16"):
         read_key(write(tmp_path / "key", b"0123456789abcde\n"))
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import trio
+from test_runtime_daemons import VIP, backup_config, free_port
 
 from failoverd.runtime import backup, control, ports
 from failoverd.runtime.memory import MemoryNotifications, MemorySystem, MemoryTransport
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
 from failoverd.system.takeover import Takeover
-from test_runtime_daemons import VIP, backup_config, free_port
 
 IMPLEMENTATIONS = [
     (ports.System, Takeover),

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from trio.abc import Instrument
 
@@ -76,7 +77,7 @@ async def test_inputs_do_not_wake_the_timer_task(autojump_clock: trio.testing.Mo
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(shell.run_timer)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             trio.lowlevel.add_instrument(counter)
             try:
                 for _ in range(100):

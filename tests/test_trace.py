@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import ipaddress
 import json
 import os
@@ -14,12 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.core.addresses import parse_triplet
-from failoverd.cli.config import BackupConfig
-from failoverd.core.settings import DetectorSettings
-from failoverd.core import wire
-from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
-from failoverd.core.timing import Timing
 from failoverd.analysis.trace import (
     MAGIC,
     ActionResult,
@@ -36,6 +29,12 @@ from failoverd.analysis.trace import (
     read_trace,
 )
 from failoverd.analysis.tracewriter import TraceWriter
+from failoverd.cli.config import BackupConfig
+from failoverd.core import wire
+from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
+from failoverd.core.addresses import parse_triplet
+from failoverd.core.settings import DetectorSettings
+from failoverd.core.timing import Timing
 
 A = parse_triplet("eth0:192.0.2.10/24")
 B = parse_triplet("eth1:198.51.100.7")

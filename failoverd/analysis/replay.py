@@ -25,26 +25,10 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
-from failoverd.core.actions import (
-    Acquire,
-    AcquireDone,
-    Action,
-    Alarm,
-    Notify,
-    Probe,
-    ProbeDone,
-    Release,
-    ReleaseDone,
-    Result,
-    StateChanged,
-)
-from failoverd.core.detector import Detector
-from failoverd.core.settings import DetectorSettings
-from failoverd.core.timing import Timing
-from failoverd.core.addresses import Triplet, names
 from failoverd.analysis.trace import (
     ActionResult,
     Arrival,
@@ -58,6 +42,23 @@ from failoverd.analysis.trace import (
     TimerFired,
     TraceHeader,
 )
+from failoverd.core.actions import (
+    Acquire,
+    AcquireDone,
+    Action,
+    Alarm,
+    Notify,
+    Probe,
+    ProbeDone,
+    Release,
+    ReleaseDone,
+    Result,
+    StateChanged,
+)
+from failoverd.core.addresses import Triplet, names
+from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
+from failoverd.core.timing import Timing
 
 DEFAULT_OUTAGE = 30.0
 """Legacy mode: a silence at least this long is taken for a real outage, so a
@@ -282,12 +283,12 @@ class Setup:
     def timing(self) -> Timing:
         return self.settings.timing
 
-    def with_timing(self, timing: Timing) -> "Setup":
+    def with_timing(self, timing: Timing) -> Setup:
         """The same replay under another timing (a what-if, a sweep)."""
         return dataclasses.replace(self, settings=dataclasses.replace(self.settings, timing=timing))
 
     @classmethod
-    def from_header(cls, header: TraceHeader, key: bytes | None, timing: Timing | None = None) -> "Setup":
+    def from_header(cls, header: TraceHeader, key: bytes | None, timing: Timing | None = None) -> Setup:
         setup = cls(header.settings, header.start, key=key, epoch=header.epoch, held=header.held)
         return setup if timing is None else setup.with_timing(timing)
 

@@ -219,11 +219,11 @@ def sweep(
     low, high = misses or (suspect + 1, max(suspect + 1, 10))
     rows: list[SweepRow] = []
     skipped: list[str] = []
-    for misses in range(low, high + 1):
+    for count in range(low, high + 1):
         try:
-            timing = dataclasses.replace(base.setup.timing, fail_misses=misses)
+            timing = dataclasses.replace(base.setup.timing, fail_misses=count)
         except TimingError as exc:
-            skipped.append(f"fail misses {misses}: {exc}")
+            skipped.append(f"fail misses {count}: {exc}")
             continue
         rows.append(SweepRow.from_result(timing, replay_loaded(base, what_if=True, model=model, outage=outage, timing=timing)))
     if not rows:

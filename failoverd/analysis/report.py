@@ -110,7 +110,7 @@ class SweepRow:
         }
 
     @classmethod
-    def from_result(cls, timing: Timing, result: ReplayResult) -> "SweepRow":
+    def from_result(cls, timing: Timing, result: ReplayResult) -> SweepRow:
         """The row of one what-if replay under ``timing``; detection time counts real failovers only."""
         real = [f.detection for f in result.failovers if not f.false]
         return cls(

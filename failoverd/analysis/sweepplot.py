@@ -18,6 +18,7 @@ def plot_sweep(rows: list[SweepRow], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     x = [r.timeout for r in rows]
     fig, left = plt.subplots(figsize=(8, 4.5), dpi=100)
@@ -27,7 +28,7 @@ def plot_sweep(rows: list[SweepRow], path: Path, title: str) -> None:
         right.bar(x, [r.false_failovers for r in rows], width=width, color="tab:red", alpha=0.35,
                   label="false failovers")
         right.set_ylabel("false failovers", color="tab:red")
-        right.yaxis.get_major_locator().set_params(integer=True)
+        right.yaxis.set_major_locator(MaxNLocator(integer=True))
         right.set_ylim(0, max(1, max(r.false_failovers for r in rows)) * 1.15)
         mean = [(r.timeout, r.detection_mean) for r in rows if r.detection_mean is not None]
         worst = [(r.timeout, r.detection_max) for r in rows if r.detection_max is not None]

@@ -24,11 +24,12 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Iterator, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
-from failoverd.core.addresses import AddressError, Triplet, parse_ip, parse_triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone, Result
+from failoverd.core.addresses import AddressError, Triplet, parse_ip, parse_triplet
 from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing, TimingError
 
@@ -114,7 +115,7 @@ class TraceHeader:
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "TraceHeader":
+    def from_json(cls, text: str) -> TraceHeader:
         """Parse the header's JSON; raises ValueError with what is wrong."""
         try:
             data = json.loads(text, parse_constant=_refuse_constant)
@@ -200,7 +201,7 @@ class TraceHeader:
 
 
 def header_for_backup(
-    config: "BackupConfig",
+    config: BackupConfig,
     *,
     start: float,
     epoch: int,
@@ -286,9 +287,9 @@ class End:
     full: bool = False
 
 
-Event = Union[Datagram, TimerFired, ActionResult, ConflictSeen, HealthChanged, StopRequested, Lost, End]
+Event = Datagram | TimerFired | ActionResult | ConflictSeen | HealthChanged | StopRequested | Lost | End
 
-Arrival = tuple[float, str, str, bytes, Union[float, None]]
+Arrival = tuple[float, str, str, bytes, float | None]
 """``(time, path, source, data, wall)`` of one datagram: all that what-if
 replay takes from a trace or a capture. A plain tuple, not an event object: a
 day of heartbeats is 864,000 of them, and a tuple is built about four times faster."""
@@ -645,7 +646,7 @@ def _refuse_constant(name: str) -> float:
     raise ValueError(f"{name} is not a valid number in a trace header")
 
 
-def _typed(value: object, kind: type, what: str):  # type: ignore[no-untyped-def]
+def _typed(value: object, kind: type, what: str) -> Any:
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise ValueError(f"{what} must be a {kind.__name__}")
     return value

@@ -21,8 +21,8 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from failoverd.analysis.trace import (
     MAGIC,
@@ -226,7 +226,7 @@ class TraceWriter:
             with self._lock:
                 self.error = TimeoutError(f"the trace writer was still writing {self.path} after {timeout:g} s")
 
-    def __enter__(self) -> "TraceWriter":
+    def __enter__(self) -> TraceWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

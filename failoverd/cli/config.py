@@ -9,7 +9,7 @@ configuration exactly as the daemon understood it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Literal
@@ -135,11 +135,11 @@ class BackupConfig:
     run_mode: RunMode = "daemon"
     syslog_facility: str = DEFAULT_FACILITY
     syslog_requested: bool = False
+    """-L/--syslog was given: with -d, log to syslog as well as the terminal."""
     log_format: Literal["text", "json"] = "text"
     """``--log-format``: the log lines as text, or one JSON object each."""
-    """-L/--syslog was given: with -d, log to syslog as well as the terminal."""
     syslog_socket: str = DEFAULT_SYSLOG_SOCKET
-    timing: Timing = Timing()
+    timing: Timing = field(default_factory=Timing)
     key_file: Path | None = None
     """Shared key for authenticated heartbeats; None means the original's legacy mode."""
     message: bytes = DEFAULT_MESSAGE

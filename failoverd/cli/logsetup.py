@@ -80,7 +80,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Literal
 
 from failoverd.cli.config import DEFAULT_SYSLOG_SOCKET, RunMode
@@ -119,7 +119,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "program": self.program,
             "pid": record.process,
             "level": record.levelname.lower(),
@@ -467,7 +467,7 @@ class BoundedQueueHandler(logging.handlers.QueueHandler):
     the next line that finds room, or when the listener has caught up.
     """
 
-    def __init__(self, log_queue: "queue.Queue[logging.LogRecord | object]") -> None:
+    def __init__(self, log_queue: queue.Queue[logging.LogRecord | object]) -> None:
         super().__init__(log_queue)
         self.dropped = 0
         self._unreported = 0
@@ -529,7 +529,7 @@ class BoundedListener(logging.handlers.QueueListener):
     _sentinel: object = None
     """What ends the thread: the base class's marker (None), stated here with its type."""
 
-    def __init__(self, log_queue: "queue.Queue[object]", source: BoundedQueueHandler, *targets: Target) -> None:
+    def __init__(self, log_queue: queue.Queue[object], source: BoundedQueueHandler, *targets: Target) -> None:
         super().__init__(log_queue, *targets)
         self.log_queue = log_queue
         """The queue itself, typed (the base class only promises ``put_nowait``/``get``)."""
@@ -546,16 +546,17 @@ class BoundedListener(logging.handlers.QueueListener):
         assert self._thread is not None
         self._thread.name = "log-listener"
 
-    def dequeue(self, block: bool) -> object:
+    def dequeue(self, block: bool) -> logging.LogRecord:
+        # The queue holds records, _Flush markers and the sentinel; handle() tells them apart.
         try:
-            return self.queue.get_nowait()
+            return self.log_queue.get_nowait()  # type: ignore[return-value]
         except queue.Empty:
             if not block:
                 raise
-        record = self.queue.get()
+        record = self.log_queue.get()
         # The first line after a quiet spell: let its burst finish first (see the module).
         time.sleep(BURST_DELAY)
-        return record
+        return record  # type: ignore[return-value]
 
     def handle(self, record: logging.LogRecord) -> None:
         if isinstance(record, _Flush):
@@ -614,7 +615,7 @@ class _Pipeline:
     """What :func:`configure` installed: the queue handler, the listener and the targets."""
 
     def __init__(self, targets: list[Target]) -> None:
-        log_queue: "queue.Queue[object]" = queue.Queue(QUEUE_SIZE)
+        log_queue: queue.Queue[object] = queue.Queue(QUEUE_SIZE)
         self.handler = BoundedQueueHandler(log_queue)
         self.targets = targets
         self.listener = BoundedListener(log_queue, self.handler, *targets)

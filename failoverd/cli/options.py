@@ -15,14 +15,13 @@ import argparse
 import math
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import Sequence
 
 from failoverd import __version__
 from failoverd.cli.argparser import ArgumentParser
-from failoverd.core.addresses import AddressError, IPAddress, Triplet, parse_ip, parse_triplet
 from failoverd.cli.config import (
     DEFAULT_CHECK_FALL,
     DEFAULT_CHECK_INTERVAL,
@@ -44,8 +43,9 @@ from failoverd.cli.config import (
     MasterConfig,
     RunMode,
 )
-from failoverd.core.timing import Timing, TimingError
 from failoverd.cli.exitcodes import UsageError
+from failoverd.core.addresses import AddressError, IPAddress, Triplet, parse_ip, parse_triplet
+from failoverd.core.timing import Timing, TimingError
 
 INVALID_PORT = "Invalid port. Valid ports range from 1 to 65535 (IPV6PORT_ANONMAX)"
 INVALID_FACILITY = "Invalid syslog facility"

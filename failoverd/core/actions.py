@@ -9,7 +9,7 @@ which addresses this host holds, even after a partial failure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from failoverd.core.addresses import Triplet
 
@@ -94,7 +94,7 @@ class Stopped:
     """The core's stop is complete (what it had to release is released, or could not be): the daemon may exit."""
 
 
-Action = Union[Probe, Acquire, Release, Announce, Notify, Alarm, Transmit, StateChanged, Stopped]
+Action = Probe | Acquire | Release | Announce | Notify | Alarm | Transmit | StateChanged | Stopped
 
 
 # --- results (shell → core) -------------------------------------------------
@@ -127,7 +127,7 @@ class ReleaseDone:
     refused: Addresses = frozenset()
 
 
-Result = Union[ProbeDone, AcquireDone, ReleaseDone]
+Result = ProbeDone | AcquireDone | ReleaseDone
 
 
 @dataclass

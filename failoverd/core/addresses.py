@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import total_ordering
-from typing import Iterable, Union
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Exactly four decimal octets, no sign, no spaces; leading zeros are refused
 # because some tools read them as octal.

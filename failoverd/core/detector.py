@@ -51,8 +51,9 @@ recovering (see spec/properties.md and docs for each).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from failoverd.core import wire
 from failoverd.core.actions import (

@@ -28,7 +28,8 @@ Rules of a table
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 from transitions import Machine
 

@@ -46,18 +46,17 @@ none: the backup takes over after its failure timeout.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from failoverd.core import wire
-from failoverd.core.machine import DeclaredMachine
-from failoverd.core.settings import MasterSettings
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
     Action,
-    Announce,
     Addresses,
     Alarm,
+    Announce,
     Counters,
     Probe,
     ProbeDone,
@@ -68,6 +67,8 @@ from failoverd.core.actions import (
     Transmit,
 )
 from failoverd.core.addresses import Triplet, names
+from failoverd.core.machine import DeclaredMachine
+from failoverd.core.settings import MasterSettings
 
 STATES: tuple[str, ...] = ("waiting", "probing", "acquiring", "holding", "releasing", "standing_down", "stopped")
 

@@ -19,8 +19,9 @@ built from them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from failoverd.core.addresses import Triplet
 from failoverd.core.timing import Timing
@@ -34,7 +35,7 @@ class DetectorSettings:
 
     addresses: tuple[Triplet, ...]
     """The master's public addresses, taken over when it fails."""
-    timing: Timing = Timing()
+    timing: Timing = field(default_factory=Timing)
     master: str | None = None
     """The master's private address; in legacy mode the only source accepted."""
     legacy_message: bytes = DEFAULT_LEGACY_MESSAGE

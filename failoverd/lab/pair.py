@@ -23,6 +23,7 @@ kills and reaps whatever is left when it is destroyed.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -36,9 +37,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from failoverd.runtime import control
 from failoverd.core.addresses import Triplet, parse_triplet
 from failoverd.lab.lab import Lab
+from failoverd.runtime import control
 from failoverd.system.namespace import enter_netns
 
 BIN = Path(sys.executable).parent
@@ -395,7 +396,7 @@ class VipSampler:
 
 
 def _duration(samples: list[Sample], predicate: Callable[[Sample], bool]) -> float:
-    return sum(b.at - a.at for a, b in zip(samples, samples[1:]) if predicate(a))
+    return sum(b.at - a.at for a, b in itertools.pairwise(samples) if predicate(a))
 
 
 # --- the client's view ----------------------------------------------------------------------------

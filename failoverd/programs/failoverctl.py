@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from failoverd import __version__
 from failoverd.cli.argparser import ArgumentParser, parse_or_exit
 from failoverd.cli.config import DEFAULT_CONTROL_SOCKETS
-from failoverd.runtime.control import ControlError, request
 from failoverd.programs.failoverctl_replay import add_replay, add_sweep
+from failoverd.runtime.control import ControlError, request
 
 if TYPE_CHECKING:
     from failoverd.programs.watchview import Watch

@@ -25,14 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
-
-from failoverd.cli.argparser import ArgumentParser, parse_or_exit
-# The same checks as the daemons' own options, so a what-if parses as failoverd would.
-from failoverd.cli.options import count_at_least, seconds, seconds_or_zero
 from failoverd.analysis.replay import DEFAULT_OUTAGE, ActionModel
 from failoverd.analysis.replayrun import ReplayError, Request, load, replay_loaded, sweep
 from failoverd.analysis.report import render_replay, render_sweep
+from failoverd.cli.argparser import ArgumentParser, parse_or_exit
+
+# The same checks as the daemons' own options, so a what-if parses as failoverd would.
+from failoverd.cli.options import count_at_least, seconds, seconds_or_zero
+from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
 
 _TIMING_OPTIONS = ("interval", "suspect_misses", "fail_misses", "allowance", "probe_count", "probe_spacing")
 

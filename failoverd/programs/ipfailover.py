@@ -40,14 +40,13 @@ import shutil
 import signal
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from failoverd import __version__
-
-from failoverd.cli.argparser import ArgumentParser
 from failoverd.cli import hostconfig
+from failoverd.cli.argparser import ArgumentParser
 from failoverd.cli.exitcodes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, ConfigError, ProgramError
 
 DEFAULT_HOSTCONFIG = Path("/etc/hostconfig")

@@ -181,7 +181,7 @@ def compose(
         if len(summary) > _SUBJECT_TEXT_MAX:
             summary = summary[: _SUBJECT_TEXT_MAX - 1] + "…"
         subject = f"[failoverd] ALARM ({level}) on {host}: {summary}"
-        lines = [f"failoverd on {host} raised an alarm ({level}):", "", *("  " + l for l in alarm.splitlines())]
+        lines = [f"failoverd on {host} raised an alarm ({level}):", "", *("  " + line for line in alarm.splitlines())]
         todo = [
             "Run `failoverctl status` on both hosts and read the daemon's log around",
             "  the time below. A contested address means another host answers for it:",

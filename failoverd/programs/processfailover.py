@@ -28,13 +28,16 @@ from pathlib import Path
 import trio
 
 from failoverd import __version__
-
-from failoverd.cli.argparser import ArgumentParser
 from failoverd.cli import logsetup, preflight
+from failoverd.cli.argparser import ArgumentParser
 from failoverd.cli.config import DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT
 from failoverd.cli.exitcodes import EX_OK, EX_SOFTWARE, EX_USAGE, ProgramError, UsageError
-from failoverd.cli.options import count_at_least, seconds, triplet_argument  # the daemons' own checks, so diagnostics match
 from failoverd.cli.launch import require_root
+from failoverd.cli.options import (  # the daemons' own checks, so diagnostics match
+    count_at_least,
+    seconds,
+    triplet_argument,
+)
 from failoverd.system.arp import Announcer
 from failoverd.system.hooks import HookRunner
 from failoverd.system.netlink import AddressManager

@@ -33,15 +33,15 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import trio
 
 from failoverd import __version__
-from failoverd.core.timing import Timing
 from failoverd.cli.exitcodes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE, ProgramError
+from failoverd.core.timing import Timing
 
 log = logging.getLogger("failoverd.runtime.control")
 
@@ -174,7 +174,7 @@ class ControlSocketInUse(ControlSocketError):
 
 Request = dict[str, Any]
 Reply = Mapping[str, Any]
-Handler = Callable[[Request], "Reply | Awaitable[Reply]"]
+Handler = Callable[[Request], Reply | Awaitable[Reply]]
 
 
 def command_handler(

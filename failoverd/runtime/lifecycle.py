@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from failoverd import __version__
-from failoverd.core.actions import StateChanged
 from failoverd.cli.config import ListenAddress
 from failoverd.cli.exitcodes import EX_CONFIG, ProgramError
+from failoverd.core.actions import StateChanged
 from failoverd.runtime.ports import System
 from failoverd.system.keyfile import KeyFileError, read_key
 

@@ -30,24 +30,22 @@ from typing import Any
 import trio
 
 from failoverd.cli import logsetup
-
-from failoverd.runtime import control
 from failoverd.cli.config import MasterConfig
+from failoverd.cli.exitcodes import EX_OK
 from failoverd.core.actions import Announce
 from failoverd.core.health import Verdict
 from failoverd.core.master import Master
-from failoverd.cli.exitcodes import EX_OK
-from failoverd.runtime import lifecycle
-from failoverd.runtime.lifecycle import load_key
+from failoverd.runtime import control, lifecycle
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.health import HealthMonitor
+from failoverd.runtime.lifecycle import load_key
 from failoverd.runtime.ports import System
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
-from failoverd.system.takeover import Takeover
 from failoverd.system.sdnotify import ServiceManager
+from failoverd.system.takeover import Takeover
 
 log = logging.getLogger(__name__)
 

@@ -70,6 +70,7 @@ from prometheus_client.registry import Collector
 
 from failoverd import __version__
 from failoverd.cli.config import ListenAddress
+from failoverd.cli.exitcodes import EX_CONFIG, ProgramError
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
@@ -81,7 +82,6 @@ from failoverd.core.actions import (
     Result,
     StateChanged,
 )
-from failoverd.cli.exitcodes import EX_CONFIG, ProgramError
 from failoverd.runtime.ports import System
 from failoverd.system.hooks import TEST, Phase
 

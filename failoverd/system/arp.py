@@ -249,7 +249,6 @@ class Prober:
         return frozenset(answered)
 
     async def _probe_interface(self, interface: str, version: int, group: list[Triplet], answered: set[Triplet]) -> None:
-        make = ndp.probe_packet if version == 6 else probe_packet
         try:
             sock = await _open(interface, version, self.netns)
         except (InterfaceMissing, OSError) as error:
@@ -259,7 +258,7 @@ class Prober:
             if isinstance(sock, ndp.NdpSocket):
                 try:
                     for triplet in group:
-                        sock.join(ndp.solicited_node(triplet.address))
+                        sock.join(ndp.solicited_node(_v6(triplet.address)))
                 except OSError as error:
                     log.error("cannot probe %s: %s", ", ".join(map(str, group)), error)
                     return
@@ -271,7 +270,7 @@ class Prober:
                         if round_:
                             await trio.sleep(self.spacing)
                         for triplet in group:
-                            await sock.send(make(sock.mac, triplet.address))
+                            await _send_probe(sock, triplet.address)
                 except (InterfaceDown, OSError) as error:
                     log.error("cannot probe %s: %s", ", ".join(map(str, group)), error)
                     nursery.cancel_scope.cancel()
@@ -363,9 +362,9 @@ class Announcer:
                         await trio.sleep(self.spacing)
                     for triplet in group:
                         if isinstance(sock, ndp.NdpSocket):
-                            await sock.send(ndp.announcement_packet(sock.mac, triplet.address, sock.router))
+                            await sock.send(ndp.announcement_packet(sock.mac, _v6(triplet.address), sock.router))
                         else:
-                            await sock.send(announcement_packet(sock.mac, triplet.address))
+                            await sock.send(announcement_packet(sock.mac, _v4(triplet.address)))
                     if not round_:
                         task_status.started()
             except (InterfaceDown, OSError) as error:
@@ -375,3 +374,23 @@ class Announcer:
                 return
         what = "unsolicited Neighbour Advertisements" if version == 6 else "gratuitous ARP"
         log.info("announced %s (%d %s each)", names, self.count, what)
+
+
+def _v4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address:
+    """``address`` on an ARP socket: opened by the address's family, so always IPv4."""
+    assert isinstance(address, ipaddress.IPv4Address)
+    return address
+
+
+def _v6(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv6Address:
+    """``address`` on a neighbour discovery socket: opened by the address's family, so always IPv6."""
+    assert isinstance(address, ipaddress.IPv6Address)
+    return address
+
+
+async def _send_probe(sock: ArpSocket | ndp.NdpSocket, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    """One probe for ``address``: an ARP probe (RFC 5227) or a DAD solicitation (RFC 4862)."""
+    if isinstance(sock, ndp.NdpSocket):
+        await sock.send(ndp.probe_packet(sock.mac, _v6(address)))
+    else:
+        await sock.send(probe_packet(sock.mac, _v4(address)))

@@ -41,6 +41,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
 import trio
 
@@ -202,7 +203,7 @@ def parse_frame(frame: bytes) -> NdpPacket | None:
     return NdpPacket(kind, sender_mac, source, destination, target, flags, lladdr)
 
 
-def _lladdr_option(options: bytes, wanted: int) -> bytes | None | bool:
+def _lladdr_option(options: bytes, wanted: int) -> bytes | Literal[False] | None:
     """The Ethernet address in option ``wanted``; None if absent; False if the options are malformed."""
     found: bytes | None = None
     offset = 0

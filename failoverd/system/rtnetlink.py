@@ -98,6 +98,7 @@ class NetlinkError(OSError):
 
     @property
     def code(self) -> int:
+        assert self.errno is not None  # always given: see __init__
         return self.errno
 
 

@@ -32,8 +32,8 @@ from typing import Literal
 
 import trio
 
-from failoverd.core.addresses import Triplet, names
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
+from failoverd.core.addresses import Triplet, names
 from failoverd.system.arp import Announcer, Prober
 from failoverd.system.arpwatch import ConflictWatcher, Report
 from failoverd.system.hooks import HookObserver, HookRunner, ObservedHooks
@@ -76,6 +76,7 @@ class Takeover:
     ) -> None:
         self.addresses = addresses
         self.hooks: HookRunner | ObservedHooks = hooks
+        self._hook_runner = hooks
         self.announcer = announcer
         self.prober = prober if prober is not None else Prober(netns=addresses.netns)
 
@@ -89,7 +90,7 @@ class Takeover:
         probe_spacing: float,
         garp_count: int,
         garp_spacing: float,
-    ) -> "Takeover":
+    ) -> Takeover:
         """This host's takeover as a daemon's options describe it (addresses in our own namespace)."""
         # One probe round lasts probe_count * spacing (Timing.probe_duration):
         # the last probe is followed by one more spacing of listening.
@@ -107,7 +108,7 @@ class Takeover:
 
     def observe_hooks(self, observer: HookObserver) -> None:
         """Tell ``observer`` what every hook run does from now on (see :class:`ObservedHooks`)."""
-        self.hooks = ObservedHooks(self.hooks, observer)
+        self.hooks = ObservedHooks(self._hook_runner, observer)  # one observer: the latest
 
     async def probe(self, triplets: Iterable[Triplet]) -> ProbeDone:
         """Which of the addresses another host answers for (see :class:`Prober`)."""
