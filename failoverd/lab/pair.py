@@ -45,6 +45,10 @@ from failoverd.system.namespace import enter_netns
 BIN = Path(sys.executable).parent
 KEY = b"lab-heartbeat-key-0123456789abcdef\n"
 _NOTIFY_SCRIPT = '#!/bin/sh\necho "$(date +%s.%N) $*" >> "{log}"\n'
+LOG_SETTLE = 0.05
+"""Seconds a daemon's log must not grow before a test reads it (5 x logsetup.BURST_DELAY)."""
+LOG_SETTLE_BOUND = 0.5
+"""The longest a read waits for that (a daemon logging at DEBUG may never be quiet)."""
 _LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) ")
 
 
@@ -230,9 +234,26 @@ class FailoverPair:
             time.sleep(poll)
 
     def log_text(self, host: str, start: int | None = None) -> str:
-        """The log of the host's latest daemon (or of its ``start``-th start)."""
+        """The log of the host's latest daemon (or of its ``start``-th start), once it has settled.
+
+        A daemon's log runs a little behind its state: lines go through a
+        listener thread that lets a burst gather (``logsetup.BURST_DELAY``)
+        before writing it. So a test that saw a state change through the
+        control socket waits here until the file has not grown for
+        ``LOG_SETTLE`` seconds (at most ``LOG_SETTLE_BOUND``) before reading.
+        """
         path = self.logs.get(host) if start is None else self.workdir / f"{host}-{start}.log"
-        return path.read_text(errors="replace") if path is not None and path.exists() else ""
+        if path is None or not path.exists():
+            return ""
+        deadline = time.monotonic() + LOG_SETTLE_BOUND
+        size = path.stat().st_size
+        while time.monotonic() < deadline:
+            time.sleep(LOG_SETTLE)
+            grown = path.stat().st_size
+            if grown == size:
+                break
+            size = grown
+        return path.read_text(errors="replace")
 
     def all_logs(self, host: str) -> str:
         return "".join(self.log_text(host, n) for n in range(1, self._starts[host] + 1))
