@@ -677,6 +677,7 @@ def false_failovers(keys: list[str], seconds: float, seed: int, skipped: dict[st
                                               fastest=timing == FASTEST)
                         try:
                             start_pair(lab, daemon, settle)
+                            heartbeats = lab.link_stats("priv", "master", "backup")
                             with VipSampler(lab, triplet, limit=seconds + 10) as sampler:
                                 for lan in lans:
                                     lab.impair(lan, "*", "*", **settings_of(interval))
@@ -685,8 +686,12 @@ def false_failovers(keys: list[str], seconds: float, seed: int, skipped: dict[st
                                 for lan in lans:
                                     lab.impair(lan, "*", "*")
                             results[cell] = takeovers(sampler, after=began)
+                            # The emulator's own count, so that a quiet cell shows the trouble was there.
+                            after = lab.link_stats("priv", "master", "backup")
                             print(f"  {impairment}, {placement}, {timing} ({interval:g} s) {daemon.name:22} "
-                                  f"{results[cell]} false takeovers in {seconds:g} s", flush=True)
+                                  f"{results[cell]} false takeovers in {seconds:g} s (master -> backup on the "
+                                  f"private LAN: {after['offered'] - heartbeats['offered']} frames, "
+                                  f"{after['lost'] - heartbeats['lost']} lost)", flush=True)
                         except BenchError as error:
                             results[cell] = "failed"
                             print(f"  {impairment}, {placement}, {timing} {daemon.name}: FAILED: {error}", flush=True)
