@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
 """failoverd/heartbeatd beside keepalived and ucarp, in one run, on one lab of kernel bridges.
 
-    sudo .venv/bin/python bench/peers.py [--runs 6] [--intervals 1 0.1] [--idle-seconds 20]
+    sudo .venv/bin/python bench/peers.py [--runs 6] [--intervals 1 0.1] [--scenarios 1 3 6] [--idle-seconds 20]
+                                         [--hold-seconds 30] [--matrix-seconds 60]
                                          [--daemons ours keepalived ucarp] [--no-install] [--markdown]
+
+``--scenarios`` picks issue 12's scenarios (default 1 3 6): 1 host death, 2 the master's links
+cut only, 3 failback, 4 the client-visible outage, 5 the false-failover matrix, 6 idle cost, 7 each
+daemon at its fastest setting. 1, 3, 4 and 6 share one cycle (below), 2 has its own, 7 runs the
+cycle again at each daemon's shortest interval, 5 runs on a second lab, through the emulator.
 
 One lab (``Lab(wire="bridge")``: the private and the public LAN are Linux bridges in the wire
 namespace, so a dead host leaves its peer's carrier up and keepalived does not go FAULT). Per
@@ -24,6 +30,28 @@ on all of them alike) goes through one cycle:
    both held the VIP, how long neither did, and start -> master holds again;
 5. both daemons stopped (SIGTERM), the VIP removed wherever it is left.
 
+**Client-visible outage** (scenario 4, in the same cycle): a UDP echo service
+(``bench/outage_probe.py``) on the master and the backup, bound to the wildcard, so it answers on the
+VIP exactly where the VIP is; from the host death on, the client sends it a numbered request every
+10 ms; per run, the first and the last failed request (no answer within 0.2 s) after the links went
+down and after the master's daemon started again, and how many failed. The rebooted master starts
+its service before its daemon, as a host's boot would.
+
+**Link cut** (scenario 2, its own cycle): start, settle, then only the master's public and private
+links set down (its processes alive); the links going down -> the VIP on the backup; after five
+intervals (at least 0.5 s) the links up again -> the master holds the VIP alone again, and how long
+both held it meanwhile. A daemon that exits while its links are down fails the run (ucarp does).
+
+**Fastest setting** (scenario 7): the cycle (1, 3, and 4 when chosen) with each daemon at the
+shortest interval it takes, after a fault-free hold of ``--hold-seconds`` in which every takeover
+is a false one (see ``FASTEST_NOTES`` for what each needs).
+
+**False-failover matrix** (scenario 5): a lab through the emulator (``Lab(wire="emulator")``);
+per impairment (30 % loss; a delay of 0 - 2 intervals), on the private LAN only or on both, every
+direction, at the default timing (1 s) and at the fastest, each daemon's pair is started, settled,
+impaired for ``--matrix-seconds`` and the backup's takeovers (rising edges of its VIP samples)
+counted: the master is alive throughout, so each one is false. One bounded run per cell.
+
 The daemons: ours (heartbeatd ``--key-file --manage`` on the master, failoverd ``--key-file`` on the
 backup, defaults otherwise); keepalived (VRRPv2 at 1 s, VRRPv3 below 1 s; unicast over the private
 LAN; priorities 200/100, both ``state BACKUP``, preempting; no authentication, which VRRPv3 does not
@@ -39,8 +67,7 @@ Missing keepalived or ucarp is installed with ``apt-get install -y`` (Debian pac
 ``--no-install``; a daemon that cannot be had is left out and the table says why. Every wait is
 bounded; the lab and every process in it are removed on every way out (the lab's context manager).
 
-Scenarios 2, 4, 5 and 7 of issue 12 (link cut only, client-visible outage, false-failover matrix,
-fastest setting) are not done yet. This is a measurement, not a test: it asserts nothing.
+This is a measurement, not a test: it asserts nothing.
 """
 
 from __future__ import annotations
@@ -473,7 +500,8 @@ def one_cycle(lab: Lab, daemon: Daemon, cell: Cell, idle_seconds: float, rng: ra
         if not scenarios & {"1", "3", "4"}:
             return
         if probe is not None:
-            probe.start_client(2 * TAKEOVER_TIMEOUT + 20)
+            # Longer than the rest of the cycle can take: two takeover waits and a daemon start.
+            probe.start_client(2 * TAKEOVER_TIMEOUT + START_TIMEOUT + 20)
         with VipSampler(lab, triplet, limit=TAKEOVER_TIMEOUT + 10) as sampler:
             time.sleep(rng.uniform(0, interval))
             killed = time.time()
