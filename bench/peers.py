@@ -785,11 +785,11 @@ def _rows_for(setting: Setting, scenarios: frozenset[str]) -> list[tuple[str, st
 
 
 def _table(lines: list[str], keys: list[str], rows: list[tuple[str, list[str], list[str]]], markdown: bool,
-           head: str) -> None:
+           head: str, measure: str = "measure: median (min – max)") -> None:
     names = [DAEMONS[k].name for k in keys]
     peers = [(k, n) for k, n in zip(keys, names) if k != "ours"]
     if markdown:
-        lines.append(f"| {head} | measure: median (min – max) | " + " | ".join(names)
+        lines.append(f"| {head} | {measure} | " + " | ".join(names)
                      + " | " + " | ".join(f"ours/{n}" for _, n in peers) + " |")
         lines.append("|---" * (2 + len(keys) + len(peers)) + "|")
     for where, shown, ratios in rows:
@@ -854,7 +854,7 @@ def report_matrix(results: dict[tuple[str, str, str, str], int | str], keys: lis
                 rows.append((f"{impairment}, {placement}\t{timing}: false takeovers in {seconds:g} s",
                              [str(v) for v in values], ratios))
     lines: list[str] = []
-    _table(lines, keys, rows, markdown, "impairment (emulator), where")
+    _table(lines, keys, rows, markdown, "impairment (emulator), where", "timing: count (one run per cell)")
     note = ("timings: default = 1 s for all three; fastest = " + "; ".join(
         f"{DAEMONS[k].name} {FASTEST_NOTES[k]}" for k in keys))
     lines.append(note if not markdown else f"\n{note}\n")
