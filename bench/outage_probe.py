@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The client's view of a failover (scenario 4 of bench/peers.py): a tiny UDP echo service and its client.
 
-    outage_probe.py serve --port 17007                # on every host that may hold the VIP
+    outage_probe.py serve --port 17007 [--limit 3600] # on every host that may hold the VIP
     outage_probe.py probe --address VIP --port 17007  # on the client; stdin closed = stop
 
 ``serve`` answers every datagram with itself, on every address of the host (it binds the wildcard,
@@ -12,7 +12,7 @@ is what counts). It stops when its stdin is closed or after ``--count`` requests
 seconds for late answers, and prints one JSON object: each request's send time (``time.time()``,
 the same clock in every namespace) and whether it was answered within ``--wait``.
 
-Resource handling: one socket, closed on exit; every loop is bounded by ``--count``. Error
+Resource handling: one socket, closed on exit; every loop is bounded (``--count``, ``--limit``). Error
 handling: a socket error on send is a failed request, not an exit (the VIP's neighbour may be
 unresolved for a while, which is what is being measured).
 """
@@ -31,15 +31,21 @@ import time
 REQUEST = struct.Struct("!Q")
 
 
-def serve(port: int) -> int:
+def serve(port: int, limit: float) -> int:
+    deadline = time.monotonic() + limit
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("0.0.0.0", port))
-        while True:
-            data, peer = sock.recvfrom(64)
+        sock.settimeout(1.0)
+        while time.monotonic() < deadline:
+            try:
+                data, peer = sock.recvfrom(64)
+            except TimeoutError:
+                continue
             try:
                 sock.sendto(data, peer)
             except OSError:
                 pass  # the client's neighbour entry not resolved yet: it counts a failure
+    return 0
 
 
 def probe(address: str, port: int, every: float, count: int, wait: float) -> int:
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="mode", required=True)
     server = sub.add_parser("serve")
     server.add_argument("--port", type=int, required=True)
+    server.add_argument("--limit", type=float, default=3600.0, help="exit after this many seconds (default 3600)")
     client = sub.add_parser("probe")
     client.add_argument("--address", required=True)
     client.add_argument("--port", type=int, required=True)
@@ -101,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="an answer later than this many seconds is a failure (default 0.2)")
     args = parser.parse_args(argv)
     if args.mode == "serve":
-        return serve(args.port)
+        return serve(args.port, args.limit)
     if args.every <= 0 or args.count < 1 or args.wait < 0:
         parser.error("--every must be positive, --count at least 1, --wait not negative")
     return probe(args.address, args.port, args.every, args.count, args.wait)

@@ -406,8 +406,9 @@ class ClientProbe:
     ``close`` ends the client by closing its stdin and reads its report, bounded in time.
     """
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, limit: float) -> None:
         self.lab = lab
+        self.limit = limit
         self.servers: dict[str, subprocess.Popen] = {}
         self.client: subprocess.Popen | None = None
         for host in HOSTS:
@@ -424,7 +425,8 @@ class ClientProbe:
 
     def serve(self, host: str) -> None:
         """(Re)start the service on ``host``, as its boot would."""
-        self.servers[host] = self.lab.popen(host, [sys.executable, str(PROBE), "serve", "--port", str(SERVICE_PORT)],
+        self.servers[host] = self.lab.popen(host, [sys.executable, str(PROBE), "serve", "--port", str(SERVICE_PORT),
+                                                   "--limit", f"{self.limit:g}"],
                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
 
@@ -478,7 +480,9 @@ def one_cycle(lab: Lab, daemon: Daemon, cell: Cell, idle_seconds: float, rng: ra
     """Scenarios 6 (idle), 7's quiet hold, then 1 (host death), 4 (the client's view of 1 and 3), 3 (failback)."""
     interval = daemon.interval
     triplet = parse_triplet(f"pub0:{lab.vip}/24")
-    probe = ClientProbe(lab) if "4" in scenarios else None
+    # The services outlast the longest cycle: its idle and hold windows, two daemon starts and three waits.
+    bound = idle_seconds + hold_seconds + 2 * START_TIMEOUT + 3 * TAKEOVER_TIMEOUT + 60
+    probe = ClientProbe(lab, bound) if "4" in scenarios else None
     try:
         start_pair(lab, daemon, settle)
 
