@@ -41,6 +41,7 @@ from failoverd.core.addresses import Triplet
 from failoverd.system import ndp
 from failoverd.system.namespace import in_netns
 from failoverd.system.netlink import InterfaceDown, InterfaceMissing
+from failoverd.system.packetsocket import PacketSocket
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ ARP_REPLY = 2
 BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
 ZERO_IP = ipaddress.IPv4Address("0.0.0.0")
-PACKET_OUTGOING = 4  # linux/if_packet.h: a copy of a frame this host sent
 _MIN_FRAME = 60  # Ethernet minimum without FCS; short frames are padded
 
 _ETHERNET = struct.Struct("!6s6sH")
@@ -120,7 +120,7 @@ def mac_text(mac: bytes) -> str:
 # --- sockets ----------------------------------------------------------------
 
 
-class ArpSocket:
+class ArpSocket(PacketSocket):
     """A raw ARP socket bound to one interface, usable from Trio.
 
     Resource handling: an async context manager; the socket is closed on exit.
@@ -128,11 +128,6 @@ class ArpSocket:
     Error handling: :func:`open` raises :class:`InterfaceMissing` for an
     unknown interface; sending on a down interface raises :class:`InterfaceDown`.
     """
-
-    def __init__(self, interface: str, sock: socket.socket) -> None:
-        self.interface = interface
-        self.mac: bytes = sock.getsockname()[4]
-        self._sock = trio.socket.from_stdlib_socket(sock)
 
     @classmethod
     async def open(cls, interface: str, netns: str | None = None) -> ArpSocket:
@@ -147,28 +142,12 @@ class ArpSocket:
         return cls(interface, sock)
 
     async def send(self, packet: ArpPacket, destination: bytes = BROADCAST) -> None:
-        try:
-            await self._sock.send(build_frame(self.mac, packet, destination))
-        except OSError as error:
-            if error.errno in (errno.ENETDOWN, errno.ENXIO):
-                raise InterfaceDown(self.interface) from None
-            raise
+        await self.send_frame(build_frame(self.mac, packet, destination))
 
     async def receive(self) -> ArpPacket | None:
         """The next ARP packet another host sent on this interface (None: not ARP or our own)."""
-        data, source = await self._sock.recvfrom(2048)
-        if source[2] == PACKET_OUTGOING:
-            return None
-        return parse_frame(data)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    async def __aenter__(self) -> ArpSocket:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
+        data = await self.receive_frame()
+        return None if data is None else parse_frame(data)
 
 
 def _bound_socket(interface: str) -> socket.socket:
