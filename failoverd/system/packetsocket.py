@@ -4,23 +4,62 @@ The protocols differ only in the frames they build and parse
 (:mod:`failoverd.system.arp`, :mod:`failoverd.system.ndp`); sending,
 receiving another host's frames and closing are the same and live here.
 
-Resource handling: an async context manager; the socket is closed on exit.
+Opening (:func:`bound_socket`): the socket is created with protocol 0 and
+gets its protocol only with the ``bind`` to the interface. Created with its
+protocol, it would be hooked to every interface at once, and the bind would
+have to unhook it first, which waits for an RCU grace period
+(``synchronize_net`` in the kernel): 8 - 16 ms blocked in ``bind`` on this
+machine, on the daemon's Trio thread, as the conflict watcher and the
+gratuitous ARP open right beside the failback's address add. Frames from
+other interfaces queued before the bind would also have been read as this
+interface's.
 
-Error handling: sending on a down interface raises :class:`InterfaceDown`.
+Resource handling: an async context manager; the socket is closed on exit.
+(Closing still waits for a grace period in the kernel: ``packet_release``
+always does.)
+
+Error handling: sending on a down interface raises :class:`InterfaceDown`;
+:func:`bound_socket` raises :class:`InterfaceMissing` for an interface that
+does not exist.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 from typing import Self
 
 import trio
 
-from failoverd.system.netlink import InterfaceDown
+from failoverd.system.netlink import InterfaceDown, InterfaceMissing
 
 PACKET_OUTGOING = 4
 """linux/if_packet.h: the frame is one this host sent (a raw socket sees its own frames)."""
+
+
+def bound_socket(
+    interface: str, protocol: int, prepare: Callable[[socket.socket], None] | None = None
+) -> socket.socket:
+    """An AF_PACKET socket receiving ``protocol`` (an ethertype) on ``interface`` only, from its bind on.
+
+    ``prepare`` gets the socket before the bind (a socket filter goes on
+    there); in the caller's namespace. Nothing is received before the bind.
+    """
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        if prepare is not None:
+            prepare(sock)
+        sock.bind((interface, protocol))
+    except OSError as error:
+        sock.close()
+        if error.errno in (errno.ENODEV, errno.ENXIO):
+            raise InterfaceMissing(interface) from None
+        raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class PacketSocket:
