@@ -1,11 +1,10 @@
-"""Opening a raw AF_PACKET socket: hooked to its own interface only, from its bind on.
+"""Opening a raw AF_PACKET socket (system/packetsocket.bind_packet_socket): its own interface only, from its bind on.
 
-A socket created with its protocol is hooked to every interface at once, and
-the bind must unhook it first (the kernel then waits for an RCU grace period:
-8 - 16 ms blocked in ``bind``, on the daemon's Trio thread next to the
-failback's add); frames from other interfaces that came in meanwhile were
-queued and read as the bound interface's. Real namespaces (conftest's
-``pair``), real frames on ``lo`` and on the veth; every wait bounded.
+A socket created with its protocol is hooked to every interface at once:
+frames from other interfaces that come in before the bind are queued and
+read as the bound interface's (and the bind waits for an RCU grace period).
+Real namespaces (conftest's ``pair``), real frames on ``lo`` and on the veth;
+every wait bounded.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from _netns import Pair
 
 from failoverd.system.namespace import in_netns
 from failoverd.system.netlink import InterfaceMissing
-from failoverd.system.packetsocket import bound_socket
+from failoverd.system.packetsocket import bind_packet_socket
 
 ETH_P_ARP = 0x0806
 FROM_LO = bytes.fromhex("02000000aa01")
@@ -41,7 +40,7 @@ def test_frames_on_another_interface_before_the_bind_are_not_received(pair: Pair
     def open_on_va() -> socket.socket:
         with sender("lo") as on_lo:
             # Between the socket's creation and its bind, an ARP frame comes in on lo.
-            return bound_socket("va", ETH_P_ARP, prepare=lambda _sock: on_lo.send(arp_frame(FROM_LO)))
+            return bind_packet_socket("va", ETH_P_ARP, prepare=lambda _sock: on_lo.send(arp_frame(FROM_LO)))
 
     watched = in_netns(pair.a, open_on_va)
     with watched:
@@ -60,5 +59,5 @@ def test_frames_on_another_interface_before_the_bind_are_not_received(pair: Pair
 def test_a_missing_interface_is_named_and_leaves_no_socket(pair: Pair) -> None:
     prepared: list[socket.socket] = []
     with pytest.raises(InterfaceMissing, match="nosuch0"):
-        in_netns(pair.a, lambda: bound_socket("nosuch0", ETH_P_ARP, prepare=prepared.append))
+        in_netns(pair.a, lambda: bind_packet_socket("nosuch0", ETH_P_ARP, prepare=prepared.append))
     assert prepared and prepared[0].fileno() == -1

@@ -40,7 +40,7 @@ from failoverd.core.addresses import Triplet
 from failoverd.system import ndp
 from failoverd.system.namespace import in_netns
 from failoverd.system.netlink import InterfaceDown, InterfaceMissing
-from failoverd.system.packetsocket import PacketSocket, bound_socket
+from failoverd.system.packetsocket import PacketSocket, bind_packet_socket
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class ArpSocket(PacketSocket):
 
 
 def _bound_socket(interface: str) -> socket.socket:
-    return bound_socket(interface, ETH_P_ARP)
+    return bind_packet_socket(interface, ETH_P_ARP)
 
 
 def _by_interface(triplets: Iterable[Triplet]) -> dict[tuple[str, int], list[Triplet]]:

@@ -44,9 +44,8 @@ from typing import Literal
 
 import trio
 
-from failoverd.system import packetsocket
 from failoverd.system.namespace import in_netns
-from failoverd.system.packetsocket import PacketSocket
+from failoverd.system.packetsocket import PacketSocket, bind_packet_socket
 
 ETH_P_IPV6 = 0x86DD
 IPPROTO_ICMPV6 = 58
@@ -302,7 +301,7 @@ class NdpSocket(PacketSocket):
 
 def bound_socket(interface: str) -> socket.socket:
     """An AF_PACKET socket on ``interface`` with the NDP filter attached (in the caller's namespace)."""
-    return packetsocket.bound_socket(interface, ETH_P_IPV6, prepare=_attach_filter)
+    return bind_packet_socket(interface, ETH_P_IPV6, _attach_filter)
 
 
 def _attach_filter(sock: socket.socket) -> None:
