@@ -49,13 +49,15 @@ daemon log lines, never time:
   handler (:func:`hold_lines`, up to ``HELD_LINES`` of them) and queued
   only when the loop is about to wait for something (:func:`release_lines`,
   called by the runtime, see :mod:`failoverd.runtime.lifecycle`). Queueing
-  a line wakes the listener, and a woken thread takes the GIL at the
-  loop's next system call, whatever the loop is doing: with the first line
-  of a failback ("state waiting -> acquiring") the master's add waited 6 -
-  8 ms for the GIL in three failbacks of six on a busy machine (timestamps
-  in both daemons, docs/benchmarks.md), the burst delay notwithstanding.
-  Held, the lines wake the listener once the address is added and the
-  loop has nothing left to do; other threads' lines are queued at once.
+  a line wakes the listener; woken, it takes the queue's lock and then
+  wants the GIL, and the loop's next log call or system call waits for it
+  in turn, whatever the loop is doing: after the first line of a failback
+  ("state waiting -> acquiring") the master's add came 6 - 8 ms late in
+  three failbacks of six on a busy machine (timestamps in both daemons,
+  docs/benchmarks.md), the burst delay notwithstanding. Held, the lines
+  wake the listener once the address is added and the loop has nothing
+  left to do. Each line is still formatted when it is logged; other
+  threads' lines are queued at once.
 - Lines lost are reported where they were lost, as soon as there is room
   again: ``N log messages lost (log target not accepting)``.
 - :func:`shutdown` lets the listener drain the queue for at most
