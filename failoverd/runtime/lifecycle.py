@@ -109,8 +109,15 @@ def status_line(snapshot: dict[str, Any]) -> str:
     return f"{snapshot['state']}: heartbeats to {' '.join(snapshot['targets'])}; holding {held}"
 
 
-def systemd_status(service: Any, snapshot: Callable[[], dict[str, Any]]) -> Callable[[float, Any], None]:
-    """The shell follower that tells systemd (``service``, a ServiceManager) the state in words on every change."""
+def systemd_status(service: Any, snapshot: Callable[[], dict[str, Any]]) -> Callable[[float, Any], None] | None:
+    """The shell follower that tells systemd (``service``, a ServiceManager) the state in words on every change.
+
+    None when no service manager listens (no ``$NOTIFY_SOCKET``): the
+    follower would build the core's snapshot at every state change, the
+    failback's "waiting -> acquiring" included, to send it nowhere.
+    """
+    if not service.enabled:
+        return None
 
     def follow(now: float, action: Any) -> None:
         if isinstance(action, StateChanged):
