@@ -586,6 +586,10 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
         )
     except TimingError as exc:
         raise UsageError(f"Invalid timing: {exc}") from None
+    witness = _witness(ns, timing.interval)
+    if witness is not None and ns.keep_addresses_on_exit:
+        raise UsageError("--keep-addresses-on-exit with --etcd-endpoints: nobody would renew the claim "
+                         "of the addresses left behind")
     return BackupConfig(
         master=master,
         triplets=tuple(t for _, t in parsed),
@@ -593,7 +597,7 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
         trace_file=ns.trace,
         trace_max_bytes=ns.trace_max_bytes,
         keep_addresses_on_exit=ns.keep_addresses_on_exit,
-        witness=_witness(ns, timing.interval),
+        witness=witness,
         **values,
     )
 
