@@ -13,9 +13,10 @@ import cProfile
 import pstats
 import time
 
-from failoverd.core.addresses import parse_triplet
 from failoverd.core import wire
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 
 KEY = b"benchmark-key-0123456789abcdef"
@@ -50,29 +51,29 @@ def main() -> None:
     # A flood: heartbeats 1 ms apart at a 10 ms interval. Status replies are
     # bounded to one per half interval, so this is decode + verify + apply.
     frames = _frames(args.n)
-    d = Detector(vip, timing, 0.0, key=KEY)
+    d = Detector(DetectorSettings(vip, timing), 0.0, key=KEY)
     elapsed = _run(d, frames)
     assert d.counters.accepted == args.n - 1 and d.counters.transitions == 0
     print(f"authenticated, accepted : {args.n / elapsed:>10,.0f} heartbeats/s  ({elapsed / args.n * 1e6:.2f} µs each)")
 
     # At the protocol's rate every heartbeat is answered with a signed status.
     frames = _frames(args.n, spacing=0.01)
-    d = Detector(vip, timing, 0.0, key=KEY)
+    d = Detector(DetectorSettings(vip, timing), 0.0, key=KEY)
     elapsed = _run(d, frames, spacing=0.01)
     print(f"  ... each one answered : {args.n / elapsed:>10,.0f} heartbeats/s  ({elapsed / args.n * 1e6:.2f} µs each)")
 
-    legacy = Detector(vip, timing, 0.0, master_address="10.0.1.1")
+    legacy = Detector(DetectorSettings(vip, timing, master="10.0.1.1"), 0.0)
     elapsed = _run(legacy, [b"heartbeat"] * args.n)
     print(f"legacy, accepted        : {args.n / elapsed:>10,.0f} heartbeats/s  ({elapsed / args.n * 1e6:.2f} µs each)")
 
     forged = _frames(args.n, key=b"some-other-key-entirely!")
-    d = Detector(vip, timing, 0.0, key=KEY)
+    d = Detector(DetectorSettings(vip, timing), 0.0, key=KEY)
     elapsed = _run(d, forged)
     assert d.counters.rejected == {"mac": args.n}
     print(f"authenticated, forged   : {args.n / elapsed:>10,.0f} datagrams/s  ({elapsed / args.n * 1e6:.2f} µs each)")
 
     if args.profile:
-        d = Detector(vip, timing, 0.0, key=KEY)
+        d = Detector(DetectorSettings(vip, timing), 0.0, key=KEY)
         profiler = cProfile.Profile()
         profiler.enable()
         _run(d, frames)

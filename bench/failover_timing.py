@@ -34,8 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from failoverd.lab.demo import FailoverPair, VipSampler
 from failoverd.lab.lab import Lab
+from failoverd.lab.pair import FailoverPair, VipSampler
 
 
 @dataclass

@@ -25,12 +25,14 @@ from pathlib import Path
 
 import dpkt
 
-from failoverd.core.addresses import parse_triplet
-from failoverd.core.detector import Detector
-from failoverd.core.timing import Timing
 from failoverd.analysis.pcapimport import read_capture
 from failoverd.analysis.replay import Setup, replay_exact, replay_what_if
-from failoverd.analysis.trace import TraceHeader, TraceWriter, read_trace
+from failoverd.analysis.trace import TraceHeader, read_trace
+from failoverd.analysis.tracewriter import TraceWriter
+from failoverd.core.addresses import parse_triplet
+from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
+from failoverd.core.timing import Timing
 
 MASTER = "10.0.0.1"
 ADDRESS = parse_triplet("eth0:192.0.2.10/24")
@@ -62,8 +64,8 @@ def write_pcap(path: Path, times: list[float]) -> None:
 
 
 def write_trace(path: Path, times: list[float]) -> None:
-    header = TraceHeader(mode="legacy", addresses=(ADDRESS,), timing=TIMING, master=MASTER, start=times[0] - 0.1)
-    det = Detector((ADDRESS,), TIMING, header.start, master_address=MASTER)
+    header = TraceHeader(mode="legacy", settings=DetectorSettings((ADDRESS,), timing=TIMING, master=MASTER), start=times[0] - 0.1)
+    det = Detector(DetectorSettings((ADDRESS,), TIMING, master=MASTER), header.start)
     with TraceWriter(path, header, max_bytes=1 << 30, max_pending=len(times) + 10, wall_clock=None) as writer:
         for t in times:
             det.receive_datagram(t, b"heartbeat", MASTER, "eth1")
@@ -75,7 +77,7 @@ def write_trace(path: Path, times: list[float]) -> None:
 
 def replay_pcap(path: Path) -> int:
     capture = read_capture(path)
-    setup = Setup(addresses=(ADDRESS,), timing=TIMING, start=capture.start, master=MASTER)
+    setup = Setup(DetectorSettings((ADDRESS,), TIMING, master=MASTER), capture.start)
     return replay_what_if(setup, capture.datagrams, end=capture.end).accepted
 
 

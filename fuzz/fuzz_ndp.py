@@ -16,6 +16,7 @@ import atheris
 # The reader's module only: Trio and pyroute2 (imported by ndp's socket half) are imported first,
 # uninstrumented, or instrumenting them would take minutes and fuzz nothing of ours.
 import trio  # noqa: F401
+
 import failoverd.system.namespace  # noqa: F401
 import failoverd.system.netlink  # noqa: F401
 

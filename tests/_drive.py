@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from failoverd.core.addresses import parse_triplet
+from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
@@ -23,8 +23,9 @@ from failoverd.core.actions import (
     StateChanged,
     Transmit,
 )
-from failoverd.core import wire
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 
 KEY = b"property-test-key-0123456789"
@@ -110,8 +111,9 @@ class Driver:
         return actions
 
 
-def detector(now: float = 0.0, *, key: bytes | None = KEY, timing: Timing | None = None, **kwargs) -> Detector:
-    return Detector(VIPS, timing or Timing(), now, key=key, master_address=MASTER, epoch=1, **kwargs)
+def detector(now: float = 0.0, *, key: bytes | None = KEY, timing: Timing | None = None, arp_probe: bool = True) -> Detector:
+    settings = DetectorSettings(VIPS, timing or Timing(), master=MASTER, arp_probe=arp_probe)
+    return Detector(settings, now, key=key, epoch=1)
 
 
 class PeerMaster:

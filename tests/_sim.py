@@ -64,9 +64,11 @@ from pathlib import Path
 from typing import Any
 
 from _drive import KEY, VIPS
+
 from failoverd.core.actions import Acquire, AcquireDone, Alarm, Probe, ProbeDone, Release, ReleaseDone, Transmit
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 from failoverd.runtime.epoch import next_epoch
 
@@ -342,7 +344,7 @@ class _Run:
         self.m_newest = (0, 0)  # the newest backup (epoch, seq) this daemon recorded
         self.m_last = now
         # Started with its addresses configured, it adopts them: holding at once.
-        return Master(["backup"], self.interval, now, managed=VIPS, held=self.master_host_holds, key=KEY, epoch=epoch)
+        return Master(MasterSettings(["backup"], self.interval, managed=VIPS), now, held=self.master_host_holds, key=KEY, epoch=epoch)
 
     def _start_backup(self, t: float) -> Detector:
         t0, h0, rate = self.clock_b
@@ -354,7 +356,7 @@ class _Run:
         self.pin: float | None = None  # max(σ_p − s_p + ρ·t_p) over the epoch's direct proofs, see _provable
         self.b_last = now
         self.b_heard = now  # as the detector's last_heard: its start gives the master full grace
-        return Detector(VIPS, self.timing, now, key=KEY, epoch=epoch, held=self.backup_host_holds, peer="master")
+        return Detector(DetectorSettings(VIPS, self.timing, peer="master"), now, key=KEY, epoch=epoch, held=self.backup_host_holds)
 
     @staticmethod
     def _add_counters(core: Any, into: Counter) -> None:

@@ -10,7 +10,6 @@ pytest_plugins = ["failoverd.lab.pytest_plugin"]
 from collections.abc import Iterator
 
 import pytest
-
 from _netns import Pair, is_root, veth_pair
 
 
@@ -21,6 +20,24 @@ def pair() -> Iterator[Pair]:
         pytest.skip("needs root to create network namespaces")
     with veth_pair() as created:
         yield created
+
+
+@pytest.fixture(autouse=True)
+def package_logger_restored() -> Iterator[None]:
+    """A test that configures the daemons' logging (logsetup.configure: propagation off, its
+    own handler and listener thread) leaves the package logger as it found it, so that a later
+    test's caplog still sees the records, whatever order the tests run in."""
+    import logging
+
+    from failoverd.cli import logsetup
+
+    logger = logging.getLogger(logsetup.PACKAGE_LOGGER)
+    saved = (logger.propagate, logger.level, list(logger.handlers))
+    yield
+    if (logger.propagate, logger.level, list(logger.handlers)) != saved:
+        logsetup.shutdown()
+        logger.propagate, logger.level = saved[0], saved[1]
+        logger.handlers[:] = saved[2]
 
 
 def pytest_configure(config: pytest.Config) -> None:

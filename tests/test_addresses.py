@@ -14,13 +14,15 @@ import socket
 import string
 
 import pytest
-from hypothesis import example, given, strategies as st
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from failoverd.core.addresses import (
     INVALID_ADDRESS,
     INVALID_PAIR,
     AddressError,
     Triplet,
+    names,
     parse_ip,
     parse_ipv4,
     parse_ipv6,
@@ -150,9 +152,7 @@ def test_triplet_parses_exactly_what_it_says_or_is_rejected(text: str) -> None:
         addr_text, slash, mask_text = rest.partition("/")
         limit = 128 if ":" in addr_text else 32
         oracle = ipv6_oracle if ":" in addr_text else ipv4_oracle
-        if not interface_ok(interface) or "/" in mask_text:
-            expected_diagnostic = INVALID_PAIR
-        elif slash and mask_oracle(mask_text, limit) is None:
+        if not interface_ok(interface) or "/" in mask_text or (slash and mask_oracle(mask_text, limit) is None):
             expected_diagnostic = INVALID_PAIR
         elif oracle(addr_text) is None:
             expected_diagnostic = INVALID_ADDRESS
@@ -271,4 +271,17 @@ def test_error_names_argument_and_reason() -> None:
         parse_triplet("eth0:2001:db8::1/129")
     assert str(caught.value) == (
         "Invalid interface / IP address pair: 'eth0:2001:db8::1/129' (mask must be an integer 0..128)"
+    )
+
+
+def test_an_address_list_has_one_spelling_everywhere() -> None:
+    # Log lines, mails, hook summaries and replay timelines all list addresses through names().
+    from failoverd.system.takeover import _summary
+
+    first, second = parse_triplet("eth1:10.0.0.2"), parse_triplet("eth0:10.0.0.1/24")
+    assert names([first, second]) == "eth0:10.0.0.1/24, eth1:10.0.0.2"
+    assert names([]) == "none"
+    assert names([parse_triplet("eth0:10.0.0.10"), parse_triplet("eth0:10.0.0.9")]) == "eth0:10.0.0.9, eth0:10.0.0.10"
+    assert _summary(frozenset({first, second}), frozenset(), frozenset(), "acquired") == (
+        "acquired eth0:10.0.0.1/24, eth1:10.0.0.2; failed none; refused by Test none"
     )

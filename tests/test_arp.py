@@ -218,4 +218,41 @@ async def test_a_missing_namespace_is_an_error_and_is_not_created() -> None:
     with trio.fail_after(5):
         with pytest.raises(NamespaceMissing, match=name):
             await ArpSocket.open("va", netns=name)
-    assert not os.path.exists(f"/run/netns/{name}")
+    assert not os.path.exists(f"/run/netns/{name}")  # noqa: ASYNC240
+
+
+WITHOUT_A_WORKER = """
+import threading
+import trio
+from failoverd.core.addresses import parse_triplet
+from failoverd.system.arp import ArpSocket
+from failoverd.system.arpwatch import ConflictWatcher
+
+async def main():
+    with trio.fail_after(10):
+        async with await ArpSocket.open("va") as sock:
+            assert sock.interface == "va"
+        watcher = ConflictWatcher(lambda report: None)
+        watcher.watch([parse_triplet("va:10.62.9.1/24")])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watcher.run)
+            assert watcher.interfaces == frozenset({"va"})
+            nursery.cancel_scope.cancel()
+
+trio.run(main)
+print(" ".join(t.name for t in threading.enumerate() if t.name.startswith("Trio thread")) or "none")
+"""
+
+
+def test_in_the_callers_namespace_sockets_open_without_a_worker_thread(pair: Pair) -> None:
+    # The daemons run in their own namespace (netns None): opening an ARP
+    # socket or the conflict watcher then wakes no worker thread, which would
+    # contend for the GIL with the failback's address change beside it. A
+    # fresh interpreter in the namespace, so no other test's threads count.
+    import subprocess
+    import sys
+
+    done = subprocess.run(["ip", "netns", "exec", pair.a, sys.executable, "-c", WITHOUT_A_WORKER],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["none"]

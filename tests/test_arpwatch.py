@@ -15,6 +15,7 @@ import ipaddress
 
 import pytest
 import trio
+from _netns import Pair, ip
 
 from failoverd.core.addresses import Triplet, parse_triplet
 from failoverd.system.arp import (
@@ -29,8 +30,6 @@ from failoverd.system.arp import (
     probe_packet,
 )
 from failoverd.system.arpwatch import ConflictWatcher
-
-from _netns import Pair, ip
 
 pytestmark = [pytest.mark.netns]
 

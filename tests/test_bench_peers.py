@@ -1,5 +1,6 @@
-"""The peer benchmark does not rot: one run of bench/peers.py, host death and failback at 1 s,
-ours, keepalived and ucarp on one kernel-bridge lab.
+"""The peer benchmark does not rot: one run of bench/peers.py, host death and failback at 1 s with
+the client's view of both (scenario 4: a request every 10 ms to an echo service on the VIP), ours,
+keepalived and ucarp on one kernel-bridge lab.
 
 Asserts only that every daemon produced its figures (the numbers are the benchmark's business,
 docs/benchmarks.md). Root and namespaces needed; keepalived and ucarp are installed with apt-get
@@ -31,7 +32,7 @@ def _bench() -> ModuleType:
     return module
 
 
-def test_one_run_of_host_death_gives_a_figure_for_every_daemon() -> None:
+def test_one_run_of_host_death_and_the_clients_view_gives_figures_for_every_daemon() -> None:
     peers = _bench()
     keys = ["ours", "keepalived", "ucarp"]
     for key in keys:
@@ -39,11 +40,16 @@ def test_one_run_of_host_death_gives_a_figure_for_every_daemon() -> None:
         if why is not None:
             pytest.skip(f"{key} is needed for the peer benchmark: {why}")
     with time_limit(150):
-        cells = peers.measure(keys, [1.0], runs=1, idle_seconds=0, seed=3, skipped={}, settle=3.0)
+        cells = peers.measure(keys, [1.0], runs=1, idle_seconds=0, seed=3, skipped={}, settle=3.0,
+                              scenarios=frozenset({"1", "3", "4"}))
     for key in keys:
         cell = cells[(key, 1.0)]
         assert cell.failures == [], (key, cell.failures)
-        for figure in ("takeover", "overlap", "gap", "restart"):
+        for figure in ("takeover", "overlap", "gap", "restart", "death_failed", "failback_failed"):
             assert len(getattr(cell, figure)) == 1, (key, figure)
-    table = peers.report(cells, keys, [1.0], {}, markdown=True)
+        # A dead host answers nothing until its backup has taken over: the client saw that.
+        assert cell.death_failed[0] >= 1, key
+        assert cell.death_first[0] < cell.death_last[0], (key, cell)
+    table = peers.report(cells, keys, [1.0], {}, markdown=True, scenarios=frozenset({"1", "3", "4"}))
     assert "| 1 s | host death → VIP up on the backup, ms |" in table
+    assert "| 1 s | client, host death: last failed request, ms after |" in table

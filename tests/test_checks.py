@@ -17,21 +17,21 @@ from pathlib import Path
 
 import pytest
 import trio
+from test_hooks import alive
+from test_metrics import LISTEN, running, scrape_until
+from test_runtime_daemons import LOOPBACK, VIP, backup_config, free_port
 
-from failoverd.runtime import control
+from failoverd.analysis.trace import HealthChanged, read_trace
 from failoverd.cli.config import CheckCommand, HealthChecks, MasterConfig
 from failoverd.core import wire
 from failoverd.core.health import Verdict
-from failoverd.runtime import backup, master
+from failoverd.runtime import backup, control, master
 from failoverd.runtime.health import HealthMonitor
-from failoverd.runtime.keyfile import read_key
+from failoverd.runtime.memory import MemorySystem
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.checks import CheckRunner, locate, program_problem
+from failoverd.system.keyfile import read_key
 from failoverd.system.trustedrun import OUTPUT_LIMIT
-from failoverd.analysis.trace import HealthChanged, read_trace
-from test_hooks import alive
-from test_metrics import LISTEN, running, scrape_until
-from test_runtime_daemons import LOOPBACK, VIP, MemorySystem, backup_config, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="checks must be owned by root: run as root")
 

@@ -26,8 +26,13 @@ from typing import Any
 
 import pytest
 import trio
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from failoverd.cli.exitcodes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE
+from failoverd.core.actions import Counters
+from failoverd.core.timing import Timing
+from failoverd.programs import failoverctl
 from failoverd.runtime.control import (
     MAX_CLIENTS,
     MAX_REQUEST_BYTES,
@@ -36,16 +41,11 @@ from failoverd.runtime.control import (
     ControlSocketInUse,
     Status,
     command_handler,
-    counters_dict,
     parse_request,
     request,
     serve_control,
     timing_dict,
 )
-from failoverd.core.actions import Counters
-from failoverd.core.timing import Timing
-from failoverd.cli.exitcodes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE
-from failoverd.programs import failoverctl
 
 FAILOVERCTL = [sys.executable, "-m", "failoverd.programs.failoverctl"]
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -65,7 +65,7 @@ def _status() -> Status:
             {"name": "eth0 192.0.2.1:1694", "last_heard_age": None, "healthy": False},
         ],
         "held": ["eth0:192.0.2.10/24", "eth0:192.0.2.11"],
-        "counters": counters_dict(counters),
+        "counters": counters.as_status(),
         "timing": timing_dict(Timing()),
         "version": "0.1.0",
     }
@@ -223,7 +223,7 @@ def _too_long(directory: Path) -> Path:
 async def test_a_daemon_whose_control_socket_cannot_be_served_exits_with_its_status(socket_dir, where, status, message):
     # heartbeatd on loopback, in the foreground: what the units run, minus syslog.
     path = where(socket_dir)
-    code, out, err = await _run([
+    code, _out, err = await _run([
         sys.executable, "-m", "failoverd.programs.heartbeatd", "-d", "-p", str(_free_udp_port()),
         "--pid-file", str(socket_dir / "hb.pid"), "--control-socket", str(path),
         "--state-dir", str(socket_dir / "state"), "--hook-dir", str(socket_dir / "hooks"), "127.0.0.1",

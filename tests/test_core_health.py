@@ -14,10 +14,10 @@ import itertools
 from collections.abc import Callable
 
 import pytest
+from _drive import KEY, VIPS, Driver, PeerMaster, detector
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _drive import KEY, MASTER, VIPS, Driver, PeerMaster, detector
 from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
@@ -33,6 +33,7 @@ from failoverd.core.actions import (
 from failoverd.core.detector import Detector
 from failoverd.core.health import Health, Hysteresis, Verdict
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 
 # --- hysteresis -------------------------------------------------------------------------------------
@@ -47,6 +48,7 @@ def test_the_verdict_changes_exactly_when_a_run_reaches_its_threshold(
 ) -> None:
     h = Hysteresis(rise, fall)
     verdict = None
+    flipped_at = 0  # the first result always decides the verdict
     for i, passed in enumerate(sequence):
         changed = h.record(float(i), passed)
         # The reference: the first result decides; after it, the verdict flips
@@ -130,7 +132,7 @@ def _kinds(actions) -> list[str]:
 def _holding_master(backup: wire.Sealer | None = None) -> Master:
     """A managing master holding its addresses; with ``backup``, one that has heard
     that backup, so its heartbeats acknowledge the backup's epoch, as in a running pair."""
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, held=VIPS, key=KEY, epoch=9)
     (hb,) = _frames(m.handle_timer(0.0))
     if backup is not None:
         m.receive_datagram(0.01, backup.seal(0.01, holds=False, ack_epoch=9, ack_seq=hb.seq), "b", "priv0")
@@ -179,7 +181,7 @@ def test_a_repeated_verdict_changes_nothing() -> None:
 
 
 def test_a_waiting_master_stands_down_and_ignores_the_backup_meanwhile() -> None:
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, key=KEY, epoch=9)
     (hb,) = _frames(m.handle_timer(0.0))
     out = m.health_changed(0.1, False, "x")
     assert m.state == "standing_down" and _frames(out)[0].leaving
@@ -192,7 +194,7 @@ def test_a_waiting_master_stands_down_and_ignores_the_backup_meanwhile() -> None
 
 
 def test_a_check_that_falls_during_an_acquire_releases_what_it_added() -> None:
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, key=KEY, epoch=9)
     (hb,) = _frames(m.handle_timer(0.0))
     backup = _backup()
     # The handshake: the backup's answer to our first heartbeat (which it did
@@ -243,7 +245,7 @@ def test_a_stop_while_stepping_down_finishes_the_release_then_stops() -> None:
 
 
 def test_an_unmanaged_master_only_says_leaving_while_unhealthy() -> None:
-    m = Master(["b"], 1.0, 0.0, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0), 0.0, key=KEY, epoch=9)
     out = m.health_changed(0.5, False, "x")
     assert m.state == "standing_down" and not any(isinstance(a, Release) for a in out)
     assert _frames(out)[0].leaving
@@ -254,7 +256,7 @@ def test_an_unmanaged_master_only_says_leaving_while_unhealthy() -> None:
 
 
 def test_a_legacy_master_standing_down_falls_silent() -> None:
-    m = Master(["b"], 1.0, 0.0, legacy_message=b"heartbeat")
+    m = Master(MasterSettings(["b"], 1.0, legacy_message=b"heartbeat"), 0.0)
     assert m.handle_timer(0.0) == [Transmit(b"heartbeat", ("b",))]
     m.health_changed(0.5, False, "x")
     assert [a for t in (1.0, 2.0, 3.0) for a in m.handle_timer(t) if isinstance(a, Transmit)] == []
@@ -368,9 +370,8 @@ class Pair:
         self._delay = delay
         self._backup_acquire = backup_acquire
         self.timing = Timing(interval=1.0)
-        self.master = Master(["backup"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9,
-                             backup_fail_after=self.timing.fail_after)
-        self.backup = Detector(VIPS, self.timing, 0.0, key=KEY, master_address="master", epoch=3)
+        self.master = Master(MasterSettings(["backup"], 1.0, managed=VIPS, backup_fail_after=self.timing.fail_after), 0.0, key=KEY, epoch=9)
+        self.backup = Detector(DetectorSettings(VIPS, self.timing, master="master"), 0.0, key=KEY, epoch=3)
         self.holds = {"master": set(), "backup": set()}
         self.now = 0.0
         self._events: list[tuple[float, int, str, object]] = []
@@ -508,8 +509,8 @@ def test_a_status_made_while_the_master_said_leaving_does_not_start_its_failback
 
 
 def test_a_master_waiting_with_some_addresses_adopted_releases_them_before_saying_leaving() -> None:
-    a, b = sorted(VIPS)
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, held={a}, key=KEY, epoch=9)
+    a, _b = sorted(VIPS)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, held={a}, key=KEY, epoch=9)
     assert m.state == "waiting" and m.held == {a}
     out = m.health_changed(0.1, False, "x")
     assert m.state == "releasing" and [x.addresses for x in out if isinstance(x, Release)] == [frozenset({a})]
@@ -546,7 +547,7 @@ def test_a_rejoined_master_gives_a_backup_taking_over_on_its_leaving_a_failure_t
         return WIRE_DELAY
 
     pair = Pair(delay=lossy, backup_acquire=2.5)
-    pair.backup = Detector(VIPS, pair.timing, 0.5, key=KEY, master_address="master", epoch=3)
+    pair.backup = Detector(DetectorSettings(VIPS, pair.timing, master="master"), 0.5, key=KEY, epoch=3)
     pair.at(0.0, "master", ("health", False))
     recorded = wire.Sealer(KEY, wire.ROLE_MASTER, 8, 1.0, -100.0).seal(-50.0, holds=True)
     pair.at(0.6, "backup", ("datagram", recorded))

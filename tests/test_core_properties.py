@@ -6,9 +6,10 @@ are the ones that document cites.
 
 from __future__ import annotations
 
-from hypothesis import assume, given, settings, strategies as st
-
 from _drive import KEY, MASTER, VIPS, Driver, PeerMaster, detector
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
 from failoverd.core import wire
 from failoverd.core.timing import Timing
 

@@ -18,9 +18,11 @@ import itertools
 from collections.abc import Callable
 
 from _drive import KEY, VIPS
+
 from failoverd.core.actions import Acquire, AcquireDone, Probe, ProbeDone, Release, ReleaseDone, Transmit
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 
 
@@ -34,7 +36,7 @@ def test_a_restarted_master_never_acquires_on_the_answer_to_its_uncounted_first_
     def at(when: float, fn: Callable[[float], None]) -> None:
         heapq.heappush(events, (when, next(order), fn))
 
-    backup = Detector(VIPS, Timing(), 0.0, key=KEY, master_address="m", epoch=100)
+    backup = Detector(DetectorSettings(VIPS, Timing(), master="m"), 0.0, key=KEY, epoch=100)
     masters: dict[str, Master | None] = {}
 
     def core_of(who: str) -> Detector | Master | None:
@@ -83,9 +85,9 @@ def test_a_restarted_master_never_acquires_on_the_answer_to_its_uncounted_first_
         holds["master"] = False
 
     def restart(t: float) -> None:
-        masters["m2"] = Master(["b"], 1.0, t, managed=VIPS, key=KEY, epoch=2)
+        masters["m2"] = Master(MasterSettings(["b"], 1.0, managed=VIPS), t, key=KEY, epoch=2)
 
-    masters["m1"] = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=1)
+    masters["m1"] = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, key=KEY, epoch=1)
     at(1.0005, crash)
     at(3.0, restart)
     now = 0.0

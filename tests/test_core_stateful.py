@@ -35,10 +35,11 @@ import heapq
 import itertools
 from collections import deque
 
-from hypothesis import settings, strategies as st
+from _drive import KEY, VIPS
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from _drive import KEY, VIPS
 from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
@@ -51,6 +52,7 @@ from failoverd.core.actions import (
 )
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 
 TIMING = Timing(interval=1.0)
@@ -164,10 +166,10 @@ class FailoverMachine(RuleBasedStateMachine):
 
     def _new_master(self) -> Master:
         now = self._clock("master")
-        return Master(["backup"], TIMING.interval, now, managed=VIPS, key=KEY, epoch=next(self.epochs))
+        return Master(MasterSettings(["backup"], TIMING.interval, managed=VIPS), now, key=KEY, epoch=next(self.epochs))
 
     def _new_backup(self, held: frozenset = frozenset()) -> Detector:
-        return Detector(VIPS, TIMING, self._clock("backup"), key=KEY, epoch=next(self.epochs), held=held)
+        return Detector(DetectorSettings(VIPS, TIMING), self._clock("backup"), key=KEY, epoch=next(self.epochs), held=held)
 
     # --- clocks ---------------------------------------------------------------
 

@@ -213,5 +213,5 @@ def test_a_pid_file_another_user_created_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "failoverd.pid"
     path.write_text("")
     os.chown(path, 65534, 65534)
-    with pytest.raises(ProgramError, match="refusing pid file .*failoverd.pid: owned by uid 65534, not root"):
+    with pytest.raises(ProgramError, match=r"refusing pid file .*failoverd\.pid: owned by uid 65534, not root"):
         PidFile(path).acquire()

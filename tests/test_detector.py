@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from _drive import KEY, MASTER, VIPS, Driver, PeerMaster, detector
-from failoverd.core.addresses import parse_triplet
+
 from failoverd.core import wire
 from failoverd.core.actions import AcquireDone, Alarm, Notify, Probe, ReleaseDone, StateChanged
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import STATES, TRANSITIONS, Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 
 A, B = sorted(VIPS)
@@ -53,7 +55,7 @@ def test_partial_acquire_is_tracked_exactly_and_retried() -> None:
 
 
 def test_release_failure_is_retried_until_done() -> None:
-    d = Detector(VIPS, Timing(), 0.0, key=KEY, held=VIPS)
+    d = Detector(DetectorSettings(VIPS, Timing()), 0.0, key=KEY, held=VIPS)
     peer = _peer(d)
     assert d.state == "failed_over"  # adopted at start
     d.receive_datagram(0.5, peer.seal(0.5, holds=False), MASTER, "priv0")
@@ -200,7 +202,7 @@ def test_a_stale_silent_probe_cannot_outlive_the_deadline() -> None:
 
 def test_adopted_addresses_outside_the_configuration_are_ignored() -> None:
     stranger = parse_triplet("pub0:10.9.2.200/24")
-    d = Detector(VIPS, Timing(), 0.0, key=KEY, held={A, stranger})
+    d = Detector(DetectorSettings(VIPS, Timing()), 0.0, key=KEY, held={A, stranger})
     assert d.held == {A} and d.state == "failed_over"
 
 
@@ -303,7 +305,7 @@ def test_a_restarted_backup_is_not_kept_waiting_by_a_replay_of_heartbeats_sent_w
     over at its bound, counted from its start."""
     master = wire.Sealer(KEY, wire.ROLE_MASTER, 7, 1.0, 0.0)
     recorded = [master.seal(float(t), holds=True, ack_epoch=1, ack_seq=t) for t in range(1, 30)]
-    d = Detector(VIPS, Timing(), 40.0, key=KEY, master_address=MASTER, epoch=2)  # restarted: a new epoch
+    d = Detector(DetectorSettings(VIPS, Timing(), master=MASTER), 40.0, key=KEY, epoch=2)  # restarted: a new epoch
     driver = Driver(d)
     driver.now = 40.0
     for k, frame in enumerate(recorded):
@@ -367,7 +369,7 @@ def test_a_master_whose_clock_leapt_years_ahead_is_let_in_once_it_acknowledges_u
 
 
 def test_garp_refresh_announces_what_is_held_while_failed_over_and_only_then() -> None:
-    d = Detector(VIPS, Timing(garp_refresh=60.0), 0.0, key=KEY, master_address=MASTER, epoch=1)
+    d = Detector(DetectorSettings(VIPS, Timing(garp_refresh=60.0), master=MASTER), 0.0, key=KEY, epoch=1)
     driver = Driver(d)
     driver.advance(3.0 + 60.0 * 3 + 1)  # takes over at 3 s, then three refreshes
     announces = [(t, a.addresses) for t, a in driver.log.other if type(a).__name__ == "Announce"]

@@ -8,10 +8,19 @@ those of tests/test_detector.py); times are the core's inputs, never a clock."""
 from __future__ import annotations
 
 from failoverd.core.actions import (
-    Acquire, AcquireDone, Alarm, Claim, ClaimDone, Release, ReleaseClaim, ReleaseDone, RenewDone,
+    Acquire,
+    AcquireDone,
+    Alarm,
+    Claim,
+    ClaimDone,
+    Release,
+    ReleaseClaim,
+    ReleaseDone,
+    RenewDone,
 )
 from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 from failoverd.core.witness import WitnessTiming
 
@@ -22,7 +31,7 @@ WITNESS = WitnessTiming()  # R 0.1 s, V 0.4 s, release 0.05 s before, W 0.401 s
 
 
 def backup(witness: WitnessTiming | None = WITNESS) -> Detector:
-    return Detector(VIPS, TIMING, 0.0, master_address=MASTER, arp_probe=False, witness=witness)
+    return Detector(DetectorSettings(VIPS, TIMING, master=MASTER, arp_probe=False, witness=witness), 0.0)
 
 
 def kinds(actions: list) -> list[type]:

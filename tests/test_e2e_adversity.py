@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from failoverd.core import wire
-from failoverd.lab.demo import FailoverPair, VipSampler
+from failoverd.lab.pair import FailoverPair, VipSampler
 from failoverd.lab.pytest_plugin import requires_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, requires_netns]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.lab.demo import FailoverPair, VipSampler
+from failoverd.lab.pair import FailoverPair, VipSampler
 from failoverd.lab.pytest_plugin import requires_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, requires_netns]

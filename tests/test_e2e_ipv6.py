@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.lab.demo import FailoverPair, VipSampler
 from failoverd.lab.lab import Lab
+from failoverd.lab.pair import FailoverPair, VipSampler
 from failoverd.lab.pytest_plugin import requires_netns
 from failoverd.system.rtnetlink import IFA_F_DADFAILED, IFA_F_TENTATIVE
 
@@ -57,7 +57,9 @@ def test_ipv6_address_taken_over_and_failed_back_client_follows(lab_factory, tmp
         pair.wait_until(lambda: pair.status("backup")["state"] == "failed_over", 5, "the backup is failed_over")
     assert pair.log_time("backup", "-> acquiring", after=killed) is not None
     assert "DAD for pub0:" in pair.log_text("backup") and ": silent" in pair.log_text("backup")
-    assert "unsolicited Neighbour Advertisements" in pair.log_text("backup")
+    # Logged once every round is out (--garp-count x --garp-spacing after the add).
+    pair.wait_until(lambda: "unsolicited Neighbour Advertisements" in pair.log_text("backup"), 5,
+                    "the backup announced the VIP")
     # The client's cache said "the master's MAC"; only the backup's advertisement can have moved it.
     assert reaches(lab, lab.vip6), "the client does not reach the VIP on the backup"
     assert pair.status("backup")["held"] == [str(pair.vip_triplet)]

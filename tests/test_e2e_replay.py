@@ -1,7 +1,7 @@
 """End to end: a trace recorded by the live failoverd replays to exactly the transitions it made.
 
 The real heartbeatd and failoverd run in a namespace lab (failoverd.lab, through
-:class:`~failoverd.lab.demo.FailoverPair`) with authenticated heartbeats every
+:class:`~failoverd.lab.pair.FailoverPair`) with authenticated heartbeats every
 100 ms and ``failoverd --trace FILE``; the master is killed (takeover) and
 comes back (failback); then the installed ``failoverctl replay FILE --json``
 re-executes the recording. The reference is independent of the trace: the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.lab.demo import FailoverPair, line_time, program
+from failoverd.lab.pair import FailoverPair, line_time, program
 from failoverd.lab.pytest_plugin import requires_netns
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, requires_netns]

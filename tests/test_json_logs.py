@@ -12,8 +12,9 @@ import subprocess
 from pathlib import Path
 
 from _netns import Pair
-from failoverd.lab.pytest_plugin import requires_netns
 from test_log_stall import ADDRESS, daemon_argv, running, status, wait_until
+
+from failoverd.lab.pytest_plugin import requires_netns
 
 pytestmark = requires_netns
 
@@ -39,7 +40,7 @@ def test_every_line_is_one_json_event_and_state_changes_say_what_and_why(pair: P
 
 
 def test_log_format_must_be_text_or_json(tmp_path: Path) -> None:
-    from failoverd.lab.demo import program
+    from failoverd.lab.pair import program
 
     done = subprocess.run([program("failoverd"), "-n", "--log-format", "xml", "10.0.0.1", "lo:10.0.0.2"],
                           capture_output=True, text=True, timeout=60)

@@ -31,12 +31,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from _netns import Pair, addresses_on
+
 from failoverd.cli import logsetup
-from failoverd.runtime import control
-from failoverd.lab.demo import program
+from failoverd.lab.pair import program
 from failoverd.lab.pytest_plugin import requires_netns
+from failoverd.runtime import control
 
 ADDRESS = "10.77.0.10/24"
 MASTER = "10.77.9.1"
@@ -154,7 +154,7 @@ class Collector:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> "Collector":
+    def start(self) -> Collector:
         self._thread.start()
         return self
 

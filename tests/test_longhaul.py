@@ -50,12 +50,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from _drive import KEY, VIPS
 from _sim import Outcome, Scenario, simulate
+
 from failoverd.core.actions import Transmit
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 
 HOUR = 3600.0
@@ -98,7 +99,7 @@ def _assert_healthy(outcome: Outcome) -> None:
     # The refusals: second copies and dead daemons' frames (replay), and heartbeats neither proof of age
     # covered (delayed: held back just after a pause, see _sim._Run._provable) — nothing else.
     refused = Counter()
-    for (receiver, predicted, actual), n in outcome.verdicts.items():
+    for (receiver, _predicted, actual), n in outcome.verdicts.items():
         if actual in ("replay", "delayed"):
             refused[receiver, f"rejected:{actual}"] += n
     for receiver, counters in (("backup", outcome.detector), ("master", outcome.master)):
@@ -162,8 +163,8 @@ def _withheld_heartbeat_verdict(master_ppm: float, backup_ppm: float, healthy_fo
     def backup_clock(t: float) -> float:
         return 1000.0 + backup_rate * t
 
-    master = Master(["backup"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=10)
-    detector = Detector(VIPS, ONE_SECOND, backup_clock(0.0), key=KEY, epoch=20, arp_probe=False)
+    master = Master(MasterSettings(["backup"], 1.0, managed=VIPS), 0.0, held=VIPS, key=KEY, epoch=10)
+    detector = Detector(DetectorSettings(VIPS, ONE_SECOND, arp_probe=False), backup_clock(0.0), key=KEY, epoch=20)
     for _ in range(int(healthy_for) + 10):
         deadline = master.next_deadline()
         assert deadline is not None

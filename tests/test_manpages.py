@@ -68,14 +68,12 @@ DOCUMENTED_AHEAD: dict[str, dict[str, set[str]]] = {}
 # mdoc(7) macros that are parsed and callable: inside another macro's
 # arguments, one of these words starts a new macro (unless it is quoted).
 CALLABLE = frozenset(
-    "Ac Ad An Ao Ap Aq Ar At Bc Bo Bq Brc Bro Brq Bsx Bx Cd Cm Dc Do Dq Dv Dx Ec Em En Eo Er Es Ev "
-    "Fa Fc Fl Fn Fo Fr Ft Fx Ic In Li Lk Ms Mt Nm No Ns Nx Oc Oo Op Ot Ox Pa Pc Pf Po Pq Qc Ql Qo Qq "
-    "Rv Sc So Sq St Sx Sy Ta Tn Ux Va Vt Xc Xo Xr".split()
+    ["Ac", "Ad", "An", "Ao", "Ap", "Aq", "Ar", "At", "Bc", "Bo", "Bq", "Brc", "Bro", "Brq", "Bsx", "Bx", "Cd", "Cm", "Dc", "Do", "Dq", "Dv", "Dx", "Ec", "Em", "En", "Eo", "Er", "Es", "Ev", "Fa", "Fc", "Fl", "Fn", "Fo", "Fr", "Ft", "Fx", "Ic", "In", "Li", "Lk", "Ms", "Mt", "Nm", "No", "Ns", "Nx", "Oc", "Oo", "Op", "Ot", "Ox", "Pa", "Pc", "Pf", "Po", "Pq", "Qc", "Ql", "Qo", "Qq", "Rv", "Sc", "So", "Sq", "St", "Sx", "Sy", "Ta", "Tn", "Ux", "Va", "Vt", "Xc", "Xo", "Xr"]
 )
 # Macros whose arguments are never macros (``.Bl -tag`` is no flag).
-NOT_PARSED = frozenset("Bd Bf Bk Bl Dd Dt Ed Ef Ek El Ex Lb Os Pp Rs Re Sm".split())
+NOT_PARSED = frozenset(["Bd", "Bf", "Bk", "Bl", "Dd", "Dt", "Ed", "Ef", "Ek", "El", "Ex", "Lb", "Os", "Pp", "Rs", "Re", "Sm"])
 # Delimiters get no hyphen from Fl: ``.Fl d | n`` is "-d | -n".
-DELIMITERS = frozenset("( [ . , : ; ) ] ? ! |".split())
+DELIMITERS = frozenset(["(", "[", ".", ",", ":", ";", ")", "]", "?", "!", "|"])
 
 _ESCAPE = re.compile(r"\\(?:\(..|\[[^]]*\]|f[BIRP]|[&e.-])")
 

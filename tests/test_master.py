@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from _drive import KEY, VIPS
+
 from failoverd.core import wire
 from failoverd.core.actions import AcquireDone, Alarm, Probe, ProbeDone, ReleaseDone, Transmit
 from failoverd.core.master import Master
+from failoverd.core.settings import MasterSettings
 
 
 def _backup(epoch: int = 3) -> wire.Sealer:
@@ -17,7 +19,7 @@ def _frames(actions) -> list[wire.Heartbeat]:
 
 
 def test_heartbeats_every_interval_without_drift_or_bursts() -> None:
-    m = Master(["10.9.1.2", "10.9.2.2"], 0.5, 100.0, key=KEY, epoch=9)
+    m = Master(MasterSettings(["10.9.1.2", "10.9.2.2"], 0.5), 100.0, key=KEY, epoch=9)
     sent = []
     for t in [100.0, 100.5, 101.0, 103.7]:
         assert m.next_deadline() <= t
@@ -30,12 +32,12 @@ def test_heartbeats_every_interval_without_drift_or_bursts() -> None:
 
 
 def test_legacy_heartbeat_is_the_message() -> None:
-    m = Master(["10.9.1.255"], 1.0, 0.0, legacy_message=b"hello")
+    m = Master(MasterSettings(["10.9.1.255"], 1.0, legacy_message=b"hello"), 0.0)
     assert m.handle_timer(0.0) == [Transmit(b"hello", ("10.9.1.255",))]
 
 
 def test_managed_failback_waits_for_the_backup_to_release() -> None:
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, key=KEY, epoch=9)
     (hb,) = _frames(m.handle_timer(0.0))
     assert m.state == "waiting" and not hb.holds
     backup = _backup()
@@ -57,7 +59,7 @@ def test_managed_failback_waits_for_the_backup_to_release() -> None:
 
 
 def test_silent_backup_is_presumed_dead_only_after_its_timeout_and_a_silent_probe() -> None:
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, key=KEY, epoch=9)
     for t in (0.0, 1.0, 2.0):
         m.handle_timer(t)
     assert m.state == "waiting"
@@ -72,7 +74,7 @@ def test_silent_backup_is_presumed_dead_only_after_its_timeout_and_a_silent_prob
 
 
 def test_shutdown_releases_before_saying_goodbye() -> None:
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, held=VIPS, key=KEY, epoch=9)
     assert m.state == "holding"  # restarted while holding: adopted
     out = m.shutdown(5.0)
     assert [type(a).__name__ for a in out] == ["StateChanged", "Release"]
@@ -83,7 +85,7 @@ def test_shutdown_releases_before_saying_goodbye() -> None:
 
 
 def test_backup_silence_is_reported_once_and_its_return_too() -> None:
-    m = Master(["b"], 1.0, 0.0, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0), 0.0, key=KEY, epoch=9)
     backup = _backup()
     m.handle_timer(0.0)
     m.receive_datagram(0.1, backup.seal(0.1, holds=False, ack_epoch=9, ack_seq=1), "b", "priv0")
@@ -96,7 +98,7 @@ def test_backup_silence_is_reported_once_and_its_return_too() -> None:
 
 
 def test_forged_status_is_ignored() -> None:
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, key=KEY, epoch=9)
     m.handle_timer(0.0)
     forged = wire.Sealer(b"the wrong key, but long enough", wire.ROLE_BACKUP, 3, 1.0, 0.0)
     assert m.receive_datagram(0.1, forged.seal(0.1, holds=False, ack_epoch=9, ack_seq=1), "b", "priv0") == []
@@ -104,7 +106,7 @@ def test_forged_status_is_ignored() -> None:
 
 
 def test_a_conflict_while_holding_is_answered_by_announcing_again_once_per_interval() -> None:
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, held=VIPS, key=KEY, epoch=9)
     a = sorted(VIPS)[0]
     out = m.conflict_seen(1.0, {a})
     assert [type(x).__name__ for x in out] == ["Alarm", "Announce"] and out[1].addresses == {a}
@@ -114,12 +116,12 @@ def test_a_conflict_while_holding_is_answered_by_announcing_again_once_per_inter
 
 
 def test_a_waiting_master_ignores_conflicts() -> None:
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, key=KEY, epoch=9)
     assert m.conflict_seen(1.0, VIPS) == [] and m.state == "waiting"
 
 
 def test_a_backup_that_still_holds_is_reported_once_per_episode() -> None:
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, held=VIPS, key=KEY, epoch=9)
     backup = _backup()
     alarms = []
 
@@ -140,13 +142,13 @@ def test_replayed_statuses_of_a_dead_backup_do_not_keep_a_restarted_master_off_i
     status frames at their pace. They acknowledge the master's previous epoch,
     so they are not news of a live backup: the master presumes it dead after
     its timeout, probes, and acquires — as without the replay."""
-    previous = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=8)
+    previous = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, key=KEY, epoch=8)
     backup = _backup()
     recorded = []
     for t in range(10):
         previous.handle_timer(float(t))
         recorded.append(backup.seal(t + 0.01, holds=False, ack_epoch=8, ack_seq=previous._sealer.seq))
-    m = Master(["b"], 1.0, 100.0, managed=VIPS, key=KEY, epoch=9)  # restarted; the backup is dead
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 100.0, key=KEY, epoch=9)  # restarted; the backup is dead
     probed_at = None
     for k in range(40):
         t = 100.0 + 0.25 * k
@@ -161,7 +163,7 @@ def test_replayed_statuses_of_a_dead_backup_do_not_keep_a_restarted_master_off_i
 
 
 def test_a_status_made_before_a_long_gap_is_delayed_not_news() -> None:
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, key=KEY, epoch=9)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, key=KEY, epoch=9)
     backup = _backup()
     m.handle_timer(0.0)
     withheld = backup.seal(0.05, holds=True, ack_epoch=9, ack_seq=1)
@@ -172,7 +174,7 @@ def test_a_status_made_before_a_long_gap_is_delayed_not_news() -> None:
 
 
 def test_garp_refresh_announces_held_addresses_while_holding() -> None:
-    m = Master(["b"], 1.0, 0.0, managed=VIPS, held=VIPS, key=KEY, epoch=9, garp_refresh=10.0)
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS, garp_refresh=10.0), 0.0, held=VIPS, key=KEY, epoch=9)
     announced = []
     t = 0.0
     while t < 35.0:
@@ -181,3 +183,16 @@ def test_garp_refresh_announces_held_addresses_while_holding() -> None:
     assert announced == [(10.0, VIPS), (20.0, VIPS), (30.0, VIPS)]
     m.shutdown(35.5)
     assert m.state == "releasing" and m.next_deadline() != 40.0
+
+
+def test_the_status_lists_every_counter_the_core_keeps() -> None:
+    # failoverctl status and watch show what the snapshot lists: all of Counters, not a few.
+    import dataclasses
+
+    from failoverd.core.actions import Counters
+
+    m = Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, key=KEY, epoch=9)
+    m.counters.contested = 2
+    counters = m.snapshot(0.0)["counters"]
+    assert set(counters) == {f.name for f in dataclasses.fields(Counters)}
+    assert counters["contested"] == 2

@@ -25,23 +25,28 @@ import pytest
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
+from test_options import netns, run  # noqa: F401 - netns is a fixture
+from test_runtime_daemons import LOOPBACK, VIP, backup_config, free_port
 
-from failoverd.core.addresses import parse_triplet
 from failoverd.cli.config import ListenAddress, MasterConfig
+from failoverd.cli.exitcodes import EX_CONFIG, EX_USAGE, ProgramError
+from failoverd.cli.options import parse_backup, parse_master
 from failoverd.core import wire
-from failoverd.core.actions import AcquireDone, Acquire
+from failoverd.core.actions import Acquire, AcquireDone
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
-from failoverd.cli.exitcodes import EX_CONFIG, EX_USAGE, ProgramError
 from failoverd.runtime import backup, master, metrics
+from failoverd.runtime.memory import MemorySystem
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
+from failoverd.system.arp import Announcer
 from failoverd.system.hooks import HookRunner
 from failoverd.system.namespace import in_netns
-from failoverd.cli.options import parse_backup, parse_master
-from test_options import netns, run  # noqa: F401 - netns is a fixture
-from test_runtime_daemons import LOOPBACK, VIP, MemorySystem, backup_config, free_port
+from failoverd.system.netlink import AddressManager
+from failoverd.system.takeover import Takeover
 
 LISTEN = ListenAddress(IPv4Address(LOOPBACK), 0)  # port 0: the kernel picks; the daemon says which
 KEY = b"0123456789abcdef0123"
@@ -245,8 +250,8 @@ def transmitted(actions: list) -> bytes:
 @pytest.mark.trio
 async def test_a_managing_master_measures_its_failback_gap_from_the_backups_release() -> None:
     vip = parse_triplet("eth0:10.9.2.100/24")
-    core = Master(["10.9.1.2"], 0.1, 0.0, managed=[vip], key=KEY, epoch=1)
-    peer = Detector([vip], Timing(interval=0.1), 0.0, key=KEY, master_address="10.9.1.1", epoch=1)
+    core = Master(MasterSettings(["10.9.1.2"], 0.1, managed=[vip]), 0.0, key=KEY, epoch=1)
+    peer = Detector(DetectorSettings([vip], Timing(interval=0.1), master="10.9.1.1"), 0.0, key=KEY, epoch=1)
     meter = metrics.Meter("master", core)
     with HeartbeatSocket.bind(0, LOOPBACK) as sock:  # not used to send: the test carries the frames
         render = meter.collector(CoreShell(core, system=MemorySystem(), transport=sock, notifier=None), sock)
@@ -275,7 +280,7 @@ async def test_a_managing_master_measures_its_failback_gap_from_the_backups_rele
 
 @pytest.mark.trio
 async def test_an_arp_conflict_is_counted_and_the_backups_yield_is_a_release() -> None:
-    core = Detector([VIP], Timing(interval=0.1), trio.current_time(), held=[VIP])  # adopted: failed_over
+    core = Detector(DetectorSettings([VIP], Timing(interval=0.1)), trio.current_time(), held=[VIP])  # adopted: failed_over
     meter = metrics.Meter("backup", core)
     with HeartbeatSocket.bind(0, LOOPBACK) as sock:
         shell = CoreShell(core, system=MemorySystem(), transport=sock, notifier=None,
@@ -311,17 +316,11 @@ async def test_hook_results_and_durations_are_recorded_from_the_real_hook_runner
     hook(address, "PostAcq2", "sleep 30")
     hook(address, "Test", "exit 1")
 
-    class Takeover:
-        def __init__(self) -> None:
-            self.hooks = HookRunner(hooks, timeout=0.5, kill_grace=0.5)
-
-    class Host:
-        takeover = Takeover()
-
-    host = Host()
-    core = Detector([VIP], Timing(interval=0.1), trio.current_time())
+    # The host's real System port: its hooks report to whoever observes them (the meter).
+    host = Takeover(AddressManager(), HookRunner(hooks, timeout=0.5, kill_grace=0.5), Announcer())
+    core = Detector(DetectorSettings([VIP], Timing(interval=0.1)), trio.current_time())
     meter = metrics.Meter("backup", core, host)
-    runner = host.takeover.hooks
+    runner = host.hooks
     with trio.fail_after(15), HeartbeatSocket.bind(0, LOOPBACK) as sock:
         render = meter.collector(CoreShell(core, system=MemorySystem(), transport=sock, notifier=None), sock)
         assert await runner.test("acquire", VIP, [VIP]) is False
@@ -415,7 +414,8 @@ async def test_an_ipv6_loopback_address_is_served() -> None:
 
 @pytest.mark.netns
 def test_a_non_loopback_address_is_served_with_a_warning_and_a_missing_one_is_refused(
-    netns: str, caplog: pytest.LogCaptureFixture
+    netns: str,  # noqa: F811 - the fixture imported from test_options
+    caplog: pytest.LogCaptureFixture
 ) -> None:
     subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True, timeout=30)
     subprocess.run(["ip", "-n", netns, "addr", "add", "10.9.0.2/24", "dev", "lo"], check=True, timeout=30)

@@ -14,7 +14,6 @@ import secrets
 import pytest
 import trio
 from _netns import Pair, addresses_on, ip
-from pyroute2.netlink.exceptions import NetlinkError
 
 from failoverd.core.addresses import Triplet, parse_triplet
 from failoverd.system.namespace import NamespaceMissing
@@ -23,6 +22,7 @@ from failoverd.system.netlink import (
     InterfaceDown,
     InterfaceMissing,
 )
+from failoverd.system.rtnetlink import NetlinkError
 
 pytestmark = pytest.mark.netns
 
@@ -202,3 +202,76 @@ async def test_ipv6_blank_mask_means_slash_128_and_families_do_not_mix(pair: Pai
         assert await manager.present([v6, v4]) == {v6}
     assert set(addresses6_on(pair.a, "va")) == {"2001:db8:61::7/128"}
     assert addresses_on(pair.a, "va") == set()
+
+
+def test_ipv6_addresses_are_added_without_dad_listed_by_family_and_removed(pair: Pair) -> None:
+    import errno
+    import socket
+
+    from failoverd.system.namespace import in_netns
+    from failoverd.system.rtnetlink import RouteSocket
+
+    v6 = ipaddress.IPv6Address("fd61::5")
+    v4 = ipaddress.IPv4Address("10.61.6.1")
+    with in_netns(pair.a, RouteSocket.open) as rt:
+        index = rt.link("va").index
+        rt.add_address(index, v6, 64)
+        rt.add_address(index, v4, 24)
+        shown = ip("-n", pair.a, "-o", "-6", "addr", "show", "dev", "va", "scope", "global")
+        assert "inet6 fd61::5/64" in shown
+        # Usable at once: no duplicate address detection, so never "tentative".
+        assert "nodad" in shown and "tentative" not in shown
+        mine = {(a.address, a.prefixlen) for a in rt.addresses(socket.AF_INET6) if a.index == index}
+        assert (v6, 64) in mine and all(a.version == 6 for a, _ in mine)
+        assert {(a.address, a.prefixlen) for a in rt.addresses(socket.AF_INET) if a.index == index} == {(v4, 24)}
+        both = {(a.address, a.prefixlen) for a in rt.addresses(socket.AF_UNSPEC) if a.index == index}
+        assert {(v6, 64), (v4, 24)} <= both
+        rt.delete_address(index, v6, 64)
+        with pytest.raises(NetlinkError) as gone:
+            rt.delete_address(index, v6, 64)
+        assert gone.value.code == errno.EADDRNOTAVAIL
+        assert v6 not in {a.address for a in rt.addresses(socket.AF_INET6)}
+        rt.delete_address(index, v4, 24)
+
+
+def test_an_unknown_address_family_is_refused_before_asking(pair: Pair) -> None:
+    import socket
+
+    from failoverd.system.namespace import in_netns
+    from failoverd.system.rtnetlink import RouteSocket
+
+    with in_netns(pair.a, RouteSocket.open) as rt:
+        with pytest.raises(ValueError, match="address family"):
+            rt.addresses(socket.AF_PACKET)
+        assert rt.links()["va"] == rt.link("va").index  # the socket is still in step
+
+
+def test_a_malformed_answer_is_a_protocol_error_not_a_crash() -> None:
+    import errno
+    import socket
+    import struct
+
+    from failoverd.system.rtnetlink import RouteSocket
+
+    # A datagram socket pair stands in for the kernel: the "answer" claims
+    # to be longer than the datagram that carries it.
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with kernel, RouteSocket(ours) as rt:
+        ours.settimeout(5)
+        kernel.send(struct.pack("=IHHII", 400, 16, 2, 1, 0) + b"\0" * 16)
+        with pytest.raises(OSError) as caught:
+            rt.links()
+        assert caught.value.errno == errno.EPROTO
+        assert kernel.recv(100)[4:6] == struct.pack("=H", 18)  # it did ask: RTM_GETLINK
+
+
+def test_link_details_is_one_dump_of_what_link_answers_per_name(pair: Pair) -> None:
+    from failoverd.system.namespace import in_netns
+    from failoverd.system.rtnetlink import RouteSocket
+
+    with in_netns(pair.a, RouteSocket.open) as rt:
+        details = rt.link_details()
+        assert set(details) == set(rt.links()) >= {"lo", "va"}
+        for name, link in details.items():
+            assert rt.link(name) == link
+    assert f"link/ether {details['va'].mac} " in ip("-n", pair.a, "-o", "link", "show", "dev", "va")

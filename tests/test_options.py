@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.core.addresses import Triplet
+from failoverd.cli import preflight
 from failoverd.cli.config import BackupConfig, MasterConfig
 from failoverd.cli.exitcodes import EX_CONFIG, EX_USAGE, UsageError
 from failoverd.cli.options import ShowHelp, ShowVersion, parse_backup, parse_master
-from failoverd.cli import preflight
+from failoverd.core.addresses import Triplet
 
 MASTER = "10.100.0.10"
 PAIR = "en0:192.13.2.2"
@@ -544,6 +544,21 @@ def test_no_run_sees_an_ipv6_address_already_configured(netns: str, tmp_path: Pa
     assert "FAIL  2001:db8:9::2 is already configured on lo" in taken.stdout
 
 
+def test_every_program_parses_its_arguments_with_the_one_parser() -> None:
+    # One argparse subclass (failoverd.cli.argparser) for every program: its errors exit 64, never argparse's 2.
+    import ast
+
+    import failoverd
+
+    root = Path(failoverd.__file__).parent
+    subclasses = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ClassDef) and any(ast.unparse(b).endswith("ArgumentParser") for b in node.bases):
+                subclasses.append(f"{path.relative_to(root)}:{node.name}")
+    assert subclasses == ["cli/argparser.py:ArgumentParser"]
+
+
 # --- the etcd witness (spec/witness.md) ------------------------------------------
 
 ETCD = ["--etcd-endpoints", "http://10.9.0.1:2379, https://etcd2:2379"]
@@ -597,6 +612,11 @@ def test_witness_diagnostics(argv: list[str], text: str) -> None:
 
 def test_a_witness_cannot_leave_addresses_behind() -> None:
     assert "nobody would renew the claim" in usage_error(parse_backup, [*ETCD, "--keep-addresses-on-exit", MASTER, PAIR])
+
+
+def test_a_witness_is_not_traced_yet() -> None:
+    assert "traces cannot record the witness's answers yet" in usage_error(
+        parse_backup, [*ETCD, "--trace", "/tmp/t", MASTER, PAIR])
 
 
 def test_heartbeatd_witness_needs_managed_addresses() -> None:

@@ -12,8 +12,8 @@ import dpkt
 import pytest
 from pcapng import FileWriter, blocks
 
-from failoverd.core import wire
 from failoverd.analysis.pcapimport import CaptureError, heartbeat_senders, read_capture
+from failoverd.core import wire
 from failoverd.programs import failoverctl_replay
 
 KEY = b"capture-test-key-0123456789"
@@ -140,7 +140,7 @@ def test_senders_and_what_is_missing(tmp_path: Path) -> None:
     frames = [(float(t), ethernet(ip_udp("10.0.0.1", sealer.seal(float(t), holds=False)))) for t in range(1, 5)]
     frames += [(4.5, ethernet(ip_udp("10.0.0.2", status.seal(4.5, holds=False))))]
     capture = read_capture(write_pcap(tmp_path / "a.pcap", frames))
-    with pytest.raises(ValueError, match="holds 5 authenticated heartbeats .* needs the shared key, --key-file FILE"):
+    with pytest.raises(ValueError, match=r"holds 5 authenticated heartbeats .* needs the shared key, --key-file FILE"):
         heartbeat_senders(capture.datagrams, key=None, legacy_message=b"heartbeat")
     assert heartbeat_senders(capture.datagrams, key=KEY, legacy_message=b"heartbeat") == {"10.0.0.1": 4}
     with pytest.raises(ValueError, match="none of the 5 authenticated heartbeats verifies with this key"):

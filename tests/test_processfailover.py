@@ -26,6 +26,7 @@ PROGRAM = [sys.executable, "-m", "failoverd.programs.processfailover"]
 
 from _netns import Pair, addresses_on, ip
 
+
 def run_in(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", "netns", "exec", ns, *PROGRAM, *args], capture_output=True, text=True, timeout=60)
 
@@ -72,7 +73,7 @@ async def test_acquire_then_release_with_hooks_and_announcements(pair: Pair, hoo
     assert acquired.returncode == 0, acquired.stderr
     assert addresses_on(pair.a, "va") == {"10.65.0.1/24", "10.65.0.2/32"}
     assert sorted(seen) == ["10.65.0.1", "10.65.0.1", "10.65.0.2", "10.65.0.2"]
-    assert b"acquire finished: acquired va:10.65.0.1/24 va:10.65.0.2; failed none" in acquired.stderr
+    assert b"acquire finished: acquired va:10.65.0.1/24, va:10.65.0.2; failed none" in acquired.stderr
 
     released = run_in(pair.a, "--hook-dir", str(hook_dir), "release", "va:10.65.0.1/24", "va:10.65.0.2")
     assert released.returncode == 0, released.stderr
@@ -98,7 +99,7 @@ def test_an_ipv6_address_with_its_hooks_acquired_and_released(pair: Pair, hook_d
     acquired = run_in(pair.a, "--hook-dir", str(hook_dir), "--garp-count", "1", "acquire",
                       "va:2001:DB8:65::1/64", "va:10.65.3.1")
     assert acquired.returncode == 0, acquired.stderr
-    assert "acquired va:10.65.3.1 va:2001:db8:65::1/64; failed none" in acquired.stderr
+    assert "acquired va:10.65.3.1, va:2001:db8:65::1/64; failed none" in acquired.stderr
     six = ip("-n", pair.a, "-6", "-o", "addr", "show", "dev", "va", "scope", "global")
     assert " 2001:db8:65::1/64 " in six and "tentative" not in six
     assert journal.read_text().splitlines() == ["PostAcq acquire va:2001:db8:65::1/64"]

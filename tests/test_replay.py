@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.core.addresses import parse_triplet
+from failoverd.analysis.replay import ActionModel, Setup, replay_exact, replay_what_if
+from failoverd.analysis.trace import TraceHeader, read_trace
+from failoverd.analysis.tracewriter import TraceWriter
 from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
@@ -26,11 +28,11 @@ from failoverd.core.actions import (
     ReleaseDone,
     StateChanged,
 )
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 from failoverd.programs import failoverctl_replay
-from failoverd.analysis.replay import ActionModel, Setup, replay_exact, replay_what_if
-from failoverd.analysis.trace import TraceHeader, TraceWriter, read_trace
 
 A = parse_triplet("eth0:192.0.2.10/24")
 B = parse_triplet("eth0:192.0.2.11/24")
@@ -46,8 +48,7 @@ class DaemonLike:
 
     def __init__(self, header: TraceHeader, key: bytes | None, path: Path, seed: int) -> None:
         self.rng = random.Random(seed)
-        self.det = Detector(header.addresses, header.timing, header.start, key=key, master_address=header.master,
-                            legacy_message=header.legacy_message, epoch=header.epoch, peer=header.peer)
+        self.det = Detector(header.settings, header.start, key=key, epoch=header.epoch)
         self.writer = TraceWriter(path, header, wall_clock=None)
         self.calls: list[tuple[float, list]] = []
         self.pending: list[tuple[float, int, object]] = []
@@ -165,8 +166,7 @@ def master_frames(sealer: wire.Sealer, times: list[float], paths: dict[str, str]
 
 def authenticated_scenario(tmp_path: Path) -> tuple[DaemonLike, Path]:
     timing = Timing(interval=0.1, probe_spacing=0.01)
-    header = TraceHeader(mode="authenticated", addresses=(A, B), timing=timing, master=MASTER, start=1000.0,
-                         epoch=424242, peer=MASTER)
+    header = TraceHeader(mode="authenticated", settings=DetectorSettings((A, B), timing=timing, master=MASTER, peer=MASTER), start=1000.0, epoch=424242)
     path = tmp_path / "auth.trace"
     daemon = DaemonLike(header, KEY, path, seed=7)
     both = {"eth1": MASTER, "eth2": "10.0.1.1"}
@@ -225,8 +225,7 @@ def test_exact_replay_reproduces_every_action_of_a_recorded_run(tmp_path: Path) 
 
 def test_exact_replay_reproduces_a_yield_to_an_arp_conflict(tmp_path: Path) -> None:
     timing = Timing(interval=0.1, probe_spacing=0.01)
-    header = TraceHeader(mode="authenticated", addresses=(A, B), timing=timing, master=MASTER, start=1000.0,
-                         epoch=424242, peer=MASTER)
+    header = TraceHeader(mode="authenticated", settings=DetectorSettings((A, B), timing=timing, master=MASTER, peer=MASTER), start=1000.0, epoch=424242)
     path = tmp_path / "conflict.trace"
     daemon = DaemonLike(header, KEY, path, seed=11)
     boot = wire.Sealer(KEY, wire.ROLE_MASTER, 1, 0.1, 1000.0)
@@ -244,8 +243,7 @@ def test_exact_replay_reproduces_a_yield_to_an_arp_conflict(tmp_path: Path) -> N
 
 def test_exact_replay_reproduces_a_takeover_declined_while_unhealthy(tmp_path: Path) -> None:
     timing = Timing(interval=0.1, probe_spacing=0.01)
-    header = TraceHeader(mode="authenticated", addresses=(A, B), timing=timing, master=MASTER, start=1000.0,
-                         epoch=424242, peer=MASTER)
+    header = TraceHeader(mode="authenticated", settings=DetectorSettings((A, B), timing=timing, master=MASTER, peer=MASTER), start=1000.0, epoch=424242)
     path = tmp_path / "health.trace"
     daemon = DaemonLike(header, KEY, path, seed=13)
     boot = wire.Sealer(KEY, wire.ROLE_MASTER, 1, 0.1, 1000.0)
@@ -288,7 +286,7 @@ def legacy_arrivals(times: list[float]) -> list:
 
 
 def legacy_setup(**timing) -> Setup:
-    return Setup(addresses=(A,), timing=Timing(**timing), start=0.0, master=MASTER)
+    return Setup(DetectorSettings((A,), Timing(**timing), master=MASTER), 0.0)
 
 
 def test_what_if_fires_timers_exactly_at_the_deadlines() -> None:
@@ -343,7 +341,7 @@ def test_jitter_per_path_ignores_outages() -> None:
     arrivals = [(t, "eth1", MASTER, b"heartbeat", None) for t in times]
     arrivals += [(t + 0.5, "eth2", "10.0.1.1", b"heartbeat", None) for t in (1.0, 2.0)]
     arrivals.sort()
-    setup = Setup(addresses=(A,), timing=Timing(), start=0.0)
+    setup = Setup(DetectorSettings((A,), Timing()), 0.0)
     result = replay_what_if(setup, arrivals)
     eth1, eth2 = result.paths
     assert (eth1.name, eth1.count, eth1.gaps, eth1.n) == ("eth1", 6, 1, 4)
@@ -356,8 +354,8 @@ def test_jitter_per_path_ignores_outages() -> None:
 
 
 def write_legacy_trace(path: Path, times: list[float], end: float) -> None:
-    header = TraceHeader(mode="legacy", addresses=(A,), master=MASTER, start=0.0)
-    det = Detector((A,), Timing(), 0.0, master_address=MASTER)
+    header = TraceHeader(mode="legacy", settings=DetectorSettings((A,), master=MASTER), start=0.0)
+    det = Detector(DetectorSettings((A,), Timing(), master=MASTER), 0.0)
     with TraceWriter(path, header, wall_clock=None) as writer:
         for t in times:
             det.receive_datagram(t, b"heartbeat", MASTER, "eth1")
@@ -409,7 +407,7 @@ def test_cli_sweep_table_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     auth = tmp_path / "auth.trace"
-    header = TraceHeader(mode="authenticated", addresses=(A,), start=0.0)
+    header = TraceHeader(mode="authenticated", settings=DetectorSettings((A,)), start=0.0)
     TraceWriter(auth, header).close()
     assert failoverctl_replay.main(["replay", str(auth)]) == 64
     assert "replay needs the same key: --key-file FILE" in capsys.readouterr().err

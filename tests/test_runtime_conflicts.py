@@ -13,58 +13,36 @@ from pathlib import Path
 import pytest
 import trio
 
-from failoverd.core.addresses import parse_triplet
-from failoverd.core.actions import AcquireDone, ProbeDone, Release
-from failoverd.core.detector import Detector
-from failoverd.core.timing import Timing
-from failoverd.runtime.conflicts import ConflictFeed, conflict_feed
-from failoverd.runtime.shell import CoreShell
-from failoverd.system.arpwatch import ConflictWatcher
 from failoverd.analysis.trace import (
     ConflictSeen,
     TraceError,
     TraceHeader,
-    TraceWriter,
     parse_trace,
     read_trace,
 )
+from failoverd.analysis.tracewriter import TraceWriter
+from failoverd.core.actions import AcquireDone, ProbeDone, Release
+from failoverd.core.addresses import parse_triplet
+from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
+from failoverd.core.timing import Timing
+from failoverd.runtime.conflicts import ConflictFeed, conflict_feed
+from failoverd.runtime.memory import MemorySystem, MemoryTransport
+from failoverd.runtime.shell import CoreShell
+from failoverd.system.arpwatch import ConflictWatcher
 
 VIP = parse_triplet("pub0:10.64.0.100/24")
 TIMING = Timing(interval=0.1)
 
 
-class NullTransport:
-    def send_nowait(self, payload: bytes, targets: tuple[str, ...]) -> None:
-        pass
-
-
-class ScriptedSystem:
-    """Acquires and releases at once; the first probe is silent, later ones are
-    answered (the master is back). No wire, so it offers no conflict watcher."""
-
-    def __init__(self) -> None:
-        self.changes: list[str] = []
+class ScriptedSystem(MemorySystem):
+    """The first probe is silent, later ones are answered (the master is back). No wire,
+    so it offers no conflict watcher."""
 
     async def probe(self, addresses):  # type: ignore[no-untyped-def]
-        answered = frozenset(addresses) if "probe" in self.changes else frozenset()
-        self.changes.append("probe")
-        return ProbeDone(answered=answered)
-
-    async def acquire(self, addresses):  # type: ignore[no-untyped-def]
-        self.changes.append("acquire")
-        return AcquireDone(acquired=frozenset(addresses))
-
-    async def release(self, addresses, on_removed=None):  # type: ignore[no-untyped-def]
-        from failoverd.core.actions import ReleaseDone
-
-        self.changes.append("release")
-        result = ReleaseDone(released=frozenset(addresses))
-        if on_removed is not None:
-            on_removed(result)
-        return result
-
-    async def announce(self, addresses) -> None:  # type: ignore[no-untyped-def]
-        self.changes.append("announce")
+        answered = "probe" in self.kinds()
+        self.log.append(("probe", frozenset(addresses)))
+        return ProbeDone(answered=frozenset(addresses) if answered else frozenset())
 
 
 def test_a_system_without_a_wire_gets_no_feed() -> None:
@@ -76,10 +54,10 @@ async def test_the_watched_set_follows_the_core_and_a_conflict_makes_the_backup_
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     system = ScriptedSystem()
-    core = Detector([VIP], TIMING, trio.current_time())
+    core = Detector(DetectorSettings([VIP], TIMING), trio.current_time())
     watcher = ConflictWatcher(lambda addresses: shell.conflict(addresses))
     feed = ConflictFeed(watcher, lambda: core.addresses if core.holds_any else frozenset())
-    shell = CoreShell(core, system=system, transport=NullTransport(), notifier=None, on_action=feed.follow)
+    shell = CoreShell(core, system=system, transport=MemoryTransport(), notifier=None, on_action=feed.follow)
     assert watcher.watched == frozenset()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -94,7 +72,7 @@ async def test_the_watched_set_follows_the_core_and_a_conflict_makes_the_backup_
             # Released; the next probe is answered, so it stays contested.
             while core.state != "contested":
                 await trio.sleep(0.01)
-            assert system.changes[:4] == ["probe", "acquire", "release", "probe"]
+            assert system.kinds()[:4] == ["probe", "acquire", "release", "probe"]
             assert watcher.watched == frozenset(), "still watching after letting go"
             nursery.cancel_scope.cancel()
     # Back in monitoring with its silence long counted, the backup's deadline is
@@ -103,7 +81,7 @@ async def test_the_watched_set_follows_the_core_and_a_conflict_makes_the_backup_
 
 
 def _header(tmp_path: Path) -> TraceHeader:
-    return TraceHeader(mode="legacy", addresses=(VIP,), timing=TIMING, master="10.64.1.1", start=1.0)
+    return TraceHeader(mode="legacy", settings=DetectorSettings((VIP,), timing=TIMING, master="10.64.1.1"), start=1.0)
 
 
 def test_a_conflict_is_recorded_and_reads_back_as_the_same_input(tmp_path: Path) -> None:
@@ -133,6 +111,6 @@ def test_a_bad_conflict_line_is_refused(tmp_path: Path, line: str) -> None:
 
 
 def test_the_release_after_a_conflict_is_what_the_core_asks() -> None:
-    core = Detector([VIP], TIMING, 0.0, held=[VIP])
+    core = Detector(DetectorSettings([VIP], TIMING), 0.0, held=[VIP])
     actions = core.conflict_seen(0.5, [VIP])
     assert Release(frozenset({VIP})) in actions

@@ -9,10 +9,13 @@ drive the cores with a virtual clock exactly as the shell does.
 
 from __future__ import annotations
 
-from failoverd.core.addresses import parse_triplet
+import itertools
+
 from failoverd.core.actions import Acquire, AcquireDone, Alarm, Probe, ProbeDone
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing
 
 VIP = parse_triplet("pub0:10.9.2.100/24")
@@ -20,7 +23,7 @@ MASTER = "10.9.1.1"
 
 
 def test_backup_with_two_silent_paths_does_not_ask_to_be_woken_in_the_past() -> None:
-    detector = Detector([VIP], Timing(interval=0.1), 0.0, master_address=MASTER, arp_probe=False)
+    detector = Detector(DetectorSettings([VIP], Timing(interval=0.1), master=MASTER, arp_probe=False), 0.0)
     detector.receive_datagram(0.05, b"heartbeat", MASTER, "priv0")
     detector.receive_datagram(0.06, b"heartbeat", MASTER, "pub0")
     now = 0.06
@@ -37,7 +40,7 @@ def test_backup_with_two_silent_paths_does_not_ask_to_be_woken_in_the_past() -> 
 
 
 def test_backup_still_reports_a_path_that_stayed_quiet_when_another_resumes() -> None:
-    detector = Detector([VIP], Timing(interval=0.1), 0.0, master_address=MASTER, arp_probe=False)
+    detector = Detector(DetectorSettings([VIP], Timing(interval=0.1), master=MASTER, arp_probe=False), 0.0)
     detector.receive_datagram(0.0, b"heartbeat", MASTER, "priv0")
     detector.receive_datagram(0.0, b"heartbeat", MASTER, "pub0")
     # Both silent past the failure timeout (nothing is marked quiet: no path delivers) ...
@@ -50,7 +53,7 @@ def test_backup_still_reports_a_path_that_stayed_quiet_when_another_resumes() ->
 
 
 def test_master_whose_probe_is_answered_reprobes_after_its_retry_interval() -> None:
-    master = Master(["10.9.1.2"], 0.1, 0.0, managed=[VIP], retry_interval=1.0)
+    master = Master(MasterSettings(["10.9.1.2"], 0.1, managed=[VIP], retry_interval=1.0), 0.0)
     probes: list[float] = []
     now = 0.0
     while now < 3.5:
@@ -62,6 +65,6 @@ def test_master_whose_probe_is_answered_reprobes_after_its_retry_interval() -> N
                 probes.append(now)
                 master.action_done(now + 0.03, ProbeDone(answered=action.addresses))
     assert probes[0] == 0.3 or abs(probes[0] - 0.3) < 1e-9  # the backup's failure timeout
-    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
     assert gaps and min(gaps) >= 1.0 - 1e-9, probes
     assert master.state == "waiting"

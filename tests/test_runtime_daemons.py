@@ -11,31 +11,28 @@ import os
 import random
 import signal
 import socket
-from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 import trio
 
-from failoverd.runtime import control
-from failoverd.core.addresses import parse_triplet
 from failoverd.cli.config import BackupConfig, MasterConfig
 from failoverd.core.actions import (
     Acquire,
-    AcquireDone,
-    Addresses,
     Alarm,
     Notify,
-    ProbeDone,
     Release,
     ReleaseDone,
     Transmit,
 )
+from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
-from failoverd.runtime import backup, master
+from failoverd.runtime import backup, control, master
 from failoverd.runtime.executor import Executor
+from failoverd.runtime.memory import MemoryNotifications, MemorySystem, MemoryTransport
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 
@@ -43,72 +40,11 @@ VIP = parse_triplet("lo:127.77.0.100/32")
 LOOPBACK = "127.0.0.1"
 
 
-class MemorySystem:
-    """Records address changes; ``gate`` holds each change (and probe) until set."""
-
-    def __init__(self) -> None:
-        self.log: list[tuple[str, frozenset]] = []
-        self.active = 0
-        self.max_active = 0
-        self.gate: trio.Event | None = None
-        self.post_release_gate: trio.Event | None = None  # stands for slow PostRel hooks
-        self.probe_gate: trio.Event | None = None
-        self.answered: Addresses = frozenset()
-
-    async def _change(self, kind: str, addresses: Addresses) -> None:
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
-        try:
-            self.log.append((kind, frozenset(addresses)))
-            if self.gate is not None:
-                await self.gate.wait()
-            await trio.sleep(0.01)
-        finally:
-            self.active -= 1
-
-    async def probe(self, addresses: Addresses) -> ProbeDone:
-        self.log.append(("probe", frozenset(addresses)))
-        if self.probe_gate is not None:
-            await self.probe_gate.wait()
-        return ProbeDone(answered=self.answered & addresses)
-
-    async def acquire(self, addresses: Addresses) -> AcquireDone:
-        await self._change("acquire", addresses)
-        return AcquireDone(acquired=frozenset(addresses))
-
-    async def release(self, addresses: Addresses, on_removed: Callable[[ReleaseDone], None] | None = None) -> ReleaseDone:
-        await self._change("release", addresses)
-        result = ReleaseDone(released=frozenset(addresses))
-        if on_removed is not None:
-            on_removed(result)
-        if self.post_release_gate is not None:
-            await self.post_release_gate.wait()
-        self.log.append(("post-release", frozenset(addresses)))
-        return result
-
-    async def announce(self, addresses: Addresses) -> None:
-        await self._change("announce", addresses)
-
-    def kinds(self) -> list[str]:
-        return [kind for kind, _ in self.log if kind != "post-release"]
-
-
-class RecordingTransport:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple[str, ...]]] = []
-
-    def send_nowait(self, payload: bytes, targets: tuple[str, ...]) -> None:
-        self.sent.append((payload, targets))
-
-
-class SlowNotifier:
+class SlowNotifier(MemoryNotifications):
     """A notifier whose mail never finishes on its own (a relay that hangs)."""
 
-    def __init__(self) -> None:
-        self.started: list[object] = []
-
     def start_soon(self, nursery: trio.Nursery, action: Notify | Alarm) -> None:
-        self.started.append(action)
+        super().start_soon(nursery, action)
         nursery.start_soon(trio.sleep_forever)
 
 
@@ -144,7 +80,7 @@ async def test_heartbeat_socket_reports_sender_and_arrival_interface() -> None:
 
 @pytest.mark.trio
 async def test_transmit_and_mail_go_out_while_an_acquire_is_stuck_and_changes_never_overlap() -> None:
-    system, transport, notifier = MemorySystem(), RecordingTransport(), SlowNotifier()
+    system, transport, notifier = MemorySystem(), MemoryTransport(), SlowNotifier()
     system.gate = trio.Event()
     results: list[object] = []
     executor = Executor(system, transport, notifier, results.append)
@@ -172,7 +108,7 @@ async def test_transmit_and_mail_go_out_while_an_acquire_is_stuck_and_changes_ne
 @pytest.mark.trio
 async def test_the_same_alarm_is_logged_every_time_but_mailed_once() -> None:
     notifier = SlowNotifier()
-    executor = Executor(MemorySystem(), RecordingTransport(), notifier, lambda result: None)
+    executor = Executor(MemorySystem(), MemoryTransport(), notifier, lambda result: None)
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             await nursery.start(executor.run)
@@ -186,7 +122,7 @@ async def test_the_same_alarm_is_logged_every_time_but_mailed_once() -> None:
 
 @pytest.mark.trio
 async def test_a_release_reaches_the_core_before_its_post_release_hooks_and_the_next_change_waits_for_them() -> None:
-    system, transport = MemorySystem(), RecordingTransport()
+    system, transport = MemorySystem(), MemoryTransport()
     system.post_release_gate = trio.Event()
     results: list[object] = []
     executor = Executor(system, transport, None, results.append)
@@ -212,11 +148,11 @@ async def test_a_release_reaches_the_core_before_its_post_release_hooks_and_the_
 @pytest.mark.trio
 async def test_heartbeats_reach_the_detector_while_its_probe_is_running() -> None:
     """A false suspicion ends on the next heartbeat, not when the ARP probe finishes."""
-    system, transport = MemorySystem(), RecordingTransport()
+    system, transport = MemorySystem(), MemoryTransport()
     system.probe_gate = trio.Event()
     timing = Timing(interval=0.1)
     with trio.fail_after(5):
-        detector = Detector([VIP], timing, trio.current_time(), master_address=LOOPBACK)
+        detector = Detector(DetectorSettings([VIP], timing, master=LOOPBACK), trio.current_time())
         shell = CoreShell(detector, system=system, transport=transport, notifier=None)
         async with trio.open_nursery() as nursery:
             await nursery.start(shell.executor.run)

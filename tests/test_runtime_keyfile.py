@@ -1,6 +1,6 @@
 """The heartbeat key file: what is accepted, and each refusal with its reason.
 
-One rule (failoverd.runtime.keyfile.read_key) at every door: the program's
+One rule (failoverd.system.keyfile.read_key) at every door: the program's
 host check at start, the runtime's load, and SIGHUP's reload. The doors are
 exercised for real: the failoverd program is started, and the reload is the
 function the signal handler calls.
@@ -20,7 +20,7 @@ from failoverd.cli import preflight
 from failoverd.cli.exitcodes import EX_CONFIG, ConfigError, ProgramError
 from failoverd.runtime import lifecycle
 from failoverd.runtime.backup import load_key
-from failoverd.runtime.keyfile import KeyFileError, read_key
+from failoverd.system.keyfile import KeyFileError, read_key
 
 KEY = b"0123456789abcdef0123"
 NOBODY = 65534
@@ -105,7 +105,7 @@ def test_a_key_reached_through_a_directory_another_user_controls_is_refused(tmp_
 
 
 def test_short_key_is_refused_with_its_length(tmp_path: Path) -> None:
-    with pytest.raises(KeyFileError, match="holds 15 bytes.*at least 16"):
+    with pytest.raises(KeyFileError, match=r"holds 15 bytes.*at least 16"):
         read_key(write(tmp_path / "key", b"0123456789abcde\n"))
 
 

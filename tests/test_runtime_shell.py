@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from trio.abc import Instrument
 
 from failoverd.core.actions import Action
+from failoverd.runtime.memory import MemoryTransport
 from failoverd.runtime.shell import CoreShell
 
 SILENCE = 0.3
@@ -52,11 +54,6 @@ class SilenceCore:
         return {}
 
 
-class NullTransport:
-    def send_nowait(self, payload: bytes, targets: tuple[str, ...]) -> None:
-        pass
-
-
 class StepCounter(Instrument):
     """Counts the steps of the task running the shell's timer."""
 
@@ -69,7 +66,7 @@ class StepCounter(Instrument):
 
 
 def _shell(core: SilenceCore) -> CoreShell:
-    return CoreShell(core, system=None, transport=NullTransport(), notifier=None)  # type: ignore[arg-type]
+    return CoreShell(core, system=None, transport=MemoryTransport(), notifier=None)  # type: ignore[arg-type]
 
 
 @pytest.mark.trio
@@ -80,7 +77,7 @@ async def test_inputs_do_not_wake_the_timer_task(autojump_clock: trio.testing.Mo
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(shell.run_timer)
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             trio.lowlevel.add_instrument(counter)
             try:
                 for _ in range(100):

@@ -10,7 +10,6 @@ import socket
 
 import pytest
 import trio
-
 from _netns import Pair, ip
 
 from failoverd.runtime.udp import HeartbeatSocket

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 import trio
+from test_runtime_daemons import LOOPBACK, backup_config, free_port
 
 from failoverd.cli.config import MasterConfig
 from failoverd.runtime import backup, master
+from failoverd.runtime.memory import MemorySystem
 from failoverd.system.sdnotify import ServiceManager
-from test_runtime_daemons import LOOPBACK, MemorySystem, backup_config, free_port
 
 
 class FakeSystemd:
@@ -148,9 +149,8 @@ def test_the_real_heartbeatd_program_notifies_readiness_and_stopping(tmp_path: P
     command = [sys.executable, "-m", "failoverd.programs.heartbeatd", "-d", "-p", str(free_port()),
                "--control-socket", str(tmp_path / "m.sock"), "--pid-file", str(tmp_path / "m.pid"),
                "--state-dir", str(tmp_path / "state"), LOOPBACK]
-    log = open(tmp_path / "stderr", "w")
-    process = subprocess.Popen(command, env=env, stderr=log)
-    log.close()
+    with open(tmp_path / "stderr", "w") as log:
+        process = subprocess.Popen(command, env=env, stderr=log)
     try:
         async def until_ready_then_stop() -> dict[str, str]:
             ready = await manager.wait_for("READY", "1")

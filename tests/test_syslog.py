@@ -185,7 +185,7 @@ def test_a_syslog_nobody_reads_costs_counted_lines_not_a_waiting_caller(fake_dev
 
 
 def test_shutdown_with_a_stalled_syslog_returns_within_its_bound(fake_dev_log) -> None:
-    sock, path = fake_dev_log
+    _sock, path = fake_dev_log
     logger = logsetup.configure("failoverd", "no_fork", "daemon", syslog_address=path)
     fill(path)
 

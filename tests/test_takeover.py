@@ -13,15 +13,14 @@ from pathlib import Path
 
 import pytest
 import trio
+from _netns import Pair, addresses_on, ip
 
-from failoverd.core.addresses import parse_triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
+from failoverd.core.addresses import parse_triplet
 from failoverd.system.arp import Announcer, ArpSocket, Prober
 from failoverd.system.hooks import HookRunner
 from failoverd.system.netlink import AddressManager
 from failoverd.system.takeover import Takeover
-
-from _netns import Pair, addresses_on, ip
 
 pytestmark = pytest.mark.netns
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import ipaddress
 import json
 import os
@@ -14,11 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from failoverd.core.addresses import parse_triplet
-from failoverd.cli.config import BackupConfig
-from failoverd.core import wire
-from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
-from failoverd.core.timing import Timing
 from failoverd.analysis.trace import (
     MAGIC,
     ActionResult,
@@ -29,12 +23,18 @@ from failoverd.analysis.trace import (
     TimerFired,
     TraceError,
     TraceHeader,
-    TraceWriter,
     format_event,
     header_for_backup,
     parse_trace,
     read_trace,
 )
+from failoverd.analysis.tracewriter import TraceWriter
+from failoverd.cli.config import BackupConfig
+from failoverd.core import wire
+from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
+from failoverd.core.addresses import parse_triplet
+from failoverd.core.settings import DetectorSettings
+from failoverd.core.timing import Timing
 
 A = parse_triplet("eth0:192.0.2.10/24")
 B = parse_triplet("eth1:198.51.100.7")
@@ -42,7 +42,8 @@ KEY = b"a-key-of-at-least-16-bytes"
 
 
 def header(**changes) -> TraceHeader:
-    values = dict(mode="legacy", addresses=(A, B), master="10.0.0.1", start=10.0, timing=Timing(interval=0.5))
+    settings = DetectorSettings((A, B), Timing(interval=0.5), master="10.0.0.1")
+    values = dict(mode="legacy", settings=settings, start=10.0)
     values.update(changes)
     return TraceHeader(**values)
 
@@ -131,7 +132,7 @@ def test_rotation_keeps_one_previous_file_within_the_bound(tmp_path: Path) -> No
     assert writer.rotations >= 1
     old, new = read_trace(tmp_path / "t.trace.1"), read_trace(path)
     assert path.stat().st_size <= 4096 and (tmp_path / "t.trace.1").stat().st_size <= 4096
-    assert new.header.continued and new.header.addresses == (A, B)
+    assert new.header.continued and new.header.settings.addresses == (A, B)
     times = [e.time for e in old.events + new.events if isinstance(e, Datagram)]
     assert times == sorted(times) and times[-1] == 11.0 + 399
 
@@ -186,8 +187,25 @@ def test_header_for_backup_matches_the_daemons_detector_arguments() -> None:
     config = BackupConfig(master=ipaddress.IPv4Address("10.0.0.1"), triplets=(A,), timing=Timing(interval=0.2),
                           message=b"hello")
     h = header_for_backup(config, start=5.0, epoch=77, held=(A,))
-    assert (h.mode, h.addresses, h.timing, h.master, h.legacy_message, h.start, h.epoch, h.held,
-            h.peer) == ("legacy", (A,), Timing(interval=0.2), "10.0.0.1", b"hello", 5.0, 77, (A,), "10.0.0.1")
+    s = h.settings
+    assert (h.mode, s.addresses, s.timing, s.master, s.legacy_message, h.start, h.epoch, h.held,
+            s.peer) == ("legacy", (A,), Timing(interval=0.2), "10.0.0.1", b"hello", 5.0, 77, (A,), "10.0.0.1")
+
+
+def test_the_header_holds_the_settings_the_detector_is_built_with_whole() -> None:
+    # One settings object: failoverd builds its detector from it, writes it as the header, and a
+    # replay rebuilds the detector from what it reads back; nothing is restated on the way.
+    from failoverd.analysis.replay import Setup
+    from failoverd.core.detector import Detector
+
+    config = BackupConfig(master=ipaddress.IPv4Address("10.0.0.1"), triplets=(A, B), message=b"hello",
+                          timing=Timing(interval=0.2), arp_probe=False)
+    settings = config.detector_settings()
+    assert Detector(settings, 5.0).settings is settings
+    header = header_for_backup(config, start=5.0, epoch=77)
+    assert header.settings == settings
+    read_back = TraceHeader.from_json(header.to_json())
+    assert read_back == header and Setup.from_header(read_back, None).detector().settings == settings
 
 
 def test_a_header_written_with_a_replay_floor_still_reads() -> None:
@@ -244,9 +262,11 @@ def test_a_symlink_at_the_trace_path_is_refused_and_what_it_points_to_is_untouch
 _OPEN_A_TRACE = """
 import sys
 from failoverd.core.addresses import parse_triplet
-from failoverd.analysis.trace import TraceHeader, TraceWriter
+from failoverd.analysis.trace import TraceHeader
+from failoverd.analysis.tracewriter import TraceWriter
+from failoverd.core.settings import DetectorSettings
 try:
-    TraceWriter(sys.argv[1], TraceHeader(mode="legacy", addresses=(parse_triplet("eth0:192.0.2.10/24"),)))
+    TraceWriter(sys.argv[1], TraceHeader(mode="legacy", settings=DetectorSettings((parse_triplet("eth0:192.0.2.10/24"),))))
 except ValueError as error:
     print(error)
     sys.exit(3)
@@ -267,13 +287,15 @@ def test_a_fifo_at_the_trace_path_is_refused_without_waiting_for_a_reader(tmp_pa
 _FILL_THE_DISK = """
 import errno, json, os, subprocess, sys
 from failoverd.core.addresses import parse_triplet
-from failoverd.analysis.trace import TraceHeader, TraceWriter
+from failoverd.analysis.trace import TraceHeader
+from failoverd.analysis.tracewriter import TraceWriter
+from failoverd.core.settings import DetectorSettings
 
 mount_point, copy = sys.argv[1], sys.argv[2]
 # Only in this process's own mount namespace (unshare --mount): the host never sees it.
 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "failoverd-test", mount_point], check=True)
 path = os.path.join(mount_point, "t.trace")
-writer = TraceWriter(path, TraceHeader(mode="legacy", addresses=(parse_triplet("eth0:192.0.2.10/24"),), start=10.0),
+writer = TraceWriter(path, TraceHeader(mode="legacy", settings=DetectorSettings((parse_triplet("eth0:192.0.2.10/24"),)), start=10.0),
                      wall_clock=None, flush_interval=3600)
 filler = os.open(os.path.join(mount_point, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
 try:

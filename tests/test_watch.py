@@ -32,14 +32,14 @@ import pytest
 import trio
 from pexpect.popen_spawn import PopenSpawn
 from rich.console import Console
+from test_runtime_daemons import LOOPBACK, backup_config, free_port
 
-from failoverd.runtime import control
 from failoverd.core.actions import Alarm, StateChanged
 from failoverd.programs import failoverctl
 from failoverd.programs.watchview import Watch, render
-from failoverd.runtime import backup
+from failoverd.runtime import backup, control
 from failoverd.runtime.lifecycle import TRANSITIONS_KEPT, RecentTransitions
-from test_runtime_daemons import LOOPBACK, MemorySystem, backup_config, free_port
+from failoverd.runtime.memory import MemorySystem
 
 WAIT = 30.0
 """Bound on each wait for the program or the daemon (generous: the machine is shared)."""

@@ -24,9 +24,19 @@ import pytest
 import trio
 
 from failoverd.lab.etcd import EtcdCluster
-from failoverd.system.witness import (DEFAULT_PREFIX, Claim, ClaimLost, ClaimRefused, Holder, Witness,
-                                      WitnessConfigError, WitnessError, WitnessRefused, WitnessUnreachable,
-                                      read_credentials)
+from failoverd.system.witness import (
+    DEFAULT_PREFIX,
+    Claim,
+    ClaimLost,
+    ClaimRefused,
+    Holder,
+    Witness,
+    WitnessConfigError,
+    WitnessError,
+    WitnessRefused,
+    WitnessUnreachable,
+    read_credentials,
+)
 
 T = TypeVar("T")
 HANG = 20.0  # seconds: a guard against a hung client, never what a test measures

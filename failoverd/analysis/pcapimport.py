@@ -22,16 +22,17 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
+from typing import BinaryIO
 
 try:
     import dpkt
     import pcapng
     import pcapng.exceptions
 except ImportError:  # the "replay" extra is not installed: only reading a capture needs it
-    dpkt = pcapng = None  # type: ignore[assignment]
+    dpkt = pcapng = None
 
-from failoverd.core import wire
 from failoverd.analysis.trace import Arrival
+from failoverd.core import wire
 
 PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
@@ -178,7 +179,7 @@ def _collect(frames: Frames, name: str, port: int, skip_bad: bool, fmt: str) -> 
     return capture
 
 
-def _pcap_frames(f, name: str) -> Frames:  # type: ignore[no-untyped-def]
+def _pcap_frames(f: BinaryIO, name: str) -> Frames:
     try:
         reader = dpkt.pcap.Reader(f)
     except (ValueError, dpkt.NeedData, dpkt.UnpackError) as exc:
@@ -190,7 +191,7 @@ def _pcap_frames(f, name: str) -> Frames:  # type: ignore[no-untyped-def]
     return zip(reader, repeat(linktype), repeat(DEFAULT_PATH))
 
 
-def _pcapng_frames(f, name: str) -> Iterator[tuple[tuple[float, bytes], int, str]]:  # type: ignore[no-untyped-def]
+def _pcapng_frames(f: BinaryIO, name: str) -> Iterator[tuple[tuple[float, bytes], int, str]]:
     number = 0
     with warnings.catch_warnings():
         # python-pcapng warns about options it does not know; they do not matter here.

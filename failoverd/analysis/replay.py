@@ -25,25 +25,10 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
 
-from failoverd.core.actions import (
-    Acquire,
-    AcquireDone,
-    Action,
-    Alarm,
-    Notify,
-    Probe,
-    ProbeDone,
-    Release,
-    ReleaseDone,
-    Result,
-    StateChanged,
-)
-from failoverd.core.detector import Detector
-from failoverd.core.timing import Timing
-from failoverd.core.addresses import Triplet
 from failoverd.analysis.trace import (
     ActionResult,
     Arrival,
@@ -57,6 +42,23 @@ from failoverd.analysis.trace import (
     TimerFired,
     TraceHeader,
 )
+from failoverd.core.actions import (
+    Acquire,
+    AcquireDone,
+    Action,
+    Alarm,
+    Notify,
+    Probe,
+    ProbeDone,
+    Release,
+    ReleaseDone,
+    Result,
+    StateChanged,
+)
+from failoverd.core.addresses import Triplet, names
+from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
+from failoverd.core.timing import Timing
 
 DEFAULT_OUTAGE = 30.0
 """Legacy mode: a silence at least this long is taken for a real outage, so a
@@ -268,49 +270,31 @@ class ReplayResult:
 
 @dataclass(frozen=True)
 class Setup:
-    """Everything a replay builds its detector from (a trace header, or options for a capture)."""
+    """Everything a replay builds its detector from: the recording's settings (a trace header's, or
+    options for a capture), the key, and the run's own values."""
 
-    addresses: tuple[Triplet, ...]
-    timing: Timing
+    settings: DetectorSettings
     start: float
     key: bytes | None = None
-    master: str | None = None
-    legacy_message: bytes = b"heartbeat"
     epoch: int = 1
     held: tuple[Triplet, ...] = ()
-    arp_probe: bool = True
-    peer: str = "master"
+
+    @property
+    def timing(self) -> Timing:
+        return self.settings.timing
+
+    def with_timing(self, timing: Timing) -> Setup:
+        """The same replay under another timing (a what-if, a sweep)."""
+        return dataclasses.replace(self, settings=dataclasses.replace(self.settings, timing=timing))
 
     @classmethod
-    def from_header(cls, header: TraceHeader, key: bytes | None, timing: Timing | None = None) -> "Setup":
-        return cls(
-            addresses=header.addresses,
-            timing=header.timing if timing is None else timing,
-            start=header.start,
-            key=key,
-            master=header.master,
-            legacy_message=header.legacy_message,
-            epoch=header.epoch,
-            held=header.held,
-            arp_probe=header.arp_probe,
-            peer=header.peer,
-        )
+    def from_header(cls, header: TraceHeader, key: bytes | None, timing: Timing | None = None) -> Setup:
+        setup = cls(header.settings, header.start, key=key, epoch=header.epoch, held=header.held)
+        return setup if timing is None else setup.with_timing(timing)
 
     def detector(self, *, offline: bool = False) -> Detector:
         """The detector the daemon built (``offline``: for a what-if run, see :class:`Detector`)."""
-        return Detector(
-            self.addresses,
-            self.timing,
-            self.start,
-            key=self.key,
-            master_address=self.master,
-            legacy_message=self.legacy_message,
-            epoch=self.epoch,
-            held=self.held,
-            arp_probe=self.arp_probe,
-            peer=self.peer,
-            offline=offline,
-        )
+        return Detector(self.settings, self.start, key=self.key, epoch=self.epoch, held=self.held, offline=offline)
 
 
 class _Run:
@@ -359,16 +343,16 @@ class _Run:
             if isinstance(action, StateChanged):
                 self.note(now, "state", f"{action.source} -> {action.dest} ({action.trigger})")
             elif isinstance(action, Probe):
-                self.note(now, "probe", _names(action.addresses))
+                self.note(now, "probe", names(action.addresses))
                 if model is not None:
                     answered = action.addresses if model.probe_answers else frozenset()
                     self.schedule(now + model.probe_latency, ProbeDone(answered))
             elif isinstance(action, Acquire):
-                self.note(now, "acquire", _names(action.addresses))
+                self.note(now, "acquire", names(action.addresses))
                 if model is not None:
                     self.schedule(now + model.acquire_latency, AcquireDone(acquired=action.addresses))
             elif isinstance(action, Release):
-                self.note(now, "release", _names(action.addresses))
+                self.note(now, "release", names(action.addresses))
                 if model is not None:
                     self.schedule(now + model.release_latency, ReleaseDone(released=action.addresses))
             elif isinstance(action, Notify):
@@ -391,13 +375,13 @@ class _Run:
 
     def result_done(self, now: float, result: Result) -> None:
         if isinstance(result, ProbeDone):
-            self.note(now, "probed", "answered: " + _names(result.answered) if result.answered else "silent")
+            self.note(now, "probed", "answered: " + names(result.answered) if result.answered else "silent")
         elif isinstance(result, AcquireDone):
             self.note(now, "acquired", _result_text(result, "acquired"))
-            for f in reversed(self.failovers):
-                if f.took_over_at is None and result.acquired:
-                    f.took_over_at = now
-                break
+            # Addresses taken complete the latest failover (once).
+            latest = self.failovers[-1] if self.failovers else None
+            if latest is not None and latest.took_over_at is None and result.acquired:
+                latest.took_over_at = now
         elif isinstance(result, ReleaseDone):
             self.note(now, "released", _result_text(result, "released"))
 
@@ -607,14 +591,10 @@ def _classify(f: Failover, authenticated: bool, outage: float) -> None:
         f.false, f.why = False, f"the master was silent {silence:.3f} s (>= {outage:g} s: taken for an outage)"
 
 
-def _names(addresses: Iterable[Triplet]) -> str:
-    return " ".join(sorted(str(a) for a in addresses)) or "(none)"
-
-
 def _result_text(result: AcquireDone | ReleaseDone, done: str) -> str:
-    parts = [f"{done}: {_names(getattr(result, done))}"]
+    parts = [f"{done}: {names(getattr(result, done))}"]
     if result.failed:
-        parts.append(f"failed: {_names(result.failed)}")
+        parts.append(f"failed: {names(result.failed)}")
     if result.refused:
-        parts.append(f"refused: {_names(result.refused)}")
+        parts.append(f"refused: {names(result.refused)}")
     return "; ".join(parts)

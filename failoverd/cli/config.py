@@ -9,13 +9,14 @@ configuration exactly as the daemon understood it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Literal
 
 from failoverd.core.addresses import Triplet
-from failoverd.core.timing import Timing
+from failoverd.core.settings import DEFAULT_LEGACY_MESSAGE, DetectorSettings, MasterSettings
+from failoverd.core.timing import Timing, default_probe_spacing
 from failoverd.core.witness import WitnessTiming
 
 RunMode = Literal["daemon", "debug", "no_fork", "no_run"]
@@ -23,7 +24,7 @@ RunMode = Literal["daemon", "debug", "no_fork", "no_run"]
 DEFAULT_PORT = 1694
 DEFAULT_FACILITY = "daemon"
 DEFAULT_SYSLOG_SOCKET = "/dev/log"
-DEFAULT_MESSAGE = b"heartbeat"
+DEFAULT_MESSAGE = DEFAULT_LEGACY_MESSAGE
 # Our stand-in for the original's /Library/IPFailover: hooks for an address
 # live in <hook_dir>/<address>/.
 DEFAULT_HOOK_DIR = Path("/etc/failoverd/hooks")
@@ -123,7 +124,7 @@ class WitnessSettings:
     """``user:password``, readable by its owner only (read at start, never from the command line)."""
     unreachable: WitnessOutage = "keep"
     """What a holder does when etcd is unreachable: ``keep`` (keep-and-refuse-new) or ``drop``."""
-    timing: WitnessTiming = WitnessTiming()
+    timing: WitnessTiming = field(default_factory=WitnessTiming)
     request_timeout: float = 0.1
 
     def describe(self) -> list[str]:
@@ -179,11 +180,11 @@ class BackupConfig:
     run_mode: RunMode = "daemon"
     syslog_facility: str = DEFAULT_FACILITY
     syslog_requested: bool = False
+    """-L/--syslog was given: with -d, log to syslog as well as the terminal."""
     log_format: Literal["text", "json"] = "text"
     """``--log-format``: the log lines as text, or one JSON object each."""
-    """-L/--syslog was given: with -d, log to syslog as well as the terminal."""
     syslog_socket: str = DEFAULT_SYSLOG_SOCKET
-    timing: Timing = Timing()
+    timing: Timing = field(default_factory=Timing)
     key_file: Path | None = None
     """Shared key for authenticated heartbeats; None means the original's legacy mode."""
     message: bytes = DEFAULT_MESSAGE
@@ -212,6 +213,18 @@ class BackupConfig:
     @property
     def interfaces(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(t.interface for t in self.triplets))
+
+    def detector_settings(self) -> DetectorSettings:
+        """What the detector is built with, and a trace's header records (the master names itself as the peer)."""
+        return DetectorSettings(
+            addresses=self.triplets,
+            timing=self.timing,
+            master=str(self.master),
+            legacy_message=self.message,
+            arp_probe=self.arp_probe,
+            peer=str(self.master),
+            witness=None if self.witness is None else self.witness.timing,
+        )
 
     def describe(self) -> list[str]:
         t = self.timing
@@ -275,16 +288,17 @@ class MasterConfig:
     syslog_socket: str = DEFAULT_SYSLOG_SOCKET
     message: bytes = DEFAULT_MESSAGE
     key_file: Path | None = None
-    interval: float = 1.0
-    fail_misses: int = 3
+    # Timing defaults are the backup's (core/timing.py), stated there once: the pair must agree.
+    interval: float = Timing.interval
+    fail_misses: int = Timing.fail_misses
     """The backup's --fail-misses: how long it takes the backup to give up on us."""
     managed: tuple[Triplet, ...] = ()
     """Addresses heartbeatd adds itself, with overlap-free failback."""
     arp_probe: bool = True
-    probe_count: int = 3
+    probe_count: int = Timing.probe_count
     probe_spacing: float | None = None
-    garp_count: int = 3
-    garp_spacing: float = 0.2
+    garp_count: int = Timing.garp_count
+    garp_spacing: float = Timing.garp_spacing
     garp_refresh: float | None = None
     """``--garp-refresh``: announce held addresses again every so many seconds."""
     hook_dir: Path = DEFAULT_HOOK_DIR
@@ -311,9 +325,20 @@ class MasterConfig:
 
     @property
     def effective_probe_spacing(self) -> float:
-        if self.probe_spacing is not None:
-            return self.probe_spacing
-        return min(0.2, max(0.01, self.interval / 10))
+        return default_probe_spacing(self.interval) if self.probe_spacing is None else self.probe_spacing
+
+    def master_settings(self) -> MasterSettings:
+        """What heartbeatd's core is built with (a probe count of 0 turns the probe off)."""
+        return MasterSettings(
+            targets=tuple(str(t) for t in self.targets),
+            interval=self.interval,
+            managed=self.managed,
+            backup_fail_after=self.backup_fail_after,
+            legacy_message=self.message,
+            arp_probe=self.arp_probe and self.probe_count > 0,
+            garp_refresh=self.garp_refresh,
+            witness=None if self.witness is None else self.witness.timing,
+        )
 
     @property
     def interfaces(self) -> tuple[str, ...]:

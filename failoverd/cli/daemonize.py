@@ -30,9 +30,9 @@ import errno
 import fcntl
 import os
 import signal
+from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
-from typing import Iterable
 
 import daemon
 
@@ -124,7 +124,7 @@ class PidFile:
         self._fd = None
 
     # python-daemon enters the pidfile in the daemon process, after detaching.
-    def __enter__(self) -> "PidFile":
+    def __enter__(self) -> PidFile:
         self.write(os.getpid())
         return self
 

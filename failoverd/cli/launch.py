@@ -22,7 +22,8 @@ import os
 import pwd
 import sys
 import traceback
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from failoverd.cli import logsetup, preflight
 from failoverd.cli.config import BackupConfig, MasterConfig

@@ -34,6 +34,17 @@ daemon log lines, never time:
   does not take in time is dropped and counted, and until it takes one again
   it is only offered lines without waiting, so a stalled target costs the
   listener one timeout, not one per line, and the queue keeps moving.
+- The listener waits ``BURST_DELAY`` seconds after the first line of a
+  burst before handing any on. Every line the listener handles is Python
+  run on a second thread, which takes the GIL from the daemon's thread at
+  its next system call: a failback's few log lines ("state waiting ->
+  acquiring", "acquiring ...") used to hand the GIL back and forth dozens
+  of times between receiving the backup's status and adding the address,
+  milliseconds on a busy machine (strace, docs/benchmarks.md). Sleeping
+  first (one short hand-over of the GIL to start the sleep), the listener
+  stays off it while the daemon finishes what the burst is about; then it
+  writes the whole burst. Lines reach the log
+  ``BURST_DELAY`` later, in the same order; an idle daemon wakes no more.
 - Lines lost are reported where they were lost, as soon as there is room
   again: ``N log messages lost (log target not accepting)``.
 - :func:`shutdown` lets the listener drain the queue for at most
@@ -69,7 +80,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Literal
 
 from failoverd.cli.config import DEFAULT_SYSLOG_SOCKET, RunMode
@@ -90,10 +101,11 @@ SEND_TIMEOUT = 1.0
 """Seconds a target may take to accept one line before it counts as stalled."""
 FLUSH_BOUND = 2.0
 """Seconds :func:`shutdown` lets the listener drain the queue; what is left then is dropped."""
+BURST_DELAY = 0.01
+"""Seconds the listener lets a burst of lines gather before handing them on (see above)."""
 LOST_MESSAGE = "%d log messages lost (log target not accepting)"
 
 LogFormat = Literal["text", "json"]
-LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 EVENT_FIELDS = ("transition", "reason", "addresses", "path")
 """What a log call may attach with ``extra=`` for the JSON format."""
 
@@ -107,7 +119,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "program": self.program,
             "pid": record.process,
             "level": record.levelname.lower(),
@@ -455,7 +467,7 @@ class BoundedQueueHandler(logging.handlers.QueueHandler):
     the next line that finds room, or when the listener has caught up.
     """
 
-    def __init__(self, log_queue: "queue.Queue[logging.LogRecord | object]") -> None:
+    def __init__(self, log_queue: queue.Queue[logging.LogRecord | object]) -> None:
         super().__init__(log_queue)
         self.dropped = 0
         self._unreported = 0
@@ -517,7 +529,7 @@ class BoundedListener(logging.handlers.QueueListener):
     _sentinel: object = None
     """What ends the thread: the base class's marker (None), stated here with its type."""
 
-    def __init__(self, log_queue: "queue.Queue[object]", source: BoundedQueueHandler, *targets: Target) -> None:
+    def __init__(self, log_queue: queue.Queue[object], source: BoundedQueueHandler, *targets: Target) -> None:
         super().__init__(log_queue, *targets)
         self.log_queue = log_queue
         """The queue itself, typed (the base class only promises ``put_nowait``/``get``)."""
@@ -533,6 +545,18 @@ class BoundedListener(logging.handlers.QueueListener):
         super().start()
         assert self._thread is not None
         self._thread.name = "log-listener"
+
+    def dequeue(self, block: bool) -> logging.LogRecord:
+        # The queue holds records, _Flush markers and the sentinel; handle() tells them apart.
+        try:
+            return self.log_queue.get_nowait()  # type: ignore[return-value]
+        except queue.Empty:
+            if not block:
+                raise
+        record = self.log_queue.get()
+        # The first line after a quiet spell: let its burst finish first (see the module).
+        time.sleep(BURST_DELAY)
+        return record  # type: ignore[return-value]
 
     def handle(self, record: logging.LogRecord) -> None:
         if isinstance(record, _Flush):
@@ -591,7 +615,7 @@ class _Pipeline:
     """What :func:`configure` installed: the queue handler, the listener and the targets."""
 
     def __init__(self, targets: list[Target]) -> None:
-        log_queue: "queue.Queue[object]" = queue.Queue(QUEUE_SIZE)
+        log_queue: queue.Queue[object] = queue.Queue(QUEUE_SIZE)
         self.handler = BoundedQueueHandler(log_queue)
         self.targets = targets
         self.listener = BoundedListener(log_queue, self.handler, *targets)

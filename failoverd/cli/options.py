@@ -15,13 +15,13 @@ import argparse
 import math
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import NoReturn, Sequence
 
 from failoverd import __version__
-from failoverd.core.addresses import AddressError, IPAddress, Triplet, parse_ip, parse_triplet
+from failoverd.cli.argparser import ArgumentParser
 from failoverd.cli.config import (
     DEFAULT_CHECK_FALL,
     DEFAULT_CHECK_INTERVAL,
@@ -45,9 +45,10 @@ from failoverd.cli.config import (
     RunMode,
     WitnessSettings,
 )
+from failoverd.cli.exitcodes import UsageError
+from failoverd.core.addresses import AddressError, IPAddress, Triplet, parse_ip, parse_triplet
 from failoverd.core.timing import Timing, TimingError
 from failoverd.core.witness import WitnessTiming, WitnessTimingError
-from failoverd.cli.exitcodes import UsageError
 
 INVALID_PORT = "Invalid port. Valid ports range from 1 to 65535 (IPV6PORT_ANONMAX)"
 INVALID_FACILITY = "Invalid syslog facility"
@@ -67,13 +68,6 @@ class ShowHelp:
 @dataclass(frozen=True)
 class ShowVersion:
     text: str
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but errors become UsageError instead of exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message}\n{self.format_usage().rstrip()}")
 
 
 # --- values -----------------------------------------------------------------
@@ -347,7 +341,7 @@ def _common_options(parser: argparse.ArgumentParser, program: str) -> None:
 
 
 def backup_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="failoverd",
         add_help=False,
         allow_abbrev=False,
@@ -383,7 +377,7 @@ def backup_parser() -> argparse.ArgumentParser:
 
 
 def master_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="heartbeatd",
         add_help=False,
         allow_abbrev=False,
@@ -590,6 +584,10 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
     if witness is not None and ns.keep_addresses_on_exit:
         raise UsageError("--keep-addresses-on-exit with --etcd-endpoints: nobody would renew the claim "
                          "of the addresses left behind")
+    if witness is not None and ns.trace is not None:
+        # A trace's results have no spelling for the witness's answers yet, and a replay
+        # without them would take over where the daemon waited for etcd: refuse, not mislead.
+        raise UsageError("--trace with --etcd-endpoints: traces cannot record the witness's answers yet")
     return BackupConfig(
         master=master,
         triplets=tuple(t for _, t in parsed),

@@ -18,18 +18,18 @@ import errno
 import os
 import socket
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 from failoverd import __version__
-
 from failoverd.cli import logsetup
-from failoverd.core.addresses import Triplet
 from failoverd.cli.config import BackupConfig, HealthChecks, MasterConfig, WitnessSettings
 from failoverd.cli.exitcodes import ConfigError
-from failoverd.runtime.keyfile import KeyFileError, read_key
+from failoverd.core.addresses import Triplet
+from failoverd.system.keyfile import KeyFileError, read_key
 
 INVALID_INTERFACE = "CNode: invalid interface name"
 
@@ -55,7 +55,7 @@ class HostView:
     """address → interface it is configured on"""
 
     @classmethod
-    def read(cls) -> "HostView":
+    def read(cls) -> HostView:
         # Imported here: pyroute2 is slow to import and only -n needs it.
         from pyroute2 import IPRoute
 

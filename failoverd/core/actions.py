@@ -8,8 +8,8 @@ which addresses this host holds, even after a partial failure.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Union
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 from failoverd.core.addresses import Triplet
 
@@ -107,7 +107,7 @@ class ReleaseClaim:
     """Stop renewing the claim and delete it if it is still ours (best effort: its lease expires anyway)."""
 
 
-Action = Union[Probe, Acquire, Release, Announce, Notify, Alarm, Transmit, StateChanged, Stopped, Claim, ReleaseClaim]
+Action = Probe | Acquire | Release | Announce | Notify | Alarm | Transmit | StateChanged | Stopped | Claim | ReleaseClaim
 
 
 # --- results (shell → core) -------------------------------------------------
@@ -170,7 +170,7 @@ class RenewDone:
     detail: str = ""
 
 
-Result = Union[ProbeDone, AcquireDone, ReleaseDone, ClaimDone, RenewDone]
+Result = ProbeDone | AcquireDone | ReleaseDone | ClaimDone | RenewDone
 
 
 @dataclass
@@ -194,3 +194,13 @@ class Counters:
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def as_status(self) -> dict[str, Any]:
+        """Every counter, as both cores' status (and so ``failoverctl status``/``watch``) lists them.
+
+        All of them for both roles, so a counter added here shows everywhere;
+        the rejection reasons sorted, so a status reads the same twice.
+        """
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["rejected"] = dict(sorted(self.rejected.items()))
+        return data

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import total_ordering
-from typing import Union
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Exactly four decimal octets, no sign, no spaces; leading zeros are refused
 # because some tools read them as octal.
@@ -193,3 +193,14 @@ def parse_triplet(text: str) -> Triplet:
 
 def _mask_ok(text: str, limit: int) -> bool:
     return _MASK.fullmatch(text) is not None and int(text) <= limit and not (len(text) > 1 and text[0] == "0")
+
+
+def names(addresses: Iterable[Triplet]) -> str:
+    """Addresses for a log line, a mail or a report: ``eth0:10.0.0.1/24, eth1:10.0.0.2``; ``none`` when empty.
+
+    The one spelling of an address list everywhere an operator reads one, so
+    a log line, a hook's summary and a replay's timeline can be grepped alike;
+    in :class:`Triplet` order (by interface, IPv4 first, numerically), the
+    order the hooks run in.
+    """
+    return ", ".join(str(a) for a in sorted(addresses)) or "none"

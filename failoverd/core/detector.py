@@ -51,20 +51,21 @@ recovering (see spec/properties.md and docs for each).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
     Action,
-    Claim,
-    ClaimDone,
     Addresses,
     Alarm,
     AlarmLevel,
     Announce,
+    Claim,
+    ClaimDone,
     Counters,
     Notify,
     Probe,
@@ -77,10 +78,10 @@ from failoverd.core.actions import (
     Stopped,
     Transmit,
 )
-from failoverd.core.addresses import Triplet
-from failoverd.core.machine import DeclaredMachine, names
-from failoverd.core.timing import Timing
-from failoverd.core.witness import HolderProofs, WitnessTiming
+from failoverd.core.addresses import Triplet, names
+from failoverd.core.machine import DeclaredMachine
+from failoverd.core.settings import DetectorSettings
+from failoverd.core.witness import HolderProofs
 
 STATES: tuple[str, ...] = (
     "monitoring", "suspect", "contested", "unfit", "acquiring", "failed_over", "recovering",
@@ -177,7 +178,7 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_release_at_stop"], "after": ["_mark_stopping", "_release_to_stop"]},
     {"trigger": "stop", "source": _ANY, "dest": None, "unless": ["_release_at_stop"], "after": ["_mark_stopping", "_stop_now"]},
     {"trigger": "released", "source": _ANY, "dest": None, "conditions": ["_stopping"], "after": "_stop_released"},
-    # --- the etcd witness (spec/witness.md, "Integration plan"), only with one (_witnessed):
+    # --- witness: the etcd witness (spec/witness.md, "Integration plan"), only with one (_witnessed):
     # where the backup would acquire, it claims; granted, it waits W, then acquires, and
     # holds only while its newest proof is valid. _proof_valid is true without a witness. ---
     {"trigger": "deadline", "source": "suspect", "dest": "claiming",
@@ -233,16 +234,15 @@ class Detector(DeclaredMachine):
 
     Parameters
     ----------
-    addresses: the master's public addresses (triplets) to take over.
-    timing: detection timing.
+    settings: the configuration, whole (:class:`~failoverd.core.settings.DetectorSettings`:
+        the addresses to take over, the timing, the master, the legacy
+        message, whether to ARP-probe, the peer's name); a trace's header.
     now: the caller's monotonic time at start; the master gets a full
         ``suspect_after`` of grace from it.
     key: shared heartbeat key (authenticated mode) or ``None`` (legacy mode:
-        a datagram equal to ``legacy_message`` from ``master_address``).
+        a datagram equal to the settings' ``legacy_message`` from their ``master``).
     epoch: this backup's per-boot epoch for its status frames.
     held: addresses already on our interfaces at start (adopted, not re-added).
-    arp_probe: probe before acquiring (turning it off trades safety for nothing
-        but is needed where ARP cannot work, e.g. tests of the bare timing).
     offline: analysing a recording in what-if replay, not watching a live
         master: the acknowledgements in a recorded heartbeat are of another
         run's status frames, so they prove nothing here, and the recording's
@@ -255,32 +255,26 @@ class Detector(DeclaredMachine):
 
     def __init__(
         self,
-        addresses: Iterable[Triplet],
-        timing: Timing,
+        settings: DetectorSettings,
         now: float,
         *,
         key: bytes | None = None,
-        master_address: str | None = None,
-        legacy_message: bytes = b"heartbeat",
         epoch: int = 1,
         held: Iterable[Triplet] = (),
-        arp_probe: bool = True,
-        peer: str = "master",
         offline: bool = False,
-        witness: WitnessTiming | None = None,
     ) -> None:
-        self.addresses: Addresses = frozenset(addresses)
-        if not self.addresses:
-            raise ValueError("a detector needs at least one address to take over")
-        self.timing = timing
+        self.settings = settings
+        """What this detector was built with (all but the key and the run's own values): a trace's header."""
+        timing = self.timing = settings.timing
+        self.addresses: Addresses = frozenset(settings.addresses)
         # Timing is frozen; its derived values are read on every heartbeat and
         # every deadline query, so compute them once.
         self._suspect_after = timing.suspect_after
         self._fail_after = timing.fail_after
-        self.peer = peer
-        self.master_address = master_address
-        self.legacy_message = legacy_message
-        self.arp_probe = arp_probe
+        self.peer = settings.peer
+        self.master_address = settings.master
+        self.legacy_message = settings.legacy_message
+        self.arp_probe = settings.arp_probe
         self.counters = Counters()
         self.held: Addresses = frozenset(held) & self.addresses
         self.last_heard = now
@@ -321,7 +315,7 @@ class Detector(DeclaredMachine):
         """Which checks fail, while unhealthy."""
         self.last_verdict = ""
         """``accepted`` or the reason the last datagram was rejected (for traces)."""
-        self.witness = witness
+        witness = self.witness = settings.witness
         """The etcd witness's timing, or None: no witness (spec/witness.md)."""
         self._proofs = HolderProofs(witness) if witness is not None else None
         self._claim_held = False
@@ -615,18 +609,7 @@ class Detector(DeclaredMachine):
             ],
             "held": sorted(str(t) for t in self.held),
             "addresses": sorted(str(t) for t in self.addresses),
-            "counters": {
-                "accepted": self.counters.accepted,
-                "overtaken": self.counters.overtaken,
-                "unacknowledged": self.counters.unacknowledged,
-                "rejected": dict(sorted(self.counters.rejected.items())),
-                "transitions": self.counters.transitions,
-                "failovers": self.counters.failovers,
-                "failbacks": self.counters.failbacks,
-                "false_suspicions": self.counters.false_suspicions,
-                "contested": self.counters.contested,
-                "undeclared": self.counters.undeclared,
-            },
+            "counters": self.counters.as_status(),
             "timing": {
                 "interval": self.timing.interval,
                 "suspect_after": self._suspect_after,

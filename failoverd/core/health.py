@@ -18,8 +18,8 @@ reads a clock, a socket or a file; every entry point takes ``now``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ Rules of a table
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Iterable
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 from transitions import Machine
 
@@ -194,8 +195,3 @@ class DeclaredMachine:
         self._key = wire.Key(key)
         self._sealer.rekey(self._key)
         self._guard = self._guard.restarted()
-
-
-def names(addresses: Iterable[object]) -> str:
-    """Addresses for a log line: ``10.0.0.1, 10.0.0.2``."""
-    return ", ".join(sorted(str(getattr(a, "address", a)) for a in addresses))

@@ -46,17 +46,17 @@ none: the backup takes over after its failure timeout.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from failoverd.core import wire
-from failoverd.core.machine import DeclaredMachine, names
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
     Action,
-    Announce,
     Addresses,
     Alarm,
+    Announce,
     Counters,
     Probe,
     ProbeDone,
@@ -66,7 +66,9 @@ from failoverd.core.actions import (
     Stopped,
     Transmit,
 )
-from failoverd.core.addresses import Triplet
+from failoverd.core.addresses import Triplet, names
+from failoverd.core.machine import DeclaredMachine
+from failoverd.core.settings import MasterSettings
 
 STATES: tuple[str, ...] = ("waiting", "probing", "acquiring", "holding", "releasing", "standing_down", "stopped")
 
@@ -143,10 +145,10 @@ CLAIMING_STATES = frozenset({"acquiring", "holding", "releasing"})
 class Master(DeclaredMachine):
     """heartbeatd's core.
 
-    ``managed``: addresses this master adds itself (empty: the original's
-    behaviour). ``held``: managed addresses already on our interfaces at start.
-    ``backup_fail_after``: the backup's failure timeout in seconds — how long
-    the backup may be silent before we presume it dead.
+    ``settings``: the configuration, whole (:class:`~failoverd.core.settings.MasterSettings`:
+    the targets, the interval, the managed addresses — empty: the original's
+    behaviour —, the backup's failure timeout, after which a silent backup is
+    presumed dead ...). ``held``: managed addresses already on our interfaces at start.
     """
 
     STATES = STATES
@@ -155,30 +157,23 @@ class Master(DeclaredMachine):
 
     def __init__(
         self,
-        targets: Iterable[str],
-        interval: float,
+        settings: MasterSettings,
         now: float,
         *,
-        managed: Iterable[Triplet] = (),
-        held: Iterable[Triplet] = (),
-        backup_fail_after: float | None = None,
         key: bytes | None = None,
-        legacy_message: bytes = b"heartbeat",
         epoch: int = 1,
-        arp_probe: bool = True,
-        retry_interval: float | None = None,
-        garp_refresh: float | None = None,
+        held: Iterable[Triplet] = (),
     ) -> None:
-        self.targets = tuple(targets)
-        if not self.targets:
-            raise ValueError("heartbeatd needs at least one target address")
-        self.interval = interval
-        self.managed: Addresses = frozenset(managed)
+        self.settings = settings
+        """What this core was built with (all but the key and the run's own values)."""
+        self.targets = settings.targets
+        interval = self.interval = settings.interval
+        self.managed: Addresses = frozenset(settings.managed)
         self.held: Addresses = frozenset(held) & self.managed
-        self.backup_fail_after = 3 * interval if backup_fail_after is None else backup_fail_after
-        self.retry_interval = interval if retry_interval is None else retry_interval
-        self.legacy_message = legacy_message
-        self.arp_probe = arp_probe
+        self.backup_fail_after = settings.effective_backup_fail_after
+        self.retry_interval = settings.effective_retry_interval
+        self.legacy_message = settings.legacy_message
+        self.arp_probe = settings.arp_probe
         self.counters = Counters()
         self.started = now
         self.state_since = now
@@ -207,9 +202,7 @@ class Master(DeclaredMachine):
         """The oldest heartbeat of ours (seq) a backup's "I hold nothing" must acknowledge to count."""
         self._reclaim_due = float("-inf")
         self._overlap_reported = False
-        if garp_refresh is not None and not garp_refresh > 0:
-            raise ValueError(f"gratuitous ARP refresh {garp_refresh!r} s must be positive")
-        self._garp_refresh = garp_refresh
+        self._garp_refresh = settings.garp_refresh
         self._garp_due: float | None = None
         if not self.managed:
             initial = "holding"
@@ -436,13 +429,7 @@ class Master(DeclaredMachine):
             "paths": [],
             "held": sorted(str(t) for t in self.held),
             "managed": sorted(str(t) for t in self.managed),
-            "counters": {
-                "accepted": self.counters.accepted,
-                "unacknowledged": self.counters.unacknowledged,
-                "rejected": dict(sorted(self.counters.rejected.items())),
-                "transitions": self.counters.transitions,
-                "undeclared": self.counters.undeclared,
-            },
+            "counters": self.counters.as_status(),
             "timing": {"interval": self.interval, "backup_fail_after": self.backup_fail_after},
             "healthy": self.healthy,
             "health_reason": self.health_reason,

@@ -23,6 +23,11 @@ class TimingError(ValueError):
     """A timing configuration that cannot work; the message says why."""
 
 
+def default_probe_spacing(interval: float) -> float:
+    """Seconds between ARP probes when not given: a tenth of the interval, clamped to 10..200 ms (both daemons)."""
+    return min(0.2, max(0.01, interval / 10))
+
+
 @dataclass(frozen=True)
 class Timing:
     interval: float = 1.0
@@ -78,9 +83,7 @@ class Timing:
 
     @property
     def effective_probe_spacing(self) -> float:
-        if self.probe_spacing is not None:
-            return self.probe_spacing
-        return min(0.2, max(0.01, self.interval / 10))
+        return default_probe_spacing(self.interval) if self.probe_spacing is None else self.probe_spacing
 
     @property
     def effective_retry_interval(self) -> float:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 MAGIC = b"FOHB"
 VERSION = 1
@@ -66,10 +66,6 @@ class Heartbeat(NamedTuple):
     ack_epoch: int = 0
     ack_seq: int = 0
 
-    @property
-    def role_name(self) -> str:
-        return ROLE_NAMES.get(self.role, str(self.role))
-
 
 class Key:
     """A shared heartbeat key with its HMAC-SHA256 pads precomputed.
@@ -98,7 +94,7 @@ class Key:
         return outer.digest()
 
 
-KeyLike = Union[Key, bytes]
+KeyLike = Key | bytes
 
 
 def as_key(key: KeyLike) -> Key:
@@ -302,9 +298,17 @@ class ReplayGuard:
     """
 
     __slots__ = (
+        "_drift",
+        "_judge_age",
+        "_last_arrival",
+        "_last_sent_ms",
+        "_pinned_at",
+        "_reference",
+        "_seen",
+        "epoch",
+        "max_delay_ms",
         "newest_admitted",
-        "max_delay_ms", "_drift", "_judge_age", "epoch", "seq", "_seen", "_reference", "_pinned_at",
-        "_last_sent_ms", "_last_arrival",
+        "seq",
     )
 
     def __init__(self, max_delay: float, drift: float = DRIFT_ALLOWANCE, *, judge_age: bool = True) -> None:

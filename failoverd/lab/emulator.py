@@ -231,7 +231,7 @@ class Emulator:
             self.frame_log.close()
             self.frame_log = None
         if path:
-            self.frame_log = open(path, "a", encoding="utf-8", buffering=1)
+            self.frame_log = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - kept open, closed above
 
     async def _receive(self, lan: str, host: str, sock: trio.socket.SocketType) -> None:
         assert self.scheduler is not None
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Config", "ConfigError", "Emulator", "MAX_LINE", "main"]
+__all__ = ["MAX_LINE", "Config", "ConfigError", "Emulator", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -136,7 +136,7 @@ class EtcdCluster:
         try:
             with registry.locked():
                 registry.write_record(self.lab_id, {
-                    "id": self.lab_id, "state": "etcd", "owner": ProcessId.of(os.getpid()).to_dict(),
+                    "id": self.lab_id, "state": "etcd", "owner": _this_process().to_dict(),
                     "created": time.time(),
                 })
             self.data_dir.mkdir(mode=0o700)
@@ -351,3 +351,10 @@ def _fast_tmp() -> str | None:
     # etcd fsyncs every write: on tmpfs that costs nothing, which keeps the tests about
     # the protocol and not about the disk of a shared machine.
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def _this_process() -> ProcessId:
+    """This process as the lab registry records an owner (it is alive, so its start time is known)."""
+    me = ProcessId.of(os.getpid())
+    assert me is not None
+    return me

@@ -16,8 +16,9 @@ LAN); ``lan`` accepts a LAN name or ``"*"``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from failoverd.lab.impairment import Impairment, ImpairmentError, Link
 from failoverd.lab.switch import Switch
@@ -158,7 +159,7 @@ class Fabric:
     def _op_stats(self, request: dict[str, Any]) -> dict[str, Any]:
         return self.stats()
 
-    _handlers = {
+    _handlers: ClassVar[dict[str, Callable[..., dict[str, Any]]]] = {
         "ping": _op_ping,
         "impair": _op_impair,
         "partition": _op_partition,
@@ -179,4 +180,4 @@ class Fabric:
         }
 
 
-__all__ = ["ANY", "Delivery", "Fabric", "LANS", "RequestError"]
+__all__ = ["ANY", "LANS", "Delivery", "Fabric", "RequestError"]

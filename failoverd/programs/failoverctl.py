@@ -48,9 +48,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from failoverd import __version__
+from failoverd.cli.argparser import ArgumentParser, parse_or_exit
 from failoverd.cli.config import DEFAULT_CONTROL_SOCKETS
-from failoverd.runtime.control import ControlError, request
 from failoverd.programs.failoverctl_replay import add_replay, add_sweep
+from failoverd.runtime.control import ControlError, request
 
 if TYPE_CHECKING:
     from failoverd.programs.watchview import Watch
@@ -74,12 +75,6 @@ _EXIT_FOR_REASON = {
     "ambiguous": os.EX_USAGE,
 }
 _LABEL_WIDTH = 10
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
 
 
 # --- rendering ----------------------------------------------------------------
@@ -406,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", metavar="SECONDS", type=_positive_seconds, default=5.0,
         help="how long to wait for the daemon (default 5)",
     )
-    parser = _Parser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Ask a running failoverd or heartbeatd about itself through its control socket (root only).",
         epilog="Exit status: 0 done, 64 usage (or more than one socket found), 69 no daemon answering, "
@@ -414,14 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True,
-                                     parser_class=_Parser)
+                                     parser_class=ArgumentParser)
     for add in SUBCOMMANDS:
         add(commands, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_or_exit(build_parser(), argv)
     try:
         return args.run(args)
     except ControlError as exc:

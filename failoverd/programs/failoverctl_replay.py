@@ -18,76 +18,23 @@ cannot be read; 78 an unusable key file.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import datetime as _dt
-import functools
 import json
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
-from failoverd.core.timing import Timing, TimingError
+from failoverd.analysis.replay import DEFAULT_OUTAGE, ActionModel
+from failoverd.analysis.replayrun import ReplayError, Request, load, replay_loaded, sweep
+from failoverd.analysis.report import render_replay, render_sweep
+from failoverd.cli.argparser import ArgumentParser, parse_or_exit
 
 # The same checks as the daemons' own options, so a what-if parses as failoverd would.
 from failoverd.cli.options import count_at_least, seconds, seconds_or_zero
-from failoverd.analysis.pcapimport import (
-    CaptureError,
-    heartbeat_senders,
-    is_capture,
-    read_capture,
-)
-from failoverd.analysis.replay import (
-    DEFAULT_OUTAGE,
-    ActionModel,
-    ReplayResult,
-    Setup,
-    replay_exact,
-    replay_what_if,
-)
-from failoverd.analysis.trace import Arrival, Event, Trace, TraceError, is_trace, read_trace
+from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
 
-PLACEHOLDER_ADDRESS = parse_triplet("public:0.0.0.0")
-"""Stands for the master's public addresses, which a capture does not show (--address names them)."""
 _TIMING_OPTIONS = ("interval", "suspect_misses", "fail_misses", "allowance", "probe_count", "probe_spacing")
-
-
-class ReplayError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass
-class Loaded:
-    """A trace or capture, ready to replay."""
-
-    kind: str
-    """"trace", "pcap" or "pcapng"."""
-    setup: Setup
-    trace: Trace | None
-    """A native trace (``None``: a capture)."""
-    capture_arrivals: list[Arrival]
-    end: float
-    exact_possible: bool
-    notes: list[str]
-
-    @property
-    def events(self) -> list[Event]:
-        """Exact replay's input: the native trace's events."""
-        return [] if self.trace is None else self.trace.events
-
-    @functools.cached_property
-    def arrivals(self) -> list[Arrival]:
-        """What-if replay's input (taken from a native trace's events on first use only)."""
-        return self.capture_arrivals if self.trace is None else self.trace.arrivals()
-
-    @property
-    def lost(self) -> int:
-        return 0 if self.trace is None else self.trace.lost
 
 
 # --- options ----------------------------------------------------------------------
@@ -182,118 +129,35 @@ def add_sweep(commands: argparse._SubParsersAction, common: argparse.ArgumentPar
     parser.set_defaults(run=run_sweep)
 
 
-# --- loading -----------------------------------------------------------------------
+# --- the options, as a request ------------------------------------------------------
 
 
 def _timing_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in _TIMING_OPTIONS if getattr(args, name) is not None}
 
 
-def _timing(base: Timing, overrides: dict[str, Any]) -> Timing:
-    try:
-        return dataclasses.replace(base, **overrides)
-    except TimingError as exc:
-        raise ReplayError(os.EX_USAGE, f"timing: {exc}") from None
+def _request(args: argparse.Namespace) -> Request:
+    return Request(
+        trace=args.trace,
+        read_key=lambda: _key(args),
+        skip_bad=args.skip_bad,
+        master=args.master,
+        address=tuple(args.address) if args.address else None,
+        port=args.port,
+        message=args.message,
+        timing=_timing_overrides(args),
+    )
 
 
 def _key(args: argparse.Namespace) -> bytes | None:
     if args.key_file is None:
         return None
-    from failoverd.runtime.keyfile import KeyFileError, read_key
+    from failoverd.system.keyfile import KeyFileError, read_key
 
     try:
         return read_key(args.key_file)
     except KeyFileError as exc:
         raise ReplayError(os.EX_CONFIG, str(exc)) from None
-
-
-def load(args: argparse.Namespace, timing_overrides: dict[str, Any] | None = None) -> Loaded:
-    overrides = _timing_overrides(args) if timing_overrides is None else timing_overrides
-    try:
-        with open(args.trace, "rb") as f:
-            prefix = f.read(32)
-    except OSError as exc:
-        raise ReplayError(os.EX_NOINPUT, f"cannot read {args.trace}: {exc.strerror or exc}") from None
-    try:
-        if is_trace(prefix):
-            return _load_trace(args, overrides)
-        if is_capture(prefix):
-            return _load_capture(args, overrides)
-    except (TraceError, CaptureError) as exc:
-        raise ReplayError(os.EX_DATAERR, str(exc)) from None
-    except OSError as exc:
-        raise ReplayError(os.EX_NOINPUT, f"cannot read {args.trace}: {exc.strerror or exc}") from None
-    raise ReplayError(os.EX_DATAERR, f"{args.trace}: neither a failoverd trace nor a pcap or pcapng capture")
-
-
-def _load_trace(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded:
-    trace = read_trace(args.trace, skip_bad=args.skip_bad)
-    header = trace.header
-    for option, value in (("--master", args.master), ("--address", args.address), ("--port", args.port),
-                          ("--message", args.message)):
-        if value is not None:
-            raise ReplayError(os.EX_USAGE, f"{option} applies to captures; a native trace records it in its header")
-    key = _key(args)
-    if header.mode == "authenticated" and key is None:
-        raise ReplayError(
-            os.EX_USAGE,
-            f"{args.trace} was recorded with authenticated heartbeats; replay needs the same key: --key-file FILE",
-        )
-    if header.mode == "legacy" and key is not None:
-        raise ReplayError(os.EX_USAGE, f"{args.trace} was recorded in legacy mode; --key-file does not apply")
-    notes = []
-    if trace.skipped:
-        notes.append(f"skipped {len(trace.skipped)} bad line(s), first at line {trace.skipped[0][0]}: {trace.skipped[0][1]}")
-    if header.continued:
-        notes.append("this file was started by rotation, not with the daemon: its replay starts from a fresh "
-                     "detector, so the first transitions may differ from the daemon's")
-    setup = Setup.from_header(header, key, _timing(header.timing, overrides))
-    end = trace.last_time if trace.end is None else trace.end
-    return Loaded("trace", setup, trace, [], end, exact_possible=not overrides, notes=notes)
-
-
-def _load_capture(args: argparse.Namespace, overrides: dict[str, Any]) -> Loaded:
-    port = args.port or 1694
-    capture = read_capture(args.trace, port=port, skip_bad=args.skip_bad)
-    notes = []
-    if capture.skipped:
-        notes.append(f"skipped {len(capture.skipped)} bad packet(s), first #{capture.skipped[0][0]}: {capture.skipped[0][1]}")
-    if not capture.datagrams:
-        raise ReplayError(os.EX_DATAERR, f"{args.trace}: no IPv4/UDP datagrams to port {port} among its "
-                                         f"{capture.packets} packets (is --port right?)")
-    key = _key(args)
-    message = b"heartbeat" if args.message is None else args.message.encode("utf-8", "surrogateescape")
-    try:
-        senders = heartbeat_senders(capture.datagrams, key=key, legacy_message=message)
-    except ValueError as exc:
-        raise ReplayError(os.EX_USAGE if key is None else os.EX_DATAERR, f"{args.trace}: {exc}") from None
-    master = args.master
-    datagrams = capture.datagrams
-    if master is None and key is None:
-        if len(senders) > 1:
-            listed = ", ".join(f"{s} ({n})" for s, n in senders.most_common())
-            raise ReplayError(os.EX_USAGE, f"{args.trace}: heartbeats from several senders: {listed}; "
-                                           "say which is the master with --master ADDRESS")
-        master = next(iter(senders))
-    elif master is not None and key is not None:
-        datagrams = [d for d in datagrams if d[2] == master]
-    if master is not None and master not in senders:
-        raise ReplayError(os.EX_USAGE, f"{args.trace}: no heartbeats from --master {master} "
-                                       f"(senders: {', '.join(sorted(senders)) or 'none'})")
-    addresses = tuple(args.address) if args.address else (PLACEHOLDER_ADDRESS,)
-    if not args.address:
-        notes.append(f"the master's public addresses are not in a capture; {PLACEHOLDER_ADDRESS} stands for "
-                     "them (--address names them)")
-    setup = Setup(
-        addresses=addresses,
-        timing=_timing(Timing(), overrides),
-        start=capture.start,
-        key=key,
-        master=master,
-        legacy_message=message,
-        peer=master or "master",
-    )
-    return Loaded(capture.format, setup, None, datagrams, capture.end, exact_possible=False, notes=notes)
 
 
 def _model(args: argparse.Namespace) -> ActionModel:
@@ -305,25 +169,13 @@ def _model(args: argparse.Namespace) -> ActionModel:
     )
 
 
-def replay_loaded(loaded: Loaded, args: argparse.Namespace, *, timing: Timing | None = None) -> ReplayResult:
-    """Exact replay when the input allows it and nothing else was asked; what-if otherwise or with ``timing``."""
-    if timing is None and loaded.exact_possible and not args.what_if:
-        result = replay_exact(loaded.setup, loaded.events, outage=args.outage)
-    else:
-        setup = loaded.setup if timing is None else dataclasses.replace(loaded.setup, timing=timing)
-        result = replay_what_if(setup, loaded.arrivals, model=_model(args), end=loaded.end, lost=loaded.lost,
-                                outage=args.outage)
-    result.notes[:0] = loaded.notes
-    return result
-
-
 # --- replay --------------------------------------------------------------------------
 
 
 def run_replay(args: argparse.Namespace) -> int:
     try:
-        loaded = load(args)
-        result = replay_loaded(loaded, args)
+        loaded = load(_request(args))
+        result = replay_loaded(loaded, what_if=args.what_if, model=_model(args), outage=args.outage)
     except ReplayError as exc:
         print(f"failoverctl: {exc}", file=sys.stderr)
         return exc.status
@@ -332,7 +184,7 @@ def run_replay(args: argparse.Namespace) -> int:
         data["input"] = {"file": str(args.trace), "kind": loaded.kind}
         print(json.dumps(data, indent=2))
     else:
-        print("\n".join(render_replay(result, loaded, args)))
+        print("\n".join(render_replay(result, source=str(args.trace), kind=loaded.kind, model=_model(args))))
     if result.divergences:
         d = result.divergences[0]
         print(f"failoverctl: warning: {len(result.divergences)} datagram verdict(s) differ from the recording "
@@ -341,183 +193,19 @@ def run_replay(args: argparse.Namespace) -> int:
     return os.EX_OK
 
 
-def _wall_text(wall: float | None) -> str:
-    if wall is None:
-        return ""
-    return _dt.datetime.fromtimestamp(wall).astimezone().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-
-
-def _describe_mode(result: ReplayResult, loaded: Loaded, args: argparse.Namespace) -> str:
-    if result.mode == "exact":
-        return "exact replay of the recording (its timers and action results)"
-    probe = "probes answered" if args.probe_answers else "probes silent"
-    return (f"what-if replay (timers at each deadline; {probe} after {args.probe_latency:g} s; "
-            f"addresses change after {args.action_latency:g} s)")
-
-
-def render_replay(result: ReplayResult, loaded: Loaded, args: argparse.Namespace) -> list[str]:
-    t = result.timing
-    kinds = {"trace": "native trace", "pcap": "pcap capture", "pcapng": "pcapng capture"}
-    lines = [
-        f"{args.trace}: {kinds[loaded.kind]}; {_describe_mode(result, loaded, args)}",
-        f"timing: interval {t.interval:g} s; suspect after {t.suspect_after:g} s, failed after {t.fail_after:g} s of silence",
-    ]
-    lines += [f"note: {n}" for n in result.notes]
-    lines += ["", "timeline"]
-    if not result.timeline:
-        lines.append("  (no state changes or actions)")
-    for e in result.timeline:
-        wall = _wall_text(e.wall)
-        lines.append(f"  {'+' + format(e.time - result.start, '.3f') + ' s':>14}  {wall + '  ' if wall else ''}"
-                     f"{e.kind:<9} {e.text}")
-    s = result
-    rejected = ", ".join(f"{k} {v}" for k, v in sorted(s.rejected.items())) or "none"
-    lines += [
-        "",
-        "summary",
-        f"  duration          {s.end - s.start:.3f} s; {s.datagrams} datagrams, {s.accepted} accepted, rejected: {rejected}",
-        f"  failovers         {len(s.failovers)} ({s.false_failovers} false)",
-    ]
-    for i, f in enumerate(s.failovers, 1):
-        takeover = "not completed" if f.takeover is None else f"addresses taken {f.takeover:.3f} s after the last heartbeat"
-        verdict = "FALSE" if f.false else "real"
-        lines.append(f"    {i}. +{f.decided_at - s.start:.3f} s: decided {f.detection:.3f} s after the last heartbeat, "
-                     f"{takeover}; {verdict}: {f.why}")
-    silence_from, silence_to = s.longest_silence
-    lines += [
-        f"  false suspicions  {s.false_suspicions}",
-        f"  longest silence   {silence_to - silence_from:.3f} s, from +{silence_from - s.start:.3f} s",
-    ]
-    for p in s.paths:
-        if p.n:
-            lines.append(
-                f"  path {p.name:<12} {p.count} heartbeats; interval mean {p.mean:.3f} s, jitter (stdev) "
-                f"{(p.m2 / p.n) ** 0.5 * 1000:.1f} ms, min {p.low:.3f} s, max {p.high:.3f} s; "
-                f"{p.gaps} silence(s) longer than the timeout"
-            )
-        else:
-            lines.append(f"  path {p.name:<12} {p.count} heartbeat(s)")
-    if s.lost:
-        lines.append(f"  lost events       {s.lost} (the recorder could not keep up; replay is not exact past them)")
-    lines.append(f"  final state       {s.final_state}")
-    return lines
-
-
 # --- sweep ----------------------------------------------------------------------------
-
-
-@dataclass
-class SweepRow:
-    fail_misses: int
-    timeout: float
-    failovers: int
-    false_failovers: int
-    detection_mean: float | None
-    detection_max: float | None
-    false_suspicions: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "fail_misses": self.fail_misses,
-            "timeout_s": self.timeout,
-            "failovers": self.failovers,
-            "false_failovers": self.false_failovers,
-            "real_failovers": self.failovers - self.false_failovers,
-            "detection_mean_s": None if self.detection_mean is None else round(self.detection_mean, 6),
-            "detection_max_s": None if self.detection_max is None else round(self.detection_max, 6),
-            "false_suspicions": self.false_suspicions,
-        }
-
-
-def sweep(args: argparse.Namespace) -> tuple[Loaded, list[SweepRow], list[str]]:
-    """One what-if replay per fail-misses value; detection time counts real failovers only."""
-    base = load(args)
-    suspect = base.setup.timing.suspect_misses
-    low, high = args.misses or (suspect + 1, max(suspect + 1, 10))
-    rows: list[SweepRow] = []
-    skipped: list[str] = []
-    for misses in range(low, high + 1):
-        try:
-            timing = dataclasses.replace(base.setup.timing, fail_misses=misses)
-        except TimingError as exc:
-            skipped.append(f"fail misses {misses}: {exc}")
-            continue
-        result = replay_loaded(base, args, timing=timing)
-        real = [f.detection for f in result.failovers if not f.false]
-        rows.append(SweepRow(
-            fail_misses=misses,
-            timeout=timing.fail_after,
-            failovers=len(result.failovers),
-            false_failovers=result.false_failovers,
-            detection_mean=sum(real) / len(real) if real else None,
-            detection_max=max(real) if real else None,
-            false_suspicions=result.false_suspicions,
-        ))
-    if not rows:
-        raise ReplayError(os.EX_USAGE, "no fail-misses value in the range gives a usable timing: " + "; ".join(skipped))
-    return base, rows, skipped
-
-
-def render_sweep(rows: list[SweepRow]) -> list[str]:
-    header = ("timeout", "misses", "failovers", "false failovers", "detection mean", "detection max", "false suspicions")
-    table = [header]
-    for r in rows:
-        table.append((
-            f"{r.timeout:g} s", str(r.fail_misses), str(r.failovers), str(r.false_failovers),
-            "-" if r.detection_mean is None else f"{r.detection_mean:.3f} s",
-            "-" if r.detection_max is None else f"{r.detection_max:.3f} s",
-            str(r.false_suspicions),
-        ))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in table]
-
-
-def plot_sweep(rows: list[SweepRow], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = [r.timeout for r in rows]
-    fig, left = plt.subplots(figsize=(8, 4.5), dpi=100)
-    try:
-        right = left.twinx()
-        width = (x[1] - x[0]) * 0.35 if len(x) > 1 else 0.3
-        right.bar(x, [r.false_failovers for r in rows], width=width, color="tab:red", alpha=0.35,
-                  label="false failovers")
-        right.set_ylabel("false failovers", color="tab:red")
-        right.yaxis.get_major_locator().set_params(integer=True)
-        right.set_ylim(0, max(1, max(r.false_failovers for r in rows)) * 1.15)
-        mean = [(r.timeout, r.detection_mean) for r in rows if r.detection_mean is not None]
-        worst = [(r.timeout, r.detection_max) for r in rows if r.detection_max is not None]
-        if mean:
-            left.plot(*zip(*mean), marker="o", color="tab:blue", label="detection time (mean)")
-            left.plot(*zip(*worst), marker="^", linestyle="--", color="tab:blue", alpha=0.6,
-                      label="detection time (max)")
-            # Headroom above the curves keeps the legend off them.
-            left.set_ylim(0, max(v for _, v in worst) * 1.4)
-        left.set_xlabel("failure timeout (s)")
-        left.set_ylabel("last heartbeat → takeover decision (s)", color="tab:blue")
-        left.set_zorder(right.get_zorder() + 1)
-        left.patch.set_visible(False)
-        left.grid(True, alpha=0.3)
-        handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-        labels = left.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
-        left.legend(handles, labels, loc="upper left", framealpha=0.95)
-        left.set_title(title)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
 
 
 def run_sweep(args: argparse.Namespace) -> int:
     try:
-        loaded, rows, skipped = sweep(args)
+        loaded = load(_request(args))
+        rows, skipped = sweep(loaded, args.misses, model=_model(args), outage=args.outage)
     except ReplayError as exc:
         print(f"failoverctl: {exc}", file=sys.stderr)
         return exc.status
     if args.plot is not None:
+        from failoverd.analysis.sweepplot import plot_sweep
+
         try:
             plot_sweep(rows, args.plot, f"{args.trace.name}: detection time vs false failovers")
         except OSError as exc:
@@ -545,19 +233,13 @@ def run_sweep(args: argparse.Namespace) -> int:
 # --- standalone use (before/without failoverctl's registration) --------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog="failoverctl")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
+    parser = ArgumentParser(prog="failoverctl")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser)
     common = argparse.ArgumentParser(add_help=False)
     add_replay(commands, common)
     add_sweep(commands, common)
-    args = parser.parse_args(argv)
+    args = parse_or_exit(parser, argv)
     return args.run(args)
 
 

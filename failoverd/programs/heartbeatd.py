@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from failoverd.cli import options, preflight
 from failoverd.cli.config import MasterConfig

@@ -40,14 +40,14 @@ import shutil
 import signal
 import sys
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn, Sequence
 
 from failoverd import __version__
-
 from failoverd.cli import hostconfig
-from failoverd.cli.exitcodes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, ConfigError, ProgramError, UsageError
+from failoverd.cli.argparser import ArgumentParser
+from failoverd.cli.exitcodes import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_UNAVAILABLE, ConfigError, ProgramError
 
 DEFAULT_HOSTCONFIG = Path("/etc/hostconfig")
 
@@ -67,13 +67,8 @@ class Launch:
         return [*executable, *self.arguments]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message}\n{self.format_usage().rstrip()}")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog="ipfailover",
         allow_abbrev=False,
         description="Start failoverd or heartbeatd as /etc/hostconfig says (the original's IPFailover startup item).",

@@ -33,9 +33,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from typing import NoReturn
 
 from failoverd import __version__
+from failoverd.cli.argparser import ArgumentParser, parse_or_exit
 from failoverd.core.addresses import AddressError, parse_ip
 
 PROG = "NotifyFailover"
@@ -68,14 +68,8 @@ class NotifyError(Exception):
         self.status = status
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(os.EX_USAGE, f"{self.prog}: {message}\n")
-
-
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog=PROG,
         usage=USAGE,
         description="Mail the administrator that the failover peer is down (failed) or up (available again).",
@@ -187,7 +181,7 @@ def compose(
         if len(summary) > _SUBJECT_TEXT_MAX:
             summary = summary[: _SUBJECT_TEXT_MAX - 1] + "…"
         subject = f"[failoverd] ALARM ({level}) on {host}: {summary}"
-        lines = [f"failoverd on {host} raised an alarm ({level}):", "", *("  " + l for l in alarm.splitlines())]
+        lines = [f"failoverd on {host} raised an alarm ({level}):", "", *("  " + line for line in alarm.splitlines())]
         todo = [
             "Run `failoverctl status` on both hosts and read the daemon's log around",
             "  the time below. A contested address means another host answers for it:",
@@ -312,7 +306,7 @@ def _event_and_addresses(args: argparse.Namespace) -> tuple[str, list[str]]:
 
 def run(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = parse_or_exit(parser, argv)
     environ = os.environ if environ is None else environ
     try:
         event, addresses = _event_and_addresses(args)

@@ -24,17 +24,20 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import trio
 
 from failoverd import __version__
-
 from failoverd.cli import logsetup, preflight
+from failoverd.cli.argparser import ArgumentParser
 from failoverd.cli.config import DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT
 from failoverd.cli.exitcodes import EX_OK, EX_SOFTWARE, EX_USAGE, ProgramError, UsageError
-from failoverd.cli.options import count_at_least, seconds, triplet_argument  # the daemons' own checks, so diagnostics match
 from failoverd.cli.launch import require_root
+from failoverd.cli.options import (  # the daemons' own checks, so diagnostics match
+    count_at_least,
+    seconds,
+    triplet_argument,
+)
 from failoverd.system.arp import Announcer
 from failoverd.system.hooks import HookRunner
 from failoverd.system.netlink import AddressManager
@@ -48,13 +51,9 @@ COMMANDS = {"acquire": "acquire", "down": "acquire", "release": "release", "up":
 USAGE = f"{PROG} [options] {{acquire|down|release|up}} interface:ip_address[/mask] ..."
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
+        usage_in_message=False,
         prog=PROG,
         usage=USAGE,
         add_help=False,

@@ -29,32 +29,30 @@ from __future__ import annotations
 import logging
 from contextlib import nullcontext
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from failoverd.analysis import trace
-
 from failoverd.cli import logsetup
-
-from failoverd.runtime import control
 from failoverd.cli.config import BackupConfig
+from failoverd.cli.exitcodes import EX_CONFIG, EX_OK, ProgramError
 from failoverd.core.actions import Announce
 from failoverd.core.detector import Detector
 from failoverd.core.health import Verdict
-from failoverd.cli.exitcodes import EX_CONFIG, EX_OK, ProgramError
-from failoverd.runtime import lifecycle
+from failoverd.runtime import control, lifecycle
 from failoverd.runtime.conflicts import conflict_feed
-from failoverd.runtime.executor import System
-from failoverd.runtime.health import HealthMonitor
-from failoverd.runtime.host import HostSystem
 from failoverd.runtime.epoch import next_epoch
-from failoverd.runtime.keyfile import KeyFileError, read_key
+from failoverd.runtime.health import HealthMonitor
+from failoverd.runtime.lifecycle import load_key
+from failoverd.runtime.ports import System
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
 from failoverd.system.sdnotify import ServiceManager
-from failoverd.analysis.trace import TraceWriter
+from failoverd.system.takeover import Takeover
+
+if TYPE_CHECKING:
+    from failoverd.analysis.tracewriter import TraceWriter
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +60,10 @@ EXIT_STILL_HOLDING = 1
 """Exit status when the stop could not release every held address."""
 
 
-def host_system(config: BackupConfig) -> HostSystem:
+def host_system(config: BackupConfig) -> Takeover:
+    """The real :class:`~failoverd.runtime.ports.System`: this host's addresses, hooks and ARP."""
     t = config.timing
-    return HostSystem.build(
+    return Takeover.build(
         hook_dir=config.hook_dir,
         hook_timeout=config.hook_timeout,
         probe_count=t.probe_count if config.arp_probe else 0,
@@ -72,15 +71,6 @@ def host_system(config: BackupConfig) -> HostSystem:
         garp_count=t.garp_count,
         garp_spacing=t.garp_spacing,
     )
-
-
-def load_key(config: BackupConfig | Any) -> bytes | None:
-    if config.key_file is None:
-        return None
-    try:
-        return read_key(config.key_file)
-    except KeyFileError as error:
-        raise ProgramError(EX_CONFIG, str(error)) from None
 
 
 async def serve(
@@ -122,18 +112,7 @@ async def serve(
         HeartbeatSocket.bind(config.port, ipv6=config.master.version == 6) as sock,
         lifecycle.metrics_endpoint(config.metrics_listen) as scrape,
     ):
-        core = Detector(
-            config.triplets,
-            config.timing,
-            start,
-            key=key,
-            master_address=master,
-            legacy_message=config.message,
-            epoch=epoch,
-            held=held,
-            arp_probe=config.arp_probe,
-            peer=master,
-        )
+        core = Detector(config.detector_settings(), start, key=key, epoch=epoch, held=held)
         log.info(
             "watching master %s on port %d (%s heartbeats); takes over %s",
             master, sock.port, "authenticated" if key else "legacy",
@@ -233,10 +212,7 @@ async def serve(
 
 
 async def _adopt(host: System, config: BackupConfig) -> frozenset:
-    addresses = getattr(host, "addresses", None)
-    if addresses is None:
-        return frozenset()
-    held = await addresses.present(config.triplets)
+    held = await host.present(config.triplets)
     if held:
         log.warning(
             "already on our interfaces at start: %s; adopting them as held (the master's first heartbeat releases them)",
@@ -289,6 +265,11 @@ def _open_trace(
     """The trace writer for ``--trace`` (it records without ever blocking the detector), or None."""
     if config.trace_file is None:
         return None
+    # Imported only for --trace: the trace module (and its JSON and file
+    # handling) is 1.6 MiB of a daemon's memory that records nothing otherwise.
+    from failoverd.analysis import trace
+    from failoverd.analysis.tracewriter import TraceWriter
+
     header = trace.header_for_backup(config, start=start, epoch=epoch, held=held)
     try:
         writer = TraceWriter(config.trace_file, header, max_bytes=config.trace_max_bytes)

@@ -14,8 +14,9 @@ master in ``acquiring``/``holding``/``releasing``), and once at start, when
 a core that adopted addresses begins in a claiming state. Watching from
 ``acquiring`` on means the socket is open before the address is added.
 
-Only a system that can watch its wire offers ``conflict_watcher`` (the
-host's does); an in-memory system in tests has no wire, so nothing is watched.
+A system that cannot watch a wire says so: its ``conflict_watcher`` returns
+``None`` (the in-memory system's does; the host's gives a
+:class:`~failoverd.system.arpwatch.ConflictWatcher`), and nothing is watched.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable
 import trio
 
 from failoverd.core.actions import Action, Addresses, StateChanged
-from failoverd.system.arpwatch import ConflictWatcher, Report
+from failoverd.runtime.ports import ConflictReport, ConflictWatch, System
 
 
 class ConflictFeed:
@@ -35,7 +36,7 @@ class ConflictFeed:
     daemon's nursery (with ``nursery.start``).
     """
 
-    def __init__(self, watcher: ConflictWatcher, claimed: Callable[[], Addresses]) -> None:
+    def __init__(self, watcher: ConflictWatch, claimed: Callable[[], Addresses]) -> None:
         self.watcher = watcher
         self._claimed = claimed
 
@@ -49,9 +50,7 @@ class ConflictFeed:
         await self.watcher.run(task_status=task_status)
 
 
-def conflict_feed(system: object, report: Report, claimed: Callable[[], Addresses]) -> ConflictFeed | None:
-    """The feed for ``system``'s wire, or None if the system cannot watch one."""
-    make: Callable[[Report], ConflictWatcher] | None = getattr(system, "conflict_watcher", None)
-    if make is None:
-        return None
-    return ConflictFeed(make(report), claimed)
+def conflict_feed(system: System, report: ConflictReport, claimed: Callable[[], Addresses]) -> ConflictFeed | None:
+    """The feed for ``system``'s wire, or None if the system has none."""
+    watcher = system.conflict_watcher(report)
+    return None if watcher is None else ConflictFeed(watcher, claimed)

@@ -34,16 +34,14 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 import trio
 
 from failoverd import __version__
-from failoverd.core.actions import Counters
-from failoverd.core.timing import Timing
 from failoverd.cli.exitcodes import EX_CONFIG, EX_UNAVAILABLE, EX_USAGE, ProgramError
+from failoverd.core.timing import Timing
 
 log = logging.getLogger("failoverd.runtime.control")
 
@@ -111,17 +109,12 @@ class Status(TypedDict):
     held: list[str]
     """The addresses this host holds, as ``interface:address[/mask]`` triplets."""
     counters: dict[str, Any]
-    """:class:`~failoverd.core.actions.Counters` as a dict (see :func:`counters_dict`)."""
+    """:class:`~failoverd.core.actions.Counters` as a dict (see :meth:`~failoverd.core.actions.Counters.as_status`)."""
     timing: dict[str, float | int]
     """Effective timing in seconds and counts (see :func:`timing_dict`)."""
     transitions: list[TransitionStatus]
     """The last few state changes, oldest first; empty until the first one."""
     version: str
-
-
-def counters_dict(counters: Counters) -> dict[str, Any]:
-    """The core's counters in the form ``Status.counters`` uses."""
-    return asdict(counters)
 
 
 def timing_dict(timing: Timing) -> dict[str, float | int | None]:
@@ -181,7 +174,7 @@ class ControlSocketInUse(ControlSocketError):
 
 Request = dict[str, Any]
 Reply = Mapping[str, Any]
-Handler = Callable[[Request], "Reply | Awaitable[Reply]"]
+Handler = Callable[[Request], Reply | Awaitable[Reply]]
 
 
 def command_handler(

@@ -67,7 +67,7 @@ def _read_last(state_dir: Path) -> int:
         fd = open_state_file(state_dir, FILE_NAME, os.O_RDONLY)
     except FileNotFoundError:
         return 0
-    with open(fd, "r", closefd=True) as handle:
+    with open(fd, closefd=True) as handle:
         return int(handle.read(64).strip())
 
 

@@ -37,20 +37,16 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from typing import Protocol
 
 import trio
 
 from failoverd.core.actions import (
     Acquire,
-    AcquireDone,
     Action,
-    Addresses,
     Alarm,
     Announce,
     Notify,
     Probe,
-    ProbeDone,
     Release,
     ReleaseDone,
     Result,
@@ -58,6 +54,8 @@ from failoverd.core.actions import (
     Stopped,
     Transmit,
 )
+from failoverd.core.addresses import names
+from failoverd.runtime.ports import Notifications, System, Transport
 
 log = logging.getLogger(__name__)
 
@@ -70,36 +68,12 @@ MAIL_REPEAT = 600.0
 """Seconds before the same alarm text is mailed again."""
 
 
-class System(Protocol):
-    """What the executor needs from the host: addresses, ARP and hooks."""
-
-    async def probe(self, addresses: Addresses) -> ProbeDone: ...
-
-    async def acquire(self, addresses: Addresses) -> AcquireDone: ...
-
-    async def release(
-        self, addresses: Addresses, on_removed: Callable[[ReleaseDone], None] | None = None
-    ) -> ReleaseDone:
-        """Remove the addresses and run their PostRel hooks; ``on_removed``
-        gets the result as soon as the addresses are gone, before the hooks."""
-        ...
-
-    async def announce(self, addresses: Addresses) -> None: ...
-
-
-class Transport(Protocol):
-    def send_nowait(self, payload: bytes, targets: tuple[str, ...]) -> None: ...
-
-
-class Notifications(Protocol):
-    def start_soon(self, nursery: trio.Nursery, action: Notify | Alarm) -> None: ...
-
-
 class Executor:
-    """Runs actions for one core; results go to ``on_result`` (which feeds the core).
+    """Runs actions for one core through the ports (:mod:`failoverd.runtime.ports`).
 
-    ``on_event`` sees every action as it is dispatched and every result as it
-    arrives (for the timeline and the trace); it must not block.
+    Every result goes to ``on_result`` as it arrives (the shell feeds it to
+    the core); ``on_dispatch`` sees every action as it is dispatched (for the
+    followers: the timeline, the metrics, the conflict feed). Neither may block.
     """
 
     def __init__(
@@ -108,13 +82,13 @@ class Executor:
         transport: Transport,
         notifier: Notifications | None,
         on_result: Callable[[Result], None],
-        on_event: Callable[[str, object], None] | None = None,
+        on_dispatch: Callable[[Action], None] | None = None,
     ) -> None:
         self.system = system
         self.transport = transport
         self.notifier = notifier
         self._on_result = on_result
-        self._on_event = on_event or (lambda kind, value: None)
+        self._on_dispatch = on_dispatch
         self._queue_in, self._queue_out = trio.open_memory_channel[AddressChange](math.inf)
         self._background: trio.Nursery | None = None
         self._current: AddressChange | None = None
@@ -136,7 +110,8 @@ class Executor:
 
     def submit(self, actions: list[Action]) -> None:
         for action in actions:
-            self._on_event("action", action)
+            if self._on_dispatch is not None:
+                self._on_dispatch(action)
             if isinstance(action, Transmit):
                 self.transport.send_nowait(action.payload, action.targets)
             elif isinstance(action, StateChanged):
@@ -151,7 +126,7 @@ class Executor:
                 if action.mail:
                     self._notify(action)
             elif isinstance(action, Notify):
-                log.info("notifying: %s is %s (%s)", action.peer, action.direction, _names(action.addresses))
+                log.info("notifying: %s is %s (%s)", action.peer, action.direction, names(action.addresses))
                 self._notify(action)
             elif isinstance(action, Probe):
                 self._start(self._probe, action)
@@ -248,7 +223,6 @@ class Executor:
         self._report(result)
 
     def _report(self, result: Result) -> None:
-        self._on_event("result", result)
         self._on_result(result)
 
     # --- shutdown ------------------------------------------------------------
@@ -277,15 +251,11 @@ class Executor:
         await self._idle.wait()
 
 
-def _names(addresses: Addresses) -> str:
-    return ", ".join(sorted(str(t) for t in addresses)) or "nothing"
-
-
 def _describe(action: Action) -> str:
     if isinstance(action, Acquire):
-        return f"acquiring {_names(action.addresses)}"
+        return f"acquiring {names(action.addresses)}"
     if isinstance(action, Release):
-        return f"releasing {_names(action.addresses)}"
+        return f"releasing {names(action.addresses)}"
     if isinstance(action, Announce):
-        return f"announcing {_names(action.addresses)}"
+        return f"announcing {names(action.addresses)}"
     return repr(action)

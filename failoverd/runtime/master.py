@@ -30,32 +30,31 @@ from typing import Any
 import trio
 
 from failoverd.cli import logsetup
-
-from failoverd.runtime import control
 from failoverd.cli.config import MasterConfig
+from failoverd.cli.exitcodes import EX_OK
 from failoverd.core.actions import Announce
 from failoverd.core.health import Verdict
 from failoverd.core.master import Master
-from failoverd.cli.exitcodes import EX_OK
-from failoverd.runtime import lifecycle
-from failoverd.runtime.backup import load_key
+from failoverd.runtime import control, lifecycle
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
-from failoverd.runtime.executor import System
 from failoverd.runtime.health import HealthMonitor
-from failoverd.runtime.host import HostSystem
+from failoverd.runtime.lifecycle import load_key
+from failoverd.runtime.ports import System
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.mail import Notifier
 from failoverd.system.sdnotify import ServiceManager
+from failoverd.system.takeover import Takeover
 
 log = logging.getLogger(__name__)
 
 EXIT_STILL_HOLDING = 1
 
 
-def host_system(config: MasterConfig) -> HostSystem:
-    return HostSystem.build(
+def host_system(config: MasterConfig) -> Takeover:
+    """The real :class:`~failoverd.runtime.ports.System`: this host's addresses, hooks and ARP."""
+    return Takeover.build(
         hook_dir=config.hook_dir,
         hook_timeout=config.hook_timeout,
         probe_count=config.probe_count if config.arp_probe else 0,
@@ -91,9 +90,7 @@ async def serve(
     host = system if system is not None else host_system(config)
     held: frozenset = frozenset()
     if config.managed:
-        addresses = getattr(host, "addresses", None)
-        if addresses is not None:
-            held = await addresses.present(config.managed)
+        held = await host.present(config.managed)
         if held:
             log.warning("already on our interfaces at start: %s; adopting them", ", ".join(sorted(map(str, held))))
     monitor: HealthMonitor | None = None
@@ -101,25 +98,12 @@ async def serve(
     if config.checks.commands:
         monitor = HealthMonitor(config.checks, "master", lambda verdict: shell.health(verdict.healthy, verdict.reason))
         first = await monitor.first_round()
-    targets = tuple(str(t) for t in config.targets)
     ipv6 = any(target.version == 6 for target in config.targets)
     with HeartbeatSocket.bind(config.port, ipv6=ipv6) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
-        core = Master(
-            targets,
-            config.interval,
-            trio.current_time(),
-            managed=config.managed,
-            held=held,
-            backup_fail_after=config.backup_fail_after,
-            key=key,
-            legacy_message=config.message,
-            epoch=next_epoch(config.state_dir),
-            arp_probe=config.arp_probe and config.probe_count > 0,
-            garp_refresh=config.garp_refresh,
-        )
+        core = Master(config.master_settings(), trio.current_time(), key=key, epoch=next_epoch(config.state_dir), held=held)
         log.info(
             "sending %s heartbeats to %s on port %d every %g s; %s",
-            "authenticated" if key else "legacy", " ".join(targets), sock.port, config.interval,
+            "authenticated" if key else "legacy", " ".join(core.targets), sock.port, config.interval,
             "managing " + ", ".join(map(str, config.managed)) if config.managed else "managing no addresses",
         )
         conflicts = conflict_feed(

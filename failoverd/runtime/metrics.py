@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import re
 import socket
 from collections import deque
@@ -61,7 +60,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from ipaddress import IPv6Address
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import trio
@@ -71,6 +70,7 @@ from prometheus_client.registry import Collector
 
 from failoverd import __version__
 from failoverd.cli.config import ListenAddress
+from failoverd.cli.exitcodes import EX_CONFIG, ProgramError
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
@@ -82,10 +82,13 @@ from failoverd.core.actions import (
     Result,
     StateChanged,
 )
-from failoverd.cli.exitcodes import EX_CONFIG, ProgramError
-from failoverd.system.hooks import PHASES, TEST, HookResult
+from failoverd.runtime.ports import System
+from failoverd.system.hooks import TEST, Phase
 
 log = logging.getLogger(__name__)
+
+# The hook phases, from their type: each gets its series at zero before its first run.
+_PHASES: tuple[Phase, ...] = get_args(Phase)
 
 Role = Literal["backup", "master"]
 
@@ -157,12 +160,12 @@ class Meter:
 
     ``core`` is the daemon's :class:`~failoverd.core.detector.Detector` (role
     ``backup``) or :class:`~failoverd.core.master.Master` (role ``master``).
-    ``system``: the executor's system port; if it runs hooks (the host's
-    does), each hook phase's result and duration are recorded too.
+    ``system``: the executor's system port; it reports each hook phase's
+    result and duration (:meth:`~failoverd.runtime.ports.System.observe_hooks`).
     Pass :meth:`follow` and :meth:`result` to the shell.
     """
 
-    def __init__(self, role: Role, core: Any, system: object | None = None) -> None:
+    def __init__(self, role: Role, core: Any, system: System | None = None) -> None:
         self.role = role
         self.core = core
         self.mode: str = core.snapshot(trio.current_time())["mode"]
@@ -171,7 +174,7 @@ class Meter:
         self.transitions: dict[tuple[str, str], int] = {pair: 0 for pair in _declared_transitions(core)}
         self.probes = {"silent": 0, "answered": 0}
         self.address_changes = {(a, r): 0 for a in ("acquire", "release") for r in ("done", "failed", "refused")}
-        self.hooks = {(TEST, r): 0 for r in TEST_RESULTS} | {(p, r): 0 for p in PHASES for r in HOOK_RESULTS}
+        self.hooks = {(TEST, r): 0 for r in TEST_RESULTS} | {(p, r): 0 for p in _PHASES for r in HOOK_RESULTS}
         # Dispatch times of the actions whose results are pending, oldest first:
         # the executor reports each kind's results in the order it was asked.
         # Bounded: an action cancelled at stop never reports.
@@ -188,7 +191,7 @@ class Meter:
             "failoverd_hook_duration_seconds", "Seconds one address's hooks of one phase took, together.",
             ["phase"], buckets=ACTION_BUCKETS, registry=self.registry,
         )
-        for phase in (TEST, *PHASES):
+        for phase in (TEST, *_PHASES):
             self.hook_durations.labels(phase)
         self.detection: Histogram | None = None
         self.failback_gap: Histogram | None = None
@@ -204,7 +207,7 @@ class Meter:
                 buckets=GAP_BUCKETS, registry=self.registry,
             )
         if system is not None:
-            _instrument_hooks(system, self)
+            system.observe_hooks(self.hook_ran)
 
     # Called for every action (each heartbeat sent is one): keep it to a look-up.
     def follow(self, now: float, action: Action) -> None:
@@ -224,12 +227,14 @@ class Meter:
         if isinstance(result, ProbeDone):
             self.probes["answered" if result.answered else "silent"] += 1
             return
+        if not isinstance(result, (AcquireDone, ReleaseDone)):
+            return
         done = result.acquired if isinstance(result, AcquireDone) else result.released
         for outcome, addresses in (("done", done), ("failed", result.failed), ("refused", result.refused)):
             self.address_changes[(kind, outcome)] += len(addresses)
 
     def hook_ran(self, phase: str, results: Iterable[str], seconds: float) -> None:
-        """One address's ``phase`` hooks ran, with these results (see :class:`_MeteredHooks`)."""
+        """One address's ``phase`` hooks ran, with these results (a :data:`~failoverd.runtime.ports.HookObserver`)."""
         for outcome in results:
             self.hooks[(phase, outcome)] = self.hooks.get((phase, outcome), 0) + 1
         self.hook_durations.labels(phase).observe(seconds)
@@ -397,51 +402,6 @@ def _by_label(name: str, documentation: str, label: str, values: dict[str, int])
     for key, value in sorted(values.items()):
         family.add_metric([key], value)
     return family
-
-
-# --- hooks ---------------------------------------------------------------------------------------
-
-
-def _instrument_hooks(system: object, meter: Meter) -> None:
-    """Record ``system``'s hook results (the host's system runs them in ``takeover.hooks``)."""
-    takeover = getattr(system, "takeover", None)
-    if takeover is not None and getattr(takeover, "hooks", None) is not None:
-        takeover.hooks = _MeteredHooks(takeover.hooks, meter)
-
-
-class _MeteredHooks:
-    """A :class:`~failoverd.system.hooks.HookRunner` whose results also go to a :class:`Meter`."""
-
-    def __init__(self, runner: Any, meter: Meter) -> None:
-        self._runner = runner
-        self._meter = meter
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._runner, name)
-
-    async def test(self, event: Any, triplet: Any, triplets: Iterable[Any] = ()) -> bool:
-        # No Test hook means "go ahead" without running anything: nothing to record.
-        present = os.path.lexists(self._runner.address_dir(triplet) / TEST)
-        start = trio.current_time()
-        verdict = await self._runner.test(event, triplet, triplets)
-        if present:
-            self._meter.hook_ran(TEST, ["ok" if verdict else "refused"], trio.current_time() - start)
-        return verdict
-
-    async def run_phase(self, phase: Any, event: Any, triplet: Any, triplets: Iterable[Any] = ()) -> list[HookResult]:
-        start = trio.current_time()
-        results = await self._runner.run_phase(phase, event, triplet, triplets)
-        if results:
-            self._meter.hook_ran(phase, [_hook_outcome(r) for r in results], trio.current_time() - start)
-        return results
-
-
-def _hook_outcome(result: HookResult) -> str:
-    if result.error:
-        return "error"
-    if result.timed_out:
-        return "timeout"
-    return "ok" if result.succeeded else "failed"
 
 
 # --- the HTTP endpoint --------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from typing import Any, Protocol
 import trio
 
 from failoverd.core.actions import Action, Addresses, Result
-from failoverd.runtime.executor import Executor, Notifications, System, Transport
+from failoverd.runtime.executor import Executor
+from failoverd.runtime.ports import Notifications, System, Transport
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class CoreShell:
         self.recorder = recorder
         self._on_action = on_action
         self._on_result = on_result
-        self.executor = Executor(system, transport, notifier, self._result, self._event)
+        self.executor = Executor(system, transport, notifier, self._result, self._dispatched)
         # The timer task's scope while it waits (its deadline is the core's
         # next one); None while the timer fires or before it starts.
         self._waiting: trio.CancelScope | None = None
@@ -115,6 +116,10 @@ class CoreShell:
 
     def _result(self, result: Result) -> None:
         now = trio.current_time()
+        # The follower sees each result just before the core does (the
+        # metrics time an action from its dispatch to its result).
+        if self._on_result is not None:
+            self._on_result(now, result)
         if self.recorder is not None:
             self.recorder.result(now, result)
         self._run(self.core.action_done(now, result))
@@ -159,13 +164,9 @@ class CoreShell:
             if wake != self._waiting.deadline:
                 self._waiting.deadline = wake
 
-    def _event(self, kind: str, value: object) -> None:
-        # Followers see each action as it is dispatched and each result just
-        # before the core does (the metrics time an action by the two).
-        if kind == "action" and self._on_action is not None:
-            self._on_action(trio.current_time(), value)  # type: ignore[arg-type]
-        elif kind == "result" and self._on_result is not None:
-            self._on_result(trio.current_time(), value)  # type: ignore[arg-type]
+    def _dispatched(self, action: Action) -> None:
+        if self._on_action is not None:
+            self._on_action(trio.current_time(), action)
 
     def snapshot(self) -> dict[str, Any]:
         return self.core.snapshot(trio.current_time())

@@ -43,8 +43,8 @@ import ipaddress
 import logging
 import socket
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import trio
 

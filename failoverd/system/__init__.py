@@ -1,6 +1,6 @@
 """Host-side adapters that carry out the core's actions on a real Linux host.
 
-- :mod:`failoverd.system.netlink`  adds, removes and lists addresses (pyroute2).
+- :mod:`failoverd.system.netlink`  adds, removes and lists addresses (rtnetlink).
 - :mod:`failoverd.system.arp`      RFC 5227 ARP probes and gratuitous ARP (AF_PACKET).
 - :mod:`failoverd.system.hooks`    the administrator's Test/PreAcq/PostAcq/PreRel/PostRel hooks.
 - :mod:`failoverd.system.takeover` the one acquire/release procedure built from the three.

@@ -41,6 +41,7 @@ from failoverd.core.addresses import Triplet
 from failoverd.system import ndp
 from failoverd.system.namespace import in_netns
 from failoverd.system.netlink import InterfaceDown, InterfaceMissing
+from failoverd.system.packetsocket import PacketSocket
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ ARP_REPLY = 2
 BROADCAST = b"\xff" * 6
 ZERO_MAC = b"\x00" * 6
 ZERO_IP = ipaddress.IPv4Address("0.0.0.0")
-PACKET_OUTGOING = 4  # linux/if_packet.h: a copy of a frame this host sent
 _MIN_FRAME = 60  # Ethernet minimum without FCS; short frames are padded
 
 _ETHERNET = struct.Struct("!6s6sH")
@@ -120,7 +120,7 @@ def mac_text(mac: bytes) -> str:
 # --- sockets ----------------------------------------------------------------
 
 
-class ArpSocket:
+class ArpSocket(PacketSocket):
     """A raw ARP socket bound to one interface, usable from Trio.
 
     Resource handling: an async context manager; the socket is closed on exit.
@@ -129,39 +129,25 @@ class ArpSocket:
     unknown interface; sending on a down interface raises :class:`InterfaceDown`.
     """
 
-    def __init__(self, interface: str, sock: socket.socket) -> None:
-        self.interface = interface
-        self.mac: bytes = sock.getsockname()[4]
-        self._sock = trio.socket.from_stdlib_socket(sock)
-
     @classmethod
     async def open(cls, interface: str, netns: str | None = None) -> ArpSocket:
+        if netns is None:
+            # Here: one socket() and bind() on the Trio thread, no worker
+            # thread to wake (and to contend for the GIL with the address
+            # change that is often running beside this). A namespace needs
+            # a thread of its own (setns moves only the calling thread).
+            await trio.lowlevel.checkpoint()
+            return cls(interface, _bound_socket(interface))
         sock = await trio.to_thread.run_sync(in_netns, netns, lambda: _bound_socket(interface))
         return cls(interface, sock)
 
     async def send(self, packet: ArpPacket, destination: bytes = BROADCAST) -> None:
-        try:
-            await self._sock.send(build_frame(self.mac, packet, destination))
-        except OSError as error:
-            if error.errno in (errno.ENETDOWN, errno.ENXIO):
-                raise InterfaceDown(self.interface) from None
-            raise
+        await self.send_frame(build_frame(self.mac, packet, destination))
 
     async def receive(self) -> ArpPacket | None:
         """The next ARP packet another host sent on this interface (None: not ARP or our own)."""
-        data, source = await self._sock.recvfrom(2048)
-        if source[2] == PACKET_OUTGOING:
-            return None
-        return parse_frame(data)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    async def __aenter__(self) -> ArpSocket:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
+        data = await self.receive_frame()
+        return None if data is None else parse_frame(data)
 
 
 def _bound_socket(interface: str) -> socket.socket:
@@ -231,10 +217,6 @@ class Prober:
         self.netns = netns
         self.own_macs = frozenset(own_macs)
 
-    @property
-    def duration(self) -> float:
-        return (self.count - 1) * self.spacing + self.wait if self.count else 0.0
-
     async def probe(self, triplets: Iterable[Triplet]) -> frozenset[Triplet]:
         """The triplets whose address another host answered for."""
         answered: set[Triplet] = set()
@@ -246,7 +228,6 @@ class Prober:
         return frozenset(answered)
 
     async def _probe_interface(self, interface: str, version: int, group: list[Triplet], answered: set[Triplet]) -> None:
-        make = ndp.probe_packet if version == 6 else probe_packet
         try:
             sock = await _open(interface, version, self.netns)
         except (InterfaceMissing, OSError) as error:
@@ -256,7 +237,7 @@ class Prober:
             if isinstance(sock, ndp.NdpSocket):
                 try:
                     for triplet in group:
-                        sock.join(ndp.solicited_node(triplet.address))
+                        sock.join(ndp.solicited_node(_v6(triplet.address)))
                 except OSError as error:
                     log.error("cannot probe %s: %s", ", ".join(map(str, group)), error)
                     return
@@ -268,7 +249,7 @@ class Prober:
                         if round_:
                             await trio.sleep(self.spacing)
                         for triplet in group:
-                            await sock.send(make(sock.mac, triplet.address))
+                            await _send_probe(sock, triplet.address)
                 except (InterfaceDown, OSError) as error:
                     log.error("cannot probe %s: %s", ", ".join(map(str, group)), error)
                     nursery.cancel_scope.cancel()
@@ -360,9 +341,9 @@ class Announcer:
                         await trio.sleep(self.spacing)
                     for triplet in group:
                         if isinstance(sock, ndp.NdpSocket):
-                            await sock.send(ndp.announcement_packet(sock.mac, triplet.address, sock.router))
+                            await sock.send(ndp.announcement_packet(sock.mac, _v6(triplet.address), sock.router))
                         else:
-                            await sock.send(announcement_packet(sock.mac, triplet.address))
+                            await sock.send(announcement_packet(sock.mac, _v4(triplet.address)))
                     if not round_:
                         task_status.started()
             except (InterfaceDown, OSError) as error:
@@ -372,3 +353,23 @@ class Announcer:
                 return
         what = "unsolicited Neighbour Advertisements" if version == 6 else "gratuitous ARP"
         log.info("announced %s (%d %s each)", names, self.count, what)
+
+
+def _v4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address:
+    """``address`` on an ARP socket: opened by the address's family, so always IPv4."""
+    assert isinstance(address, ipaddress.IPv4Address)
+    return address
+
+
+def _v6(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv6Address:
+    """``address`` on a neighbour discovery socket: opened by the address's family, so always IPv6."""
+    assert isinstance(address, ipaddress.IPv6Address)
+    return address
+
+
+async def _send_probe(sock: ArpSocket | ndp.NdpSocket, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> None:
+    """One probe for ``address``: an ARP probe (RFC 5227) or a DAD solicitation (RFC 4862)."""
+    if isinstance(sock, ndp.NdpSocket):
+        await sock.send(ndp.probe_packet(sock.mac, _v6(address)))
+    else:
+        await sock.send(probe_packet(sock.mac, _v4(address)))

@@ -163,7 +163,15 @@ class ConflictWatcher:
 
         what = "Neighbour Discovery" if version == 6 else "ARP"
         try:
-            raw, macs = await trio.to_thread.run_sync(in_netns, self.netns, make)
+            if self.netns is None:
+                # Inline, as ArpSocket.open does: the watcher opens when the
+                # core starts claiming, i.e. beside the failback's address
+                # add, and a worker thread parsing netlink answers then
+                # takes the GIL from it (docs/benchmarks.md).
+                await trio.lowlevel.checkpoint()
+                raw, macs = make()
+            else:
+                raw, macs = await trio.to_thread.run_sync(in_netns, self.netns, make)
         except (InterfaceMissing, OSError) as error:
             log.error("cannot watch %s for %s conflicts: %s (retrying every %g s)",
                       interface, what, error, REOPEN_DELAY)
@@ -212,9 +220,6 @@ class ConflictWatcher:
 def _host_macs() -> frozenset[bytes]:
     """The MAC of every interface in the calling thread's network namespace."""
     with RouteSocket.open() as rt:
-        macs = set()
-        for name in rt.links():
-            link = rt.link(name)
-            if link is not None and link.mac:
-                macs.add(bytes.fromhex(link.mac.replace(":", "")))
+        # One dump, not a request per interface.
+        macs = {bytes.fromhex(link.mac.replace(":", "")) for link in rt.link_details().values() if link.mac}
     return frozenset(macs - {b"\x00" * 6})

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from failoverd.core.addresses import Triplet
+import trio
+
 from failoverd.cli.config import DEFAULT_HOOK_DIR, DEFAULT_HOOK_TIMEOUT
+from failoverd.core.addresses import Triplet
 from failoverd.system.trusted import Untrusted, open_trusted
 from failoverd.system.trustedrun import (  # noqa: F401 (DEFAULT_KILL_GRACE, OUTPUT_LIMIT: this module's settings too)
     DEFAULT_KILL_GRACE,
@@ -46,7 +48,6 @@ Event = Literal["acquire", "release"]
 Phase = Literal["PreAcq", "PostAcq", "PreRel", "PostRel"]
 
 TEST = "Test"
-PHASES: tuple[Phase, ...] = ("PreAcq", "PostAcq", "PreRel", "PostRel")
 HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 HookResult = RunResult
@@ -129,7 +130,7 @@ class HookRunner:
     async def test(self, event: Event, triplet: Triplet, triplets: Iterable[Triplet] = ()) -> bool:
         """Ask the address's Test hook: True = go ahead, False = notification only."""
         path = self.address_dir(triplet) / TEST
-        if not os.path.lexists(path):
+        if not os.path.lexists(path):  # noqa: ASYNC240 - one lstat of a local path
             return True
         if self._trusted_dir(triplet) is None:
             log.warning("%s: Test hook cannot be trusted; notification only, %s not changed", triplet, triplet.address)
@@ -188,3 +189,45 @@ class HookRunner:
             shown += f" ({result.dropped} more bytes not logged)"
         log.log(level, "hook %s %s%s", path, result.describe(), shown)
         return result
+
+
+HookObserver = Callable[[str, list[str], float], None]
+"""Told after one address's hooks of one phase ran: the phase, each hook's outcome, the seconds taken."""
+
+
+class ObservedHooks:
+    """A :class:`HookRunner` that also tells ``observer`` what each run did (the metrics count hooks so).
+
+    Outcomes: ``ok``/``refused`` for a Test hook, ``ok``, ``failed``,
+    ``timeout`` or ``error`` for the others. A missing Test hook ("go ahead",
+    nothing run) and a phase without hooks are not reported.
+    """
+
+    def __init__(self, runner: HookRunner, observer: HookObserver) -> None:
+        self.runner = runner
+        self._observer = observer
+
+    async def test(self, event: Event, triplet: Triplet, triplets: Iterable[Triplet] = ()) -> bool:
+        present = os.path.lexists(self.runner.address_dir(triplet) / TEST)  # noqa: ASYNC240 - one lstat
+        start = trio.current_time()
+        verdict = await self.runner.test(event, triplet, triplets)
+        if present:
+            self._observer(TEST, ["ok" if verdict else "refused"], trio.current_time() - start)
+        return verdict
+
+    async def run_phase(
+        self, phase: Phase, event: Event, triplet: Triplet, triplets: Iterable[Triplet] = ()
+    ) -> list[HookResult]:
+        start = trio.current_time()
+        results = await self.runner.run_phase(phase, event, triplet, triplets)
+        if results:
+            self._observer(phase, [_outcome(r) for r in results], trio.current_time() - start)
+        return results
+
+
+def _outcome(result: HookResult) -> str:
+    if result.error:
+        return "error"
+    if result.timed_out:
+        return "timeout"
+    return "ok" if result.succeeded else "failed"

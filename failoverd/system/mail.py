@@ -41,9 +41,10 @@ from pathlib import Path
 from typing import Literal
 
 import trio
+import trio.lowlevel
 
-from failoverd.core.addresses import Triplet
 from failoverd.core.actions import Alarm, Notify
+from failoverd.core.addresses import Triplet
 
 log = logging.getLogger("failoverd.mail")
 
@@ -377,6 +378,12 @@ class Notifier:
 
     async def _send_queued(self) -> None:
         try:
+            # Started in the same scheduling pass as the address change the
+            # core asked for with it (a backup's release in the failback):
+            # one checkpoint first, so that the change, which has none
+            # before its netlink request, goes first and the command's
+            # fork and exec never sit between the two (docs/benchmarks.md).
+            await trio.lowlevel.checkpoint()
             while self._queued:
                 action = self._queued.popleft()
                 self._in_progress = True

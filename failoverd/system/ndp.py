@@ -41,18 +41,19 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
 import trio
 
 from failoverd.system.namespace import in_netns
-from failoverd.system.netlink import InterfaceDown, InterfaceMissing
+from failoverd.system.netlink import InterfaceMissing
+from failoverd.system.packetsocket import PacketSocket
 
 ETH_P_IPV6 = 0x86DD
 IPPROTO_ICMPV6 = 58
 NEIGHBOUR_SOLICITATION = 135
 NEIGHBOUR_ADVERTISEMENT = 136
 HOP_LIMIT = 255
-PACKET_OUTGOING = 4  # linux/if_packet.h: a copy of a frame this host sent
 
 # Neighbour Advertisement flags (the first byte after the checksum).
 FLAG_ROUTER = 0x80
@@ -202,7 +203,7 @@ def parse_frame(frame: bytes) -> NdpPacket | None:
     return NdpPacket(kind, sender_mac, source, destination, target, flags, lladdr)
 
 
-def _lladdr_option(options: bytes, wanted: int) -> bytes | None | bool:
+def _lladdr_option(options: bytes, wanted: int) -> bytes | Literal[False] | None:
     """The Ethernet address in option ``wanted``; None if absent; False if the options are malformed."""
     found: bytes | None = None
     offset = 0
@@ -252,7 +253,7 @@ def forwarding(interface: str) -> bool:
 # --- sockets ----------------------------------------------------------------
 
 
-class NdpSocket:
+class NdpSocket(PacketSocket):
     """A raw socket on one interface that sees only Neighbour Solicitations and Advertisements.
 
     ``index`` is the interface's index (needed only to :meth:`join` a group);
@@ -266,11 +267,9 @@ class NdpSocket:
     """
 
     def __init__(self, interface: str, sock: socket.socket, index: int = 0, router: bool = False) -> None:
-        self.interface = interface
-        self.mac: bytes = sock.getsockname()[4]
+        super().__init__(interface, sock)
         self.router = router
         self._index = index
-        self._sock = trio.socket.from_stdlib_socket(sock)
 
     @classmethod
     async def open(cls, interface: str, netns: str | None = None) -> NdpSocket:
@@ -294,28 +293,12 @@ class NdpSocket:
         self._sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, request)
 
     async def send(self, packet: NdpPacket) -> None:
-        try:
-            await self._sock.send(build_frame(packet))
-        except OSError as error:
-            if error.errno in (errno.ENETDOWN, errno.ENXIO):
-                raise InterfaceDown(self.interface) from None
-            raise
+        await self.send_frame(build_frame(packet))
 
     async def receive(self) -> NdpPacket | None:
         """The next NS or NA another host sent on this interface (None: not one, invalid, or our own)."""
-        data, source = await self._sock.recvfrom(2048)
-        if source[2] == PACKET_OUTGOING:
-            return None
-        return parse_frame(data)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    async def __aenter__(self) -> NdpSocket:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.close()
+        data = await self.receive_frame()
+        return None if data is None else parse_frame(data)
 
 
 def bound_socket(interface: str) -> socket.socket:

@@ -25,11 +25,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from failoverd.core.addresses import IPAddress, Triplet
 from failoverd.system.namespace import in_netns
-from failoverd.system.rtnetlink import RouteSocket
+from failoverd.system.rtnetlink import NetlinkError, RouteSocket
 
 log = logging.getLogger(__name__)
 

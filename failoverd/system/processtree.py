@@ -176,7 +176,7 @@ class ProcessTree:
             os.close(pidfd)
         self._members.clear()
 
-    def __enter__(self) -> "ProcessTree":
+    def __enter__(self) -> ProcessTree:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

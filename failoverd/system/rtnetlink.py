@@ -1,23 +1,29 @@
-"""The few rtnetlink requests the address manager needs, on one long-lived socket.
+"""The few rtnetlink requests the address manager needs, on one plain netlink socket.
 
-pyroute2 builds and parses every message (its ``ifinfmsg``/``ifaddrmsg``
-classes and its rtnetlink marshal); this module only owns the socket. Why
-not pyroute2's ``IPRoute``: a failback is timed from the backup's address
-delete to the master's address add, and ``IPRoute`` must be opened per call
-inside a worker thread here (its sockets are per thread, and its namespace
-support forks a helper process), which costs milliseconds per change under
-load. One plain ``NETLINK_ROUTE`` socket, opened once in the right namespace,
-does an exchange in tens of microseconds:
+The messages are built and parsed here with :mod:`struct` (``linux/netlink.h``,
+``linux/rtnetlink.h``, ``linux/if_addr.h``, ``linux/if_link.h``). Why not
+pyroute2: the daemons used only its message classes, but importing any part
+of pyroute2 runs its package ``__init__``, which loads ``IPRoute``, NDB,
+asyncio, sqlite3 and multiprocessing: about 10 MiB of every daemon's 40 MiB
+and 0.2 - 0.4 s of its start-up (docs/benchmarks.md). The requests below
+are small fixed structures with a few attributes. Why not pyroute2's
+``IPRoute`` either: a failback is timed from the backup's address delete to
+the master's address add, and ``IPRoute`` must be opened per call inside a
+worker thread here (its sockets are per thread, and its namespace support
+forks a helper process), which costs milliseconds per change under load. One
+plain ``NETLINK_ROUTE`` socket does an exchange in tens of microseconds:
 
 - ``link(name)``: ``RTM_GETLINK`` by name (index, flags, MAC);
-- ``links()``: ``RTM_GETLINK`` dump (name -> index);
-- ``addresses()``: ``RTM_GETADDR`` dump (index, address, prefix length, flags),
-  IPv4 and IPv6;
+- ``links()``: ``RTM_GETLINK`` dump (name -> index); ``link_details()``: the
+  same dump, name -> index, flags and MAC;
+- ``addresses(family)``: ``RTM_GETADDR`` dump (index, address, prefix length,
+  flags), both families unless told otherwise (``AF_INET`` or ``AF_INET6``);
 - ``add_address`` / ``delete_address``: ``RTM_NEWADDR`` (``NLM_F_CREATE|NLM_F_EXCL``)
   and ``RTM_DELADDR`` with ``IFA_LOCAL`` = ``IFA_ADDRESS``, which is what
-  ``ip addr add ADDR/LEN dev IF`` sends; ``nodad`` adds ``IFA_F_NODAD``, as
-  ``ip addr add ... nodad`` does (an IPv6 address usable at once, never
-  ``tentative``, never ``dadfailed``).
+  ``ip addr add ADDR/LEN dev IF`` sends; the family follows the address, and an
+  IPv6 address is added with ``IFA_F_NODAD`` unless told otherwise (a failover
+  address must answer at once, not after duplicate address detection, and the
+  backup has released it before the master adds it).
 
 The kernel carries out such a request inside the ``send`` call and has its
 answer queued before ``send`` returns, so the calls wait only for the
@@ -28,9 +34,9 @@ the Trio thread itself; the socket timeout bounds every call anyway.
 Resource handling: :class:`RouteSocket` is a context manager owning one
 socket; leaving it closes the socket.
 
-Error handling: a request the kernel refuses raises pyroute2's
-``NetlinkError`` with the kernel's errno as ``code``; a missing answer
-raises ``OSError``.
+Error handling: a request the kernel refuses raises :class:`NetlinkError`
+(an ``OSError``) with the kernel's errno as ``code``; a missing or malformed
+answer raises ``OSError`` (``EPROTO``), a timed-out one ``TimeoutError``.
 """
 
 from __future__ import annotations
@@ -38,42 +44,62 @@ from __future__ import annotations
 import errno
 import ipaddress
 import itertools
+import os
 import socket
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Self
 
-from pyroute2.netlink import (
-    NLM_F_ACK,
-    NLM_F_CREATE,
-    NLM_F_DUMP,
-    NLM_F_EXCL,
-    NLM_F_MULTI,
-    NLM_F_REQUEST,
-    NLMSG_DONE,
-    NLMSG_ERROR,
-)
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import (
-    RTM_DELADDR,
-    RTM_GETADDR,
-    RTM_GETLINK,
-    RTM_NEWADDR,
-    RTM_NEWLINK,
-)
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_IFNAMSIZ = 16
-# linux/if_addr.h
+# linux/netlink.h
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_MULTI = 0x2
+NLM_F_ACK = 0x4
+NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+# linux/rtnetlink.h
+RTM_NEWLINK = 16
+RTM_GETLINK = 18
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+RTM_GETADDR = 22
+# linux/if_link.h, linux/if_addr.h
+IFLA_ADDRESS = 1
+IFLA_IFNAME = 3
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFA_FLAGS = 8
 IFA_F_NODAD = 0x02
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
+
+_HEADER = struct.Struct("=IHHII")  # struct nlmsghdr: length, type, flags, sequence, port id
+_IFINFO = struct.Struct("=BxHiII")  # struct ifinfomsg: family, type, index, flags, change
+_IFADDR = struct.Struct("=BBBBi")  # struct ifaddrmsg: family, prefixlen, flags, scope, index
+_ATTR = struct.Struct("=HH")  # struct rtattr: length, type
+_ERROR = struct.Struct("=i")  # struct nlmsgerr begins with the (negative) errno
+
+_IFNAMSIZ = 16
 _RECEIVE_SIZE = 1 << 16
 DEFAULT_TIMEOUT = 5.0
+_ADDRESS_LENGTH = {socket.AF_INET: 4, socket.AF_INET6: 16}
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_FAMILIES = {socket.AF_INET: ipaddress.IPv4Address, socket.AF_INET6: ipaddress.IPv6Address}
+
+class NetlinkError(OSError):
+    """The kernel refused a request; ``code`` (= ``errno``) is its errno."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code, os.strerror(code))
+
+    @property
+    def code(self) -> int:
+        assert self.errno is not None  # always given: see __init__
+        return self.errno
 
 
 @dataclass(frozen=True)
@@ -86,10 +112,10 @@ class Link:
 @dataclass(frozen=True)
 class InterfaceAddress:
     index: int
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    address: IPAddress
     prefixlen: int
     flags: int = 0
-    """``IFA_F_*`` (``IFA_FLAGS`` where the kernel sends it: all 32 bits)."""
+    """``IFA_F_*``: ``IFA_F_TENTATIVE``, ``IFA_F_DADFAILED``, ``IFA_F_NODAD``..."""
 
 
 class RouteSocket:
@@ -98,7 +124,6 @@ class RouteSocket:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._sequence = itertools.count(1)
-        self._marshal = MarshalRtnl()
 
     @classmethod
     def open(cls, timeout: float = DEFAULT_TIMEOUT) -> RouteSocket:
@@ -128,100 +153,152 @@ class RouteSocket:
         encoded = name.encode()
         if not encoded or len(encoded) >= _IFNAMSIZ or b"\0" in encoded:
             return None  # no interface can have that name (the kernel would say EINVAL)
-        request = ifinfmsg()
-        request["family"] = socket.AF_UNSPEC
-        request["attrs"] = [("IFLA_IFNAME", name)]
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _attribute(IFLA_IFNAME, encoded + b"\0")
         try:
-            answers = self._exchange(request, RTM_GETLINK, NLM_F_REQUEST)
+            answers = self._exchange(RTM_GETLINK, NLM_F_REQUEST, body)
         except NetlinkError as error:
             if error.code == errno.ENODEV:
                 return None
             raise
-        for answer in answers:
-            if answer["header"]["type"] == RTM_NEWLINK:
-                return Link(answer["index"], answer["flags"], answer.get_attr("IFLA_ADDRESS") or "")
+        for kind, payload in answers:
+            if kind == RTM_NEWLINK and len(payload) >= _IFINFO.size:
+                _family, _type, index, flags, _change = _IFINFO.unpack_from(payload)
+                return Link(index, flags, _mac(_attributes(payload, _IFINFO.size)))
         raise OSError(errno.EPROTO, f"no link in the kernel's answer for {name!r}")
 
     def links(self) -> dict[str, int]:
         """Every interface's name and index."""
-        request = ifinfmsg()
-        request["family"] = socket.AF_UNSPEC
-        return {
-            answer.get_attr("IFLA_IFNAME"): answer["index"]
-            for answer in self._exchange(request, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP)
-            if answer["header"]["type"] == RTM_NEWLINK and answer.get_attr("IFLA_IFNAME") is not None
-        }
-
-    def addresses(self) -> list[InterfaceAddress]:
-        """Every IPv4 and IPv6 address configured on this host's interfaces."""
-        request = ifaddrmsg()
-        request["family"] = socket.AF_UNSPEC
-        found = []
-        for answer in self._exchange(request, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP):
-            family = answer["family"]
-            if answer["header"]["type"] != RTM_NEWADDR or family not in _FAMILIES:
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        found = {}
+        for kind, payload in self._exchange(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, body):
+            if kind != RTM_NEWLINK or len(payload) < _IFINFO.size:
                 continue
-            local = answer.get_attr("IFA_LOCAL") or answer.get_attr("IFA_ADDRESS")
-            if local is not None:
-                flags = answer.get_attr("IFA_FLAGS")
-                found.append(InterfaceAddress(
-                    answer["index"], _FAMILIES[family](local), answer["prefixlen"],
-                    answer["flags"] if flags is None else flags,
-                ))
+            name = _attributes(payload, _IFINFO.size).get(IFLA_IFNAME)
+            if name is not None:
+                found[name.split(b"\0", 1)[0].decode(errors="replace")] = _IFINFO.unpack_from(payload)[2]
         return found
 
-    def add_address(self, index: int, address: IPAddress, prefixlen: int, *, nodad: bool = False) -> None:
-        """Add ``address/prefixlen`` on interface ``index``; ``NetlinkError`` EEXIST if it is there.
+    def link_details(self) -> dict[str, Link]:
+        """Every interface's name, with its index, flags and MAC, from one dump."""
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        found = {}
+        for kind, payload in self._exchange(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, body):
+            if kind != RTM_NEWLINK or len(payload) < _IFINFO.size:
+                continue
+            attributes = _attributes(payload, _IFINFO.size)
+            name = attributes.get(IFLA_IFNAME)
+            if name is not None:
+                _family, _type, index, flags, _change = _IFINFO.unpack_from(payload)
+                found[name.split(b"\0", 1)[0].decode(errors="replace")] = Link(index, flags, _mac(attributes))
+        return found
 
-        ``nodad``: without Duplicate Address Detection (IPv6; IPv4 has none to skip).
+    def addresses(self, family: int = socket.AF_UNSPEC) -> list[InterfaceAddress]:
+        """Every address of ``family`` (``AF_INET``, ``AF_INET6``, ``AF_UNSPEC``: both) on this host's interfaces."""
+        if family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNSPEC):
+            raise ValueError(f"address family {family!r} is not AF_INET, AF_INET6 or AF_UNSPEC")
+        body = _IFADDR.pack(family, 0, 0, 0, 0)
+        found = []
+        for kind, payload in self._exchange(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, body):
+            if kind != RTM_NEWADDR or len(payload) < _IFADDR.size:
+                continue
+            answer_family, prefixlen, header_flags, _scope, index = _IFADDR.unpack_from(payload)
+            if answer_family not in _ADDRESS_LENGTH or family not in (socket.AF_UNSPEC, answer_family):
+                continue
+            attributes = _attributes(payload, _IFADDR.size)
+            # IFA_LOCAL is the address itself; on a point-to-point link
+            # IFA_ADDRESS is the peer's. IPv6 sends only IFA_ADDRESS.
+            local = attributes.get(IFA_LOCAL) or attributes.get(IFA_ADDRESS)
+            # IFA_FLAGS (32 bits) supersedes the header's 8 when the kernel sends it.
+            extended = attributes.get(IFA_FLAGS)
+            flags = struct.unpack("=I", extended)[0] if extended is not None and len(extended) == 4 else header_flags
+            if local is not None and len(local) == _ADDRESS_LENGTH[answer_family]:
+                found.append(InterfaceAddress(index, ipaddress.ip_address(local), prefixlen, flags))
+        return found
+
+    def add_address(self, index: int, address: IPAddress, prefixlen: int, *, nodad: bool | None = None) -> None:
+        """Add ``address/prefixlen`` on interface ``index``; :class:`NetlinkError` EEXIST if it is there.
+
+        ``nodad`` (default: for IPv6 addresses) skips duplicate address detection.
         """
-        self._exchange(_address(index, address, prefixlen, IFA_F_NODAD if nodad else 0), RTM_NEWADDR,
-                       NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+        nodad = address.version == 6 if nodad is None else nodad
+        self._exchange(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+                       _address_body(index, address, prefixlen, IFA_F_NODAD if nodad else 0))
 
     def delete_address(self, index: int, address: IPAddress, prefixlen: int) -> None:
-        """Remove ``address/prefixlen`` from interface ``index``; ``NetlinkError`` EADDRNOTAVAIL if gone."""
-        self._exchange(_address(index, address, prefixlen), RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK)
+        """Remove ``address/prefixlen`` from interface ``index``; :class:`NetlinkError` EADDRNOTAVAIL if gone."""
+        self._exchange(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, _address_body(index, address, prefixlen, 0))
 
     # --- the exchange ----------------------------------------------------------
 
-    def _exchange(self, request: Any, kind: int, flags: int) -> list[Any]:
-        """Send one request; return the answer's messages up to its end.
+    def _exchange(self, kind: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
+        """Send one request; return the answer's messages (type, payload) up to its end.
 
         The end is the ack (or error) of a request with ``NLM_F_ACK``, the
         ``NLMSG_DONE`` of a dump, or the one message of a plain ``GET``.
         """
         sequence = next(self._sequence)
-        header = request["header"]
-        header["type"], header["flags"], header["sequence_number"] = kind, flags, sequence
-        request.encode()
-        self._sock.send(request.data)
-        answers: list[Any] = []
+        self._sock.send(_HEADER.pack(_HEADER.size + len(body), kind, flags, sequence, 0) + body)
+        answers: list[tuple[int, bytes]] = []
         while True:
             data = self._sock.recv(_RECEIVE_SIZE)
             if not data:
                 raise OSError(errno.EPROTO, "empty netlink answer")
-            for answer in self._marshal.parse(data):
-                header = answer["header"]
-                if header["sequence_number"] != sequence:
+            for answer_kind, answer_flags, answer_sequence, payload in _messages(data):
+                if answer_sequence != sequence:
                     continue  # an answer to an earlier request that timed out
-                if header["type"] == NLMSG_ERROR:
-                    if header["error"] is not None:
-                        raise header["error"]
+                if answer_kind == NLMSG_ERROR:
+                    if len(payload) < _ERROR.size:
+                        raise OSError(errno.EPROTO, "truncated netlink error message")
+                    code = -_ERROR.unpack_from(payload)[0]
+                    if code:
+                        raise NetlinkError(code)
+                    return answers  # an ack
+                if answer_kind == NLMSG_DONE:
                     return answers
-                if header["type"] == NLMSG_DONE:
-                    return answers
-                answers.append(answer)
-                if not header["flags"] & NLM_F_MULTI and not flags & NLM_F_ACK:
+                answers.append((answer_kind, payload))
+                if not answer_flags & NLM_F_MULTI and not flags & NLM_F_ACK:
                     return answers
 
 
-def _address(index: int, address: IPAddress, prefixlen: int, flags: int = 0) -> Any:
-    request = ifaddrmsg()
-    request["family"] = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    request["prefixlen"] = prefixlen
-    request["index"] = index
-    request["attrs"] = [("IFA_LOCAL", str(address)), ("IFA_ADDRESS", str(address))]
-    if flags:
-        request["flags"] = flags & 0xFF
-        request["attrs"].append(("IFA_FLAGS", flags))
-    return request
+def _align(length: int) -> int:
+    return (length + 3) & ~3
+
+
+def _attribute(kind: int, value: bytes) -> bytes:
+    length = _ATTR.size + len(value)
+    return _ATTR.pack(length, kind) + value + b"\0" * (_align(length) - length)
+
+
+def _attributes(payload: bytes, offset: int) -> dict[int, bytes]:
+    """The attributes after a message's fixed part, by type (the first of each type)."""
+    found: dict[int, bytes] = {}
+    end = len(payload)
+    while offset + _ATTR.size <= end:
+        length, kind = _ATTR.unpack_from(payload, offset)
+        if length < _ATTR.size or offset + length > end:
+            break  # malformed: keep what came before it
+        found.setdefault(kind & 0x3FFF, payload[offset + _ATTR.size:offset + length])  # without NLA_F_NESTED etc.
+        offset += _align(length)
+    return found
+
+
+def _mac(attributes: dict[int, bytes]) -> str:
+    return ":".join(f"{octet:02x}" for octet in attributes.get(IFLA_ADDRESS, b""))
+
+
+def _messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """The netlink messages of one datagram: (type, flags, sequence, payload)."""
+    offset = 0
+    while offset + _HEADER.size <= len(data):
+        length, kind, flags, sequence, _port = _HEADER.unpack_from(data, offset)
+        if length < _HEADER.size or offset + length > len(data):
+            raise OSError(errno.EPROTO, f"malformed netlink message (length {length} at offset {offset})")
+        yield kind, flags, sequence, data[offset + _HEADER.size:offset + length]
+        offset += _align(length)
+
+
+def _address_body(index: int, address: IPAddress, prefixlen: int, flags: int) -> bytes:
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    packed = address.packed
+    return (_IFADDR.pack(family, prefixlen, flags, 0, index)
+            + _attribute(IFA_LOCAL, packed) + _attribute(IFA_ADDRESS, packed))

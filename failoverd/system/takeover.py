@@ -27,21 +27,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Literal
 
 import trio
-from pyroute2.netlink.exceptions import NetlinkError
 
-from failoverd.core.addresses import Triplet
 from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
+from failoverd.core.addresses import Triplet, names
 from failoverd.system.arp import Announcer, Prober
-from failoverd.system.hooks import HookRunner
+from failoverd.system.arpwatch import ConflictWatcher, Report
+from failoverd.system.hooks import HookObserver, HookRunner, ObservedHooks
 from failoverd.system.namespace import NamespaceMissing
 from failoverd.system.netlink import (
     AddressChangeError,
     AddressManager,
     InterfaceError,
 )
+from failoverd.system.rtnetlink import NetlinkError
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,9 @@ class Takeover:
     """Acquires and releases failover addresses, hooks and announcements included.
 
     Also probes (RFC 5227) with ``prober`` (default: :class:`Prober`'s defaults
-    in the address manager's namespace), so one object answers every address
-    action of the core (the runtime's ``System`` port).
+    in the address manager's namespace), reports what is on the interfaces
+    and watches the wire for conflicts, so one object is the whole of the
+    runtime's ``System`` port (:class:`failoverd.runtime.ports.System`) on a real host.
 
     Resource handling: every hook process and announcement task started by a
     call has ended when the call returns.
@@ -72,9 +75,40 @@ class Takeover:
         self, addresses: AddressManager, hooks: HookRunner, announcer: Announcer, prober: Prober | None = None
     ) -> None:
         self.addresses = addresses
-        self.hooks = hooks
+        self.hooks: HookRunner | ObservedHooks = hooks
+        self._hook_runner = hooks
         self.announcer = announcer
         self.prober = prober if prober is not None else Prober(netns=addresses.netns)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        hook_dir: Path,
+        hook_timeout: float,
+        probe_count: int,
+        probe_spacing: float,
+        garp_count: int,
+        garp_spacing: float,
+    ) -> Takeover:
+        """This host's takeover as a daemon's options describe it (addresses in our own namespace)."""
+        # One probe round lasts probe_count * spacing (Timing.probe_duration):
+        # the last probe is followed by one more spacing of listening.
+        prober = Prober(count=probe_count, spacing=probe_spacing, wait=max(probe_spacing, 0.01))
+        announcer = Announcer(count=garp_count, spacing=garp_spacing)
+        return cls(AddressManager(), HookRunner(hook_dir, hook_timeout), announcer, prober)
+
+    async def present(self, triplets: Iterable[Triplet]) -> frozenset[Triplet]:
+        """Which of the addresses are on their interfaces now (see :meth:`AddressManager.present`)."""
+        return await self.addresses.present(triplets)
+
+    def conflict_watcher(self, report: Report) -> ConflictWatcher:
+        """A watcher of this host's wire, in the namespace its addresses are changed in."""
+        return ConflictWatcher(report, netns=self.addresses.netns)
+
+    def observe_hooks(self, observer: HookObserver) -> None:
+        """Tell ``observer`` what every hook run does from now on (see :class:`ObservedHooks`)."""
+        self.hooks = ObservedHooks(self._hook_runner, observer)  # one observer: the latest
 
     async def probe(self, triplets: Iterable[Triplet]) -> ProbeDone:
         """Which of the addresses another host answers for (see :class:`Prober`)."""
@@ -154,7 +188,4 @@ def _having(outcomes: dict[Triplet, Outcome], wanted: Outcome) -> frozenset[Trip
 
 
 def _summary(done: frozenset[Triplet], failed: frozenset[Triplet], refused: frozenset[Triplet], verb: str) -> str:
-    def listed(triplets: frozenset[Triplet]) -> str:
-        return " ".join(map(str, sorted(triplets))) or "none"
-
-    return f"{verb} {listed(done)}; failed {listed(failed)}; refused by Test {listed(refused)}"
+    return f"{verb} {names(done)}; failed {names(failed)}; refused by Test {names(refused)}"

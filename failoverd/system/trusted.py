@@ -67,7 +67,7 @@ class Untrusted(Exception):
             return self.reason
         return f"{self.what} {self.component} is {self.reason}"
 
-    def about(self, path: Path) -> "Untrusted":
+    def about(self, path: Path) -> Untrusted:
         """The same refusal, explained as a refusal of ``path`` (a file in the directory refused)."""
         return Untrusted(path, self.component, self.what, self.reason)
 

@@ -315,7 +315,7 @@ def check_endpoints(endpoints: Sequence[str]) -> list[str]:
                 f"etcd endpoint {endpoint!r} is not a URL like http://10.0.0.5:2379 or https://etcd1:2379"
             )
         try:
-            parts.port
+            _ = parts.port  # urlsplit checks the port only when asked for it
         except ValueError:
             raise WitnessConfigError(f"etcd endpoint {endpoint!r} has a bad port") from None
         urls.append(f"{parts.scheme}://{parts.netloc}")
@@ -557,8 +557,8 @@ class Witness:
                         raise WitnessRefused(f"etcd {url}{path}: an answer that is not JSON: "
                                              f"{response.content[:200]!r}") from None
                     if "error" in reply:  # a stream's error (keepalive)
-                        error = reply["error"]
-                        raise self._refusal(url, path, error.get("http_code", 500), json.dumps(error).encode(),
+                        refused = reply["error"]
+                        raise self._refusal(url, path, refused.get("http_code", 500), json.dumps(refused).encode(),
                                             lost)
                     return reply
                 refusal = self._refusal(url, path, response.status_code, response.content, lost)

@@ -1,0 +1,98 @@
+"""What each core is built with, stated once: frozen, checked, and the same for the daemon, a trace and a replay.
+
+The backup's :class:`DetectorSettings` are what failoverd's configuration says
+about detection (the addresses to take over, the timing, who the master is,
+the legacy message, whether to probe) and nothing else: not the key (a secret,
+never written), not the run's own values (the time it starts, its epoch, what
+it already holds). failoverd builds its detector from them
+(``BackupConfig.detector_settings()``), writes them as a trace's header
+(:class:`~failoverd.analysis.trace.TraceHeader` carries them whole, spelled on
+disk as before) and a replay rebuilds the same detector from that header.
+
+The master's :class:`MasterSettings` are the same for heartbeatd's core.
+
+Error handling: settings that cannot work raise ValueError when they are
+made (timing already did, as :class:`~failoverd.core.timing.TimingError`,
+when its :class:`~failoverd.core.timing.Timing` was made), so a core is never
+built from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from failoverd.core.addresses import Triplet
+from failoverd.core.timing import Timing
+from failoverd.core.witness import WitnessTiming
+
+DEFAULT_LEGACY_MESSAGE = b"heartbeat"
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """The backup's detector, as configured: everything a trace header records but the key and the run."""
+
+    addresses: tuple[Triplet, ...]
+    """The master's public addresses, taken over when it fails."""
+    timing: Timing = field(default_factory=Timing)
+    master: str | None = None
+    """The master's private address; in legacy mode the only source accepted."""
+    legacy_message: bytes = DEFAULT_LEGACY_MESSAGE
+    """Legacy mode: the exact datagram body the master sends."""
+    arp_probe: bool = True
+    """Probe the addresses before taking them (a master still answering for one keeps it)."""
+    peer: str = "master"
+    """How notifications and alarms name the master."""
+    witness: WitnessTiming | None = None
+    """The etcd witness's timing (spec/witness.md): take over only with its grant; None: no witness."""
+
+    def __post_init__(self) -> None:
+        # Frozen and hashable whatever the caller passed; a set in sorted
+        # order, so the header it is written as reads the same every run.
+        object.__setattr__(self, "addresses", _as_tuple(self.addresses))
+        if not self.addresses:
+            raise ValueError("a detector needs at least one address to take over")
+
+
+@dataclass(frozen=True)
+class MasterSettings:
+    """heartbeatd's core, as configured (not the key, the start, the epoch or what it already holds)."""
+
+    targets: tuple[str, ...]
+    """Where heartbeats go: the backup's address or broadcast addresses."""
+    interval: float = Timing.interval
+    """Seconds between heartbeats."""
+    managed: tuple[Triplet, ...] = ()
+    """Addresses heartbeatd adds itself (managed failback); empty: it holds none."""
+    backup_fail_after: float | None = None
+    """Seconds of silence after which the backup declares us failed (default three intervals)."""
+    legacy_message: bytes = DEFAULT_LEGACY_MESSAGE
+    arp_probe: bool = True
+    retry_interval: float | None = None
+    """Seconds before retrying an address that failed (default: the interval)."""
+    garp_refresh: float | None = None
+    """Announce held addresses again every so many seconds (None: only after taking them)."""
+    witness: WitnessTiming | None = None
+    """The etcd witness's timing (spec/witness.md): hold the managed addresses only with its grant."""
+
+    def __post_init__(self) -> None:
+        for name in ("targets", "managed"):
+            object.__setattr__(self, name, _as_tuple(getattr(self, name)))
+        if not self.targets:
+            raise ValueError("heartbeatd needs at least one target address")
+        if self.garp_refresh is not None and not self.garp_refresh > 0:
+            raise ValueError(f"gratuitous ARP refresh {self.garp_refresh!r} s must be positive")
+
+    @property
+    def effective_backup_fail_after(self) -> float:
+        return 3 * self.interval if self.backup_fail_after is None else self.backup_fail_after
+
+    @property
+    def effective_retry_interval(self) -> float:
+        return self.interval if self.retry_interval is None else self.retry_interval
+
+
+def _as_tuple(values: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(sorted(values)) if isinstance(values, (set, frozenset)) else tuple(values)
