@@ -7,6 +7,9 @@ beside it), the timer, the heartbeat receiver, the ARP conflict watcher (see
 is built, and an unhealthy verdict is its first input), the control socket
 and the signal watcher. See :mod:`failoverd.runtime.executor`
 and :mod:`failoverd.runtime.shell` for how actions and time are handled.
+With ``--etcd-endpoints`` the executor also carries out the detector's
+claims on the etcd witness (:mod:`failoverd.runtime.claims`), each request
+in a task of its own and bounded, so a hung etcd never holds up a heartbeat.
 
 Start-up reconciliation: addresses of the master that are already on our
 interfaces (a backup restarted while holding them) are adopted as held,
@@ -21,7 +24,8 @@ hold is exact), and then the stop goes to the detector (``Detector.shutdown``,
 recorded in the trace like any input): it releases what it holds through
 the PreRel/PostRel hooks, unless ``keep_addresses_on_exit``, as an action
 whose result reaches it like any other, and says when it is done (its
-``Stopped`` action). Bounded by :func:`~failoverd.runtime.lifecycle.stop_bound`.
+``Stopped`` action); a claim on the witness is given back once the
+addresses are gone. Bounded by :func:`~failoverd.runtime.lifecycle.stop_bound`.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from failoverd.core.actions import Announce
 from failoverd.core.detector import Detector
 from failoverd.core.health import Verdict
 from failoverd.runtime import control, lifecycle
+from failoverd.runtime.claims import witness_claims
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.health import HealthMonitor
@@ -105,109 +110,113 @@ async def serve(
         monitor = HealthMonitor(config.checks, "backup", lambda verdict: shell.health(verdict.healthy, verdict.reason))
         first = await monitor.first_round()
     start, epoch = trio.current_time(), next_epoch(config.state_dir)
+    claims = None if config.witness is None else witness_claims(config.witness, config.triplets, "failoverd")
     recorder = _open_trace(config, start=start, epoch=epoch, held=held)
-    # The trace is closed (idempotently) on every way out, errors included.
-    with (
-        recorder if recorder is not None else nullcontext(),
-        HeartbeatSocket.bind(config.port, ipv6=config.master.version == 6) as sock,
-        lifecycle.metrics_endpoint(config.metrics_listen) as scrape,
-    ):
-        core = Detector(config.detector_settings(), start, key=key, epoch=epoch, held=held)
-        log.info(
-            "watching master %s on port %d (%s heartbeats); takes over %s",
-            master, sock.port, "authenticated" if key else "legacy",
-            ", ".join(str(t) for t in config.triplets),
-        )
-        conflicts = conflict_feed(
-            host, lambda addresses: shell.conflict(addresses),
-            claimed=lambda: core.addresses if core.holds_any else frozenset(),
-        )
-        service = ServiceManager()
-        logsetup.report_state(lambda: core.state)
-        meter = lifecycle.metrics_meter("backup", core, host) if scrape is not None else None
-        transitions = lifecycle.RecentTransitions()
-
-        shell = CoreShell(
-            core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
-            recorder=recorder,
-            on_action=lifecycle.following(
-                conflicts.follow if conflicts is not None else None,
-                lifecycle.systemd_status(service, lambda: shell.snapshot()), transitions.follow,
-                meter.follow if meter else None,
-            ),
-            on_result=meter.result if meter else None,
-        )
-        stopping = trio.Event()
-
-        def status() -> dict[str, Any]:
-            return lifecycle.status_reply(
-                shell.snapshot(), master=master, timing=control.timing_dict(config.timing), transitions=transitions,
+    # The witness's client (its connections) outlives the stop's give-back;
+    # the trace is closed (idempotently) on every way out, errors included.
+    async with claims if claims is not None else nullcontext():
+        with (
+            recorder if recorder is not None else nullcontext(),
+            HeartbeatSocket.bind(config.port, ipv6=config.master.version == 6) as sock,
+            lifecycle.metrics_endpoint(config.metrics_listen) as scrape,
+        ):
+            core = Detector(config.detector_settings(), start, key=key, epoch=epoch, held=held)
+            log.info(
+                "watching master %s on port %d (%s heartbeats); takes over %s",
+                master, sock.port, "authenticated" if key else "legacy",
+                ", ".join(str(t) for t in config.triplets),
             )
+            conflicts = conflict_feed(
+                host, lambda addresses: shell.conflict(addresses),
+                claimed=lambda: core.addresses if core.holds_any else frozenset(),
+            )
+            service = ServiceManager()
+            logsetup.report_state(lambda: core.state)
+            meter = lifecycle.metrics_meter("backup", core, host) if scrape is not None else None
+            transitions = lifecycle.RecentTransitions()
 
-        def dump() -> dict[str, Any]:
-            state = shell.snapshot()
-            state["runtime"] = _runtime_state(shell, sock)
-            if monitor is not None:
-                state["runtime"]["checks"] = monitor.snapshot()
-            return state
+            shell = CoreShell(
+                core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
+                recorder=recorder,
+                on_action=lifecycle.following(
+                    conflicts.follow if conflicts is not None else None,
+                    lifecycle.systemd_status(service, lambda: shell.snapshot()), transitions.follow,
+                    meter.follow if meter else None,
+                ),
+                on_result=meter.result if meter else None,
+                claims=claims,
+            )
+            stopping = trio.Event()
 
-        def reload() -> None:
-            nonlocal key
-            service.reloading()
-            key = lifecycle.reload_key(config.key_file, key, core.rekey)
-            log.info("SIGHUP: hooks in %s are read afresh at every use", config.hook_dir)
-            service.reloaded()
-
-        async with trio.open_nursery() as nursery:
-            await nursery.start(shell.executor.run)
-            if first is not None and not first.healthy:
-                shell.health(False, first.reason)  # the detector starts healthy
-            # The signal watcher outlives the inputs, so a second SIGTERM
-            # during the stop is only logged, not the default action.
-            await nursery.start(
-                partial(
-                    lifecycle.watch_signals, stop=lifecycle.stopper(stopping), reload=reload,
-                    dump=lambda: lifecycle.log_state(dump()),
+            def status() -> dict[str, Any]:
+                return lifecycle.status_reply(
+                    shell.snapshot(), master=master, timing=control.timing_dict(config.timing), transitions=transitions,
                 )
-            )
-            inputs = trio.CancelScope()
 
-            async def run_inputs(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                with inputs:
-                    async with trio.open_nursery() as inner:
-                        await inner.start(
-                            control.serve_control, config.control_socket,
-                            control.command_handler(status=status, dump=dump),
-                        )
-                        await inner.start(shell.run_timer)
-                        if conflicts is not None:
-                            await inner.start(conflicts.run)
-                        if scrape is not None and meter is not None:
-                            await inner.start(scrape.serve, meter.collector(shell, sock))
-                        if monitor is not None:
-                            await inner.start(monitor.run)
-                        inner.start_soon(shell.receive_from, sock)
-                        task_status.started()
+            def dump() -> dict[str, Any]:
+                state = shell.snapshot()
+                state["runtime"] = _runtime_state(shell, sock)
+                if monitor is not None:
+                    state["runtime"]["checks"] = monitor.snapshot()
+                return state
 
-            await nursery.start(run_inputs)
-            if held:
-                shell.submit([Announce(held)])
-            await nursery.start(service.run_watchdog)
-            service.ready(lifecycle.status_line(shell.snapshot()))
-            task_status.started({
-                "control_socket": config.control_socket, "port": sock.port,
-                "metrics_port": scrape.port if scrape is not None else None,
-            })
-            await stopping.wait()
-            service.stopping()
-            inputs.cancel()
-            status_code = await _stop(config, core, shell)
-            if recorder is not None:
-                # Joins the writer thread after its last flush: off the loop.
-                await trio.to_thread.run_sync(recorder.close, trio.current_time())
-            nursery.cancel_scope.cancel()
-        service.close()
-        logsetup.report_state(None)
+            def reload() -> None:
+                nonlocal key
+                service.reloading()
+                key = lifecycle.reload_key(config.key_file, key, core.rekey)
+                log.info("SIGHUP: hooks in %s are read afresh at every use", config.hook_dir)
+                service.reloaded()
+
+            async with trio.open_nursery() as nursery:
+                await nursery.start(shell.executor.run)
+                if first is not None and not first.healthy:
+                    shell.health(False, first.reason)  # the detector starts healthy
+                # The signal watcher outlives the inputs, so a second SIGTERM
+                # during the stop is only logged, not the default action.
+                await nursery.start(
+                    partial(
+                        lifecycle.watch_signals, stop=lifecycle.stopper(stopping), reload=reload,
+                        dump=lambda: lifecycle.log_state(dump()),
+                    )
+                )
+                inputs = trio.CancelScope()
+
+                async def run_inputs(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                    with inputs:
+                        async with trio.open_nursery() as inner:
+                            await inner.start(
+                                control.serve_control, config.control_socket,
+                                control.command_handler(status=status, dump=dump),
+                            )
+                            await inner.start(shell.run_timer)
+                            if conflicts is not None:
+                                await inner.start(conflicts.run)
+                            if scrape is not None and meter is not None:
+                                await inner.start(scrape.serve, meter.collector(shell, sock))
+                            if monitor is not None:
+                                await inner.start(monitor.run)
+                            inner.start_soon(shell.receive_from, sock)
+                            task_status.started()
+
+                await nursery.start(run_inputs)
+                if held:
+                    shell.submit([Announce(held)])
+                await nursery.start(service.run_watchdog)
+                service.ready(lifecycle.status_line(shell.snapshot()))
+                task_status.started({
+                    "control_socket": config.control_socket, "port": sock.port,
+                    "metrics_port": scrape.port if scrape is not None else None,
+                })
+                await stopping.wait()
+                service.stopping()
+                inputs.cancel()
+                status_code = await _stop(config, core, shell)
+                if recorder is not None:
+                    # Joins the writer thread after its last flush: off the loop.
+                    await trio.to_thread.run_sync(recorder.close, trio.current_time())
+                nursery.cancel_scope.cancel()
+            service.close()
+            logsetup.report_state(None)
     return status_code
 
 
@@ -235,6 +244,7 @@ async def _stop(config: BackupConfig, core: Detector, shell: CoreShell) -> int:
         shell.stop(release=not config.keep_addresses_on_exit)
         await executor.stopped.wait()
         await executor.finish_current()  # the release's PostRel hooks
+        await executor.finish_claims()  # the claim given back to the witness
         if core.held and not config.keep_addresses_on_exit:
             return EXIT_STILL_HOLDING
         return EX_OK
