@@ -638,12 +638,3 @@ def test_no_run_checks_the_witness_files(tmp_path: Path) -> None:
     assert "secret" not in result.stdout
     credentials.chmod(0o600)
     assert f"ok    etcd credentials file {credentials} is usable" in run("heartbeatd", args).stdout
-
-
-def test_the_daemons_refuse_to_start_with_a_witness_they_do_not_run_yet() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the start-up checks run after the root check")
-    result = run("heartbeatd", ["-d", "--etcd-endpoints", "http://127.0.0.1:1", "--manage", "lo:192.0.2.10",
-                                "10.0.0.2"])
-    assert result.returncode == EX_CONFIG
-    assert "do not run its claims yet" in result.stderr

@@ -104,16 +104,6 @@ def require_key_file(path: Path | None) -> None:
             raise ConfigError(problem)
 
 
-def refuse_unwired_witness(witness: WitnessSettings | None) -> None:
-    """The daemons' runtime does not carry out the witness's claims yet (issue 14): starting
-    with --etcd-endpoints would take over without the etcd grant the operator asked for, so
-    the start is refused instead. -n still prints and checks the witness settings."""
-    if witness is not None:
-        raise ConfigError(
-            "--etcd-endpoints: the witness is in the options and the backup's core, but the daemons "
-            "do not run its claims yet (issue 14); refusing to start rather than take over without etcd's grant")
-
-
 # --- the -n checks -------------------------------------------------------------
 
 

@@ -13,7 +13,6 @@ from failoverd.cli.launch import run_program
 def check_host(config: MasterConfig) -> None:
     preflight.require_interfaces(config.managed, "--manage")
     preflight.require_key_file(config.key_file)
-    preflight.refuse_unwired_witness(config.witness)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
