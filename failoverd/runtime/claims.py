@@ -11,7 +11,7 @@ ever runs on the heartbeat path: a hung etcd only makes its own requests time ou
 How a claim is taken (``claim``): the key is read; a free key is claimed
 (``create_revision == 0``); a key holding another claim is taken over only if
 it is *unchanged* a little more than a renew period later
-(:data:`TAKEOVER_WATCH` periods: a holder alive and connected to etcd rewrites
+(``WitnessTiming.takeover_watch``: a holder alive and connected to etcd rewrites
 it every period, so a takeover compares against a revision such a holder
 would have moved, and fails). A claim refused because the key was deleted
 between the read and the transaction (a backup that just gave it back) is
@@ -47,9 +47,6 @@ from failoverd.core.addresses import Triplet
 from failoverd.system import witness as etcd
 
 log = logging.getLogger(__name__)
-
-TAKEOVER_WATCH = 1.5
-"""Renew periods a held key must stay unchanged before it is taken over (a live holder moves it every period)."""
 
 CLAIM_ATTEMPTS = 3
 """A claim refused because its key vanished since it was read is tried again, this many times in all."""
@@ -107,7 +104,7 @@ class WitnessClaims:
     @property
     def claim_bound(self) -> float:
         """The longest a claim takes: read, lease, the takeover's watch, the transaction, a revoke; per attempt."""
-        return CLAIM_ATTEMPTS * (4 * self.settings.request_timeout + TAKEOVER_WATCH * self.timing.renew_period)
+        return CLAIM_ATTEMPTS * (4 * self.settings.request_timeout + self.timing.takeover_watch)
 
     def _count(self, operation: str, outcome: str) -> None:
         self.requests[(operation, outcome)] = self.requests.get((operation, outcome), 0) + 1
@@ -127,7 +124,7 @@ class WitnessClaims:
                 holder = await self.client.read(self.name)
                 if holder is not None:
                     seen = trio.current_time()
-                    await trio.sleep_until(seen + TAKEOVER_WATCH * self.timing.renew_period)
+                    await trio.sleep_until(seen + self.timing.takeover_watch)
                 claim = await self.client.claim(self.name, self.timing.lease_ttl, replacing=holder)
             except etcd.ClaimRefused as refused:
                 detail = str(refused)
