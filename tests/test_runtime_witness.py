@@ -1,0 +1,80 @@
+"""The witness in the runtime, in-process: the executor runs the core's claims beside everything
+else, each bounded, so an etcd that accepts connections and never answers (a hung member: here
+a real TCP listener on loopback that reads and says nothing) delays no heartbeat, no status
+frame and no address change, and its claim comes back ``unreachable`` in bounded time.
+
+Testing charter: loopback only, the real clock with a hard ``fail_after``; the address changes
+are recorded, never made (the runtime's in-memory system). tests/test_e2e_witness.py runs the
+daemons against a real etcd cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import pytest
+import trio
+
+from failoverd.cli.config import WitnessSettings
+from failoverd.core.actions import Acquire, Claim, ClaimDone, ReleaseClaim, Result, Transmit
+from failoverd.core.addresses import parse_triplet
+from failoverd.runtime.claims import claim_name, witness_claims
+from failoverd.runtime.executor import Executor
+from failoverd.runtime.memory import MemoryNotifications, MemorySystem, MemoryTransport
+
+VIP = parse_triplet("lo:127.77.0.100/32")
+LOOPBACK = "127.0.0.1"
+
+
+@asynccontextmanager
+async def silent_etcd() -> AsyncIterator[int]:
+    """A TCP port on loopback that accepts, reads every request and never answers."""
+
+    async def swallow(stream: trio.SocketStream) -> None:
+        async with stream:
+            while await stream.receive_some(65536):
+                pass
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, swallow, 0, host=LOOPBACK))
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
+
+
+def test_the_claim_is_named_by_the_addresses_not_the_interfaces() -> None:
+    names = claim_name([parse_triplet("eth0:10.0.0.6/24"), parse_triplet("bond0:10.0.0.5")])
+    assert names == claim_name([parse_triplet("pub0:10.0.0.5/24"), parse_triplet("pub0:10.0.0.6/24")])
+    assert names == "10.0.0.5,10.0.0.6"
+
+
+@pytest.mark.trio
+async def test_a_hung_etcd_delays_nothing_and_its_claim_ends_unreachable_in_bounded_time() -> None:
+    system, transport = MemorySystem(), MemoryTransport()
+    results: list[Result] = []
+    with trio.fail_after(10):
+        async with silent_etcd() as port:
+            settings = WitnessSettings(endpoints=(f"http://{LOOPBACK}:{port}",), request_timeout=0.1)
+            async with witness_claims(settings, [VIP], "failoverd") as claims:
+                executor = Executor(system, transport, MemoryNotifications(), results.append, claims=claims)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(executor.run)
+                    started = trio.current_time()
+                    executor.submit([Claim()])
+                    await trio.sleep(0.05)
+                    # The claim hangs on etcd; a status frame and an acquire go on at once.
+                    executor.submit([Transmit(b"status", (LOOPBACK,)), Acquire(frozenset({VIP}))])
+                    assert transport.sent == [(b"status", (LOOPBACK,))]
+                    while len(results) < 2:
+                        await trio.sleep(0.01)
+                    answered = trio.current_time()
+                    executor.submit([ReleaseClaim()])  # nothing granted: nothing to give back
+                    await executor.finish_claims()
+                    nursery.cancel_scope.cancel()
+    assert [type(r).__name__ for r in results] == ["AcquireDone", "ClaimDone"]
+    (claim,) = [r for r in results if isinstance(r, ClaimDone)]
+    assert claim.outcome == "unreachable" and "no endpoint answered" in claim.detail, claim
+    assert answered - started <= claims.claim_bound
+    assert claims.requests == {("claim", "unreachable"): 1}
+    assert system.kinds() == ["acquire"]
