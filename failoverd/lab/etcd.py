@@ -237,6 +237,17 @@ class EtcdCluster:
             process.kill()
             process.wait(timeout=STOP_TIMEOUT)
 
+    def pids(self) -> list[int]:
+        """The running members' process IDs (for measuring what the cluster costs)."""
+        return [process.pid for process in self._processes.values() if process.poll() is None]
+
+    def port_counters(self, name: str) -> tuple[int, int]:
+        """Bytes and packets through a node's port on the wire so far, both directions together."""
+        self.ns(name)  # the port keeps the node's name
+        links = json.loads(netns.ip(self.ns("ewire"), "-s", "-j", "link", "show", "dev", name))
+        stats = links[0]["stats64"]
+        return (stats["rx"]["bytes"] + stats["tx"]["bytes"], stats["rx"]["packets"] + stats["tx"]["packets"])
+
     def running(self, member: str) -> bool:
         process = self._processes.get(member)
         return process is not None and process.poll() is None
