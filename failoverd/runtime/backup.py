@@ -8,8 +8,9 @@ is built, and an unhealthy verdict is its first input), the control socket
 and the signal watcher. See :mod:`failoverd.runtime.executor`
 and :mod:`failoverd.runtime.shell` for how actions and time are handled.
 With ``--etcd-endpoints`` the executor also carries out the detector's
-claims on the etcd witness (:mod:`failoverd.runtime.claims`), each request
-in a task of its own and bounded, so a hung etcd never holds up a heartbeat.
+claims on the etcd witness (:mod:`failoverd.runtime.claims`, whose client
+runs in the nursery too), each request in a task of its own and bounded,
+so a hung etcd never holds up a heartbeat.
 
 Start-up reconciliation: addresses of the master that are already on our
 interfaces (a backup restarted while holding them) are adopted as held,
@@ -112,111 +113,111 @@ async def serve(
     start, epoch = trio.current_time(), next_epoch(config.state_dir)
     claims = None if config.witness is None else witness_claims(config.witness, config.triplets, "failoverd")
     recorder = _open_trace(config, start=start, epoch=epoch, held=held)
-    # The witness's client (its connections) outlives the stop's give-back;
-    # the trace is closed (idempotently) on every way out, errors included.
-    async with claims if claims is not None else nullcontext():
-        with (
-            recorder if recorder is not None else nullcontext(),
-            HeartbeatSocket.bind(config.port, ipv6=config.master.version == 6) as sock,
-            lifecycle.metrics_endpoint(config.metrics_listen) as scrape,
-        ):
-            core = Detector(config.detector_settings(), start, key=key, epoch=epoch, held=held)
-            log.info(
-                "watching master %s on port %d (%s heartbeats); takes over %s",
-                master, sock.port, "authenticated" if key else "legacy",
-                ", ".join(str(t) for t in config.triplets),
-            )
-            conflicts = conflict_feed(
-                host, lambda addresses: shell.conflict(addresses),
-                claimed=lambda: core.addresses if core.holds_any else frozenset(),
-            )
-            service = ServiceManager()
-            logsetup.report_state(lambda: core.state)
-            meter = lifecycle.metrics_meter("backup", core, host) if scrape is not None else None
-            transitions = lifecycle.RecentTransitions()
+    # The trace is closed (idempotently) on every way out, errors included.
+    with (
+        recorder if recorder is not None else nullcontext(),
+        HeartbeatSocket.bind(config.port, ipv6=config.master.version == 6) as sock,
+        lifecycle.metrics_endpoint(config.metrics_listen) as scrape,
+    ):
+        core = Detector(config.detector_settings(), start, key=key, epoch=epoch, held=held)
+        log.info(
+            "watching master %s on port %d (%s heartbeats); takes over %s",
+            master, sock.port, "authenticated" if key else "legacy",
+            ", ".join(str(t) for t in config.triplets),
+        )
+        conflicts = conflict_feed(
+            host, lambda addresses: shell.conflict(addresses),
+            claimed=lambda: core.addresses if core.holds_any else frozenset(),
+        )
+        service = ServiceManager()
+        logsetup.report_state(lambda: core.state)
+        meter = lifecycle.metrics_meter("backup", core, host) if scrape is not None else None
+        transitions = lifecycle.RecentTransitions()
 
-            shell = CoreShell(
-                core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
-                recorder=recorder,
-                on_action=lifecycle.following(
-                    conflicts.follow if conflicts is not None else None,
-                    lifecycle.systemd_status(service, lambda: shell.snapshot()), transitions.follow,
-                    meter.follow if meter else None,
-                ),
-                on_result=meter.result if meter else None,
-                claims=claims,
-            )
-            stopping = trio.Event()
+        shell = CoreShell(
+            core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
+            recorder=recorder,
+            on_action=lifecycle.following(
+                conflicts.follow if conflicts is not None else None,
+                lifecycle.systemd_status(service, lambda: shell.snapshot()), transitions.follow,
+                meter.follow if meter else None,
+            ),
+            on_result=meter.result if meter else None,
+            claims=claims,
+        )
+        stopping = trio.Event()
 
-            def status() -> dict[str, Any]:
-                return lifecycle.status_reply(
-                    shell.snapshot(), master=master, timing=control.timing_dict(config.timing), transitions=transitions,
+        def status() -> dict[str, Any]:
+            return lifecycle.status_reply(
+                shell.snapshot(), master=master, timing=control.timing_dict(config.timing), transitions=transitions,
+            )
+
+        def dump() -> dict[str, Any]:
+            state = shell.snapshot()
+            state["runtime"] = _runtime_state(shell, sock)
+            if monitor is not None:
+                state["runtime"]["checks"] = monitor.snapshot()
+            return state
+
+        def reload() -> None:
+            nonlocal key
+            service.reloading()
+            key = lifecycle.reload_key(config.key_file, key, core.rekey)
+            log.info("SIGHUP: hooks in %s are read afresh at every use", config.hook_dir)
+            service.reloaded()
+
+        async with trio.open_nursery() as nursery:
+            if claims is not None:
+                await nursery.start(claims.run)  # its client, open until the stop has given the claim back
+            await nursery.start(shell.executor.run)
+            if first is not None and not first.healthy:
+                shell.health(False, first.reason)  # the detector starts healthy
+            # The signal watcher outlives the inputs, so a second SIGTERM
+            # during the stop is only logged, not the default action.
+            await nursery.start(
+                partial(
+                    lifecycle.watch_signals, stop=lifecycle.stopper(stopping), reload=reload,
+                    dump=lambda: lifecycle.log_state(dump()),
                 )
+            )
+            inputs = trio.CancelScope()
 
-            def dump() -> dict[str, Any]:
-                state = shell.snapshot()
-                state["runtime"] = _runtime_state(shell, sock)
-                if monitor is not None:
-                    state["runtime"]["checks"] = monitor.snapshot()
-                return state
+            async def run_inputs(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                with inputs:
+                    async with trio.open_nursery() as inner:
+                        await inner.start(
+                            control.serve_control, config.control_socket,
+                            control.command_handler(status=status, dump=dump),
+                        )
+                        await inner.start(shell.run_timer)
+                        if conflicts is not None:
+                            await inner.start(conflicts.run)
+                        if scrape is not None and meter is not None:
+                            await inner.start(scrape.serve, meter.collector(shell, sock))
+                        if monitor is not None:
+                            await inner.start(monitor.run)
+                        inner.start_soon(shell.receive_from, sock)
+                        task_status.started()
 
-            def reload() -> None:
-                nonlocal key
-                service.reloading()
-                key = lifecycle.reload_key(config.key_file, key, core.rekey)
-                log.info("SIGHUP: hooks in %s are read afresh at every use", config.hook_dir)
-                service.reloaded()
-
-            async with trio.open_nursery() as nursery:
-                await nursery.start(shell.executor.run)
-                if first is not None and not first.healthy:
-                    shell.health(False, first.reason)  # the detector starts healthy
-                # The signal watcher outlives the inputs, so a second SIGTERM
-                # during the stop is only logged, not the default action.
-                await nursery.start(
-                    partial(
-                        lifecycle.watch_signals, stop=lifecycle.stopper(stopping), reload=reload,
-                        dump=lambda: lifecycle.log_state(dump()),
-                    )
-                )
-                inputs = trio.CancelScope()
-
-                async def run_inputs(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                    with inputs:
-                        async with trio.open_nursery() as inner:
-                            await inner.start(
-                                control.serve_control, config.control_socket,
-                                control.command_handler(status=status, dump=dump),
-                            )
-                            await inner.start(shell.run_timer)
-                            if conflicts is not None:
-                                await inner.start(conflicts.run)
-                            if scrape is not None and meter is not None:
-                                await inner.start(scrape.serve, meter.collector(shell, sock))
-                            if monitor is not None:
-                                await inner.start(monitor.run)
-                            inner.start_soon(shell.receive_from, sock)
-                            task_status.started()
-
-                await nursery.start(run_inputs)
-                if held:
-                    shell.submit([Announce(held)])
-                await nursery.start(service.run_watchdog)
-                service.ready(lifecycle.status_line(shell.snapshot()))
-                task_status.started({
-                    "control_socket": config.control_socket, "port": sock.port,
-                    "metrics_port": scrape.port if scrape is not None else None,
-                })
-                await stopping.wait()
-                service.stopping()
-                inputs.cancel()
-                status_code = await _stop(config, core, shell)
-                if recorder is not None:
-                    # Joins the writer thread after its last flush: off the loop.
-                    await trio.to_thread.run_sync(recorder.close, trio.current_time())
-                nursery.cancel_scope.cancel()
-            service.close()
-            logsetup.report_state(None)
+            await nursery.start(run_inputs)
+            if held:
+                shell.submit([Announce(held)])
+            await nursery.start(service.run_watchdog)
+            service.ready(lifecycle.status_line(shell.snapshot()))
+            task_status.started({
+                "control_socket": config.control_socket, "port": sock.port,
+                "metrics_port": scrape.port if scrape is not None else None,
+            })
+            await stopping.wait()
+            service.stopping()
+            inputs.cancel()
+            status_code = await _stop(config, core, shell)
+            if recorder is not None:
+                # Joins the writer thread after its last flush: off the loop.
+                await trio.to_thread.run_sync(recorder.close, trio.current_time())
+            nursery.cancel_scope.cancel()
+        service.close()
+        logsetup.report_state(None)
     return status_code
 
 

@@ -26,8 +26,10 @@ result naming what happened (:class:`~failoverd.system.witness.WitnessError`
 messages); nothing raises into the executor. A request that timed out may
 still take effect: its lease (a couple of seconds) removes such a claim.
 
-Resource handling: :class:`WitnessClaims` is an async context manager owning
-the witness client (its connections); every operation is bounded by
+Resource handling: :class:`WitnessClaims` owns the witness client (its
+connections), open while :meth:`WitnessClaims.run` runs (a daemon starts it in
+its nursery) or inside ``async with``, closed on the way out even when
+cancelled; every operation is bounded by
 :meth:`WitnessClaims.claim_bound` or the client's request timeout, and a
 release left behind at exit is bounded too (its lease expires anyway).
 """
@@ -95,7 +97,14 @@ class WitnessClaims:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.client.__aexit__(*exc_info)
+        with trio.CancelScope(shield=True):  # closed even when the daemon's nursery is cancelled
+            await self.client.__aexit__(*exc_info)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the client open until cancelled."""
+        async with self:
+            task_status.started()
+            await trio.sleep_forever()
 
     @property
     def renew_period(self) -> float:

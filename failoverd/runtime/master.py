@@ -9,10 +9,10 @@ built, and an unhealthy verdict reaches it before its first heartbeat, which
 then says ``leaving``), the control socket and the signal watcher.
 
 With ``--etcd-endpoints`` the executor also carries out the core's claims on
-the etcd witness (:mod:`failoverd.runtime.claims`), each request in a task of
-its own and bounded, so a hung etcd never delays a heartbeat; managed
-addresses found on our interfaces at start are released unless a claim
-proves them ours (the core does that).
+the etcd witness (:mod:`failoverd.runtime.claims`, whose client runs in the
+nursery too), each request in a task of its own and bounded, so a hung etcd
+never delays a heartbeat; managed addresses found on our interfaces at start
+are released unless a claim proves them ours (the core does that).
 
 Start-up: managed addresses already on our interfaces are adopted (never
 added twice); if all of them are, the master starts holding and tickles them
@@ -31,7 +31,6 @@ are gone. Bounded by :func:`~failoverd.runtime.lifecycle.stop_bound`.
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -109,103 +108,103 @@ async def serve(
         first = await monitor.first_round()
     ipv6 = any(target.version == 6 for target in config.targets)
     claims = None if config.witness is None else witness_claims(config.witness, config.managed, "heartbeatd")
-    # The witness's client (its connections) outlives the stop's give-back.
-    async with claims if claims is not None else nullcontext():
-        with HeartbeatSocket.bind(config.port, ipv6=ipv6) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
-            core = Master(config.master_settings(), trio.current_time(), key=key, epoch=next_epoch(config.state_dir), held=held)
-            log.info(
-                "sending %s heartbeats to %s on port %d every %g s; %s",
-                "authenticated" if key else "legacy", " ".join(core.targets), sock.port, config.interval,
-                "managing " + ", ".join(map(str, config.managed)) if config.managed else "managing no addresses",
+    with HeartbeatSocket.bind(config.port, ipv6=ipv6) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
+        core = Master(config.master_settings(), trio.current_time(), key=key, epoch=next_epoch(config.state_dir), held=held)
+        log.info(
+            "sending %s heartbeats to %s on port %d every %g s; %s",
+            "authenticated" if key else "legacy", " ".join(core.targets), sock.port, config.interval,
+            "managing " + ", ".join(map(str, config.managed)) if config.managed else "managing no addresses",
+        )
+        conflicts = conflict_feed(
+            host, lambda addresses: shell.conflict(addresses),
+            claimed=lambda: core.managed if core.claims else frozenset(),
+        )
+        service = ServiceManager()
+        logsetup.report_state(lambda: core.state)
+        meter = lifecycle.metrics_meter("master", core, host) if scrape is not None else None
+        transitions = lifecycle.RecentTransitions()
+
+        shell = CoreShell(
+            core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
+            on_action=lifecycle.following(
+                conflicts.follow if conflicts is not None else None,
+                lifecycle.systemd_status(service, lambda: shell.snapshot()), transitions.follow,
+                meter.follow if meter else None,
+            ),
+            on_result=meter.result if meter else None,
+            claims=claims,
+        )
+        stopping = trio.Event()
+
+        def tickle(why: str) -> None:
+            if core.held:
+                log.info("%s: tickling %s", why, ", ".join(sorted(map(str, core.held))))
+                shell.submit([Announce(core.held)])
+            elif config.managed:
+                log.info("%s: holding none of our addresses yet; nothing to tickle", why)
+            else:
+                log.info("%s: no --manage addresses, so nothing to tickle", why)
+
+        def status() -> dict[str, Any]:
+            return lifecycle.status_reply(
+                shell.snapshot(), master=None, timing=_timing(config), transitions=transitions,
             )
-            conflicts = conflict_feed(
-                host, lambda addresses: shell.conflict(addresses),
-                claimed=lambda: core.managed if core.claims else frozenset(),
+
+        def dump() -> dict[str, Any]:
+            state = shell.snapshot()
+            state["runtime"] = {
+                "timer_firings": shell.timer_firings,
+                "datagrams_sent": sock.sent,
+                "datagrams_dropped": sock.dropped,
+                "probes_running": shell.executor.probes_running,
+            }
+            if monitor is not None:
+                state["runtime"]["checks"] = monitor.snapshot()
+            return state
+
+        def reload() -> None:
+            nonlocal key
+            service.reloading()
+            key = lifecycle.reload_key(config.key_file, key, core.rekey)
+            tickle("SIGHUP")
+            service.reloaded()
+
+        async with trio.open_nursery() as nursery:
+            if claims is not None:
+                await nursery.start(claims.run)  # its client, open until the stop has given the claim back
+            await nursery.start(shell.executor.run)
+            if first is not None and not first.healthy:
+                shell.health(False, first.reason)  # the core starts healthy; before its first heartbeat
+            await nursery.start(
+                partial(
+                    lifecycle.watch_signals, stop=lifecycle.stopper(stopping), reload=reload,
+                    dump=lambda: lifecycle.log_state(dump()),
+                )
             )
-            service = ServiceManager()
-            logsetup.report_state(lambda: core.state)
-            meter = lifecycle.metrics_meter("master", core, host) if scrape is not None else None
-            transitions = lifecycle.RecentTransitions()
-
-            shell = CoreShell(
-                core, system=host, transport=sock, notifier=Notifier(command=config.notify_command),
-                on_action=lifecycle.following(
-                    conflicts.follow if conflicts is not None else None,
-                    lifecycle.systemd_status(service, lambda: shell.snapshot()), transitions.follow,
-                    meter.follow if meter else None,
-                ),
-                on_result=meter.result if meter else None,
-                claims=claims,
+            await nursery.start(
+                control.serve_control, config.control_socket, control.command_handler(status=status, dump=dump)
             )
-            stopping = trio.Event()
-
-            def tickle(why: str) -> None:
-                if core.held:
-                    log.info("%s: tickling %s", why, ", ".join(sorted(map(str, core.held))))
-                    shell.submit([Announce(core.held)])
-                elif config.managed:
-                    log.info("%s: holding none of our addresses yet; nothing to tickle", why)
-                else:
-                    log.info("%s: no --manage addresses, so nothing to tickle", why)
-
-            def status() -> dict[str, Any]:
-                return lifecycle.status_reply(
-                    shell.snapshot(), master=None, timing=_timing(config), transitions=transitions,
-                )
-
-            def dump() -> dict[str, Any]:
-                state = shell.snapshot()
-                state["runtime"] = {
-                    "timer_firings": shell.timer_firings,
-                    "datagrams_sent": sock.sent,
-                    "datagrams_dropped": sock.dropped,
-                    "probes_running": shell.executor.probes_running,
-                }
-                if monitor is not None:
-                    state["runtime"]["checks"] = monitor.snapshot()
-                return state
-
-            def reload() -> None:
-                nonlocal key
-                service.reloading()
-                key = lifecycle.reload_key(config.key_file, key, core.rekey)
-                tickle("SIGHUP")
-                service.reloaded()
-
-            async with trio.open_nursery() as nursery:
-                await nursery.start(shell.executor.run)
-                if first is not None and not first.healthy:
-                    shell.health(False, first.reason)  # the core starts healthy; before its first heartbeat
-                await nursery.start(
-                    partial(
-                        lifecycle.watch_signals, stop=lifecycle.stopper(stopping), reload=reload,
-                        dump=lambda: lifecycle.log_state(dump()),
-                    )
-                )
-                await nursery.start(
-                    control.serve_control, config.control_socket, control.command_handler(status=status, dump=dump)
-                )
-                await nursery.start(shell.run_timer)
-                if conflicts is not None:
-                    await nursery.start(conflicts.run)
-                if scrape is not None and meter is not None:
-                    await nursery.start(scrape.serve, meter.collector(shell, sock))
-                if monitor is not None:
-                    await nursery.start(monitor.run)
-                nursery.start_soon(shell.receive_from, sock)
-                tickle("start-up")
-                await nursery.start(service.run_watchdog)
-                service.ready(lifecycle.status_line(shell.snapshot()))
-                task_status.started({
-                    "control_socket": config.control_socket, "port": sock.port,
-                    "metrics_port": scrape.port if scrape is not None else None,
-                })
-                await stopping.wait()
-                service.stopping()
-                status_code = await _stop(config, core, shell)
-                nursery.cancel_scope.cancel()
-            service.close()
-            logsetup.report_state(None)
+            await nursery.start(shell.run_timer)
+            if conflicts is not None:
+                await nursery.start(conflicts.run)
+            if scrape is not None and meter is not None:
+                await nursery.start(scrape.serve, meter.collector(shell, sock))
+            if monitor is not None:
+                await nursery.start(monitor.run)
+            nursery.start_soon(shell.receive_from, sock)
+            tickle("start-up")
+            await nursery.start(service.run_watchdog)
+            service.ready(lifecycle.status_line(shell.snapshot()))
+            task_status.started({
+                "control_socket": config.control_socket, "port": sock.port,
+                "metrics_port": scrape.port if scrape is not None else None,
+            })
+            await stopping.wait()
+            service.stopping()
+            status_code = await _stop(config, core, shell)
+            nursery.cancel_scope.cancel()
+        service.close()
+        logsetup.report_state(None)
     return status_code
 
 
