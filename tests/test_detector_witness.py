@@ -150,3 +150,11 @@ def test_failback_gives_the_claim_back_after_the_addresses_are_gone() -> None:
     assert d.state == "recovering" and kinds(out) == [Release]
     out = d.action_done(0.81, ReleaseDone(released=VIPS))
     assert d.state == "monitoring" and kinds(out) == [ReleaseClaim]
+
+
+def test_restarted_holding_with_a_witness_releases_what_it_cannot_prove() -> None:
+    # Adopted at start (a backup restarted while holding): no proof of any claim, so no keeping them.
+    d = Detector(DetectorSettings(VIPS, TIMING, master=MASTER, arp_probe=False, witness=WITNESS), 0.0, held=VIPS)
+    assert d.state == "failed_over"
+    out = d.handle_timer(0.0)
+    assert d.state == "recovering" and kinds(out) == [Release]
