@@ -78,3 +78,15 @@ async def test_a_hung_etcd_delays_nothing_and_its_claim_ends_unreachable_in_boun
     assert answered - started <= claims.claim_bound
     assert claims.requests == {("claim", "unreachable"): 1}
     assert system.kinds() == ["acquire"]
+
+
+def test_status_and_systemd_show_the_witness() -> None:
+    from failoverd.programs.failoverctl import format_status
+    from failoverd.runtime import lifecycle
+
+    snapshot = {"role": "backup", "state": "failed_over", "master": "10.0.1.1", "held": [str(VIP)],
+                "witness": {"reachable": False, "claim": True, "proof_left": 0.25}}
+    assert lifecycle.status_line(snapshot).endswith("; etcd claim held, UNREACHABLE")
+    text = format_status({"role": "backup", "state": "failed_over", "witness": snapshot["witness"]}, 0.0)
+    assert "etcd UNREACHABLE; claim held, proof valid 0.25 s more" in text
+    assert "witness" not in format_status({"role": "backup", "state": "monitoring"}, 0.0)
