@@ -104,6 +104,9 @@ def test_a_proof_that_runs_out_while_holding_releases_before_another_could_be_gr
     # The claim is given back once the addresses are gone, not before.
     out = m.action_done(deadline + 0.01, ReleaseDone(released=VIPS))
     assert m.state == "waiting" and kinds(out) == [ReleaseClaim]
+    # etcd did not answer us: we claim again a retry interval later (nothing else would start it).
+    assert kinds(run_until(m, deadline + 0.01 + 0.1 - 0.001)) == []
+    assert kinds(run_until(m, deadline + 0.01 + 0.1)) == [Claim]
 
 
 def test_a_lost_claim_releases_at_once() -> None:

@@ -651,7 +651,11 @@ class Master(DeclaredMachine):
         # status starts the managed failback. Only a status answering one of
         # these counts: one made while we said "leaving" (still in flight, or
         # replayed) may come from a backup that has since begun its takeover.
-        self._retry_at = None
+        # With a witness that did not answer (our heartbeats say `leaving` until it
+        # does), claim again a retry interval from now: nothing else would, as a
+        # backup holding our addresses sends no "I hold nothing".
+        unanswered = self._proofs is not None and not self.witness_reachable
+        self._retry_at = self._now + self.retry_interval if unanswered else None
         if self._sealer is not None:
             self._release_floor = self._sealer.seq + 1
         # A backup may be taking over on the `leaving` heartbeats we sent until
