@@ -90,3 +90,37 @@ def test_status_and_systemd_show_the_witness() -> None:
     text = format_status({"role": "backup", "state": "failed_over", "witness": snapshot["witness"]}, 0.0)
     assert "etcd UNREACHABLE; claim held, proof valid 0.25 s more" in text
     assert "witness" not in format_status({"role": "backup", "state": "monitoring"}, 0.0)
+
+
+@pytest.mark.trio
+async def test_the_metrics_show_the_witness() -> None:
+    from test_metrics import Scrape
+
+    from failoverd.core.master import Master
+    from failoverd.core.settings import MasterSettings
+    from failoverd.core.witness import WitnessTiming
+    from failoverd.runtime import metrics
+    from failoverd.runtime.shell import CoreShell
+    from failoverd.runtime.udp import HeartbeatSocket
+
+    core = Master(MasterSettings(["127.0.0.2"], 0.1, managed=[VIP], backup_fail_after=0.3, arp_probe=False,
+                                 witness=WitnessTiming()), 0.0)
+    claims = witness_claims(WitnessSettings(endpoints=(f"http://{LOOPBACK}:9",)), [VIP], "heartbeatd")  # never sent to
+    meter = metrics.Meter("master", core)
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        shell = CoreShell(core, system=MemorySystem(), transport=sock, notifier=None, claims=claims)
+        render = meter.collector(shell, sock)
+        core.handle_timer(0.3)
+        assert core.state == "claiming"
+        before = Scrape(render().decode())
+        assert before.value("failoverd_witness_claim_held") == 0 and before.value("failoverd_witness_reachable") == 1
+        assert before.value("failoverd_witness_proof_left_seconds") is None
+        core.action_done(0.31, ClaimDone("granted", sent_at=0.3, answered_at=0.31))
+        after = Scrape(render().decode())
+        plain = Master(MasterSettings(["127.0.0.2"], 0.1), 0.0)
+        without = metrics.Meter("master", plain).collector(
+            CoreShell(plain, system=MemorySystem(), transport=sock, notifier=None), sock)
+        assert Scrape(without().decode()).value("failoverd_witness_reachable") is None  # only with a witness
+    assert after.value("failoverd_witness_claim_held") == 1
+    assert after.value("failoverd_witness_proof_left_seconds") is not None
+    assert after.value("failoverd_state", role="master", state="granted") == 1
