@@ -614,6 +614,17 @@ def test_a_witness_cannot_leave_addresses_behind() -> None:
     assert "nobody would renew the claim" in usage_error(parse_backup, [*ETCD, "--keep-addresses-on-exit", MASTER, PAIR])
 
 
+def test_a_witness_without_httpx_is_a_clear_usage_error() -> None:
+    # httpx is an optional extra (failoverd[witness]): a process where it cannot be imported.
+    code = ("import sys; sys.modules['httpx'] = None\n"
+            "from failoverd.cli.options import parse_backup\n"
+            "from failoverd.cli.exitcodes import UsageError\n"
+            "try:\n    parse_backup(['--etcd-endpoints', 'http://10.0.0.5:2379', '10.0.0.1', 'eth0:10.0.0.100'])\n"
+            "except UsageError as error:\n    print(error)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "the etcd witness needs httpx" in done.stdout and "install failoverd[witness]" in done.stdout, done
+
+
 def test_a_witness_is_not_traced_yet() -> None:
     assert "traces cannot record the witness's answers yet" in usage_error(
         parse_backup, [*ETCD, "--trace", "/tmp/t", MASTER, PAIR])

@@ -405,7 +405,11 @@ def master_parser() -> argparse.ArgumentParser:
 
 def _endpoints(text: str) -> tuple[str, ...]:
     """``--etcd-endpoints``: comma-separated http(s) URLs, each checked by the witness client."""
-    from failoverd.system.witness import WitnessConfigError, check_endpoints  # httpx: only with a witness
+    try:
+        from failoverd.system.witness import WitnessConfigError, check_endpoints  # httpx: only with a witness
+    except ImportError as missing:
+        raise argparse.ArgumentTypeError(
+            f"the etcd witness needs httpx ({missing}): install failoverd[witness] (Debian: python3-httpx)") from None
 
     given = [part.strip() for part in text.split(",")]
     if not all(given):
