@@ -13,6 +13,8 @@ from failoverd.core.actions import (
     Alarm,
     Claim,
     ClaimDone,
+    Probe,
+    ProbeDone,
     Release,
     ReleaseClaim,
     ReleaseDone,
@@ -158,3 +160,22 @@ def test_restarted_holding_with_a_witness_releases_what_it_cannot_prove() -> Non
     assert d.state == "failed_over"
     out = d.handle_timer(0.0)
     assert d.state == "recovering" and kinds(out) == [Release]
+
+
+def test_a_claim_refused_again_and_again_alarms_in_the_same_words() -> None:
+    # The executor mails one text once per MAIL_REPEAT; the retries come every interval.
+    d = backup()
+    to_claiming(d)
+    texts = []
+    for _ in range(3):
+        out = d.action_done(d._now + 0.01, ClaimDone("refused", detail="held by heartbeatd@master"))
+        texts += [a.message for a in out if isinstance(a, Alarm) and a.mail]
+        for _ in range(20):  # the retry: a probe (answered silent), then the claim again
+            deadline = d.next_deadline()
+            assert deadline is not None
+            if any(isinstance(a, Probe) for a in d.handle_timer(deadline)):
+                d.action_done(deadline + 0.01, ProbeDone(answered=frozenset()))
+            if d.state == "claiming":
+                break
+        assert d.state == "claiming", d.state
+    assert len(texts) == 3 and len(set(texts)) == 1, texts

@@ -959,16 +959,18 @@ class Detector(DeclaredMachine):
     def _claim_failed(self) -> None:
         result = self._claim_result
         self._retry_at = self._now + self.timing.effective_retry_interval
+        # Stable words (no silence in seconds): the executor mails one text once per
+        # MAIL_REPEAT, and a refused claim is tried again every retry interval.
         if result.outcome == "refused":
             self._reachable(True)
             self._out.append(Alarm(
-                "critical", f"{self.peer} silent for {self._now - self.last_heard:.1f} s but the etcd witness "
-                f"refused our claim ({result.detail}): not taking over {names(self.addresses)}", True))
+                "critical", f"{self.peer} is silent but the etcd witness refused our claim ({result.detail}): "
+                f"not taking over {names(self.addresses)}", True))
         else:
             self._reachable(False, result.detail)
             self._out.append(Alarm(
-                "critical", f"{self.peer} silent for {self._now - self.last_heard:.1f} s but the etcd witness is "
-                f"unreachable ({result.detail}): cannot take over {names(self.addresses)}", True))
+                "critical", f"{self.peer} is silent but the etcd witness is unreachable: cannot take over "
+                f"{names(self.addresses)}", True))
 
     def _take_renewal(self) -> None:
         """A renewal's answer: a newer proof, the claim lost, or no answer (the proof runs on)."""
