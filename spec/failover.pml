@@ -152,7 +152,7 @@
 
 /* ---- states --------------------------------------------------------------- */
 
-/* @states detector: monitoring suspect contested acquiring failed_over recovering unfit */
+/* @states detector: monitoring suspect contested acquiring failed_over recovering unfit claiming granted */
 #define D_monitoring  0
 #define D_suspect     1
 #define D_contested   2
@@ -160,8 +160,10 @@
 #define D_failed_over 4
 #define D_recovering  5
 #define D_unfit       6   /* health checks (HEALTH 1): the deadline came while this backup's checks fail */
+#define D_claiming    7   /* etcd witness: never entered here (spec/witness.pml models the claim) */
+#define D_granted     8   /* etcd witness: never entered here (spec/witness.pml models the wait) */
 
-/* @states master: waiting probing acquiring holding releasing stopped standing_down */
+/* @states master: waiting probing acquiring holding releasing stopped standing_down claiming granted */
 #define M_waiting   0
 #define M_probing   1
 #define M_acquiring 2
@@ -169,8 +171,81 @@
 #define M_releasing 4
 #define M_stopped   5
 #define M_standing_down 6   /* health checks (HEALTH 1): released, saying `leaving` while its checks fail */
+#define M_claiming  7   /* etcd witness: never entered here (spec/witness.pml models the claim) */
+#define M_granted   8   /* etcd witness: never entered here (spec/witness.pml models the wait) */
 
 /* Transitions of the code that the model leaves out, and why:
+ * @declared detector checks_pass: claiming -> claiming (etcd witness: checks_pass in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector checks_pass: granted -> granted (etcd witness: checks_pass in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: acquiring -> acquiring (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: claiming -> claiming (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: claiming -> contested (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: claiming -> granted (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: claiming -> monitoring (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: contested -> contested (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: failed_over -> failed_over (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: granted -> granted (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: monitoring -> monitoring (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: recovering -> recovering (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: suspect -> suspect (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector claimed: unfit -> unfit (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector conflict: claiming -> claiming (etcd witness: conflict in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector conflict: granted -> granted (etcd witness: conflict in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector deadline: suspect -> claiming (etcd witness: deadline in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector heartbeat: claiming -> claiming (etcd witness: heartbeat in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector heartbeat: granted -> monitoring (etcd witness: heartbeat in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector probed: claiming -> claiming (etcd witness: probed in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector probed: contested -> claiming (etcd witness: probed in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector probed: granted -> granted (etcd witness: probed in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector probed: suspect -> claiming (etcd witness: probed in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector proof_expiring: failed_over -> recovering (etcd witness: the holder's last proof of its claim runs out; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector proof_expiring: granted -> contested (etcd witness: the holder's last proof of its claim runs out; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector released: claiming -> claiming (etcd witness: released in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector released: granted -> granted (etcd witness: released in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector renewed: acquiring -> acquiring (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector renewed: claiming -> claiming (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector renewed: contested -> contested (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector renewed: failed_over -> failed_over (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector renewed: granted -> granted (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector renewed: monitoring -> monitoring (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector renewed: recovering -> recovering (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector renewed: suspect -> suspect (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector renewed: unfit -> unfit (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector stop: claiming -> claiming (etcd witness: stop in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector stop: granted -> granted (etcd witness: stop in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector wait_over: granted -> acquiring (etcd witness: the wait W after the witness's grant; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector acquired: acquiring -> recovering (etcd witness: an acquire that finished after the proof ran out; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master backup_released: claiming -> claiming (etcd witness: backup_released in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master backup_released: granted -> granted (etcd witness: backup_released in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master backup_released: probing -> claiming (etcd witness: backup_released in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master backup_released: waiting -> claiming (etcd witness: backup_released in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master checks_fail: claiming -> claiming (etcd witness: checks_fail in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master checks_fail: granted -> standing_down (etcd witness: checks_fail in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master checks_pass: claiming -> claiming (etcd witness: checks_pass in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master checks_pass: granted -> granted (etcd witness: checks_pass in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master claimed: claiming -> granted (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master claimed: claiming -> standing_down (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master claimed: claiming -> stopped (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master claimed: claiming -> waiting (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master presume: waiting -> claiming (etcd witness: presume in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master probed: claiming -> claiming (etcd witness: probed in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master probed: granted -> granted (etcd witness: probed in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master probed: probing -> claiming (etcd witness: probed in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master proof_expiring: granted -> waiting (etcd witness: the holder's last proof of its claim runs out; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master proof_expiring: holding -> releasing (etcd witness: the holder's last proof of its claim runs out; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master renewed: acquiring -> acquiring (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master renewed: claiming -> claiming (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master renewed: granted -> granted (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master renewed: holding -> holding (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master renewed: probing -> probing (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master renewed: releasing -> releasing (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master renewed: standing_down -> standing_down (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master renewed: stopped -> stopped (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master renewed: waiting -> waiting (etcd witness: a renewal of the witness's claim; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master retry: waiting -> claiming (etcd witness: retry in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master stop: claiming -> claiming (etcd witness: stop in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master stop: granted -> stopped (etcd witness: stop in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master wait_over: granted -> acquiring (etcd witness: the wait W after the witness's grant; proved in spec/witness.pml, which this model leaves it to)
  * @declared detector checks_pass: monitoring -> monitoring (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
  * @declared detector checks_pass: suspect -> suspect (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)
  * @declared detector checks_pass: contested -> contested (health checks: the model's hosts always pass theirs; tests/test_core_health.py couples both cores under flapping health)

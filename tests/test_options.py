@@ -557,3 +557,95 @@ def test_every_program_parses_its_arguments_with_the_one_parser() -> None:
             if isinstance(node, ast.ClassDef) and any(ast.unparse(b).endswith("ArgumentParser") for b in node.bases):
                 subclasses.append(f"{path.relative_to(root)}:{node.name}")
     assert subclasses == ["cli/argparser.py:ArgumentParser"]
+
+
+# --- the etcd witness (spec/witness.md) ------------------------------------------
+
+ETCD = ["--etcd-endpoints", "http://10.9.0.1:2379, https://etcd2:2379"]
+
+
+def test_witness_options_on_both_daemons() -> None:
+    assert parse_backup([MASTER, PAIR]).witness is None
+    assert parse_master(["--manage", "eth0:192.0.2.10", "10.0.0.2"]).witness is None
+    config = parse_backup([*ETCD, "--etcd-prefix", "/site-a/", "--etcd-cacert", "/ca", "--etcd-cert", "/c",
+                           "--etcd-key", "/k", "--etcd-credentials", "/etc/failoverd/etcd",
+                           "--etcd-unreachable", "drop", "--interval", "0.1", MASTER, PAIR])
+    witness = config.witness
+    assert witness is not None
+    assert witness.endpoints == ("http://10.9.0.1:2379", "https://etcd2:2379")
+    assert (witness.prefix, witness.cacert, witness.cert, witness.key) == ("/site-a/", Path("/ca"), Path("/c"), Path("/k"))
+    assert (witness.credentials_file, witness.unreachable) == (Path("/etc/failoverd/etcd"), "drop")
+    # The witness timing follows the heartbeat interval: spec/witness.md's table at 0.1 s.
+    t = witness.timing
+    assert (t.renew_period, t.validity, t.release_margin, t.wait_after_grant) == (0.1, 0.4, 0.05, 0.401)
+    assert witness.request_timeout == 0.1
+    master = parse_master([*ETCD, "--manage", "eth0:192.0.2.10", "10.0.0.2"])
+    assert isinstance(master, MasterConfig) and master.witness is not None
+    assert (master.witness.prefix, master.witness.unreachable) == ("/failoverd/", "keep")
+    assert master.witness.timing.validity == 4.0 and master.witness.request_timeout == 0.5
+    described = "\n".join(config.describe())
+    assert "witness: etcd at http://10.9.0.1:2379 https://etcd2:2379, prefix /site-a/" in described
+    assert "credentials from /etc/failoverd/etcd" in described and "witness unreachable: drop" in described
+    assert "witness: none (no --etcd-endpoints)" in "\n".join(parse_backup([MASTER, PAIR]).describe())
+
+
+@pytest.mark.parametrize(
+    "argv, text",
+    [
+        (["--etcd-prefix", "/x/"], "--etcd-prefix given without --etcd-endpoints"),
+        (["--etcd-unreachable", "drop", "--etcd-credentials", "/c"],
+         "--etcd-credentials, --etcd-unreachable given without --etcd-endpoints"),
+        (["--etcd-endpoints", "ftp://a"], "etcd endpoint 'ftp://a' is not a URL like http://10.0.0.5:2379"),
+        (["--etcd-endpoints", "http://a:99999"], "etcd endpoint 'http://a:99999' has a bad port"),
+        (["--etcd-endpoints", "http://a:1,,http://b:1"], "an empty endpoint between commas"),
+        (["--etcd-endpoints", "http://a:1,http://a:1/"], "an endpoint given twice"),
+        (["--etcd-endpoints", "http://a:1", "--etcd-prefix", "failoverd"], "--etcd-prefix 'failoverd' must start and end"),
+        (["--etcd-endpoints", "http://a:1", "--etcd-cert", "/c"], "needs both --etcd-cert and --etcd-key"),
+        (["--etcd-endpoints", "http://a:1", "--etcd-cacert", "/ca"], "no --etcd-endpoints URL is https://"),
+        (["--etcd-endpoints", "http://a:1", "--etcd-unreachable", "hold"], "argument --etcd-unreachable: invalid choice"),
+    ],
+)
+def test_witness_diagnostics(argv: list[str], text: str) -> None:
+    assert text in usage_error(parse_backup, [*argv, MASTER, PAIR])
+    assert text in usage_error(parse_master, [*argv, "--manage", "eth0:192.0.2.10", "10.0.0.2"])
+
+
+def test_a_witness_cannot_leave_addresses_behind() -> None:
+    assert "nobody would renew the claim" in usage_error(parse_backup, [*ETCD, "--keep-addresses-on-exit", MASTER, PAIR])
+
+
+def test_a_witness_without_httpx_is_a_clear_usage_error() -> None:
+    # httpx is an optional extra (failoverd[witness]): a process where it cannot be imported.
+    code = ("import sys; sys.modules['httpx'] = None\n"
+            "from failoverd.cli.options import parse_backup\n"
+            "from failoverd.cli.exitcodes import UsageError\n"
+            "try:\n    parse_backup(['--etcd-endpoints', 'http://10.0.0.5:2379', '10.0.0.1', 'eth0:10.0.0.100'])\n"
+            "except UsageError as error:\n    print(error)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "the etcd witness needs httpx" in done.stdout and "install failoverd[witness]" in done.stdout, done
+
+
+def test_a_witness_is_not_traced_yet() -> None:
+    assert "traces cannot record the witness's answers yet" in usage_error(
+        parse_backup, [*ETCD, "--trace", "/tmp/t", MASTER, PAIR])
+
+
+def test_heartbeatd_witness_needs_managed_addresses() -> None:
+    assert "--etcd-endpoints needs --manage" in usage_error(parse_master, [*ETCD, "10.0.0.2"])
+
+
+def test_no_run_checks_the_witness_files(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the credentials file must be root's to pass the trusted-path rules")
+    credentials = tmp_path / "etcd"
+    credentials.write_text("failoverd:secret\n")
+    credentials.chmod(0o644)
+    args = ["-n", "--etcd-endpoints", "https://10.9.0.1:2379", "--etcd-credentials", str(credentials),
+            "--etcd-cacert", str(tmp_path / "no-ca.pem"), "--manage", "eth0:192.0.2.10", "10.0.0.2"]
+    result = run("heartbeatd", args)
+    assert result.returncode == EX_CONFIG
+    assert f"FAIL  etcd credentials file {credentials} has mode 0644" in result.stdout
+    assert f"FAIL  --etcd-cacert {tmp_path / 'no-ca.pem'}: No such file or directory" in result.stdout
+    assert "secret" not in result.stdout
+    credentials.chmod(0o600)
+    assert f"ok    etcd credentials file {credentials} is usable" in run("heartbeatd", args).stdout

@@ -17,6 +17,7 @@ from typing import Literal
 from failoverd.core.addresses import Triplet
 from failoverd.core.settings import DEFAULT_LEGACY_MESSAGE, DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing, default_probe_spacing
+from failoverd.core.witness import WitnessTiming
 
 RunMode = Literal["daemon", "debug", "no_fork", "no_run"]
 
@@ -34,6 +35,7 @@ DEFAULT_NOTIFY_COMMAND = "NotifyFailover"
 DEFAULT_CHECK_INTERVAL = 2.0
 DEFAULT_CHECK_RISE = 2
 DEFAULT_CHECK_FALL = 2
+DEFAULT_ETCD_PREFIX = "/failoverd/"
 # Where the shipped systemd units put the control sockets (their
 # RuntimeDirectory=), so a daemon started by hand lands there too and
 # failoverctl finds either without --socket.
@@ -103,6 +105,49 @@ class HealthChecks:
         return lines
 
 
+WitnessOutage = Literal["keep", "drop"]
+
+
+@dataclass(frozen=True)
+class WitnessSettings:
+    """``--etcd-*`` (spec/witness.md): the etcd cluster whose grant an address needs, and how to reach it.
+
+    ``timing`` follows the heartbeat interval (one renewal per interval, a proof valid four of
+    them); ``request_timeout`` bounds each request, all endpoints together."""
+
+    endpoints: tuple[str, ...]
+    prefix: str = DEFAULT_ETCD_PREFIX
+    cacert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    credentials_file: Path | None = None
+    """``user:password``, readable by its owner only (read at start, never from the command line)."""
+    unreachable: WitnessOutage = "keep"
+    """What a holder does when etcd is unreachable: ``keep`` (keep-and-refuse-new) or ``drop``."""
+    timing: WitnessTiming = field(default_factory=WitnessTiming)
+    request_timeout: float = 0.1
+
+    def describe(self) -> list[str]:
+        t = self.timing
+        tls = ", ".join(f"{name} {path}" for name, path in
+                        (("CA", self.cacert), ("certificate", self.cert), ("key", self.key)) if path) or "no TLS files"
+        return [
+            f"witness: etcd at {' '.join(self.endpoints)}, prefix {self.prefix}; {tls}; credentials "
+            + (f"from {self.credentials_file}" if self.credentials_file else "none"),
+            f"witness timing: renew every {t.renew_period:g} s (each request at most {self.request_timeout:g} s), "
+            f"a proof valid {t.validity:g} s, released {t.release_margin:g} s before; wait {t.wait_after_grant:g} s "
+            f"after a grant; claim lease {t.lease_ttl} s",
+            "witness unreachable: " + (
+                "keep-and-refuse-new (no new claim; a holder keeps only while every peer confirms "
+                "it cannot reach etcd either -- not yet: until then it drops like drop)"
+                if self.unreachable == "keep" else "drop (a holder removes its addresses when its proof runs out)"),
+        ]
+
+
+def _witness_text(witness: WitnessSettings | None) -> list[str]:
+    return ["witness: none (no --etcd-endpoints)"] if witness is None else witness.describe()
+
+
 def _metrics_text(listen: ListenAddress | None) -> str:
     if listen is None:
         return "metrics: off (no --metrics-listen)"
@@ -158,6 +203,8 @@ class BackupConfig:
     """``--metrics-listen``: serve Prometheus metrics there; None (the default) serves none."""
     checks: HealthChecks = HealthChecks()
     """``--check``: while one fails, do not take over."""
+    witness: WitnessSettings | None = None
+    """``--etcd-endpoints``: take over only with the etcd cluster's grant; None: no witness."""
 
     @property
     def authenticated(self) -> bool:
@@ -176,6 +223,7 @@ class BackupConfig:
             legacy_message=self.message,
             arp_probe=self.arp_probe,
             peer=str(self.master),
+            witness=None if self.witness is None else self.witness.timing,
         )
 
     def describe(self) -> list[str]:
@@ -220,6 +268,7 @@ class BackupConfig:
             "on exit: " + ("keep held addresses" if self.keep_addresses_on_exit else "release held addresses"),
             _metrics_text(self.metrics_listen),
             *self.checks.describe("backup"),
+            *_witness_text(self.witness),
         ]
         return lines
 
@@ -262,6 +311,8 @@ class MasterConfig:
     """``--metrics-listen``: serve Prometheus metrics there; None (the default) serves none."""
     checks: HealthChecks = HealthChecks()
     """``--check``: while one fails, step down (heartbeats say ``leaving``)."""
+    witness: WitnessSettings | None = None
+    """``--etcd-endpoints``: hold managed addresses only with the etcd cluster's grant; None: no witness."""
 
     @property
     def authenticated(self) -> bool:
@@ -286,6 +337,7 @@ class MasterConfig:
             legacy_message=self.message,
             arp_probe=self.arp_probe and self.probe_count > 0,
             garp_refresh=self.garp_refresh,
+            witness=None if self.witness is None else self.witness.timing,
         )
 
     @property
@@ -331,5 +383,6 @@ class MasterConfig:
             f"state directory: {self.state_dir}",
             _metrics_text(self.metrics_listen),
             *self.checks.describe("master"),
+            *_witness_text(self.witness),
         ]
         return lines

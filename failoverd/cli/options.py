@@ -27,6 +27,7 @@ from failoverd.cli.config import (
     DEFAULT_CHECK_INTERVAL,
     DEFAULT_CHECK_RISE,
     DEFAULT_CONTROL_SOCKETS,
+    DEFAULT_ETCD_PREFIX,
     DEFAULT_FACILITY,
     DEFAULT_HOOK_DIR,
     DEFAULT_HOOK_TIMEOUT,
@@ -42,10 +43,12 @@ from failoverd.cli.config import (
     ListenAddress,
     MasterConfig,
     RunMode,
+    WitnessSettings,
 )
 from failoverd.cli.exitcodes import UsageError
 from failoverd.core.addresses import AddressError, IPAddress, Triplet, parse_ip, parse_triplet
 from failoverd.core.timing import Timing, TimingError
+from failoverd.core.witness import WitnessTiming, WitnessTimingError
 
 INVALID_PORT = "Invalid port. Valid ports range from 1 to 65535 (IPV6PORT_ANONMAX)"
 INVALID_FACILITY = "Invalid syslog facility"
@@ -321,6 +324,20 @@ def _common_options(parser: argparse.ArgumentParser, program: str) -> None:
                         help=f"passes in a row before a failing check passes again (default {DEFAULT_CHECK_RISE})")
     checks.add_argument("--check-fall", metavar="N", type=count_at_least(1),
                         help=f"failures in a row before a passing check fails (default {DEFAULT_CHECK_FALL})")
+    taking = "add the --manage addresses" if program == "heartbeatd" else "take over"
+    etcd = parser.add_argument_group("etcd witness (spec/witness.md)")
+    etcd.add_argument("--etcd-endpoints", metavar="URL[,URL...]", type=_endpoints,
+                      help=f"{taking} only with the grant of this etcd cluster (http:// or https:// "
+                      "members, comma-separated; default: no witness)")
+    etcd.add_argument("--etcd-prefix", metavar="PREFIX",
+                      help=f"keys live under PREFIX (default {DEFAULT_ETCD_PREFIX}; starts and ends with /)")
+    etcd.add_argument("--etcd-cacert", metavar="FILE", type=Path, help="CA certificate that signed the members'")
+    etcd.add_argument("--etcd-cert", metavar="FILE", type=Path, help="this host's client certificate (with --etcd-key)")
+    etcd.add_argument("--etcd-key", metavar="FILE", type=Path, help="the client certificate's private key")
+    etcd.add_argument("--etcd-credentials", metavar="FILE", type=Path,
+                      help="etcd user:password on the first line of FILE, readable by its owner only")
+    etcd.add_argument("--etcd-unreachable", choices=("keep", "drop"),
+                      help="when etcd cannot be reached: keep (default, keep-and-refuse-new) or drop held addresses")
 
 
 def backup_parser() -> argparse.ArgumentParser:
@@ -384,6 +401,67 @@ def master_parser() -> argparse.ArgumentParser:
                        help="an address heartbeatd adds itself, with overlap-free failback (repeatable)")
     parser.add_argument("arguments", nargs="*", metavar="ip_addr", help=argparse.SUPPRESS)
     return parser
+
+
+def _endpoints(text: str) -> tuple[str, ...]:
+    """``--etcd-endpoints``: comma-separated http(s) URLs, each checked by the witness client."""
+    try:
+        from failoverd.system.witness import WitnessConfigError, check_endpoints  # httpx: only with a witness
+    except ImportError as missing:
+        raise argparse.ArgumentTypeError(
+            f"the etcd witness needs httpx ({missing}): install failoverd[witness] (Debian: python3-httpx)") from None
+
+    given = [part.strip() for part in text.split(",")]
+    if not all(given):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: an empty endpoint between commas")
+    try:
+        urls = check_endpoints(given)
+    except WitnessConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if len(set(urls)) != len(urls):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: an endpoint given twice")
+    return tuple(urls)
+
+
+def _witness(ns: argparse.Namespace, interval: float) -> WitnessSettings | None:
+    """The ``--etcd-*`` options as one setting; the witness timing follows the heartbeat interval.
+
+    One renewal per heartbeat interval, a proof valid four intervals (three renewals in a row
+    may be lost), released 50 ms (at most half an interval) before it runs out, each request
+    bounded by the interval (spec/witness.md, "Timing at 0.1 s heartbeats")."""
+    others = {
+        "--etcd-prefix": ns.etcd_prefix, "--etcd-cacert": ns.etcd_cacert, "--etcd-cert": ns.etcd_cert,
+        "--etcd-key": ns.etcd_key, "--etcd-credentials": ns.etcd_credentials,
+        "--etcd-unreachable": ns.etcd_unreachable,
+    }
+    if ns.etcd_endpoints is None:
+        given = [name for name, value in others.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} given without --etcd-endpoints: there is no witness to apply it to")
+        return None
+    prefix = DEFAULT_ETCD_PREFIX if ns.etcd_prefix is None else ns.etcd_prefix
+    if not prefix.startswith("/") or not prefix.endswith("/") or any(ord(c) < 0x21 for c in prefix):
+        raise UsageError(f"--etcd-prefix {prefix!r} must start and end with '/' and be printable without spaces")
+    if (ns.etcd_cert is None) != (ns.etcd_key is None):
+        raise UsageError("an etcd client certificate needs both --etcd-cert and --etcd-key")
+    if (ns.etcd_cacert is not None or ns.etcd_cert is not None) and not any(
+            url.startswith("https:") for url in ns.etcd_endpoints):
+        raise UsageError("--etcd-cacert/--etcd-cert given but no --etcd-endpoints URL is https://")
+    try:
+        timing = WitnessTiming(renew_period=interval, validity=4 * interval, release_margin=min(0.05, interval / 2))
+    except WitnessTimingError as exc:
+        raise UsageError(f"Invalid timing for the witness at interval {interval:g} s: {exc}") from None
+    return WitnessSettings(
+        endpoints=ns.etcd_endpoints,
+        prefix=prefix,
+        cacert=ns.etcd_cacert,
+        cert=ns.etcd_cert,
+        key=ns.etcd_key,
+        credentials_file=ns.etcd_credentials,
+        unreachable="keep" if ns.etcd_unreachable is None else ns.etcd_unreachable,
+        timing=timing,
+        request_timeout=min(interval, 0.5),
+    )
 
 
 def _run_mode(ns: argparse.Namespace) -> RunMode:
@@ -506,6 +584,14 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
         )
     except TimingError as exc:
         raise UsageError(f"Invalid timing: {exc}") from None
+    witness = _witness(ns, timing.interval)
+    if witness is not None and ns.keep_addresses_on_exit:
+        raise UsageError("--keep-addresses-on-exit with --etcd-endpoints: nobody would renew the claim "
+                         "of the addresses left behind")
+    if witness is not None and ns.trace is not None:
+        # A trace's results have no spelling for the witness's answers yet, and a replay
+        # without them would take over where the daemon waited for etcd: refuse, not mislead.
+        raise UsageError("--trace with --etcd-endpoints: traces cannot record the witness's answers yet")
     return BackupConfig(
         master=master,
         triplets=tuple(t for _, t in parsed),
@@ -513,6 +599,7 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
         trace_file=ns.trace,
         trace_max_bytes=ns.trace_max_bytes,
         keep_addresses_on_exit=ns.keep_addresses_on_exit,
+        witness=witness,
         **values,
     )
 
@@ -548,6 +635,9 @@ def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
         raise UsageError(f"Invalid timing: interval {ns.interval!r} s is outside 0.01..3600 s")
     managed = [(text, triplet_argument(text, "--manage")) for text in ns.manage]
     _distinct_addresses(managed, "--manage address")
+    witness = _witness(ns, ns.interval)
+    if witness is not None and not managed:
+        raise UsageError("--etcd-endpoints needs --manage: without managed addresses heartbeatd holds nothing to claim")
     return MasterConfig(
         targets=tuple(targets),
         interval=ns.interval,
@@ -558,5 +648,6 @@ def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
         garp_count=ns.garp_count,
         garp_spacing=ns.garp_spacing,
         garp_refresh=ns.garp_refresh,
+        witness=witness,
         **values,
     )

@@ -26,7 +26,7 @@ from typing import Literal
 
 from failoverd import __version__
 from failoverd.cli import logsetup
-from failoverd.cli.config import BackupConfig, HealthChecks, MasterConfig
+from failoverd.cli.config import BackupConfig, HealthChecks, MasterConfig, WitnessSettings
 from failoverd.cli.exitcodes import ConfigError
 from failoverd.core.addresses import Triplet
 from failoverd.system.keyfile import KeyFileError, read_key
@@ -229,6 +229,33 @@ def _health_check_checks(checks: HealthChecks) -> list[Check]:
     return out
 
 
+def _witness_checks(witness: WitnessSettings | None) -> list[Check]:
+    """The etcd witness's files: TLS files readable, the credentials file as the client reads it.
+
+    Whether etcd answers is not checked here: -n must not depend on the cluster being up."""
+    if witness is None:
+        return []
+    from failoverd.system.witness import WitnessConfigError, read_credentials  # httpx: only with a witness
+
+    checks = []
+    for option, path in (("--etcd-cacert", witness.cacert), ("--etcd-cert", witness.cert), ("--etcd-key", witness.key)):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+            checks.append(Check("ok", f"{option} {path} is readable"))
+        except OSError as exc:
+            checks.append(Check("FAIL", f"{option} {path}: {exc.strerror or exc}"))
+    if witness.credentials_file is not None:
+        try:
+            read_credentials(witness.credentials_file)
+            checks.append(Check("ok", f"etcd credentials file {witness.credentials_file} is usable"))
+        except WitnessConfigError as exc:
+            checks.append(Check("FAIL", str(exc)))
+    return checks
+
+
 def _syslog_check(path: str) -> Check:
     problem = logsetup.syslog_problem(path)
     if problem is not None:
@@ -301,6 +328,7 @@ def run_checks(config: BackupConfig | MasterConfig) -> list[Check]:
             checks.append(Check("FAIL", problem))
     checks += _hook_checks(config.hook_dir, addresses)
     checks += _health_check_checks(config.checks)
+    checks += _witness_checks(config.witness)
     checks.append(_state_dir_check(config.state_dir))
     checks.append(_syslog_check(config.syslog_socket))
     return checks

@@ -94,7 +94,20 @@ class Stopped:
     """The core's stop is complete (what it had to release is released, or could not be): the daemon may exit."""
 
 
-Action = Probe | Acquire | Release | Announce | Notify | Alarm | Transmit | StateChanged | Stopped
+@dataclass(frozen=True)
+class Claim:
+    """Ask the etcd witness for the address set's claim (spec/witness.md): taken when free, or
+    taken over when its holder stopped renewing. Once granted, the shell renews it every
+    renew period, one renewal in flight, and reports each as :class:`RenewDone`, until
+    :class:`ReleaseClaim`."""
+
+
+@dataclass(frozen=True)
+class ReleaseClaim:
+    """Stop renewing the claim and delete it if it is still ours (best effort: its lease expires anyway)."""
+
+
+Action = Probe | Acquire | Release | Announce | Notify | Alarm | Transmit | StateChanged | Stopped | Claim | ReleaseClaim
 
 
 # --- results (shell → core) -------------------------------------------------
@@ -127,7 +140,37 @@ class ReleaseDone:
     refused: Addresses = frozenset()
 
 
-Result = ProbeDone | AcquireDone | ReleaseDone
+ClaimOutcome = Literal["granted", "refused", "unreachable"]
+
+
+@dataclass(frozen=True)
+class ClaimDone:
+    """The witness's answer to :class:`Claim`. ``granted``: the claim is ours, a proof from
+    ``sent_at`` (when its transaction was sent); the wait after the grant counts from
+    ``answered_at`` (when its answer was read). ``refused``: another host holds it
+    (``detail`` names it). ``unreachable``: no answer in time (``detail`` says why); the
+    claim may still take effect, and its lease then removes it."""
+
+    outcome: ClaimOutcome
+    sent_at: float = 0.0
+    answered_at: float = 0.0
+    detail: str = ""
+
+
+RenewOutcome = Literal["proved", "lost", "unreachable"]
+
+
+@dataclass(frozen=True)
+class RenewDone:
+    """One renewal of the granted claim. ``proved``: still ours at an instant after ``sent_at``;
+    ``lost``: the key holds another claim or none; ``unreachable``: no answer in time."""
+
+    outcome: RenewOutcome
+    sent_at: float = 0.0
+    detail: str = ""
+
+
+Result = ProbeDone | AcquireDone | ReleaseDone | ClaimDone | RenewDone
 
 
 @dataclass

@@ -64,12 +64,16 @@ from failoverd.core.actions import (
     Alarm,
     AlarmLevel,
     Announce,
+    Claim,
+    ClaimDone,
     Counters,
     Notify,
     Probe,
     ProbeDone,
     Release,
+    ReleaseClaim,
     ReleaseDone,
+    RenewDone,
     Result,
     Stopped,
     Transmit,
@@ -77,14 +81,18 @@ from failoverd.core.actions import (
 from failoverd.core.addresses import Triplet, names
 from failoverd.core.machine import DeclaredMachine
 from failoverd.core.settings import DetectorSettings
+from failoverd.core.witness import HolderProofs
 
-STATES: tuple[str, ...] = ("monitoring", "suspect", "contested", "unfit", "acquiring", "failed_over", "recovering")
+STATES: tuple[str, ...] = (
+    "monitoring", "suspect", "contested", "unfit", "acquiring", "failed_over", "recovering",
+    "claiming", "granted",  # the etcd witness (spec/witness.md)
+)
 
 _ANY = list(STATES)
 
 # State-driven triggers (see failoverd.core.machine): tried after every input,
 # in this order, while their conditions hold. The time guards are conditions.
-AUTOMATIC: tuple[str, ...] = ("silence", "probe_due", "deadline", "retry")
+AUTOMATIC: tuple[str, ...] = ("silence", "probe_due", "deadline", "retry", "wait_over", "proof_expiring")
 
 # (trigger, source, dest, conditions, unless, before, after). dest None =
 # internal transition (no state change). The rows of one trigger from one
@@ -101,7 +109,8 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "deadline", "source": "suspect", "dest": "unfit",
      "conditions": ["_deadline_passed", "_probe_finished"], "unless": ["_healthy", "_stopping"], "after": "_decline"},
     {"trigger": "deadline", "source": "suspect", "dest": "acquiring",
-     "conditions": ["_deadline_passed", "_probe_finished", "_healthy"], "unless": ["_probe_answered", "_stopping"],
+     "conditions": ["_deadline_passed", "_probe_finished", "_healthy"],
+     "unless": ["_probe_answered", "_stopping", "_witnessed"],
      "after": "_acquire_all"},
     {"trigger": "deadline", "source": "suspect", "dest": "contested",
      "conditions": ["_deadline_passed", "_probe_finished", "_healthy", "_probe_answered"], "unless": ["_stopping"],
@@ -109,7 +118,7 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "retry", "source": "contested", "dest": None,
      "conditions": ["_retry_due"], "unless": ["_stopping"], "after": ["_retry_taken", "_start_probe"]},
     {"trigger": "retry", "source": "failed_over", "dest": "acquiring",
-     "conditions": ["_retry_due", "_some_missing"], "unless": ["_stopping"], "after": ["_retry_taken", "_acquire_missing"]},
+     "conditions": ["_retry_due", "_some_missing", "_proof_valid"], "unless": ["_stopping"], "after": ["_retry_taken", "_acquire_missing"]},
     {"trigger": "retry", "source": "recovering", "dest": None,
      "conditions": ["_retry_due"], "unless": ["_stopping"], "after": "_release_held"},
     # --- the master's valid heartbeats (not "leaving": that one only moves the deadline) ---
@@ -129,7 +138,7 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_probe_pending", "_deadline_passed"], "unless": ["_healthy"],
      "before": "_take_probe", "after": "_decline"},
     {"trigger": "probed", "source": "suspect", "dest": "acquiring",
-     "conditions": ["_probe_pending", "_deadline_passed", "_healthy"], "unless": ["_result_answered"],
+     "conditions": ["_probe_pending", "_deadline_passed", "_healthy"], "unless": ["_result_answered", "_witnessed"],
      "before": "_take_probe", "after": "_acquire_all"},
     {"trigger": "probed", "source": "suspect", "dest": "contested",
      "conditions": ["_probe_pending", "_deadline_passed", "_healthy", "_result_answered"],
@@ -138,14 +147,15 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_probe_pending"], "unless": ["_healthy", "_result_answered"],
      "before": "_take_probe", "after": "_decline"},
     {"trigger": "probed", "source": "contested", "dest": "acquiring",
-     "conditions": ["_probe_pending", "_healthy"], "unless": ["_result_answered"],
+     "conditions": ["_probe_pending", "_healthy"], "unless": ["_result_answered", "_witnessed"],
      "before": "_take_probe", "after": "_acquire_all"},
     {"trigger": "probed", "source": "contested", "dest": None,
      "conditions": ["_probe_pending", "_result_answered"], "before": "_take_probe", "after": "_still_contested"},
     # --- our own address changes ---
     {"trigger": "acquired", "source": "acquiring", "dest": "recovering",
      "conditions": ["_master_back"], "after": ["_fail_back", "_release_held"]},
-    {"trigger": "acquired", "source": "acquiring", "dest": "failed_over", "unless": ["_master_back"], "after": "_took_over"},
+    {"trigger": "acquired", "source": "acquiring", "dest": "failed_over", "conditions": ["_proof_valid"],
+     "unless": ["_master_back"], "after": "_took_over"},
     {"trigger": "released", "source": "recovering", "dest": "monitoring",
      "unless": ["_some_held", "_stopping"], "after": "_recovered"},
     {"trigger": "released", "source": "recovering", "dest": None,
@@ -168,12 +178,45 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_release_at_stop"], "after": ["_mark_stopping", "_release_to_stop"]},
     {"trigger": "stop", "source": _ANY, "dest": None, "unless": ["_release_at_stop"], "after": ["_mark_stopping", "_stop_now"]},
     {"trigger": "released", "source": _ANY, "dest": None, "conditions": ["_stopping"], "after": "_stop_released"},
+    # --- witness: the etcd witness (spec/witness.md, "Integration plan"), only with one (_witnessed):
+    # where the backup would acquire, it claims; granted, it waits W, then acquires, and
+    # holds only while its newest proof is valid. _proof_valid is true without a witness. ---
+    {"trigger": "deadline", "source": "suspect", "dest": "claiming",
+     "conditions": ["_deadline_passed", "_probe_finished", "_healthy", "_witnessed"],
+     "unless": ["_probe_answered", "_stopping"], "after": "_claim"},
+    {"trigger": "probed", "source": "suspect", "dest": "claiming",
+     "conditions": ["_probe_pending", "_deadline_passed", "_healthy", "_witnessed"], "unless": ["_result_answered"],
+     "before": "_take_probe", "after": "_claim"},
+    {"trigger": "probed", "source": "contested", "dest": "claiming",
+     "conditions": ["_probe_pending", "_healthy", "_witnessed"], "unless": ["_result_answered"],
+     "before": "_take_probe", "after": "_claim"},
+    {"trigger": "claimed", "source": "claiming", "dest": "granted",
+     "conditions": ["_claim_granted"], "unless": ["_master_back", "_stopping"], "after": "_granted"},
+    {"trigger": "claimed", "source": "claiming", "dest": "monitoring",
+     "conditions": ["_claim_granted", "_master_back"], "unless": ["_stopping"], "after": "_grant_unneeded"},
+    {"trigger": "claimed", "source": "claiming", "dest": "contested",
+     "unless": ["_claim_granted", "_stopping"], "after": "_claim_failed"},
+    # An answer after the stop: a grant is given back at once.
+    {"trigger": "claimed", "source": _ANY, "dest": None, "conditions": ["_stopping"], "after": "_late_claim"},
+    {"trigger": "heartbeat", "source": "claiming", "dest": None, "after": "_note_master_back"},
+    {"trigger": "heartbeat", "source": "granted", "dest": "monitoring", "after": "_grant_unneeded"},
+    {"trigger": "wait_over", "source": "granted", "dest": "acquiring",
+     "conditions": ["_wait_passed", "_proof_valid"], "unless": ["_stopping"], "after": "_acquire_all"},
+    {"trigger": "proof_expiring", "source": "granted", "dest": "contested",
+     "unless": ["_proof_valid", "_stopping"], "after": "_proof_ran_out_waiting"},
+    {"trigger": "proof_expiring", "source": "failed_over", "dest": "recovering",
+     "unless": ["_proof_valid", "_stopping"], "after": ["_proof_ran_out", "_release_held"]},
+    # An acquire finished after the proof ran out: let go at once (A3's margin covers a quick one).
+    {"trigger": "acquired", "source": "acquiring", "dest": "recovering",
+     "unless": ["_master_back", "_proof_valid"], "after": ["_proof_ran_out", "_release_held"]},
+    {"trigger": "renewed", "source": _ANY, "dest": None, "after": "_take_renewal"},
+    {"trigger": "conflict", "source": ["claiming", "granted"], "dest": None},  # nothing of ours on the wire yet
 )
 
 # States in which the backup tells the master "I may hold your addresses":
 # an acquire in flight counts, so the master never adds an address that is
 # about to appear here.
-HOLDING_STATES = frozenset({"acquiring", "failed_over", "recovering"})
+HOLDING_STATES = frozenset({"acquiring", "failed_over", "recovering", "claiming", "granted"})
 
 
 @dataclass
@@ -272,6 +315,16 @@ class Detector(DeclaredMachine):
         """Which checks fail, while unhealthy."""
         self.last_verdict = ""
         """``accepted`` or the reason the last datagram was rejected (for traces)."""
+        witness = self.witness = settings.witness
+        """The etcd witness's timing, or None: no witness (spec/witness.md)."""
+        self._proofs = HolderProofs(witness) if witness is not None else None
+        self._claim_held = False
+        """The witness granted us the claim and it was not given back: the shell renews it."""
+        self._claim_result = ClaimDone("unreachable")
+        self._renewal = RenewDone("unreachable")
+        self._wait_until = float("inf")
+        self.witness_reachable = True
+        """The last claim or renewal was answered (for status, metrics and the alarm)."""
         initial = "failed_over" if self.held else "monitoring"
         self._build_machine(initial)
         if self.held:
@@ -411,6 +464,12 @@ class Detector(DeclaredMachine):
             if result.refused:
                 self._emit_alarm("warning", f"Test hook refused to acquire {names(result.refused)}: notification only")
             self._fire("acquired")
+        elif isinstance(result, ClaimDone):
+            self._claim_result = result
+            self._fire("claimed")
+        elif isinstance(result, RenewDone):
+            self._renewal = result
+            self._fire("renewed")
         elif isinstance(result, ReleaseDone):
             self.held = self.held - frozenset(result.released)
             if result.failed:
@@ -510,6 +569,11 @@ class Detector(DeclaredMachine):
             candidates.append(self._retry_at)
         if self.state == "failed_over" and self._garp_due is not None:
             candidates.append(self._garp_due)
+        if self.state == "granted":
+            candidates.append(self._wait_until)
+        if self._proofs is not None and self.state in ("granted", "failed_over"):
+            deadline = self._proofs.deadline
+            candidates.append(self._now if deadline is None else deadline)
         if len(self.paths) > 1:
             for p in self.paths.values():
                 # A path whose deadline has passed but was not marked quiet
@@ -553,6 +617,17 @@ class Detector(DeclaredMachine):
             },
             "healthy": self.healthy,
             "health_reason": self.health_reason,
+            "witness": self._witness_snapshot(now),
+        }
+
+    def _witness_snapshot(self, now: float) -> dict[str, Any] | None:
+        if self._proofs is None:
+            return None
+        deadline = self._proofs.deadline
+        return {
+            "reachable": self.witness_reachable,
+            "claim": self._claim_held,
+            "proof_left": None if deadline is None or not self._claim_held else round(deadline - now, 3),
         }
 
     # --- internals -----------------------------------------------------------
@@ -686,6 +761,19 @@ class Detector(DeclaredMachine):
     def _release_at_stop(self) -> bool:
         return bool(self.held) and self._stop_releases
 
+    def _witnessed(self) -> bool:
+        return self._proofs is not None
+
+    def _proof_valid(self) -> bool:
+        """No witness, or the newest proof lets us hold the address now (spec/witness.md, "The rule")."""
+        return self._proofs is None or self._proofs.may_hold(self._now)
+
+    def _claim_granted(self) -> bool:
+        return self._claim_result.outcome == "granted"
+
+    def _wait_passed(self) -> bool:
+        return self._now >= self._wait_until
+
     # actions
 
     def _probe_due(self) -> float:
@@ -811,6 +899,7 @@ class Detector(DeclaredMachine):
 
     def _recovered(self) -> None:
         self._retry_at = None
+        self._give_claim_back()
         if self._sealer is not None and self.paths:
             # Tell the master at once that we hold nothing, so its managed
             # failback does not wait for its next heartbeat.
@@ -829,6 +918,7 @@ class Detector(DeclaredMachine):
         self._out.append(Release(self.held))
 
     def _stop_now(self) -> None:
+        self._give_claim_back()
         if self.held:
             self._out.append(Alarm("warning", f"stopping; keeping {_listed(self.held)} as configured"))
         else:
@@ -836,9 +926,94 @@ class Detector(DeclaredMachine):
         self._out.append(Stopped())
 
     def _stop_released(self) -> None:
+        self._give_claim_back()
         if self.held:
             self._out.append(Alarm("error", f"stopped still holding {_listed(self.held)}"))
         self._out.append(Stopped())
+
+    # the witness (spec/witness.md)
+
+    def _claim(self) -> None:
+        self._master_returned = False
+        self._retry_at = None
+        self._out.append(Claim())
+
+    def _granted(self) -> None:
+        assert self._proofs is not None and self.witness is not None
+        self._claim_held = True
+        self._reachable(True)
+        self._proofs.proved(self._claim_result.sent_at)  # the claim is a proof from its sending
+        self._wait_until = self._claim_result.answered_at + self.witness.wait_after_grant
+
+    def _grant_unneeded(self) -> None:
+        """The master was heard while we claimed or waited: give the claim back."""
+        self._claim_held = True  # granted: by the claimed row just now, or waiting since
+        self._give_claim_back()
+        self._out.append(Alarm("info", f"{self.peer} heard again; the witness's claim is given back"))
+
+    def _late_claim(self) -> None:
+        if self._claim_granted():
+            self._claim_held = True
+            self._give_claim_back()
+
+    def _claim_failed(self) -> None:
+        result = self._claim_result
+        self._retry_at = self._now + self.timing.effective_retry_interval
+        # Stable words (no silence in seconds): the executor mails one text once per
+        # MAIL_REPEAT, and a refused claim is tried again every retry interval.
+        if result.outcome == "refused":
+            self._reachable(True)
+            self._out.append(Alarm(
+                "critical", f"{self.peer} is silent but the etcd witness refused our claim ({result.detail}): "
+                f"not taking over {names(self.addresses)}", True))
+        else:
+            self._reachable(False, result.detail)
+            self._out.append(Alarm(
+                "critical", f"{self.peer} is silent but the etcd witness is unreachable: cannot take over "
+                f"{names(self.addresses)}", True))
+
+    def _take_renewal(self) -> None:
+        """A renewal's answer: a newer proof, the claim lost, or no answer (the proof runs on)."""
+        assert self._proofs is not None
+        renewal = self._renewal
+        if not self._claim_held:
+            return  # from a claim given back since
+        if renewal.outcome == "proved":
+            self._reachable(True)
+            self._proofs.proved(renewal.sent_at)
+        elif renewal.outcome == "lost":
+            self._reachable(True)
+            self._proofs.lost()
+            self._claim_held = False  # the shell stops renewing a lost claim by itself
+            self._out.append(Alarm("critical", f"the etcd witness's claim is lost ({renewal.detail})", True))
+        else:
+            self._reachable(False, renewal.detail)
+
+    def _proof_ran_out_waiting(self) -> None:
+        self._give_claim_back()
+        self._retry_at = self._now + self.timing.effective_retry_interval
+        self._out.append(Alarm("critical", "the witness's claim could not be renewed during the wait after "
+                               f"its grant: not taking over {names(self.addresses)}", True))
+
+    def _proof_ran_out(self) -> None:
+        self._give_claim_back()
+        self._out.append(Alarm(
+            "critical", f"no current proof of the etcd witness's claim: releasing {names(self.held)} before "
+            "another host could be granted it", True))
+
+    def _reachable(self, reachable: bool, why: str = "") -> None:
+        if reachable and not self.witness_reachable:
+            self._out.append(Alarm("info", "the etcd witness answers again"))
+        elif not reachable and self.witness_reachable:
+            self._out.append(Alarm("critical", f"the etcd witness is unreachable ({why})", True))
+        self.witness_reachable = reachable
+
+    def _give_claim_back(self) -> None:
+        if self._claim_held:
+            self._claim_held = False
+            if self._proofs is not None:
+                self._proofs.lost()
+            self._out.append(ReleaseClaim())
 
 
 def _listed(addresses: Addresses) -> str:

@@ -57,11 +57,15 @@ from failoverd.core.actions import (
     Addresses,
     Alarm,
     Announce,
+    Claim,
+    ClaimDone,
     Counters,
     Probe,
     ProbeDone,
     Release,
+    ReleaseClaim,
     ReleaseDone,
+    RenewDone,
     Result,
     Stopped,
     Transmit,
@@ -69,26 +73,32 @@ from failoverd.core.actions import (
 from failoverd.core.addresses import Triplet, names
 from failoverd.core.machine import DeclaredMachine
 from failoverd.core.settings import MasterSettings
+from failoverd.core.witness import HolderProofs
 
-STATES: tuple[str, ...] = ("waiting", "probing", "acquiring", "holding", "releasing", "standing_down", "stopped")
+STATES: tuple[str, ...] = (
+    "waiting", "probing", "acquiring", "holding", "releasing", "standing_down", "stopped",
+    "claiming", "granted",  # the etcd witness (spec/witness.md)
+)
 
 # State-driven triggers (see failoverd.core.machine): tried after every input,
 # in this order, while their conditions hold. The time guards are conditions.
-AUTOMATIC: tuple[str, ...] = ("presume", "retry")
+AUTOMATIC: tuple[str, ...] = ("presume", "retry", "wait_over", "proof_expiring")
 
 # The rows of one trigger from one state exclude each other
 # (tests/test_core_table.py checks it): their order means nothing.
 # docs/state-machines.md draws this table.
 TRANSITIONS: tuple[dict[str, Any], ...] = (
     # --- failback: the backup's "I hold nothing", or its long silence and a silent probe ---
-    {"trigger": "backup_released", "source": ["waiting", "probing"], "dest": "acquiring", "after": "_acquire"},
+    {"trigger": "backup_released", "source": ["waiting", "probing"], "dest": "acquiring", "unless": ["_witnessed"],
+     "after": "_acquire"},
     # Heard in any other state: nothing to take back (or already taking it).
     {"trigger": "backup_released", "source": [s for s in STATES if s not in ("waiting", "probing")], "dest": None},
     {"trigger": "presume", "source": "waiting", "dest": "probing",
      "conditions": ["_presume_due", "_probes_first"], "after": "_probe"},
     {"trigger": "presume", "source": "waiting", "dest": "acquiring",
-     "conditions": ["_presume_due"], "unless": ["_probes_first"], "after": "_acquire"},
-    {"trigger": "probed", "source": "probing", "dest": "acquiring", "unless": ["_probe_answered"], "after": "_acquire"},
+     "conditions": ["_presume_due"], "unless": ["_probes_first", "_witnessed"], "after": "_acquire"},
+    {"trigger": "probed", "source": "probing", "dest": "acquiring", "unless": ["_probe_answered", "_witnessed"],
+     "after": "_acquire"},
     {"trigger": "probed", "source": "probing", "dest": "waiting", "conditions": ["_probe_answered"], "after": "_contested"},
     # A probe that outlived its probing (the handshake, a stop or a step-down came first).
     {"trigger": "probed", "source": [s for s in STATES if s != "probing"], "dest": None},
@@ -97,9 +107,9 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "acquired", "source": "acquiring", "dest": "releasing",
      "unless": ["_stopping", "_healthy"], "after": "_release"},
     {"trigger": "acquired", "source": "acquiring", "dest": "holding",
-     "conditions": ["_healthy"], "unless": ["_stopping"], "after": "_now_holding"},
+     "conditions": ["_healthy", "_proof_valid"], "unless": ["_stopping"], "after": "_now_holding"},
     {"trigger": "retry", "source": "holding", "dest": "acquiring",
-     "conditions": ["_retry_due", "_some_missing"], "after": ["_retry_taken", "_acquire"]},
+     "conditions": ["_retry_due", "_some_missing", "_proof_valid"], "after": ["_retry_taken", "_acquire"]},
     # --- stop (SIGTERM): release first, then the leaving heartbeat ---
     {"trigger": "stop", "source": ["waiting", "probing"], "dest": "stopped", "after": ["_leave", "_stopped"]},
     {"trigger": "stop", "source": "acquiring", "dest": None, "after": "_mark_stopping"},
@@ -109,13 +119,13 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     # A stop during a step-down's release: the release finishes, then we stop.
     {"trigger": "stop", "source": "releasing", "dest": None, "after": "_mark_stopping"},
     {"trigger": "released", "source": "releasing", "dest": "waiting", "conditions": ["_healthy"],
-     "unless": ["_stopping"], "after": "_rejoin"},
+     "unless": ["_stopping"], "after": ["_give_claim_back", "_rejoin"]},
     {"trigger": "released", "source": "releasing", "dest": "standing_down", "unless": ["_stopping", "_healthy"],
-     "after": "_stood_down"},
+     "after": ["_give_claim_back", "_stood_down"]},
     {"trigger": "released", "source": "releasing", "dest": "stopped", "conditions": ["_stopping"],
-     "unless": ["_some_held"], "after": ["_leave", "_stopped"]},
+     "unless": ["_some_held"], "after": ["_give_claim_back", "_leave", "_stopped"]},
     {"trigger": "released", "source": "releasing", "dest": "stopped", "conditions": ["_stopping", "_some_held"],
-     "after": ["_release_incomplete", "_stopped"]},
+     "after": ["_give_claim_back", "_release_incomplete", "_stopped"]},
     # Health: an unhealthy master lets go of what it holds and says "leaving"
     # until it is healthy again (see the module's docstring).
     {"trigger": "checks_fail", "source": ["waiting", "probing", "holding"], "dest": "releasing",
@@ -124,7 +134,8 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "unless": ["_some_held"], "after": "_stood_down"},
     # Acquiring: the acquired rows read the verdict. Releasing, standing
     # down or stopped: already letting go.
-    {"trigger": "checks_fail", "source": ["acquiring", "releasing", "standing_down", "stopped"], "dest": None},
+    {"trigger": "checks_fail", "source": ["acquiring", "releasing", "standing_down", "stopped", "claiming"],
+     "dest": None},
     {"trigger": "retry", "source": "standing_down", "dest": "releasing",
      "conditions": ["_retry_due", "_some_held"], "after": ["_retry_taken", "_release"]},
     {"trigger": "checks_pass", "source": "standing_down", "dest": "waiting", "conditions": ["_managing"],
@@ -137,6 +148,45 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "after": ["_mark_stopping", "_release"]},
     {"trigger": "stop", "source": "standing_down", "dest": "stopped", "unless": ["_some_held"],
      "after": ["_leave", "_stopped"]},
+    # --- witness: the etcd witness (spec/witness.md, "Integration plan"), only with one
+    # (_witnessed): where the master would acquire it claims; granted, it waits W, then
+    # acquires, and holds only while its newest proof is valid; it gives the claim back
+    # once its addresses are gone. _proof_valid is true without a witness. ---
+    {"trigger": "backup_released", "source": ["waiting", "probing"], "dest": "claiming", "conditions": ["_witnessed"],
+     "after": "_claim"},
+    {"trigger": "presume", "source": "waiting", "dest": "claiming",
+     "conditions": ["_presume_due", "_witnessed"], "unless": ["_probes_first"], "after": "_claim"},
+    {"trigger": "probed", "source": "probing", "dest": "claiming", "conditions": ["_witnessed"],
+     "unless": ["_probe_answered"], "after": "_claim"},
+    # A claim refused or unanswered is tried again a retry interval later.
+    {"trigger": "retry", "source": "waiting", "dest": "claiming", "conditions": ["_retry_due", "_witnessed"],
+     "after": ["_retry_taken", "_claim"]},
+    {"trigger": "claimed", "source": "claiming", "dest": "granted", "conditions": ["_claim_granted", "_healthy"],
+     "unless": ["_stopping"], "after": "_granted"},
+    {"trigger": "claimed", "source": "claiming", "dest": "standing_down", "conditions": ["_claim_granted"],
+     "unless": ["_stopping", "_healthy"], "after": ["_take_grant", "_give_claim_back", "_stood_down"]},
+    {"trigger": "claimed", "source": "claiming", "dest": "stopped", "conditions": ["_claim_granted", "_stopping"],
+     "after": ["_take_grant", "_give_claim_back", "_leave", "_stopped"]},
+    {"trigger": "claimed", "source": "claiming", "dest": "waiting", "conditions": ["_healthy"],
+     "unless": ["_claim_granted", "_stopping"], "after": "_claim_failed"},
+    {"trigger": "claimed", "source": "claiming", "dest": "standing_down",
+     "unless": ["_claim_granted", "_stopping", "_healthy"], "after": "_stood_down"},
+    {"trigger": "claimed", "source": "claiming", "dest": "stopped", "conditions": ["_stopping"],
+     "unless": ["_claim_granted"], "after": ["_leave", "_stopped"]},
+    {"trigger": "stop", "source": "claiming", "dest": None, "after": "_mark_stopping"},
+    {"trigger": "stop", "source": "granted", "dest": "stopped", "after": ["_give_claim_back", "_leave", "_stopped"]},
+    {"trigger": "checks_fail", "source": "granted", "dest": "standing_down",
+     "after": ["_give_claim_back", "_stood_down"]},
+    {"trigger": "wait_over", "source": "granted", "dest": "acquiring", "conditions": ["_wait_passed", "_proof_valid"],
+     "after": "_acquire"},
+    {"trigger": "proof_expiring", "source": "granted", "dest": "waiting", "unless": ["_proof_valid"],
+     "after": ["_give_claim_back", "_proof_ran_out_waiting"]},
+    {"trigger": "proof_expiring", "source": "holding", "dest": "releasing", "conditions": ["_witnessed"],
+     "unless": ["_proof_valid"], "after": ["_proof_ran_out", "_release"]},
+    # An acquire finished after the proof ran out: let go at once (A3's margin covers a quick one).
+    {"trigger": "acquired", "source": "acquiring", "dest": "releasing", "conditions": ["_healthy"],
+     "unless": ["_stopping", "_proof_valid"], "after": ["_proof_ran_out", "_release"]},
+    {"trigger": "renewed", "source": list(STATES), "dest": None, "after": "_take_renewal"},
 )
 
 CLAIMING_STATES = frozenset({"acquiring", "holding", "releasing"})
@@ -204,6 +254,18 @@ class Master(DeclaredMachine):
         self._overlap_reported = False
         self._garp_refresh = settings.garp_refresh
         self._garp_due: float | None = None
+        witness = self.witness = settings.witness
+        """The etcd witness's timing, or None: no witness (spec/witness.md)."""
+        if witness is not None and not self.managed:
+            raise ValueError("a witness needs managed addresses: without them heartbeatd holds nothing to claim")
+        self._proofs = HolderProofs(witness) if witness is not None else None
+        self._claim_held = False
+        """The witness granted us the claim and it was not given back: the shell renews it."""
+        self._claim_result = ClaimDone("unreachable")
+        self._renewal = RenewDone("unreachable")
+        self._wait_until = float("inf")
+        self.witness_reachable = True
+        """The last claim or renewal was answered (for status, metrics and the alarm)."""
         if not self.managed:
             initial = "holding"
         elif self.held == self.managed:
@@ -329,6 +391,12 @@ class Master(DeclaredMachine):
             if result.failed:
                 out.append(Alarm("error", f"could not release {names(result.failed)}", True))
             self._fire("released")
+        elif isinstance(result, ClaimDone):
+            self._claim_result = result
+            self._fire("claimed")
+        elif isinstance(result, RenewDone):
+            self._renewal = result
+            self._fire("renewed")
         else:
             raise TypeError(f"unknown result {result!r}")
         self._settle()
@@ -406,6 +474,11 @@ class Master(DeclaredMachine):
             candidates.append(self.backup_last_heard + self.backup_fail_after)
         if self.state == "holding" and self._garp_due is not None:
             candidates.append(self._garp_due)
+        if self.state == "granted":
+            candidates.append(self._wait_until)
+        if self._proofs is not None and self.state in ("granted", "holding"):
+            deadline = self._proofs.deadline
+            candidates.append(self._now if deadline is None else deadline)
         return min(candidates)
 
     # --- status --------------------------------------------------------------
@@ -433,6 +506,17 @@ class Master(DeclaredMachine):
             "timing": {"interval": self.interval, "backup_fail_after": self.backup_fail_after},
             "healthy": self.healthy,
             "health_reason": self.health_reason,
+            "witness": self._witness_snapshot(now),
+        }
+
+    def _witness_snapshot(self, now: float) -> dict[str, Any] | None:
+        if self._proofs is None:
+            return None
+        deadline = self._proofs.deadline
+        return {
+            "reachable": self.witness_reachable,
+            "claim": self._claim_held,
+            "proof_left": None if deadline is None or not self._claim_held else round(deadline - now, 3),
         }
 
     # --- internals -----------------------------------------------------------
@@ -446,7 +530,9 @@ class Master(DeclaredMachine):
         """Seal and send a heartbeat; ``leaving`` by default while standing down."""
         standing_down = self.state == "standing_down"
         if leaving is None:
-            leaving = standing_down
+            # A master that cannot reach the witness cannot hold: holding nothing, it lets
+            # a backup that can take over at once (spec/witness.md, "The cuts").
+            leaving = standing_down or (not self.witness_reachable and not self.held)
         if self._sealer is None:
             if standing_down:
                 return  # a legacy heartbeat cannot say "leaving": our silence says it
@@ -488,6 +574,19 @@ class Master(DeclaredMachine):
 
     def _healthy(self) -> bool:
         return self.healthy
+
+    def _witnessed(self) -> bool:
+        return self._proofs is not None
+
+    def _proof_valid(self) -> bool:
+        """No witness, or the newest proof lets us hold the addresses now (spec/witness.md, "The rule")."""
+        return self._proofs is None or self._proofs.may_hold(self._now)
+
+    def _claim_granted(self) -> bool:
+        return self._claim_result.outcome == "granted"
+
+    def _wait_passed(self) -> bool:
+        return self._now >= self._wait_until
 
     # actions
 
@@ -552,7 +651,11 @@ class Master(DeclaredMachine):
         # status starts the managed failback. Only a status answering one of
         # these counts: one made while we said "leaving" (still in flight, or
         # replayed) may come from a backup that has since begun its takeover.
-        self._retry_at = None
+        # With a witness that did not answer (our heartbeats say `leaving` until it
+        # does), claim again a retry interval from now: nothing else would, as a
+        # backup holding our addresses sends no "I hold nothing".
+        unanswered = self._proofs is not None and not self.witness_reachable
+        self._retry_at = self._now + self.retry_interval if unanswered else None
         if self._sealer is not None:
             self._release_floor = self._sealer.seq + 1
         # A backup may be taking over on the `leaving` heartbeats we sent until
@@ -569,3 +672,74 @@ class Master(DeclaredMachine):
 
     def _stopped(self) -> None:
         self._out.append(Stopped())
+
+    # the witness (spec/witness.md)
+
+    def _claim(self) -> None:
+        self._retry_at = None
+        self._out.append(Claim())
+
+    def _granted(self) -> None:
+        assert self._proofs is not None and self.witness is not None
+        self._take_grant()
+        self._reachable(True)
+        self._proofs.proved(self._claim_result.sent_at)  # the claim is a proof from its sending
+        self._wait_until = self._claim_result.answered_at + self.witness.wait_after_grant
+
+    def _take_grant(self) -> None:
+        """The grant is ours (to wait on, or to give back at once)."""
+        self._claim_held = True
+
+    def _claim_failed(self) -> None:
+        result = self._claim_result
+        # Tried again a retry interval from now, or at the backup's next "I hold nothing";
+        # not at once by the presumption (an etcd that refuses connections answers at once).
+        self._retry_at = self._now + self.retry_interval
+        self._presume_from = max(self._presume_from, self._now + self.retry_interval - self.backup_fail_after)
+        if result.outcome == "refused":
+            self._reachable(True)
+            self._out.append(Alarm("warning", f"the etcd witness refused our claim ({result.detail}): "
+                                   f"not adding {names(self.managed)} yet"))
+        else:
+            self._reachable(False, result.detail)
+
+    def _take_renewal(self) -> None:
+        """A renewal's answer: a newer proof, the claim lost, or no answer (the proof runs on)."""
+        assert self._proofs is not None
+        renewal = self._renewal
+        if not self._claim_held:
+            return  # from a claim given back since
+        if renewal.outcome == "proved":
+            self._reachable(True)
+            self._proofs.proved(renewal.sent_at)
+        elif renewal.outcome == "lost":
+            self._reachable(True)
+            self._proofs.lost()
+            self._claim_held = False  # the shell stops renewing a lost claim by itself
+            self._out.append(Alarm("critical", f"the etcd witness's claim is lost ({renewal.detail})", True))
+        else:
+            self._reachable(False, renewal.detail)
+
+    def _proof_ran_out_waiting(self) -> None:
+        self._retry_at = self._now + self.retry_interval
+        self._out.append(Alarm("critical", "the witness's claim could not be renewed during the wait after "
+                               f"its grant: not adding {names(self.managed)}", True))
+
+    def _proof_ran_out(self) -> None:
+        self._out.append(Alarm(
+            "critical", f"no current proof of the etcd witness's claim: releasing {names(self.held)} before "
+            "another host could be granted it", True))
+
+    def _reachable(self, reachable: bool, why: str = "") -> None:
+        if reachable and not self.witness_reachable:
+            self._out.append(Alarm("info", "the etcd witness answers again"))
+        elif not reachable and self.witness_reachable:
+            self._out.append(Alarm("critical", f"the etcd witness is unreachable ({why})", True))
+        self.witness_reachable = reachable
+
+    def _give_claim_back(self) -> None:
+        if self._claim_held:
+            self._claim_held = False
+            if self._proofs is not None:
+                self._proofs.lost()
+            self._out.append(ReleaseClaim())

@@ -25,6 +25,7 @@ from typing import Any
 
 from failoverd.core.addresses import Triplet
 from failoverd.core.timing import Timing
+from failoverd.core.witness import WitnessTiming
 
 DEFAULT_LEGACY_MESSAGE = b"heartbeat"
 
@@ -44,6 +45,8 @@ class DetectorSettings:
     """Probe the addresses before taking them (a master still answering for one keeps it)."""
     peer: str = "master"
     """How notifications and alarms name the master."""
+    witness: WitnessTiming | None = None
+    """The etcd witness's timing (spec/witness.md): take over only with its grant; None: no witness."""
 
     def __post_init__(self) -> None:
         # Frozen and hashable whatever the caller passed; a set in sorted
@@ -71,6 +74,8 @@ class MasterSettings:
     """Seconds before retrying an address that failed (default: the interval)."""
     garp_refresh: float | None = None
     """Announce held addresses again every so many seconds (None: only after taking them)."""
+    witness: WitnessTiming | None = None
+    """The etcd witness's timing (spec/witness.md): hold the managed addresses only with its grant."""
 
     def __post_init__(self) -> None:
         for name in ("targets", "managed"):

@@ -69,10 +69,17 @@ class WitnessTiming:
         """When a holder whose newest proof was sent at ``sent_at`` starts removing the address."""
         return sent_at + self.validity - self.release_margin
 
+    @property
+    def takeover_watch(self) -> float:
+        """Seconds a held claim must stay unchanged before a claimant takes it over: one and a
+        half renew periods, so a holder alive and connected to etcd (which rewrites it every
+        period) always moves it first, and the takeover's comparison fails."""
+        return 1.5 * self.renew_period
+
     def takeover_bound(self, fail_after: float, round_trip: float, acquire: float) -> float:
         """Seconds from a holder's death to the address on the claimant: the fail deadline,
-        a read and the takeover transaction, the wait, the acquire (spec/witness.md)."""
-        return fail_after + 2 * round_trip + self.wait_after_grant + acquire
+        a read, the takeover's watch and its transaction, the wait, the acquire (spec/witness.md)."""
+        return fail_after + 2 * round_trip + self.takeover_watch + self.wait_after_grant + acquire
 
 
 class HolderProofs:

@@ -90,6 +90,8 @@ class EtcdCluster:
         self.tls = tls  # clients speak https and must show a certificate of the cluster's own CA
         self._processes: dict[str, subprocess.Popen] = {}
         self._made: list[str] = []
+        self._attached: dict[str, str] = {}
+        """Peers living in namespaces made by someone else (:meth:`attach`): name -> namespace."""
 
     # --- names and addresses -------------------------------------------------------------------
 
@@ -97,7 +99,7 @@ class EtcdCluster:
         """The namespace of a member, a peer, or "ewire"."""
         if name not in (*self.members, *self.peers, "ewire"):
             raise EtcdLabError(f"no {name!r} in this cluster (members {self.members}, peers {self.peers})")
-        return f"{self.lab_id}-{name}"
+        return self._attached.get(name, f"{self.lab_id}-{name}")
 
     def address(self, name: str) -> str:
         if name in self.members:
@@ -166,6 +168,21 @@ class EtcdCluster:
             netns.ip_batch(ns, ["link set lo up", f"addr add {self.address(name)}/24 dev eth0",
                                 "link set eth0 up"])
 
+    def attach(self, name: str, namespace: str, device: str = "etcd0") -> str:
+        """Join a namespace made by someone else (a lab host running a daemon) to the cluster's
+        wire as the peer ``name``, with ``device`` and the peer's address in it; returns the address.
+
+        :meth:`isolate` and :meth:`rejoin` cut it like any peer; the link goes with the
+        wire at :meth:`destroy`, the namespace stays its maker's."""
+        if name in (*self.members, *self.peers):
+            raise EtcdLabError(f"{name!r} is already a node of this cluster")
+        self.peers.append(name)
+        self._attached[name] = namespace
+        netns.ip(self.ns("ewire"), "link", "add", name, "type", "veth", "peer", "name", device, "netns", namespace)
+        netns.ip_batch(self.ns("ewire"), [f"link set {name} master {BRIDGE}", f"link set {name} up"])
+        netns.ip_batch(namespace, [f"addr add {self.address(name)}/24 dev {device}", f"link set {device} up"])
+        return self.address(name)
+
     def destroy(self) -> None:
         """Remove everything this cluster made; safe to call twice."""
         for member in list(self._processes):
@@ -219,6 +236,17 @@ class EtcdCluster:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=STOP_TIMEOUT)
+
+    def pids(self) -> list[int]:
+        """The running members' process IDs (for measuring what the cluster costs)."""
+        return [process.pid for process in self._processes.values() if process.poll() is None]
+
+    def port_counters(self, name: str) -> tuple[int, int]:
+        """Bytes and packets through a node's port on the wire so far, both directions together."""
+        self.ns(name)  # the port keeps the node's name
+        links = json.loads(netns.ip(self.ns("ewire"), "-s", "-j", "link", "show", "dev", name))
+        stats = links[0]["stats64"]
+        return (stats["rx"]["bytes"] + stats["tx"]["bytes"], stats["rx"]["packets"] + stats["tx"]["packets"])
 
     def running(self, member: str) -> bool:
         process = self._processes.get(member)

@@ -151,6 +151,14 @@ def format_status(status: Mapping[str, Any], now: float) -> str:
     lines += _section("paths", _table(path_rows) if paths else [])
 
     lines += _section("held", [str(t) for t in status.get("held") or []])
+    witness = status.get("witness")
+    if isinstance(witness, Mapping):
+        left = witness.get("proof_left")
+        lines += _section("witness", [
+            ("etcd reachable" if witness.get("reachable") else "etcd UNREACHABLE") + "; "
+            + ("claim held" if witness.get("claim") else "no claim")
+            + ("" if not isinstance(left, (int, float)) else f", proof valid {left:g} s more"),
+        ])
     counters = flatten(status.get("counters") or {})
     lines += _section("counters", _table([[name, str(value)] for name, value in counters]))
     timing = status.get("timing") or {}

@@ -7,6 +7,10 @@ beside it), the timer, the heartbeat receiver, the ARP conflict watcher (see
 is built, and an unhealthy verdict is its first input), the control socket
 and the signal watcher. See :mod:`failoverd.runtime.executor`
 and :mod:`failoverd.runtime.shell` for how actions and time are handled.
+With ``--etcd-endpoints`` the executor also carries out the detector's
+claims on the etcd witness (:mod:`failoverd.runtime.claims`, whose client
+runs in the nursery too), each request in a task of its own and bounded,
+so a hung etcd never holds up a heartbeat.
 
 Start-up reconciliation: addresses of the master that are already on our
 interfaces (a backup restarted while holding them) are adopted as held,
@@ -21,7 +25,8 @@ hold is exact), and then the stop goes to the detector (``Detector.shutdown``,
 recorded in the trace like any input): it releases what it holds through
 the PreRel/PostRel hooks, unless ``keep_addresses_on_exit``, as an action
 whose result reaches it like any other, and says when it is done (its
-``Stopped`` action). Bounded by :func:`~failoverd.runtime.lifecycle.stop_bound`.
+``Stopped`` action); a claim on the witness is given back once the
+addresses are gone. Bounded by :func:`~failoverd.runtime.lifecycle.stop_bound`.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from failoverd.core.actions import Announce
 from failoverd.core.detector import Detector
 from failoverd.core.health import Verdict
 from failoverd.runtime import control, lifecycle
+from failoverd.runtime.claims import witness_claims
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.health import HealthMonitor
@@ -105,6 +111,7 @@ async def serve(
         monitor = HealthMonitor(config.checks, "backup", lambda verdict: shell.health(verdict.healthy, verdict.reason))
         first = await monitor.first_round()
     start, epoch = trio.current_time(), next_epoch(config.state_dir)
+    claims = None if config.witness is None else witness_claims(config.witness, config.triplets, "failoverd")
     recorder = _open_trace(config, start=start, epoch=epoch, held=held)
     # The trace is closed (idempotently) on every way out, errors included.
     with (
@@ -136,6 +143,7 @@ async def serve(
                 meter.follow if meter else None,
             ),
             on_result=meter.result if meter else None,
+            claims=claims,
         )
         stopping = trio.Event()
 
@@ -159,6 +167,8 @@ async def serve(
             service.reloaded()
 
         async with trio.open_nursery() as nursery:
+            if claims is not None:
+                await nursery.start(claims.run)  # its client, open until the stop has given the claim back
             await nursery.start(shell.executor.run)
             if first is not None and not first.healthy:
                 shell.health(False, first.reason)  # the detector starts healthy
@@ -235,6 +245,7 @@ async def _stop(config: BackupConfig, core: Detector, shell: CoreShell) -> int:
         shell.stop(release=not config.keep_addresses_on_exit)
         await executor.stopped.wait()
         await executor.finish_current()  # the release's PostRel hooks
+        await executor.finish_claims()  # the claim given back to the witness
         if core.held and not config.keep_addresses_on_exit:
             return EXIT_STILL_HOLDING
         return EX_OK

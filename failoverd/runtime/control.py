@@ -35,7 +35,7 @@ import stat
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import trio
 
@@ -95,6 +95,17 @@ class TransitionStatus(TypedDict):
     """What the core reacted to (``silence``, ``heartbeat``, ``acquired`` ...)."""
 
 
+class WitnessStatus(TypedDict):
+    """The etcd witness as the core sees it."""
+
+    reachable: bool
+    """The last claim or renewal was answered."""
+    claim: bool
+    """This host holds the address set's claim (granted, not given back or lost)."""
+    proof_left: float | None
+    """Seconds the newest proof still lets this host hold the addresses; ``None``: no claim."""
+
+
 class Status(TypedDict):
     """What ``status`` answers: the daemon's state at the moment of the request."""
 
@@ -115,6 +126,8 @@ class Status(TypedDict):
     transitions: list[TransitionStatus]
     """The last few state changes, oldest first; empty until the first one."""
     version: str
+    witness: NotRequired[WitnessStatus]
+    """Only with ``--etcd-endpoints`` (spec/witness.md)."""
 
 
 def timing_dict(timing: Timing) -> dict[str, float | int | None]:

@@ -23,6 +23,14 @@ How each action runs, and why:
   under its timeout: mail never delays a takeover.
 - ``Alarm`` is logged at its level; ``StateChanged`` is logged, and both are
   kept in the timeline.
+- ``Claim`` and ``ReleaseClaim`` (witness mode, spec/witness.md) run in
+  tasks of their own through the :class:`~failoverd.runtime.ports.Claims`
+  port, each bounded: a hung etcd never delays a heartbeat or an address
+  change. A granted claim is renewed by a task of its own, one renewal in
+  flight, the next sent a renew period after the previous one, each answer
+  reported as a result, until the claim is given back or found lost. The
+  renewal task starts before the grant is reported, so a ``ReleaseClaim``
+  the core answers the grant with always finds it.
 - ``Stopped`` (the core finished its stop) sets :attr:`Executor.stopped`,
   which the daemon's stop waits for.
 
@@ -49,9 +57,11 @@ from failoverd.core.actions import (
     Action,
     Alarm,
     Announce,
+    Claim,
     Notify,
     Probe,
     Release,
+    ReleaseClaim,
     ReleaseDone,
     Result,
     StateChanged,
@@ -59,7 +69,7 @@ from failoverd.core.actions import (
     Transmit,
 )
 from failoverd.core.addresses import names
-from failoverd.runtime.ports import Notifications, System, Transport
+from failoverd.runtime.ports import Claims, Notifications, System, Transport
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +97,10 @@ class Executor:
         notifier: Notifications | None,
         on_result: Callable[[Result], None],
         on_dispatch: Callable[[Action], None] | None = None,
+        claims: Claims | None = None,
     ) -> None:
         self.system = system
+        self.claims = claims
         self.transport = transport
         self.notifier = notifier
         self._on_result = on_result
@@ -104,6 +116,11 @@ class Executor:
         self._mailed: dict[str, float] = {}
         self.stopped = trio.Event()
         """Set when the core says its stop is complete (a ``Stopped`` action)."""
+        self._renewing: trio.CancelScope | None = None
+        self.claim_tasks = 0
+        """Claims and give-backs in flight (the stop waits for the give-back)."""
+        self._claims_idle = trio.Event()
+        self._claims_idle.set()
 
     @property
     def current(self) -> AddressChange | None:
@@ -142,6 +159,11 @@ class Executor:
                 self._start(self._probe, action)
             elif isinstance(action, (Acquire, Release, Announce)):
                 self._enqueue(action)
+            elif isinstance(action, Claim):
+                self._start(self._claim, action)
+            elif isinstance(action, ReleaseClaim):
+                self._stop_renewing()
+                self._start(self._release_claim, action)
             elif isinstance(action, Stopped):
                 self.stopped.set()
             else:
@@ -231,6 +253,64 @@ class Executor:
         finally:
             self.probes_running -= 1
         self._report(result)
+
+    # --- the witness ---------------------------------------------------------
+
+    def _witness(self) -> Claims:
+        if self.claims is None:
+            raise RuntimeError("a witness action without a witness: the core and the runtime disagree")
+        return self.claims
+
+    def _claim_started(self) -> None:
+        self.claim_tasks += 1
+        if self._claims_idle.is_set():
+            self._claims_idle = trio.Event()
+
+    def _claim_ended(self) -> None:
+        self.claim_tasks -= 1
+        if self.claim_tasks == 0:
+            self._claims_idle.set()
+
+    async def _claim(self, action: Claim) -> None:
+        claims = self._witness()
+        self._claim_started()
+        try:
+            result = await claims.claim()
+        finally:
+            self._claim_ended()
+        if result.outcome == "granted" and self._background is not None:
+            self._stop_renewing()
+            scope = self._renewing = trio.CancelScope()
+            self._background.start_soon(self._renew, claims, scope, result.sent_at)
+        self._report(result)
+
+    async def _renew(self, claims: Claims, scope: trio.CancelScope, granted_at: float) -> None:
+        """Renew every renew period (counted from the previous sending) until lost or cancelled."""
+        with scope:
+            sent_at = granted_at
+            while True:
+                await trio.sleep_until(sent_at + claims.renew_period)
+                renewal = await claims.renew()
+                sent_at = max(renewal.sent_at, sent_at + claims.renew_period)
+                self._report(renewal)
+                if renewal.outcome == "lost":
+                    return
+
+    def _stop_renewing(self) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+            self._renewing = None
+
+    async def _release_claim(self, action: ReleaseClaim) -> None:
+        self._claim_started()
+        try:
+            await self._witness().release()
+        finally:
+            self._claim_ended()
+
+    async def finish_claims(self) -> None:
+        """Wait until no claim or give-back is in flight (the stop's give-back reaches etcd)."""
+        await self._claims_idle.wait()
 
     def _report(self, result: Result) -> None:
         self._on_result(result)

@@ -104,9 +104,13 @@ def stopper(stopping: trio.Event) -> Callable[[], None]:
 def status_line(snapshot: dict[str, Any]) -> str:
     """The state in words for systemd's ``STATUS=`` (``systemctl status`` shows it)."""
     held = ", ".join(snapshot.get("held", [])) or "nothing"
+    witness = snapshot.get("witness")
+    claim = "" if witness is None else (
+        "; etcd " + ("claim held" if witness["claim"] else "no claim")
+        + ("" if witness["reachable"] else ", UNREACHABLE"))
     if snapshot["role"] == "backup":
-        return f"{snapshot['state']}: watching master {snapshot['master']}; holding {held}"
-    return f"{snapshot['state']}: heartbeats to {' '.join(snapshot['targets'])}; holding {held}"
+        return f"{snapshot['state']}: watching master {snapshot['master']}; holding {held}{claim}"
+    return f"{snapshot['state']}: heartbeats to {' '.join(snapshot['targets'])}; holding {held}{claim}"
 
 
 def systemd_status(service: Any, snapshot: Callable[[], dict[str, Any]]) -> Callable[[float, Any], None] | None:
@@ -174,7 +178,7 @@ def status_reply(
     snapshot: dict[str, Any], *, master: str | None, timing: dict[str, Any], transitions: RecentTransitions,
 ) -> dict[str, Any]:
     """The core's snapshot in the control socket's ``Status`` shape."""
-    return {
+    reply = {
         "role": snapshot["role"],
         "state": snapshot["state"],
         # The core counts seconds in the state; failoverctl wants the moment.
@@ -190,6 +194,9 @@ def status_reply(
         "transitions": transitions.recent(),
         "version": __version__,
     }
+    if snapshot.get("witness") is not None:
+        reply["witness"] = dict(snapshot["witness"])
+    return reply
 
 
 def load_key(config: Any) -> bytes | None:

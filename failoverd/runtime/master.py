@@ -8,6 +8,12 @@ hold makes us announce it again), the health checks (see
 built, and an unhealthy verdict reaches it before its first heartbeat, which
 then says ``leaving``), the control socket and the signal watcher.
 
+With ``--etcd-endpoints`` the executor also carries out the core's claims on
+the etcd witness (:mod:`failoverd.runtime.claims`, whose client runs in the
+nursery too), each request in a task of its own and bounded, so a hung etcd
+never delays a heartbeat; managed addresses found on our interfaces at start
+are released unless a claim proves them ours (the core does that).
+
 Start-up: managed addresses already on our interfaces are adopted (never
 added twice); if all of them are, the master starts holding and tickles them
 (gratuitous ARP), as the original heartbeatd tickles its interfaces at
@@ -18,7 +24,8 @@ Stop (SIGTERM/SIGINT): the stop is fed to the core (``Master.shutdown``) and
 its actions run until the core says it is complete (its ``Stopped`` action,
 on reaching ``stopped``): a managing master releases its addresses first and
 then sends a ``leaving`` heartbeat, so the backup takes over at once instead
-of after its timeout. Bounded by :func:`~failoverd.runtime.lifecycle.stop_bound`.
+of after its timeout; the witness's claim is given back once the addresses
+are gone. Bounded by :func:`~failoverd.runtime.lifecycle.stop_bound`.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from failoverd.core.actions import Announce
 from failoverd.core.health import Verdict
 from failoverd.core.master import Master
 from failoverd.runtime import control, lifecycle
+from failoverd.runtime.claims import witness_claims
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.health import HealthMonitor
@@ -99,6 +107,7 @@ async def serve(
         monitor = HealthMonitor(config.checks, "master", lambda verdict: shell.health(verdict.healthy, verdict.reason))
         first = await monitor.first_round()
     ipv6 = any(target.version == 6 for target in config.targets)
+    claims = None if config.witness is None else witness_claims(config.witness, config.managed, "heartbeatd")
     with HeartbeatSocket.bind(config.port, ipv6=ipv6) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
         core = Master(config.master_settings(), trio.current_time(), key=key, epoch=next_epoch(config.state_dir), held=held)
         log.info(
@@ -123,6 +132,7 @@ async def serve(
                 meter.follow if meter else None,
             ),
             on_result=meter.result if meter else None,
+            claims=claims,
         )
         stopping = trio.Event()
 
@@ -160,6 +170,8 @@ async def serve(
             service.reloaded()
 
         async with trio.open_nursery() as nursery:
+            if claims is not None:
+                await nursery.start(claims.run)  # its client, open until the stop has given the claim back
             await nursery.start(shell.executor.run)
             if first is not None and not first.healthy:
                 shell.health(False, first.reason)  # the core starts healthy; before its first heartbeat
@@ -206,6 +218,7 @@ async def _stop(config: MasterConfig, core: Master, shell: CoreShell) -> int:
         # the release's PostRel hooks.
         await shell.executor.stopped.wait()
         await shell.executor.finish_current()
+        await shell.executor.finish_claims()  # the claim given back to the witness
         if core.held:
             log.error("stopped still holding %s", ", ".join(sorted(map(str, core.held))))
             return EXIT_STILL_HOLDING

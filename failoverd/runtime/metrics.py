@@ -227,6 +227,8 @@ class Meter:
         if isinstance(result, ProbeDone):
             self.probes["answered" if result.answered else "silent"] += 1
             return
+        if not isinstance(result, (AcquireDone, ReleaseDone)):
+            return
         done = result.acquired if isinstance(result, AcquireDone) else result.released
         for outcome, addresses in (("done", done), ("failed", result.failed), ("refused", result.refused)):
             self.address_changes[(kind, outcome)] += len(addresses)
@@ -389,6 +391,27 @@ class _DaemonCollector(Collector):
         for (phase, outcome), count in sorted(meter.hooks.items()):
             hooks.add_metric([phase, outcome], count)
         yield hooks
+        claims = self.shell.executor.claims
+        witness = core.snapshot(now).get("witness")
+        if claims is not None and witness is not None:
+            # Only in witness mode (--etcd-endpoints): spec/witness.md.
+            yield GaugeMetricFamily("failoverd_witness_reachable",
+                                    "1 while the etcd witness answered the last claim or renewal, else 0.",
+                                    value=1 if witness["reachable"] else 0)
+            yield GaugeMetricFamily("failoverd_witness_claim_held",
+                                    "1 while this host holds the address set's etcd claim.",
+                                    value=1 if witness["claim"] else 0)
+            left = GaugeMetricFamily("failoverd_witness_proof_left_seconds",
+                                     "Seconds the newest proof of the claim still lets this host hold the addresses.")
+            if witness["proof_left"] is not None:
+                left.add_metric([], witness["proof_left"])
+            yield left
+            requests = CounterMetricFamily("failoverd_witness_requests",
+                                           "Claims, renewals and give-backs sent to etcd, by outcome.",
+                                           labels=["operation", "result"])
+            for (operation, outcome), count in sorted(claims.requests.items()):
+                requests.add_metric([operation, outcome], count)
+            yield requests
 
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:

@@ -2,7 +2,9 @@
 
 The shell (:mod:`failoverd.runtime.shell`) and its executor speak to the
 host, the heartbeat wire and the administrator only through these three
-protocols. Each has one real implementation and one in memory
+protocols, and, in witness mode (spec/witness.md), to the etcd cluster through
+a fourth, :class:`Claims` (real: :class:`~failoverd.runtime.claims.WitnessClaims`;
+the tests run it against a real cluster, or an endpoint that never answers). Each has one real implementation and one in memory
 (:mod:`failoverd.runtime.memory`, what the tests run the daemons on):
 
 =================  ==============================================  =====================================
@@ -26,7 +28,7 @@ from typing import Protocol
 
 import trio
 
-from failoverd.core.actions import AcquireDone, Addresses, Alarm, Notify, ProbeDone, ReleaseDone
+from failoverd.core.actions import AcquireDone, Addresses, Alarm, ClaimDone, Notify, ProbeDone, ReleaseDone, RenewDone
 from failoverd.core.addresses import Triplet
 
 ConflictReport = Callable[[frozenset[Triplet]], None]
@@ -96,4 +98,27 @@ class Notifications(Protocol):
 
     def start_soon(self, nursery: trio.Nursery, action: Notify | Alarm) -> None:
         """Queue ``action`` for sending in a task of ``nursery``; return at once."""
+        ...
+
+
+class Claims(Protocol):
+    """The etcd witness: this host's claim on its address set (spec/witness.md).
+
+    Every call is bounded and reports failures as its result, never raises."""
+
+    @property
+    def renew_period(self) -> float:
+        """Seconds between the sendings of two renewals."""
+        ...
+
+    async def claim(self) -> ClaimDone:
+        """Take the claim (free, or a holder's that stopped renewing); granted: renew it from now on."""
+        ...
+
+    async def renew(self) -> RenewDone:
+        """One renewal of the granted claim."""
+        ...
+
+    async def release(self) -> None:
+        """Give the claim back (best effort: its lease expires anyway)."""
         ...

@@ -32,7 +32,7 @@ import trio
 
 from failoverd.core.actions import Action, Addresses, Result
 from failoverd.runtime.executor import Executor
-from failoverd.runtime.ports import Notifications, System, Transport
+from failoverd.runtime.ports import Claims, Notifications, System, Transport
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +84,13 @@ class CoreShell:
         recorder: Recorder | None = None,
         on_action: Callable[[float, Action], None] | None = None,
         on_result: Callable[[float, Result], None] | None = None,
+        claims: Claims | None = None,
     ) -> None:
         self.core = core
         self.recorder = recorder
         self._on_action = on_action
         self._on_result = on_result
-        self.executor = Executor(system, transport, notifier, self._result, self._dispatched)
+        self.executor = Executor(system, transport, notifier, self._result, self._dispatched, claims)
         # The timer task's scope while it waits (its deadline is the core's
         # next one); None while the timer fires or before it starts.
         self._waiting: trio.CancelScope | None = None

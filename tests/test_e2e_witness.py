@@ -1,0 +1,194 @@
+"""End to end with the etcd witness (spec/witness.md): the real heartbeatd and failoverd in a
+namespace lab, both joined to a real three-member etcd cluster (failoverd/lab/etcd.py), cut the
+ways that matter.
+
+In every scenario the VIP is sampled through netlink in both hosts' namespaces about every
+millisecond (VipSampler, as tests/test_e2e_failover.py does) and the two must never hold it at
+once. Where a host that may hold the VIP is alive and connected to etcd, the VIP must be
+taken again within TAKEN_BOUND, a guard far above the design's figure (spec/witness.md,
+"Timing at 0.1 s heartbeats": about 0.72 s after a master host's death); the figures are
+printed, never asserted, because this machine is shared. Heartbeats every 100 ms.
+
+Each test builds its own lab and cluster (removed whatever happens) and is bounded by the lab
+fixture's time limit; the module takes 40 - 50 s here (six clusters and labs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from failoverd.lab.etcd import EtcdCluster
+from failoverd.lab.pair import FailoverPair, VipSampler
+from failoverd.lab.pytest_plugin import requires_netns
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("etcd") is None, reason="needs etcd (Debian package etcd-server)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create network namespaces"),
+    pytest.mark.netns, pytest.mark.slow, requires_netns,
+]
+
+TAKEN_BOUND = 8.0
+"""Seconds within which the VIP must be held again by a host that may hold it (a guard, not the figure)."""
+
+
+@pytest.fixture
+def cluster() -> Iterator[EtcdCluster]:
+    with EtcdCluster(members=3, peers=0) as made:
+        yield made
+
+
+def witness_pair(lab_factory, cluster: EtcdCluster, tmp_path: Path, seed: int) -> FailoverPair:
+    lab = lab_factory(seed=seed)
+    cluster.attach("hmaster", lab.ns("master"))
+    cluster.attach("hbackup", lab.ns("backup"))
+    etcd = ["--etcd-endpoints", ",".join(cluster.endpoints)]
+    pair = FailoverPair(lab, tmp_path, interval=0.1, master_args=etcd, backup_args=etcd)
+    pair.start_master()
+    pair.start_backup()
+    pair.wait_until(lambda: pair.holds("master"), 15, "the master holds the VIP with the witness's grant")
+    status = pair.status("master")
+    assert status["witness"]["claim"] is True and status["witness"]["reachable"] is True, status
+    return pair
+
+
+def two_live_holders(sampler: VipSampler, master_dead_since: float = float("inf")) -> bool:
+    """Both held the VIP at once while both were alive. A killed host keeps its addresses on
+    links that are down (lab.kill_host): from its death on it answers for nothing."""
+    return any(s.backup and s.master and s.at < master_dead_since for s in sampler.samples)
+
+
+def ms(seconds: float | None, origin: float) -> str:
+    return "never" if seconds is None else f"{(seconds - origin) * 1000:.0f} ms"
+
+
+def test_master_host_death_moves_the_vip_to_the_backup(lab_factory, cluster: EtcdCluster, tmp_path: Path) -> None:
+    pair = witness_pair(lab_factory, cluster, tmp_path, seed=21)
+    with VipSampler(pair.lab, pair.vip_triplet) as sampler:
+        killed = time.time()
+        pair.lab.kill_host("master")
+        pair.wait_until(lambda: pair.holds("backup"), TAKEN_BOUND, "the backup holds the VIP")
+        time.sleep(0.3)
+    claimed = pair.log_time("backup", "-> claiming", after=killed)
+    up = sampler.first(lambda s: s.backup, after=killed)
+    print(f"witness takeover: kill 0 ms, claim {ms(claimed, killed)}, VIP up on the backup {ms(up, killed)} "
+          f"(target <= 1000 ms at 0.1 s heartbeats)")
+    assert not two_live_holders(sampler, killed), "both hosts held the VIP"
+    assert sampler.count > 50, "the sampler hardly ran"
+    pair.wait_until(lambda: pair.status("backup")["state"] == "failed_over", 5, "the backup is failed_over")
+    assert pair.status("backup")["witness"]["claim"] is True
+
+
+def test_holder_cut_from_etcd_but_not_from_the_backup(lab_factory, cluster: EtcdCluster, tmp_path: Path) -> None:
+    pair = witness_pair(lab_factory, cluster, tmp_path, seed=22)
+    with VipSampler(pair.lab, pair.vip_triplet) as sampler:
+        cut = time.time()
+        cluster.isolate("hmaster")
+        # Its proof runs out: it releases, says `leaving`, and the backup takes the stale claim over.
+        pair.wait_until(lambda: pair.holds("backup"), TAKEN_BOUND, "the backup holds the VIP")
+        gone = sampler.first(lambda s: not s.master, after=cut)
+        up = sampler.first(lambda s: s.backup, after=cut)
+        print(f"holder cut from etcd: cut 0 ms, master released {ms(gone, cut)}, backup up {ms(up, cut)}")
+        assert pair.status("master")["witness"]["reachable"] is False
+        # Reconnected, the master takes its VIP back through the managed failback.
+        healed = time.time()
+        cluster.rejoin("hmaster")
+        pair.wait_until(lambda: pair.holds("master") and not pair.holds("backup"), TAKEN_BOUND * 2,
+                        "the master holds the VIP again")
+        back = sampler.first(lambda s: s.master, after=healed)
+        print(f"holder reconnected: healed 0 ms, master up again {ms(back, healed)}")
+    assert not two_live_holders(sampler), "both hosts held the VIP"
+    assert sampler.count > 50, "the sampler hardly ran"
+
+
+def test_backup_cut_from_etcd_cannot_take_over_until_it_is_reconnected(
+    lab_factory, cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    pair = witness_pair(lab_factory, cluster, tmp_path, seed=23)
+    with VipSampler(pair.lab, pair.vip_triplet) as sampler:
+        cluster.isolate("hbackup")
+        time.sleep(0.5)
+        assert pair.holds("master"), "the master keeps the VIP: its own claim is current"
+        killed = time.time()
+        pair.lab.kill_host("master")
+        # Without etcd's grant the backup must not take the VIP: nobody holds it.
+        pair.wait_until(lambda: pair.status("backup")["witness"]["reachable"] is False, TAKEN_BOUND,
+                        "the backup finds the witness unreachable")
+        time.sleep(1.0)
+        assert not pair.holds("backup"), "the backup took the VIP without the witness's grant"
+        healed = time.time()
+        cluster.rejoin("hbackup")
+        pair.wait_until(lambda: pair.holds("backup"), TAKEN_BOUND, "the backup holds the VIP once reconnected")
+        up = sampler.first(lambda s: s.backup, after=killed)
+        print(f"backup cut from etcd: master killed, backup up {ms(up, healed)} after reconnecting")
+        assert up is not None and up >= healed - 0.01
+    assert not two_live_holders(sampler, killed), "both hosts held the VIP"
+    assert any("witness is unreachable" in line for line in pair.log_text("backup").splitlines())
+
+
+def test_whole_cluster_stopped_and_restarted(lab_factory, cluster: EtcdCluster, tmp_path: Path) -> None:
+    pair = witness_pair(lab_factory, cluster, tmp_path, seed=24)
+    with VipSampler(pair.lab, pair.vip_triplet) as sampler:
+        stopped = time.time()
+        cluster.stop()
+        # No proof can be had: the holder drops (keep-and-refuse-new is not coded yet: it drops like drop),
+        # and nobody takes it.
+        pair.wait_until(lambda: not pair.holds("master"), TAKEN_BOUND, "the master releases without a proof")
+        gone = sampler.first(lambda s: not s.master, after=stopped)
+        time.sleep(0.5)
+        assert not pair.holds("backup")
+        restarted = time.time()
+        cluster.start()
+        cluster.wait_healthy()
+        healthy = time.time()
+        pair.wait_until(lambda: pair.holds("master") or pair.holds("backup"), TAKEN_BOUND,
+                        "one host holds the VIP once etcd is back")
+        up = sampler.first(lambda s: s.master or s.backup, after=restarted)
+        print(f"cluster stopped: VIP released {ms(gone, stopped)}; restarted: healthy {ms(healthy, restarted)}, "
+              f"VIP up {ms(up, restarted)}")
+        time.sleep(1.0)
+    assert not two_live_holders(sampler), "both hosts held the VIP"
+    assert any("witness is unreachable" in line for line in pair.log_text("master").splitlines())
+
+
+def test_leader_sigkilled_while_the_backup_claims(lab_factory, cluster: EtcdCluster, tmp_path: Path) -> None:
+    pair = witness_pair(lab_factory, cluster, tmp_path, seed=25)
+    leader = cluster.leader()
+    assert leader is not None
+    with VipSampler(pair.lab, pair.vip_triplet) as sampler:
+        killed = time.time()
+        pair.lab.kill_host("master")
+        # The backup's claim is due about 0.3 s after the master's death: the leader dies under it.
+        time.sleep(0.3)
+        cluster.kill(leader)
+        pair.wait_until(lambda: pair.holds("backup"), TAKEN_BOUND, "the backup holds the VIP")
+        up = sampler.first(lambda s: s.backup, after=killed)
+        print(f"leader {leader} SIGKILLed 300 ms after the master: backup up {ms(up, killed)} after the master's death")
+        time.sleep(0.5)
+    assert not two_live_holders(sampler, killed), "both hosts held the VIP"
+    assert pair.status("backup")["witness"]["claim"] is True
+
+
+def test_hosts_cut_from_each_other_but_not_from_etcd_keep_one_holder(
+    lab_factory, cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    # Today's split brain: heartbeats and ARP both cut between the hosts, so the backup's probe
+    # finds the VIP free. With the witness its takeover compares against a claim the live
+    # master keeps renewing, and is refused.
+    pair = witness_pair(lab_factory, cluster, tmp_path, seed=26)
+    with VipSampler(pair.lab, pair.vip_triplet) as sampler:
+        pair.lab.partition("*", "master", "backup")
+        pair.wait_until(lambda: "refused our claim" in pair.log_text("backup"), TAKEN_BOUND,
+                        "the witness refuses the backup's claim")
+        time.sleep(1.0)
+        assert pair.holds("master") and not pair.holds("backup")
+        pair.lab.heal()
+        pair.wait_until(lambda: pair.status("backup")["state"] == "monitoring", TAKEN_BOUND,
+                        "the backup monitors the master again")
+    assert not two_live_holders(sampler), "both hosts held the VIP"
+    assert sampler.first(lambda s: not s.master) is None, "the master let go of its VIP"
