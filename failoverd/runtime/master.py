@@ -6,7 +6,11 @@ receiver for the backup's status frames, the ARP conflict watcher (see
 hold makes us announce it again), the health checks (see
 :mod:`failoverd.runtime.health`: their first round runs before the core is
 built, and an unhealthy verdict reaches it before its first heartbeat, which
-then says ``leaving``), the control socket and the signal watcher.
+then says ``leaving``), the link watch (the links of the managed addresses'
+interfaces, read before the first heartbeat too: a master whose link is
+down steps down; see :mod:`failoverd.system.linkwatch`), the control socket
+and the signal watcher. Without ``--manage`` no link is watched: the master
+holds nothing through us, so there is nothing to release (logged at start).
 
 Start-up: managed addresses already on our interfaces are adopted (never
 added twice); if all of them are, the master starts holding and tickles them
@@ -124,6 +128,10 @@ async def serve(
             ),
             on_result=meter.result if meter else None,
         )
+        links = host.link_watcher(core.link_interfaces, lambda interface, up: shell.link(interface, up)) if config.managed else None
+        if not config.managed:
+            log.info("no --manage addresses: heartbeatd holds none through us, so no link is watched "
+                     "(a lost link does not make it step down)")
         stopping = trio.Event()
 
         def tickle(why: str) -> None:
@@ -163,6 +171,8 @@ async def serve(
             await nursery.start(shell.executor.run)
             if first is not None and not first.healthy:
                 shell.health(False, first.reason)  # the core starts healthy; before its first heartbeat
+            if links is not None:
+                await nursery.start(links.run)  # the links at start reach the core before its first heartbeat
             await nursery.start(
                 partial(
                     lifecycle.watch_signals, stop=lifecycle.stopper(stopping), reload=reload,

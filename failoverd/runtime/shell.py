@@ -1,8 +1,8 @@
 """Drives one sans-IO core with real time: inputs in, actions out, one timer.
 
 Every input (a datagram, an action's result, a timer expiry, an ARP
-conflict seen on the wire, a change of the health checks' verdict, a
-stop request) is one synchronous call into
+conflict seen on the wire, a change of the health checks' verdict, a link
+going down or up, a stop request) is one synchronous call into
 the core with ``trio.current_time()`` as ``now``, immediately followed by
 handing the returned actions to the :class:`~failoverd.runtime.executor.Executor`
 and re-arming the single timer; nothing awaits in between, so the core
@@ -49,6 +49,8 @@ class Core(Protocol):
     def conflict_seen(self, now: float, addresses: Addresses) -> list[Action]: ...
 
     def health_changed(self, now: float, healthy: bool, reason: str = "") -> list[Action]: ...
+
+    def link_changed(self, now: float, interface: str, up: bool) -> list[Action]: ...
 
     def shutdown(self, now: float, *, release: bool = True) -> list[Action]: ...
 
@@ -138,6 +140,13 @@ class CoreShell:
         if self.recorder is not None:
             self.recorder.health(now, healthy, reason)
         self._run(self.core.health_changed(now, healthy, reason))
+
+    def link(self, interface: str, up: bool) -> None:
+        """The link of one of the core's interfaces went down or came up (see :mod:`failoverd.system.linkwatch`).
+
+        Not recorded in a trace: the trace format has no line for it yet.
+        """
+        self._run(self.core.link_changed(trio.current_time(), interface, up))
 
     def stop(self, *, release: bool = True) -> None:
         """Begin the core's orderly stop (``release``: let go of what it holds).
