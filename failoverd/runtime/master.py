@@ -135,9 +135,12 @@ async def serve(
         stopping = trio.Event()
 
         def tickle(why: str) -> None:
-            if core.held:
+            if core.held and core.state == "holding":
                 log.info("%s: tickling %s", why, ", ".join(sorted(map(str, core.held))))
                 shell.submit([Announce(core.held)])
+            elif core.held:
+                # Stepping down (a check failed or a link is down): announcing what we let go would contradict it.
+                log.info("%s: %s, not holding: nothing to tickle", why, core.state)
             elif config.managed:
                 log.info("%s: holding none of our addresses yet; nothing to tickle", why)
             else:
