@@ -171,12 +171,15 @@ def test_a_holding_backup_whose_link_goes_down_releases_and_does_not_take_over_a
     assert d.state == "unfit" and not d.held and len(driver.log.acquires) == 1
     declined = [a for _, a in driver.log.other if isinstance(a, Alarm) and "not taking over" in a.message]
     assert len(declined) == 1 and "our link pub0 down" in declined[0].message
-    probes = len(driver.log.probes)
     out = d.link_changed(20.0, "pub0", True)
     driver._handle(out)
-    assert d.state == "suspect" and len(driver.log.probes) == probes + 1  # a fresh look first
-    driver.advance(20.0 + d.timing.probe_duration)
+    # The master's silence while our link was down proves nothing: it counts from now.
+    assert d.state == "monitoring" and "listening for" in _alarms(out)[0].message
+    driver.advance(20.0 + d.timing.fail_after - 0.01)
+    assert len(driver.log.acquires) == 1 and not d.held
+    driver.advance(20.0 + d.timing.fail_after)
     assert d.state == "failed_over" and d.held == VIPS
+    assert driver.log.acquires[1][0] == 20.0 + d.timing.fail_after  # after its probe, at the deadline
 
 
 def test_a_backup_whose_link_is_down_does_not_take_over_from_a_dead_master() -> None:
@@ -229,7 +232,26 @@ def test_a_down_link_keeps_the_backup_unfit_when_its_checks_pass_again() -> None
     d.link_changed(11.5, "pub0", True)
     assert d.state == "unfit"
     driver._handle(d.health_changed(12.0, True))
-    assert d.state == "suspect"
+    assert d.state == "suspect"  # the checks' path: the silence heard with the link up was real
+
+
+def test_a_backup_whose_link_returns_just_before_its_deadline_hears_the_master_before_taking_over() -> None:
+    """The race spin found: both hosts restarted while the backup was cut off, the link returns
+    just before both deadlines; a backup counting the silence it could not hear would take
+    over in the instant the master presumes it dead, and both would hold."""
+    d = detector()
+    driver = Driver(d)
+    d.link_changed(0.0, "pub0", False)
+    returned = d.timing.fail_after - 0.2
+    driver.advance(returned)
+    assert d.state == "suspect"  # its probe is due: the silence since start looks like a dead master
+    driver._handle(d.link_changed(returned, "pub0", True))
+    assert d.state == "monitoring"
+    peer = PeerMaster(d, driver=driver)
+    for beat in range(1, 6):  # the master's heartbeats, from the next one on
+        driver.deliver(returned + beat, peer.seal(returned + beat, holds=True))
+    driver.advance(returned + 5.5)
+    assert d.state == "monitoring" and driver.log.acquires == []
 
 
 def test_a_stopping_backup_releases_once_even_when_its_link_goes_down() -> None:

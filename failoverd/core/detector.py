@@ -49,8 +49,12 @@ Links (:meth:`Detector.link_changed`): the runtime says when the interface
 of one of our addresses loses its link (not admin-up, or no carrier) or gets
 it back. A down link makes the backup unfit as a failing check does (one
 verdict, ``_healthy`` = checks pass AND links up): it does not take over
-while the link is down, and a fresh probe decides once it is up again
-(``link_up``, fired only when that verdict changes). Unlike a failing check,
+while the link is down. Once it is up again (``link_up``, fired only when
+that verdict changes) the backup listens afresh: the master's silence while
+our link was down says nothing about the master, so it counts from the
+return, and a takeover needs a full failure timeout of silence then (a backup
+taking over the instant its link returns races a master that presumes it
+dead at the same moment: spin found both holding). Unlike a failing check,
 a down link makes a holding backup release at once (``link_lost``, a
 state-driven row, so an acquire that completes or an adoption at start on a
 down link releases too): an address on a down link serves nobody, and it
@@ -181,13 +185,13 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "released", "source": _ANY, "dest": None, "conditions": ["_stopping"], "after": "_stop_released"},
     # --- links: holding on a down link, release (state-driven: tried before the
     # retry row, and after an acquire or an adoption that ends on a down link).
-    # Up again with the checks passing and the master still gone: a fresh probe
-    # decides, as when the checks pass again. link_changed fires link_up only
-    # when the one verdict (checks AND links) turns fit. ---
+    # Up again (link_changed fires link_up only when the one verdict, checks AND
+    # links, turns fit): the master's silence restarts from now, so a backup that
+    # suspected or declined listens afresh (see the module). ---
     {"trigger": "link_lost", "source": "failed_over", "dest": "recovering",
      "conditions": ["_link_down"], "unless": ["_stopping"], "after": ["_link_lost_alarm", "_release_held"]},
-    {"trigger": "link_up", "source": "unfit", "dest": "suspect", "after": "_schedule_probe"},
-    {"trigger": "link_up", "source": [s for s in STATES if s != "unfit"], "dest": None},
+    {"trigger": "link_up", "source": ["suspect", "contested", "unfit"], "dest": "monitoring", "after": "_listen_afresh"},
+    {"trigger": "link_up", "source": ["monitoring", "acquiring", "failed_over", "recovering"], "dest": None},
 )
 
 # States in which the backup tells the master "I may hold your addresses":
@@ -529,8 +533,12 @@ class Detector(DeclaredMachine):
         was_fit = self._healthy()
         self.links_down = self.links_down - {interface} if up else self.links_down | {interface}
         if up and self._healthy():
-            then = f": taking over from {self.peer} after a fresh ARP probe" if self.state == "unfit" else ""
-            self._emit_alarm("info", f"link {interface} up again{then}", mail=True)
+            self._emit_alarm("info", f"link {interface} up again: listening for {self.peer} afresh "
+                             "(a takeover needs a full failure timeout of silence from now)", mail=True)
+            # What we did not hear while the link was down says nothing about the
+            # master: its silence (and a `leaving` heard before) counts from now.
+            self.last_heard = max(self.last_heard, now)
+            self._leaving_at = None
             self._fire("link_up")
         elif not up and self.holds_any and not self._stop_requested:
             pass  # the link_lost row (or, mid-acquire, the one after it) releases and says so
@@ -828,6 +836,13 @@ class Detector(DeclaredMachine):
                 True,
             )
         )
+
+    def _listen_afresh(self) -> None:
+        # A suspicion (or a decline) that began while our link was down ends:
+        # a probe scheduled or in flight and a contested retry are dropped.
+        self._probe_in_flight = False
+        self._probe_scheduled = False
+        self._retry_at = None
 
     def _link_lost_alarm(self) -> None:
         self._out.append(
