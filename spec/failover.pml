@@ -1273,6 +1273,7 @@ ltl fault_unreached { [] !fault_armed }
  * holds the address, and a cut backup whose master holds it. */
 #define TWO_LIVE_HOLDERS (m_addr && !m_cut && b_addr && !b_cut)
 ltl no_two_live_holders { [] (links_broken || !TWO_LIVE_HOLDERS) }
+ltl cut_never_acquires { [] !b_acquired_cut }
 ltl link_safety { [] (!b_acquired_cut && (links_broken || !TWO_LIVE_HOLDERS)) }
 ltl master_cut_unreached { [] !(m_cut && b_addr) }
 ltl backup_cut_unreached { [] !(b_cut && m_addr) }
