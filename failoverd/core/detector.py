@@ -524,8 +524,8 @@ class Detector(DeclaredMachine):
 
         Only the interfaces of our addresses count; a repeat changes nothing.
         Down: what we hold is released at once, and we do not take over until
-        it is up again; up, with every link up and the checks passing, a
-        backup that declined suspects the master afresh (see the module).
+        it is up again; up, with every link up and the checks passing, the
+        master's silence counts afresh from now (see the module).
         """
         out = self._begin(now)
         if interface not in self.link_interfaces or (interface in self.links_down) == (not up):

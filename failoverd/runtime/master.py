@@ -128,7 +128,10 @@ async def serve(
             ),
             on_result=meter.result if meter else None,
         )
-        links = host.link_watcher(core.link_interfaces, lambda interface, up: shell.link(interface, up)) if config.managed else None
+        links = (
+            host.link_watcher(core.link_interfaces, lambda interface, up: shell.link(interface, up))
+            if config.managed else None
+        )
         if not config.managed:
             log.info("no --manage addresses: heartbeatd holds none through us, so no link is watched "
                      "(a lost link does not make it step down)")

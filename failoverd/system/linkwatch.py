@@ -15,7 +15,9 @@ host whose links were cut keeps its failover address configured, and when the
 links return it answers for it beside the peer that took over meanwhile. The
 cores step down (or release) on a down link; see :meth:`failoverd.core.master.Master.link_changed`.
 
-Error handling: nothing the kernel sends crashes the watcher. A datagram
+Error handling: nothing the kernel sends crashes the watcher. A socket
+that cannot be opened is logged and tried again every :data:`REOPEN_DELAY`;
+nothing is reported meanwhile (the core goes on as without a link watch). A datagram
 whose framing is malformed is logged (at most once per :data:`LOG_EVERY`)
 and skipped; a socket that overran (``ENOBUFS``: changes were lost) is
 re-synchronised with a fresh dump, reporting what changed meanwhile; any
@@ -100,11 +102,11 @@ class LinkWatcher:
             try:
                 sock, states = await trio.to_thread.run_sync(_open_group, self.netns)
             except OSError as error:
+                # Nothing is reported: the core goes on as it would without a link
+                # watch (a watch that cannot start must not make a master release).
                 log.error("cannot watch the links of %s: %s (retrying every %g s)",
                           ", ".join(sorted(self.interfaces)), error, REOPEN_DELAY)
                 if not started:
-                    # Unknown is not up: a watch that cannot start reports every link down.
-                    self._apply({name: LinkState(name, 0, False, False) for name in self.interfaces}, whole=True)
                     started = True
                     task_status.started()
                 await trio.sleep(REOPEN_DELAY)
