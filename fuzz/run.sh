@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run one atheris harness for a bounded time: fuzz/run.sh HARNESS SECONDS
-#   HARNESS: fuzz_wire, fuzz_addresses, fuzz_hostconfig, fuzz_trace or fuzz_ndp
+#   HARNESS: fuzz_wire, fuzz_addresses, fuzz_hostconfig, fuzz_trace, fuzz_ndp or fuzz_pcap
 # New corpus entries go to a temporary directory (the committed seeds in
 # fuzz/corpus/HARNESS are read, never written); a crashing input is saved
 # under $FUZZ_ARTIFACTS (default /tmp/failoverd-fuzz/HARNESS/) and the exit

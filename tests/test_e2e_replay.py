@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -51,10 +52,27 @@ def logged_transitions(pair: FailoverPair) -> list[tuple[float, str, str, str]]:
     return out
 
 
-def test_replay_of_a_live_trace_reproduces_the_daemons_transitions(lab_factory, tmp_path: Path) -> None:
-    lab = lab_factory(seed=21)
+@pytest.mark.parametrize("family", ["ipv4", "ipv6-link-local"])
+def test_replay_of_a_live_trace_reproduces_the_daemons_transitions(lab_factory, tmp_path: Path, family: str) -> None:
     recording = tmp_path / "backup.trace"
-    pair = FailoverPair(lab, tmp_path, interval=0.1, backup_args=["--trace", str(recording)])
+    if family == "ipv4":
+        lab = lab_factory(seed=21)
+        pair = FailoverPair(lab, tmp_path, interval=0.1, backup_args=["--trace", str(recording)])
+    else:
+        # Heartbeats between link-local addresses: the trace's sources and its header's master carry
+        # the scope ("%priv0"), and the VIP is IPv6, so the replay's address sets are IPv6 too.
+        lab = lab_factory(seed=22, ipv6=True)
+        pair = FailoverPair(lab, tmp_path, interval=0.1, backup_args=["--trace", str(recording)],
+                            vips=[f"pub0:{lab.vip6}/64"],
+                            master_address=f"{lab.link_local('master', 'priv')}%priv0",
+                            master_targets=[f"{lab.link_local('backup', 'priv')}%priv0"])
+    capture = None
+    if family != "ipv4":
+        # A packet capture of the backup's private link beside the trace: replayed under the what-if
+        # model, it must find the same one failover from link-local IPv6 frames alone.
+        capture = lab.popen("backup", [sys.executable, str(Path(__file__).with_name("_capture.py")), "priv0",
+                                       str(tmp_path / "priv0.pcap"), "120"], stdout=subprocess.PIPE, text=True)
+        assert capture.stdout is not None and capture.stdout.readline().strip() == "ready"
     pair.start_master()
     pair.start_backup()
     pair.wait_until(lambda: pair.holds("master"), 10, "the master holds the VIP")
@@ -70,9 +88,15 @@ def test_replay_of_a_live_trace_reproduces_the_daemons_transitions(lab_factory, 
     pair.wait_until(lambda: pair.holds("master") and pair.status("backup")["state"] == "monitoring", 15,
                     "the master holds the VIP again and the backup is monitoring")
     time.sleep(0.5)  # heartbeats after the failback are part of the recording too
+    if capture is not None:
+        capture.terminate()  # before the stops: the master's leaving heartbeat would be a second failover
+        assert capture.wait(timeout=10) == 0
     assert pair.stop("backup") == 0
     assert pair.stop("master") == 0
 
+    if family != "ipv4":
+        scoped = f" {lab.link_local('master', 'priv')}%priv0 "
+        assert scoped in recording.read_text(), "the trace does not name the master by its scoped link-local address"
     done = subprocess.run(
         [program("failoverctl"), "replay", str(recording), "--json", "--key-file", str(pair.key_file)],
         capture_output=True, text=True, timeout=60, check=False,
@@ -85,8 +109,15 @@ def test_replay_of_a_live_trace_reproduces_the_daemons_transitions(lab_factory, 
 
     logged = logged_transitions(pair)
     played = [(e["wall"], *_transition(e["text"])) for e in replayed["timeline"] if e["kind"] == "state"]
-    # The run went through a takeover and a failback, as the daemon itself saw it.
-    assert [(s, d) for _, s, d, _ in logged] == [
+    # The run went through a takeover and a failback, as the daemon itself saw it. A heartbeat late
+    # by a loaded machine's scheduling is a false suspicion (suspect, then monitoring again): the
+    # replay must reproduce it too (below), but it is not part of the story checked here.
+    story = [(s, d) for _, s, d, _ in logged]
+    while ("suspect", "monitoring") in story:
+        at = story.index(("suspect", "monitoring"))
+        assert at > 0 and story[at - 1] == ("monitoring", "suspect"), logged
+        del story[at - 1 : at + 1]
+    assert story == [
         ("monitoring", "suspect"), ("suspect", "acquiring"), ("acquiring", "failed_over"),
         ("failed_over", "recovering"), ("recovering", "monitoring"),
     ], logged
@@ -94,6 +125,20 @@ def test_replay_of_a_live_trace_reproduces_the_daemons_transitions(lab_factory, 
     for (at_replay, *what), (at_log, *_) in zip(played, logged):
         assert abs(at_replay - at_log) <= CLOCK_TOLERANCE, (what, at_replay - at_log)
     assert summary["failovers"] == 1 and summary["final_state"] == "monitoring"
+
+    if capture is not None:
+        done = subprocess.run(
+            [program("failoverctl"), "replay", str(tmp_path / "priv0.pcap"), "--json", "--key-file",
+             str(pair.key_file), "--interval", "0.1", "--master", lab.link_local("master", "priv"),
+             "--address", f"pub0:{lab.vip6}/64"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        captured = json.loads(done.stdout)
+        assert captured["summary"]["mode"] == "what-if"
+        assert captured["summary"]["failovers"] == 1, captured["summary"]
+        assert captured["summary"]["accepted"] >= summary["accepted"] - 5, (captured["summary"], summary)
+        assert any(e["text"] == f"pub0:{lab.vip6}/64" for e in captured["timeline"] if e["kind"] == "acquire")
 
 
 def _transition(text: str) -> tuple[str, str, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
-HARNESSES = ("fuzz_wire", "fuzz_addresses", "fuzz_hostconfig", "fuzz_trace", "fuzz_ndp")
+HARNESSES = ("fuzz_wire", "fuzz_addresses", "fuzz_hostconfig", "fuzz_trace", "fuzz_ndp", "fuzz_pcap")
 SECONDS = int(os.environ.get("FAILOVERD_FUZZ_SECONDS", "20"))
 
 pytest.importorskip("atheris")

@@ -199,3 +199,134 @@ def test_without_the_replay_extra_a_capture_is_refused_with_what_to_install(tmp_
     pcap = legacy_day(tmp_path / "day.pcap", [1000.0, 1001.0])
     with pytest.raises(CaptureError, match=r"pip install 'failoverd\[replay\]'"):
         read_capture(pcap)
+
+
+# --- IPv6 -------------------------------------------------------------------------
+
+
+def ip6_udp(src: str, payload: bytes, dport: int = 1694, extensions: list[tuple[int, bytes]] = (),
+            last: int = 17) -> bytes:
+    """An IPv6 packet to ``dport``: ``extensions`` are (header type, body padded to 8n-2 bytes), then ``last``."""
+    udp = struct.pack(">HHHH", 40000, dport, 8 + len(payload), 0) + payload
+    chain = b""
+    types = [kind for kind, _ in extensions] + [last]
+    for (_, body), following in zip(extensions, types[1:]):
+        assert (len(body) + 2) % 8 == 0
+        chain += bytes([following, (len(body) + 2) // 8 - 1]) + body
+    body = chain + udp
+    header = struct.pack(">IHBB", 0x6000_0000, len(body), types[0], 64)
+    return header + socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, "fd00::2") + body
+
+
+def test_ipv6_datagrams_are_kept_and_spelled_as_the_daemon_spells_them(tmp_path: Path) -> None:
+    hop_by_hop = (0, b"\x01\x04\x00\x00\x00\x00")  # PadN
+    frames = [
+        (10.0, ethernet(ip6_udp("fd00::1", b"heartbeat"), ethertype=0x86DD)),
+        (10.1, ethernet(ip6_udp("fd00::1", b"heartbeat"), vlan=True, ethertype=0x86DD)),
+        (10.2, ethernet(ip6_udp("fd00::1", b"heartbeat", extensions=[hop_by_hop]), ethertype=0x86DD)),
+        (10.3, ethernet(ip6_udp("fd00::1", b"heartbeat", extensions=[(44, b"\x00" * 6)]), ethertype=0x86DD)),
+        (10.4, ethernet(ip6_udp("fd00::1", b"\x87\x00", last=58), ethertype=0x86DD)),  # ICMPv6
+        (10.5, ethernet(ip6_udp("fd00::1", b"heartbeat", dport=53), ethertype=0x86DD)),
+        (10.6, ethernet(ip6_udp("::ffff:10.0.0.1", b"heartbeat"), ethertype=0x86DD)),
+        (10.7, ethernet(ip6_udp("fe80::0:1", b"heartbeat"), ethertype=0x86DD)),
+        (10.8, ethernet(ip_udp("10.0.0.1", b"heartbeat"))),
+    ]
+    capture = read_capture(write_pcap(tmp_path / "c.pcap", frames))
+    assert [(t, source, data) for t, _, source, data, _ in capture.datagrams] == [
+        (10.0, "fd00::1", b"heartbeat"),
+        (10.1, "fd00::1", b"heartbeat"),
+        (10.2, "fd00::1", b"heartbeat"),
+        (10.6, "10.0.0.1", b"heartbeat"),
+        (10.7, "fe80::1", b"heartbeat"),  # a pcap names no interface: no scope
+        (10.8, "10.0.0.1", b"heartbeat"),
+    ]
+    assert (capture.packets, capture.ignored) == (9, 3)
+
+
+@pytest.mark.parametrize(
+    "linktype, frame",
+    [
+        (113, b"\x00\x00\x00\x01\x00\x06" + b"\x02" * 6 + b"\x00\x00" + b"\x86\xdd" + ip6_udp("fd00::1", b"hb")),
+        (276, b"\x86\xdd\x00\x00\x00\x00\x00\x03\x00\x01\x00\x06" + b"\x02" * 8 + ip6_udp("fd00::1", b"hb")),
+        (101, ip6_udp("fd00::1", b"hb")),
+        (229, ip6_udp("fd00::1", b"hb")),
+        (0, (10).to_bytes(4, "little") + ip6_udp("fd00::1", b"hb")),  # Linux AF_INET6
+        (0, (28).to_bytes(4, "little") + ip6_udp("fd00::1", b"hb")),  # FreeBSD
+        (108, (30).to_bytes(4, "big") + ip6_udp("fd00::1", b"hb")),  # macOS, network order
+    ],
+    ids=["linux-cooked", "linux-cooked-v2", "raw-ip", "raw-ipv6", "null-linux", "null-freebsd", "loop-macos"],
+)
+def test_ipv6_link_types(tmp_path: Path, linktype: int, frame: bytes) -> None:
+    capture = read_capture(write_pcap(tmp_path / "c.pcap", [(5.0, frame)], linktype=linktype))
+    assert [(source, data) for _, _, source, data, _ in capture.datagrams] == [("fd00::1", b"hb")]
+
+
+def test_ipv6_frames_cut_short_are_bad_packets(tmp_path: Path) -> None:
+    whole = ethernet(ip6_udp("fd00::1", b"heartbeat" * 10), ethertype=0x86DD)
+    in_extension = ethernet(ip6_udp("fd00::1", b"", extensions=[(60, b"\x00" * 14)]), ethertype=0x86DD)[:14 + 41]
+    path = write_pcap(tmp_path / "c.pcap", [(1.0, whole[:100]), (2.0, in_extension), (3.0, whole)])
+    with pytest.raises(CaptureError, match=r"c.pcap: packet 1: UDP datagram of 98 bytes cut short at 46"):
+        read_capture(path)
+    capture = read_capture(path, skip_bad=True)
+    assert [n for n, _ in capture.skipped] == [1, 2]
+    assert "inside an IPv6 extension header" in capture.skipped[1][1]
+    assert [t for t, *_ in capture.datagrams] == [3.0]
+
+
+def _link_local_pcapng(path: Path, sends: list[tuple[float, int, bytes]], names: tuple[str, ...]) -> Path:
+    """A pcapng with one Ethernet interface per name; ``sends``: (time, interface, UDP payload) from fe80::1."""
+    shb = blocks.SectionHeader(options={"shb_userappl": "test"})
+    for name in names:
+        shb.new_member(blocks.InterfaceDescription, link_type=1, options={"if_name": name})
+    with open(path, "wb") as f:
+        writer = FileWriter(f, shb)
+        for at, interface, payload in sends:
+            ts = int(at * 1_000_000)
+            writer.write_block(shb.new_member(
+                blocks.EnhancedPacket, interface_id=interface, timestamp_high=ts >> 32, timestamp_low=ts & 0xFFFFFFFF,
+                packet_data=ethernet(ip6_udp("fe80::1", payload), ethertype=0x86DD)))
+    return path
+
+
+def test_a_pcapng_gives_link_local_senders_their_scope(tmp_path: Path) -> None:
+    path = _link_local_pcapng(tmp_path / "c.pcapng", [(1.0, 0, b"hb"), (1.5, 1, b"hb")], ("priv0", "pub0"))
+    assert [source for _, _, source, _, _ in read_capture(path).datagrams] == ["fe80::1%priv0", "fe80::1%pub0"]
+
+
+def test_replay_of_an_ipv6_capture_finds_the_master_with_or_without_its_scope(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_bytes(KEY + b"\n")
+    os.chmod(key_file, 0o600)
+    sealer = wire.Sealer(KEY, wire.ROLE_MASTER, 1, 1.0, 0.0)
+    frames = [(float(t), ethernet(ip6_udp("fe80::1", sealer.seal(float(t), holds=False)), ethertype=0x86DD))
+              for t in range(1, 10)]
+    frames.append((20.0, ethernet(b"\x00" * 28, ethertype=0x0806)))
+    pcap = write_pcap(tmp_path / "v6.pcap", frames)
+    for master in ("fe80::1%priv0", "fe80::1", None):
+        argv = ["replay", str(pcap), "--key-file", str(key_file), "--json", "--address", "eth0:2001:db8::10/64"]
+        assert failoverctl_replay.main(argv + (["--master", master] if master else [])) == 0, capsys.readouterr().err
+        out = json.loads(capsys.readouterr().out)
+        assert out["summary"]["accepted"] == 9 and out["summary"]["failovers"] == 1, master
+        assert any(e["text"] == "eth0:2001:db8::10/64" for e in out["timeline"] if e["kind"] == "acquire")
+
+    assert failoverctl_replay.main(["replay", str(pcap), "--key-file", str(key_file), "--master", "fe80::2"]) == 64
+    assert "no heartbeats from --master fe80::2 (senders: fe80::1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        failoverctl_replay.main(["replay", str(pcap), "--master", "fe80::1%no/such"])
+    assert exited.value.code == 64
+    assert "--master: CNode: invalid IP address: 'fe80::1%no/such'" in capsys.readouterr().err
+
+
+def test_a_bare_link_local_master_heard_on_two_interfaces_needs_its_scope(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sends = [(1.0 + t, t % 2, b"heartbeat") for t in range(6)]
+    path = _link_local_pcapng(tmp_path / "two.pcapng", sends, ("priv0", "priv1"))
+    assert failoverctl_replay.main(["replay", str(path), "--master", "fe80::1"]) == 64
+    assert ("sent heartbeats on several interfaces (fe80::1%priv0, fe80::1%priv1): name its scope, "
+            "e.g. --master fe80::1%priv0") in capsys.readouterr().err
+    assert failoverctl_replay.main(["replay", str(path), "--master", "fe80::1%priv1", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["accepted"] == 3 and summary["rejected"] == {"source": 3}

@@ -2,18 +2,24 @@
 
 The container formats are read by well-kept libraries (dpkt for pcap,
 python-pcapng for pcapng); of each frame only what replay needs is looked at —
-link header, IPv4 header, UDP ports and length — by slicing, because building
+link header, IP header, UDP ports and length — by slicing, because building
 full packet objects for a day of heartbeats costs seconds (spec: measured
 7.3 s against 1.4 s for 864,000 frames).
 
-Only unfragmented IPv4/UDP datagrams to the heartbeat port are kept;
-everything else in the capture (ARP, other ports, IPv6) is counted and
-ignored. A frame cut short by the capture's snap length cannot be judged and
-is an error (or skipped, on request).
+Only unfragmented UDP datagrams to the heartbeat port, over IPv4 or IPv6, are
+kept; everything else in the capture (ARP, Neighbour Discovery, other ports,
+fragments) is counted and ignored. A frame cut short by the capture's snap
+length cannot be judged and is an error (or skipped, on request).
+
+Senders are spelled as the live daemon spells them in its trace: IPv4 dotted,
+IPv6 canonical, an IPv4-mapped IPv6 sender as IPv4, and a link-local sender
+with ``%`` and the interface it was captured on when the capture names one
+(pcapng); a pcap names no interface, so its link-local senders carry no scope.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import struct
 import warnings
@@ -33,6 +39,7 @@ except ImportError:  # the "replay" extra is not installed: only reading a captu
 
 from failoverd.analysis.trace import Arrival
 from failoverd.core import wire
+from failoverd.core.addresses import needs_scope
 
 PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d")
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
@@ -46,13 +53,28 @@ LINKTYPE_RAW = 101
 LINKTYPE_LOOP = 108
 LINKTYPE_LINUX_SLL = 113
 LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
-_RAW_ALIASES = {12, 14, LINKTYPE_RAW, LINKTYPE_IPV4}
+_RAW_ALIASES = {12, 14, LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6}
 SUPPORTED_LINK_TYPES = {LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_LOOP, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2} | _RAW_ALIASES
 
 _ETH_IPV4 = 0x0800
+_ETH_IPV6 = 0x86DD
+_ETHERTYPE_VERSION = {_ETH_IPV4: 4, _ETH_IPV6: 6}
 _ETH_VLAN = (0x8100, 0x88A8, 0x9100)
+# The loopback/null link header's address family, in either byte order: AF_INET is 2
+# everywhere; AF_INET6 is 10 on Linux, 24 on OpenBSD and NetBSD, 28 on FreeBSD, 30 on macOS.
+_LOOPBACK_FAMILY = {
+    **{value.to_bytes(4, order): 4 for value in (2,) for order in ("little", "big")},
+    **{value.to_bytes(4, order): 6 for value in (10, 24, 28, 30) for order in ("little", "big")},
+}
 _UDP = 17
+# IPv6 extension headers a unicast UDP datagram may carry before its UDP header
+# (hop-by-hop, routing, destination options); a fragment header (44) means a
+# fragment, which heartbeats never are.
+_IPV6_SKIPPABLE = frozenset({0, 43, 60})
+_IPV6_MAX_EXTENSIONS = 8
+"""More extension headers than this before the UDP header is not a heartbeat."""
 _U16 = struct.Struct(">H")
 
 
@@ -79,7 +101,7 @@ class Capture:
     packets: int = 0
     """Frames in the file."""
     ignored: int = 0
-    """Frames that are not IPv4/UDP to the heartbeat port (or are fragments)."""
+    """Frames that are not UDP (over IPv4 or IPv6) to the heartbeat port, or are fragments."""
     skipped: list[tuple[int, str]] = field(default_factory=list)
     start: float = 0.0
     end: float = 0.0
@@ -122,7 +144,7 @@ def _collect(frames: Frames, name: str, port: int, skip_bad: bool, fmt: str) -> 
     capture = Capture([], format=fmt)
     datagrams = capture.datagrams
     append = datagrams.append
-    sources: dict[bytes, str] = {}
+    sources: dict[tuple[bytes, str], str] = {}
     last = -math.inf
     number = 0
     port_bytes = _U16.pack(port)
@@ -142,9 +164,10 @@ def _collect(frames: Frames, name: str, port: int, skip_bad: bool, fmt: str) -> 
                 end = 34 + ((frame[38] << 8) | frame[39]) if len(frame) >= 40 else 0
                 if end >= 42 and len(frame) >= end:
                     last = ts
-                    source = sources.get(frame[26:30])
+                    raw = frame[26:30]
+                    source = sources.get((raw, path))
                     if source is None:
-                        source = sources[frame[26:30]] = ".".join(str(b) for b in frame[26:30])
+                        source = sources[raw, path] = source_text(raw, path)
                     append((ts, path, source, frame[42:end], ts))
                     continue
             try:
@@ -161,9 +184,9 @@ def _collect(frames: Frames, name: str, port: int, skip_bad: bool, fmt: str) -> 
                 capture.ignored += 1
                 continue
             src, payload = found
-            source = sources.get(src)
+            source = sources.get((src, path))
             if source is None:
-                source = sources[src] = ".".join(str(b) for b in src)
+                source = sources[src, path] = source_text(src, path)
             append((ts, path, source, payload, ts))
     except dpkt.UnpackError:
         # dpkt's reader met the end of the file inside a record header.
@@ -228,8 +251,21 @@ def _path_name(ifname: object, interface_id: int) -> str:
     return f"if{interface_id}"
 
 
+def source_text(raw: bytes, path: str) -> str:
+    """A sender's 4- or 16-byte address as the daemon's trace spells it (see the module's docstring)."""
+    if len(raw) == 4:
+        return ".".join(str(b) for b in raw)
+    address = ipaddress.IPv6Address(raw)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if needs_scope(address) and path != DEFAULT_PATH:
+        return f"{address}%{path}"
+    return str(address)
+
+
 def _udp_to_port(frame: bytes, linktype: int, port: int) -> tuple[bytes, bytes] | None:
-    """(source address, UDP payload) of an IPv4/UDP datagram to ``port``, else None."""
+    """(source address, UDP payload) of an IPv4 or IPv6 UDP datagram to ``port``, else None."""
+    version: int | None  # the IP version the link header announces; None: the IP header says
     if linktype == LINKTYPE_ETHERNET:
         offset = 12
         for _ in range(3):
@@ -240,26 +276,30 @@ def _udp_to_port(frame: bytes, linktype: int, port: int) -> tuple[bytes, bytes] 
                 offset += 4
                 continue
             break
-        if ethertype != _ETH_IPV4:
-            return None
+        version = _ETHERTYPE_VERSION.get(ethertype)
         offset += 2
     elif linktype == LINKTYPE_LINUX_SLL:
-        if len(frame) < 16 or _U16.unpack_from(frame, 14)[0] != _ETH_IPV4:
-            return None
+        version = _ETHERTYPE_VERSION.get(_U16.unpack_from(frame, 14)[0]) if len(frame) >= 16 else None
         offset = 16
     elif linktype == LINKTYPE_LINUX_SLL2:
-        if len(frame) < 20 or _U16.unpack_from(frame, 0)[0] != _ETH_IPV4:
-            return None
+        version = _ETHERTYPE_VERSION.get(_U16.unpack_from(frame, 0)[0]) if len(frame) >= 20 else None
         offset = 20
     elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
-        if len(frame) < 4:
-            return None
-        family = frame[:4]
-        if family not in (b"\x02\x00\x00\x00", b"\x00\x00\x00\x02"):
-            return None
+        version = _LOOPBACK_FAMILY.get(frame[:4])
         offset = 4
     else:
+        version = {LINKTYPE_IPV4: 4, LINKTYPE_IPV6: 6}.get(linktype)
         offset = 0
+        if version is None and len(frame) > 0:
+            version = frame[0] >> 4  # raw IP: the header's own version field
+    if version == 4:
+        return _ipv4_udp(frame, offset, port)
+    if version == 6:
+        return _ipv6_udp(frame, offset, port)
+    return None
+
+
+def _ipv4_udp(frame: bytes, offset: int, port: int) -> tuple[bytes, bytes] | None:
     if len(frame) < offset + 20:
         return None
     first = frame[offset]
@@ -270,7 +310,29 @@ def _udp_to_port(frame: bytes, linktype: int, port: int) -> tuple[bytes, bytes] 
         raise _BadFrame(f"IPv4 header length {ihl} is below 20")
     if _U16.unpack_from(frame, offset + 6)[0] & 0x3FFF:
         return None  # a fragment: heartbeats are never fragmented
-    udp = offset + ihl
+    payload = _udp_payload(frame, offset + ihl, port)
+    return None if payload is None else (frame[offset + 12 : offset + 16], payload)
+
+
+def _ipv6_udp(frame: bytes, offset: int, port: int) -> tuple[bytes, bytes] | None:
+    if len(frame) < offset + 40 or frame[offset] >> 4 != 6:
+        return None
+    header = frame[offset + 6]
+    at = offset + 40
+    for _ in range(_IPV6_MAX_EXTENSIONS):
+        if header == _UDP:
+            payload = _udp_payload(frame, at, port)
+            return None if payload is None else (frame[offset + 8 : offset + 24], payload)
+        if header not in _IPV6_SKIPPABLE:
+            return None  # a fragment (44), ICMPv6, TCP, ...: not a heartbeat
+        if len(frame) < at + 2:
+            raise _BadFrame("frame cut short inside an IPv6 extension header (snap length too small?)")
+        header, at = frame[at], at + (frame[at + 1] + 1) * 8
+    return None
+
+
+def _udp_payload(frame: bytes, udp: int, port: int) -> bytes | None:
+    """The payload of the UDP datagram at ``udp`` if it goes to ``port``, else None."""
     if len(frame) < udp + 8:
         raise _BadFrame("frame cut short inside the UDP header (snap length too small?)")
     if _U16.unpack_from(frame, udp + 2)[0] != port:
@@ -280,7 +342,7 @@ def _udp_to_port(frame: bytes, linktype: int, port: int) -> tuple[bytes, bytes] 
         raise _BadFrame(f"UDP length {length} is below 8")
     if len(frame) < udp + length:
         raise _BadFrame(f"UDP datagram of {length} bytes cut short at {len(frame) - udp} (snap length too small?)")
-    return frame[offset + 12 : offset + 16], frame[udp + 8 : udp + length]
+    return frame[udp + 8 : udp + length]
 
 
 # --- who is the master? ------------------------------------------------------------

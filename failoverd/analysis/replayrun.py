@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +157,7 @@ def _load_capture(args: Request, overrides: dict[str, Any]) -> Loaded:
     if capture.skipped:
         notes.append(f"skipped {len(capture.skipped)} bad packet(s), first #{capture.skipped[0][0]}: {capture.skipped[0][1]}")
     if not capture.datagrams:
-        raise ReplayError(os.EX_DATAERR, f"{args.trace}: no IPv4/UDP datagrams to port {port} among its "
+        raise ReplayError(os.EX_DATAERR, f"{args.trace}: no UDP datagrams (IPv4 or IPv6) to port {port} among its "
                                          f"{capture.packets} packets (is --port right?)")
     key = args.read_key()
     message = b"heartbeat" if args.message is None else args.message.encode("utf-8", "surrogateescape")
@@ -164,7 +165,7 @@ def _load_capture(args: Request, overrides: dict[str, Any]) -> Loaded:
         senders = heartbeat_senders(capture.datagrams, key=key, legacy_message=message)
     except ValueError as exc:
         raise ReplayError(os.EX_USAGE if key is None else os.EX_DATAERR, f"{args.trace}: {exc}") from None
-    master = args.master
+    master = None if args.master is None else _capture_spelling(args.trace, args.master, senders)
     datagrams = capture.datagrams
     if master is None and key is None:
         if len(senders) > 1:
@@ -174,9 +175,6 @@ def _load_capture(args: Request, overrides: dict[str, Any]) -> Loaded:
         master = next(iter(senders))
     elif master is not None and key is not None:
         datagrams = [d for d in datagrams if d[2] == master]
-    if master is not None and master not in senders:
-        raise ReplayError(os.EX_USAGE, f"{args.trace}: no heartbeats from --master {master} "
-                                       f"(senders: {', '.join(sorted(senders)) or 'none'})")
     addresses = tuple(args.address) if args.address else (PLACEHOLDER_ADDRESS,)
     if not args.address:
         notes.append(f"the master's public addresses are not in a capture; {PLACEHOLDER_ADDRESS} stands for "
@@ -190,6 +188,31 @@ def _load_capture(args: Request, overrides: dict[str, Any]) -> Loaded:
     )
     setup = Setup(settings, capture.start, key=key)
     return Loaded(capture.format, setup, None, datagrams, capture.end, exact_possible=False, notes=notes)
+
+
+def _capture_spelling(trace: Path, master: str, senders: Counter[str]) -> str:
+    """``--master`` as the capture spells that sender.
+
+    A pcap names no interface, so its link-local senders have no scope while
+    ``--master fe80::1%eth1`` has one (and a pcapng's have one where the
+    option may not): the address decides, and the scope only where both
+    sides have one. Raises :class:`ReplayError` when no sender matches, or
+    when a bare link-local ``--master`` matches senders on several interfaces.
+    """
+    if master in senders:
+        return master
+    address, _, scope = master.partition("%")
+    matches = [
+        sender for sender in senders
+        if sender.partition("%")[0] == address and not (scope and "%" in sender and sender.partition("%")[2] != scope)
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ReplayError(os.EX_USAGE, f"{trace}: --master {master} sent heartbeats on several interfaces "
+                                       f"({', '.join(sorted(matches))}): name its scope, e.g. --master {matches[0]}")
+    raise ReplayError(os.EX_USAGE, f"{trace}: no heartbeats from --master {master} "
+                                   f"(senders: {', '.join(sorted(senders)) or 'none'})")
 
 
 # --- replaying ----------------------------------------------------------------------

@@ -32,7 +32,7 @@ from failoverd.cli.argparser import ArgumentParser, parse_or_exit
 
 # The same checks as the daemons' own options, so a what-if parses as failoverd would.
 from failoverd.cli.options import count_at_least, seconds, seconds_or_zero
-from failoverd.core.addresses import AddressError, Triplet, parse_ipv4, parse_triplet
+from failoverd.core.addresses import AddressError, Triplet, parse_ip, parse_ipv6, parse_triplet
 
 _TIMING_OPTIONS = ("interval", "suspect_misses", "fail_misses", "allowance", "probe_count", "probe_spacing")
 
@@ -47,9 +47,12 @@ def _triplet(text: str) -> Triplet:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _ipv4(text: str) -> str:
+def _sender(text: str) -> str:
+    """The master's private address: IPv4, or IPv6 with or without a scope (a pcap names no interface)."""
     try:
-        return str(parse_ipv4(text))
+        if ":" in text and "%" not in text:
+            return str(parse_ipv6(text))
+        return str(parse_ip(text, scoped=True))
     except AddressError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -75,7 +78,7 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-file", metavar="FILE", type=Path,
                         help="the shared heartbeat key (authenticated heartbeats cannot be replayed without it)")
     capture = parser.add_argument_group("captures (pcap, pcapng)")
-    capture.add_argument("--master", metavar="ADDRESS", type=_ipv4,
+    capture.add_argument("--master", metavar="ADDRESS", type=_sender,
                          help="the master's private address (needed only when several hosts sent heartbeats)")
     capture.add_argument("--address", metavar="IF:ADDR[/MASK]", type=_triplet, action="append",
                          help="a public address of the master, for the timeline (repeatable)")

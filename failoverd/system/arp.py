@@ -26,7 +26,6 @@ seconds, an announcement ``(count - 1) * spacing``; both are cancellable.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
 import socket
@@ -41,7 +40,7 @@ from failoverd.core.addresses import Triplet
 from failoverd.system import ndp
 from failoverd.system.namespace import in_netns
 from failoverd.system.netlink import InterfaceDown, InterfaceMissing
-from failoverd.system.packetsocket import PacketSocket
+from failoverd.system.packetsocket import PacketSocket, bind_packet_socket
 
 log = logging.getLogger(__name__)
 
@@ -151,15 +150,7 @@ class ArpSocket(PacketSocket):
 
 
 def _bound_socket(interface: str) -> socket.socket:
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-    try:
-        sock.bind((interface, ETH_P_ARP))
-    except OSError as error:
-        sock.close()
-        if error.errno in (errno.ENODEV, errno.ENXIO):
-            raise InterfaceMissing(interface) from None
-        raise
-    return sock
+    return bind_packet_socket(interface, ETH_P_ARP)
 
 
 def _by_interface(triplets: Iterable[Triplet]) -> dict[tuple[str, int], list[Triplet]]:

@@ -36,7 +36,6 @@ ignored, as a host's own stack ignores them.
 from __future__ import annotations
 
 import ctypes
-import errno
 import ipaddress
 import socket
 import struct
@@ -46,8 +45,7 @@ from typing import Literal
 import trio
 
 from failoverd.system.namespace import in_netns
-from failoverd.system.netlink import InterfaceMissing
-from failoverd.system.packetsocket import PacketSocket
+from failoverd.system.packetsocket import PacketSocket, bind_packet_socket
 
 ETH_P_IPV6 = 0x86DD
 IPPROTO_ICMPV6 = 58
@@ -303,16 +301,7 @@ class NdpSocket(PacketSocket):
 
 def bound_socket(interface: str) -> socket.socket:
     """An AF_PACKET socket on ``interface`` with the NDP filter attached (in the caller's namespace)."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
-    try:
-        _attach_filter(sock)
-        sock.bind((interface, ETH_P_IPV6))
-    except OSError as error:
-        sock.close()
-        if error.errno in (errno.ENODEV, errno.ENXIO):
-            raise InterfaceMissing(interface) from None
-        raise
-    return sock
+    return bind_packet_socket(interface, ETH_P_IPV6, _attach_filter)
 
 
 def _attach_filter(sock: socket.socket) -> None:
