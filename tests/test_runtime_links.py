@@ -87,3 +87,35 @@ async def test_a_managing_master_that_adopts_its_addresses_on_a_down_link_releas
             assert system.kinds() == ["release", "probe", "acquire"]
             os.kill(os.getpid(), signal.SIGTERM)
     assert result == [0]
+
+
+@pytest.mark.trio
+async def test_a_backup_records_its_link_changes_and_an_exact_replay_follows_them(tmp_path: Path) -> None:
+    from failoverd.analysis.replay import Setup, replay_exact
+    from failoverd.analysis.trace import LinkChanged, read_trace
+
+    system = MemorySystem()
+    system.links["lo"] = False
+    config = backup_config(tmp_path, free_port(), trace_file=tmp_path / "trace")
+    result: list[int] = []
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+
+            async def run_backup(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                result.append(await backup.serve(config, system=system, task_status=task_status))
+
+            await nursery.start(run_backup)
+            await _until(config.control_socket, lambda s: s["state"] == "unfit")
+            system.set_link("lo", True)
+            await _until(config.control_socket, lambda s: s["state"] == "failed_over")
+            system.set_link("lo", False)
+            await _until(config.control_socket, lambda s: s["state"] == "unfit")
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert result == [0]
+    trace = read_trace(config.trace_file)
+    links = [(e.interface, e.up) for e in trace.events if isinstance(e, LinkChanged)]
+    assert links == [("lo", False), ("lo", True), ("lo", False)]
+    replayed = replay_exact(Setup.from_header(trace.header, None), trace.events)
+    assert replayed.divergences == [] and replayed.final_state == "unfit"
+    triggers = [trigger for _, _, _, trigger in replayed.transitions]
+    assert "link_up" in triggers and "link_lost" in triggers

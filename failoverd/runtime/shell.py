@@ -72,6 +72,8 @@ class Recorder(Protocol):
 
     def health(self, now: float, healthy: bool, reason: str) -> None: ...
 
+    def link(self, now: float, interface: str, up: bool) -> None: ...
+
     def stop(self, now: float, release: bool) -> None: ...
 
 
@@ -142,11 +144,11 @@ class CoreShell:
         self._run(self.core.health_changed(now, healthy, reason))
 
     def link(self, interface: str, up: bool) -> None:
-        """The link of one of the core's interfaces went down or came up (see :mod:`failoverd.system.linkwatch`).
-
-        Not recorded in a trace: the trace format has no line for it yet.
-        """
-        self._run(self.core.link_changed(trio.current_time(), interface, up))
+        """The link of one of the core's interfaces went down or came up (see :mod:`failoverd.system.linkwatch`)."""
+        now = trio.current_time()
+        if self.recorder is not None:
+            self.recorder.link(now, interface, up)
+        self._run(self.core.link_changed(now, interface, up))
 
     def stop(self, *, release: bool = True) -> None:
         """Begin the core's orderly stop (``release``: let go of what it holds).
