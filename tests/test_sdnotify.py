@@ -170,3 +170,32 @@ def test_the_real_heartbeatd_program_notifies_readiness_and_stopping(tmp_path: P
             process.kill()
             process.wait()
         manager.close()
+
+
+def test_the_state_follower_exists_only_when_a_service_manager_listens(tmp_path: Path) -> None:
+    from failoverd.core.actions import StateChanged
+    from failoverd.runtime import lifecycle
+
+    snapshots: list[str] = []
+
+    def snapshot() -> dict[str, object]:
+        snapshots.append("built")
+        return {"role": "backup", "state": "monitoring", "master": "10.0.0.1", "held": []}
+
+    # Without $NOTIFY_SOCKET no follower: nothing builds a snapshot at a state change.
+    assert lifecycle.systemd_status(ServiceManager({}), snapshot) is None
+    assert lifecycle.following(None, lifecycle.systemd_status(ServiceManager({}), snapshot)) is None
+
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(10)
+        service = ServiceManager({"NOTIFY_SOCKET": str(path)})
+        try:
+            follow = lifecycle.systemd_status(service, snapshot)
+            assert follow is not None
+            follow(0.0, StateChanged("recovering", "monitoring", "released"))
+            assert listener.recv(4096) == b"STATUS=monitoring: watching master 10.0.0.1; holding nothing"
+        finally:
+            service.close()
+    assert snapshots == ["built"]

@@ -45,6 +45,19 @@ daemon log lines, never time:
   stays off it while the daemon finishes what the burst is about; then it
   writes the whole burst. Lines reach the log
   ``BURST_DELAY`` later, in the same order; an idle daemon wakes no more.
+- While the daemon's event loop works, its own lines are held back in the
+  handler (:func:`hold_lines`, up to ``HELD_LINES`` of them) and queued
+  only when the loop is about to wait for something (:func:`release_lines`,
+  called by the runtime, see :mod:`failoverd.runtime.lifecycle`). Queueing
+  a line wakes the listener; woken, it takes the queue's lock and then
+  wants the GIL, and the loop's next log call or system call waits for it
+  in turn, whatever the loop is doing: after the first line of a failback
+  ("state waiting -> acquiring") the master's add came 6 - 8 ms late in
+  three failbacks of six on a busy machine (timestamps in both daemons,
+  docs/benchmarks.md), the burst delay notwithstanding. Held, the lines
+  wake the listener once the address is added and the loop has nothing
+  left to do. Each line is still formatted when it is logged; other
+  threads' lines are queued at once.
 - Lines lost are reported where they were lost, as soon as there is room
   again: ``N log messages lost (log target not accepting)``.
 - :func:`shutdown` lets the listener drain the queue for at most
@@ -103,6 +116,8 @@ FLUSH_BOUND = 2.0
 """Seconds :func:`shutdown` lets the listener drain the queue; what is left then is dropped."""
 BURST_DELAY = 0.01
 """Seconds the listener lets a burst of lines gather before handing them on (see above)."""
+HELD_LINES = 64
+"""Lines the holding thread keeps back at most (see :func:`hold_lines`); the next one queues them all."""
 LOST_MESSAGE = "%d log messages lost (log target not accepting)"
 
 LogFormat = Literal["text", "json"]
@@ -471,11 +486,48 @@ class BoundedQueueHandler(logging.handlers.QueueHandler):
         super().__init__(log_queue)
         self.dropped = 0
         self._unreported = 0
+        self._holder: int | None = None
+        self._held: list[logging.LogRecord] = []
 
     def enqueue(self, record: logging.LogRecord) -> None:
-        # Called by emit() with self.lock held, like report_lost().
+        # Called by emit() with self.lock held, like report_lost() and release_held().
+        if self._holder is not None and self._holder == threading.get_ident():
+            if len(self._held) < HELD_LINES:
+                self._held.append(record)
+                return
+            self._queue_held()
         if not self._put_report() or not self._put(record):
             self._drop(record)
+
+    def hold(self) -> None:
+        """Keep the calling thread's lines back (formatted) until :meth:`release_held`; one thread at a time."""
+        with self.lock:  # type: ignore[union-attr]
+            self._queue_held()
+            self._holder = threading.get_ident()
+
+    def stop_holding(self) -> None:
+        """Queue what is held and queue every line at once again."""
+        with self.lock:  # type: ignore[union-attr]
+            self._queue_held()
+            self._holder = None
+
+    def release_held(self) -> None:
+        """Queue the lines held so far, in order (dropped and counted if the queue is full)."""
+        if not self._held:  # the loop calls this before every wait: nothing held is the common case
+            return
+        with self.lock:  # type: ignore[union-attr]
+            self._queue_held()
+
+    @property
+    def held(self) -> int:
+        """Lines held back now."""
+        return len(self._held)
+
+    def _queue_held(self) -> None:
+        held, self._held = self._held, []
+        for record in held:
+            if not self._put_report() or not self._put(record):
+                self._drop(record)
 
     def report_lost(self) -> None:
         """Queue the count of dropped lines now, if there is room."""
@@ -622,7 +674,8 @@ class _Pipeline:
 
     def stop(self, bound: float) -> None:
         if self.listener.pid == os.getpid():
-            # Lines dropped at the very end get their count in, if there is room.
+            # Lines still held, then the count of lines dropped at the very end, if there is room.
+            self.handler.stop_holding()
             self.handler.report_lost()
             self.listener.stop_within(bound)
         # else: inherited through a fork; the parent's thread is not here,
@@ -674,11 +727,39 @@ def configure(
     return logger
 
 
+def hold_lines() -> None:
+    """Hold the calling thread's lines back until :func:`release_lines` (the daemon's event loop; see the module)."""
+    pipeline = _active
+    if pipeline is not None:
+        pipeline.handler.hold()
+
+
+def release_lines() -> None:
+    """Queue the lines held back so far (the loop is about to wait: the listener may have the GIL now)."""
+    pipeline = _active
+    if pipeline is not None:
+        pipeline.handler.release_held()
+
+
+def held_lines() -> int:
+    """Lines held back now (0 without logging configured)."""
+    pipeline = _active
+    return 0 if pipeline is None else pipeline.handler.held
+
+
+def stop_holding_lines() -> None:
+    """Queue what is held and hold nothing back from now on."""
+    pipeline = _active
+    if pipeline is not None:
+        pipeline.handler.stop_holding()
+
+
 def flush(timeout: float = FLUSH_BOUND) -> bool:
     """Wait up to ``timeout`` until every line logged so far was handed to its targets; True if it was."""
     pipeline = _active
     if pipeline is None or pipeline.listener.pid != os.getpid():
         return True
+    pipeline.handler.release_held()
     return pipeline.listener.flush(timeout)
 
 

@@ -14,6 +14,10 @@ How each action runs, and why:
   the core as an event, like any other.
 - ``Transmit`` is sent at once, never queued behind a slow acquire: the
   backup's status frame is what lets a returning master wait for the release.
+  It is also sent before the other actions of the same input are dispatched
+  (the core lists the state change first): the backup's "I hold nothing"
+  then leaves before the state change's log line and followers, which
+  the returning master's add would otherwise wait behind.
 - ``Notify`` and mailed ``Alarm`` are handed to the notifier, which queues
   them (bounded) and sends them one at a time in a task of its own, each
   under its timeout: mail never delays a takeover.
@@ -109,12 +113,18 @@ class Executor:
     # --- dispatch (synchronous: called right after the core returns) ---------
 
     def submit(self, actions: list[Action]) -> None:
+        # Frames first (see the module), then the rest in the core's order.
         for action in actions:
+            if isinstance(action, Transmit):
+                if self._on_dispatch is not None:
+                    self._on_dispatch(action)
+                self.transport.send_nowait(action.payload, action.targets)
+        for action in actions:
+            if isinstance(action, Transmit):
+                continue
             if self._on_dispatch is not None:
                 self._on_dispatch(action)
-            if isinstance(action, Transmit):
-                self.transport.send_nowait(action.payload, action.targets)
-            elif isinstance(action, StateChanged):
+            if isinstance(action, StateChanged):
                 log.info(
                     "state %s -> %s (%s)", action.source, action.dest, action.trigger,
                     extra={"state": action.dest, "transition": f"{action.source} -> {action.dest}",

@@ -11,6 +11,12 @@ The control socket's ``status`` answer is the core's snapshot plus what only
 the runtime knows: wall-clock times, and the last few state changes
 (:class:`RecentTransitions`), which the core does not keep.
 
+Log lines wait while the loop works: :func:`run_daemon` runs Trio with
+:class:`LinesWhenIdle`, so the daemon's own lines reach the log listener's
+queue only when the loop is about to wait (see
+:mod:`failoverd.cli.logsetup`): a failback's lines no longer wake a second
+thread that takes the GIL between the backup's status and the master's add.
+
 The metrics (:mod:`failoverd.runtime.metrics`) are imported only when
 ``--metrics-listen`` asks for them: ``prometheus_client`` is some 180
 modules and 3 MiB of every daemon's memory, for a feature that is off by
@@ -32,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from failoverd import __version__
+from failoverd.cli import logsetup
 from failoverd.cli.config import ListenAddress
 from failoverd.cli.exitcodes import EX_CONFIG, ProgramError
 from failoverd.core.actions import StateChanged
@@ -102,8 +109,15 @@ def status_line(snapshot: dict[str, Any]) -> str:
     return f"{snapshot['state']}: heartbeats to {' '.join(snapshot['targets'])}; holding {held}"
 
 
-def systemd_status(service: Any, snapshot: Callable[[], dict[str, Any]]) -> Callable[[float, Any], None]:
-    """The shell follower that tells systemd (``service``, a ServiceManager) the state in words on every change."""
+def systemd_status(service: Any, snapshot: Callable[[], dict[str, Any]]) -> Callable[[float, Any], None] | None:
+    """The shell follower that tells systemd (``service``, a ServiceManager) the state in words on every change.
+
+    None when no service manager listens (no ``$NOTIFY_SOCKET``): the
+    follower would build the core's snapshot at every state change, the
+    failback's "waiting -> acquiring" included, to send it nowhere.
+    """
+    if not service.enabled:
+        return None
 
     def follow(now: float, action: Any) -> None:
         if isinstance(action, StateChanged):
@@ -219,6 +233,28 @@ def stop_bound(hook_timeout: float) -> float:
     return 2 * (3 * hook_timeout + 5.0)
 
 
+class LinesWhenIdle(trio.abc.Instrument):
+    """Holds the Trio thread's log lines back while the loop has work, and queues them before it waits.
+
+    ``before_io_wait`` with a timeout of 0 means more tasks are ready to
+    run (a failback's add right after the status that allowed it); a
+    positive one, that the loop is about to sleep until a frame, a deadline
+    or a thread's result: the lines go to the listener then. It runs before
+    every wait of the loop, so what it does when nothing is held is one
+    length test.
+    """
+
+    def before_run(self) -> None:
+        logsetup.hold_lines()
+
+    def before_io_wait(self, timeout: float) -> None:
+        if timeout > 0:
+            logsetup.release_lines()
+
+    def after_run(self) -> None:
+        logsetup.stop_holding_lines()
+
+
 def run_daemon(serve: Callable[..., Any], config: Any) -> int:
     """Run a daemon's ``serve(config)`` under Trio; a :class:`ProgramError` becomes its exit status.
 
@@ -233,7 +269,7 @@ def run_daemon(serve: Callable[..., Any], config: Any) -> int:
     # Start-up garbage in cycles that is frozen too stays: a one-time, bounded cost.
     gc.freeze()
     try:
-        return trio.run(serve, config)
+        return trio.run(serve, config, instruments=[LinesWhenIdle()])
     except ProgramError as error:
         log.error("%s", error)
         return error.status
