@@ -20,7 +20,8 @@
  *   @transition <machine> <trigger>: <source> -> <dest>
  *   @declared <machine> <trigger>: <source> -> <dest> (why it is not modelled)
  * The health-check transitions (unfit, standing_down, checks_fail, checks_pass
- * and the step-down's released and stop) happen only in the HEALTH=1 build.
+ * and the step-down's released and stop) happen only in the HEALTH=1 build,
+ * the link transitions (link_down, link_up, link_lost) only in the LINKCUT=1 build.
  * The state constants are D_<name> (detector) and M_<name> (master): Promela
  * has one namespace for mtype names, and both machines have an `acquiring`.
  */
@@ -110,6 +111,34 @@
 #define REJOIN_PRESUME 1
 #endif
 
+/* Link cuts (spec/README.md, "Link cuts"). LINKCUT 1: either host's links
+ * (public and private) may be cut at any instant while it is up, and come back,
+ * LINK_FLIPS times in a run in all (both hosts): while a host is cut every
+ * frame to or from it is lost, no ARP reaches or leaves it, and an address it
+ * holds answers nobody (a probe does not see it); nothing else is lost (the
+ * races of a lossy network are the other builds' subject). LINKWATCH 1 (the cores):
+ * the core is told, and a cut host is unfit (one verdict with its checks:
+ * M_FIT, B_FIT); 0 (the cores before): the core is not told. LINKCUT 0 (the
+ * default): no link is ever cut, and every other build is unchanged. */
+#ifndef LINKCUT
+#define LINKCUT 0
+#endif
+#ifndef LINKWATCH
+#define LINKWATCH 1
+#endif
+#ifndef LINK_FLIPS
+#define LINK_FLIPS 2        /* link changes in a run, both hosts together          */
+#endif
+/* Links up across a cut: a flap (a cut shorter than FAIL) is loss, and links
+ * up must hold across it (its ticks count in the gaps); a cut of FAIL or more
+ * may end in a takeover, and links up starts afresh when it ends: the network
+ * then delivers promptly, a host counting a frame within FAIL - RESTORED_GAP
+ * ticks of the return (a heartbeat due within INTERVAL, and the handshake of
+ * a restarted host: three deliveries). A flap that, with the silence before
+ * it, outlasts FAIL is a lossy network, the other builds' subject
+ * (spec/README.md, "Link cuts"). */
+#define RESTORED_GAP (FAIL - INTERVAL - 3 * DELAY)
+
 #ifndef M_CRASHES
 #define M_CRASHES 2         /* master crashes or shutdowns in one run              */
 #endif
@@ -177,6 +206,8 @@
 /* Transitions of the code that the model leaves out, and why:
  * @declared detector checks_pass: claiming -> claiming (etcd witness: checks_pass in a witness state; proved in spec/witness.pml, which this model leaves it to)
  * @declared detector checks_pass: granted -> granted (etcd witness: checks_pass in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector link_up: claiming -> claiming (etcd witness: a link back in a witness state changes nothing; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector link_up: granted -> granted (etcd witness: a link back in a witness state changes nothing; proved in spec/witness.pml, which this model leaves it to)
  * @declared detector claimed: acquiring -> acquiring (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
  * @declared detector claimed: claiming -> claiming (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
  * @declared detector claimed: claiming -> contested (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
@@ -221,6 +252,10 @@
  * @declared master backup_released: waiting -> claiming (etcd witness: backup_released in a witness state; proved in spec/witness.pml, which this model leaves it to)
  * @declared master checks_fail: claiming -> claiming (etcd witness: checks_fail in a witness state; proved in spec/witness.pml, which this model leaves it to)
  * @declared master checks_fail: granted -> standing_down (etcd witness: checks_fail in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master link_down: claiming -> claiming (etcd witness: a lost link in a witness state; the claimed rows read the verdict; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master link_down: granted -> standing_down (etcd witness: a lost link while granted gives the claim back, as a failing check does; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master link_up: claiming -> claiming (etcd witness: a link back in a witness state changes nothing; proved in spec/witness.pml, which this model leaves it to)
+ * @declared master link_up: granted -> granted (etcd witness: a link back in a witness state changes nothing; proved in spec/witness.pml, which this model leaves it to)
  * @declared master checks_pass: claiming -> claiming (etcd witness: checks_pass in a witness state; proved in spec/witness.pml, which this model leaves it to)
  * @declared master checks_pass: granted -> granted (etcd witness: checks_pass in a witness state; proved in spec/witness.pml, which this model leaves it to)
  * @declared master claimed: claiming -> granted (etcd witness: the witness's answer to a claim; proved in spec/witness.pml, which this model leaves it to)
@@ -311,6 +346,23 @@
  * @declared master retry: standing_down -> releasing (one address: a release never fails part-way)
  * @declared master stop: standing_down -> releasing (one address: a stood-down master holds nothing)
  * @declared master checks_pass: standing_down -> holding (unmanaged master: failback is not managed, out of scope)
+ * @declared master link_down: acquiring -> acquiring (the acquired row reads the verdict: modelled there)
+ * @declared master link_down: releasing -> releasing (already letting go: the released row reads the verdict)
+ * @declared master link_down: standing_down -> standing_down (already stood down)
+ * @declared master link_down: stopped -> stopped (a stopped master is down in the model)
+ * @declared master link_down: holding -> standing_down (unmanaged master: holding with nothing to release, out of scope)
+ * @declared master link_down: waiting -> releasing (one address: a waiting master holds nothing)
+ * @declared master link_down: probing -> releasing (one address: a probing master holds nothing)
+ * @declared master link_up: waiting -> waiting (the verdict was fit already: nothing to rejoin)
+ * @declared master link_up: probing -> probing (the verdict was fit already: nothing to rejoin)
+ * @declared master link_up: acquiring -> acquiring (the acquired row reads the verdict: modelled there)
+ * @declared master link_up: holding -> holding (the verdict was fit already: nothing to rejoin)
+ * @declared master link_up: releasing -> releasing (the released row reads the verdict: modelled there)
+ * @declared master link_up: stopped -> stopped (a stopped master is down in the model)
+ * @declared detector link_up: monitoring -> monitoring (modelled: the silence restarts, no transition)
+ * @declared detector link_up: acquiring -> acquiring (modelled: the silence restarts, no transition)
+ * @declared detector link_up: failed_over -> failed_over (modelled: the silence restarts, no transition)
+ * @declared detector link_up: recovering -> recovering (modelled: the silence restarts, no transition)
  */
 
 /* ---- the world ------------------------------------------------------------ */
@@ -325,6 +377,7 @@ bool b_probe_sched;       /* suspect: the probe waits for PROBE_AT              
 bool b_probe;             /* an ARP probe is in flight                          */
 byte b_probe_t;           /* ticks until it completes                           */
 bool b_probe_snap;        /* what it saw: someone answered for the address     */
+bool b_probe_held;        /* (LINKCUT 1) the address was configured but cut off when it started */
 bool b_probed;            /* a probe result is known and not yet used           */
 bool b_answered;          /* that result                                        */
 byte b_retry_t;           /* contested: ticks until the next probe              */
@@ -349,6 +402,7 @@ byte m_silence;           /* ticks since start or the last counted status      *
 bool m_probe;
 byte m_probe_t;
 bool m_probe_snap;
+bool m_probe_held;        /* (LINKCUT 1) as b_probe_held */
 bool m_op;
 byte m_op_t;
 byte m_crashes;
@@ -360,6 +414,12 @@ bool m_stopping;          /* releasing for a stop (else, HEALTH 1: stepping down
 bool m_fit = 1;           /* the master's checks pass                           */
 bool b_fit = 1;           /* the backup's checks pass                           */
 byte flips;               /* verdict changes so far in the run, both hosts (at most FLIPS) */
+
+/* link cuts (LINKCUT 1): each host's links cut, as they are, not as its core knows */
+bool m_cut;               /* the master's links are down                        */
+bool b_cut;               /* the backup's links are down                        */
+byte link_flips;          /* link changes so far in the run, both hosts (at most LINK_FLIPS) */
+byte cut_t;               /* ticks the current cut has lasted (capped at FAIL)  */
 
 /* ARP conflict detection (RFC 5227) on the public network: another host's
  * gratuitous ARP for the address, on its way to a host that watches (the
@@ -412,6 +472,7 @@ byte alone_age;           /* ticks the master has waited without the address whi
 byte stepdown_age;        /* ticks the backup has gone without the address while the master is unfit
                              and the backup fit (both up) */
 bool b_acquired_unfit;    /* the backup began an acquire while its checks failed (never, property 11) */
+bool b_acquired_cut;      /* the backup began an acquire while its links were cut (never under LINKWATCH, property 14) */
 bool fault_armed;         /* both unfit since the master stood down with the backup holding nothing */
 bool master_dead_backup_up;   /* liveness antecedent: takeover                  */
 bool master_alone;        /* liveness antecedent: failback with the backup dead (presume) */
@@ -429,12 +490,19 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 #define BACKUP_HOLDS (d_state == D_acquiring || d_state == D_failed_over || \
                       d_state == D_recovering || b_addr)
 #define PUBLIC_JOINED (NET != NET_PARTITION)
-#define PROBE_SEES(holder) (PUBLIC_JOINED && (holder))
+/* a cut host sends and hears nothing on the wire (LINKCUT 1) */
+#define WIRE_CUT (m_cut || b_cut)
+#define PROBE_SEES(holder) (PUBLIC_JOINED && (holder) && !WIRE_CUT)
 /* who passes another host's ARP for the address to its core: the backup while
  * it holds or is adding it (the detector's HOLDING_STATES), the master while
  * holding; an ARP that reaches a host no longer watching is dropped */
 #define BACKUP_WATCHES (b_up && (d_state == D_acquiring || d_state == D_failed_over || d_state == D_recovering))
 #define MASTER_WATCHES (m_up && m_state == M_holding)
+
+/* The one verdict each core acts on: its checks pass and, once the core is
+ * told of its links (LINKWATCH 1), its links are up. */
+#define M_FIT (m_fit && !(LINKWATCH && m_cut))
+#define B_FIT (b_fit && !(LINKWATCH && b_cut))
 
 /* health checks (HEALTH 1; spec/properties.md, 10-12) */
 #define BOTH_UNFIT    (m_up && b_up && !m_fit && !b_fit)
@@ -479,8 +547,12 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 
 /* a full queue loses its oldest datagram to make room */
 #define SEND(n, MOVE, PUT, v) \
-	if :: n == SLOTS -> x = 0; DROP(n, MOVE) :: else -> skip fi; \
-	PUT(n, v); n++
+	if \
+	:: WIRE_CUT -> skip   /* lost on a cut link (LINKCUT 1) */ \
+	:: else -> \
+		if :: n == SLOTS -> x = 0; DROP(n, MOVE) :: else -> skip fi; \
+		PUT(n, v); n++ \
+	fi
 
 #define SEND_STATUS(holds) SEND(st_n, ST_MOVE, ST_PUT, holds)
 #define SEND_HEARTBEAT(leaving) SEND(hb_n, HB_MOVE, HB_PUT, leaving)
@@ -498,21 +570,30 @@ hidden int clock;           /* the tick count, for replayed trails only (not par
 #define RELEASED(acks, counted, holds, floor) ((acks) && !(holds) && (ACK_RULE < 2 || (counted)) && \
 	(!HEALTH || !RELEASE_FLOOR || (floor)))
 
-#define B_START_PROBE  b_probe = 1; b_probe_t = PROBE_T; b_probe_snap = PROBE_SEES(m_addr); b_probed = 0
-#define M_START_PROBE  m_probe = 1; m_probe_t = PROBE_T; m_probe_snap = PROBE_SEES(b_addr)
+#define B_START_PROBE  b_probe = 1; b_probe_t = PROBE_T; b_probe_snap = PROBE_SEES(m_addr); b_probed = 0; \
+	b_probe_held = (LINKCUT && m_addr && !b_probe_snap)
+#define M_START_PROBE  m_probe = 1; m_probe_t = PROBE_T; m_probe_snap = PROBE_SEES(b_addr); \
+	m_probe_held = (LINKCUT && b_addr && !m_probe_snap)
+/* A probe round is several requests over its tick: an address configured
+ * throughout it answers the last one if its link is up by then (LINKCUT 1:
+ * a cut that ends during the round). One added during the round is not seen
+ * (the snapshot at the start, as in every build). */
+#define B_END_PROBE  if :: b_probe_held && PROBE_SEES(m_addr) -> b_probe_snap = 1 :: else -> skip fi; b_probe_held = 0
+#define M_END_PROBE  if :: m_probe_held && PROBE_SEES(b_addr) -> m_probe_snap = 1 :: else -> skip fi; m_probe_held = 0
 
 /* a host's gratuitous ARP for the address (after its acquire, or the master's
  * Announce) reaches the other host if that one watches. One on its way already
  * stands for both: a detector reacts to the first it sees (acquiring ->
  * master back, failed_over -> recovering) and ignores the rest (recovering).
  * Under links up the handshake leaves nothing to detect: the assertion checks,
- * in every NET_UP run, that conflict detection never fires there. */
+ * in every NET_UP run, that conflict detection never fires there (but for
+ * LINKCUT 1: after a cut a host may see the other's address announced). */
 #define ARP_TO_BACKUP \
-	if :: PUBLIC_JOINED && BACKUP_WATCHES -> assert(NET != NET_UP); \
+	if :: PUBLIC_JOINED && !WIRE_CUT && BACKUP_WATCHES -> assert(NET != NET_UP || LINKCUT); \
 		if :: !arp_to_b -> arp_to_b = 1; arp_to_b_age = 0 :: else -> skip fi \
 	:: else -> skip fi
 #define ARP_TO_MASTER \
-	if :: PUBLIC_JOINED && MASTER_WATCHES -> assert(NET != NET_UP); \
+	if :: PUBLIC_JOINED && !WIRE_CUT && MASTER_WATCHES -> assert(NET != NET_UP || LINKCUT); \
 		if :: !arp_to_m -> arp_to_m = 1; arp_to_m_age = 0 :: else -> skip fi \
 	:: else -> skip fi
 
@@ -548,6 +629,7 @@ inline master_crash_reset() {
 /* the acquiring backup's acquire completed or its release is needed */
 inline backup_acquire() {
 	if :: !b_fit -> b_acquired_unfit = 1 :: else -> skip fi;   /* property 11: never */
+	if :: LINKCUT && b_cut -> b_acquired_cut = 1 :: else -> skip fi;
 	d_state = D_acquiring; b_op = 1; b_op_t = 0; b_hb_pending = 0;
 	b_deadline = 0; b_probed = 0
 }
@@ -590,7 +672,7 @@ inline master_rejoin() {
 /* Zero what no longer matters, so that states differing only in dead values
  * are one state. */
 inline normalize() {
-	if :: !b_probe -> b_probe_t = 0; b_probe_snap = 0 :: else -> skip fi;
+	if :: !b_probe -> b_probe_t = 0; b_probe_snap = 0; b_probe_held = 0 :: else -> skip fi;
 	if :: !b_probed -> b_answered = 0 :: else -> skip fi;
 	if :: d_state != D_contested -> b_retry_t = 0 :: else -> skip fi;
 	if :: d_state != D_suspect -> b_probe_sched = 0 :: else -> skip fi;
@@ -609,7 +691,7 @@ inline normalize() {
 	if :: d_state != D_acquiring -> b_hb_pending = 0 :: else -> skip fi;
 	if :: !b_op -> b_op_t = 0 :: else -> skip fi;
 	if :: b_up -> b_down_t = 0 :: else -> skip fi;
-	if :: !m_probe -> m_probe_t = 0; m_probe_snap = 0 :: else -> skip fi;
+	if :: !m_probe -> m_probe_t = 0; m_probe_snap = 0; m_probe_held = 0 :: else -> skip fi;
 	if :: !m_op -> m_op_t = 0 :: else -> skip fi;
 	if :: !M_MAY_REJOIN -> m_silence = 0 :: else -> skip fi;
 	if :: m_state != M_releasing -> m_stopping = 0 :: else -> skip fi;
@@ -617,6 +699,7 @@ inline normalize() {
 	if :: !BACKUP_WATCHES -> arp_to_b = 0 :: else -> skip fi;
 	if :: !arp_to_b -> arp_to_b_age = 0 :: else -> skip fi;
 	if :: !MASTER_WATCHES -> arp_to_m = 0 :: else -> skip fi;
+	if :: WIRE_CUT -> arp_to_b = 0; arp_to_m = 0 :: else -> cut_t = 0 fi;   /* lost on a cut link */
 	if :: !arp_to_m -> arp_to_m_age = 0 :: else -> skip fi;
 	if :: !(m_addr && b_addr) -> overlap_age = 0 :: else -> skip fi;
 	if :: m_up -> m_down_t = 0 :: else -> m_hb_t = 0 fi;
@@ -659,8 +742,8 @@ inline normalize() {
 		clock, b_up, d_state, b_addr, b_silence, b_probe, b_probed, b_op,
 		m_up, m_epoch, m_state, m_addr, m_silence, m_probe, m_probe_snap, m_op, hb_n, st_n,
 		arp_to_b, arp_to_m, overlap_age);
-	printf(" bepoch=%d recorded=%d/%d replayable=%d/%d fit=%d/%d\n", b_epoch, b_ack, m_back, rh_upto, rs_upto,
-		b_fit, m_fit)
+	printf(" bepoch=%d recorded=%d/%d replayable=%d/%d fit=%d/%d cut=%d/%d\n", b_epoch, b_ack, m_back, rh_upto, rs_upto,
+		b_fit, m_fit, b_cut, m_cut)
 }
 
 /* A heartbeat (master epoch ep; acks: it acknowledges the backup's current
@@ -795,19 +878,19 @@ active proctype world()
 		b_probe_sched = 0; B_START_PROBE;
 		normalize() }
 	:: d_step { b_up && b_probe && b_probe_t == 0 ->
-		b_probe = 0;
+		b_probe = 0; B_END_PROBE;
 		if
 		:: d_state == D_suspect && (b_silence >= FAIL || b_deadline) ->
 			/* The probe ends exactly at the deadline: its result and the
 			 * deadline timer reach the core in either order. */
 			if
-			:: !b_fit ->
+			:: !B_FIT ->
 				/* @transition detector probed: suspect -> unfit */
 				backup_decline()
-			:: b_fit && !b_probe_snap ->
+			:: B_FIT && !b_probe_snap ->
 				/* @transition detector probed: suspect -> acquiring */
 				backup_acquire()
-			:: b_fit && b_probe_snap ->
+			:: B_FIT && b_probe_snap ->
 				/* @transition detector probed: suspect -> contested */
 				d_state = D_contested; b_retry_t = RETRY
 			:: true ->
@@ -820,23 +903,23 @@ active proctype world()
 		normalize() }
 	:: d_step { b_up && d_state == D_suspect && (b_silence >= FAIL || b_deadline) && b_probed ->
 		if
-		:: !b_fit ->
+		:: !B_FIT ->
 			/* @transition detector deadline: suspect -> unfit */
 			backup_decline()
-		:: b_fit && !b_answered ->
+		:: B_FIT && !b_answered ->
 			/* @transition detector deadline: suspect -> acquiring */
 			backup_acquire()
-		:: b_fit && b_answered ->
+		:: B_FIT && b_answered ->
 			/* @transition detector deadline: suspect -> contested */
 			d_state = D_contested; b_probed = 0; b_retry_t = RETRY
 		fi;
 		normalize() }
 	:: d_step { b_up && d_state == D_contested && b_probed ->
 		if
-		:: !b_answered && !b_fit ->
+		:: !b_answered && !B_FIT ->
 			/* @transition detector probed: contested -> unfit */
 			backup_decline()
-		:: !b_answered && b_fit ->
+		:: !b_answered && B_FIT ->
 			/* @transition detector probed: contested -> acquiring */
 			backup_acquire()
 		:: b_answered ->
@@ -854,6 +937,11 @@ active proctype world()
 		if
 		:: b_hb_pending ->
 			/* @transition detector acquired: acquiring -> recovering */
+			backup_release()
+		:: !b_hb_pending && LINKWATCH && b_cut ->
+			/* @transition detector acquired: acquiring -> failed_over */
+			/* @transition detector link_lost: failed_over -> recovering */
+			/* in one settle: an address on a cut link serves nobody */
 			backup_release()
 		:: else ->
 			/* @transition detector acquired: acquiring -> failed_over */
@@ -897,7 +985,7 @@ active proctype world()
 		m_state = M_probing; M_START_PROBE;
 		normalize() }
 	:: d_step { m_up && m_probe && m_probe_t == 0 ->
-		m_probe = 0;
+		m_probe = 0; M_END_PROBE;
 		if
 		:: !m_probe_snap ->
 			/* @transition master probed: probing -> acquiring */
@@ -910,7 +998,7 @@ active proctype world()
 	:: d_step { m_up && m_op && m_state == M_acquiring && m_op_t >= OP_MIN ->
 		m_addr = 1; m_op = 0;
 		if
-		:: m_fit ->
+		:: M_FIT ->
 			/* @transition master acquired: acquiring -> holding */
 			/* and tells the backup at once, restarting its heartbeat period */
 			m_state = M_holding;
@@ -950,10 +1038,10 @@ active proctype world()
 			m_state = M_stopped; SEND_HEARTBEAT(1);
 			master_crash_reset(); m_up = 0; m_down_t = 0;
 			master_dead_backup_up = b_up; takeover_age = 0; master_back_links_up = 0; master_alone = 0
-		:: !m_stopping && !m_fit ->
+		:: !m_stopping && !M_FIT ->
 			/* @transition master released: releasing -> standing_down */
 			master_stand_down()
-		:: !m_stopping && m_fit ->
+		:: !m_stopping && M_FIT ->
 			/* @transition master released: releasing -> waiting */
 			/* its checks rose again during the release */
 			master_rejoin()
@@ -981,6 +1069,7 @@ active proctype world()
 	:: d_step { HEALTH && m_up && flips < FLIPS ->
 		flips++; m_fit = !m_fit;
 		if
+		:: LINKWATCH && m_cut -> skip   /* unfit by its link whatever its checks say */
 		:: !m_fit && m_state == M_holding ->
 			/* @transition master checks_fail: holding -> releasing */
 			/* release first; `leaving` only once the address is gone */
@@ -999,7 +1088,7 @@ active proctype world()
 	:: d_step { HEALTH && b_up && flips < FLIPS ->
 		flips++; b_fit = !b_fit;
 		if
-		:: b_fit && d_state == D_unfit ->
+		:: B_FIT && d_state == D_unfit ->
 			/* @transition detector checks_pass: unfit -> suspect */
 			/* past the deadline: a fresh probe at once, and its result decides */
 			d_state = D_suspect; B_START_PROBE
@@ -1007,14 +1096,76 @@ active proctype world()
 		fi;
 		normalize() }
 
+	/* ======================= link cuts (LINKCUT 1) ======================= */
+	/* The master's links go down or come back (Master.link_changed). What was
+	 * in flight to or from it is lost. Told (LINKWATCH 1), it steps down as an
+	 * unhealthy master does and rejoins when its links are up again. */
+	:: d_step { LINKCUT && m_up && link_flips < LINK_FLIPS ->
+		link_flips++; m_cut = !m_cut; hb_n = 0; st_n = 0;
+		if
+		:: !WIRE_CUT && cut_t >= FAIL ->   /* back after a cut: links up starts afresh */
+			gap_b = RESTORED_GAP; gap_m = RESTORED_GAP
+		:: !WIRE_CUT && cut_t < FAIL ->    /* back after a flap: it was loss */
+			links_broken = (links_broken || gap_b >= FAIL || gap_m >= FAIL)
+		:: else -> skip
+		fi;
+		if
+		:: !LINKWATCH || !m_fit -> skip   /* not told, or unfit by its checks whatever its link */
+		:: m_cut && m_state == M_holding ->
+			/* @transition master link_down: holding -> releasing */
+			/* release at once: an address on a down link is kept by the kernel */
+			m_state = M_releasing; m_stopping = 0; m_op = 1; m_op_t = 0
+		:: m_cut && (m_state == M_waiting || m_state == M_probing) ->
+			/* @transition master link_down: waiting -> standing_down */
+			/* @transition master link_down: probing -> standing_down */
+			master_stand_down()
+		:: !m_cut && m_state == M_standing_down ->
+			/* @transition master link_up: standing_down -> waiting */
+			master_rejoin()
+		:: else -> skip   /* acquiring, releasing: decided when the operation completes */
+		fi;
+		normalize() }
+	/* The backup's links go down or come back (Detector.link_changed). Told, it
+	 * releases what it holds (link_lost) and declines to take over while cut. */
+	:: d_step { LINKCUT && b_up && link_flips < LINK_FLIPS ->
+		link_flips++; b_cut = !b_cut; hb_n = 0; st_n = 0;
+		if
+		:: !WIRE_CUT && cut_t >= FAIL ->   /* back after a cut: links up starts afresh */
+			gap_b = RESTORED_GAP; gap_m = RESTORED_GAP
+		:: !WIRE_CUT && cut_t < FAIL ->    /* back after a flap: it was loss */
+			links_broken = (links_broken || gap_b >= FAIL || gap_m >= FAIL)
+		:: else -> skip
+		fi;
+		if
+		:: LINKWATCH && b_cut && d_state == D_failed_over ->
+			/* @transition detector link_lost: failed_over -> recovering */
+			backup_release()
+		:: LINKWATCH && b_fit && !b_cut ->
+			/* up again: the master's silence counts from now (Detector.link_changed),
+			 * and a suspicion or a decline that began while cut ends */
+			b_silence = 0; b_deadline = 0;
+			if
+			:: d_state == D_suspect || d_state == D_contested || d_state == D_unfit ->
+				/* @transition detector link_up: suspect -> monitoring */
+				/* @transition detector link_up: contested -> monitoring */
+				/* @transition detector link_up: unfit -> monitoring */
+				d_state = D_monitoring; b_probe_sched = 0; b_probe = 0; b_probed = 0
+			:: else -> skip
+			fi
+		:: else -> skip   /* a flag: the deadline rows read it; acquiring: the acquired row does */
+		fi;
+		normalize() }
+
 	/* ======================= the network ======================= */
-	:: d_step { hb_n > 0 -> x = 0; DROP(hb_n, HB_MOVE);
+	/* (LINKCUT 1: nothing is lost but what a cut loses; the lossy network's
+	 * races are the other builds' subject) */
+	:: d_step { !LINKCUT && hb_n > 0 -> x = 0; DROP(hb_n, HB_MOVE);
 		normalize() }
-	:: d_step { hb_n > 1 -> x = 1; DROP(hb_n, HB_MOVE);
+	:: d_step { !LINKCUT && hb_n > 1 -> x = 1; DROP(hb_n, HB_MOVE);
 		normalize() }
-	:: d_step { st_n > 0 -> x = 0; DROP(st_n, ST_MOVE);
+	:: d_step { !LINKCUT && st_n > 0 -> x = 0; DROP(st_n, ST_MOVE);
 		normalize() }
-	:: d_step { st_n > 1 -> x = 1; DROP(st_n, ST_MOVE);
+	:: d_step { !LINKCUT && st_n > 1 -> x = 1; DROP(st_n, ST_MOVE);
 		normalize() }
 
 	/* ======================= the attacker ======================= */
@@ -1068,7 +1219,7 @@ active proctype world()
 		m_up = 1; m_epoch++; master_crash_reset(); rs_upto = ATTACK * b_epoch;
 		/* its checks run once before it sends anything: failing, it never leaves waiting
 		 * for its addresses but stands down at once (checks_fail: waiting -> standing_down) */
-		if :: !m_fit -> master_stand_down() :: else -> skip fi;
+		if :: !M_FIT -> master_stand_down() :: else -> skip fi;
 		master_dead_backup_up = 0; gap_m = 0; gap_b = 0;
 		master_back_links_up = (NET == NET_UP && b_up); failback_age = 0;
 		master_alone = !b_up; alone_age = 0;
@@ -1113,9 +1264,11 @@ active proctype world()
 		:: else -> INC(m_down_t, 1)
 		fi;
 		if
-		:: NET == NET_UP && m_up && b_up ->
+		:: NET == NET_UP && m_up && b_up && WIRE_CUT ->   /* judged when the links return */
+			INC(gap_b, FAIL); INC(gap_m, FAIL); INC(cut_t, FAIL)
+		:: NET == NET_UP && m_up && b_up && !WIRE_CUT ->
 			gap_b++; gap_m++;
-			links_broken = (gap_b >= FAIL || gap_m >= FAIL)
+			links_broken = (links_broken || gap_b >= FAIL || gap_m >= FAIL)   /* (a flap's end may have set it) */
 		:: else -> skip
 		fi;
 		if :: master_dead_backup_up -> INC(takeover_age, TAKEOVER_BOUND + 1) :: else -> skip fi;
@@ -1192,4 +1345,17 @@ ltl health_safety { [] (!b_acquired_unfit && !FAULT_HELD && (links_broken || (!(
  * that keeps the address it holds when its checks fall, while the master
  * stands down unfit too (keepalived's FAULT state would release it). */
 ltl fault_unreached { [] !fault_armed }
+
+/* Link cuts (LINKCUT 1; spec/properties.md, 13-14). no_two_live_holders: never
+ * two holders whose links are up (an address on a cut link answers nobody),
+ * the instant the links return included. cut_never_acquires: a backup never
+ * begins an acquire while its links are cut. link_safety: both in one run.
+ * Reachability (each must have a counterexample): a cut master whose backup
+ * holds the address, and a cut backup whose master holds it. */
+#define TWO_LIVE_HOLDERS (m_addr && !m_cut && b_addr && !b_cut)
+ltl no_two_live_holders { [] (links_broken || !TWO_LIVE_HOLDERS) }
+ltl cut_never_acquires { [] !b_acquired_cut }
+ltl link_safety { [] (!b_acquired_cut && (links_broken || !TWO_LIVE_HOLDERS)) }
+ltl master_cut_unreached { [] !(m_cut && b_addr) }
+ltl backup_cut_unreached { [] !(b_cut && m_addr) }
 ltl unfit_backup_never_holds { [] !(BOTH_UNFIT && m_state == M_standing_down && b_addr) }

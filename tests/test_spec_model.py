@@ -9,7 +9,8 @@ cases and for the weaker freshness rules (ACK_RULE 0-2) expect the documented
 counterexample instead. The replaying attacker is in every run (ATTACK=1, the
 model's default) but one, which shows a flaw of ACK_RULE=1 that needs no
 attacker. The health-check runs (HEALTH=1) are a separate build of their own:
-verdicts that fall and rise on both hosts multiply the state space.
+verdicts that fall and rise on both hosts multiply the state space; so are the
+link-cut runs (LINKCUT=1).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pytest
 MODEL = Path(__file__).resolve().parent.parent / "spec" / "failover.pml"
 PAN_TIMEOUT = 120  # seconds per spin, gcc or pan run; the largest takes about 20 s here
 NET_UP, NET_PRIVATE_CUT, NET_PARTITION = 0, 1, 2
-M_WAITING, M_PROBING, M_ACQUIRING, M_STANDING_DOWN = 0, 1, 2, 6  # the model's M_<state> numbers
+M_WAITING, M_PROBING, M_ACQUIRING, M_HOLDING, M_STANDING_DOWN = 0, 1, 2, 3, 6  # the model's M_<state> numbers
 D_ACQUIRING = 3  # the model's D_acquiring
 STEP_MASTER = re.compile(r"master\[up=1 epoch=(\d+) state=(\d+) ")
 REPLAY = re.compile(r"REPLAY t=\d+ (heartbeat|status) of (?:master|backup) epoch (\d+) to (?:backup|master) epoch (\d+)")
@@ -125,6 +126,14 @@ TODAYS_RULE = {"NET": NET_UP, "ACK_RULE": 0, "PRESUME_BOUND": TIGHT["FAILBACK_BO
 HEALTH = {"NET": NET_UP, "HEALTH": 1, "REJOIN_PRESUME": 1, "FLIPS": 2, "M_CRASHES": 1, "B_CRASHES": 1}
 STEPDOWN_TIGHT = 13  # ticks: the master's acquire in flight, its release, a heartbeat, fail deadline, acquire
 
+# Link cuts (spec/README.md, "Link cuts"): links up, the attacker, either host's links
+# cut and back (two changes in a run), crashes and stops; the cores told (LINKWATCH=1).
+# LINKWATCH=0 is the cores before: not told. Without crashes, the one way to two live
+# holders there is the bench's scenario 2.
+LINKCUT = {"NET": NET_UP, "LINKCUT": 1}
+TODAYS_LINKS = LINKCUT | {"LINKWATCH": 0, "M_CRASHES": 0, "B_CRASHES": 0}
+CUT = re.compile(r"cut=(\d)/(\d)")
+
 CONFIGS = {
     "links-up": Config({"NET": NET_UP}),
     "links-up-cycles": Config({"NET": NET_UP}, acceptance=True),
@@ -148,6 +157,8 @@ CONFIGS = {
     "health-below-bound": Config(HEALTH | {"STEPDOWN_BOUND": STEPDOWN_TIGHT - 1}, quick=True),
     "health-todays-rejoin": Config(HEALTH | {"REJOIN_PRESUME": 0}, quick=True),
     "health-no-floor": Config(HEALTH | {"RELEASE_FLOOR": 0}, quick=True),
+    "links-cut": Config(LINKCUT),
+    "links-cut-todays-cores": Config(TODAYS_LINKS, quick=True),
 }
 
 
@@ -445,7 +456,7 @@ def test_an_unfit_backup_keeps_what_it_holds_unlike_keepalived_fault(pans: Build
     assert errors == 1, f"an unfit backup holding the address should be reachable:\n{report}"
     last = pans["health"].trail().splitlines()[-1]
     backup, master = last.split("master[")
-    assert " addr=1 " in backup and f" state={M_STANDING_DOWN} " in master and last.endswith("fit=0/0"), last
+    assert " addr=1 " in backup and f" state={M_STANDING_DOWN} " in master and " fit=0/0 " in last + " ", last
 
 
 @needs_spin
@@ -470,6 +481,42 @@ def test_without_the_release_floor_a_status_made_while_leaving_releases_the_mast
     trail = claim_both_trail(pans["health-no-floor"])
     path = master_states_in_last_epoch(trail)
     assert is_subsequence([M_STANDING_DOWN, M_WAITING, M_ACQUIRING], path) and M_PROBING not in path, trail
+
+
+# --- link cuts ----------------------------------------------------------------------
+# spec/README.md, "Link cuts"; spec/properties.md, 13-14.
+
+
+@needs_spin
+@pytest.mark.slow
+def test_link_cuts_on_either_host_never_give_two_holders_whose_links_are_up(pans: Builds) -> None:
+    """no_two_live_holders and cut_never_acquires in one run: cuts and flaps of either host's
+    links at any instant, the instant they return included, with crashes, stops and the attacker."""
+    assert_holds(pans["links-cut"], "link_safety")
+
+
+@needs_spin
+@pytest.mark.slow
+@pytest.mark.parametrize("claim", ["master_cut_unreached", "backup_cut_unreached"])
+def test_a_cut_host_whose_peer_holds_the_address_is_reached(pans: Builds, claim: str) -> None:
+    """link_safety is not vacuous: the backup takes over from a cut master, and a master from a cut backup."""
+    errors, report = pans["links-cut"].verify(claim)
+    assert errors == 1, f"{claim} should be reachable:\n{report}"
+
+
+@needs_spin
+@pytest.mark.slow
+def test_todays_cores_answer_beside_the_backup_when_a_cut_masters_links_return(pans: Builds) -> None:
+    """The bench's scenario 2 (docs/benchmarks.md, "Link cut"), found by the model with the cores
+    not told of their links: the master holds through the cut, the backup takes over, and when
+    the links return both hold the address."""
+    errors, report = pans["links-cut-todays-cores"].verify("no_two_live_holders")
+    assert errors == 1, f"expected a counterexample with LINKWATCH=0, got:\n{report}"
+    steps = [line for line in pans["links-cut-todays-cores"].trail().splitlines() if line.startswith("STEP")]
+    backup, master = steps[-1].split("master[")
+    assert " addr=1 " in backup and " addr=1 " in master and CUT.search(steps[-1]).groups() == ("0", "0"), steps[-1]
+    cut = [step for step in steps if CUT.search(step).group(2) == "1"]
+    assert cut and any(f" state={M_HOLDING} addr=1 " in step.split("master[")[1] for step in cut), "\n".join(steps)
 
 
 # --- the model's machines are the code's machines ------------------------------

@@ -466,6 +466,30 @@ def test_bad_health_lines_name_their_line(line: bytes, message: str) -> None:
     assert err.line == 4 and message in err.message, err
 
 
+def test_link_changes_are_recorded_and_read_back(tmp_path: Path) -> None:
+    from failoverd.analysis.trace import LinkChanged
+
+    path = tmp_path / "t.trace"
+    with TraceWriter(path, header(), wall_clock=None) as writer:
+        writer.link(10.5, "pub0", False)
+        writer.link(11.0, "eth0.100", True)
+    lines = path.read_text().splitlines()
+    assert lines[2:] == ["l 10.5 pub0 down", "l 11.0 eth0.100 up", "end 11.0"]
+    assert read_trace(path).events == [LinkChanged(10.5, "pub0", False), LinkChanged(11.0, "eth0.100", True), End(11.0)]
+    with pytest.raises(ValueError, match="not an interface name"):
+        format_event(LinkChanged(12.0, "has space", True))
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"l 11.0 pub0 sideways\n", b"l 11.0 pub0\n", b"l 11.0 a/b up\n", b"l 11.0 waytoolonginterface up\n",
+     b"l 11.00 pub0 up\n"],
+)
+def test_bad_link_lines_name_their_line(line: bytes) -> None:
+    err = error_of(lines_of(TimerFired(10.5)) + [line])
+    assert err.line == 4, err
+
+
 def test_the_stop_is_recorded_and_read_back(tmp_path: Path) -> None:
     from failoverd.analysis.trace import StopRequested
 

@@ -37,6 +37,7 @@ from failoverd.analysis.trace import (
     End,
     Event,
     HealthChanged,
+    LinkChanged,
     Lost,
     StopRequested,
     TimerFired,
@@ -91,7 +92,7 @@ class ActionModel:
 class TimelineEntry:
     time: float
     kind: str
-    """state, probe, acquire, release, notify, alarm, probed, acquired, released, health, stop, lost"""
+    """state, probe, acquire, release, notify, alarm, probed, acquired, released, health, link, stop, lost"""
     text: str
     wall: float | None = None
 
@@ -480,6 +481,12 @@ def replay_exact(
         elif isinstance(event, HealthChanged):
             run.note(now, "health", "healthy" if event.healthy else f"unhealthy: {event.reason}")
             actions = det.health_changed(now, event.healthy, event.reason)
+            if observe is not None:
+                observe(now, actions)
+            record(now, actions, None)
+        elif isinstance(event, LinkChanged):
+            run.note(now, "link", f"{event.interface} {'up' if event.up else 'down'}")
+            actions = det.link_changed(now, event.interface, event.up)
             if observe is not None:
                 observe(now, actions)
             record(now, actions, None)

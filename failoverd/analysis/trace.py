@@ -3,7 +3,7 @@
 A trace holds what the detector was built with (its header) and then, in
 order, every call the shell made into it: a datagram arrived, a timer fired,
 an action finished, another host's ARP claimed an address, the health checks'
-verdict changed, the daemon stopped. Feeding those to a fresh :class:`~failoverd.core.detector.Detector`
+verdict changed, a link went down or up, the daemon stopped. Feeding those to a fresh :class:`~failoverd.core.detector.Detector`
 re-executes the daemon exactly (see :mod:`failoverd.analysis.replay`). The format is
 described in spec/trace.md; this module is its model, its line formatting and
 its only reader. The threaded writer that puts the lines on the disk is
@@ -264,6 +264,15 @@ class HealthChanged:
 
 
 @dataclass(slots=True)
+class LinkChanged:
+    """The link of one of the detector's interfaces went down or came up (``Detector.link_changed``)."""
+
+    time: float
+    interface: str
+    up: bool
+
+
+@dataclass(slots=True)
 class StopRequested:
     """The daemon stopped (``Detector.shutdown``); ``release``: it released what it held (not ``--keep-addresses-on-exit``)."""
 
@@ -287,7 +296,7 @@ class End:
     full: bool = False
 
 
-Event = Datagram | TimerFired | ActionResult | ConflictSeen | HealthChanged | StopRequested | Lost | End
+Event = Datagram | TimerFired | ActionResult | ConflictSeen | HealthChanged | LinkChanged | StopRequested | Lost | End
 
 Arrival = tuple[float, str, str, bytes, float | None]
 """``(time, path, source, data, wall)`` of one datagram: all that what-if
@@ -342,6 +351,8 @@ def format_event(event: Event) -> str:
         return format_conflict(event.time, event.addresses)
     if isinstance(event, HealthChanged):
         return format_health(event.time, event.healthy, event.reason)
+    if isinstance(event, LinkChanged):
+        return format_link(event.time, event.interface, event.up)
     if isinstance(event, StopRequested):
         return format_stop(event.time, event.release)
     if isinstance(event, Lost):
@@ -372,6 +383,18 @@ def format_health(now: float, healthy: bool, reason: str) -> str:
     """``h TIME healthy|unhealthy REASON``: the reason as lower-case hex of its UTF-8 (``-`` when empty)."""
     text = reason.encode("utf-8").hex() if reason else "-"
     return f"h {float(now)!r} {'healthy' if healthy else 'unhealthy'} {text}"
+
+
+def format_link(now: float, interface: str, up: bool) -> str:
+    """``l TIME INTERFACE up|down``."""
+    if not _is_interface_name(interface):
+        raise ValueError(f"not an interface name: {interface!r}")
+    return f"l {float(now)!r} {interface} {'up' if up else 'down'}"
+
+
+def _is_interface_name(name: str) -> bool:
+    """An interface name as Linux allows it (1-15 bytes, no space, slash or NUL) and a line can carry."""
+    return 0 < len(name.encode()) < 16 and name.isprintable() and not any(c in name for c in " /\0") and name.isascii()
 
 
 def format_stop(now: float, release: bool) -> str:
@@ -540,6 +563,10 @@ def _parse_event(raw: bytes) -> Event:
         return _parse_conflict(fields)
     if kind == "h":
         return _parse_health(fields)
+    if kind == "l":
+        if len(fields) != 4 or fields[3] not in ("up", "down") or not _is_interface_name(fields[2]):
+            raise ValueError("a link line is 'l TIME INTERFACE up|down'")
+        return LinkChanged(_parse_time(fields[1]), fields[2], fields[3] == "up")
     if kind == "s":
         if len(fields) == 2:
             return StopRequested(_parse_time(fields[1]))
@@ -556,7 +583,7 @@ def _parse_event(raw: bytes) -> Event:
         if len(fields) == 3 and fields[2] == "full":
             return End(_parse_time(fields[1]), True)
         raise ValueError("an end line is 'end TIME' or 'end TIME full'")
-    raise ValueError(f"unknown event {kind[:20]!r} (expected d, t, r, c, h, s, lost or end)")
+    raise ValueError(f"unknown event {kind[:20]!r} (expected d, t, r, c, h, l, s, lost or end)")
 
 
 def _parse_datagram_tail(fields: list[str]) -> tuple[str, str, bytes, str]:

@@ -30,6 +30,7 @@ from failoverd.analysis.trace import (
     check_token,
     format_conflict,
     format_health,
+    format_link,
     format_result,
     format_stop,
 )
@@ -189,6 +190,10 @@ class TraceWriter:
     def health(self, now: float, healthy: bool, reason: str) -> None:
         """``Detector.health_changed(now, healthy, reason)`` was called."""
         self._queue(now, format_health(now, healthy, reason) + "\n")
+
+    def link(self, now: float, interface: str, up: bool) -> None:
+        """``Detector.link_changed(now, interface, up)`` was called."""
+        self._queue(now, format_link(now, interface, up) + "\n")
 
     def stop(self, now: float, release: bool) -> None:
         """``Detector.shutdown(now, release=release)`` was called."""

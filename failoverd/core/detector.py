@@ -12,7 +12,7 @@ Rules of this file
   monotonic). docs/state-machines.md draws the table.
 - Entry points: :meth:`Detector.receive_datagram`, :meth:`Detector.handle_timer`,
   :meth:`Detector.action_done`, :meth:`Detector.conflict_seen`,
-  :meth:`Detector.health_changed`, :meth:`Detector.shutdown`. Each returns the actions to run, in order;
+  :meth:`Detector.health_changed`, :meth:`Detector.link_changed`, :meth:`Detector.shutdown`. Each returns the actions to run, in order;
   :meth:`Detector.next_deadline` says when the caller must call
   ``handle_timer`` next. Same inputs, same outputs.
 - The common case — a valid heartbeat while all is well — changes no state
@@ -44,6 +44,21 @@ releasing would leave nobody holding them, and a host that still answers
 on them (ARP, the services that work, a quick refusal) serves clients
 better than none (keepalived releases in its FAULT state; docs/checks.md
 says why we do not).
+
+Links (:meth:`Detector.link_changed`): the runtime says when the interface
+of one of our addresses loses its link (not admin-up, or no carrier) or gets
+it back. A down link makes the backup unfit as a failing check does (one
+verdict, ``_healthy`` = checks pass AND links up): it does not take over
+while the link is down. Once it is up again (``link_up``, fired only when
+that verdict changes) the backup listens afresh: the master's silence while
+our link was down says nothing about the master, so it counts from the
+return, and a takeover needs a full failure timeout of silence then (a backup
+taking over the instant its link returns races a master that presumes it
+dead at the same moment: spin found both holding). Unlike a failing check,
+a down link makes a holding backup release at once (``link_lost``, a
+state-driven row, so an acquire that completes or an adoption at start on a
+down link releases too): an address on a down link serves nobody, and it
+returns into a conflict with a master that took it back meanwhile.
 
 States: monitoring, suspect, contested, unfit, acquiring, failed_over,
 recovering (see spec/properties.md and docs for each).
@@ -92,7 +107,7 @@ _ANY = list(STATES)
 
 # State-driven triggers (see failoverd.core.machine): tried after every input,
 # in this order, while their conditions hold. The time guards are conditions.
-AUTOMATIC: tuple[str, ...] = ("silence", "probe_due", "deadline", "retry", "wait_over", "proof_expiring")
+AUTOMATIC: tuple[str, ...] = ("link_lost", "silence", "probe_due", "deadline", "retry", "wait_over", "proof_expiring")
 
 # (trigger, source, dest, conditions, unless, before, after). dest None =
 # internal transition (no state change). The rows of one trigger from one
@@ -211,6 +226,16 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "unless": ["_master_back", "_proof_valid"], "after": ["_proof_ran_out", "_release_held"]},
     {"trigger": "renewed", "source": _ANY, "dest": None, "after": "_take_renewal"},
     {"trigger": "conflict", "source": ["claiming", "granted"], "dest": None},  # nothing of ours on the wire yet
+    # --- links: holding on a down link, release (state-driven: tried before the
+    # retry row, and after an acquire or an adoption that ends on a down link).
+    # Up again (link_changed fires link_up only when the one verdict, checks AND
+    # links, turns fit): the master's silence restarts from now, so a backup that
+    # suspected or declined listens afresh (see the module). ---
+    {"trigger": "link_lost", "source": "failed_over", "dest": "recovering",
+     "conditions": ["_link_down"], "unless": ["_stopping"], "after": ["_link_lost_alarm", "_release_held"]},
+    {"trigger": "link_up", "source": ["suspect", "contested", "unfit"], "dest": "monitoring", "after": "_listen_afresh"},
+    {"trigger": "link_up", "source": ["monitoring", "acquiring", "failed_over", "recovering", "claiming", "granted"],
+     "dest": None},
 )
 
 # States in which the backup tells the master "I may hold your addresses":
@@ -313,6 +338,10 @@ class Detector(DeclaredMachine):
         """This host's health checks pass (or there are none); see :meth:`health_changed`."""
         self.health_reason = ""
         """Which checks fail, while unhealthy."""
+        self.link_interfaces = frozenset(t.interface for t in self.addresses)
+        """The interfaces whose links count (those of the addresses we take over)."""
+        self.links_down: frozenset[str] = frozenset()
+        """Those of :attr:`link_interfaces` that are down now; see :meth:`link_changed`."""
         self.last_verdict = ""
         """``accepted`` or the reason the last datagram was rejected (for traces)."""
         witness = self.witness = settings.witness
@@ -521,6 +550,12 @@ class Detector(DeclaredMachine):
             return out
         self.healthy = healthy
         self.health_reason = "" if healthy else reason
+        if self.links_down:
+            # A down link already makes this backup unfit: the one verdict stays so.
+            then = "pass again" if healthy else f"fail too ({reason})"
+            self._emit_alarm("info" if healthy else "warning", f"health checks {then}; {self._links_reason()}: "
+                             f"this backup will not take over if {self.peer} fails until it is up again")
+            return out
         if healthy:
             then = f": taking over from {self.peer} after a fresh ARP probe" if self.state == "unfit" else ""
             self._emit_alarm("info", f"health checks pass again{then}", mail=True)
@@ -541,6 +576,38 @@ class Detector(DeclaredMachine):
                 "until its checks pass again",
                 mail=True,
             )
+        self._settle()
+        return out
+
+    def link_changed(self, now: float, interface: str, up: bool) -> list[Action]:
+        """The link of ``interface`` went down (not admin-up, or no carrier) or came up again.
+
+        Only the interfaces of our addresses count; a repeat changes nothing.
+        Down: what we hold is released at once, and we do not take over until
+        it is up again; up, with every link up and the checks passing, the
+        master's silence counts afresh from now (see the module).
+        """
+        out = self._begin(now)
+        if interface not in self.link_interfaces or (interface in self.links_down) == (not up):
+            return out
+        was_fit = self._healthy()
+        self.links_down = self.links_down - {interface} if up else self.links_down | {interface}
+        if up and self._healthy():
+            self._emit_alarm("info", f"link {interface} up again: listening for {self.peer} afresh "
+                             "(a takeover needs a full failure timeout of silence from now)", mail=True)
+            # What we did not hear while the link was down says nothing about the
+            # master: its silence (and a `leaving` heard before) counts from now.
+            self.last_heard = max(self.last_heard, now)
+            self._leaving_at = None
+            self._fire("link_up")
+        elif not up and self.holds_any and not self._stop_requested:
+            pass  # the link_lost row (or, mid-acquire, the one after it) releases and says so
+        elif not up and was_fit:
+            self._emit_alarm("warning", f"link {interface} down: this backup will not take over if {self.peer} "
+                             "fails until it is up again", mail=True)
+        else:
+            self._emit_alarm("info", f"link {interface} {'up again' if up else 'down'}; "
+                             f"{self._unfit_besides(interface)}: this backup will not take over yet")
         self._settle()
         return out
 
@@ -617,6 +684,7 @@ class Detector(DeclaredMachine):
             },
             "healthy": self.healthy,
             "health_reason": self.health_reason,
+            "links_down": sorted(self.links_down),
             "witness": self._witness_snapshot(now),
         }
 
@@ -631,6 +699,17 @@ class Detector(DeclaredMachine):
         }
 
     # --- internals -----------------------------------------------------------
+
+    def _links_reason(self) -> str:
+        return f"link {', '.join(sorted(self.links_down))} down"
+
+    def _unfit_besides(self, interface: str) -> str:
+        """Why we are unfit apart from ``interface``'s link (a change of which changed nothing)."""
+        why = [] if self.healthy else [f"health check fails ({self.health_reason})"]
+        others = sorted(self.links_down - {interface})
+        if others:
+            why.append(f"link {', '.join(others)} down")
+        return " and ".join(why)
 
     def _begin(self, now: float) -> list[Action]:
         self._now = now
@@ -753,7 +832,11 @@ class Detector(DeclaredMachine):
         return bool(self.held)
 
     def _healthy(self) -> bool:
-        return self.healthy
+        """The one verdict: the checks pass and every link of our addresses is up."""
+        return self.healthy and not self.links_down
+
+    def _link_down(self) -> bool:
+        return bool(self.links_down)
 
     def _stopping(self) -> bool:
         return self._stop_requested
@@ -829,11 +912,33 @@ class Detector(DeclaredMachine):
         self._retry_at = None
         self._probe_in_flight = False
         why = "says it is leaving" if self._leaving_at is not None else f"silent for {self._now - self.last_heard:.1f} s"
+        unfit = []
+        if not self.healthy:
+            unfit.append(f"our own health check fails ({self.health_reason})")
+        if self.links_down:
+            unfit.append(f"our {self._links_reason()}")
+        until = "it passes again" if not self.links_down else "it is up again" if self.healthy else "both are well again"
         self._out.append(
             Alarm(
                 "critical",
-                f"{self.peer} {why} but our own health check fails ({self.health_reason}): not taking over "
-                f"{names(self.addresses)} until it passes again",
+                f"{self.peer} {why} but {' and '.join(unfit)}: not taking over {names(self.addresses)} until {until}",
+                True,
+            )
+        )
+
+    def _listen_afresh(self) -> None:
+        # A suspicion (or a decline) that began while our link was down ends:
+        # a probe scheduled or in flight and a contested retry are dropped.
+        self._probe_in_flight = False
+        self._probe_scheduled = False
+        self._retry_at = None
+
+    def _link_lost_alarm(self) -> None:
+        self._out.append(
+            Alarm(
+                "critical",
+                f"{self._links_reason()} while we hold {names(self.held)} for {self.peer}: releasing them "
+                "(an address on a down link serves nobody, and would answer beside the master's when the link returns)",
                 True,
             )
         )

@@ -42,6 +42,20 @@ failback above: the backup releases when it sees heartbeats without
 ``leaving`` while unhealthy and stop saying it when healthy. Legacy
 heartbeats cannot say ``leaving``, so a legacy master standing down sends
 none: the backup takes over after its failure timeout.
+
+Links (:meth:`Master.link_changed`): the runtime says when the interface of
+a managed address loses its link (not admin-up, or no carrier) or gets it
+back. A master whose link is down is unfit exactly as one whose check fails:
+one verdict, ``_healthy`` = checks pass AND every managed address's link is
+up, and the step-down above is what it does (``link_down``/``link_up`` rows,
+twins of the health rows, fired only when that verdict changes). The release
+comes first, at once: the kernel keeps an IPv4 address on a down link, and
+an address still configured when the link returns answers beside the
+backup's (keepalived's FAULT state). The ``leaving`` heartbeats reach the
+backup if the private link is up; if not, its failure timeout does. When
+every link is up again (and the checks pass) the master rejoins through the
+managed failback: it never adds before the backup has released. Without
+``--manage`` the master holds nothing through us, so no link is watched.
 """
 
 from __future__ import annotations
@@ -187,6 +201,19 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "acquired", "source": "acquiring", "dest": "releasing", "conditions": ["_healthy"],
      "unless": ["_stopping", "_proof_valid"], "after": ["_proof_ran_out", "_release"]},
     {"trigger": "renewed", "source": list(STATES), "dest": None, "after": "_take_renewal"},
+    # --- links: a managed address's link lost (or back). The health rows' twins:
+    # link_changed fires them only when the one verdict (checks AND links) changes. ---
+    {"trigger": "link_down", "source": ["waiting", "probing", "holding"], "dest": "releasing",
+     "conditions": ["_some_held"], "after": "_release"},
+    {"trigger": "link_down", "source": ["waiting", "probing", "holding"], "dest": "standing_down",
+     "unless": ["_some_held"], "after": "_stood_down"},
+    # Acquiring: the acquired rows read the verdict. Releasing, standing down, stopped: letting go already.
+    {"trigger": "link_down", "source": ["acquiring", "releasing", "standing_down", "stopped", "claiming"], "dest": None},
+    # Granted (witness), not yet adding: give the claim back and stand down, as a failing check does.
+    {"trigger": "link_down", "source": "granted", "dest": "standing_down", "after": ["_give_claim_back", "_stood_down"]},
+    {"trigger": "link_up", "source": "standing_down", "dest": "waiting", "after": "_rejoin"},
+    # Acquiring or releasing: the acquired and released rows read the verdict.
+    {"trigger": "link_up", "source": [s for s in STATES if s != "standing_down"], "dest": None},
 )
 
 CLAIMING_STATES = frozenset({"acquiring", "holding", "releasing"})
@@ -247,6 +274,10 @@ class Master(DeclaredMachine):
         """This host's health checks pass (or there are none); see :meth:`health_changed`."""
         self.health_reason = ""
         """Which checks fail, while unhealthy."""
+        self.link_interfaces = frozenset(t.interface for t in self.managed)
+        """The interfaces whose links count (those of the managed addresses)."""
+        self.links_down: frozenset[str] = frozenset()
+        """Those of :attr:`link_interfaces` that are down now; see :meth:`link_changed`."""
         self._presume_from = now
         self._release_floor = 0
         """The oldest heartbeat of ours (seq) a backup's "I hold nothing" must acknowledge to count."""
@@ -430,6 +461,13 @@ class Master(DeclaredMachine):
         # Stopping anyway, the stop already lets the backup take over: no
         # alarm (the verdict's rows in the states of a stop ignore it).
         quiet = self.state == "stopped" or self._stop_requested
+        if self.links_down:
+            # A down link already made us step down: the one verdict stays "unfit".
+            if not quiet:
+                then = "pass again" if healthy else f"fail too ({reason})"
+                out.append(Alarm("info" if healthy else "warning",
+                                 f"health checks {then}; {self._links_reason()}: still standing down"))
+            return out
         if healthy:
             then = (
                 "taking our addresses back once the backup has released them" if self.managed
@@ -446,6 +484,37 @@ class Master(DeclaredMachine):
                           "heartbeats tell the backup to take over", True)
                 )
             self._fire("checks_fail")
+        self._settle()
+        return out
+
+    def link_changed(self, now: float, interface: str, up: bool) -> list[Action]:
+        """The link of ``interface`` went down (not admin-up, or no carrier) or came up again.
+
+        Only the interfaces of managed addresses count; a repeat changes
+        nothing. Down, with the checks passing, the master steps down as an
+        unhealthy one does; up again, with every link up and the checks
+        passing, it rejoins through the managed failback (see the module).
+        """
+        out = self._begin(now)
+        if interface not in self.link_interfaces or (interface in self.links_down) == (not up):
+            return out
+        was_fit = self._healthy()
+        self.links_down = self.links_down - {interface} if up else self.links_down | {interface}
+        quiet = self.state == "stopped" or self._stop_requested
+        if up and self._healthy():
+            if not quiet:
+                out.append(Alarm("info", f"link {interface} up again: taking our addresses back once the "
+                                 "backup has released them", True))
+            self._fire("link_up")
+        elif not up and was_fit:
+            first = f"releasing {names(self.held)}, then " if self.held else ""
+            if not quiet:
+                out.append(Alarm("critical", f"link {interface} down: stepping down: {first}"
+                                 "heartbeats tell the backup to take over", True))
+            self._fire("link_down")
+        elif not quiet:
+            out.append(Alarm("info", f"link {interface} {'up again' if up else 'down'}; "
+                             f"{self._unfit_besides(interface)}: still standing down"))
         self._settle()
         return out
 
@@ -506,6 +575,7 @@ class Master(DeclaredMachine):
             "timing": {"interval": self.interval, "backup_fail_after": self.backup_fail_after},
             "healthy": self.healthy,
             "health_reason": self.health_reason,
+            "links_down": sorted(self.links_down),
             "witness": self._witness_snapshot(now),
         }
 
@@ -520,6 +590,17 @@ class Master(DeclaredMachine):
         }
 
     # --- internals -----------------------------------------------------------
+
+    def _links_reason(self) -> str:
+        return f"link {', '.join(sorted(self.links_down))} down"
+
+    def _unfit_besides(self, interface: str) -> str:
+        """Why we are unfit apart from ``interface``'s link (a change of which changed nothing)."""
+        why = [] if self.healthy else [f"health check fails ({self.health_reason})"]
+        others = sorted(self.links_down - {interface})
+        if others:
+            why.append(f"link {', '.join(others)} down")
+        return " and ".join(why)
 
     def _begin(self, now: float) -> list[Action]:
         self._now = now
@@ -573,7 +654,8 @@ class Master(DeclaredMachine):
         return bool(self.held)
 
     def _healthy(self) -> bool:
-        return self.healthy
+        """The one verdict: the checks pass and every managed address's link is up."""
+        return self.healthy and not self.links_down
 
     def _witnessed(self) -> bool:
         return self._proofs is not None

@@ -4,8 +4,11 @@ One nursery holds: the executor (address changes in order, probes and mail
 beside it), the timer, the heartbeat receiver, the ARP conflict watcher (see
 :mod:`failoverd.runtime.conflicts`), the health checks (see
 :mod:`failoverd.runtime.health`: their first round runs before the detector
-is built, and an unhealthy verdict is its first input), the control socket
-and the signal watcher. See :mod:`failoverd.runtime.executor`
+is built, and an unhealthy verdict is its first input), the link watch
+(the links of the interfaces of the addresses it takes over, read at start
+too: a backup whose link is down does not take over, and releases what it
+holds; see :mod:`failoverd.system.linkwatch`), the control socket and the
+signal watcher. See :mod:`failoverd.runtime.executor`
 and :mod:`failoverd.runtime.shell` for how actions and time are handled.
 With ``--etcd-endpoints`` the executor also carries out the detector's
 claims on the etcd witness (:mod:`failoverd.runtime.claims`, whose client
@@ -145,6 +148,7 @@ async def serve(
             on_result=meter.result if meter else None,
             claims=claims,
         )
+        links = host.link_watcher(core.link_interfaces, lambda interface, up: shell.link(interface, up))
         stopping = trio.Event()
 
         def status() -> dict[str, Any]:
@@ -185,6 +189,8 @@ async def serve(
             async def run_inputs(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
                 with inputs:
                     async with trio.open_nursery() as inner:
+                        if links is not None:
+                            await inner.start(links.run)  # the links at start, before any deadline
                         await inner.start(
                             control.serve_control, config.control_socket,
                             control.command_handler(status=status, dump=dump),

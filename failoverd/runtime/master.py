@@ -6,7 +6,11 @@ receiver for the backup's status frames, the ARP conflict watcher (see
 hold makes us announce it again), the health checks (see
 :mod:`failoverd.runtime.health`: their first round runs before the core is
 built, and an unhealthy verdict reaches it before its first heartbeat, which
-then says ``leaving``), the control socket and the signal watcher.
+then says ``leaving``), the link watch (the links of the managed addresses'
+interfaces, read before the first heartbeat too: a master whose link is
+down steps down; see :mod:`failoverd.system.linkwatch`), the control socket
+and the signal watcher. Without ``--manage`` no link is watched: the master
+holds nothing through us, so there is nothing to release (logged at start).
 
 With ``--etcd-endpoints`` the executor also carries out the core's claims on
 the etcd witness (:mod:`failoverd.runtime.claims`, whose client runs in the
@@ -134,12 +138,22 @@ async def serve(
             on_result=meter.result if meter else None,
             claims=claims,
         )
+        links = (
+            host.link_watcher(core.link_interfaces, lambda interface, up: shell.link(interface, up))
+            if config.managed else None
+        )
+        if not config.managed:
+            log.info("no --manage addresses: heartbeatd holds none through us, so no link is watched "
+                     "(a lost link does not make it step down)")
         stopping = trio.Event()
 
         def tickle(why: str) -> None:
-            if core.held:
+            if core.held and core.state == "holding":
                 log.info("%s: tickling %s", why, ", ".join(sorted(map(str, core.held))))
                 shell.submit([Announce(core.held)])
+            elif core.held:
+                # Stepping down (a check failed or a link is down): announcing what we let go would contradict it.
+                log.info("%s: %s, not holding: nothing to tickle", why, core.state)
             elif config.managed:
                 log.info("%s: holding none of our addresses yet; nothing to tickle", why)
             else:
@@ -175,6 +189,8 @@ async def serve(
             await nursery.start(shell.executor.run)
             if first is not None and not first.healthy:
                 shell.health(False, first.reason)  # the core starts healthy; before its first heartbeat
+            if links is not None:
+                await nursery.start(links.run)  # the links at start reach the core before its first heartbeat
             await nursery.start(
                 partial(
                     lifecycle.watch_signals, stop=lifecycle.stopper(stopping), reload=reload,

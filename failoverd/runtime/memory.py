@@ -17,7 +17,7 @@ import trio
 
 from failoverd.core.actions import AcquireDone, Addresses, Alarm, Notify, ProbeDone, ReleaseDone
 from failoverd.core.addresses import Triplet
-from failoverd.runtime.ports import ConflictReport, ConflictWatch, HookObserver
+from failoverd.runtime.ports import ConflictReport, ConflictWatch, HookObserver, LinkReport
 
 
 class MemorySystem:
@@ -27,7 +27,9 @@ class MemorySystem:
     step, in order; ``answered`` are the addresses a probe finds taken;
     ``held`` what :meth:`present` reports at start. ``gate`` holds each change,
     ``probe_gate`` each probe and ``post_release_gate`` the PostRel hooks,
-    until set. No wire (no conflict watcher) and no hooks.
+    until set. No wire (no conflict watcher) and no hooks. ``links``: each
+    interface's link (absent: up); :meth:`set_link` changes one and reports
+    it to the link watchers running.
     """
 
     def __init__(self) -> None:
@@ -39,6 +41,8 @@ class MemorySystem:
         self.probe_gate: trio.Event | None = None
         self.answered: Addresses = frozenset()
         self.held: frozenset[Triplet] = frozenset()
+        self.links: dict[str, bool] = {}
+        self._link_watches: list[MemoryLinkWatch] = []
 
     async def _change(self, kind: str, addresses: Addresses) -> None:
         self.active += 1
@@ -80,12 +84,44 @@ class MemorySystem:
     def conflict_watcher(self, report: ConflictReport) -> ConflictWatch | None:
         return None
 
+    def link_watcher(self, interfaces: Iterable[str], report: LinkReport) -> MemoryLinkWatch:
+        watch = MemoryLinkWatch(self, frozenset(interfaces), report)
+        self._link_watches.append(watch)
+        return watch
+
+    def set_link(self, interface: str, up: bool) -> None:
+        """The link of ``interface`` goes down or comes up: every running watch of it reports it."""
+        self.links[interface] = up
+        for watch in self._link_watches:
+            if watch.running and interface in watch.interfaces:
+                watch.report(interface, up)
+
     def observe_hooks(self, observer: HookObserver) -> None:
         pass  # runs no hooks
 
     def kinds(self) -> list[str]:
         """The kinds of what was asked, in order (PostRel steps left out)."""
         return [kind for kind, _ in self.log if kind != "post-release"]
+
+
+class MemoryLinkWatch:
+    """A link watch of a :class:`MemorySystem`: reports its links at start, then each :meth:`MemorySystem.set_link`."""
+
+    def __init__(self, system: MemorySystem, interfaces: frozenset[str], report: LinkReport) -> None:
+        self.system = system
+        self.interfaces = interfaces
+        self.report = report
+        self.running = False
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        for interface in sorted(self.interfaces):
+            self.report(interface, self.system.links.get(interface, True))
+        self.running = True
+        try:
+            task_status.started()
+            await trio.sleep_forever()
+        finally:
+            self.running = False
 
 
 class MemoryTransport:

@@ -17,7 +17,8 @@ port               real                                            in memory
 
 Every capability is a method of its port, so nothing is found out with
 ``getattr``: a system that cannot watch a wire says so by returning ``None``
-from :meth:`System.conflict_watcher`; one that runs no hooks never calls the
+from :meth:`System.conflict_watcher` (and one that has no links from
+:meth:`System.link_watcher`); one that runs no hooks never calls the
 observer it is given in :meth:`System.observe_hooks`.
 """
 
@@ -34,6 +35,9 @@ from failoverd.core.addresses import Triplet
 ConflictReport = Callable[[frozenset[Triplet]], None]
 """Called with the addresses another host's ARP claims (the core's ``conflict_seen`` input)."""
 
+LinkReport = Callable[[str, bool], None]
+"""Called with an interface's name and whether its link is up (the core's ``link_changed`` input)."""
+
 HookObserver = Callable[[str, list[str], float], None]
 """Called after one address's hooks of one phase ran: the phase (``Test``,
 ``PreAcq`` ...), each hook's outcome (``ok``, ``failed``, ``timeout``,
@@ -49,6 +53,14 @@ class ConflictWatch(Protocol):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Listen until cancelled, reporting every claim on a watched address."""
+        ...
+
+
+class LinkWatch(Protocol):
+    """Follows the links (admin state and carrier) of the interfaces it was made for."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Report every interface's link once, then start; report each change until cancelled."""
         ...
 
 
@@ -80,6 +92,10 @@ class System(Protocol):
 
     def conflict_watcher(self, report: ConflictReport) -> ConflictWatch | None:
         """A watcher of this host's wire reporting to ``report``; ``None``: this system has no wire."""
+        ...
+
+    def link_watcher(self, interfaces: Iterable[str], report: LinkReport) -> LinkWatch | None:
+        """A watcher of the links of ``interfaces`` reporting to ``report``; ``None``: this system has no links."""
         ...
 
     def observe_hooks(self, observer: HookObserver) -> None:

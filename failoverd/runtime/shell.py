@@ -1,8 +1,8 @@
 """Drives one sans-IO core with real time: inputs in, actions out, one timer.
 
 Every input (a datagram, an action's result, a timer expiry, an ARP
-conflict seen on the wire, a change of the health checks' verdict, a
-stop request) is one synchronous call into
+conflict seen on the wire, a change of the health checks' verdict, a link
+going down or up, a stop request) is one synchronous call into
 the core with ``trio.current_time()`` as ``now``, immediately followed by
 handing the returned actions to the :class:`~failoverd.runtime.executor.Executor`
 and re-arming the single timer; nothing awaits in between, so the core
@@ -50,6 +50,8 @@ class Core(Protocol):
 
     def health_changed(self, now: float, healthy: bool, reason: str = "") -> list[Action]: ...
 
+    def link_changed(self, now: float, interface: str, up: bool) -> list[Action]: ...
+
     def shutdown(self, now: float, *, release: bool = True) -> list[Action]: ...
 
     def next_deadline(self) -> float | None: ...
@@ -69,6 +71,8 @@ class Recorder(Protocol):
     def conflict(self, now: float, addresses: Addresses) -> None: ...
 
     def health(self, now: float, healthy: bool, reason: str) -> None: ...
+
+    def link(self, now: float, interface: str, up: bool) -> None: ...
 
     def stop(self, now: float, release: bool) -> None: ...
 
@@ -139,6 +143,13 @@ class CoreShell:
         if self.recorder is not None:
             self.recorder.health(now, healthy, reason)
         self._run(self.core.health_changed(now, healthy, reason))
+
+    def link(self, interface: str, up: bool) -> None:
+        """The link of one of the core's interfaces went down or came up (see :mod:`failoverd.system.linkwatch`)."""
+        now = trio.current_time()
+        if self.recorder is not None:
+            self.recorder.link(now, interface, up)
+        self._run(self.core.link_changed(now, interface, up))
 
     def stop(self, *, release: bool = True) -> None:
         """Begin the core's orderly stop (``release``: let go of what it holds).

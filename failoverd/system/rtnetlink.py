@@ -18,6 +18,9 @@ plain ``NETLINK_ROUTE`` socket does an exchange in tens of microseconds:
   same dump, name -> index, flags and MAC;
 - ``addresses(family)``: ``RTM_GETADDR`` dump (index, address, prefix length,
   flags), both families unless told otherwise (``AF_INET`` or ``AF_INET6``);
+- ``link_states()``: the same dump, name -> :class:`LinkState` (up or down,
+  as the link watch counts it); :func:`link_events` parses the link messages
+  of one datagram (the link watch's multicast group, ``RTMGRP_LINK``, or a dump);
 - ``add_address`` / ``delete_address``: ``RTM_NEWADDR`` (``NLM_F_CREATE|NLM_F_EXCL``)
   and ``RTM_DELADDR`` with ``IFA_LOCAL`` = ``IFA_ADDRESS``, which is what
   ``ip addr add ADDR/LEN dev IF`` sends; the family follows the address, and an
@@ -64,6 +67,7 @@ NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
 # linux/rtnetlink.h
 RTM_NEWLINK = 16
+RTM_DELLINK = 17
 RTM_GETLINK = 18
 RTM_NEWADDR = 20
 RTM_DELADDR = 21
@@ -71,6 +75,13 @@ RTM_GETADDR = 22
 # linux/if_link.h, linux/if_addr.h
 IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
+IFLA_OPERSTATE = 16
+RTMGRP_LINK = 0x1  # the multicast group of RTM_NEWLINK / RTM_DELLINK
+# linux/if.h: IFF_UP is the administrative state, IFF_LOWER_UP the carrier.
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+IF_OPER_UNKNOWN = 0  # what drivers without operstate support (dummy, loopback) say
+IF_OPER_UP = 6
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
 IFA_FLAGS = 8
@@ -107,6 +118,49 @@ class Link:
     index: int
     flags: int
     mac: str
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """One interface's link as the link watch counts it (``up``: admin-up and carrier).
+
+    ``present`` False: the interface was removed (``RTM_DELLINK``); it counts as down.
+    """
+
+    name: str
+    index: int
+    up: bool
+    present: bool = True
+
+
+def link_is_up(flags: int, operstate: int | None) -> bool:
+    """Admin-up (``IFF_UP``), with carrier (``IFF_LOWER_UP``), and an operstate that is up (or unknown)."""
+    carrier = bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP)
+    return carrier and operstate in (None, IF_OPER_UP, IF_OPER_UNKNOWN)
+
+
+def link_events(data: bytes) -> list[LinkState]:
+    """The links described by the ``RTM_NEWLINK`` / ``RTM_DELLINK`` messages of one datagram.
+
+    Other messages are skipped, and so is a link message too short for its
+    fixed part or without a name. Error handling: a datagram whose framing is
+    malformed raises ``OSError`` (``EPROTO``), as an answer would.
+    """
+    found = []
+    for kind, _flags, _sequence, payload in _messages(data):
+        if kind not in (RTM_NEWLINK, RTM_DELLINK) or len(payload) < _IFINFO.size:
+            continue
+        _family, _type, index, flags, _change = _IFINFO.unpack_from(payload)
+        attributes = _attributes(payload, _IFINFO.size)
+        name = attributes.get(IFLA_IFNAME)
+        if not name:
+            continue
+        operstate = attributes.get(IFLA_OPERSTATE)
+        state = operstate[0] if operstate else None
+        present = kind == RTM_NEWLINK
+        found.append(LinkState(name.split(b"\0", 1)[0].decode(errors="replace"), index,
+                               present and link_is_up(flags, state), present))
+    return found
 
 
 @dataclass(frozen=True)
@@ -190,6 +244,16 @@ class RouteSocket:
             if name is not None:
                 _family, _type, index, flags, _change = _IFINFO.unpack_from(payload)
                 found[name.split(b"\0", 1)[0].decode(errors="replace")] = Link(index, flags, _mac(attributes))
+        return found
+
+    def link_states(self) -> dict[str, LinkState]:
+        """Every interface's link, up or down as :func:`link_is_up` counts it, from one dump."""
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        found = {}
+        for kind, payload in self._exchange(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, body):
+            # Each answer is one message: frame it again for the parser the multicast group uses.
+            for state in link_events(_HEADER.pack(_HEADER.size + len(payload), kind, 0, 0, 0) + payload):
+                found[state.name] = state
         return found
 
     def addresses(self, family: int = socket.AF_UNSPEC) -> list[InterfaceAddress]:

@@ -37,6 +37,7 @@ from failoverd.core.addresses import Triplet, names
 from failoverd.system.arp import Announcer, Prober
 from failoverd.system.arpwatch import ConflictWatcher, Report
 from failoverd.system.hooks import HookObserver, HookRunner, ObservedHooks
+from failoverd.system.linkwatch import LinkWatcher
 from failoverd.system.namespace import NamespaceMissing
 from failoverd.system.netlink import (
     AddressChangeError,
@@ -105,6 +106,10 @@ class Takeover:
     def conflict_watcher(self, report: Report) -> ConflictWatcher:
         """A watcher of this host's wire, in the namespace its addresses are changed in."""
         return ConflictWatcher(report, netns=self.addresses.netns)
+
+    def link_watcher(self, interfaces: Iterable[str], report: Callable[[str, bool], None]) -> LinkWatcher:
+        """A watcher of these interfaces' links, in the namespace its addresses are changed in."""
+        return LinkWatcher(report, interfaces, netns=self.addresses.netns)
 
     def observe_hooks(self, observer: HookObserver) -> None:
         """Tell ``observer`` what every hook run does from now on (see :class:`ObservedHooks`)."""
