@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -126,6 +127,10 @@ def test_reorder_delivers_out_of_order(lab: Lab) -> None:
 def test_kill_host_kills_its_processes_and_downs_its_links_only(lab: Lab) -> None:
     sleeper = lab.popen("master", ["sleep", "300"])
     bystander = lab.popen("backup", ["sleep", "300"])
+    # `ip netns exec` enters the namespace a moment after it starts: wait (bounded) until it has.
+    deadline = time.monotonic() + 5
+    while sleeper.pid not in lab.pids("master") and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert sleeper.pid in lab.pids("master")
     killed = lab.kill_host("master")
     assert sleeper.pid in killed
