@@ -110,3 +110,17 @@ class Health:
             }
             for name, check in zip(self.names, self.checks)
         ]
+
+
+def links_reason(links_down: frozenset[str]) -> str:
+    """The down links in words, for a core's alarms: ``link pub0, pub1 down``."""
+    return f"link {', '.join(sorted(links_down))} down"
+
+
+def unfit_besides(healthy: bool, health_reason: str, links_down: frozenset[str], interface: str) -> str:
+    """Why a core is unfit apart from ``interface``'s link (a change of which changed nothing)."""
+    why = [] if healthy else [f"health check fails ({health_reason})"]
+    others = links_down - {interface}
+    if others:
+        why.append(links_reason(others))
+    return " and ".join(why)

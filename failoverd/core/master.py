@@ -85,6 +85,7 @@ from failoverd.core.actions import (
     Transmit,
 )
 from failoverd.core.addresses import Triplet, names
+from failoverd.core.health import links_reason, unfit_besides
 from failoverd.core.machine import DeclaredMachine
 from failoverd.core.settings import MasterSettings
 from failoverd.core.witness import HolderProofs
@@ -582,25 +583,15 @@ class Master(DeclaredMachine):
     def _witness_snapshot(self, now: float) -> dict[str, Any] | None:
         if self._proofs is None:
             return None
-        deadline = self._proofs.deadline
-        return {
-            "reachable": self.witness_reachable,
-            "claim": self._claim_held,
-            "proof_left": None if deadline is None or not self._claim_held else round(deadline - now, 3),
-        }
+        return self._proofs.snapshot(now, reachable=self.witness_reachable, claim_held=self._claim_held)
 
     # --- internals -----------------------------------------------------------
 
     def _links_reason(self) -> str:
-        return f"link {', '.join(sorted(self.links_down))} down"
+        return links_reason(self.links_down)
 
     def _unfit_besides(self, interface: str) -> str:
-        """Why we are unfit apart from ``interface``'s link (a change of which changed nothing)."""
-        why = [] if self.healthy else [f"health check fails ({self.health_reason})"]
-        others = sorted(self.links_down - {interface})
-        if others:
-            why.append(f"link {', '.join(others)} down")
-        return " and ".join(why)
+        return unfit_besides(self.healthy, self.health_reason, self.links_down, interface)
 
     def _begin(self, now: float) -> list[Action]:
         self._now = now

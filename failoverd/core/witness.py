@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 class WitnessTimingError(ValueError):
@@ -97,6 +98,15 @@ class HolderProofs:
     def lost(self) -> None:
         """The claim is someone else's: no proof counts any more."""
         self.newest_sent_at = None
+
+    def snapshot(self, now: float, *, reachable: bool, claim_held: bool) -> dict[str, Any]:
+        """The witness part of a core's status snapshot."""
+        deadline = self.deadline
+        return {
+            "reachable": reachable,
+            "claim": claim_held,
+            "proof_left": None if deadline is None or not claim_held else round(deadline - now, 3),
+        }
 
     @property
     def deadline(self) -> float | None:
