@@ -6,6 +6,7 @@ are off unless ``--metrics-listen`` is given; importing any part of
 ``pyroute2`` runs its package ``__init__`` (IPRoute, NDB, asyncio, sqlite3,
 multiprocessing: about 10 MiB and 0.2 - 0.4 s of start-up), so the daemons
 speak rtnetlink through their own few messages (failoverd/system/rtnetlink.py).
+The etcd client (httpx) is imported only with ``--etcd-endpoints``.
 Each check runs in a fresh interpreter, so what other tests imported does not count.
 """
 
@@ -43,6 +44,14 @@ def test_the_metrics_still_import_it_when_asked_for() -> None:
 def test_a_daemon_does_not_import_pyroute2_or_what_only_it_needs(program: str, runtime: str) -> None:
     heavy = ("pyroute2", "asyncio", "sqlite3", "multiprocessing")
     assert _imported(f"{program}, {runtime}", heavy) == []
+
+
+@pytest.mark.parametrize("program", ["failoverd.programs.heartbeatd", "failoverd.programs.failoverd"])
+@pytest.mark.parametrize("runtime", ["failoverd.runtime.master", "failoverd.runtime.backup"])
+def test_a_daemon_without_a_witness_does_not_import_the_etcd_client(program: str, runtime: str) -> None:
+    # httpx and what it pulls in (urllib, http.client, email) were some 80 ms of every start-up.
+    assert _imported(f"{program}, {runtime}", ("httpx", "httpcore", "h11")) == []
+    assert "failoverd.system.witness" not in _imported(f"{program}, {runtime}", ("failoverd",))
 
 
 def test_the_master_does_not_import_the_backups_detector_nor_the_trace() -> None:

@@ -48,7 +48,6 @@ from failoverd.core.actions import Announce
 from failoverd.core.detector import Detector
 from failoverd.core.health import Verdict
 from failoverd.runtime import control, lifecycle
-from failoverd.runtime.claims import witness_claims
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.health import HealthMonitor
@@ -114,7 +113,7 @@ async def serve(
         monitor = HealthMonitor(config.checks, "backup", lambda verdict: shell.health(verdict.healthy, verdict.reason))
         first = await monitor.first_round()
     start, epoch = trio.current_time(), next_epoch(config.state_dir)
-    claims = None if config.witness is None else witness_claims(config.witness, config.triplets, "failoverd")
+    claims = lifecycle.witness_claims(config.witness, config.triplets, "failoverd")
     recorder = _open_trace(config, start=start, epoch=epoch, held=held)
     # The trace is closed (idempotently) on every way out, errors included.
     with (

@@ -31,7 +31,7 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,9 @@ from failoverd.runtime.ports import System
 from failoverd.system.keyfile import KeyFileError, read_key
 
 if TYPE_CHECKING:
+    from failoverd.cli.config import WitnessSettings
+    from failoverd.core.addresses import Triplet
+    from failoverd.runtime.claims import WitnessClaims
     from failoverd.runtime.metrics import Meter, MetricsEndpoint, Role
 
 log = logging.getLogger(__name__)
@@ -81,6 +84,16 @@ def metrics_endpoint(listen: ListenAddress | None) -> AbstractContextManager[Met
     from failoverd.runtime import metrics
 
     return metrics.bind(listen)
+
+
+def witness_claims(settings: WitnessSettings | None, addresses: Iterable[Triplet], program: str) -> WitnessClaims | None:
+    """:func:`failoverd.runtime.claims.witness_claims`, or None without a witness; the etcd client
+    (httpx, about 80 ms and 3 MiB of imports) is imported only when one is configured."""
+    if settings is None:
+        return None
+    from failoverd.runtime import claims
+
+    return claims.witness_claims(settings, addresses, program)
 
 
 def metrics_meter(role: Role, core: Any, host: System) -> Meter:

@@ -47,7 +47,6 @@ from failoverd.core.actions import Announce
 from failoverd.core.health import Verdict
 from failoverd.core.master import Master
 from failoverd.runtime import control, lifecycle
-from failoverd.runtime.claims import witness_claims
 from failoverd.runtime.conflicts import conflict_feed
 from failoverd.runtime.epoch import next_epoch
 from failoverd.runtime.health import HealthMonitor
@@ -111,7 +110,7 @@ async def serve(
         monitor = HealthMonitor(config.checks, "master", lambda verdict: shell.health(verdict.healthy, verdict.reason))
         first = await monitor.first_round()
     ipv6 = any(target.version == 6 for target in config.targets)
-    claims = None if config.witness is None else witness_claims(config.witness, config.managed, "heartbeatd")
+    claims = lifecycle.witness_claims(config.witness, config.managed, "heartbeatd")
     with HeartbeatSocket.bind(config.port, ipv6=ipv6) as sock, lifecycle.metrics_endpoint(config.metrics_listen) as scrape:
         core = Master(config.master_settings(), trio.current_time(), key=key, epoch=next_epoch(config.state_dir), held=held)
         log.info(
