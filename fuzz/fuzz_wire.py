@@ -53,11 +53,19 @@ def TestOneInput(data: bytes) -> None:
         interval_ms=fdp.ConsumeIntInRange(0, (1 << 32) - 1),
         ack_epoch=fdp.ConsumeIntInRange(0, (1 << 64) - 1),
         ack_seq=fdp.ConsumeIntInRange(0, (1 << 64) - 1),
+        unfit=fdp.ConsumeBool(),
+        preempt=fdp.ConsumeBool(),
+        priority=fdp.ConsumeIntInRange(0, 255),
     )
     try:
         encoded = wire.encode(heartbeat, KEY)
     except ValueError:
-        assert heartbeat.role not in wire.ROLE_NAMES, "encode refused a frame with a known role and fitting fields"
+        backup_fields = heartbeat.unfit or heartbeat.preempt or heartbeat.priority
+        assert (
+            heartbeat.role not in wire.ROLE_NAMES
+            or heartbeat.priority > wire.MAX_PRIORITY
+            or (heartbeat.role != wire.ROLE_BACKUP and backup_fields)
+        ), "encode refused a frame with a known role and fitting fields"
         return
     assert len(encoded) == wire.DATAGRAM_LENGTH
     try:

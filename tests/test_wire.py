@@ -11,17 +11,25 @@ from failoverd.core import wire
 KEY = b"0123456789abcdef-test-key"
 u64 = st.integers(0, 2**64 - 1)
 
+_common = {
+    "holds": st.booleans(),
+    "leaving": st.booleans(),
+    "epoch": u64,
+    "seq": st.integers(1, 2**64 - 1),
+    "sent_ms": u64,
+    "interval_ms": st.integers(0, 2**32 - 1),
+    "ack_epoch": u64,
+    "ack_seq": u64,
+}
 heartbeats = st.builds(
+    wire.Heartbeat, role=st.just(wire.ROLE_MASTER), unfit=st.just(False), preempt=st.just(False), priority=st.just(0), **_common
+) | st.builds(
     wire.Heartbeat,
-    role=st.sampled_from([wire.ROLE_MASTER, wire.ROLE_BACKUP]),
-    holds=st.booleans(),
-    leaving=st.booleans(),
-    epoch=u64,
-    seq=st.integers(1, 2**64 - 1),
-    sent_ms=u64,
-    interval_ms=st.integers(0, 2**32 - 1),
-    ack_epoch=u64,
-    ack_seq=u64,
+    role=st.just(wire.ROLE_BACKUP),
+    unfit=st.booleans(),
+    preempt=st.booleans(),
+    priority=st.integers(0, wire.MAX_PRIORITY),
+    **_common,
 )
 
 
@@ -74,6 +82,51 @@ def test_signed_but_malformed_fields_are_rejected() -> None:
         with pytest.raises(wire.WireError) as info:
             wire.decode(data, KEY)
         assert info.value.reason == reason
+
+
+def _resigned(frame: wire.Heartbeat, offset: int, value: int) -> bytes:
+    import hmac
+
+    body = bytearray(wire.encode(frame, KEY)[:52])
+    body[offset] = value
+    return bytes(body) + hmac.digest(KEY, bytes(body), "sha256")
+
+
+@pytest.mark.parametrize(
+    ("role", "offset", "value"),
+    [
+        (wire.ROLE_MASTER, 6, wire.FLAG_UNFIT),  # a backup's flags from a master
+        (wire.ROLE_MASTER, 6, wire.FLAG_PREEMPT),
+        (wire.ROLE_MASTER, 7, 100),  # a master has no priority
+        (wire.ROLE_BACKUP, 7, 255),  # beyond MAX_PRIORITY
+        (wire.ROLE_BACKUP, 6, 0x10),
+    ],
+)
+def test_the_backups_fields_are_refused_where_they_do_not_belong(role: int, offset: int, value: int) -> None:
+    with pytest.raises(wire.WireError) as info:
+        wire.decode(_resigned(wire.Heartbeat(role, False, False, 1, 1, 0, 1000), offset, value), KEY)
+    assert info.value.reason == "flags"
+
+
+def test_a_backup_says_its_priority_and_whether_it_is_unfit_or_preempts() -> None:
+    frame = wire.Heartbeat(wire.ROLE_BACKUP, True, False, 7, 3, 10, 1000, 5, 2, unfit=True, preempt=True, priority=200)
+    data = wire.encode(frame, KEY)
+    assert data[6] == wire.FLAG_HOLDS | wire.FLAG_UNFIT | wire.FLAG_PREEMPT and data[7] == 200
+    assert wire.decode(data, KEY) == frame
+    with pytest.raises(ValueError, match="a backup's"):
+        wire.encode(wire.Heartbeat(wire.ROLE_MASTER, True, False, 1, 1, 0, 1000, priority=1), KEY)
+    with pytest.raises(ValueError, match="within 0 - 254"):
+        wire.encode(frame._replace(priority=255), KEY)
+    with pytest.raises(ValueError, match="a backup's"):
+        wire.Sealer(KEY, wire.ROLE_MASTER, 1, 1.0, 0.0).seal(1.0, holds=True, priority=3)
+
+
+def test_a_backup_of_a_pair_sends_the_bytes_of_a_version_without_several_backups() -> None:
+    """Priority 0 and no new flags: an older heartbeatd (which refuses a non-zero byte 7) reads it."""
+    sealed = wire.Sealer(KEY, wire.ROLE_BACKUP, 9, 1.0, 0.0).seal(2.5, holds=True, ack_epoch=4, ack_seq=8)
+    assert sealed[6] == wire.FLAG_HOLDS and sealed[7] == 0
+    peer = wire.Sealer(KEY, wire.ROLE_BACKUP, 9, 1.0, 0.0).seal(2.5, holds=False, priority=150, unfit=True)
+    assert wire.decode(peer, KEY)[9:] == (True, False, 150)
 
 
 def test_short_keys_are_refused() -> None:

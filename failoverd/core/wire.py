@@ -6,7 +6,7 @@ reads a clock or a socket — times come in as arguments.
 
 Authenticated v1 frame, 84 bytes, big-endian (spec/wire.md has the full story)::
 
-    magic "FOHB" | version u8 = 1 | role u8 | flags u8 | reserved u8 = 0
+    magic "FOHB" | version u8 = 1 | role u8 | flags u8 | priority u8 (backup; 0 from a master)
     epoch u64 | seq u64 | sent_ms u64 | interval_ms u32
     ack_epoch u64 | ack_seq u64 | HMAC-SHA256 (32 bytes) over all of the above
 
@@ -31,7 +31,14 @@ ROLE_BACKUP = 2
 ROLE_NAMES = {ROLE_MASTER: "master", ROLE_BACKUP: "backup"}
 FLAG_HOLDS = 0x01
 FLAG_LEAVING = 0x02
-_KNOWN_FLAGS = FLAG_HOLDS | FLAG_LEAVING
+FLAG_UNFIT = 0x04
+"""Backup only: "my checks or links fail: I will not take over" (several backups, spec/backups.md)."""
+FLAG_PREEMPT = 0x08
+"""Backup only: "I take the addresses from a lower-priority backup that holds them" (``--preempt``)."""
+_KNOWN_FLAGS = {ROLE_MASTER: FLAG_HOLDS | FLAG_LEAVING, ROLE_BACKUP: FLAG_HOLDS | FLAG_LEAVING | FLAG_UNFIT | FLAG_PREEMPT}
+MAX_PRIORITY = 254
+"""Priorities a backup may have (1 - 254, ``failoverd --priority``); 0 is a backup with no
+peers (a pair), which sends exactly the frames of a version without several backups."""
 
 _BODY = struct.Struct(">4sBBBBQQQIQQ")
 MAC_LENGTH = 32
@@ -65,6 +72,21 @@ class Heartbeat(NamedTuple):
     interval_ms: int
     ack_epoch: int = 0
     ack_seq: int = 0
+    unfit: bool = False
+    """Backup only (``FLAG_UNFIT``)."""
+    preempt: bool = False
+    """Backup only (``FLAG_PREEMPT``)."""
+    priority: int = 0
+    """Backup only: its ``--priority``, and so its name among several backups; 0 in a pair."""
+
+
+def _flags(holds: bool, leaving: bool, unfit: bool, preempt: bool) -> int:
+    return (
+        (FLAG_HOLDS if holds else 0)
+        | (FLAG_LEAVING if leaving else 0)
+        | (FLAG_UNFIT if unfit else 0)
+        | (FLAG_PREEMPT if preempt else 0)
+    )
 
 
 class Key:
@@ -107,6 +129,13 @@ def check_key(key: bytes) -> bytes:
     return bytes(key)
 
 
+def _check_backup_fields(role: int, unfit: bool, preempt: bool, priority: int) -> None:
+    if role != ROLE_BACKUP and (unfit or preempt or priority):
+        raise ValueError("unfit, preempt and priority are a backup's")
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise ValueError(f"priority {priority} is not within 0 - {MAX_PRIORITY}")
+
+
 def encode(heartbeat: Heartbeat, key: KeyLike) -> bytes:
     """Serialise and sign; raises ValueError for fields out of range."""
     h = heartbeat
@@ -118,9 +147,10 @@ def encode(heartbeat: Heartbeat, key: KeyLike) -> bytes:
             raise ValueError(f"{name} {value} does not fit in 64 bits")
     if not 0 <= h.interval_ms <= _U32:
         raise ValueError(f"interval_ms {h.interval_ms} does not fit in 32 bits")
-    flags = (FLAG_HOLDS if h.holds else 0) | (FLAG_LEAVING if h.leaving else 0)
+    _check_backup_fields(h.role, h.unfit, h.preempt, h.priority)
+    flags = _flags(h.holds, h.leaving, h.unfit, h.preempt)
     body = _BODY.pack(
-        MAGIC, VERSION, h.role, flags, 0, h.epoch, h.seq, h.sent_ms, h.interval_ms, h.ack_epoch, h.ack_seq
+        MAGIC, VERSION, h.role, flags, h.priority, h.epoch, h.seq, h.sent_ms, h.interval_ms, h.ack_epoch, h.ack_seq
     )
     return body + as_key(key).mac(body)
 
@@ -145,17 +175,30 @@ def decode(data: bytes, key: KeyLike) -> Heartbeat:
     mac = key.mac(body) if isinstance(key, Key) else Key(key).mac(body)
     if not _compare(mac, data[_BODY_LENGTH:]):
         raise WireError("mac", "authentication failed (wrong key or forged)")
-    _, version, role, flags, reserved, epoch, seq, sent_ms, interval_ms, ack_epoch, ack_seq = _unpack(body)
+    _, version, role, flags, priority, epoch, seq, sent_ms, interval_ms, ack_epoch, ack_seq = _unpack(body)
     if version != VERSION:
         raise WireError("version", f"version {version}, this is {VERSION}")
-    if role not in ROLE_NAMES:
+    known = _KNOWN_FLAGS.get(role)
+    if known is None:
         raise WireError("role", f"unknown role {role}")
-    if flags & ~_KNOWN_FLAGS or reserved:
-        raise WireError("flags", f"unknown flags {flags:#x}/{reserved:#x}")
+    # A master's priority byte is reserved (0); a backup's is at most MAX_PRIORITY.
+    if flags & ~known or priority > (MAX_PRIORITY if role == ROLE_BACKUP else 0):
+        raise WireError("flags", f"unknown flags {flags:#x}/{priority:#x}")
     if seq == 0:
         raise WireError("seq", "sequence numbers start at 1")
     return Heartbeat(
-        role, bool(flags & FLAG_HOLDS), bool(flags & FLAG_LEAVING), epoch, seq, sent_ms, interval_ms, ack_epoch, ack_seq
+        role,
+        bool(flags & FLAG_HOLDS),
+        bool(flags & FLAG_LEAVING),
+        epoch,
+        seq,
+        sent_ms,
+        interval_ms,
+        ack_epoch,
+        ack_seq,
+        bool(flags & FLAG_UNFIT),
+        bool(flags & FLAG_PREEMPT),
+        priority,
     )
 
 
@@ -185,15 +228,28 @@ class Sealer:
     def rekey(self, key: KeyLike) -> None:
         self._key = as_key(key)
 
-    def seal(self, now: float, *, holds: bool, leaving: bool = False, ack_epoch: int = 0, ack_seq: int = 0) -> bytes:
+    def seal(
+        self,
+        now: float,
+        *,
+        holds: bool,
+        leaving: bool = False,
+        ack_epoch: int = 0,
+        ack_seq: int = 0,
+        unfit: bool = False,
+        preempt: bool = False,
+        priority: int = 0,
+    ) -> bytes:
+        if unfit or preempt or priority:
+            _check_backup_fields(self._role, unfit, preempt, priority)
         self.seq += 1
         self._sent[self.seq % SENT_MEMORY] = (self.seq, now, ack_epoch)
         sent_ms = max(0, int((now - self._started) * 1000))
-        flags = (FLAG_HOLDS if holds else 0) | (FLAG_LEAVING if leaving else 0)
+        flags = _flags(holds, leaving, unfit, preempt)
         # Packed directly (not through encode()): every field is in range by
         # construction, and this runs once per heartbeat on both hosts.
         body = _BODY.pack(
-            MAGIC, VERSION, self._role, flags, 0, self.epoch, self.seq, sent_ms, self._interval_ms, ack_epoch, ack_seq
+            MAGIC, VERSION, self._role, flags, priority, self.epoch, self.seq, sent_ms, self._interval_ms, ack_epoch, ack_seq
         )
         return body + self._key.mac(body)
 
