@@ -625,9 +625,9 @@ def test_a_witness_without_httpx_is_a_clear_usage_error() -> None:
     assert "the etcd witness needs httpx" in done.stdout and "install failoverd[witness]" in done.stdout, done
 
 
-def test_a_witness_is_not_traced_yet() -> None:
-    assert "traces cannot record the witness's answers yet" in usage_error(
-        parse_backup, [*ETCD, "--trace", "/tmp/t", MASTER, PAIR])
+def test_a_witness_mode_backup_may_record_a_trace() -> None:
+    config = parse_backup([*ETCD, "--trace", "/tmp/t", MASTER, PAIR])
+    assert config.trace_file == Path("/tmp/t") and config.witness is not None
 
 
 def test_heartbeatd_witness_needs_managed_addresses() -> None:

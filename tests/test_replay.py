@@ -16,22 +16,27 @@ from pathlib import Path
 import pytest
 
 from failoverd.analysis.replay import ActionModel, Setup, replay_exact, replay_what_if
-from failoverd.analysis.trace import TraceHeader, read_trace
+from failoverd.analysis.trace import ActionResult, TraceHeader, read_trace
 from failoverd.analysis.tracewriter import TraceWriter
 from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
     AcquireDone,
+    Claim,
+    ClaimDone,
     Probe,
     ProbeDone,
     Release,
+    ReleaseClaim,
     ReleaseDone,
+    RenewDone,
     StateChanged,
 )
 from failoverd.core.addresses import parse_triplet
 from failoverd.core.detector import Detector
 from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
+from failoverd.core.witness import WitnessTiming
 from failoverd.programs import failoverctl_replay
 
 A = parse_triplet("eth0:192.0.2.10/24")
@@ -439,3 +444,92 @@ def test_failoverctl_registers_replay_and_sweep(tmp_path: Path, capsys: pytest.C
     assert json.loads(capsys.readouterr().out)["summary"]["failovers"] == 1
     assert failoverctl.main(["sweep", str(trace), "--misses", "2-3", "--json"]) == 0
     assert [r["fail_misses"] for r in json.loads(capsys.readouterr().out)["rows"]] == [2, 3]
+
+
+# --- witness mode (spec/witness.md): the etcd answers are inputs like any other ----------------
+
+
+class WitnessDaemonLike(DaemonLike):
+    """DaemonLike with an etcd that grants the claim and proves each renewal, as the shell's
+    claims port reports them (runtime/claims.py): renewals every renew period from the grant,
+    one in flight, until the claim is given back."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.claim = 0  # which claim renewals belong to (0: none held)
+        self.claims = 0
+
+    def _do(self, now: float, actions: list) -> None:
+        super()._do(now, actions)
+        witness = self.det.witness
+        assert witness is not None
+        for action in actions:
+            if isinstance(action, Claim):
+                self.claims += 1
+                answered = now + 0.004
+                self._later(answered, ClaimDone("granted", sent_at=now, answered_at=answered))
+            elif isinstance(action, ReleaseClaim):
+                self.claim = 0
+
+    def run(self, *args, **kwargs) -> None:
+        # Renewals are results the core did not ask for one by one: schedule the next one
+        # whenever a grant or a renewal is delivered (wrapping action_done, as the shell's port does).
+        det, witness = self.det, self.det.witness
+        assert witness is not None
+        action_done = det.action_done
+
+        def delivered(now: float, result: object) -> list:
+            actions = action_done(now, result)
+            if isinstance(result, ClaimDone) and result.outcome == "granted":
+                self.claim = self.claims
+            if isinstance(result, (ClaimDone, RenewDone)) and self.claim == self.claims:
+                sent = now + witness.renew_period
+                self._later(sent + 0.004, RenewDone("proved", sent_at=sent))
+            return actions
+
+        det.action_done = delivered  # type: ignore[method-assign]
+        super().run(*args, **kwargs)
+
+
+def witness_header() -> TraceHeader:
+    timing = Timing(interval=0.1, probe_spacing=0.01)
+    settings = DetectorSettings((A,), timing=timing, master=MASTER, witness=WitnessTiming(renew_period=0.1))
+    return TraceHeader(mode="legacy", settings=settings, start=0.0, epoch=77)
+
+
+def test_a_witness_mode_run_replays_exactly_claims_renewals_and_all(tmp_path: Path) -> None:
+    path = tmp_path / "witness.trace"
+    daemon = WitnessDaemonLike(witness_header(), None, path, seed=5)
+    # Heartbeats to 2 s, silence (the takeover: claim, grant, wait, acquire, renewals), back at 4 s.
+    times = [0.1 * k for k in range(1, 20)] + [4.0 + 0.1 * k for k in range(10)]
+    daemon.run([(t, b"heartbeat", MASTER, "eth1") for t in times], until=5.5)
+    states = [dest for _, _, dest, _ in daemon.transitions()]
+    assert "claiming" in states and "granted" in states and "failed_over" in states, states
+    trace = read_trace(path)
+    assert trace.header.settings.witness == WitnessTiming(renew_period=0.1)
+    assert any(isinstance(e, ActionResult) and isinstance(e.result, RenewDone) for e in trace.events)
+    replayed: list[tuple[float, list]] = []
+    result = replay_exact(Setup.from_header(trace.header, None), trace.events,
+                          observe=lambda now, actions: replayed.append((now, actions)))
+    assert replayed == daemon.calls
+    assert result.divergences == [] and result.final_state == daemon.det.state
+
+
+def test_what_if_of_a_witness_trace_claims_before_it_takes_over() -> None:
+    setup = Setup(witness_header().settings, 0.0)
+    arrivals = [(0.1 * k, "eth1", MASTER, b"heartbeat", None) for k in range(1, 20)]
+    result = replay_what_if(setup, arrivals, end=3.0, model=ActionModel(witness_latency=0.01))
+    kinds = [e.kind for e in result.timeline]
+    assert kinds.index("claim") < kinds.index("claimed") < kinds.index("acquire"), kinds
+    (failover,) = result.failovers
+    witness = setup.settings.witness
+    assert witness is not None
+    at = {e.kind: e.time for e in reversed(result.timeline)}  # the first of each kind
+    # Claimed at the failure deadline, granted a latency later; the acquire waits the wait
+    # after the grant (longer than a proof's validity) ...
+    assert at["claim"] == pytest.approx(1.9 + 0.3) and at["claimed"] == pytest.approx(at["claim"] + 0.01)
+    assert at["acquire"] >= at["claimed"] + witness.wait_after_grant
+    assert failover.took_over_at == at["acquire"]
+    # ... and the simulated renewals keep it held to the end: no "proof ran out".
+    assert result.final_state == "failed_over"
+    assert not [e for e in result.timeline if e.kind == "alarm" and "proof" in e.text]

@@ -507,3 +507,67 @@ def test_the_stop_is_recorded_and_read_back(tmp_path: Path) -> None:
 def test_bad_stop_lines_name_their_line(line: bytes) -> None:
     err = error_of(lines_of(TimerFired(10.5)) + [line])
     assert err.line == 4 and "a stop line is 's TIME' or 's TIME keep'" in err.message, err
+
+
+# --- witness mode (spec/witness.md) ----------------------------------------------
+
+
+def test_a_witness_modes_header_and_answers_read_back_equal(tmp_path: Path) -> None:
+    from failoverd.core.actions import ClaimDone, RenewDone
+    from failoverd.core.witness import WitnessTiming
+
+    witness = WitnessTiming(renew_period=0.2, validity=0.8, release_margin=0.1, lease_ttl=3)
+    with_witness = header(settings=DetectorSettings((A,), Timing(interval=0.2), master="10.0.0.1", witness=witness))
+    answers = [
+        ClaimDone("granted", sent_at=10.25, answered_at=10.2625),
+        ClaimDone("refused", sent_at=11.0, answered_at=11.01, detail="held by heartbeatd@mäster 1790000000"),
+        ClaimDone("unreachable", sent_at=11.5, answered_at=11.75, detail="timed out"),
+        RenewDone("proved", sent_at=12.0),
+        RenewDone("lost", sent_at=12.2, detail="the key holds another claim"),
+        RenewDone("unreachable", sent_at=12.4),
+    ]
+    path = tmp_path / "w.trace"
+    with TraceWriter(path, with_witness, wall_clock=None) as writer:
+        for i, answer in enumerate(answers):
+            writer.result(13.0 + i, answer)
+    trace = read_trace(path)
+    assert trace.header == with_witness and trace.header.settings.witness == witness
+    assert [e.result for e in trace.events if isinstance(e, ActionResult)] == answers
+    lines = path.read_text().splitlines()
+    assert lines[2] == "r 13.0 claim granted 10.25 10.2625 -"
+    assert lines[5] == "r 16.0 renew proved 12.0 -"
+    # Without a witness the header has no such field: what earlier readers read, byte for byte.
+    assert "witness" not in header().to_json()
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (b"r 11.0 claim granted 10.5 10.6\n", "claim result is"),
+        (b"r 11.0 claim maybe 10.5 10.6 -\n", "claim result is"),
+        (b"r 11.0 claim granted 10.50 10.6 -\n", "canonical"),
+        (b"r 11.0 renew proved 10.5 - extra\n", "renew result is"),
+        (b"r 11.0 renew gone 10.5 -\n", "renew result is"),
+        (b"r 11.0 renew lost 10.5 ff\n", "not UTF-8"),
+        (b"r 11.0 renew lost nan -\n", "not finite"),
+        (b"r 11.0 lease 10.5\n", "expected probe, acquire, release, claim or renew"),
+    ],
+)
+def test_bad_witness_answers_name_their_line(line: bytes, message: str) -> None:
+    err = error_of(lines_of(TimerFired(10.5)) + [line])
+    assert err.line == 4 and message in err.message, err
+
+
+@pytest.mark.parametrize(
+    "witness, message",
+    [
+        ('"fast"', "witness must be a dict"),
+        ('{"renew_period":0.1}', "witness fields: expected"),
+        ('{"renew_period":0.1,"validity":0.1,"release_margin":0.05,"drift":0.001,"lease_ttl":2}', "must exceed"),
+        ('{"renew_period":true,"validity":0.4,"release_margin":0.05,"drift":0.001,"lease_ttl":2}', "must be a number"),
+    ],
+)
+def test_a_bad_witness_header_is_named(witness: str, message: str) -> None:
+    text = header().to_json()[:-1] + f',"witness":{witness}}}'
+    err = error_of([MAGIC.encode(), f"header {text}\n".encode()])
+    assert err.line == 2 and message in err.message, err

@@ -48,11 +48,15 @@ from failoverd.core.actions import (
     AcquireDone,
     Action,
     Alarm,
+    Claim,
+    ClaimDone,
     Notify,
     Probe,
     ProbeDone,
     Release,
+    ReleaseClaim,
     ReleaseDone,
+    RenewDone,
     Result,
     StateChanged,
 )
@@ -74,15 +78,20 @@ class ActionModel:
     ``probe_answers``: the master's addresses answer ARP probes (it is alive
     on the public network even when its heartbeats are lost); by default the
     probe is silent. Every action succeeds completely after its latency.
+    A trace of a witness-mode backup (spec/witness.md) is replayed with an
+    etcd that this backup always reaches and nobody else claims from: every
+    claim is granted and every renewal proves it, each ``witness_latency``
+    after it was sent, renewals every renew period from the grant.
     """
 
     probe_answers: bool = False
     probe_latency: float = 0.0
     acquire_latency: float = 0.0
     release_latency: float = 0.0
+    witness_latency: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("probe_latency", "acquire_latency", "release_latency"):
+        for name in ("probe_latency", "acquire_latency", "release_latency", "witness_latency"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a non-negative number of seconds")
@@ -92,7 +101,8 @@ class ActionModel:
 class TimelineEntry:
     time: float
     kind: str
-    """state, probe, acquire, release, notify, alarm, probed, acquired, released, health, link, stop, lost"""
+    """state, probe, acquire, release, notify, alarm, probed, acquired, released, health, link, stop, lost;
+    claim, claimed, renewed (a renewal that did not prove the claim), give back (witness mode)"""
     text: str
     wall: float | None = None
 
@@ -319,6 +329,11 @@ class _Run:
         self.order = 0
         self.lost = 0
         self.divergences: list[Divergence] = []
+        self.model: ActionModel | None = None
+        """What-if: how the simulated world answers (None: an exact replay feeds the recorded answers)."""
+        self.claim_generation = 0
+        """What-if, witness mode: which claim the simulated renewals belong to."""
+        self._renewals: dict[int, int] = {}
 
     def wall(self, now: float) -> float | None:
         return None if self.wall_offset is None else now + self.wall_offset
@@ -362,6 +377,15 @@ class _Run:
                     self.failover_decided(now)
             elif isinstance(action, Alarm):
                 self.note(now, "alarm", f"{action.level}: {action.message}")
+            elif isinstance(action, Claim):
+                self.note(now, "claim", names(self.det.addresses))
+                if model is not None:
+                    self.claim_generation += 1
+                    read_at = now + model.witness_latency
+                    self.schedule(read_at, ClaimDone("granted", sent_at=now, answered_at=read_at))
+            elif isinstance(action, ReleaseClaim):
+                self.note(now, "give back", names(self.det.addresses))
+                self.claim_generation += 1  # renewals still on their way are dropped (see stale)
             # Transmit (status frames) and Announce change nothing a timeline shows.
 
     def silence_until(self, now: float) -> None:
@@ -374,8 +398,30 @@ class _Run:
         self.open_failover = Failover(now, self.last_heard, epoch)
         self.failovers.append(self.open_failover)
 
+    def stale(self, result: Result) -> bool:
+        """A simulated renewal of a claim given back (or replaced) since: the shell would not deliver it."""
+        return self._renewals.pop(id(result), self.claim_generation) != self.claim_generation
+
+    def _renew_after(self, sent: float) -> None:
+        # What-if only: the next renewal of the claim granted, a renew period on.
+        model, witness = self.model, self.det.witness
+        assert model is not None and witness is not None
+        sent += witness.renew_period
+        renewal = RenewDone("proved", sent_at=sent)
+        self._renewals[id(renewal)] = self.claim_generation
+        self.schedule(sent + model.witness_latency, renewal)
+
     def result_done(self, now: float, result: Result) -> None:
-        if isinstance(result, ProbeDone):
+        if isinstance(result, ClaimDone):
+            self.note(now, "claimed", result.outcome + (f" ({result.detail})" if result.detail else ""))
+            if self.model is not None and result.outcome == "granted":
+                self._renew_after(result.answered_at)
+        elif isinstance(result, RenewDone):
+            if result.outcome != "proved":
+                self.note(now, "renewed", result.outcome + (f" ({result.detail})" if result.detail else ""))
+            if self.model is not None and result.outcome == "proved":
+                self._renew_after(result.sent_at)
+        elif isinstance(result, ProbeDone):
             self.note(now, "probed", "answered: " + names(result.answered) if result.answered else "silent")
         elif isinstance(result, AcquireDone):
             self.note(now, "acquired", _result_text(result, "acquired"))
@@ -531,6 +577,7 @@ def replay_what_if(
     """
     det = setup.detector(offline=True)
     run = _Run(setup, det, outage)
+    run.model = model
     run.lost = lost
     pending = run.pending
     now = setup.start
@@ -546,6 +593,8 @@ def replay_what_if(
                 deadline = math.inf
             if due <= deadline and due < until:
                 when, _, result = heapq.heappop(pending)
+                if run.stale(result):
+                    continue
                 now = max(now, when)
                 run.result_done(now, result)
                 run.record(now, det.action_done(now, result), model)

@@ -28,10 +28,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone, Result
+from failoverd.core.actions import AcquireDone, ClaimDone, ProbeDone, ReleaseDone, RenewDone, Result
 from failoverd.core.addresses import AddressError, Triplet, parse_ip, parse_triplet
 from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing, TimingError
+from failoverd.core.witness import WitnessTiming, WitnessTimingError
 
 if TYPE_CHECKING:
     from failoverd.cli.config import BackupConfig
@@ -52,6 +53,10 @@ _RESULT_FIELDS: dict[str, tuple[str, ...]] = {
 _RESULT_TYPES: dict[str, type] = {"probe": ProbeDone, "acquire": AcquireDone, "release": ReleaseDone}
 _RESULT_KIND = {ProbeDone: "probe", AcquireDone: "acquire", ReleaseDone: "release"}
 _TIMING_FIELDS = tuple(f.name for f in dataclasses.fields(Timing))
+_WITNESS_FIELDS = tuple(f.name for f in dataclasses.fields(WitnessTiming))
+# The etcd witness's answers (spec/trace.md): an outcome, the times they carry, a detail.
+_CLAIM_OUTCOMES = ("granted", "refused", "unreachable")
+_RENEW_OUTCOMES = ("proved", "lost", "unreachable")
 _TAIL_CACHE_SIZE = 4096
 
 
@@ -112,6 +117,9 @@ class TraceHeader:
             "start": self.start,
             "timing": {name: getattr(t, name) for name in _TIMING_FIELDS},
         }
+        if s.witness is not None:
+            # Only with a witness, so a trace without one reads in any earlier reader.
+            data["witness"] = {name: getattr(s.witness, name) for name in _WITNESS_FIELDS}
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @classmethod
@@ -133,7 +141,7 @@ class TraceHeader:
         # replay_floor: written until the backup stopped persisting a replay
         # floor (a restarted backup now counts only heartbeats that
         # acknowledge its new epoch); accepted and ignored in older traces.
-        extra = data.keys() - expected - {"replay_floor"}
+        extra = data.keys() - expected - {"replay_floor", "witness"}
         if missing or extra:
             parts = []
             if missing:
@@ -164,6 +172,7 @@ class TraceHeader:
             message = bytes.fromhex(_typed(data["legacy_message"], str, "legacy_message"))
         except ValueError:
             raise ValueError("legacy_message must be hex") from None
+        witness = _parse_witness(data["witness"]) if "witness" in data else None
         if "replay_floor" in data:
             floor = _typed(data["replay_floor"], list, "replay_floor")
             if len(floor) != 2 or not all(_is_int(v) and v >= 0 for v in floor):
@@ -188,6 +197,7 @@ class TraceHeader:
             legacy_message=message,
             arp_probe=_typed(data["arp_probe"], bool, "arp_probe"),
             peer=_typed(data["peer"], str, "peer"),
+            witness=witness,
         )
         return cls(
             mode=mode,
@@ -363,6 +373,11 @@ def format_event(event: Event) -> str:
 
 
 def format_result(now: float, result: Result) -> str:
+    if isinstance(result, ClaimDone):
+        return (f"r {float(now)!r} claim {result.outcome} {float(result.sent_at)!r} {float(result.answered_at)!r} "
+                f"{_detail_field(result.detail)}")
+    if isinstance(result, RenewDone):
+        return f"r {float(now)!r} renew {result.outcome} {float(result.sent_at)!r} {_detail_field(result.detail)}"
     kind = _RESULT_KIND.get(type(result))
     if kind is None:
         raise TypeError(f"not an action result: {result!r}")
@@ -624,12 +639,14 @@ def _parse_payload(text: str) -> bytes:
 
 def _parse_result(fields: list[str]) -> ActionResult:
     if len(fields) < 3:
-        raise ValueError("a result line is 'r TIME probe|acquire|release [field=address ...]'")
+        raise ValueError("a result line is 'r TIME probe|acquire|release|claim|renew ...'")
     time = _parse_time(fields[1])
     kind = fields[2]
+    if kind in ("claim", "renew"):
+        return ActionResult(time, _parse_witness_answer(kind, fields))
     names = _RESULT_FIELDS.get(kind)
     if names is None:
-        raise ValueError(f"unknown result {kind[:20]!r} (expected probe, acquire or release)")
+        raise ValueError(f"unknown result {kind[:20]!r} (expected probe, acquire, release, claim or renew)")
     sets: dict[str, list[Triplet]] = {n: [] for n in names}
     for token in fields[3:]:
         key, eq, value = token.partition("=")
@@ -643,6 +660,44 @@ def _parse_result(fields: list[str]) -> ActionResult:
     if format_result(time, result) != " ".join(fields):
         raise ValueError("result fields are not in canonical order (fields in order, addresses sorted, no duplicates)")
     return ActionResult(time, result)
+
+
+def _parse_witness_answer(kind: str, fields: list[str]) -> ClaimDone | RenewDone:
+    """``r TIME claim OUTCOME SENT ANSWERED DETAIL`` or ``r TIME renew OUTCOME SENT DETAIL``."""
+    if kind == "claim":
+        if len(fields) != 7 or fields[3] not in _CLAIM_OUTCOMES:
+            raise ValueError("a claim result is 'r TIME claim granted|refused|unreachable SENT ANSWERED DETAIL'")
+        return ClaimDone(fields[3], _parse_time(fields[4], "sent time"),  # type: ignore[arg-type]
+                         _parse_time(fields[5], "answer time"), _parse_detail(fields[6]))
+    if len(fields) != 6 or fields[3] not in _RENEW_OUTCOMES:
+        raise ValueError("a renew result is 'r TIME renew proved|lost|unreachable SENT DETAIL'")
+    return RenewDone(fields[3], _parse_time(fields[4], "sent time"), _parse_detail(fields[5]))  # type: ignore[arg-type]
+
+
+def _detail_field(detail: str) -> str:
+    return detail.encode("utf-8").hex() if detail else "-"
+
+
+def _parse_detail(text: str) -> str:
+    if text == "-":
+        return ""
+    try:
+        return _parse_payload(text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("a witness answer's detail is not UTF-8") from None
+
+
+def _parse_witness(value: object) -> WitnessTiming:
+    data = _typed(value, dict, "witness")
+    if data.keys() != set(_WITNESS_FIELDS):
+        raise ValueError("witness fields: expected " + ", ".join(_WITNESS_FIELDS))
+    for name, field_value in data.items():
+        if isinstance(field_value, bool) or not isinstance(field_value, (int, float)):
+            raise ValueError(f"witness.{name} must be a number")
+    try:
+        return WitnessTiming(**data)
+    except WitnessTimingError as exc:
+        raise ValueError(f"witness: {exc}") from None
 
 
 def _parse_conflict(fields: list[str]) -> ConflictSeen:

@@ -588,10 +588,6 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
     if witness is not None and ns.keep_addresses_on_exit:
         raise UsageError("--keep-addresses-on-exit with --etcd-endpoints: nobody would renew the claim "
                          "of the addresses left behind")
-    if witness is not None and ns.trace is not None:
-        # A trace's results have no spelling for the witness's answers yet, and a replay
-        # without them would take over where the daemon waited for etcd: refuse, not mislead.
-        raise UsageError("--trace with --etcd-endpoints: traces cannot record the witness's answers yet")
     return BackupConfig(
         master=master,
         triplets=tuple(t for _, t in parsed),

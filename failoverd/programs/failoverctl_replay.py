@@ -101,7 +101,8 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--probe-latency", metavar="SECONDS", type=seconds_or_zero, default=0.0,
                        help="how long an ARP probe takes (default 0)")
     model.add_argument("--action-latency", metavar="SECONDS", type=seconds_or_zero, default=0.0,
-                       help="how long acquiring or releasing addresses takes (default 0)")
+                       help="how long acquiring or releasing addresses takes, and each answer of the "
+                            "etcd witness in a witness-mode trace (default 0)")
     model.add_argument("--outage", metavar="SECONDS", type=seconds, default=DEFAULT_OUTAGE,
                        help=f"legacy heartbeats: a silence this long is a real outage, so a failover on it is "
                             f"not false (default {DEFAULT_OUTAGE:g}; authenticated ones tell by the master's epoch)")
@@ -169,6 +170,7 @@ def _model(args: argparse.Namespace) -> ActionModel:
         probe_latency=args.probe_latency,
         acquire_latency=args.action_latency,
         release_latency=args.action_latency,
+        witness_latency=args.action_latency,
     )
 
 
