@@ -63,6 +63,21 @@
 #ifndef CRASHES
 #define CRASHES 0           /* crashes per host per run */
 #endif
+#ifndef KEEP
+#define KEEP 0              /* 1: --etcd-unreachable keep (keep-and-refuse-new): a holder keeps its address
+                               past its proof while the other host confirms, in answer to a heartbeat, that
+                               it cannot reach the store either; each confirmation a proof counted from the
+                               heartbeat's sending. Two hosts and OTHERS=0: every host must confirm, so
+                               there is no host the model leaves out (spec/witness.md). */
+#endif
+#ifndef CONFIRM
+#define CONFIRM 0           /* 1, KEEP's weaker rule, must be caught: an owner (a host that read its
+                               grant) confirms too, or, the same, a confirmation counts from its
+                               arrival instead of from the heartbeat it answers */
+#endif
+#ifndef KEPT
+#define KEPT 0              /* 1: assert that no confirmation ever keeps a holder longer, to show one does */
+#endif
 
 #define RHO   3             /* rate drift: D local lasts D -+ ceil(D / RHO) real ticks (rho = 1/3) */
 #define LO(D) ((D) - ((D) + RHO - 1) / RHO)
@@ -122,6 +137,27 @@ byte rq_st[N];
 byte cand[N];               /* real ticks of validity a successful answer to rq gives, counted from its sending */
 byte gh[N];                 /* a request given up on that may still take effect */
 byte crashed[N];
+#if KEEP
+/* A confirmation: host j, in answer to a heartbeat host i sent at h, says it cannot reach the
+ * store; host i, holding, may then keep its address until h + V on its clock (HI(V) real ticks).
+ * Instead of heartbeats and confirmations on their way, the model takes the largest validity any
+ * schedule of them could bring now, which dominates every other: a confirmation sent while j has
+ * not read a grant (phase != OWNER) answers a heartbeat sent before it, so one arriving now is
+ * worth at most HI(V) - owner_age[j] ticks, owner_age[j] being the real ticks since j read its
+ * grant (0 while it has not). Loss and delay only make it worth less. */
+byte owner_age[N];          /* real ticks since host i became OWNER, saturating at HI(V); 0 otherwise */
+#if CONFIRM
+#define CONF_VALUE(j) HI(V)                 /* an owner confirms too, or a confirmation counted from
+                                               its arrival (it may arrive any time late): no bound */
+#else
+#define CONF_VALUE(j) (HI(V) - owner_age[j])
+#endif
+#if KEPT
+#define KEPT_CHECK(i) printf("KEPT %d\n", i); assert(0)   /* a confirmation keeps a holder longer */
+#else
+#define KEPT_CHECK(i) skip
+#endif
+#endif
 
 /* "Never two holders" is checked where the number of holders grows, when an address is
  * configured; REACH=1 asserts instead that no handover happens, to show that one does. */
@@ -298,7 +334,7 @@ inline countdown(v) {
     :: atomic { phase[i] == OWNER && rq[i] == R_NONE -> send(i, R_RENEW) } \
     /* configure the address: granted, waited, and a proof that has not run out */ \
     :: atomic { MAY_CONFIGURE(i) -> addr[i] = 1; HELD(i); CHECK } \
-    /* the proof ran out: the address goes (the host stays owner and keeps renewing) */ \
+    /* the proof ran out (KEEP: and every confirmation): the address goes (the host stays owner and keeps renewing) */ \
     :: atomic { addr[i] && valid_left[i] == 0 -> addr[i] = 0 } \
     /* the host crashes and restarts in a new life (its address is gone at once) */ \
     :: atomic { crashed[i] < CRASHES -> crash(i) }
@@ -306,13 +342,32 @@ inline countdown(v) {
 inline tick_host(i) {
     countdown(wait_left[i]);
     countdown(valid_left[i]);
-    countdown(cand[i])
+    countdown(cand[i]);
+#if KEEP
+#if KEEP
+    if
+    :: phase[i] == OWNER && owner_age[i] < HI(V) -> owner_age[i]++
+    :: phase[i] != OWNER -> owner_age[i] = 0
+    :: else -> skip
+    fi;
+#endif
+#endif
 }
+
+#if KEEP
+/* A confirmation from host j reaches host i, which holds (a macro, as HOST). */
+#define CONFIRMED(i, j) \
+    :: atomic { addr[i] && CONF_VALUE(j) > valid_left[i] -> KEPT_CHECK(i); valid_left[i] = CONF_VALUE(j) }
+#endif
 
 active proctype world() {
     do
     HOST(0)
     HOST(1)
+#if KEEP
+    CONFIRMED(0, 1)
+    CONFIRMED(1, 0)
+#endif
 #if N == 3
     HOST(2)
 #endif
@@ -337,6 +392,7 @@ active proctype world() {
     :: atomic { !DUE(0) && !DUE(1) && !DUE(2) ->
         tick_host(0); tick_host(1); tick_host(2);
 #endif
-        countdown(lease_left) }
+        countdown(lease_left);
+        }
     od
 }

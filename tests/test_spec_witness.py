@@ -94,3 +94,26 @@ def test_the_model_reaches_a_handover(tmp_path: Path) -> None:
 def test_a_weaker_rule_gives_two_holders(tmp_path: Path, rule: str, defines: dict[str, int]) -> None:
     events = counterexample(tmp_path, defines)
     assert events and events[-1] == "HOLDERS 2", f"{rule}: {events[-5:]}"
+
+
+# --- --etcd-unreachable keep: keep-and-refuse-new (spec/witness.md) ------------------------------
+
+
+def test_keep_and_refuse_new_never_has_two_holders(tmp_path: Path) -> None:
+    """A holder past its proof keeps the address while the other host confirms, answering a
+    heartbeat, that it cannot reach etcd either (each confirmation a proof counted from the
+    heartbeat's sending): still never two holders, under every loss and delay, early expiries
+    and a crash of each host. Two hosts and no others: keep needs every host's confirmation."""
+    proves(tmp_path, {"RULE": 0, "KEEP": 1, "EXPIRY_ANY": 1, "OTHERS": 0, "CRASHES": 1})
+
+
+def test_keep_is_not_vacuous_a_confirmation_keeps_a_holder_longer(tmp_path: Path) -> None:
+    errors, report, _ = search(tmp_path, {"KEEP": 1, "OTHERS": 0, "KEPT": 1}, optimise=False)
+    assert errors == 1, report
+
+
+def test_keep_with_a_confirming_owner_gives_two_holders(tmp_path: Path) -> None:
+    """A host that read its grant must not confirm (it configures W later), and a confirmation
+    counts from the heartbeat it answers, not from its arrival (the same run): else two holders."""
+    events = counterexample(tmp_path, {"KEEP": 1, "OTHERS": 0, "CRASHES": 1, "CONFIRM": 1})
+    assert events and events[-1] == "HOLDERS 2", events[-5:]
