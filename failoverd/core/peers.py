@@ -44,6 +44,8 @@ class PeerEntry:
     counted: int = 0
     answer_due: float = float("-inf")
     """Not before then is an unacknowledged frame of it answered again (the handshake's rate)."""
+    answered_epoch: int = -1
+    """Its epoch whose first counted frame we answered at once (the handshake's last step)."""
 
     def alive(self, now: float, fail_after: float) -> bool:
         return self.last_counted is not None and now < self.last_counted + fail_after
@@ -121,6 +123,9 @@ class Peers:
             entry.last_counted = now
             entry.holds, entry.unfit, entry.preempt = frame.holds, frame.unfit, frame.preempt
             entry.counted += 1
+            if frame.leaving and not frame.holds:
+                # It stopped, holding nothing: no need to wait a failure timeout for its silence.
+                entry.last_counted = None
         if verdict != "counted":
             entry.rejected[verdict] += 1
         return verdict, entry
