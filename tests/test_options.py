@@ -693,3 +693,11 @@ def test_several_backups_defaults() -> None:
 )
 def test_several_backups_usage_errors(argv: list[str], text: str) -> None:
     assert text in usage_error(parse_backup, [*argv, MASTER, PAIR])
+
+
+def test_preflight_checks_each_peer_is_another_host_and_its_scope_exists() -> None:
+    host = preflight.HostView(links={"eth1": 0}, addresses={IPv4Address("10.100.0.11"): "eth0"})
+    peers = (IPv4Address("10.100.0.11"), IPv6Address("fe80::2%eth9"), IPv6Address("fe80::2%eth1"))
+    checks = preflight._peer_checks(peers, host)
+    assert [c.status for c in checks] == ["FAIL", "FAIL", "ok"]
+    assert "configured here on eth0" in checks[0].text and "no interface eth9" in checks[1].text
