@@ -280,3 +280,20 @@ def test_a_priority_out_of_range_is_refused(bad: int) -> None:
 def test_peers_need_authenticated_mode() -> None:
     with pytest.raises(ValueError, match="legacy heartbeats carry no status"):
         Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",)), 0.0)
+
+
+def test_failoverctl_status_of_a_backup_shows_its_priority_and_each_peer() -> None:
+    from failoverd.programs.failoverctl import format_status
+
+    net = steady()
+    net.kill_master()
+    net.run_until(net.now + 20)
+    low = net.backups["low"].core
+    assert low is not None
+    text = format_status(low.snapshot(net.now), 0.0)
+    assert "priority  100; rank 1, deadline later by 1.3 s" in text
+    (row,) = [line for line in text.splitlines() if "10.9.1.2" in line]
+    assert row.split()[:6] == ["200", "10.9.1.2", "yes", "yes", "HOLDS", "1.0"] and row.endswith("ago")
+    # A pair's status has no such section.
+    pair = Detector(DetectorSettings(VIPS, T, master=MASTER), 0.0, key=KEY, epoch=5)
+    assert "priority" not in format_status(pair.snapshot(1.0), 0.0)
