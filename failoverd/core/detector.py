@@ -12,7 +12,8 @@ Rules of this file
   monotonic). docs/state-machines.md draws the table.
 - Entry points: :meth:`Detector.receive_datagram`, :meth:`Detector.handle_timer`,
   :meth:`Detector.action_done`, :meth:`Detector.conflict_seen`,
-  :meth:`Detector.health_changed`, :meth:`Detector.link_changed`, :meth:`Detector.shutdown`. Each returns the actions to run, in order;
+  :meth:`Detector.health_changed`, :meth:`Detector.link_changed`, :meth:`Detector.shutdown`. Each returns the actions to run, in order
+  (our peer frames last, when due: ``_then_tell_peers``);
   :meth:`Detector.next_deadline` says when the caller must call
   ``handle_timer`` next. Same inputs, same outputs.
 - The common case — a valid heartbeat while all is well — changes no state
@@ -60,8 +61,32 @@ state-driven row, so an acquire that completes or an adoption at start on a
 down link releases too): an address on a down link serves nobody, and it
 returns into a conflict with a master that took it back meanwhile.
 
+Several backups (spec/backups.md; only with ``settings.peers``, and only
+authenticated): the other backups are :mod:`failoverd.core.peers`, one
+replay guard per peer priority, so a peer frame (role backup) counts exactly
+as a heartbeat does (rules 1-7 of spec/wire.md, acknowledged through our own
+sealer). We send each peer a frame once per interval, at once when what we
+say (holds, unfit = not ``_healthy``) changes, and in answer to an
+unacknowledged one (the handshake, at most once per half interval per peer);
+each acknowledges that peer's newest frame. At the failure deadline, an
+alive peer that holds, or an alive fit peer of a higher priority, makes us
+*defer* instead of acquiring (``_deferred``): *deferring* listens to the
+master (a heartbeat ends it) and, when the condition lapses with the master
+still silent, suspects afresh, so a new probe decides. Holding while an alive
+higher peer holds too, or while an alive fit higher one says ``preempt``, we
+yield (``peer_yield``): the lower releases, and the higher (deferring to it
+as the holder) takes over only when a counted frame of it says it holds
+nothing, through its own probe. The failure deadline is later by our rank
+(peers that outrank us, as last heard, a configured peer never heard
+counting as higher) times the probe duration plus one interval, and the
+probe is timed to end at that delayed deadline: with the link between the
+backups cut, the lower one's probe then sees the higher one's addresses.
+Without peers, a backup frame is refused as ``role`` and our frames are
+byte for byte a pair's.
+
 States: monitoring, suspect, contested, unfit, acquiring, failed_over,
-recovering (see spec/properties.md and docs for each).
+recovering, deferring (several backups), claiming and granted (the witness);
+see spec/properties.md and docs for each.
 """
 
 from __future__ import annotations
