@@ -297,3 +297,28 @@ def test_failoverctl_status_of_a_backup_shows_its_priority_and_each_peer() -> No
     # A pair's status has no such section.
     pair = Detector(DetectorSettings(VIPS, T, master=MASTER), 0.0, key=KEY, epoch=5)
     assert "priority" not in format_status(pair.snapshot(1.0), 0.0)
+
+
+def test_unacknowledged_peer_frames_are_answered_at_most_once_per_half_interval() -> None:
+    d = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), priority=200), 0.0, key=KEY, epoch=5)
+    d.handle_timer(0.0)
+    sealer = wire.Sealer(KEY, wire.ROLE_BACKUP, 7, 1.0, 0.0)
+    answers = 0
+    for i in range(90):  # a flood of authentic frames that acknowledge nothing of ours, until 0.98 s
+        t = 0.1 + i * 0.0099
+        out = d.receive_datagram(t, sealer.seal(t, holds=False, priority=100), "10.9.1.3", "priv")
+        answers += sum(1 for a in out if isinstance(a, Transmit))
+        assert d.last_verdict == "peer_unacknowledged"
+    assert answers == 2  # at 0.1 and at 0.6 (the periodic frame is due at 1.0): the flood does not set our rate
+
+
+def test_with_peers_the_status_to_the_master_carries_priority_unfit_and_preempt() -> None:
+    net = steady(preempt=("high",))
+    net.make_unfit("high")
+    net.run_until(net.now + 2)
+    statuses = [wire.decode(p, KEY) for t, s, d, p in net.wire if d == MASTER and t > net.now - 1]
+    high = [f for f in statuses if f.priority == 200]
+    low = [f for f in statuses if f.priority == 100]
+    assert high and low
+    assert all(f.unfit and f.preempt for f in high)
+    assert not any(f.unfit or f.preempt for f in low)

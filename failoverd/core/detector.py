@@ -596,7 +596,7 @@ class Detector(DeclaredMachine):
             if entry.answered_epoch != entry.guard.epoch:
                 # The handshake's last step: our answer acknowledges the frame that counted,
                 # so our next frame counts there too, one round trip after the restart.
-                self._answer_peer(now, entry, urgent=True)
+                self._answer_peer(now, entry, source, urgent=True)
             return
         if verdict == "overtaken":
             self.last_verdict = "peer_overtaken"
@@ -604,15 +604,15 @@ class Detector(DeclaredMachine):
         self._reject(f"peer_{verdict}")
         if entry.guard.newest_admitted:
             # Unacknowledged (the handshake) or delayed: our answer lets its next frame count.
-            self._answer_peer(now, entry)
+            self._answer_peer(now, entry, source)
 
-    def _answer_peer(self, now: float, entry: PeerEntry, *, urgent: bool = False) -> None:
-        """One frame to ``entry``'s address, at most once per half interval (no input rate makes us send faster)."""
-        if not urgent and now < entry.answer_due:
+    def _answer_peer(self, now: float, entry: PeerEntry, source: str, *, urgent: bool = False) -> None:
+        """One frame to ``source``, at most once per half interval per peer (no input rate makes us send faster)."""
+        if self._stop_requested or (not urgent and now < entry.answer_due):
             return
         entry.answer_due = now + self.timing.interval / 2
         entry.answered_epoch = entry.guard.epoch
-        self._seal_peer(now, entry.source, entry.guard.newest)
+        self._seal_peer(now, source, entry.guard.newest)
 
     def _seal_peer(self, now: float, address: str, ack: tuple[int, int], *, leaving: bool = False) -> None:
         assert self._sealer is not None

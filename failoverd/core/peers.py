@@ -33,7 +33,7 @@ class PeerEntry:
     priority: int
     guard: wire.ReplayGuard
     source: str
-    """The address its newest authentic frame came from."""
+    """The address its last counted frame came from (its first authentic one until then)."""
     last_counted: float | None = None
     """When a frame of it last counted (None: never)."""
     holds: bool = False
@@ -110,8 +110,6 @@ class Peers:
         except wire.WireError as exc:
             entry.rejected[exc.reason] += 1
             raise
-        if entry.guard.newest_admitted:
-            entry.source = source
         if not (self._offline or sealer.acknowledges_us(frame)):
             verdict = "unacknowledged"
         elif age == "delayed":
@@ -120,6 +118,9 @@ class Peers:
             verdict = "overtaken"
         else:
             verdict = "counted"
+            # Only a counted frame says where the peer is: an attacker re-sending a
+            # withheld frame from elsewhere does not redirect our frames' acknowledgements.
+            entry.source = source
             entry.last_counted = now
             entry.holds, entry.unfit, entry.preempt = frame.holds, frame.unfit, frame.preempt
             entry.counted += 1
