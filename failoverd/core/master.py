@@ -394,8 +394,7 @@ class Master(DeclaredMachine):
             return out
         self.counters.accepted += 1
         self.received_by_path[path] = self.received_by_path.get(path, 0) + 1
-        # Pushes the presume row's deadline on: nothing becomes due by a
-        # status frame, so only the handshake below needs a settle.
+        # Pushes the presume row's deadline on (only a release can make it due: see below).
         view.last_heard = now
         if age == "overtaken":
             return out  # overtaken on another path: the backup lives; its view is older than what we know
@@ -418,11 +417,14 @@ class Master(DeclaredMachine):
                 self._waiting_for_reported = ()
                 self._fire("backup_released")
                 self._settle()
-            elif self.state in ("waiting", "probing") and waiting_for != self._waiting_for_reported:
-                # Once per change: every backup answers every heartbeat.
-                self._waiting_for_reported = waiting_for
-                out.append(Alarm("info", f"{view.name} holds nothing; still waiting for "
-                                 f"{'; '.join(waiting_for)}"))
+            else:
+                if self.state in ("waiting", "probing") and waiting_for != self._waiting_for_reported:
+                    # Once per change: every backup answers every heartbeat.
+                    self._waiting_for_reported = waiting_for
+                    out.append(Alarm("info", f"{view.name} holds nothing; still waiting for "
+                                     f"{'; '.join(waiting_for)}"))
+                # This release may leave only silent backups unreleased: the presumption's turn.
+                self._settle()
         elif frame.holds and self.state == "holding" and self.managed and not view.overlap_reported:
             # Once per episode: the backup answers every heartbeat, and a
             # release held up by a slow hook would otherwise mail twice a second.
