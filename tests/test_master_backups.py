@@ -277,3 +277,21 @@ def test_one_backup_sends_what_a_pair_always_sent() -> None:
     snapshot = m.snapshot(0.02)
     assert snapshot["backups"] == [{"priority": 0, "alive": True, "holds": False, "released": False,
                                     "last_heard_age": 0.01}]
+
+
+def test_failoverctl_status_of_a_master_lists_its_backups() -> None:
+    from failoverd.programs.failoverctl import format_status
+
+    m = _master(backups=3)
+    a, b = Backup(100, A_ADDR, epoch=3), Backup(50, B_ADDR, epoch=4)
+    _round(m, 0.0, (a, False), (b, True))
+    _round(m, 1.0, (a, False), (b, True))
+    lines = format_status(m.snapshot(1.5), 0.0).splitlines()
+    at = lines.index("backups   PRIORITY  LAST HEARD  STATUS")
+    assert lines[at + 1:at + 4] == [
+        "          100       0.5 s ago   released",
+        "          50        0.5 s ago   holds",
+        "          1 of 3 not heard yet",
+    ]
+    lines = format_status(m.snapshot(9.0), 0.0).splitlines()
+    assert lines[lines.index("backups   PRIORITY  LAST HEARD  STATUS") + 1] == "          100       8.0 s ago   SILENT"
