@@ -357,9 +357,18 @@ class Master(DeclaredMachine):
             self.counters.reject("role")
             return out
         assert self._sealer is not None
-        view = self.views.get(frame.priority)
+        # With one backup, one view takes every frame, whatever its priority: a
+        # pair judges its backup as it always did. With several, a backup gets
+        # its view from its first status made for this epoch of ours (a
+        # recording of an earlier run cannot take a place, nor be answered:
+        # where it came from says nothing of where that backup is now).
+        priority = 0 if self.backups == 1 else frame.priority
+        view = self.views.get(priority)
         if view is None:
-            view = self.views[frame.priority] = BackupView(frame.priority, wire.ReplayGuard(self.backup_fail_after))
+            if self.backups > 1 and not self._sealer.acknowledges_us(frame):
+                self.counters.unacknowledged += 1
+                return out
+            view = self.views[priority] = BackupView(priority, wire.ReplayGuard(self.backup_fail_after))
             if len(self.views) > self.backups:
                 out.append(Alarm("critical", f"{view.name} heard besides {self._names_besides(view)}: more than "
                                  f"--backups {self.backups}; the failback waits for every backup heard", True))
