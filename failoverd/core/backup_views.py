@@ -21,7 +21,7 @@ Nothing here reads a clock: times come in as arguments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from failoverd.core import wire
 
@@ -50,8 +50,6 @@ class BackupView:
     """No handshake answer to a new epoch of it before this time (at most two per interval)."""
     overlap_reported: bool = False
     """It said it holds while we hold: alarmed once per episode."""
-    sources: set[str] = field(default_factory=set)
-    """The addresses its status frames (those acknowledging us) came from."""
 
     @property
     def name(self) -> str:

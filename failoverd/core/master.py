@@ -26,6 +26,13 @@ only when
     somebody answered is tried again a retry interval later, or later still
     if the backup is heard meanwhile (it is alive: its release is what we wait for).
 
+Several backups (``--backups N``, spec/backups.md): one
+:class:`~failoverd.core.backup_views.BackupView` per backup, by the priority
+byte of its frames, each judged as the one backup of a pair is. (a) needs
+every backup's "I hold nothing", each while it is alive; (b) needs every
+backup not known released silent that long. A heartbeat is sealed per
+target and acknowledges the backup heard from that target's address.
+
 On shutdown a managing master releases first and only then sends a
 ``leaving`` heartbeat, so the backup's takeover probe finds the addresses
 free.
@@ -694,7 +701,6 @@ class Master(DeclaredMachine):
         if self._view_of_source.get(source) == view.priority:
             return
         self._view_of_source[source] = view.priority
-        view.sources.add(source)
         if self.backups > 1 and source not in self.targets and (view.priority, source) not in self._reported_strays:
             # Its heartbeats would acknowledge nothing of it: it never counts
             # one, and takes over as if we were dead (after its ARP probe).
