@@ -338,6 +338,24 @@ def test_heartbeatd_diagnostics() -> None:
     assert "invalid message" in usage_error(parse_master, ["-m", "x" * 1473, "10.0.0.2"])
 
 
+def test_heartbeatd_backups() -> None:
+    key = ["--key-file", "/etc/failoverd/key"]
+    assert parse_master(["10.0.0.2"]).backups == 1
+    config = parse_master([*key, "--backups", "2", "--manage", "eth0:192.0.2.10", "10.0.0.2", "10.0.0.3"])
+    assert isinstance(config, MasterConfig) and config.backups == 2 and config.master_settings().backups == 2
+    assert "backups: 2, each acknowledged by the heartbeats to its own address" in "\n".join(config.describe())
+    assert "argument --backups: invalid value '0': expected a whole number >= 1" in usage_error(
+        parse_master, ["--backups", "0", "10.0.0.2"])
+    assert "--backups 255: at most 254 (the backups' priorities are 1..254)" in usage_error(
+        parse_master, [*key, "--backups", "255", "10.0.0.2"])
+    assert usage_error(parse_master, ["--backups", "2", "10.0.0.2", "10.0.0.3"]).startswith(
+        "--backups 2 needs --key-file: legacy heartbeats carry no status")
+    assert usage_error(parse_master, [*key, "--backups", "3", "10.0.0.2", "255.255.255.255"]).startswith(
+        "--backups 3 with ip_addr 255.255.255.255: a heartbeat acknowledges one backup")
+    # One backup: a broadcast target and legacy mode stay what they always were.
+    assert parse_master(["--backups", "1", "255.255.255.255"]).backups == 1
+
+
 # --- through the real programs: stderr, exit status, nothing started --------------
 
 
@@ -701,3 +719,25 @@ def test_preflight_checks_each_peer_is_another_host_and_its_scope_exists() -> No
     checks = preflight._peer_checks(peers, host)
     assert [c.status for c in checks] == ["FAIL", "FAIL", "ok"]
     assert "configured here on eth0" in checks[0].text and "no interface eth9" in checks[1].text
+
+
+@pytest.mark.netns
+def test_several_backups_refuse_a_broadcast_target_of_this_host(netns: str, tmp_path: Path) -> None:
+    """A subnet's broadcast address is known only on the host: refused at start (78) and by -n."""
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    ip(netns, "link", "set", "lo", "up")
+    ip(netns, "addr", "add", "10.9.7.1/24", "dev", "lo")
+    args = ["--key-file", str(key), "--backups", "2", "--state-dir", str(tmp_path / "state"),
+            "--pid-file", str(tmp_path / "p"), "--syslog-socket", str(tmp_path / "no-syslog")]
+    refused = run("heartbeatd", [*args, "10.9.7.2", "10.9.7.255"], netns)
+    assert refused.returncode == EX_CONFIG and not (tmp_path / "p").exists()
+    assert ("heartbeatd: --backups 2 with ip_addr 10.9.7.255: it is the broadcast address of lo's network"
+            in refused.stderr)
+    checked = run("heartbeatd", ["-n", *args, "10.9.7.2", "10.9.7.255"], netns)
+    assert checked.returncode == EX_CONFIG
+    assert "FAIL  --backups 2 with ip_addr 10.9.7.255: it is the broadcast address" in checked.stdout
+    unicast = run("heartbeatd", ["-n", *args, "10.9.7.2", "10.9.7.3"], netns)
+    assert "broadcast address" not in unicast.stdout, unicast.stdout
+

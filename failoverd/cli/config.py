@@ -332,6 +332,8 @@ class MasterConfig:
     """``--check``: while one fails, step down (heartbeats say ``leaving``)."""
     witness: WitnessSettings | None = None
     """``--etcd-endpoints``: hold managed addresses only with the etcd cluster's grant; None: no witness."""
+    backups: int = 1
+    """``--backups``: how many backups the managed failback waits for (spec/backups.md)."""
 
     @property
     def authenticated(self) -> bool:
@@ -357,6 +359,7 @@ class MasterConfig:
             arp_probe=self.arp_probe and self.probe_count > 0,
             garp_refresh=self.garp_refresh,
             witness=None if self.witness is None else self.witness.timing,
+            backups=self.backups,
         )
 
     @property
@@ -371,6 +374,9 @@ class MasterConfig:
             f"interval: {self.interval:g} s; the backup gives up after {self.backup_fail_after:g} s "
             f"({self.fail_misses} intervals)",
         ]
+        if self.backups > 1:
+            lines.append(f"backups: {self.backups}, each acknowledged by the heartbeats to its own address; "
+                         "the managed failback waits for every one")
         if self.authenticated:
             lines.append(f"heartbeats: authenticated (HMAC-SHA256), key file {self.key_file}")
         else:

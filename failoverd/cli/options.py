@@ -47,7 +47,7 @@ from failoverd.cli.config import (
 )
 from failoverd.cli.exitcodes import UsageError
 from failoverd.core.addresses import AddressError, IPAddress, Triplet, parse_ip, parse_triplet
-from failoverd.core.settings import DEFAULT_PRIORITY
+from failoverd.core.settings import DEFAULT_PRIORITY, MAX_BACKUPS
 from failoverd.core.timing import Timing, TimingError
 from failoverd.core.wire import MAX_PRIORITY
 from failoverd.core.witness import WitnessTiming, WitnessTimingError
@@ -409,6 +409,9 @@ def master_parser() -> argparse.ArgumentParser:
                        help="the backup's --fail-misses (default 3)")
     extra.add_argument("--manage", metavar="interface:addr[/mask]", action="append", default=[],
                        help="an address heartbeatd adds itself, with overlap-free failback (repeatable)")
+    extra.add_argument("--backups", metavar="N", type=count_at_least(1), default=1,
+                       help="how many backups the managed failback waits for (default 1; more need "
+                       "--key-file and a unicast ip_addr per backup)")
     parser.add_argument("arguments", nargs="*", metavar="ip_addr", help=argparse.SUPPRESS)
     return parser
 
@@ -646,6 +649,25 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
     )
 
 
+LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+
+
+def _several_backups(backups: int, key_file: Path | None, targets: Sequence[IPAddress]) -> None:
+    """``--backups N``: several backups are told apart by the priority in authenticated status frames,
+    and each is acknowledged by the heartbeats sent to its own address (spec/backups.md)."""
+    if backups > MAX_BACKUPS:
+        raise UsageError(f"--backups {backups}: at most {MAX_BACKUPS} (the backups' priorities are 1..254)")
+    if backups == 1:
+        return
+    if key_file is None:
+        raise UsageError(f"--backups {backups} needs --key-file: legacy heartbeats carry no status, so "
+                         "heartbeatd could not tell the backups apart")
+    for target in targets:
+        if target == LIMITED_BROADCAST:
+            raise UsageError(f"--backups {backups} with ip_addr {target}: a heartbeat acknowledges one backup, "
+                             "so name each backup's unicast address, not a broadcast one")
+
+
 def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
     """heartbeatd's command line → MasterConfig (or a request for help/version)."""
     parser = master_parser()
@@ -677,6 +699,7 @@ def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
         raise UsageError(f"Invalid timing: interval {ns.interval!r} s is outside 0.01..3600 s")
     managed = [(text, triplet_argument(text, "--manage")) for text in ns.manage]
     _distinct_addresses(managed, "--manage address")
+    _several_backups(ns.backups, ns.key_file, targets)
     witness = _witness(ns, ns.interval)
     if witness is not None and not managed:
         raise UsageError("--etcd-endpoints needs --manage: without managed addresses heartbeatd holds nothing to claim")
@@ -691,5 +714,6 @@ def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
         garp_spacing=ns.garp_spacing,
         garp_refresh=ns.garp_refresh,
         witness=witness,
+        backups=ns.backups,
         **values,
     )

@@ -31,6 +31,9 @@ from failoverd.core.witness import WitnessTiming
 DEFAULT_LEGACY_MESSAGE = b"heartbeat"
 DEFAULT_PRIORITY = 100
 
+MAX_BACKUPS = 254
+"""Backups of one master are told apart by their priorities, 1..254 (spec/backups.md)."""
+
 
 @dataclass(frozen=True)
 class DetectorSettings:
@@ -96,12 +99,16 @@ class MasterSettings:
     """Announce held addresses again every so many seconds (None: only after taking them)."""
     witness: WitnessTiming | None = None
     """The etcd witness's timing (spec/witness.md): hold the managed addresses only with its grant."""
+    backups: int = 1
+    """How many backups the managed failback waits for (spec/backups.md); each is heard by its priority byte."""
 
     def __post_init__(self) -> None:
         for name in ("targets", "managed"):
             object.__setattr__(self, name, _as_tuple(getattr(self, name)))
         if not self.targets:
             raise ValueError("heartbeatd needs at least one target address")
+        if not 1 <= self.backups <= MAX_BACKUPS:
+            raise ValueError(f"backups {self.backups!r} is outside 1..{MAX_BACKUPS}")
         if self.garp_refresh is not None and not self.garp_refresh > 0:
             raise ValueError(f"gratuitous ARP refresh {self.garp_refresh!r} s must be positive")
 

@@ -150,6 +150,8 @@ def format_status(status: Mapping[str, Any], now: float) -> str:
         path_rows.append([str(path.get("name", "?")), heard, health])
     lines += _section("paths", _table(path_rows) if paths else [])
 
+    if status.get("role") == "master":
+        lines += _master_backups(status)
     lines += _section("held", [str(t) for t in status.get("held") or []])
     witness = status.get("witness")
     if isinstance(witness, Mapping):
@@ -191,6 +193,25 @@ def _backup_peers(status: Mapping[str, Any]) -> list[str]:
             "never" if age is None else f"{format_age(age)} ago",
         ])
     return _section("priority", own) + _section("peers", _table(rows) if len(rows) > 1 else [])
+
+
+def _master_backups(status: Mapping[str, Any]) -> list[str]:
+    """A master's backups, highest priority first: whether each is alive and holds, when last heard."""
+    backups = status.get("backups")
+    if not isinstance(backups, list):
+        return []
+    rows = [["PRIORITY", "LAST HEARD", "STATUS"]]
+    for backup in backups:
+        age = backup.get("last_heard_age")
+        heard = "never" if age is None else f"{format_age(age)} ago"
+        said = "holds" if backup.get("holds") else "released" if backup.get("released") else "holds nothing"
+        rows.append([str(backup.get("priority", "?")), heard, said if backup.get("alive") else "SILENT"])
+    expected = status.get("backups_expected")
+    unheard = expected - len(backups) if isinstance(expected, int) else 0
+    lines = _table(rows) if backups else []
+    if unheard > 0:
+        lines.append(f"{unheard} of {expected} not heard yet")
+    return _section("backups", lines)
 
 
 # --- subcommands ----------------------------------------------------------------
