@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow, requires_netns]
 
 INTERVAL = 0.1
 FAIL_AFTER = 3 * INTERVAL  # failoverd's default --fail-misses 3
-STILL = 10 * FAIL_AFTER
+STILL = 6 * FAIL_AFTER
 """How long "nothing moves" is watched: well past every backup's deadline, rank delay and probe."""
 BACKUPS = ("backup", "backup2")
 
