@@ -52,6 +52,32 @@ def test_wire_port_names_fit_in_an_interface_name() -> None:
     assert max(len(wire_port(lan, host)) for lan, host in Plan("fo000000", 16).links()) < 16
 
 
+def test_a_second_backup_host_joins_both_lans_and_changes_no_other_host() -> None:
+    one, two = Plan("fo1a2b3c", 42), Plan("fo1a2b3c", 42, backups=2)
+    assert one.hosts == ("master", "backup", "client") and one.backup_hosts == ("backup",)
+    assert two.hosts == ("master", "backup", "backup2", "client") and two.backup_hosts == ("backup", "backup2")
+    assert two.address("backup2", "priv") == "10.42.1.3" and two.address("backup2", "pub") == "10.42.2.3"
+    assert two.mac("backup2", "pub") == "02:00:0a:2a:02:03"
+    assert set(two.links()) == set(one.links()) | {("priv", "backup2"), ("pub", "backup2")}
+    for lan, host in one.links():
+        assert (one.address(host, lan), one.mac(host, lan)) == (two.address(host, lan), two.mac(host, lan))
+    assert max(len(wire_port(lan, host)) for lan, host in two.links()) < 16
+    assert lab_of_namespace(two.ns("backup2")) == "fo1a2b3c"
+
+
+def test_a_lab_with_one_backup_has_no_backup2_and_says_how_to_get_one() -> None:
+    with pytest.raises(TopologyError, match=r"no host 'backup2'.*Lab\(backups=2\)"):
+        Plan("fo1a2b3c", 42).address("backup2", "pub")
+    with pytest.raises(TopologyError, match="not on the priv LAN"):
+        Plan("fo1a2b3c", 42, backups=2).address("client", "priv")
+
+
+@pytest.mark.parametrize("backups", [0, 3, True, "2"])
+def test_a_bad_number_of_backup_hosts_is_refused(backups: object) -> None:
+    with pytest.raises(TopologyError, match="a lab has 1 to 2 backup hosts"):
+        Plan("fo1a2b3c", 42, backups=backups)  # type: ignore[arg-type]
+
+
 def test_bad_lab_id_and_subnet_are_refused() -> None:
     with pytest.raises(TopologyError, match="not a lab id"):
         Plan("lab1", 42)

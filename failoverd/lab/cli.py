@@ -1,6 +1,7 @@
 """``failoverd-lab``: build, list and remove labs from the command line.
 
-    failoverd-lab up [--seed N] [--frame-log] [--format json|plain]   build a lab and leave it running
+    failoverd-lab up [--seed N] [--frame-log] [--backups N] [--format json|plain]
+                                                                      build a lab and leave it running
     failoverd-lab down LAB                                            remove a lab (id or namespace name)
     failoverd-lab list [--format json|plain]                          labs recorded or found
     failoverd-lab sweep [--all]                                       remove leftovers of ours
@@ -25,7 +26,7 @@ from failoverd.lab import demo, netns, registry
 from failoverd.lab.control import ControlError
 from failoverd.lab.lab import Lab, LabError
 from failoverd.lab.registry import ProcessId
-from failoverd.lab.topology import LAB_ID_RE, ROLES, TopologyError, lab_of_namespace, namespace
+from failoverd.lab.topology import LAB_ID_RE, MAX_BACKUPS, ROLES, TopologyError, lab_of_namespace, namespace
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,13 @@ def _format_option(parser: argparse.ArgumentParser) -> None:
 def _configure_up(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="the emulator's random seed (default: random, printed)")
     parser.add_argument("--frame-log", action="store_true", help="log every frame to frames.jsonl")
+    parser.add_argument("--backups", type=int, choices=range(1, MAX_BACKUPS + 1), default=1, metavar="N",
+                        help=f"backup hosts (1 to {MAX_BACKUPS}; 2 adds backup2 on both LANs; default 1)")
     _format_option(parser)
 
 
 def _up(args: argparse.Namespace) -> int:
-    lab = Lab(seed=args.seed, owned=False, frame_log=args.frame_log).create()
+    lab = Lab(seed=args.seed, owned=False, frame_log=args.frame_log, backups=args.backups).create()
     description = lab.describe()
     if args.format == "json":
         print(json.dumps(description, indent=2))
@@ -210,7 +213,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
 def build_parser(subcommands: Sequence[Subcommand] = SUBCOMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="failoverd-lab",
-        description="Network-namespace lab for failoverd: master, backup and client on two emulated LANs. "
+        description="Network-namespace lab for failoverd: master, backup (and backup2 with up --backups 2) and client on two emulated LANs. "
                     f"Namespaces are named fo<6 hex>-<{'|'.join(ROLES)}>, e.g. {namespace('fo1a2b3c', 'master')}.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -8,6 +8,9 @@
         lab.kill_host("master")
         assert lab.ping("client", lab.vip).received
 
+``Lab(backups=2)`` adds a second backup host, ``backup2``, on both LANs (several backups of one
+master, spec/backups.md); the default lab has one, and is built exactly as before.
+
 ``Lab(ipv6=True)`` adds IPv6 on both LANs (see :mod:`failoverd.lab.topology` for the plan): the
 hosts' IPv6 is on, without router solicitations or the kernel's DAD; the wire namespace's stays off.
 
@@ -54,18 +57,15 @@ from failoverd.lab.impairment import Impairment
 from failoverd.lab.ping import PingResult
 from failoverd.lab.registry import ProcessId
 from failoverd.lab.topology import (
-    HOSTS,
     LANS,
-    MEMBERS,
     PREFIX_LEN,
     PREFIX_LEN6,
     WIRE,
     Plan,
     TopologyError,
-    check_host,
+    check_backups,
     check_lab_id,
     check_lan,
-    check_member,
     host_interface,
     new_lab_id,
     wire_port,
@@ -96,9 +96,13 @@ class Lab:
     """One lab. Build it with ``create()`` or a ``with`` block; reach an existing one with ``attach``."""
 
     def __init__(self, *, seed: int | None = None, owned: bool = True, frame_log: bool = False,
-                 wire: str = "emulator", ipv6: bool = False) -> None:
+                 wire: str = "emulator", ipv6: bool = False, backups: int = 1) -> None:
         if wire not in WIRES:
             raise LabError(f"unknown wire {wire!r}; expected one of {', '.join(WIRES)}")
+        try:
+            self.backups = check_backups(backups)
+        except TopologyError as exc:
+            raise LabError(str(exc)) from None
         if frame_log and wire != "emulator":
             raise LabError("the frame log is the emulator's; a bridge lab has none")
         self.wire = wire
@@ -128,8 +132,9 @@ class Lab:
         if record is None:
             raise LabError(f"no lab {lab_id} is recorded in {registry.state_dir()}")
         lab = cls(seed=int(record["seed"]), owned=False, frame_log=bool(record.get("frame_log")),
-                  wire=str(record.get("wire", "emulator")), ipv6=bool(record.get("ipv6")))
-        lab.plan = Plan(lab_id, int(record["subnet"]))
+                  wire=str(record.get("wire", "emulator")), ipv6=bool(record.get("ipv6")),
+                  backups=int(record.get("backups", 1)))
+        lab.plan = Plan(lab_id, int(record["subnet"]), lab.backups)
         lab.emulator = ProcessId.from_dict(record.get("emulator"))
         return lab
 
@@ -153,7 +158,7 @@ class Lab:
                     break
             else:
                 raise LabError("could not find an unused lab id")
-            self.plan = Plan(lab_id, registry.allocate_subnet(lab_id, set()))
+            self.plan = Plan(lab_id, registry.allocate_subnet(lab_id, set()), self.backups)
             # While it is being built, a lab is owned by its builder even if it will outlive it
             # (`failoverd-lab up`): a concurrent sweep must not take it for a leftover.
             registry.write_record(lab_id, self._record(owner=ProcessId.of(os.getpid()), state="creating"))
@@ -163,7 +168,7 @@ class Lab:
 
     def _build(self) -> None:
         plan = self._plan
-        for role in (*HOSTS, WIRE):
+        for role in (*plan.hosts, WIRE):
             netns.add_namespace(plan.ns(role))
         wire = plan.ns(WIRE)
         netns.ip_batch(wire, [
@@ -172,15 +177,15 @@ class Lab:
             for lan, host in plan.links()
         ])
         self._prepare_namespaces()
-        for host in HOSTS:
+        for host in plan.hosts:
             commands = ["link set lo up"] + [
                 f"address add {plan.address(host, lan)}/{PREFIX_LEN} dev {host_interface(lan)}"
-                for lan in LANS if host in MEMBERS[lan]
+                for lan in self._lans_of(host)
             ]
             if self.ipv6:
                 commands += [
                     f"address add {plan.address6(host, lan)}/{PREFIX_LEN6} dev {host_interface(lan)} nodad"
-                    for lan in LANS if host in MEMBERS[lan]
+                    for lan in self._lans_of(host)
                 ]
             netns.ip_batch(plan.ns(host), commands)
         if self.wire == "bridge":
@@ -194,7 +199,7 @@ class Lab:
         netns.ip_batch(wire, [f"link set {wire_port(lan, host)} up" for lan, host in plan.links()])
         if self.wire == "emulator":
             self._start_emulator()
-        for host in HOSTS:
+        for host in plan.hosts:
             self.revive_host(host)
         owner = ProcessId.of(os.getpid()) if self.owned else None
         registry.write_record(plan.lab_id, self._record(owner=owner, state="running"))
@@ -202,8 +207,8 @@ class Lab:
     def _prepare_namespaces(self) -> None:
         plan = self._plan
         jobs = []
-        for role in (*HOSTS, WIRE):
-            interfaces = [host_interface(lan) for lan in LANS if role in MEMBERS[lan]] if role != WIRE else []
+        for role in (*plan.hosts, WIRE):
+            interfaces = [host_interface(lan) for lan in self._lans_of(role)] if role != WIRE else []
             ipv6 = ["--quiet-ipv6", *interfaces] if self.ipv6 and interfaces else ["--no-ipv6"]
             argv = [sys.executable, "-m", "failoverd.lab.nsprep", *ipv6]
             if interfaces:
@@ -228,7 +233,7 @@ class Lab:
         config = {
             "lab": plan.lab_id,
             "seed": self.seed,
-            "ports": {lan: {host: wire_port(lan, host) for host in MEMBERS[lan]} for lan in LANS},
+            "ports": {lan: {host: wire_port(lan, host) for host in plan.members[lan]} for lan in LANS},
             "control": str(directory / "wire.sock"),
             "frame_log": str(directory / "frames.jsonl") if self.frame_log_enabled else None,
             "owner_pid": os.getpid() if self.owned else None,
@@ -270,7 +275,7 @@ class Lab:
         plan = self.plan
         problems: list[str] = []
         self._stop_emulator()
-        for role in (WIRE, *HOSTS):
+        for role in (WIRE, *plan.hosts):
             ns = plan.ns(role)
             try:
                 if ns in netns.list_namespaces():
@@ -351,10 +356,24 @@ class Lab:
         return self._plan.vip
 
     def ns(self, name: str) -> str:
-        """The namespace of a host (``master``, ``backup``, ``client``) or of the ``wire``."""
+        """The namespace of a host (``master``, ``backup``, ``client``; ``backup2`` too in a lab built
+        with ``backups=2``) or of the ``wire``."""
         if name != WIRE:
-            check_host(name)
+            self._plan.check_host(name)
         return self._plan.ns(name)
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """This lab's hosts: master, its backups, client."""
+        return self._plan.hosts
+
+    @property
+    def backup_hosts(self) -> tuple[str, ...]:
+        """This lab's backup hosts, in order: ``("backup",)`` or ``("backup", "backup2")``."""
+        return self._plan.backup_hosts
+
+    def _lans_of(self, host: str) -> list[str]:
+        return [lan for lan in LANS if host in self._plan.members[lan]]
 
     def address(self, host: str, lan: str = "pub") -> str:
         return self._plan.address(host, lan)
@@ -397,13 +416,14 @@ class Lab:
             "seed": self.seed,
             "wire": self.wire,
             "ipv6": self.ipv6,
-            "namespaces": {role: plan.ns(role) for role in (*HOSTS, WIRE)},
+            "backups": plan.backups,
+            "namespaces": {role: plan.ns(role) for role in (*plan.hosts, WIRE)},
             "lans": {
                 lan: {
                     "network": plan.network(lan),
                     "interface": host_interface(lan),
                     "hosts": {host: {"address": plan.address(host, lan), "mac": plan.mac(host, lan)}
-                              for host in MEMBERS[lan]},
+                              for host in plan.members[lan]},
                 }
                 for lan in LANS
             },
@@ -463,7 +483,7 @@ class Lab:
         """
         ns = self.ns(host)
         killed = netns.kill_all(ns)
-        netns.ip_batch(ns, [f"link set {host_interface(lan)} down" for lan in LANS if host in MEMBERS[lan]])
+        netns.ip_batch(ns, [f"link set {host_interface(lan)} down" for lan in self._lans_of(host)])
         for child in self._children:
             if child.pid in killed:
                 _reap(child)
@@ -472,11 +492,11 @@ class Lab:
     def revive_host(self, host: str) -> None:
         """Set the host's links up again (its addresses were kept; its processes are not restarted)."""
         ns = self.ns(host)
-        netns.ip_batch(ns, [f"link set {host_interface(lan)} up" for lan in LANS if host in MEMBERS[lan]])
+        netns.ip_batch(ns, [f"link set {host_interface(lan)} up" for lan in self._lans_of(host)])
 
     def link_state(self, host: str, lan: str) -> dict[str, bool]:
         """Whether the host's interface on ``lan`` is administratively up and has carrier."""
-        check_member(lan, host)
+        self._plan.check_member(lan, host)
         entry = netns.links(self.ns(host))[host_interface(lan)]
         flags = entry.get("flags", [])
         return {"up": "UP" in flags, "carrier": "LOWER_UP" in flags}
@@ -496,6 +516,7 @@ class Lab:
         what is not given is perfect, so ``impair(lan, src, dst)`` clears the link.
         """
         impairment = Impairment.from_dict(settings)
+        self._check_selectors(src, dst)
         answer = self._control({"op": "impair", "lan": lan, "src": src, "dst": dst,
                                 "settings": impairment.to_dict()})
         return answer["links"]
@@ -504,11 +525,19 @@ class Lab:
         """Cut ``a`` from ``b`` (default: from every other host) on ``lan``, both directions."""
         if lan != "*":
             check_lan(lan)
+        self._check_selectors(a, b)
         return self._control({"op": "partition", "lan": lan, "a": a, "b": b})["links"]
 
     def heal(self, lan: str = "*", a: str = "*", b: str = "*") -> list[str]:
         """Undo partitions (all of them by default). Impairments stay."""
+        self._check_selectors(a, b)
         return self._control({"op": "heal", "lan": lan, "a": a, "b": b})["links"]
+
+    def _check_selectors(self, *hosts: str) -> None:
+        """Refuse, before anything is sent, a host this lab does not have (``"*"`` selects all)."""
+        for host in hosts:
+            if host != "*":
+                self._plan.check_host(host)
 
     def stats(self) -> dict[str, Any]:
         return self._control({"op": "stats"})

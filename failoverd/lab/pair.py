@@ -1,4 +1,4 @@
-"""The failover pair, live in a lab: heartbeatd on the master, failoverd on the backup.
+"""The failover pair, live in a lab: heartbeatd on the master, failoverd on the backup (or backups).
 
 The end-to-end harness, shared by the demonstration (``failoverd-lab demo``,
 :mod:`failoverd.lab.demo`), the end-to-end tests and the benchmarks, so all
@@ -11,6 +11,13 @@ of them run the real programs the same way:
         with VipSampler(lab, pair.vip_triplet) as sampler:
             lab.kill_host("master")
             ...
+
+In a lab built with ``Lab(backups=2)`` the "pair" is a master and two
+backups (spec/backups.md): failoverd runs on ``backup`` (``--priority 200``)
+and ``backup2`` (``--priority 100``), each with the other as ``--peer`` on
+the private LAN, and heartbeatd heartbeats both with ``--backups 2``; the
+sampler watches all three hosts. ``FailoverPair(lab, ..., backups=("backup",))``
+runs a plain pair on such a lab.
 
 Every daemon runs in the foreground (``-d``) with its log in ``workdir``,
 its own pid file, control socket and state directory, so several pairs can
@@ -31,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,6 +57,10 @@ LOG_SETTLE = 0.05
 LOG_SETTLE_BOUND = 0.5
 """The longest a read waits for that (a daemon logging at DEBUG may never be quiet)."""
 _LOG_TIME = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) ")
+DEFAULT_PRIORITIES: dict[str, int] = {"backup": 200, "backup2": 100}
+"""Each backup host's ``--priority`` when several run (the first backup host takes first)."""
+PEER_LAN = "priv"
+"""The LAN the backups reach each other on (their ``--peer`` addresses)."""
 
 
 class PairError(RuntimeError):
@@ -80,13 +91,29 @@ class FailoverPair:
         master_args: Sequence[str] = (),
         real_notify: bool = False,
         env: dict[str, str] | None = None,
+        backups: Sequence[str] | None = None,
+        priorities: Mapping[str, int] | None = None,
+        host_args: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.lab = lab
         self.workdir = Path(workdir)
         self.interval = interval
         self.authenticated = authenticated
         self.managed = managed
-        self.master_targets = list(master_targets or [lab.address("backup", "priv")])
+        # The backup hosts that run failoverd (default: every backup host of the lab). With
+        # more than one, each gets its priority and the others as peers, the master --backups.
+        self.backup_hosts: tuple[str, ...] = tuple(lab.backup_hosts if backups is None else backups)
+        if not self.backup_hosts or len(set(self.backup_hosts)) != len(self.backup_hosts) or \
+                not set(self.backup_hosts) <= set(lab.backup_hosts):
+            raise PairError(f"backups must be distinct backup hosts of the lab ({', '.join(lab.backup_hosts)}), "
+                            f"not {list(self.backup_hosts)}")
+        self.several = len(self.backup_hosts) > 1
+        self.priorities = dict(priorities or (DEFAULT_PRIORITIES if self.several else {}))
+        self.host_args = {host: list(args) for host, args in (host_args or {}).items()}
+        unknown = set(self.host_args) - {"master", *self.backup_hosts}
+        if unknown:
+            raise PairError(f"host_args for hosts that run no daemon here: {', '.join(sorted(unknown))}")
+        self.master_targets = list(master_targets or [lab.address(b, "priv") for b in self.backup_hosts])
         self.master_address = master_address or lab.address("master", "priv")
         self.backup_args = list(backup_args)
         self.master_args = list(master_args)
@@ -98,7 +125,7 @@ class FailoverPair:
         self.vip = str(self.vip_triplet.address)
         self.processes: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
-        self._starts = {"master": 0, "backup": 0}
+        self._starts = {host: 0 for host in ("master", *self.backup_hosts)}
         self.workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o755)
         self.key_file = self.workdir / "key"
@@ -137,23 +164,35 @@ class FailoverPair:
         return self.workdir / f"{host}.sock"
 
     def master_argv(self) -> list[str]:
-        argv = [program("heartbeatd"), *self._common("master"), *self.master_args]
+        argv = [program("heartbeatd"), *self._common("master")]
+        if self.several:
+            argv += ["--backups", str(len(self.backup_hosts))]
+        argv += [*self.master_args, *self.host_args.get("master", ())]
         if self.managed:
             for triplet in self.vip_triplets:
                 argv += ["--manage", str(triplet)]
         return argv + self.master_targets
 
-    def backup_argv(self) -> list[str]:
-        return [program("failoverd"), *self._common("backup"), *self.backup_args,
+    def backup_argv(self, host: str = "backup") -> list[str]:
+        if host not in self.backup_hosts:
+            raise PairError(f"{host!r} runs no failoverd here (backups: {', '.join(self.backup_hosts)})")
+        argv = [program("failoverd"), *self._common(host)]
+        if self.several:
+            if host in self.priorities:
+                argv += ["--priority", str(self.priorities[host])]
+            for peer in self.backup_hosts:
+                if peer != host:
+                    argv += ["--peer", self.lab.address(peer, PEER_LAN)]
+        return [*argv, *self.backup_args, *self.host_args.get(host, ()),
                 self.master_address, *map(str, self.vip_triplets)]
 
     # --- processes -------------------------------------------------------------
 
     def start(self, host: str, *, wait: float = 10.0) -> subprocess.Popen:
         """Start the host's daemon and wait until its control socket answers."""
+        argv = self.master_argv() if host == "master" else self.backup_argv(host)
         self._starts[host] += 1
         log_path = self.workdir / f"{host}-{self._starts[host]}.log"
-        argv = self.master_argv() if host == "master" else self.backup_argv()
         env = None if self.env is None else {**os.environ, **self.env}
         with open(log_path, "wb") as log_file:
             child = self.lab.popen(host, argv, stdin=subprocess.DEVNULL, stdout=log_file,
@@ -168,6 +207,10 @@ class FailoverPair:
 
     def start_backup(self, **kwargs: Any) -> subprocess.Popen:
         return self.start("backup", **kwargs)
+
+    def start_backups(self, **kwargs: Any) -> list[subprocess.Popen]:
+        """Start failoverd on every backup host of this pair, in order."""
+        return [self.start(host, **kwargs) for host in self.backup_hosts]
 
     def _answers(self, host: str) -> bool:
         child = self.processes[host]
@@ -202,10 +245,19 @@ class FailoverPair:
 
     def reboot_master_addresses(self) -> None:
         """What a reboot does to the master's addresses: the runtime-added VIPs are gone."""
+        self.reboot_addresses("master")
+
+    def reboot_addresses(self, host: str) -> None:
+        """What a reboot does to the host's addresses: the runtime-added VIPs are gone (a host
+        killed with ``Lab.kill_host`` keeps them on its down links until then)."""
         for triplet in self.vip_triplets:
-            if self.holds("master", triplet):
-                self.lab.run("master", ["ip", "addr", "del", f"{triplet.address}/{triplet.effective_prefixlen}",
-                                        "dev", triplet.interface])
+            if self.holds(host, triplet):
+                self.lab.run(host, ["ip", "addr", "del", f"{triplet.address}/{triplet.effective_prefixlen}",
+                                    "dev", triplet.interface])
+
+    def holders(self, triplet: Triplet | None = None) -> list[str]:
+        """The hosts running a daemon of this pair that have the VIP (or ``triplet``'s address) now."""
+        return [host for host in self._starts if self.holds(host, triplet)]
 
     # --- observation -----------------------------------------------------------
 
@@ -297,15 +349,28 @@ def line_time(line: str, near: float) -> float | None:
 
 @dataclass(frozen=True)
 class Sample:
-    """The state of both hosts at ``at`` (each as last sampled at or before ``at``)."""
+    """The state of every sampled host at ``at`` (each as last sampled at or before ``at``)."""
 
     at: float
-    master: bool
-    backup: bool
+    holders: frozenset[str]
+    """The sampled hosts that held the VIP."""
+
+    @property
+    def master(self) -> bool:
+        return "master" in self.holders
+
+    @property
+    def backup(self) -> bool:
+        return "backup" in self.holders
+
+    @property
+    def backup2(self) -> bool:
+        return "backup2" in self.holders
 
 
 class VipSampler:
-    """Samples, about every millisecond in each namespace, whether the master and the backup hold the VIP.
+    """Samples, about every millisecond in each namespace, whether the master and the backup hold the VIP
+    (and ``backup2`` too in a lab with two backups: ``hosts`` defaults to the master and the lab's backups).
 
     One thread per namespace: it enters the namespace with setns(2) (which
     moves only the calling thread) and opens a plain pyroute2 ``IPRoute``
@@ -314,12 +379,16 @@ class VipSampler:
     ``limit`` seconds whatever happens.
     """
 
-    def __init__(self, lab: Lab, triplet: Triplet, limit: float = 120.0) -> None:
+    def __init__(self, lab: Lab, triplet: Triplet, limit: float = 120.0,
+                 hosts: Sequence[str] | None = None) -> None:
         self.lab = lab
         self.triplet = triplet
         self.limit = limit
-        self.readings: dict[str, list[tuple[float, bool]]] = {"master": [], "backup": []}
-        self.flags: dict[str, int] = {"master": 0, "backup": 0}
+        self.hosts = tuple(("master", *lab.backup_hosts) if hosts is None else hosts)
+        for host in self.hosts:
+            lab.ns(host)  # a host this lab has, or TopologyError now rather than in a thread
+        self.readings: dict[str, list[tuple[float, bool]]] = {host: [] for host in self.hosts}
+        self.flags: dict[str, int] = {host: 0 for host in self.hosts}
         """Every ``IFA_F_*`` flag the VIP was seen with on each host (e.g. tentative, dadfailed)."""
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
@@ -376,7 +445,7 @@ class VipSampler:
 
     @property
     def samples(self) -> list[Sample]:
-        """Both hosts' readings merged in time order (from the moment both have one)."""
+        """Every host's readings merged in time order (from the moment each has one)."""
         events = sorted(
             [(at, host, held) for host, readings in self.readings.items() for at, held in list(readings)]
         )
@@ -384,8 +453,8 @@ class VipSampler:
         merged = []
         for at, host, held in events:
             state[host] = held
-            if len(state) == 2:
-                merged.append(Sample(at, state["master"], state["backup"]))
+            if len(state) == len(self.hosts):
+                merged.append(Sample(at, frozenset(h for h, h_held in state.items() if h_held)))
         return merged
 
     def first(self, predicate: Callable[[Sample], bool], after: float = 0.0) -> float | None:
@@ -395,21 +464,26 @@ class VipSampler:
         return None
 
     def both_ever(self, after: float = 0.0) -> bool:
-        return any(s.master and s.backup for s in self.samples if s.at >= after)
+        """Whether two hosts (any two of those sampled) ever held the VIP at once."""
+        return any(len(s.holders) > 1 for s in self.samples if s.at >= after)
+
+    def ever(self, host: str, after: float = 0.0) -> bool:
+        """Whether ``host`` ever held the VIP."""
+        return any(host in s.holders for s in self.samples if s.at >= after)
 
     def overlap(self, after: float = 0.0) -> float:
-        """Seconds during which both held the VIP."""
-        return _duration([s for s in self.samples if s.at >= after], lambda s: s.master and s.backup)
+        """Seconds during which two hosts (any two) held the VIP."""
+        return _duration([s for s in self.samples if s.at >= after], lambda s: len(s.holders) > 1)
 
     def gap(self, after: float = 0.0) -> float:
-        """Seconds during which neither held the VIP, from the backup's release to the master's acquire."""
+        """Seconds during which no host held the VIP, from the backup's release to the master's acquire."""
         samples = [s for s in self.samples if s.at >= after]
         released = next((i for i, s in enumerate(samples) if not s.backup), None)
         if released is None:
             return 0.0
         window = samples[released:]
         acquired = next((i for i, s in enumerate(window) if s.master), len(window) - 1)
-        return _duration(window[: acquired + 1], lambda s: not s.master and not s.backup)
+        return _duration(window[: acquired + 1], lambda s: not s.holders)
 
     @property
     def count(self) -> int:
