@@ -689,3 +689,54 @@ def test_several_backups_refuse_a_broadcast_target_of_this_host(netns: str, tmp_
     unicast = run("heartbeatd", ["-n", *args, "10.9.7.2", "10.9.7.3"], netns)
     assert "broadcast address" not in unicast.stdout, unicast.stdout
 
+
+# --- several backups (spec/backups.md) ------------------------------------------
+
+
+def test_several_backups_options() -> None:
+    config = parse_backup([
+        "--key-file", "/k", "--peer", "10.100.0.12", "--peer", "fe80::2%eth1", "--priority", "200", "--preempt",
+        MASTER, PAIR,
+    ])
+    assert isinstance(config, BackupConfig)
+    assert config.peers == (IPv4Address("10.100.0.12"), IPv6Address("fe80::2%eth1"))
+    assert config.priority == 200 and config.preempt
+    assert config.ipv6  # an IPv6 peer: the heartbeat socket is dual-stack
+    settings = config.detector_settings()
+    assert settings.peers == ("10.100.0.12", "fe80::2%eth1") and settings.wire_priority == 200
+    assert any("several backups: priority 200" in line for line in config.describe())
+
+
+def test_several_backups_defaults() -> None:
+    config = parse_backup([MASTER, PAIR])
+    assert isinstance(config, BackupConfig)
+    assert config.peers == () and config.priority == 100 and not config.preempt and not config.ipv6
+    assert config.detector_settings().wire_priority == 0  # a pair: priority 0 on the wire, as ever
+
+
+@pytest.mark.parametrize(
+    "argv, text",
+    [
+        (["--peer", "10.100.0.12"], "--peer needs --key-file: legacy heartbeats carry no status"),
+        (["--key-file", "/k", "--peer", "10.100.0.12", "--peer", "10.100.0.12"], "--peer 10.100.0.12 is given twice"),
+        (["--key-file", "/k", "--peer", MASTER], f"--peer {MASTER} is master_priv_addr"),
+        (["--key-file", "/k", "--peer", "10.100.0.300"], "--peer '10.100.0.300'"),
+        (["--key-file", "/k", "--peer", "224.0.0.1"], "not a unicast host address"),
+        (["--priority", "0"], "argument --priority: 0 is not within 1-254"),
+        (["--priority", "255"], "argument --priority: 255 is not within 1-254"),
+        (["--priority", "high"], "argument --priority: 'high' is not a whole number 1-254"),
+        (["--preempt"], "--preempt needs --peer"),
+        (["--key-file", "/k", "--peer", "10.100.0.12", "--etcd-endpoints", "http://10.0.0.9:2379"],
+         "--peer with --etcd-endpoints"),
+    ],
+)
+def test_several_backups_usage_errors(argv: list[str], text: str) -> None:
+    assert text in usage_error(parse_backup, [*argv, MASTER, PAIR])
+
+
+def test_preflight_checks_each_peer_is_another_host_and_its_scope_exists() -> None:
+    host = preflight.HostView(links={"eth1": 0}, addresses={IPv4Address("10.100.0.11"): "eth0"})
+    peers = (IPv4Address("10.100.0.11"), IPv6Address("fe80::2%eth9"), IPv6Address("fe80::2%eth1"))
+    checks = preflight._peer_checks(peers, host)
+    assert [c.status for c in checks] == ["FAIL", "FAIL", "ok"]
+    assert "configured here on eth0" in checks[0].text and "no interface eth9" in checks[1].text

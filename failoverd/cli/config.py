@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from failoverd.core.addresses import Triplet
-from failoverd.core.settings import DEFAULT_LEGACY_MESSAGE, DetectorSettings, MasterSettings
+from failoverd.core.settings import DEFAULT_LEGACY_MESSAGE, DEFAULT_PRIORITY, DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing, default_probe_spacing
 from failoverd.core.witness import WitnessTiming
 
@@ -205,10 +205,21 @@ class BackupConfig:
     """``--check``: while one fails, do not take over."""
     witness: WitnessSettings | None = None
     """``--etcd-endpoints``: take over only with the etcd cluster's grant; None: no witness."""
+    peers: tuple[IPv4Address | IPv6Address, ...] = ()
+    """``--peer``: the other backups of the same master (spec/backups.md); empty: a pair."""
+    priority: int = DEFAULT_PRIORITY
+    """``--priority``: higher takes over first."""
+    preempt: bool = False
+    """``--preempt``: take the addresses from a lower-priority backup that holds them."""
 
     @property
     def authenticated(self) -> bool:
         return self.key_file is not None
+
+    @property
+    def ipv6(self) -> bool:
+        """Whether the heartbeat socket must reach an IPv6 host (the master or a peer): dual-stack then."""
+        return self.master.version == 6 or any(p.version == 6 for p in self.peers)
 
     @property
     def interfaces(self) -> tuple[str, ...]:
@@ -224,6 +235,9 @@ class BackupConfig:
             arp_probe=self.arp_probe,
             peer=str(self.master),
             witness=None if self.witness is None else self.witness.timing,
+            peers=tuple(str(p) for p in self.peers),
+            priority=self.priority,
+            preempt=self.preempt,
         )
 
     def describe(self) -> list[str]:
@@ -243,6 +257,11 @@ class BackupConfig:
         else:
             lines.append(
                 f"heartbeats: legacy, unauthenticated; expected message {_message_text(self.message)}"
+            )
+        if self.peers:
+            lines.append(
+                f"several backups: priority {self.priority}, peers {' '.join(str(p) for p in self.peers)}; "
+                + ("preempts a lower holder (--preempt)" if self.preempt else "does not preempt")
             )
         lines += [
             f"timing: interval {t.interval:g} s; suspect after {t.suspect_after:g} s, "

@@ -291,6 +291,22 @@ def _witness_checks(witness: WitnessSettings | None) -> list[Check]:
     return checks
 
 
+def _peer_checks(peers: Iterable[IPv4Address | IPv6Address], host: HostView) -> list[Check]:
+    """``--peer``: each is another host (not one of ours), and a link-local one's interface exists here."""
+    checks = []
+    for peer in peers:
+        text, _, scope = str(peer).partition("%")
+        where = host.addresses.get(ip_address(text))
+        if where is not None:
+            checks.append(Check("FAIL", f"--peer {peer} is configured here on {where}; list the other backups, "
+                                "not this one"))
+        elif scope and scope not in host.links:
+            checks.append(Check("FAIL", f"--peer {peer}: no interface {scope} here"))
+        else:
+            checks.append(Check("ok", f"peer backup {peer}"))
+    return checks
+
+
 def _syslog_check(path: str) -> Check:
     problem = logsetup.syslog_problem(path)
     if problem is not None:
@@ -343,6 +359,7 @@ def run_checks(config: BackupConfig | MasterConfig) -> list[Check]:
         checks += _not_configured_checks(
             config.triplets, host, "failoverd would fight it; remove it from the static configuration"
         )
+        checks += _peer_checks(config.peers, host)
         addresses = [t.address for t in config.triplets]
     else:
         checks += _interface_checks(config.interfaces, host)

@@ -161,6 +161,7 @@ def format_status(status: Mapping[str, Any], now: float) -> str:
             + ("claim held" if witness.get("claim") else "no claim")
             + ("" if not isinstance(left, (int, float)) else f", proof valid {left:g} s more"),
         ])
+    lines += _backup_peers(status)
     counters = flatten(status.get("counters") or {})
     lines += _section("counters", _table([[name, str(value)] for name, value in counters]))
     timing = status.get("timing") or {}
@@ -186,6 +187,31 @@ def _master_backups(status: Mapping[str, Any]) -> list[str]:
     if unheard > 0:
         lines.append(f"{unheard} of {expected} not heard yet")
     return _section("backups", lines)
+
+
+def _backup_peers(status: Mapping[str, Any]) -> list[str]:
+    """A backup with peers (several backups, spec/backups.md): its priority, then one row per peer."""
+    backups = status.get("backups")
+    if status.get("role") != "backup" or not isinstance(backups, Mapping):
+        return []
+    delay = backups.get("rank_delay")
+    own = [
+        f"{backups.get('priority', '?')}" + (", preempts" if backups.get("preempt") else "")
+        + (f"; rank {backups.get('rank')}, deadline later by {delay:g} s" if isinstance(delay, (int, float)) else "")
+    ]
+    rows = [["PRIORITY", "ADDRESS", "ALIVE", "FIT", "HOLDS", "LAST HEARD"]]
+    for peer in backups.get("peers") or []:
+        age = peer.get("last_heard_age")
+        priority = peer.get("priority")
+        rows.append([
+            "?" if priority is None else str(priority),
+            str(peer.get("source", "?")),
+            "yes" if peer.get("alive") else "NO",
+            "?" if peer.get("fit") is None else "yes" if peer.get("fit") else "UNFIT",
+            "?" if peer.get("holds") is None else "HOLDS" if peer.get("holds") else "no",
+            "never" if age is None else f"{format_age(age)} ago",
+        ])
+    return _section("priority", own) + _section("peers", _table(rows) if len(rows) > 1 else [])
 
 
 # --- subcommands ----------------------------------------------------------------

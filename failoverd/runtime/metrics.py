@@ -365,6 +365,18 @@ class _DaemonCollector(Collector):
                            core.counters.overtaken)
             yield _counter("failoverd_false_suspicions", "Times the master was suspect and then heard again.",
                            core.counters.false_suspicions)
+            backups = core.snapshot(now).get("backups")
+            if backups is not None:
+                # Only with --peer (several backups, spec/backups.md).
+                yield _counter("failoverd_deferrals", "Failure deadlines at which a peer backup held or outranked us.",
+                               core.counters.deferrals)
+                peers = GaugeMetricFamily("failoverd_peer_alive",
+                                          "1 while a frame of the peer backup counted within the failure timeout.",
+                                          labels=["priority"])
+                for peer in backups["peers"]:
+                    if peer["priority"] is not None:
+                        peers.add_metric([str(peer["priority"])], 1 if peer["alive"] else 0)
+                yield peers
 
         events = meter.events
         yield _counter("failoverd_become_master", "Times this host decided to take the addresses.",
