@@ -244,7 +244,7 @@ def test_a_diagram_names_each_row_with_its_conditions() -> None:
 
     text = diagrams.document()
     assert "waiting --> acquiring: presume [presume due, not probes first, not witnessed]" in text
-    assert "suspect --> contested: deadline [deadline passed, probe finished, healthy, probe answered, not stopping]" in text
+    assert "suspect --> contested: deadline [deadline passed, probe finished, healthy, probe answered, not stopping, not deferred]" in text
 
 
 @pytest.mark.slow

@@ -276,6 +276,10 @@ async def test_a_managing_master_measures_its_failback_gap_from_the_backups_rele
         assert result.value("failoverd_become_master_total") == 1
         assert result.value("failoverd_advertisements_received_total", path="eth1") == 2  # both statuses
         assert result.value("failoverd_peer_last_heard_age_seconds") is not None
+        # (The collector reads the real clock, this test's core a made-up one: only what it said is compared.)
+        assert result.value("failoverd_backup_holds", priority="0") == 0
+        assert result.value("failoverd_backup_alive", priority="0") is not None
+        assert result.value("failoverd_backup_released", priority="0") is not None
 
 
 @pytest.mark.trio

@@ -338,6 +338,24 @@ def test_heartbeatd_diagnostics() -> None:
     assert "invalid message" in usage_error(parse_master, ["-m", "x" * 1473, "10.0.0.2"])
 
 
+def test_heartbeatd_backups() -> None:
+    key = ["--key-file", "/etc/failoverd/key"]
+    assert parse_master(["10.0.0.2"]).backups == 1
+    config = parse_master([*key, "--backups", "2", "--manage", "eth0:192.0.2.10", "10.0.0.2", "10.0.0.3"])
+    assert isinstance(config, MasterConfig) and config.backups == 2 and config.master_settings().backups == 2
+    assert "backups: 2, each acknowledged by the heartbeats to its own address" in "\n".join(config.describe())
+    assert "argument --backups: invalid value '0': expected a whole number >= 1" in usage_error(
+        parse_master, ["--backups", "0", "10.0.0.2"])
+    assert "--backups 255: at most 254 (the backups' priorities are 1..254)" in usage_error(
+        parse_master, [*key, "--backups", "255", "10.0.0.2"])
+    assert usage_error(parse_master, ["--backups", "2", "10.0.0.2", "10.0.0.3"]).startswith(
+        "--backups 2 needs --key-file: legacy heartbeats carry no status")
+    assert usage_error(parse_master, [*key, "--backups", "3", "10.0.0.2", "255.255.255.255"]).startswith(
+        "--backups 3 with ip_addr 255.255.255.255: a heartbeat acknowledges one backup")
+    # One backup: a broadcast target and legacy mode stay what they always were.
+    assert parse_master(["--backups", "1", "255.255.255.255"]).backups == 1
+
+
 # --- through the real programs: stderr, exit status, nothing started --------------
 
 
@@ -649,3 +667,76 @@ def test_no_run_checks_the_witness_files(tmp_path: Path) -> None:
     assert "secret" not in result.stdout
     credentials.chmod(0o600)
     assert f"ok    etcd credentials file {credentials} is usable" in run("heartbeatd", args).stdout
+
+
+@pytest.mark.netns
+def test_several_backups_refuse_a_broadcast_target_of_this_host(netns: str, tmp_path: Path) -> None:
+    """A subnet's broadcast address is known only on the host: refused at start (78) and by -n."""
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    key.chmod(0o600)
+    ip(netns, "link", "set", "lo", "up")
+    ip(netns, "addr", "add", "10.9.7.1/24", "dev", "lo")
+    args = ["--key-file", str(key), "--backups", "2", "--state-dir", str(tmp_path / "state"),
+            "--pid-file", str(tmp_path / "p"), "--syslog-socket", str(tmp_path / "no-syslog")]
+    refused = run("heartbeatd", [*args, "10.9.7.2", "10.9.7.255"], netns)
+    assert refused.returncode == EX_CONFIG and not (tmp_path / "p").exists()
+    assert ("heartbeatd: --backups 2 with ip_addr 10.9.7.255: it is the broadcast address of lo's network"
+            in refused.stderr)
+    checked = run("heartbeatd", ["-n", *args, "10.9.7.2", "10.9.7.255"], netns)
+    assert checked.returncode == EX_CONFIG
+    assert "FAIL  --backups 2 with ip_addr 10.9.7.255: it is the broadcast address" in checked.stdout
+    unicast = run("heartbeatd", ["-n", *args, "10.9.7.2", "10.9.7.3"], netns)
+    assert "broadcast address" not in unicast.stdout, unicast.stdout
+
+
+# --- several backups (spec/backups.md) ------------------------------------------
+
+
+def test_several_backups_options() -> None:
+    config = parse_backup([
+        "--key-file", "/k", "--peer", "10.100.0.12", "--peer", "fe80::2%eth1", "--priority", "200", "--preempt",
+        MASTER, PAIR,
+    ])
+    assert isinstance(config, BackupConfig)
+    assert config.peers == (IPv4Address("10.100.0.12"), IPv6Address("fe80::2%eth1"))
+    assert config.priority == 200 and config.preempt
+    assert config.ipv6  # an IPv6 peer: the heartbeat socket is dual-stack
+    settings = config.detector_settings()
+    assert settings.peers == ("10.100.0.12", "fe80::2%eth1") and settings.wire_priority == 200
+    assert any("several backups: priority 200" in line for line in config.describe())
+
+
+def test_several_backups_defaults() -> None:
+    config = parse_backup([MASTER, PAIR])
+    assert isinstance(config, BackupConfig)
+    assert config.peers == () and config.priority == 100 and not config.preempt and not config.ipv6
+    assert config.detector_settings().wire_priority == 0  # a pair: priority 0 on the wire, as ever
+
+
+@pytest.mark.parametrize(
+    "argv, text",
+    [
+        (["--peer", "10.100.0.12"], "--peer needs --key-file: legacy heartbeats carry no status"),
+        (["--key-file", "/k", "--peer", "10.100.0.12", "--peer", "10.100.0.12"], "--peer 10.100.0.12 is given twice"),
+        (["--key-file", "/k", "--peer", MASTER], f"--peer {MASTER} is master_priv_addr"),
+        (["--key-file", "/k", "--peer", "10.100.0.300"], "--peer '10.100.0.300'"),
+        (["--key-file", "/k", "--peer", "224.0.0.1"], "not a unicast host address"),
+        (["--priority", "0"], "argument --priority: 0 is not within 1-254"),
+        (["--priority", "255"], "argument --priority: 255 is not within 1-254"),
+        (["--priority", "high"], "argument --priority: 'high' is not a whole number 1-254"),
+        (["--preempt"], "--preempt needs --peer"),
+        (["--key-file", "/k", "--peer", "10.100.0.12", "--etcd-endpoints", "http://10.0.0.9:2379"],
+         "--peer with --etcd-endpoints"),
+    ],
+)
+def test_several_backups_usage_errors(argv: list[str], text: str) -> None:
+    assert text in usage_error(parse_backup, [*argv, MASTER, PAIR])
+
+
+def test_preflight_checks_each_peer_is_another_host_and_its_scope_exists() -> None:
+    host = preflight.HostView(links={"eth1": 0}, addresses={IPv4Address("10.100.0.11"): "eth0"})
+    peers = (IPv4Address("10.100.0.11"), IPv6Address("fe80::2%eth9"), IPv6Address("fe80::2%eth1"))
+    checks = preflight._peer_checks(peers, host)
+    assert [c.status for c in checks] == ["FAIL", "FAIL", "ok"]
+    assert "configured here on eth0" in checks[0].text and "no interface eth9" in checks[1].text

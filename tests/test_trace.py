@@ -571,3 +571,36 @@ def test_a_bad_witness_header_is_named(witness: str, message: str) -> None:
     text = header().to_json()[:-1] + f',"witness":{witness}}}'
     err = error_of([MAGIC.encode(), f"header {text}\n".encode()])
     assert err.line == 2 and message in err.message, err
+
+
+# --- several backups (spec/backups.md) ---------------------------------------------
+
+
+def test_a_header_with_peers_reads_back_equal_and_a_pairs_header_has_no_such_field() -> None:
+    settings = DetectorSettings(
+        (A,), Timing(interval=0.5), master="10.0.0.1", peers=("10.0.0.3", "fe80::3%eth1"), priority=150, preempt=True
+    )
+    with_peers = header(mode="authenticated", settings=settings)
+    text = with_peers.to_json()
+    assert json.loads(text)["backups"] == {"peers": ["10.0.0.3", "fe80::3%eth1"], "priority": 150, "preempt": True}
+    assert TraceHeader.from_json(text) == with_peers
+    # Without peers: what earlier readers read, byte for byte (priority and preempt are not written).
+    assert "backups" not in header(settings=DetectorSettings((A, B), Timing(interval=0.5), master="10.0.0.1",
+                                                             priority=7)).to_json()
+
+
+@pytest.mark.parametrize(
+    "backups, message",
+    [
+        ('"x"', "backups must be a dict"),
+        ('{"peers": [], "priority": 100, "preempt": false}', "backups.peers must name at least one peer"),
+        ('{"peers": ["10.0.0.3"], "priority": 0, "preempt": false}', "backups.priority must be an integer 1..254"),
+        ('{"peers": ["nope"], "priority": 100, "preempt": false}', "backups.peers"),
+        ('{"peers": ["10.0.0.3"], "priority": 100}', "backups fields: expected peers, preempt, priority"),
+    ],
+)
+def test_a_bad_backups_field_is_named(backups: str, message: str) -> None:
+    data = json.loads(header().to_json())
+    data["backups"] = json.loads(backups)
+    with pytest.raises(ValueError, match=message):
+        TraceHeader.from_json(json.dumps(data))

@@ -120,6 +120,9 @@ class TraceHeader:
         if s.witness is not None:
             # Only with a witness, so a trace without one reads in any earlier reader.
             data["witness"] = {name: getattr(s.witness, name) for name in _WITNESS_FIELDS}
+        if s.peers:
+            # Only with peers (several backups, spec/backups.md), so a pair's trace reads in any earlier reader.
+            data["backups"] = {"peers": list(s.peers), "priority": s.priority, "preempt": s.preempt}
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @classmethod
@@ -141,7 +144,7 @@ class TraceHeader:
         # replay_floor: written until the backup stopped persisting a replay
         # floor (a restarted backup now counts only heartbeats that
         # acknowledge its new epoch); accepted and ignored in older traces.
-        extra = data.keys() - expected - {"replay_floor", "witness"}
+        extra = data.keys() - expected - {"replay_floor", "witness", "backups"}
         if missing or extra:
             parts = []
             if missing:
@@ -173,6 +176,7 @@ class TraceHeader:
         except ValueError:
             raise ValueError("legacy_message must be hex") from None
         witness = _parse_witness(data["witness"]) if "witness" in data else None
+        peers, priority, preempt = _parse_backups(data["backups"]) if "backups" in data else ((), 100, False)
         if "replay_floor" in data:
             floor = _typed(data["replay_floor"], list, "replay_floor")
             if len(floor) != 2 or not all(_is_int(v) and v >= 0 for v in floor):
@@ -198,6 +202,9 @@ class TraceHeader:
             arp_probe=_typed(data["arp_probe"], bool, "arp_probe"),
             peer=_typed(data["peer"], str, "peer"),
             witness=witness,
+            peers=peers,
+            priority=priority,
+            preempt=preempt,
         )
         return cls(
             mode=mode,
@@ -685,6 +692,25 @@ def _parse_detail(text: str) -> str:
         return _parse_payload(text).decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("a witness answer's detail is not UTF-8") from None
+
+
+def _parse_backups(value: object) -> tuple[tuple[str, ...], int, bool]:
+    """The header's ``backups``: the peers' addresses, our priority, whether we preempt."""
+    data = _typed(value, dict, "backups")
+    if data.keys() != {"peers", "priority", "preempt"}:
+        raise ValueError("backups fields: expected peers, preempt, priority")
+    peers = tuple(_typed(p, str, "backups.peers address") for p in _typed(data["peers"], list, "backups.peers"))
+    if not peers:
+        raise ValueError("backups.peers must name at least one peer")
+    try:
+        for p in peers:
+            parse_ip(p, scoped=True)
+    except AddressError as exc:
+        raise ValueError(f"backups.peers: {exc}") from None
+    priority = data["priority"]
+    if not _is_int(priority) or not 1 <= priority <= 254:
+        raise ValueError("backups.priority must be an integer 1..254")
+    return peers, priority, _typed(data["preempt"], bool, "backups.preempt")
 
 
 def _parse_witness(value: object) -> WitnessTiming:

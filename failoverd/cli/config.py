@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from failoverd.core.addresses import Triplet
-from failoverd.core.settings import DEFAULT_LEGACY_MESSAGE, DetectorSettings, MasterSettings
+from failoverd.core.settings import DEFAULT_LEGACY_MESSAGE, DEFAULT_PRIORITY, DetectorSettings, MasterSettings
 from failoverd.core.timing import Timing, default_probe_spacing
 from failoverd.core.witness import WitnessTiming
 
@@ -205,10 +205,21 @@ class BackupConfig:
     """``--check``: while one fails, do not take over."""
     witness: WitnessSettings | None = None
     """``--etcd-endpoints``: take over only with the etcd cluster's grant; None: no witness."""
+    peers: tuple[IPv4Address | IPv6Address, ...] = ()
+    """``--peer``: the other backups of the same master (spec/backups.md); empty: a pair."""
+    priority: int = DEFAULT_PRIORITY
+    """``--priority``: higher takes over first."""
+    preempt: bool = False
+    """``--preempt``: take the addresses from a lower-priority backup that holds them."""
 
     @property
     def authenticated(self) -> bool:
         return self.key_file is not None
+
+    @property
+    def ipv6(self) -> bool:
+        """Whether the heartbeat socket must reach an IPv6 host (the master or a peer): dual-stack then."""
+        return self.master.version == 6 or any(p.version == 6 for p in self.peers)
 
     @property
     def interfaces(self) -> tuple[str, ...]:
@@ -224,6 +235,9 @@ class BackupConfig:
             arp_probe=self.arp_probe,
             peer=str(self.master),
             witness=None if self.witness is None else self.witness.timing,
+            peers=tuple(str(p) for p in self.peers),
+            priority=self.priority,
+            preempt=self.preempt,
         )
 
     def describe(self) -> list[str]:
@@ -243,6 +257,11 @@ class BackupConfig:
         else:
             lines.append(
                 f"heartbeats: legacy, unauthenticated; expected message {_message_text(self.message)}"
+            )
+        if self.peers:
+            lines.append(
+                f"several backups: priority {self.priority}, peers {' '.join(str(p) for p in self.peers)}; "
+                + ("preempts a lower holder (--preempt)" if self.preempt else "does not preempt")
             )
         lines += [
             f"timing: interval {t.interval:g} s; suspect after {t.suspect_after:g} s, "
@@ -313,6 +332,8 @@ class MasterConfig:
     """``--check``: while one fails, step down (heartbeats say ``leaving``)."""
     witness: WitnessSettings | None = None
     """``--etcd-endpoints``: hold managed addresses only with the etcd cluster's grant; None: no witness."""
+    backups: int = 1
+    """``--backups``: how many backups the managed failback waits for (spec/backups.md)."""
 
     @property
     def authenticated(self) -> bool:
@@ -338,6 +359,7 @@ class MasterConfig:
             arp_probe=self.arp_probe and self.probe_count > 0,
             garp_refresh=self.garp_refresh,
             witness=None if self.witness is None else self.witness.timing,
+            backups=self.backups,
         )
 
     @property
@@ -352,6 +374,9 @@ class MasterConfig:
             f"interval: {self.interval:g} s; the backup gives up after {self.backup_fail_after:g} s "
             f"({self.fail_misses} intervals)",
         ]
+        if self.backups > 1:
+            lines.append(f"backups: {self.backups}, each acknowledged by the heartbeats to its own address; "
+                         "the managed failback waits for every one")
         if self.authenticated:
             lines.append(f"heartbeats: authenticated (HMAC-SHA256), key file {self.key_file}")
         else:

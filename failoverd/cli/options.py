@@ -47,7 +47,9 @@ from failoverd.cli.config import (
 )
 from failoverd.cli.exitcodes import UsageError
 from failoverd.core.addresses import AddressError, IPAddress, Triplet, parse_ip, parse_triplet
+from failoverd.core.settings import DEFAULT_PRIORITY, MAX_BACKUPS
 from failoverd.core.timing import Timing, TimingError
+from failoverd.core.wire import MAX_PRIORITY
 from failoverd.core.witness import WitnessTiming, WitnessTimingError
 
 INVALID_PORT = "Invalid port. Valid ports range from 1 to 65535 (IPV6PORT_ANONMAX)"
@@ -371,6 +373,14 @@ def backup_parser() -> argparse.ArgumentParser:
                       help="largest trace file (default 64M)")
     more.add_argument("--keep-addresses-on-exit", action="store_true",
                       help="leave taken-over addresses in place when failoverd stops")
+    several = parser.add_argument_group("several backups of one master (spec/backups.md; needs --key-file)")
+    several.add_argument("--peer", metavar="ADDR", action="append", default=[],
+                         help="another backup of the same master (repeatable): IPv4 or IPv6, fe80::1%%eth1")
+    several.add_argument("--priority", metavar="N", type=_priority, default=DEFAULT_PRIORITY,
+                         help=f"this backup's priority among them, 1-{MAX_PRIORITY}; higher takes over first "
+                         f"(default {DEFAULT_PRIORITY})")
+    several.add_argument("--preempt", action="store_true",
+                         help="take the addresses from a lower-priority backup that holds them (default: do not)")
     parser.add_argument("arguments", nargs="*", metavar="master_priv_addr interface:pub_addr[/mask]",
                         help=argparse.SUPPRESS)
     return parser
@@ -399,8 +409,43 @@ def master_parser() -> argparse.ArgumentParser:
                        help="the backup's --fail-misses (default 3)")
     extra.add_argument("--manage", metavar="interface:addr[/mask]", action="append", default=[],
                        help="an address heartbeatd adds itself, with overlap-free failback (repeatable)")
+    extra.add_argument("--backups", metavar="N", type=count_at_least(1), default=1,
+                       help="how many backups the managed failback waits for (default 1; more need "
+                       "--key-file and a unicast ip_addr per backup)")
     parser.add_argument("arguments", nargs="*", metavar="ip_addr", help=argparse.SUPPRESS)
     return parser
+
+
+def _priority(text: str) -> int:
+    """``--priority``: a whole number 1-254 (0 is a pair's on the wire, 255 is reserved)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number 1-{MAX_PRIORITY}") from None
+    if not 1 <= value <= MAX_PRIORITY:
+        raise argparse.ArgumentTypeError(f"{value} is not within 1-{MAX_PRIORITY}")
+    return value
+
+
+def _peers(ns: argparse.Namespace, master: IPAddress) -> tuple[IPAddress, ...]:
+    """``--peer``: the other backups, distinct, none of them the master; only with a key file."""
+    if not ns.peer:
+        if ns.preempt:
+            raise UsageError("--preempt needs --peer: with no other backups there is nobody to take over from")
+        return ()
+    if ns.key_file is None:
+        raise UsageError("--peer needs --key-file: legacy heartbeats carry no status")
+    peers: list[IPAddress] = []
+    for text in ns.peer:
+        peer = _unicast(text, "--peer")
+        if peer in peers:
+            raise UsageError(f"--peer {text} is given twice")
+        if _unscoped(peer) == _unscoped(master):
+            raise UsageError(f"--peer {text} is master_priv_addr: the peers are the other backups")
+        peers.append(peer)
+    if ns.etcd_endpoints is not None:
+        raise UsageError("--peer with --etcd-endpoints: several backups with a witness are not supported yet")
+    return tuple(peers)
 
 
 def _endpoints(text: str) -> tuple[str, ...]:
@@ -585,6 +630,7 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
     except TimingError as exc:
         raise UsageError(f"Invalid timing: {exc}") from None
     witness = _witness(ns, timing.interval)
+    peers = _peers(ns, master)
     if witness is not None and ns.keep_addresses_on_exit:
         raise UsageError("--keep-addresses-on-exit with --etcd-endpoints: nobody would renew the claim "
                          "of the addresses left behind")
@@ -596,8 +642,30 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
         trace_max_bytes=ns.trace_max_bytes,
         keep_addresses_on_exit=ns.keep_addresses_on_exit,
         witness=witness,
+        peers=peers,
+        priority=ns.priority,
+        preempt=ns.preempt,
         **values,
     )
+
+
+LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+
+
+def _several_backups(backups: int, key_file: Path | None, targets: Sequence[IPAddress]) -> None:
+    """``--backups N``: several backups are told apart by the priority in authenticated status frames,
+    and each is acknowledged by the heartbeats sent to its own address (spec/backups.md)."""
+    if backups > MAX_BACKUPS:
+        raise UsageError(f"--backups {backups}: at most {MAX_BACKUPS} (the backups' priorities are 1..254)")
+    if backups == 1:
+        return
+    if key_file is None:
+        raise UsageError(f"--backups {backups} needs --key-file: legacy heartbeats carry no status, so "
+                         "heartbeatd could not tell the backups apart")
+    for target in targets:
+        if target == LIMITED_BROADCAST:
+            raise UsageError(f"--backups {backups} with ip_addr {target}: a heartbeat acknowledges one backup, "
+                             "so name each backup's unicast address, not a broadcast one")
 
 
 def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
@@ -631,6 +699,7 @@ def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
         raise UsageError(f"Invalid timing: interval {ns.interval!r} s is outside 0.01..3600 s")
     managed = [(text, triplet_argument(text, "--manage")) for text in ns.manage]
     _distinct_addresses(managed, "--manage address")
+    _several_backups(ns.backups, ns.key_file, targets)
     witness = _witness(ns, ns.interval)
     if witness is not None and not managed:
         raise UsageError("--etcd-endpoints needs --manage: without managed addresses heartbeatd holds nothing to claim")
@@ -645,5 +714,6 @@ def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:
         garp_spacing=ns.garp_spacing,
         garp_refresh=ns.garp_refresh,
         witness=witness,
+        backups=ns.backups,
         **values,
     )

@@ -19,8 +19,8 @@ import os
 import socket
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +53,8 @@ class HostView:
     """interface name → flags"""
     addresses: dict[IPv4Address | IPv6Address, str]
     """address → interface it is configured on"""
+    broadcasts: dict[IPv4Address, str] = field(default_factory=dict)
+    """the broadcast address of each IPv4 network configured here → its interface"""
 
     @classmethod
     def read(cls) -> HostView:
@@ -63,13 +65,20 @@ class HostView:
             links = {link.get("ifname"): link["flags"] for link in ipr.get_links()}
             names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
             addresses = {}
+            broadcasts: dict[IPv4Address, str] = {}
             for msg in ipr.get_addr():
                 if msg["family"] not in (socket.AF_INET, socket.AF_INET6):
                     continue
                 local = msg.get("local") or msg.get("address")
+                name = names.get(msg["index"], f"index {msg['index']}")
                 if local is not None:
-                    addresses[ip_address(local)] = names.get(msg["index"], f"index {msg['index']}")
-        return cls(links, addresses)
+                    addresses[ip_address(local)] = name
+                if msg["family"] == socket.AF_INET and local is not None and msg["prefixlen"] <= 30:
+                    network = ip_network(f"{local}/{msg['prefixlen']}", strict=False)
+                    broadcasts[IPv4Address(network.broadcast_address)] = name
+                    if msg.get("broadcast"):
+                        broadcasts[IPv4Address(msg.get("broadcast"))] = name
+        return cls(links, addresses, broadcasts)
 
 
 # --- the checks that stop every start ----------------------------------------
@@ -102,6 +111,32 @@ def require_key_file(path: Path | None) -> None:
         problem = key_file_problem(path)
         if problem is not None:
             raise ConfigError(problem)
+
+
+def broadcast_target_problems(config: MasterConfig, host: HostView) -> list[str]:
+    """Why each target cannot be one of several backups' addresses: it is the broadcast address of a network here."""
+    if config.backups == 1:
+        return []
+    return [
+        f"--backups {config.backups} with ip_addr {target}: it is the broadcast address of {where}'s network, "
+        "and a heartbeat acknowledges one backup: name each backup's unicast address"
+        for target in config.targets
+        if isinstance(target, IPv4Address) and (where := host.broadcasts.get(target)) is not None
+    ]
+
+
+def require_unicast_targets(config: MasterConfig) -> None:
+    """With several backups, refuse a target that is a broadcast address of one of this host's networks."""
+    if config.backups == 1:
+        return
+    try:
+        host = HostView.read()
+    except OSError as exc:
+        raise ConfigError(f"--backups {config.backups}: cannot read this host's networks over netlink "
+                          f"to check that no ip_addr is a broadcast address: {exc}") from None
+    problems = broadcast_target_problems(config, host)
+    if problems:
+        raise ConfigError(problems[0])
 
 
 # --- the -n checks -------------------------------------------------------------
@@ -256,6 +291,22 @@ def _witness_checks(witness: WitnessSettings | None) -> list[Check]:
     return checks
 
 
+def _peer_checks(peers: Iterable[IPv4Address | IPv6Address], host: HostView) -> list[Check]:
+    """``--peer``: each is another host (not one of ours), and a link-local one's interface exists here."""
+    checks = []
+    for peer in peers:
+        text, _, scope = str(peer).partition("%")
+        where = host.addresses.get(ip_address(text))
+        if where is not None:
+            checks.append(Check("FAIL", f"--peer {peer} is configured here on {where}; list the other backups, "
+                                "not this one"))
+        elif scope and scope not in host.links:
+            checks.append(Check("FAIL", f"--peer {peer}: no interface {scope} here"))
+        else:
+            checks.append(Check("ok", f"peer backup {peer}"))
+    return checks
+
+
 def _syslog_check(path: str) -> Check:
     problem = logsetup.syslog_problem(path)
     if problem is not None:
@@ -308,6 +359,7 @@ def run_checks(config: BackupConfig | MasterConfig) -> list[Check]:
         checks += _not_configured_checks(
             config.triplets, host, "failoverd would fight it; remove it from the static configuration"
         )
+        checks += _peer_checks(config.peers, host)
         addresses = [t.address for t in config.triplets]
     else:
         checks += _interface_checks(config.interfaces, host)
@@ -315,6 +367,7 @@ def run_checks(config: BackupConfig | MasterConfig) -> list[Check]:
             config.managed, host, "heartbeatd adds managed addresses itself; remove it from the static configuration"
         )
         addresses = [t.address for t in config.managed]
+        checks += [Check("FAIL", problem) for problem in broadcast_target_problems(config, host)]
     checks.append(_port_check(config.port))
     if config.key_file is None:
         checks.append(Check("warn", "no --key-file: heartbeats are not authenticated (legacy mode)"))

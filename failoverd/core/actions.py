@@ -189,6 +189,8 @@ class Counters:
     failbacks: int = 0
     false_suspicions: int = 0
     contested: int = 0
+    deferrals: int = 0
+    """Several backups: failure deadlines at which a peer held or outranked us, so we waited for it."""
     undeclared: int = 0
     """Inputs in a state where no row of the table holds (a bug: see :mod:`failoverd.core.machine`)."""
 

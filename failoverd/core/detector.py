@@ -12,7 +12,8 @@ Rules of this file
   monotonic). docs/state-machines.md draws the table.
 - Entry points: :meth:`Detector.receive_datagram`, :meth:`Detector.handle_timer`,
   :meth:`Detector.action_done`, :meth:`Detector.conflict_seen`,
-  :meth:`Detector.health_changed`, :meth:`Detector.link_changed`, :meth:`Detector.shutdown`. Each returns the actions to run, in order;
+  :meth:`Detector.health_changed`, :meth:`Detector.link_changed`, :meth:`Detector.shutdown`. Each returns the actions to run, in order
+  (our peer frames last, when due: ``_then_tell_peers``);
   :meth:`Detector.next_deadline` says when the caller must call
   ``handle_timer`` next. Same inputs, same outputs.
 - The common case — a valid heartbeat while all is well — changes no state
@@ -60,15 +61,40 @@ state-driven row, so an acquire that completes or an adoption at start on a
 down link releases too): an address on a down link serves nobody, and it
 returns into a conflict with a master that took it back meanwhile.
 
+Several backups (spec/backups.md; only with ``settings.peers``, and only
+authenticated): the other backups are :mod:`failoverd.core.peers`, one
+replay guard per peer priority, so a peer frame (role backup) counts exactly
+as a heartbeat does (rules 1-7 of spec/wire.md, acknowledged through our own
+sealer). We send each peer a frame once per interval, at once when what we
+say (holds, unfit = not ``_healthy``) changes, and in answer to an
+unacknowledged one (the handshake, at most once per half interval per peer);
+each acknowledges that peer's newest frame. At the failure deadline, an
+alive peer that holds, or an alive fit peer of a higher priority, makes us
+*defer* instead of acquiring (``_deferred``): *deferring* listens to the
+master (a heartbeat ends it) and, when the condition lapses with the master
+still silent, suspects afresh, so a new probe decides. Holding while an alive
+higher peer holds too, or while an alive fit higher one says ``preempt``, we
+yield (``peer_yield``): the lower releases, and the higher (deferring to it
+as the holder) takes over only when a counted frame of it says it holds
+nothing, through its own probe. The failure deadline is later by our rank
+(peers that outrank us, as last heard, a configured peer never heard
+counting as higher) times the probe duration plus one interval, and the
+probe is timed to end at that delayed deadline: with the link between the
+backups cut, the lower one's probe then sees the higher one's addresses.
+Without peers, a backup frame is refused as ``role`` and our frames are
+byte for byte a pair's.
+
 States: monitoring, suspect, contested, unfit, acquiring, failed_over,
-recovering (see spec/properties.md and docs for each).
+recovering, deferring (several backups), claiming and granted (the witness);
+see spec/properties.md and docs for each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from failoverd.core import wire
 from failoverd.core.actions import (
@@ -96,19 +122,23 @@ from failoverd.core.actions import (
 from failoverd.core.addresses import Triplet, names
 from failoverd.core.health import links_reason, unfit_besides
 from failoverd.core.machine import DeclaredMachine
+from failoverd.core.peers import PeerEntry, Peers
 from failoverd.core.settings import DetectorSettings
 from failoverd.core.witness import HolderProofs
 
 STATES: tuple[str, ...] = (
     "monitoring", "suspect", "contested", "unfit", "acquiring", "failed_over", "recovering",
     "claiming", "granted",  # the etcd witness (spec/witness.md)
+    "deferring",  # several backups (spec/backups.md)
 )
 
 _ANY = list(STATES)
 
 # State-driven triggers (see failoverd.core.machine): tried after every input,
 # in this order, while their conditions hold. The time guards are conditions.
-AUTOMATIC: tuple[str, ...] = ("link_lost", "silence", "probe_due", "deadline", "retry", "wait_over", "proof_expiring")
+AUTOMATIC: tuple[str, ...] = (
+    "link_lost", "peer_yield", "silence", "probe_due", "deadline", "undeferred", "retry", "wait_over", "proof_expiring",
+)
 
 # (trigger, source, dest, conditions, unless, before, after). dest None =
 # internal transition (no state change). The rows of one trigger from one
@@ -126,11 +156,16 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_deadline_passed", "_probe_finished"], "unless": ["_healthy", "_stopping"], "after": "_decline"},
     {"trigger": "deadline", "source": "suspect", "dest": "acquiring",
      "conditions": ["_deadline_passed", "_probe_finished", "_healthy"],
-     "unless": ["_probe_answered", "_stopping", "_witnessed"],
+     "unless": ["_probe_answered", "_stopping", "_witnessed", "_deferred"],
      "after": "_acquire_all"},
     {"trigger": "deadline", "source": "suspect", "dest": "contested",
-     "conditions": ["_deadline_passed", "_probe_finished", "_healthy", "_probe_answered"], "unless": ["_stopping"],
-     "after": "_contest"},
+     "conditions": ["_deadline_passed", "_probe_finished", "_healthy", "_probe_answered"],
+     "unless": ["_stopping", "_deferred"], "after": "_contest"},
+    # Several backups (spec/backups.md): an alive peer holds, or an alive fit
+    # one outranks us: it is (or will be) the holder, so we wait for it.
+    {"trigger": "deadline", "source": "suspect", "dest": "deferring",
+     "conditions": ["_deadline_passed", "_probe_finished", "_healthy", "_deferred"], "unless": ["_stopping"],
+     "after": "_defer"},
     {"trigger": "retry", "source": "contested", "dest": None,
      "conditions": ["_retry_due"], "unless": ["_stopping"], "after": ["_retry_taken", "_start_probe"]},
     {"trigger": "retry", "source": "failed_over", "dest": "acquiring",
@@ -154,19 +189,30 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_probe_pending", "_deadline_passed"], "unless": ["_healthy"],
      "before": "_take_probe", "after": "_decline"},
     {"trigger": "probed", "source": "suspect", "dest": "acquiring",
-     "conditions": ["_probe_pending", "_deadline_passed", "_healthy"], "unless": ["_result_answered", "_witnessed"],
+     "conditions": ["_probe_pending", "_deadline_passed", "_healthy"],
+     "unless": ["_result_answered", "_witnessed", "_deferred"],
      "before": "_take_probe", "after": "_acquire_all"},
     {"trigger": "probed", "source": "suspect", "dest": "contested",
-     "conditions": ["_probe_pending", "_deadline_passed", "_healthy", "_result_answered"],
+     "conditions": ["_probe_pending", "_deadline_passed", "_healthy", "_result_answered"], "unless": ["_deferred"],
      "before": "_take_probe", "after": "_contest"},
+    {"trigger": "probed", "source": "suspect", "dest": "deferring",
+     "conditions": ["_probe_pending", "_deadline_passed", "_healthy", "_deferred"],
+     "before": "_take_probe", "after": "_defer"},
     {"trigger": "probed", "source": "contested", "dest": "unfit",
      "conditions": ["_probe_pending"], "unless": ["_healthy", "_result_answered"],
      "before": "_take_probe", "after": "_decline"},
     {"trigger": "probed", "source": "contested", "dest": "acquiring",
-     "conditions": ["_probe_pending", "_healthy"], "unless": ["_result_answered", "_witnessed"],
+     "conditions": ["_probe_pending", "_healthy"], "unless": ["_result_answered", "_witnessed", "_deferred"],
      "before": "_take_probe", "after": "_acquire_all"},
     {"trigger": "probed", "source": "contested", "dest": None,
-     "conditions": ["_probe_pending", "_result_answered"], "before": "_take_probe", "after": "_still_contested"},
+     "conditions": ["_probe_pending", "_result_answered"], "unless": ["_healthy"],
+     "before": "_take_probe", "after": "_still_contested"},
+    {"trigger": "probed", "source": "contested", "dest": None,
+     "conditions": ["_probe_pending", "_result_answered", "_healthy"], "unless": ["_deferred"],
+     "before": "_take_probe", "after": "_still_contested"},
+    # The one answering is (or may be) a peer that holds: wait for it as at the deadline.
+    {"trigger": "probed", "source": "contested", "dest": "deferring",
+     "conditions": ["_probe_pending", "_healthy", "_deferred"], "before": "_take_probe", "after": "_defer"},
     # --- our own address changes ---
     {"trigger": "acquired", "source": "acquiring", "dest": "recovering",
      "conditions": ["_master_back"], "after": ["_fail_back", "_release_held"]},
@@ -182,7 +228,8 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "conflict", "source": "failed_over", "dest": "recovering", "after": ["_yield_alarm", "_release_held"]},
     {"trigger": "conflict", "source": "acquiring", "dest": None, "after": "_note_master_back"},
     # Nothing of ours to yield (a late ARP reply), or already yielding.
-    {"trigger": "conflict", "source": ["monitoring", "suspect", "contested", "unfit", "recovering"], "dest": None},
+    {"trigger": "conflict", "source": ["monitoring", "suspect", "contested", "unfit", "recovering", "deferring"],
+     "dest": None},
     # --- health: healthy again with the master still gone, suspect it
     # afresh, so a new probe (the last one may be long stale) decides as at
     # any deadline. Elsewhere a passing verdict changes no state. ---
@@ -199,12 +246,12 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     # holds only while its newest proof is valid. _proof_valid is true without a witness. ---
     {"trigger": "deadline", "source": "suspect", "dest": "claiming",
      "conditions": ["_deadline_passed", "_probe_finished", "_healthy", "_witnessed"],
-     "unless": ["_probe_answered", "_stopping"], "after": "_claim"},
+     "unless": ["_probe_answered", "_stopping", "_deferred"], "after": "_claim"},
     {"trigger": "probed", "source": "suspect", "dest": "claiming",
-     "conditions": ["_probe_pending", "_deadline_passed", "_healthy", "_witnessed"], "unless": ["_result_answered"],
-     "before": "_take_probe", "after": "_claim"},
+     "conditions": ["_probe_pending", "_deadline_passed", "_healthy", "_witnessed"],
+     "unless": ["_result_answered", "_deferred"], "before": "_take_probe", "after": "_claim"},
     {"trigger": "probed", "source": "contested", "dest": "claiming",
-     "conditions": ["_probe_pending", "_healthy", "_witnessed"], "unless": ["_result_answered"],
+     "conditions": ["_probe_pending", "_healthy", "_witnessed"], "unless": ["_result_answered", "_deferred"],
      "before": "_take_probe", "after": "_claim"},
     {"trigger": "claimed", "source": "claiming", "dest": "granted",
      "conditions": ["_claim_granted"], "unless": ["_master_back", "_stopping"], "after": "_granted"},
@@ -234,9 +281,21 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     # suspected or declined listens afresh (see the module). ---
     {"trigger": "link_lost", "source": "failed_over", "dest": "recovering",
      "conditions": ["_link_down"], "unless": ["_stopping"], "after": ["_link_lost_alarm", "_release_held"]},
-    {"trigger": "link_up", "source": ["suspect", "contested", "unfit"], "dest": "monitoring", "after": "_listen_afresh"},
+    {"trigger": "link_up", "source": ["suspect", "contested", "unfit", "deferring"], "dest": "monitoring",
+     "after": "_listen_afresh"},
     {"trigger": "link_up", "source": ["monitoring", "acquiring", "failed_over", "recovering", "claiming", "granted"],
      "dest": None},
+    # --- several backups (spec/backups.md). Deferring, the master still silent:
+    # its heartbeat ends the wait; when the deferral lapses (the higher peer fell
+    # silent or says unfit, the holder released), suspect afresh: a new probe
+    # decides, so a holder we can no longer hear is still found on the wire.
+    # Holding while an alive higher peer holds too, or while an alive fit higher
+    # one says preempt: the lower yields (it releases before the higher probes). ---
+    {"trigger": "heartbeat", "source": "deferring", "dest": "monitoring", "after": "_deferral_over"},
+    {"trigger": "undeferred", "source": "deferring", "dest": "suspect",
+     "unless": ["_deferred", "_stopping"], "after": ["_suspect_afresh", "_schedule_probe"]},
+    {"trigger": "peer_yield", "source": "failed_over", "dest": "recovering",
+     "conditions": ["_must_yield"], "unless": ["_stopping"], "after": ["_yield_to_peer", "_release_held"]},
 )
 
 # States in which the backup tells the master "I may hold your addresses":
@@ -253,6 +312,23 @@ class PathHealth:
     quiet: bool = False
     received: int = 0
     """Authentic, unseen master frames that arrived on this path (accepted or overtaken)."""
+
+
+_P = ParamSpec("_P")
+
+
+def _then_tell_peers(
+    entry: Callable[Concatenate[Detector, _P], list[Action]],
+) -> Callable[Concatenate[Detector, _P], list[Action]]:
+    """An entry point after which our peer frames go out if due or changed (one place, not seven)."""
+
+    def wrapped(self: Detector, /, *args: _P.args, **kwargs: _P.kwargs) -> list[Action]:
+        out = entry(self, *args, **kwargs)
+        self._tell_peers()
+        return out
+
+    functools.update_wrapper(wrapped, entry)  # its name and docstring stay the entry point's
+    return wrapped
 
 
 class Detector(DeclaredMachine):
@@ -312,6 +388,28 @@ class Detector(DeclaredMachine):
             wire.Sealer(self._key, wire.ROLE_BACKUP, epoch, timing.interval, now) if self._key is not None else None
         )
         self._guard = wire.ReplayGuard(timing.effective_max_delay, judge_age=not offline)
+        if settings.peers and self._sealer is None:
+            raise ValueError("peers need authenticated mode: legacy heartbeats carry no status")
+        self._peers = (
+            Peers(
+                settings.peers,
+                settings.priority,
+                self._sealer,
+                fail_after=timing.fail_after,
+                max_delay=timing.effective_max_delay,
+                offline=offline,
+            )
+            if settings.peers and self._sealer is not None
+            else None
+        )
+        """The other backups (spec/backups.md), or None: one backup of a pair."""
+        self._wire_priority = settings.wire_priority
+        self._preempt = settings.preempt
+        self._peer_due = now
+        """When our next periodic peer frames are due (the first at once: it starts the handshake)."""
+        self._peer_said: tuple[bool, bool] | None = None
+        """(holds, unfit) as our last peer frames said it: a change is told at once."""
+        self._priority_alarmed = False
         self._offline = offline
         self._now = now
         self._out: list[Action] = []
@@ -367,6 +465,7 @@ class Detector(DeclaredMachine):
 
     # --- entry points ------------------------------------------------------
 
+    @_then_tell_peers
     def receive_datagram(self, now: float, data: bytes, source: str, path: str) -> list[Action]:
         """A datagram arrived on the heartbeat port from ``source`` via ``path``."""
         out = self._begin(now)
@@ -394,10 +493,14 @@ class Detector(DeclaredMachine):
             return
         try:
             frame = wire.decode(data, self._key)
-            if frame.role != wire.ROLE_MASTER:
+            if frame.role != wire.ROLE_MASTER and (self._peers is None or frame.role != wire.ROLE_BACKUP):
+                # A backup's frame with no peers configured: a pair, as before several backups.
                 raise wire.WireError("role", "not from a master")
         except wire.WireError as exc:
             self._reject(exc.reason)
+            return
+        if frame.role == wire.ROLE_BACKUP:
+            self._receive_peer(now, frame, source)
             return
         assert self._sealer is not None
         try:
@@ -462,10 +565,97 @@ class Detector(DeclaredMachine):
         if urgent or now >= self._status_due or holds != self._status_holds or frame.epoch != self._status_epoch:
             self._status(now, also=source)
 
+    def _receive_peer(self, now: float, frame: wire.Heartbeat, source: str) -> None:
+        """Judge one peer backup's frame as a heartbeat is judged (spec/backups.md, "Peer frames").
+
+        Verdicts (``last_verdict``, for traces): ``peer`` (it counted),
+        ``peer_overtaken``, or a refusal counted as ``peer_<reason>``;
+        ``priority`` (our own) is refused and alarmed once. A counted frame
+        may end a deferral or make us yield: the settle after it decides.
+        """
+        assert self._peers is not None
+        try:
+            verdict, entry = self._peers.judge(frame, now, source)
+        except wire.WireError as exc:
+            if exc.reason == "priority":
+                self._reject("priority")
+                if not self._priority_alarmed:
+                    self._priority_alarmed = True
+                    self._emit_alarm(
+                        "critical",
+                        f"a peer backup at {source} has priority {frame.priority}, ours too (or none): its "
+                        "frames are refused; give each backup of one master its own --priority (and --peer)",
+                        mail=True,
+                    )
+            else:
+                self._reject(f"peer_{exc.reason}")
+            return
+        if verdict == "counted":
+            self.last_verdict = "peer"
+            self._settle()
+            if entry.answered_epoch != entry.guard.epoch:
+                # The handshake's last step: our answer acknowledges the frame that counted,
+                # so our next frame counts there too, one round trip after the restart.
+                self._answer_peer(now, entry, source, urgent=True)
+            return
+        if verdict == "overtaken":
+            self.last_verdict = "peer_overtaken"
+            return
+        self._reject(f"peer_{verdict}")
+        if entry.guard.newest_admitted:
+            # Unacknowledged (the handshake) or delayed: our answer lets its next frame count.
+            self._answer_peer(now, entry, source)
+
+    def _answer_peer(self, now: float, entry: PeerEntry, source: str, *, urgent: bool = False) -> None:
+        """One frame to ``source``, at most once per half interval per peer (no input rate makes us send faster)."""
+        if self._stop_requested or (not urgent and now < entry.answer_due):
+            return
+        entry.answer_due = now + self.timing.interval / 2
+        entry.answered_epoch = entry.guard.epoch
+        self._seal_peer(now, source, entry.guard.newest)
+
+    def _seal_peer(self, now: float, address: str, ack: tuple[int, int], *, leaving: bool = False) -> None:
+        assert self._sealer is not None
+        holds = bool(self.held) if leaving else self.holds_any
+        frame = self._sealer.seal(
+            now,
+            holds=holds,
+            leaving=leaving,
+            ack_epoch=ack[0],
+            ack_seq=ack[1],
+            unfit=not self._healthy(),
+            preempt=self._preempt,
+            priority=self._wire_priority,
+        )
+        self._out.append(Transmit(frame, (address,)))
+
+    def _tell_peers(self) -> None:
+        """After every input: our peer frames, when due (once per interval) or when what they say changed."""
+        peers = self._peers
+        if peers is None or self._stop_requested:
+            return
+        now = self._now
+        said = (self.holds_any, not self._healthy())
+        if now < self._peer_due and said == self._peer_said:
+            return
+        self._peer_said = said
+        self._peer_due = now + self.timing.interval
+        for address in peers.addresses:
+            self._seal_peer(now, address, peers.newest_from(address))
+
+    def _farewell_to_peers(self) -> None:
+        """At the stop, once nothing is held: ``leaving``, so the peers need not wait a failure timeout for us."""
+        peers = self._peers
+        if peers is None or self.held:
+            return
+        for address in peers.addresses:
+            self._seal_peer(self._now, address, peers.newest_from(address), leaving=True)
+
     def _reject(self, reason: str) -> None:
         self.counters.reject(reason)
         self.last_verdict = reason
 
+    @_then_tell_peers
     def handle_timer(self, now: float) -> list[Action]:
         """The caller's clock reached :meth:`next_deadline` (or later)."""
         out = self._begin(now)
@@ -480,6 +670,7 @@ class Detector(DeclaredMachine):
         self._check_paths(now)
         return out
 
+    @_then_tell_peers
     def action_done(self, now: float, result: Result) -> list[Action]:
         """An action emitted earlier finished with ``result``."""
         out = self._begin(now)
@@ -515,6 +706,7 @@ class Detector(DeclaredMachine):
         self._settle()
         return out
 
+    @_then_tell_peers
     def conflict_seen(self, now: float, addresses: Iterable[Triplet]) -> list[Action]:
         """Another host's ARP claims ``addresses`` (the shell watches while we hold any)."""
         out = self._begin(now)
@@ -525,6 +717,7 @@ class Detector(DeclaredMachine):
         self._settle()
         return out
 
+    @_then_tell_peers
     def shutdown(self, now: float, *, release: bool = True) -> list[Action]:
         """Stop (SIGTERM), once the address change in progress has finished.
 
@@ -540,6 +733,7 @@ class Detector(DeclaredMachine):
         self._settle()
         return out
 
+    @_then_tell_peers
     def health_changed(self, now: float, healthy: bool, reason: str = "") -> list[Action]:
         """This host's health checks turned unhealthy (``reason``: which fail, how) or healthy again.
 
@@ -580,6 +774,7 @@ class Detector(DeclaredMachine):
         self._settle()
         return out
 
+    @_then_tell_peers
     def link_changed(self, now: float, interface: str, up: bool) -> list[Action]:
         """The link of ``interface`` went down (not admin-up, or no carrier) or came up again.
 
@@ -621,6 +816,7 @@ class Detector(DeclaredMachine):
             and self._leaving_at is None
             and self._retry_at is None
             and len(self.paths) < 2
+            and self._peers is None
         ):
             return self.last_heard + self._suspect_after  # the common case, asked after every heartbeat
         candidates: list[float] = []
@@ -633,6 +829,13 @@ class Detector(DeclaredMachine):
                 candidates.append(self._probe_due())
             if not self._deadline_passed():
                 candidates.append(self._fail_deadline())
+        elif self.state == "deferring" and self._peers is not None:
+            # The deferral lapses when the peer we wait for falls silent.
+            expiry = self._peers.next_expiry(self._now)
+            if expiry is not None:
+                candidates.append(expiry)
+        if self._peers is not None:
+            candidates.append(self._peer_due)
         if self._retry_at is not None:
             candidates.append(self._retry_at)
         if self.state == "failed_over" and self._garp_due is not None:
@@ -687,7 +890,25 @@ class Detector(DeclaredMachine):
             "health_reason": self.health_reason,
             "links_down": sorted(self.links_down),
             "witness": self._witness_snapshot(now),
+            "backups": self._backups_snapshot(now),
         }
+
+    def _backups_snapshot(self, now: float) -> dict[str, Any] | None:
+        """Several backups: our priority and what each peer said; None in a pair."""
+        if self._peers is None:
+            return None
+        return {
+            "priority": self._peers.priority,
+            "preempt": self._preempt,
+            "rank": self._peers.rank(),
+            "rank_delay": round(self._rank_delay(), 3),
+            "peers": self._peers.snapshot(now),
+        }
+
+    def rekey(self, key: bytes) -> None:
+        super().rekey(key)
+        if self._peers is not None and self._sealer is not None:
+            self._peers.restarted(self._sealer)
 
     def _witness_snapshot(self, now: float) -> dict[str, Any] | None:
         if self._proofs is None:
@@ -757,7 +978,14 @@ class Detector(DeclaredMachine):
         if also is not None:
             targets.add(also)
         for target in sorted(targets):
-            self._out.append(Transmit(self._sealer.seal(now, holds=holds, ack_epoch=epoch, ack_seq=seq), (target,)))
+            if self._peers is None:
+                frame = self._sealer.seal(now, holds=holds, ack_epoch=epoch, ack_seq=seq)  # a pair: as ever
+            else:
+                frame = self._sealer.seal(
+                    now, holds=holds, ack_epoch=epoch, ack_seq=seq,
+                    unfit=not self._healthy(), preempt=self._preempt, priority=self._wire_priority,
+                )
+            self._out.append(Transmit(frame, (target,)))
 
     def _check_paths(self, now: float) -> None:
         if len(self.paths) < 2:
@@ -778,7 +1006,21 @@ class Detector(DeclaredMachine):
 
     def _fail_deadline(self) -> float:
         deadline = self.last_heard + self._fail_after
-        return min(deadline, self._leaving_at) if self._leaving_at is not None else deadline
+        if self._leaving_at is not None:
+            deadline = min(deadline, self._leaving_at)
+        return deadline + self._rank_delay()
+
+    def _rank_delay(self) -> float:
+        """Several backups: later by our rank, so a lower backup probes after a higher one added and announced.
+
+        ``rank × (probe duration + interval)`` (spec/backups.md, "The rank
+        delay"): with the link between the backups cut, the ARP probe then
+        fences the lower one. The rank counts peers as last heard, not as
+        alive, so the deadline does not move when a peer falls silent.
+        """
+        if self._peers is None:
+            return 0.0
+        return self._peers.rank() * (self.timing.probe_duration + self.timing.interval)
 
     def _emit_alarm(self, level: AlarmLevel, message: str, mail: bool = False, *, path: str | None = None) -> None:
         self._out.append(Alarm(level, message, mail, path=path))
@@ -837,6 +1079,18 @@ class Detector(DeclaredMachine):
 
     def _witnessed(self) -> bool:
         return self._proofs is not None
+
+    def _deferred(self) -> bool:
+        """Several backups: an alive peer says it holds, or an alive fit peer outranks us (it takes first)."""
+        peers = self._peers
+        return peers is not None and (peers.holder(self._now) is not None or peers.higher_fit(self._now) is not None)
+
+    def _must_yield(self) -> bool:
+        """Holding: an alive higher peer holds too, or an alive fit higher one says preempt (the lower yields)."""
+        peers = self._peers
+        return peers is not None and (
+            peers.higher_holder(self._now) is not None or peers.preempting(self._now) is not None
+        )
 
     def _proof_valid(self) -> bool:
         """No witness, or the newest proof lets us hold the address now (spec/witness.md, "The rule")."""
@@ -934,6 +1188,43 @@ class Detector(DeclaredMachine):
             )
         )
 
+    def _defer(self) -> None:
+        assert self._peers is not None
+        self._retry_at = None
+        self._probe_in_flight = False
+        self.counters.deferrals += 1
+        holder = self._peers.holder(self._now)
+        if holder is not None:
+            why = f"peer backup {holder.priority} ({holder.source}) holds them"
+        else:
+            higher = self._peers.higher_fit(self._now)
+            assert higher is not None
+            why = f"peer backup {higher.priority} ({higher.source}) outranks us (priority {self._peers.priority})"
+        self._out.append(Alarm("warning", f"{self.peer} silent but {why}: not taking over {names(self.addresses)}"))
+
+    def _deferral_over(self) -> None:
+        self._out.append(Alarm("info", f"{self.peer} heard again; no takeover was needed"))
+
+    def _suspect_afresh(self) -> None:
+        # The probe_due row starts the new probe at once: the deadline has passed.
+        self._out.append(Alarm("info", f"{self.peer} still silent and no peer backup holds or outranks us: "
+                               "probing afresh before taking over"))
+
+    def _yield_to_peer(self) -> None:
+        assert self._peers is not None
+        now = self._now
+        peer = self._peers.higher_holder(now) or self._peers.preempting(now)
+        assert peer is not None
+        why = "holds them too" if peer.holds else "takes them over (--preempt)"
+        self._out.append(
+            Alarm(
+                "critical" if peer.holds else "warning",
+                f"peer backup {peer.priority} ({peer.source}), of a higher priority, {why}: releasing "
+                f"{names(self.held)}",
+                peer.holds,
+            )
+        )
+
     def _unfit_over(self) -> None:
         self._out.append(Alarm("info", f"{self.peer} heard again; no takeover was needed"))
 
@@ -1019,12 +1310,14 @@ class Detector(DeclaredMachine):
             self._out.append(Alarm("warning", f"stopping; keeping {_listed(self.held)} as configured"))
         else:
             self._out.append(Alarm("info", "stopping; holding nothing"))
+        self._farewell_to_peers()
         self._out.append(Stopped())
 
     def _stop_released(self) -> None:
         self._give_claim_back()
         if self.held:
             self._out.append(Alarm("error", f"stopped still holding {_listed(self.held)}"))
+        self._farewell_to_peers()
         self._out.append(Stopped())
 
     # the witness (spec/witness.md)

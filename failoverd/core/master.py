@@ -26,6 +26,13 @@ only when
     somebody answered is tried again a retry interval later, or later still
     if the backup is heard meanwhile (it is alive: its release is what we wait for).
 
+Several backups (``--backups N``, spec/backups.md): one
+:class:`~failoverd.core.backup_views.BackupView` per backup, by the priority
+byte of its frames, each judged as the one backup of a pair is. (a) needs
+every backup's "I hold nothing", each while it is alive; (b) needs every
+backup not known released silent that long. A heartbeat is sealed per
+target and acknowledges the backup heard from that target's address.
+
 On shutdown a managing master releases first and only then sends a
 ``leaving`` heartbeat, so the backup's takeover probe finds the addresses
 free.
@@ -85,6 +92,7 @@ from failoverd.core.actions import (
     Transmit,
 )
 from failoverd.core.addresses import Triplet, names
+from failoverd.core.backup_views import BackupView
 from failoverd.core.health import links_reason, unfit_besides
 from failoverd.core.machine import DeclaredMachine
 from failoverd.core.settings import MasterSettings
@@ -255,15 +263,20 @@ class Master(DeclaredMachine):
         self.counters = Counters()
         self.started = now
         self.state_since = now
-        self.backup_last_heard: float | None = None
-        self.backup_holds: bool | None = None
-        self.backup_silent = False
+        self.backups = settings.backups
+        """How many backups the managed failback waits for (``--backups``)."""
+        self.views: dict[int, BackupView] = {}
+        """What each backup heard in this run told us, by its priority byte (spec/backups.md)."""
+        self._view_of_source: dict[str, int] = {}
+        """The backup (priority) whose status frames come from an address: a heartbeat to it acknowledges that one."""
+        self._latest_view: BackupView | None = None
+        """The view that recorded the newest frame: with one backup, every heartbeat acknowledges it."""
+        self._reported_strays: set[tuple[int, str]] = set()
+        self._waiting_for_reported: tuple[str, ...] = ()
         self.received_by_path: dict[str, int] = {}
-        """Authentic, unseen status frames of the backup, by the path (interface) they arrived on."""
+        """Authentic, unseen status frames of the backups, by the path (interface) they arrived on."""
         self._key = wire.Key(key) if key is not None else None
         self._sealer = wire.Sealer(self._key, wire.ROLE_MASTER, epoch, interval, now) if self._key else None
-        self._guard = wire.ReplayGuard(self.backup_fail_after)
-        self._answer_due = float("-inf")
         self._next_send = now
         self._now = now
         self._out: list[Action] = []
@@ -283,7 +296,6 @@ class Master(DeclaredMachine):
         self._release_floor = 0
         """The oldest heartbeat of ours (seq) a backup's "I hold nothing" must acknowledge to count."""
         self._reclaim_due = float("-inf")
-        self._overlap_reported = False
         self._garp_refresh = settings.garp_refresh
         self._garp_due: float | None = None
         witness = self.witness = settings.witness
@@ -313,19 +325,18 @@ class Master(DeclaredMachine):
     def handle_timer(self, now: float) -> list[Action]:
         out = self._begin(now)
         self._settle()
-        if (
-            self.backup_last_heard is not None
-            and not self.backup_silent
-            and now >= self.backup_last_heard + self.backup_fail_after
-        ):
-            self.backup_silent = True
-            out.append(
-                Alarm(
-                    "warning",
-                    f"backup silent for {now - self.backup_last_heard:.1f} s: no failover is possible until it returns",
-                    True,
+        for view in self.views.values():
+            if view.last_heard is not None and not view.silent and now >= view.last_heard + self.backup_fail_after:
+                view.silent = True
+                out.append(
+                    Alarm(
+                        "warning",
+                        f"{view.name} silent for {now - view.last_heard:.1f} s: "
+                        + ("no failover is possible until it returns" if self.backups == 1
+                           else "it cannot take over until it returns"),
+                        True,
+                    )
                 )
-            )
         if self.state == "holding" and self._garp_due is not None and now >= self._garp_due:
             # Not a state change: the periodic gratuitous ARP of what we hold.
             self._schedule_refresh(now)
@@ -353,20 +364,40 @@ class Master(DeclaredMachine):
             self.counters.reject("role")
             return out
         assert self._sealer is not None
-        known_epoch = self._guard.epoch
+        # With one backup, one view takes every frame, whatever its priority: a
+        # pair judges its backup as it always did. With several, a backup gets
+        # its view from its first status made for this epoch of ours (a
+        # recording of an earlier run cannot take a place, nor be answered:
+        # where it came from says nothing of where that backup is now).
+        priority = 0 if self.backups == 1 else frame.priority
+        view = self.views.get(priority)
+        if view is None:
+            if self.backups > 1 and not self._sealer.acknowledges_us(frame):
+                self.counters.unacknowledged += 1
+                return out
+            view = self.views[priority] = BackupView(priority, wire.ReplayGuard(self.backup_fail_after))
+            if len(self.views) > self.backups:
+                out.append(Alarm("critical", f"{view.name} heard besides {self._names_besides(view)}: more than "
+                                 f"--backups {self.backups}; the failback waits for every backup heard", True))
+        known_epoch = view.guard.epoch
         try:
-            age = self._guard.admit(
+            age = view.guard.admit(
                 frame, now, self._sealer.acked_at(frame), acknowledges=self._sealer.acknowledges_us(frame)
             )
         except wire.WireError as exc:
             self.counters.reject(exc.reason)
             return out
-        if self._guard.epoch != known_epoch and now >= self._answer_due and self.state != "stopped":
+        self._latest_view = view
+        if self._sealer.acknowledges_us(frame):
+            # A status sealed for us (not a frame of a backup's for its peers, replayed):
+            # its source is where this backup hears our heartbeats.
+            self._learn_source(view, source)
+        if view.guard.epoch != known_epoch and now >= view.answer_due and self.state != "stopped":
             # A backup we have not heard in this epoch of its (it restarted,
             # or we did): it counts our heartbeats only once they acknowledge
             # it, so acknowledge it now rather than at the next interval.
-            self._answer_due = now + self.interval / 2
-            self._send_heartbeat(now)
+            view.answer_due = now + self.interval / 2
+            self._send_heartbeat(now, only=self._targets_of(view))
         if not self._sealer.acknowledges_us(frame):
             # Made before the backup heard from this epoch of ours, or a replay
             # of such a frame (a recording from before we restarted): it says
@@ -379,32 +410,47 @@ class Master(DeclaredMachine):
             return out
         self.counters.accepted += 1
         self.received_by_path[path] = self.received_by_path.get(path, 0) + 1
-        self.backup_last_heard = now
-        # Pushes the presume row's deadline on: nothing becomes due by a
-        # status frame, so only the handshake below needs a settle.
-        self._presume_from = now
+        # Pushes the presume row's deadline on (only a release can make it due: see below).
+        view.last_heard = now
         if age == "overtaken":
             return out  # overtaken on another path: the backup lives; its view is older than what we know
-        self.backup_holds = frame.holds
-        if self.backup_silent:
-            self.backup_silent = False
-            out.append(Alarm("info", "backup heard again"))
+        view.holds = frame.holds
+        if view.silent:
+            view.silent = False
+            out.append(Alarm("info", f"{view.name} heard again"))
         # "I hold nothing" counts only from a backup that had counted the
         # heartbeat it answers: its answer to the handshake's first (uncounted)
         # heartbeat may have been made while it was still about to take over
         # from our previous life (spin found the two holders this allowed).
-        if not frame.holds and frame.ack_seq >= self._release_floor and self._sealer.answers_a_frame_that_acknowledged_it(frame):
-            self._fire("backup_released")
-            self._settle()
-        elif frame.holds and self.state == "holding" and self.managed and not self._overlap_reported:
+        view.release_counted = (
+            not frame.holds
+            and frame.ack_seq >= self._release_floor
+            and self._sealer.answers_a_frame_that_acknowledged_it(frame)
+        )
+        if view.release_counted:
+            waiting_for = self._not_released()
+            if not waiting_for:
+                self._waiting_for_reported = ()
+                self._fire("backup_released")
+                self._settle()
+            else:
+                if self.state in ("waiting", "probing") and waiting_for != self._waiting_for_reported:
+                    # Once per change: every backup answers every heartbeat.
+                    self._waiting_for_reported = waiting_for
+                    out.append(Alarm("info", f"{view.name} holds nothing; still waiting for "
+                                     f"{'; '.join(waiting_for)}"))
+                # This release may leave only silent backups unreleased: the presumption's turn.
+                self._settle()
+        elif frame.holds and self.state == "holding" and self.managed and not view.overlap_reported:
             # Once per episode: the backup answers every heartbeat, and a
             # release held up by a slow hook would otherwise mail twice a second.
-            self._overlap_reported = True
+            view.overlap_reported = True
             out.append(
-                Alarm("critical", "backup reports it holds our addresses while we hold them: it should release now", True)
+                Alarm("critical", f"{view.name} reports it holds our addresses while we hold them: "
+                      "it should release now", True)
             )
         if not frame.holds:
-            self._overlap_reported = False
+            view.overlap_reported = False
         return out
 
     def action_done(self, now: float, result: Result) -> list[Action]:
@@ -537,11 +583,11 @@ class Master(DeclaredMachine):
             return None
         candidates = [self._next_send]
         if self.state == "waiting":
-            candidates.append(self._presume_from + self.backup_fail_after)
+            candidates.append(self._presume_at())
         if self._retry_at is not None:
             candidates.append(self._retry_at)
-        if self.backup_last_heard is not None and not self.backup_silent:
-            candidates.append(self.backup_last_heard + self.backup_fail_after)
+        candidates += [v.last_heard + self.backup_fail_after for v in self.views.values()
+                       if v.last_heard is not None and not v.silent]
         if self.state == "holding" and self._garp_due is not None:
             candidates.append(self._garp_due)
         if self.state == "granted":
@@ -552,6 +598,23 @@ class Master(DeclaredMachine):
         return min(candidates)
 
     # --- status --------------------------------------------------------------
+
+    @property
+    def backup_last_heard(self) -> float | None:
+        """When a frame of a backup last counted (the newest of them); None: none heard in this run."""
+        heard = [v.last_heard for v in self.views.values() if v.last_heard is not None]
+        return max(heard) if heard else None
+
+    @property
+    def backup_holds(self) -> bool | None:
+        """Does a backup say it holds (any of them)? None: none said anything yet."""
+        said = [v.holds for v in self.views.values() if v.holds is not None]
+        return any(said) if said else None
+
+    @property
+    def backup_silent(self) -> bool:
+        """A backup once heard has been silent past its failure timeout (alarmed)."""
+        return any(v.silent for v in self.views.values())
 
     @property
     def claims(self) -> bool:
@@ -569,6 +632,9 @@ class Master(DeclaredMachine):
             "mode": "authenticated" if self._key is not None else "legacy",
             "backup_last_heard_age": None if self.backup_last_heard is None else round(now - self.backup_last_heard, 3),
             "backup_holds": self.backup_holds,
+            "backups_expected": self.backups,
+            "backups": [v.snapshot(now, self.backup_fail_after)
+                        for v in sorted(self.views.values(), key=lambda v: -v.priority)],
             "paths": [],
             "held": sorted(str(t) for t in self.held),
             "managed": sorted(str(t) for t in self.managed),
@@ -598,8 +664,8 @@ class Master(DeclaredMachine):
         self._out = []
         return self._out
 
-    def _send_heartbeat(self, now: float, *, leaving: bool | None = None) -> None:
-        """Seal and send a heartbeat; ``leaving`` by default while standing down."""
+    def _send_heartbeat(self, now: float, *, leaving: bool | None = None, only: Iterable[str] | None = None) -> None:
+        """Seal and send a heartbeat (to ``only`` those targets, if given); ``leaving`` by default while standing down."""
         standing_down = self.state == "standing_down"
         if leaving is None:
             # A master that cannot reach the witness cannot hold: holding nothing, it lets
@@ -611,17 +677,81 @@ class Master(DeclaredMachine):
             self._out.append(Transmit(self.legacy_message, self.targets))
             return
         # Sealed once per target: each frame is valid once, on one path, so a
-        # copy captured on one network cannot be replayed on another.
-        epoch, seq = self._guard.newest
-        for target in self.targets:
+        # copy captured on one network cannot be replayed on another. And a
+        # frame acknowledges one backup (spec/wire.md, rule 6): the one heard
+        # from that target's address.
+        for target in self.targets if only is None else only:
+            view = self._view_of_target(target)
+            epoch, seq = (0, 0) if view is None else view.guard.newest
             payload = self._sealer.seal(now, holds=self.claims, leaving=leaving, ack_epoch=epoch, ack_seq=seq)
             self._out.append(Transmit(payload, (target,)))
+
+    def _view_of_target(self, target: str) -> BackupView | None:
+        """The backup a heartbeat to ``target`` acknowledges: with one, it; with several, the one heard from there."""
+        if self.backups == 1:
+            return self._latest_view
+        priority = self._view_of_source.get(target)
+        return None if priority is None else self.views[priority]
+
+    def _targets_of(self, view: BackupView) -> tuple[str, ...]:
+        """The targets whose heartbeats acknowledge ``view`` (with one backup: all)."""
+        return tuple(t for t in self.targets if self._view_of_target(t) is view)
+
+    def _learn_source(self, view: BackupView, source: str) -> None:
+        if self._view_of_source.get(source) == view.priority:
+            return
+        self._view_of_source[source] = view.priority
+        if self.backups > 1 and source not in self.targets and (view.priority, source) not in self._reported_strays:
+            # Its heartbeats would acknowledge nothing of it: it never counts
+            # one, and takes over as if we were dead (after its ARP probe).
+            self._reported_strays.add((view.priority, source))
+            self._out.append(Alarm("critical", f"{view.name}'s status frames come from {source}, which is not a "
+                                   "target: no heartbeat acknowledges it; name its address as a target", True))
+
+    def _not_released(self) -> tuple[str, ...]:
+        """Who the failback still waits for: each backup whose "I hold nothing" does not count now."""
+        now, fail_after = self._now, self.backup_fail_after
+        pending = [v for v in sorted(self.views.values(), key=lambda v: -v.priority)
+                   if not v.released(now, fail_after)]
+        waiting = tuple(f"{v.name}, which {self._why_pending(v)}" for v in pending)
+        missing = max(0, self.backups - len(self.views))
+        if missing:
+            waiting += (f"{missing} backup{'s' if missing > 1 else ''} not heard yet",)
+        return waiting
+
+    def _why_pending(self, view: BackupView) -> str:
+        if view.last_heard is None:
+            return "has not been heard yet"
+        if not view.alive(self._now, self.backup_fail_after):
+            return "is silent"
+        if view.holds:
+            return "holds the addresses"
+        return "has not yet answered a heartbeat it counted since we rejoined"
+
+    def _names_besides(self, view: BackupView) -> str:
+        return ", ".join(v.name for v in self.views.values() if v is not view)
+
+    def _presume_at(self) -> float:
+        """When the presumption becomes due: every backup not known released silent for its failure timeout.
+
+        Backups never heard are silent since the floor (start, or as the
+        failback last put it off). With every backup released (a failback
+        put off by the witness) it is when the first of them falls silent.
+        """
+        now, fail_after = self._now, self.backup_fail_after
+        floor = self._presume_from + fail_after
+        views = list(self.views.values())
+        unreleased = [v for v in views if not v.released(now, fail_after)]
+        heard = [v for v in views if v.last_heard is not None]
+        if unreleased or len(heard) < self.backups:
+            return max([floor] + [v.last_heard + fail_after for v in unreleased if v.last_heard is not None])
+        return max(floor, min(v.last_heard + fail_after for v in heard if v.last_heard is not None))
 
     # conditions (time guards compare exactly as next_deadline() computes
     # the deadlines, float rounding included)
 
     def _presume_due(self) -> bool:
-        return self._now >= self._presume_from + self.backup_fail_after
+        return self._now >= self._presume_at()
 
     def _retry_due(self) -> bool:
         return self._retry_at is not None and self._now >= self._retry_at
@@ -731,6 +861,8 @@ class Master(DeclaredMachine):
         self._retry_at = self._now + self.retry_interval if unanswered else None
         if self._sealer is not None:
             self._release_floor = self._sealer.seq + 1
+        for view in self.views.values():
+            view.release_counted = False  # said before this heartbeat: perhaps before a takeover since
         # A backup may be taking over on the `leaving` heartbeats we sent until
         # now: presume it dead no earlier than a failure timeout from here, not
         # from when we last heard it (spin found two holders otherwise).

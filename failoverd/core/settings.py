@@ -25,9 +25,14 @@ from typing import Any
 
 from failoverd.core.addresses import Triplet
 from failoverd.core.timing import Timing
+from failoverd.core.wire import MAX_PRIORITY
 from failoverd.core.witness import WitnessTiming
 
 DEFAULT_LEGACY_MESSAGE = b"heartbeat"
+DEFAULT_PRIORITY = 100
+
+MAX_BACKUPS = 254
+"""Backups of one master are told apart by their priorities, 1..254 (spec/backups.md)."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,31 @@ class DetectorSettings:
     """How notifications and alarms name the master."""
     witness: WitnessTiming | None = None
     """The etcd witness's timing (spec/witness.md): take over only with its grant; None: no witness."""
+    peers: tuple[str, ...] = ()
+    """The other backups' addresses (``--peer``, spec/backups.md); empty: one backup of a pair."""
+    priority: int = DEFAULT_PRIORITY
+    """Our ``--priority`` among several backups (higher takes first); on the wire only with peers."""
+    preempt: bool = False
+    """``--preempt``: take the addresses from a lower backup that holds them while the master is down."""
 
     def __post_init__(self) -> None:
         # Frozen and hashable whatever the caller passed; a set in sorted
         # order, so the header it is written as reads the same every run.
         object.__setattr__(self, "addresses", _as_tuple(self.addresses))
+        object.__setattr__(self, "peers", _as_tuple(self.peers))
         if not self.addresses:
             raise ValueError("a detector needs at least one address to take over")
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int) or not 1 <= self.priority <= MAX_PRIORITY:
+            raise ValueError(f"priority {self.priority!r} is not within 1 - {MAX_PRIORITY}")
+        if len(set(self.peers)) != len(self.peers):
+            raise ValueError("a peer is listed twice")
+        if self.master is not None and self.master in self.peers:
+            raise ValueError(f"peer {self.master} is the master's address")
+
+    @property
+    def wire_priority(self) -> int:
+        """What byte 7 of our frames says: our priority with peers, 0 in a pair (byte for byte as before)."""
+        return self.priority if self.peers else 0
 
 
 @dataclass(frozen=True)
@@ -76,12 +99,16 @@ class MasterSettings:
     """Announce held addresses again every so many seconds (None: only after taking them)."""
     witness: WitnessTiming | None = None
     """The etcd witness's timing (spec/witness.md): hold the managed addresses only with its grant."""
+    backups: int = 1
+    """How many backups the managed failback waits for (spec/backups.md); each is heard by its priority byte."""
 
     def __post_init__(self) -> None:
         for name in ("targets", "managed"):
             object.__setattr__(self, name, _as_tuple(getattr(self, name)))
         if not self.targets:
             raise ValueError("heartbeatd needs at least one target address")
+        if not 1 <= self.backups <= MAX_BACKUPS:
+            raise ValueError(f"backups {self.backups!r} is outside 1..{MAX_BACKUPS}")
         if self.garp_refresh is not None and not self.garp_refresh > 0:
             raise ValueError(f"gratuitous ARP refresh {self.garp_refresh!r} s must be positive")
 

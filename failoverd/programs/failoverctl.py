@@ -150,6 +150,8 @@ def format_status(status: Mapping[str, Any], now: float) -> str:
         path_rows.append([str(path.get("name", "?")), heard, health])
     lines += _section("paths", _table(path_rows) if paths else [])
 
+    if status.get("role") == "master":
+        lines += _master_backups(status)
     lines += _section("held", [str(t) for t in status.get("held") or []])
     witness = status.get("witness")
     if isinstance(witness, Mapping):
@@ -159,12 +161,57 @@ def format_status(status: Mapping[str, Any], now: float) -> str:
             + ("claim held" if witness.get("claim") else "no claim")
             + ("" if not isinstance(left, (int, float)) else f", proof valid {left:g} s more"),
         ])
+    lines += _backup_peers(status)
     counters = flatten(status.get("counters") or {})
     lines += _section("counters", _table([[name, str(value)] for name, value in counters]))
     timing = status.get("timing") or {}
     lines += _section("timing", _table([[name, _timing_value(name, v)] for name, v in timing.items()]))
     lines += _section("version", [str(status.get("version", "?"))])
     return "\n".join(lines) + "\n"
+
+
+def _master_backups(status: Mapping[str, Any]) -> list[str]:
+    """A master's backups, highest priority first: whether each is alive and holds, when last heard."""
+    backups = status.get("backups")
+    if not isinstance(backups, list):
+        return []
+    rows = [["PRIORITY", "LAST HEARD", "STATUS"]]
+    for backup in backups:
+        age = backup.get("last_heard_age")
+        heard = "never" if age is None else f"{format_age(age)} ago"
+        said = "holds" if backup.get("holds") else "released" if backup.get("released") else "holds nothing"
+        rows.append([str(backup.get("priority", "?")), heard, said if backup.get("alive") else "SILENT"])
+    expected = status.get("backups_expected")
+    unheard = expected - len(backups) if isinstance(expected, int) else 0
+    lines = _table(rows) if backups else []
+    if unheard > 0:
+        lines.append(f"{unheard} of {expected} not heard yet")
+    return _section("backups", lines)
+
+
+def _backup_peers(status: Mapping[str, Any]) -> list[str]:
+    """A backup with peers (several backups, spec/backups.md): its priority, then one row per peer."""
+    backups = status.get("backups")
+    if status.get("role") != "backup" or not isinstance(backups, Mapping):
+        return []
+    delay = backups.get("rank_delay")
+    own = [
+        f"{backups.get('priority', '?')}" + (", preempts" if backups.get("preempt") else "")
+        + (f"; rank {backups.get('rank')}, deadline later by {delay:g} s" if isinstance(delay, (int, float)) else "")
+    ]
+    rows = [["PRIORITY", "ADDRESS", "ALIVE", "FIT", "HOLDS", "LAST HEARD"]]
+    for peer in backups.get("peers") or []:
+        age = peer.get("last_heard_age")
+        priority = peer.get("priority")
+        rows.append([
+            "?" if priority is None else str(priority),
+            str(peer.get("source", "?")),
+            "yes" if peer.get("alive") else "NO",
+            "?" if peer.get("fit") is None else "yes" if peer.get("fit") else "UNFIT",
+            "?" if peer.get("holds") is None else "HOLDS" if peer.get("holds") else "no",
+            "never" if age is None else f"{format_age(age)} ago",
+        ])
+    return _section("priority", own) + _section("peers", _table(rows) if len(rows) > 1 else [])
 
 
 # --- subcommands ----------------------------------------------------------------

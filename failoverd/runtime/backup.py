@@ -118,7 +118,7 @@ async def serve(
     # The trace is closed (idempotently) on every way out, errors included.
     with (
         recorder if recorder is not None else nullcontext(),
-        HeartbeatSocket.bind(config.port, ipv6=config.master.version == 6) as sock,
+        HeartbeatSocket.bind(config.port, ipv6=config.ipv6) as sock,
         lifecycle.metrics_endpoint(config.metrics_listen) as scrape,
     ):
         core = Detector(config.detector_settings(), start, key=key, epoch=epoch, held=held)

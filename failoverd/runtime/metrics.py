@@ -344,6 +344,7 @@ class _DaemonCollector(Collector):
             yield GaugeMetricFamily("failoverd_peer_silent",
                                     "1 while the backup, once heard, has been silent past its failure timeout.",
                                     value=1 if core.backup_silent else 0)
+            yield from _backups([v.snapshot(now, core.backup_fail_after) for v in core.views.values()])
 
         yield _by_label("failoverd_advertisements_sent", "Frames handed to the kernel for the peer, by target.",
                         "target", self.sock.sent_to)
@@ -364,6 +365,18 @@ class _DaemonCollector(Collector):
                            core.counters.overtaken)
             yield _counter("failoverd_false_suspicions", "Times the master was suspect and then heard again.",
                            core.counters.false_suspicions)
+            backups = core.snapshot(now).get("backups")
+            if backups is not None:
+                # Only with --peer (several backups, spec/backups.md).
+                yield _counter("failoverd_deferrals", "Failure deadlines at which a peer backup held or outranked us.",
+                               core.counters.deferrals)
+                peers = GaugeMetricFamily("failoverd_peer_alive",
+                                          "1 while a frame of the peer backup counted within the failure timeout.",
+                                          labels=["priority"])
+                for peer in backups["peers"]:
+                    if peer["priority"] is not None:
+                        peers.add_metric([str(peer["priority"])], 1 if peer["alive"] else 0)
+                yield peers
 
         events = meter.events
         yield _counter("failoverd_become_master", "Times this host decided to take the addresses.",
@@ -416,6 +429,22 @@ class _DaemonCollector(Collector):
 
 def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, value=value)
+
+
+def _backups(backups: list[dict[str, object]]) -> Iterator[Metric]:
+    """heartbeatd's view of each backup heard, by its priority (0: the backup of a pair)."""
+    families = {
+        "alive": GaugeMetricFamily("failoverd_backup_alive", "1 while the backup of this priority was heard "
+                                   "within its failure timeout.", labels=["priority"]),
+        "holds": GaugeMetricFamily("failoverd_backup_holds", "1 while the backup of this priority last said it "
+                                   "holds (or is adding or removing) the addresses.", labels=["priority"]),
+        "released": GaugeMetricFamily("failoverd_backup_released", "1 while the backup's \"I hold nothing\" "
+                                      "counts for the managed failback.", labels=["priority"]),
+    }
+    for backup in backups:
+        for key, family in families.items():
+            family.add_metric([str(backup["priority"])], 1 if backup[key] else 0)
+    yield from families.values()
 
 
 def _by_label(name: str, documentation: str, label: str, values: dict[str, int]) -> CounterMetricFamily:

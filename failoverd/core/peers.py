@@ -1,0 +1,198 @@
+"""What a backup knows of the other backups of its master (several backups, spec/backups.md).
+
+One :class:`PeerEntry` per peer priority (the priority is a backup's name on
+the wire, under the MAC): its own :class:`~failoverd.core.wire.ReplayGuard`,
+so a peer frame is judged by spec/wire.md's rules 1-7 exactly as the backup
+judges a heartbeat (once, from the newest epoch, only while provably young,
+and only if it acknowledges our current epoch, using the detector's own
+:class:`~failoverd.core.wire.Sealer` for the acknowledgements); when it last
+counted; and what its last counted frame said (holds, unfit, preempt).
+
+A peer is *alive* while a frame of it counted within the failure timeout,
+*fit* when that frame did not say unfit, *holding* when it said holds.
+
+Pure: nothing here reads a clock or a socket; every question takes ``now``.
+Error handling: :meth:`Peers.judge` raises :class:`~failoverd.core.wire.WireError`
+for a frame that changes nothing (``priority``, ``replay``, ``epoch``,
+``seq``); the detector counts and alarms.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from failoverd.core import wire
+
+
+@dataclass
+class PeerEntry:
+    """One peer backup, as its frames told us."""
+
+    priority: int
+    guard: wire.ReplayGuard
+    source: str
+    """The address its last counted frame came from (its first authentic one until then)."""
+    last_counted: float | None = None
+    """When a frame of it last counted (None: never)."""
+    holds: bool = False
+    unfit: bool = False
+    preempt: bool = False
+    rejected: Counter[str] = field(default_factory=Counter)
+    """Its frames that did not count, by reason (``unacknowledged``, ``delayed``, ``replay``...)."""
+    counted: int = 0
+    answer_due: float = float("-inf")
+    """Not before then is an unacknowledged frame of it answered again (the handshake's rate)."""
+    answered_epoch: int = -1
+    """Its epoch whose first counted frame we answered at once (the handshake's last step)."""
+
+    def alive(self, now: float, fail_after: float) -> bool:
+        return self.last_counted is not None and now < self.last_counted + fail_after
+
+    def alive_until(self, fail_after: float) -> float | None:
+        return None if self.last_counted is None else self.last_counted + fail_after
+
+
+class Peers:
+    """The other backups: configured by address, known by priority once heard.
+
+    ``addresses``: the configured ``--peer`` addresses (where our peer frames
+    go); ``priority``: ours (a frame that claims it is refused: two backups
+    must not share one). ``offline``: what-if replay, where acknowledgements
+    are another run's (every authentic, unseen frame counts, as for heartbeats).
+    """
+
+    def __init__(
+        self,
+        addresses: tuple[str, ...],
+        priority: int,
+        sealer: wire.Sealer,
+        *,
+        fail_after: float,
+        max_delay: float,
+        offline: bool = False,
+    ) -> None:
+        self.addresses = addresses
+        self.priority = priority
+        self._sealer = sealer
+        self.fail_after = fail_after
+        self._max_delay = max_delay
+        self._offline = offline
+        self.entries: dict[int, PeerEntry] = {}
+
+    def restarted(self, sealer: wire.Sealer) -> None:
+        """After a rekey: a new sealer, and every guard starts afresh (nothing recorded counts for the new key)."""
+        self._sealer = sealer
+        for entry in self.entries.values():
+            entry.guard = entry.guard.restarted()
+
+    def judge(self, frame: wire.Heartbeat, now: float, source: str) -> tuple[str, PeerEntry]:
+        """Record one authentic backup frame: ``counted``, ``overtaken``, ``unacknowledged`` or ``delayed``.
+
+        Raises WireError (``priority``: it claims ours; or the guard's
+        ``replay``/``epoch``/``seq``). An entry is made for a priority at its
+        first authentic frame: at most 254 of them.
+        """
+        if frame.priority == self.priority:
+            raise wire.WireError("priority", f"a peer frame claims our own priority {frame.priority}")
+        if frame.priority == 0:
+            # A backup of a pair (no --peer) talking to us: it says nothing we could rank.
+            raise wire.WireError("priority", "a backup frame without a priority (a backup configured without --peer)")
+        entry = self.entries.get(frame.priority)
+        if entry is None:
+            entry = self.entries[frame.priority] = PeerEntry(
+                frame.priority, wire.ReplayGuard(self._max_delay, judge_age=not self._offline), source
+            )
+        sealer = self._sealer
+        try:
+            age = entry.guard.admit(frame, now, sealer.acked_at(frame), acknowledges=sealer.acknowledges_us(frame))
+        except wire.WireError as exc:
+            entry.rejected[exc.reason] += 1
+            raise
+        if not (self._offline or sealer.acknowledges_us(frame)):
+            verdict = "unacknowledged"
+        elif age == "delayed":
+            verdict = "delayed"
+        elif age == "overtaken":
+            verdict = "overtaken"
+        else:
+            verdict = "counted"
+            # Only a counted frame says where the peer is: an attacker re-sending a
+            # withheld frame from elsewhere does not redirect our frames' acknowledgements.
+            entry.source = source
+            entry.last_counted = now
+            entry.holds, entry.unfit, entry.preempt = frame.holds, frame.unfit, frame.preempt
+            entry.counted += 1
+            if frame.leaving and not frame.holds:
+                # It stopped, holding nothing: no need to wait a failure timeout for its silence.
+                entry.last_counted = None
+        if verdict != "counted":
+            entry.rejected[verdict] += 1
+        return verdict, entry
+
+    # --- what the detector's conditions ask ------------------------------------
+
+    def alive(self, now: float) -> list[PeerEntry]:
+        return [e for e in self.entries.values() if e.alive(now, self.fail_after)]
+
+    def holder(self, now: float) -> PeerEntry | None:
+        """An alive peer that says it holds (the highest, if several do)."""
+        holding = [e for e in self.alive(now) if e.holds]
+        return max(holding, key=lambda e: e.priority) if holding else None
+
+    def higher_fit(self, now: float) -> PeerEntry | None:
+        """The highest alive, fit peer that outranks us: it takes first."""
+        higher = [e for e in self.alive(now) if not e.unfit and e.priority > self.priority]
+        return max(higher, key=lambda e: e.priority) if higher else None
+
+    def higher_holder(self, now: float) -> PeerEntry | None:
+        """An alive peer of a higher priority that says it holds too: the lower (we) yields."""
+        holding = [e for e in self.alive(now) if e.holds and e.priority > self.priority]
+        return max(holding, key=lambda e: e.priority) if holding else None
+
+    def preempting(self, now: float) -> PeerEntry | None:
+        """An alive, fit, higher peer that says ``preempt``: a lower holder releases to it."""
+        wanting = [e for e in self.alive(now) if e.preempt and not e.unfit and e.priority > self.priority]
+        return max(wanting, key=lambda e: e.priority) if wanting else None
+
+    def rank(self) -> int:
+        """How many peers outrank us: higher as last heard, and every configured peer never heard."""
+        unheard = max(0, len(self.addresses) - len(self.entries))
+        return unheard + sum(1 for p in self.entries if p > self.priority)
+
+    def next_expiry(self, now: float) -> float | None:
+        """When the next alive peer turns silent (what a deferral waits for, besides frames)."""
+        ends = [e.last_counted + self.fail_after for e in self.alive(now) if e.last_counted is not None]
+        return min(ends) if ends else None
+
+    def newest_from(self, address: str) -> tuple[int, int]:
+        """What our next frame to ``address`` acknowledges: the newest recorded of the peer heard from there."""
+        for entry in self.entries.values():
+            if entry.source == address:
+                return entry.guard.newest
+        if len(self.addresses) == 1 and len(self.entries) == 1:
+            # One peer, heard by a spelling of its address other than ours (a scope, a mapped IPv4).
+            return next(iter(self.entries.values())).guard.newest
+        return 0, 0
+
+    def snapshot(self, now: float) -> list[dict[str, Any]]:
+        out = []
+        for e in sorted(self.entries.values(), key=lambda e: -e.priority):
+            out.append({
+                "priority": e.priority,
+                "source": e.source,
+                "alive": e.alive(now, self.fail_after),
+                "fit": not e.unfit,
+                "holds": e.holds,
+                "preempt": e.preempt,
+                "last_heard_age": None if e.last_counted is None else round(now - e.last_counted, 3),
+                "counted": e.counted,
+                "rejected": dict(sorted(e.rejected.items())),
+            })
+        heard = {e.source for e in self.entries.values()}
+        for address in self.addresses:
+            if address not in heard and len(self.entries) < len(self.addresses):
+                out.append({"priority": None, "source": address, "alive": False, "fit": None, "holds": None,
+                            "preempt": None, "last_heard_age": None, "counted": 0, "rejected": {}})
+        return out

@@ -1,0 +1,324 @@
+"""Several backups of one master (spec/backups.md), the backups' side: the real cores on a simulated network.
+
+Two real Detectors with peers and a real master (tests/_backups_sim.py) go
+through the design's cases: only the higher takes over; the lower after its
+rank delay when the higher is dead too, or at once-ish when the higher says
+unfit; a returning higher moves nothing without --preempt and, with it,
+takes over only after the lower released; replayed or withheld peer frames
+change nothing; with the link between the backups cut, the rank delay lets
+the lower's probe see the higher's address. In every step at most one host
+has the addresses configured.
+"""
+
+from __future__ import annotations
+
+import pytest
+from _backups_sim import MASTER, Network
+from _drive import KEY, VIPS
+
+from failoverd.core import wire
+from failoverd.core.actions import Transmit
+from failoverd.core.detector import Detector
+from failoverd.core.settings import DetectorSettings
+from failoverd.core.timing import Timing
+
+T = Timing()
+RANK_DELAY = T.probe_duration + T.interval
+
+
+def steady(preempt: tuple[str, ...] = ()) -> Network:
+    net = Network(preempt=preempt)
+    net.start_master()
+    net.start_backup("high")
+    net.start_backup("low")
+    net.run_until(10.0)
+    assert net.state("high") == net.state("low") == "monitoring"
+    assert net.holders() == []
+    return net
+
+
+def test_both_backups_hear_each_other_and_the_master() -> None:
+    net = steady()
+    for name, other in (("high", 100), ("low", 200)):
+        core = net.backups[name].core
+        assert core is not None
+        (peer,) = core.snapshot(net.now)["backups"]["peers"]
+        assert peer["priority"] == other and peer["alive"] and peer["fit"] and not peer["holds"]
+        assert core.counters.accepted > 5
+    high = net.backups["high"].core
+    low = net.backups["low"].core
+    assert high is not None and low is not None
+    assert high.snapshot(net.now)["backups"]["rank"] == 0
+    assert low.snapshot(net.now)["backups"]["rank"] == 1
+
+
+def test_master_dies_only_the_higher_takes_over() -> None:
+    net = steady()
+    died = net.now
+    net.kill_master()
+    net.run_until(died + 20)
+    assert net.holders() == ["high"]
+    assert net.state("high") == "failed_over"
+    assert net.state("low") == "deferring"
+    assert net.backups["low"].acquires == []
+    assert died + T.fail_after <= net.first_acquire("high") <= died + T.fail_after + T.interval
+    assert net.most_holders == 1
+
+
+def test_higher_dead_too_the_lower_takes_after_its_rank_delay() -> None:
+    net = steady()
+    net.kill_backup("high")
+    net.run_until(net.now + 2 * T.fail_after)  # the lower hears the higher's silence
+    died = net.now
+    net.kill_master()
+    net.run_until(died + 20)
+    assert net.holders() == ["low"]
+    taken = net.first_acquire("low")
+    assert taken is not None
+    # Not before its rank delay: one peer outranks it, as last heard.
+    assert died + T.fail_after + RANK_DELAY <= taken <= died + T.fail_after + RANK_DELAY + T.interval
+    assert net.most_holders == 1
+
+
+def test_a_higher_backup_that_says_unfit_leaves_the_takeover_to_the_lower() -> None:
+    net = steady()
+    net.make_unfit("high")
+    net.run_until(net.now + 2)
+    low = net.backups["low"].core
+    assert low is not None
+    (peer,) = low.snapshot(net.now)["backups"]["peers"]
+    assert peer["alive"] and not peer["fit"]
+    died = net.now
+    net.kill_master()
+    net.run_until(died + 20)
+    assert net.holders() == ["low"]
+    assert net.state("high") == "unfit"
+    assert net.first_acquire("low") <= died + T.fail_after + RANK_DELAY + T.interval
+    assert net.most_holders == 1
+
+
+def _lower_holds(preempt: tuple[str, ...]) -> Network:
+    """The higher's daemon dies, then the master: the lower takes over; the higher's daemon returns."""
+    net = steady(preempt)
+    net.kill_backup("high")
+    net.run_until(net.now + 2 * T.fail_after)
+    net.kill_master()
+    net.run_until(net.now + 20)
+    assert net.holders() == ["low"]
+    net.start_backup("high")
+    return net
+
+
+def test_a_returning_higher_backup_without_preempt_moves_nothing() -> None:
+    net = _lower_holds(preempt=())
+    net.run_until(net.now + 30)
+    assert net.holders() == ["low"]
+    assert net.state("high") == "deferring"
+    assert net.backups["high"].acquires == []
+    assert len(net.backups["low"].releases) == 0
+    assert net.most_holders == 1
+
+
+def test_with_preempt_the_lower_releases_first_then_the_higher_takes_over() -> None:
+    net = _lower_holds(preempt=("high",))
+    returned = net.now
+    net.run_until(returned + 30)
+    assert net.holders() == ["high"]
+    assert net.state("low") == "deferring"
+    (released,) = net.backups["low"].releases
+    taken = net.first_acquire("high", after=returned)
+    assert taken is not None and released < taken
+    assert net.most_holders == 1  # never two holders, in any step
+
+
+def test_a_heartbeat_ends_a_deferral_and_the_holder_fails_back() -> None:
+    net = steady()
+    net.kill_master()
+    net.run_until(net.now + 20)
+    assert net.state("low") == "deferring"
+    net.start_master()
+    net.run_until(net.now + 10)
+    assert net.holders() == []
+    assert net.state("high") == net.state("low") == "monitoring"
+
+
+def test_replayed_and_withheld_peer_frames_change_nothing() -> None:
+    net = steady()
+    low, high = net.backups["low"], net.backups["high"]
+    core = low.core
+    assert core is not None
+    # Replays of frames the lower already counted: refused, nothing moves.
+    old = [p for t, s, d, p in net.wire if s == high.address and d == low.address]
+    for payload in old[-5:]:
+        net.inject(high.address, low.address, payload)
+    net.run_until(net.now + 0.1)
+    assert core.counters.rejected.get("peer_replay") == 5
+    assert net.state("low") == net.state("high") == "monitoring"
+    # Now the higher's frames to the lower are withheld, and the master dies: the
+    # higher takes over and the lower does not hear it say so.
+    kept: list[bytes] = []
+
+    def withhold(source: str, destination: str, payload: bytes) -> bool:
+        if source == high.address and destination == low.address:
+            kept.append(payload)
+            return True
+        return False
+
+    net.drop = withhold
+    net.kill_master()
+    net.run_until(net.now + 20)
+    assert net.holders() == ["high"]
+    # The lower found the higher silent, waited its rank delay, and its probe saw the address.
+    assert net.state("low") == "contested" and net.backups["low"].acquires == []
+    # The withheld frames ("holds"), delivered late: authentic and unseen, not provably young.
+    net.drop = lambda source, destination, payload: False
+    for payload in kept[:3]:
+        net.inject(high.address, low.address, payload)
+    net.run_until(net.now + net.delay)
+    assert core.counters.rejected.get("peer_delayed", 0) >= 3
+    (peer,) = core.snapshot(net.now)["backups"]["peers"]
+    assert peer["holds"] is False  # what it last said that counted: the late frames changed nothing
+    assert net.most_holders == 1
+
+
+def test_peer_link_cut_the_rank_delay_lets_the_lowers_probe_see_the_higher() -> None:
+    net = steady()
+    net.cut_link("high", "low")
+    net.run_until(net.now + 2 * T.fail_after)  # each hears the master, not the other
+    for name in ("high", "low"):
+        core = net.backups[name].core
+        assert core is not None and core.state == "monitoring"
+        assert not core.snapshot(net.now)["backups"]["peers"][0]["alive"]
+    net.kill_master()
+    net.run_until(net.now + 20)
+    assert net.holders() == ["high"]
+    assert net.state("low") == "contested"
+    assert net.backups["low"].acquires == []
+    assert net.most_holders == 1
+
+
+def test_without_the_rank_delay_the_cut_link_gives_two_holders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the delay is for: with it gone, both probe before either added, and both take over."""
+    monkeypatch.setattr(Detector, "_rank_delay", lambda self: 0.0)
+    net = steady()
+    net.cut_link("high", "low")
+    net.run_until(net.now + 2 * T.fail_after)
+    net.kill_master()
+    net.run_until(net.now + 20)
+    assert net.most_holders == 2
+
+
+# --- the wire: a pair is byte for byte as before, peers are judged as heartbeats ---
+
+
+def _pair_status(settings: DetectorSettings) -> list[bytes]:
+    from failoverd.core.master import Master
+    from failoverd.core.settings import MasterSettings
+
+    d = Detector(settings, 0.0, key=KEY, epoch=5)
+    m = Master(MasterSettings(["10.9.1.2"], 1.0), 0.0, key=KEY, epoch=9)
+    frames = []
+    for t in (0.0, 1.0, 2.0):
+        for a in m.handle_timer(t):
+            if isinstance(a, Transmit):
+                for b in d.receive_datagram(t + 0.01, a.payload, MASTER, "priv"):
+                    if isinstance(b, Transmit):
+                        frames.append(b.payload)
+                        m.receive_datagram(t + 0.02, b.payload, "10.9.1.2", "priv")
+    return frames
+
+
+def test_a_backup_without_peers_sends_exactly_the_frames_of_a_pair() -> None:
+    plain = _pair_status(DetectorSettings(VIPS, T, master=MASTER))
+    # Priority and preempt are configuration only: without --peer nothing of them is on the wire.
+    configured = _pair_status(DetectorSettings(VIPS, T, master=MASTER, priority=200, preempt=True))
+    assert plain == configured and len(plain) >= 3
+    for payload in plain:
+        frame = wire.decode(payload, KEY)
+        assert frame.priority == 0 and not frame.unfit and not frame.preempt
+
+
+def test_without_peers_a_backup_frame_is_refused_as_role() -> None:
+    d = Detector(DetectorSettings(VIPS, T, master=MASTER), 0.0, key=KEY, epoch=5)
+    sealer = wire.Sealer(KEY, wire.ROLE_BACKUP, 7, 1.0, 0.0)
+    d.receive_datagram(0.1, sealer.seal(0.1, holds=True, priority=50), "10.9.1.3", "priv")
+    assert d.last_verdict == "role" and d.counters.rejected == {"role": 1}
+
+
+def test_a_peer_frame_with_our_own_priority_is_refused_and_alarmed_once() -> None:
+    d = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), priority=100), 0.0, key=KEY, epoch=5)
+    sealer = wire.Sealer(KEY, wire.ROLE_BACKUP, 7, 1.0, 0.0)
+    alarms = []
+    for t in (0.1, 0.2, 0.3):
+        out = d.receive_datagram(t, sealer.seal(t, holds=False, priority=100), "10.9.1.3", "priv")
+        alarms += [a for a in out if type(a).__name__ == "Alarm"]
+    assert d.counters.rejected == {"priority": 3}
+    assert len(alarms) == 1 and "priority 100" in alarms[0].message
+
+
+def test_the_first_peer_frame_is_answered_at_once_and_its_answer_counts() -> None:
+    a = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), priority=200), 0.0, key=KEY, epoch=5)
+    b = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.2",), priority=100), 0.0, key=KEY, epoch=6)
+    (hello,) = [x for x in a.handle_timer(0.0) if isinstance(x, Transmit)]
+    assert hello.targets == ("10.9.1.3",)
+    b.handle_timer(0.0)
+    answer = [x for x in b.receive_datagram(0.01, hello.payload, "10.9.1.2", "priv") if isinstance(x, Transmit)]
+    assert b.last_verdict == "peer_unacknowledged" and answer
+    back = [x for x in a.receive_datagram(0.02, answer[0].payload, "10.9.1.3", "priv") if isinstance(x, Transmit)]
+    assert a.last_verdict == "peer"
+    assert back, "the first counted frame of a peer epoch is answered at once"
+    b.receive_datagram(0.03, back[0].payload, "10.9.1.2", "priv")
+    assert b.last_verdict == "peer"
+
+
+@pytest.mark.parametrize("bad", [0, 255, -1, True])
+def test_a_priority_out_of_range_is_refused(bad: int) -> None:
+    with pytest.raises(ValueError, match="priority"):
+        DetectorSettings(VIPS, T, priority=bad)
+
+
+def test_peers_need_authenticated_mode() -> None:
+    with pytest.raises(ValueError, match="legacy heartbeats carry no status"):
+        Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",)), 0.0)
+
+
+def test_failoverctl_status_of_a_backup_shows_its_priority_and_each_peer() -> None:
+    from failoverd.programs.failoverctl import format_status
+
+    net = steady()
+    net.kill_master()
+    net.run_until(net.now + 20)
+    low = net.backups["low"].core
+    assert low is not None
+    text = format_status(low.snapshot(net.now), 0.0)
+    assert "priority  100; rank 1, deadline later by 1.3 s" in text
+    (row,) = [line for line in text.splitlines() if "10.9.1.2" in line]
+    assert row.split()[:6] == ["200", "10.9.1.2", "yes", "yes", "HOLDS", "1.0"] and row.endswith("ago")
+    # A pair's status has no such section.
+    pair = Detector(DetectorSettings(VIPS, T, master=MASTER), 0.0, key=KEY, epoch=5)
+    assert "priority" not in format_status(pair.snapshot(1.0), 0.0)
+
+
+def test_unacknowledged_peer_frames_are_answered_at_most_once_per_half_interval() -> None:
+    d = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), priority=200), 0.0, key=KEY, epoch=5)
+    d.handle_timer(0.0)
+    sealer = wire.Sealer(KEY, wire.ROLE_BACKUP, 7, 1.0, 0.0)
+    answers = 0
+    for i in range(90):  # a flood of authentic frames that acknowledge nothing of ours, until 0.98 s
+        t = 0.1 + i * 0.0099
+        out = d.receive_datagram(t, sealer.seal(t, holds=False, priority=100), "10.9.1.3", "priv")
+        answers += sum(1 for a in out if isinstance(a, Transmit))
+        assert d.last_verdict == "peer_unacknowledged"
+    assert answers == 2  # at 0.1 and at 0.6 (the periodic frame is due at 1.0): the flood does not set our rate
+
+
+def test_with_peers_the_status_to_the_master_carries_priority_unfit_and_preempt() -> None:
+    net = steady(preempt=("high",))
+    net.make_unfit("high")
+    net.run_until(net.now + 2)
+    statuses = [wire.decode(p, KEY) for t, s, d, p in net.wire if d == MASTER and t > net.now - 1]
+    high = [f for f in statuses if f.priority == 200]
+    low = [f for f in statuses if f.priority == 100]
+    assert high and low
+    assert all(f.unfit and f.preempt for f in high)
+    assert not any(f.unfit or f.preempt for f in low)
