@@ -209,6 +209,11 @@ def status_reply(
     }
     if snapshot.get("witness") is not None:
         reply["witness"] = dict(snapshot["witness"])
+    # Several backups (spec/backups.md), as failoverctl shows them: a backup's priority, rank and
+    # peers (a mapping), a master's view of each backup (a list) and how many it expects.
+    for key in ("backups", "backups_expected"):
+        if snapshot.get(key) is not None:
+            reply[key] = snapshot[key]
     return reply
 
 
