@@ -91,6 +91,21 @@ def test_the_failback_waits_for_every_backup_to_release() -> None:
     assert snapshot["backups_expected"] == 2 and snapshot["backup_holds"] is False
 
 
+def test_a_rekey_forgets_every_backup_recorded_under_the_old_key() -> None:
+    """SIGHUP with a new key: each backup's replay guard starts afresh, and frames under the old key are refused."""
+    m = _master()
+    a, b = Backup(100, A_ADDR, epoch=3), Backup(50, B_ADDR, epoch=4)
+    _round(m, 0.0, (a, False), (b, False))
+    _round(m, 1.0, (a, False), (b, False))
+    assert {v.guard.epoch for v in m.views.values()} == {3, 4}
+    new_key = b"a brand new shared key, rotated!"
+    m.rekey(new_key)
+    assert all(v.guard.newest == (0, 0) for v in m.views.values())
+    assert _tell(m, a, 1.5, holds=True) == [] and m.counters.rejected.get("mac") == 1
+    (heartbeat,) = [x for x in m.handle_timer(2.0) if isinstance(x, Transmit) and x.targets == (A_ADDR,)]
+    assert wire.decode(heartbeat.payload, new_key).epoch == 9  # our own numbering carries on
+
+
 def test_a_backup_that_says_it_holds_again_undoes_its_release() -> None:
     m = _master()
     a, b = Backup(100, A_ADDR, epoch=3), Backup(50, B_ADDR, epoch=4)

@@ -194,4 +194,8 @@ class DeclaredMachine:
             raise ValueError("legacy mode has no key; restart with --key-file to authenticate")
         self._key = wire.Key(key)
         self._sealer.rekey(self._key)
+        self._forget_recorded()
+
+    def _forget_recorded(self) -> None:
+        """After a rekey: nothing recorded of the peer under the old key counts (one replay guard)."""
         self._guard = self._guard.restarted()

@@ -322,6 +322,11 @@ class Master(DeclaredMachine):
 
     # --- entry points ------------------------------------------------------
 
+    def _forget_recorded(self) -> None:
+        # One replay guard per backup (backup_views), not one for the core: each starts afresh.
+        for view in self.views.values():
+            view.guard = view.guard.restarted()
+
     def handle_timer(self, now: float) -> list[Action]:
         out = self._begin(now)
         self._settle()

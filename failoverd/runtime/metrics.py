@@ -113,7 +113,7 @@ GAP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30
 
 REJECT_REASONS: dict[tuple[Role, str], tuple[str, ...]] = {
     # Shown at 0 from the start, so rate() and alerts work before the first one.
-    ("backup", "authenticated"): ("length", "magic", "mac", "version", "role", "flags", "seq", "replay", "epoch", "delayed"),
+    ("backup", "authenticated"): ("length", "magic", "mac", "version", "role", "flags", "seq", "replay", "epoch", "delayed", "priority"),
     ("master", "authenticated"): ("length", "magic", "mac", "version", "role", "flags", "seq", "replay", "epoch", "delayed"),
     ("backup", "legacy"): ("message", "source"),
     ("master", "legacy"): ("unexpected",),
