@@ -12,12 +12,12 @@ master managing the VIP. The cases, each a pair of its own (its own work directo
     ``backup2`` runs nothing.
 ``two``
     heartbeatd ``--backups 2`` and failoverd on ``backup`` (``--priority 200``) and ``backup2``
-    (``--priority 100``), each the other's ``--peer``: the higher takes the VIP, the lower
-    must not (its rank delay expires after the higher has added and announced it).
+    (``--priority 100``), each the other's ``--peer ADDR=PRIORITY``: the higher takes the VIP
+    (announcing first, and waiting for the lower's acknowledgement), the lower must not.
 ``lower``
     as ``two``, but ``backup`` dies first (``Lab.kill_host``) and the master only once the lower
     backup has found it silent: the lower takes the VIP after its rank delay,
-    ``rank x (probe duration + interval)`` later than the higher would have.
+    ``rank x (fail_after + probe duration + interval)`` later than the higher would have.
 
 Per run: start the daemons, wait until the master holds the VIP and every backup is monitoring,
 let them settle; kill the master's host (every process SIGKILLed, links down) and sample the VIP

@@ -117,9 +117,10 @@ class Network:
 
     def start_backup(self, name: str) -> Detector:
         b = self.backups[name]
-        peers = tuple(o.address for o in self.backups.values() if o is not b)
+        others = [o for o in self.backups.values() if o is not b]
         settings = DetectorSettings(
-            VIPS, self.timing, master=MASTER, peers=peers, priority=b.priority, preempt=b.preempt
+            VIPS, self.timing, master=MASTER, peers=tuple(o.address for o in others),
+            peer_priorities=tuple(o.priority for o in others), priority=b.priority, preempt=b.preempt,
         )
         b.core = Detector(settings, self.now, key=KEY, epoch=next(b.epochs) * 10 + b.priority, held=b.configured)
         b.states.append((self.now, b.core.state))

@@ -12,6 +12,8 @@ has the addresses configured.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from _backups_sim import MASTER, Network
 from _drive import KEY, VIPS
@@ -23,7 +25,7 @@ from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 
 T = Timing()
-RANK_DELAY = T.probe_duration + T.interval
+RANK_DELAY = T.fail_after + T.probe_duration + T.interval
 
 
 def steady(preempt: tuple[str, ...] = ()) -> Network:
@@ -246,7 +248,7 @@ def test_without_peers_a_backup_frame_is_refused_as_role() -> None:
 
 
 def test_a_peer_frame_with_our_own_priority_is_refused_and_alarmed_once() -> None:
-    d = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), priority=100), 0.0, key=KEY, epoch=5)
+    d = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), peer_priorities=(50,), priority=100), 0.0, key=KEY, epoch=5)
     sealer = wire.Sealer(KEY, wire.ROLE_BACKUP, 7, 1.0, 0.0)
     alarms = []
     for t in (0.1, 0.2, 0.3):
@@ -256,9 +258,51 @@ def test_a_peer_frame_with_our_own_priority_is_refused_and_alarmed_once() -> Non
     assert len(alarms) == 1 and "priority 100" in alarms[0].message
 
 
+def test_a_peer_frame_with_a_priority_no_peer_is_configured_with_is_refused_and_alarmed_once() -> None:
+    d = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), peer_priorities=(50,), priority=100),
+                 0.0, key=KEY, epoch=5)
+    sealer = wire.Sealer(KEY, wire.ROLE_BACKUP, 7, 1.0, 0.0)
+    alarms = []
+    for t in (0.1, 0.2):
+        out = d.receive_datagram(t, sealer.seal(t, holds=True, priority=60), "10.9.1.3", "priv")
+        alarms += [a for a in out if type(a).__name__ == "Alarm"]
+    assert d.counters.rejected == {"priority": 2} and d.last_verdict == "priority"
+    (alarm,) = alarms
+    assert "priority 60, one no --peer of ours is configured with" in alarm.message
+    assert "10.9.1.3=50" in alarm.message
+    # The configured peer is listed, never heard: nothing of it is known.
+    (peer,) = d.snapshot(0.2)["backups"]["peers"]
+    assert peer["priority"] == 50 and peer["address"] == "10.9.1.3" and peer["holds"] is None
+
+
+def test_the_rank_is_static_configured_not_heard() -> None:
+    """Finding 1: two backups that never heard each other still rank apart (their configured priorities)."""
+    low = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.2", "10.9.1.4"), peer_priorities=(200, 50),
+                                    priority=100), 0.0, key=KEY, epoch=5)
+    high = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), peer_priorities=(100,),
+                                     priority=200), 0.0, key=KEY, epoch=6)
+    assert low.snapshot(0.0)["backups"]["rank"] == 1 and high.snapshot(0.0)["backups"]["rank"] == 0
+    assert low.snapshot(0.0)["backups"]["rank_delay"] == pytest.approx(RANK_DELAY)
+
+
+@pytest.mark.parametrize(
+    "peers, priorities, message",
+    [
+        (("10.9.1.3",), (), "1 peer(s) but 0 peer priorities"),
+        (("10.9.1.3",), (100,), "priority 100 is ours too"),
+        (("10.9.1.3", "10.9.1.4"), (50, 50), "two peers share a priority"),
+        (("10.9.1.3",), (255,), "is not within 1 - 254"),
+    ],
+)
+def test_peer_priorities_that_cannot_work_are_refused(peers: tuple[str, ...], priorities: tuple[int, ...],
+                                                      message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DetectorSettings(VIPS, T, master=MASTER, peers=peers, peer_priorities=priorities, priority=100)
+
+
 def test_the_first_peer_frame_is_answered_at_once_and_its_answer_counts() -> None:
-    a = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), priority=200), 0.0, key=KEY, epoch=5)
-    b = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.2",), priority=100), 0.0, key=KEY, epoch=6)
+    a = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), peer_priorities=(100,), priority=200), 0.0, key=KEY, epoch=5)
+    b = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.2",), peer_priorities=(200,), priority=100), 0.0, key=KEY, epoch=6)
     (hello,) = [x for x in a.handle_timer(0.0) if isinstance(x, Transmit)]
     assert hello.targets == ("10.9.1.3",)
     b.handle_timer(0.0)
@@ -279,7 +323,7 @@ def test_a_priority_out_of_range_is_refused(bad: int) -> None:
 
 def test_peers_need_authenticated_mode() -> None:
     with pytest.raises(ValueError, match="legacy heartbeats carry no status"):
-        Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",)), 0.0)
+        Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), peer_priorities=(50,)), 0.0)
 
 
 def test_failoverctl_status_of_a_backup_shows_its_priority_and_each_peer() -> None:
@@ -291,7 +335,7 @@ def test_failoverctl_status_of_a_backup_shows_its_priority_and_each_peer() -> No
     low = net.backups["low"].core
     assert low is not None
     text = format_status(low.snapshot(net.now), 0.0)
-    assert "priority  100; rank 1, deadline later by 1.3 s" in text
+    assert "priority  100; rank 1, deadline later by 4.3 s" in text
     (row,) = [line for line in text.splitlines() if "10.9.1.2" in line]
     assert row.split()[:6] == ["200", "10.9.1.2", "yes", "yes", "HOLDS", "1.0"] and row.endswith("ago")
     # A pair's status has no such section.
@@ -300,7 +344,7 @@ def test_failoverctl_status_of_a_backup_shows_its_priority_and_each_peer() -> No
 
 
 def test_unacknowledged_peer_frames_are_answered_at_most_once_per_half_interval() -> None:
-    d = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), priority=200), 0.0, key=KEY, epoch=5)
+    d = Detector(DetectorSettings(VIPS, T, master=MASTER, peers=("10.9.1.3",), peer_priorities=(100,), priority=200), 0.0, key=KEY, epoch=5)
     d.handle_timer(0.0)
     sealer = wire.Sealer(KEY, wire.ROLE_BACKUP, 7, 1.0, 0.0)
     answers = 0

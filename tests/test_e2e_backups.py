@@ -13,8 +13,8 @@ reboot, ``reboot_addresses``). After every takeover the client, in its own
 namespace, must reach the address.
 
 The pair harness runs failoverd on ``backup`` with ``--priority 200`` and on
-``backup2`` with ``--priority 100``, each with the other's private address as
-``--peer``, and heartbeatd with ``--backups 2`` and both backups as targets.
+``backup2`` with ``--priority 100``, each with the other's private address and
+priority as ``--peer ADDR=PRIORITY``, and heartbeatd with ``--backups 2`` and both backups as targets.
 """
 
 from __future__ import annotations

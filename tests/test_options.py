@@ -674,16 +674,19 @@ def test_no_run_checks_the_witness_files(tmp_path: Path) -> None:
 
 def test_several_backups_options() -> None:
     config = parse_backup([
-        "--key-file", "/k", "--peer", "10.100.0.12", "--peer", "fe80::2%eth1", "--priority", "200", "--preempt",
+        "--key-file", "/k", "--peer", "10.100.0.12=250", "--peer", "fe80::2%eth1=50", "--priority", "200", "--preempt",
         MASTER, PAIR,
     ])
     assert isinstance(config, BackupConfig)
     assert config.peers == (IPv4Address("10.100.0.12"), IPv6Address("fe80::2%eth1"))
+    assert config.peer_priorities == (250, 50) and config.rank == 1
     assert config.priority == 200 and config.preempt
     assert config.ipv6  # an IPv6 peer: the heartbeat socket is dual-stack
     settings = config.detector_settings()
     assert settings.peers == ("10.100.0.12", "fe80::2%eth1") and settings.wire_priority == 200
-    assert any("several backups: priority 200" in line for line in config.describe())
+    assert settings.peer_table == {"10.100.0.12": 250, "fe80::2%eth1": 50}
+    assert any("several backups: priority 200 (rank 1), peers 10.100.0.12=250 fe80::2%eth1=50" in line
+               for line in config.describe())
 
 
 def test_several_backups_defaults() -> None:
@@ -696,16 +699,29 @@ def test_several_backups_defaults() -> None:
 @pytest.mark.parametrize(
     "argv, text",
     [
-        (["--peer", "10.100.0.12"], "--peer needs --key-file: legacy heartbeats carry no status"),
-        (["--key-file", "/k", "--peer", "10.100.0.12", "--peer", "10.100.0.12"], "--peer 10.100.0.12 is given twice"),
-        (["--key-file", "/k", "--peer", MASTER], f"--peer {MASTER} is master_priv_addr"),
-        (["--key-file", "/k", "--peer", "10.100.0.300"], "--peer '10.100.0.300'"),
-        (["--key-file", "/k", "--peer", "224.0.0.1"], "not a unicast host address"),
+        (["--peer", "10.100.0.12=50"], "--peer needs --key-file: legacy heartbeats carry no status"),
+        (["--key-file", "/k", "--peer", "10.100.0.12=50", "--peer", "10.100.0.12=60"],
+         "--peer 10.100.0.12 is given twice"),
+        (["--key-file", "/k", "--peer", f"{MASTER}=50"], f"--peer {MASTER}=50 is master_priv_addr"),
+        (["--key-file", "/k", "--peer", "10.100.0.300=50"], "--peer '10.100.0.300'"),
+        (["--key-file", "/k", "--peer", "224.0.0.1=50"], "not a unicast host address"),
+        (["--key-file", "/k", "--peer", "10.100.0.12"],
+         "--peer 10.100.0.12: expected ADDR=PRIORITY (the peer's --priority, 1-254), e.g. --peer 10.100.0.12=50"),
+        (["--key-file", "/k", "--peer", "=50"], "--peer =50: no address before '='"),
+        (["--key-file", "/k", "--peer", "10.100.0.12="], "--peer 10.100.0.12=: priority '' is not a whole number 1-254"),
+        (["--key-file", "/k", "--peer", "10.100.0.12=high"],
+         "--peer 10.100.0.12=high: priority 'high' is not a whole number 1-254"),
+        (["--key-file", "/k", "--peer", "10.100.0.12=255"], "--peer 10.100.0.12=255: priority 255 is not within 1-254"),
+        (["--key-file", "/k", "--peer", "10.100.0.12=0"], "--peer 10.100.0.12=0: priority 0 is not within 1-254"),
+        (["--key-file", "/k", "--peer", "10.100.0.12=100"],
+         "--peer 10.100.0.12=100: priority 100 is ours too (--priority 100); each backup of one master needs its own"),
+        (["--key-file", "/k", "--priority", "7", "--peer", "10.100.0.12=50", "--peer", "fe80::2%eth1=50"],
+         "--peer fe80::2%eth1=50: priority 50 is --peer 10.100.0.12=50's too"),
         (["--priority", "0"], "argument --priority: 0 is not within 1-254"),
         (["--priority", "255"], "argument --priority: 255 is not within 1-254"),
         (["--priority", "high"], "argument --priority: 'high' is not a whole number 1-254"),
         (["--preempt"], "--preempt needs --peer"),
-        (["--key-file", "/k", "--peer", "10.100.0.12", "--etcd-endpoints", "http://10.0.0.9:2379"],
+        (["--key-file", "/k", "--peer", "10.100.0.12=50", "--etcd-endpoints", "http://10.0.0.9:2379"],
          "--peer with --etcd-endpoints"),
     ],
 )
@@ -716,9 +732,10 @@ def test_several_backups_usage_errors(argv: list[str], text: str) -> None:
 def test_preflight_checks_each_peer_is_another_host_and_its_scope_exists() -> None:
     host = preflight.HostView(links={"eth1": 0}, addresses={IPv4Address("10.100.0.11"): "eth0"})
     peers = (IPv4Address("10.100.0.11"), IPv6Address("fe80::2%eth9"), IPv6Address("fe80::2%eth1"))
-    checks = preflight._peer_checks(peers, host)
+    checks = preflight._peer_checks(zip(peers, (50, 60, 150)), 100, host)
     assert [c.status for c in checks] == ["FAIL", "FAIL", "ok"]
     assert "configured here on eth0" in checks[0].text and "no interface eth9" in checks[1].text
+    assert checks[2].text == "peer backup fe80::2%eth1, priority 150 (takes over before us; ours 100)"
 
 
 @pytest.mark.netns

@@ -578,11 +578,14 @@ def test_a_bad_witness_header_is_named(witness: str, message: str) -> None:
 
 def test_a_header_with_peers_reads_back_equal_and_a_pairs_header_has_no_such_field() -> None:
     settings = DetectorSettings(
-        (A,), Timing(interval=0.5), master="10.0.0.1", peers=("10.0.0.3", "fe80::3%eth1"), priority=150, preempt=True
+        (A,), Timing(interval=0.5), master="10.0.0.1", peers=("10.0.0.3", "fe80::3%eth1"), peer_priorities=(200, 50),
+        priority=150, preempt=True,
     )
     with_peers = header(mode="authenticated", settings=settings)
     text = with_peers.to_json()
-    assert json.loads(text)["backups"] == {"peers": ["10.0.0.3", "fe80::3%eth1"], "priority": 150, "preempt": True}
+    assert json.loads(text)["backups"] == {
+        "peers": [["10.0.0.3", 200], ["fe80::3%eth1", 50]], "priority": 150, "preempt": True
+    }
     assert TraceHeader.from_json(text) == with_peers
     # Without peers: what earlier readers read, byte for byte (priority and preempt are not written).
     assert "backups" not in header(settings=DetectorSettings((A, B), Timing(interval=0.5), master="10.0.0.1",
@@ -594,9 +597,12 @@ def test_a_header_with_peers_reads_back_equal_and_a_pairs_header_has_no_such_fie
     [
         ('"x"', "backups must be a dict"),
         ('{"peers": [], "priority": 100, "preempt": false}', "backups.peers must name at least one peer"),
-        ('{"peers": ["10.0.0.3"], "priority": 0, "preempt": false}', "backups.priority must be an integer 1..254"),
-        ('{"peers": ["nope"], "priority": 100, "preempt": false}', "backups.peers"),
-        ('{"peers": ["10.0.0.3"], "priority": 100}', "backups fields: expected peers, preempt, priority"),
+        ('{"peers": [["10.0.0.3", 50]], "priority": 0, "preempt": false}', "backups.priority must be an integer 1..254"),
+        ('{"peers": [["nope", 50]], "priority": 100, "preempt": false}', "backups.peers"),
+        ('{"peers": ["10.0.0.3"], "priority": 100, "preempt": false}', r"each peer must be \[address, priority\]"),
+        ('{"peers": [["10.0.0.3", 255]], "priority": 100, "preempt": false}', "backups.peers priority must be"),
+        ('{"peers": [["10.0.0.3", 100]], "priority": 100, "preempt": false}', "priority 100 is ours too"),
+        ('{"peers": [["10.0.0.3", 50]], "priority": 100}', "backups fields: expected peers, preempt, priority"),
     ],
 )
 def test_a_bad_backups_field_is_named(backups: str, message: str) -> None:

@@ -122,7 +122,11 @@ class TraceHeader:
             data["witness"] = {name: getattr(s.witness, name) for name in _WITNESS_FIELDS}
         if s.peers:
             # Only with peers (several backups, spec/backups.md), so a pair's trace reads in any earlier reader.
-            data["backups"] = {"peers": list(s.peers), "priority": s.priority, "preempt": s.preempt}
+            data["backups"] = {
+                "peers": [[a, p] for a, p in zip(s.peers, s.peer_priorities)],
+                "priority": s.priority,
+                "preempt": s.preempt,
+            }
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @classmethod
@@ -176,7 +180,9 @@ class TraceHeader:
         except ValueError:
             raise ValueError("legacy_message must be hex") from None
         witness = _parse_witness(data["witness"]) if "witness" in data else None
-        peers, priority, preempt = _parse_backups(data["backups"]) if "backups" in data else ((), 100, False)
+        peers, peer_priorities, priority, preempt = (
+            _parse_backups(data["backups"]) if "backups" in data else ((), (), 100, False)
+        )
         if "replay_floor" in data:
             floor = _typed(data["replay_floor"], list, "replay_floor")
             if len(floor) != 2 or not all(_is_int(v) and v >= 0 for v in floor):
@@ -203,6 +209,7 @@ class TraceHeader:
             peer=_typed(data["peer"], str, "peer"),
             witness=witness,
             peers=peers,
+            peer_priorities=peer_priorities,
             priority=priority,
             preempt=preempt,
         )
@@ -694,14 +701,24 @@ def _parse_detail(text: str) -> str:
         raise ValueError("a witness answer's detail is not UTF-8") from None
 
 
-def _parse_backups(value: object) -> tuple[tuple[str, ...], int, bool]:
-    """The header's ``backups``: the peers' addresses, our priority, whether we preempt."""
+def _parse_backups(value: object) -> tuple[tuple[str, ...], tuple[int, ...], int, bool]:
+    """The header's ``backups``: the peers' addresses and priorities, our priority, whether we preempt."""
     data = _typed(value, dict, "backups")
     if data.keys() != {"peers", "priority", "preempt"}:
         raise ValueError("backups fields: expected peers, preempt, priority")
-    peers = tuple(_typed(p, str, "backups.peers address") for p in _typed(data["peers"], list, "backups.peers"))
-    if not peers:
+    pairs = _typed(data["peers"], list, "backups.peers")
+    if not pairs:
         raise ValueError("backups.peers must name at least one peer")
+    peers: list[str] = []
+    peer_priorities: list[int] = []
+    for pair in pairs:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ValueError("backups.peers: each peer must be [address, priority]")
+        address, priority = pair
+        peers.append(_typed(address, str, "backups.peers address"))
+        if not _is_int(priority) or not 1 <= priority <= 254:
+            raise ValueError("backups.peers priority must be an integer 1..254")
+        peer_priorities.append(priority)
     try:
         for p in peers:
             parse_ip(p, scoped=True)
@@ -710,7 +727,7 @@ def _parse_backups(value: object) -> tuple[tuple[str, ...], int, bool]:
     priority = data["priority"]
     if not _is_int(priority) or not 1 <= priority <= 254:
         raise ValueError("backups.priority must be an integer 1..254")
-    return peers, priority, _typed(data["preempt"], bool, "backups.preempt")
+    return tuple(peers), tuple(peer_priorities), priority, _typed(data["preempt"], bool, "backups.preempt")
 
 
 def _parse_witness(value: object) -> WitnessTiming:

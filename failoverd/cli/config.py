@@ -207,6 +207,8 @@ class BackupConfig:
     """``--etcd-endpoints``: take over only with the etcd cluster's grant; None: no witness."""
     peers: tuple[IPv4Address | IPv6Address, ...] = ()
     """``--peer``: the other backups of the same master (spec/backups.md); empty: a pair."""
+    peer_priorities: tuple[int, ...] = ()
+    """``--peer ADDR=PRIORITY``: each of :attr:`peers`' configured priority, in the same order."""
     priority: int = DEFAULT_PRIORITY
     """``--priority``: higher takes over first."""
     preempt: bool = False
@@ -220,6 +222,11 @@ class BackupConfig:
     def ipv6(self) -> bool:
         """Whether the heartbeat socket must reach an IPv6 host (the master or a peer): dual-stack then."""
         return self.master.version == 6 or any(p.version == 6 for p in self.peers)
+
+    @property
+    def rank(self) -> int:
+        """How many configured peers outrank us (their priority is higher): the rank delay's factor."""
+        return sum(1 for p in self.peer_priorities if p > self.priority)
 
     @property
     def interfaces(self) -> tuple[str, ...]:
@@ -236,6 +243,7 @@ class BackupConfig:
             peer=str(self.master),
             witness=None if self.witness is None else self.witness.timing,
             peers=tuple(str(p) for p in self.peers),
+            peer_priorities=self.peer_priorities,
             priority=self.priority,
             preempt=self.preempt,
         )
@@ -260,7 +268,8 @@ class BackupConfig:
             )
         if self.peers:
             lines.append(
-                f"several backups: priority {self.priority}, peers {' '.join(str(p) for p in self.peers)}; "
+                f"several backups: priority {self.priority} (rank {self.rank}), peers "
+                + " ".join(f"{p}={n}" for p, n in zip(self.peers, self.peer_priorities)) + "; "
                 + ("preempts a lower holder (--preempt)" if self.preempt else "does not preempt")
             )
         lines += [

@@ -374,8 +374,9 @@ def backup_parser() -> argparse.ArgumentParser:
     more.add_argument("--keep-addresses-on-exit", action="store_true",
                       help="leave taken-over addresses in place when failoverd stops")
     several = parser.add_argument_group("several backups of one master (spec/backups.md; needs --key-file)")
-    several.add_argument("--peer", metavar="ADDR", action="append", default=[],
-                         help="another backup of the same master (repeatable): IPv4 or IPv6, fe80::1%%eth1")
+    several.add_argument("--peer", metavar="ADDR=PRIORITY", action="append", default=[],
+                         help="another backup of the same master and its --priority (repeatable): "
+                         "10.0.0.12=50, fe80::2%%eth1=50")
     several.add_argument("--priority", metavar="N", type=_priority, default=DEFAULT_PRIORITY,
                          help=f"this backup's priority among them, 1-{MAX_PRIORITY}; higher takes over first "
                          f"(default {DEFAULT_PRIORITY})")
@@ -427,25 +428,44 @@ def _priority(text: str) -> int:
     return value
 
 
-def _peers(ns: argparse.Namespace, master: IPAddress) -> tuple[IPAddress, ...]:
-    """``--peer``: the other backups, distinct, none of them the master; only with a key file."""
+def _peers(ns: argparse.Namespace, master: IPAddress) -> tuple[tuple[IPAddress, int], ...]:
+    """``--peer ADDR=PRIORITY``: the other backups, distinct, none of them the master, each with its own
+    priority (not ours, not another's); only with a key file."""
     if not ns.peer:
         if ns.preempt:
             raise UsageError("--preempt needs --peer: with no other backups there is nobody to take over from")
         return ()
     if ns.key_file is None:
         raise UsageError("--peer needs --key-file: legacy heartbeats carry no status")
-    peers: list[IPAddress] = []
+    peers: dict[IPAddress, int] = {}
+    named: dict[int, str] = {}
     for text in ns.peer:
-        peer = _unicast(text, "--peer")
+        address_text, equals, priority_text = text.rpartition("=")
+        if not equals:
+            raise UsageError(f"--peer {text}: expected ADDR=PRIORITY (the peer's --priority, 1-{MAX_PRIORITY}), "
+                             f"e.g. --peer {text}=50")
+        if not address_text:
+            raise UsageError(f"--peer {text}: no address before '='")
+        try:
+            priority = _priority(priority_text)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"--peer {text}: priority {exc}") from None
+        peer = _unicast(address_text, "--peer")
         if peer in peers:
-            raise UsageError(f"--peer {text} is given twice")
+            raise UsageError(f"--peer {address_text} is given twice")
         if _unscoped(peer) == _unscoped(master):
             raise UsageError(f"--peer {text} is master_priv_addr: the peers are the other backups")
-        peers.append(peer)
+        if priority == ns.priority:
+            raise UsageError(f"--peer {text}: priority {priority} is ours too (--priority {ns.priority}); "
+                             "each backup of one master needs its own")
+        if priority in named:
+            raise UsageError(f"--peer {text}: priority {priority} is --peer {named[priority]}'s too; "
+                             "each backup of one master needs its own")
+        peers[peer] = priority
+        named[priority] = text
     if ns.etcd_endpoints is not None:
         raise UsageError("--peer with --etcd-endpoints: several backups with a witness are not supported yet")
-    return tuple(peers)
+    return tuple(peers.items())
 
 
 def _endpoints(text: str) -> tuple[str, ...]:
@@ -642,7 +662,8 @@ def parse_backup(argv: Sequence[str]) -> BackupConfig | ShowHelp | ShowVersion:
         trace_max_bytes=ns.trace_max_bytes,
         keep_addresses_on_exit=ns.keep_addresses_on_exit,
         witness=witness,
-        peers=peers,
+        peers=tuple(address for address, _ in peers),
+        peer_priorities=tuple(priority for _, priority in peers),
         priority=ns.priority,
         preempt=ns.preempt,
         **values,

@@ -291,10 +291,13 @@ def _witness_checks(witness: WitnessSettings | None) -> list[Check]:
     return checks
 
 
-def _peer_checks(peers: Iterable[IPv4Address | IPv6Address], host: HostView) -> list[Check]:
-    """``--peer``: each is another host (not one of ours), and a link-local one's interface exists here."""
+def _peer_checks(
+    peers: Iterable[tuple[IPv4Address | IPv6Address, int]], priority: int, host: HostView
+) -> list[Check]:
+    """``--peer ADDR=PRIORITY``: each is another host (not one of ours), and a link-local one's interface
+    exists here; the ok line says its priority against ours (``priority``)."""
     checks = []
-    for peer in peers:
+    for peer, theirs in peers:
         text, _, scope = str(peer).partition("%")
         where = host.addresses.get(ip_address(text))
         if where is not None:
@@ -303,7 +306,8 @@ def _peer_checks(peers: Iterable[IPv4Address | IPv6Address], host: HostView) -> 
         elif scope and scope not in host.links:
             checks.append(Check("FAIL", f"--peer {peer}: no interface {scope} here"))
         else:
-            checks.append(Check("ok", f"peer backup {peer}"))
+            order = "takes over before us" if theirs > priority else "takes over after us"
+            checks.append(Check("ok", f"peer backup {peer}, priority {theirs} ({order}; ours {priority})"))
     return checks
 
 
@@ -359,7 +363,7 @@ def run_checks(config: BackupConfig | MasterConfig) -> list[Check]:
         checks += _not_configured_checks(
             config.triplets, host, "failoverd would fight it; remove it from the static configuration"
         )
-        checks += _peer_checks(config.peers, host)
+        checks += _peer_checks(zip(config.peers, config.peer_priorities), config.priority, host)
         addresses = [t.address for t in config.triplets]
     else:
         checks += _interface_checks(config.interfaces, host)

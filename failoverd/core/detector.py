@@ -77,10 +77,11 @@ higher peer holds too, or while an alive fit higher one says ``preempt``, we
 yield (``peer_yield``): the lower releases, and the higher (deferring to it
 as the holder) takes over only when a counted frame of it says it holds
 nothing, through its own probe. The failure deadline is later by our rank
-(peers that outrank us, as last heard, a configured peer never heard
-counting as higher) times the probe duration plus one interval, and the
+(configured peers of a higher priority: static, ``--peer ADDR=PRIORITY``)
+times ``fail_after`` plus the probe duration plus one interval, and the
 probe is timed to end at that delayed deadline: with the link between the
 backups cut, the lower one's probe then sees the higher one's addresses.
+A peer frame whose priority no configured peer has is refused (``priority``).
 Without peers, a backup frame is refused as ``role`` and our frames are
 byte for byte a pair's.
 
@@ -124,6 +125,7 @@ from failoverd.core.health import links_reason, unfit_besides
 from failoverd.core.machine import DeclaredMachine
 from failoverd.core.peers import PeerEntry, Peers
 from failoverd.core.settings import DetectorSettings
+from failoverd.core.timing import Timing
 from failoverd.core.witness import HolderProofs
 
 STATES: tuple[str, ...] = (
@@ -392,7 +394,7 @@ class Detector(DeclaredMachine):
             raise ValueError("peers need authenticated mode: legacy heartbeats carry no status")
         self._peers = (
             Peers(
-                settings.peers,
+                settings.peer_table,
                 settings.priority,
                 self._sealer,
                 fail_after=timing.fail_after,
@@ -581,10 +583,18 @@ class Detector(DeclaredMachine):
                 self._reject("priority")
                 if not self._priority_alarmed:
                     self._priority_alarmed = True
+                    own = self._peers.priority
+                    why = (
+                        "ours too" if frame.priority == own
+                        else "none (a backup without --peer)" if frame.priority == 0
+                        else "one no --peer of ours is configured with"
+                    )
                     self._emit_alarm(
                         "critical",
-                        f"a peer backup at {source} has priority {frame.priority}, ours too (or none): its "
-                        "frames are refused; give each backup of one master its own --priority (and --peer)",
+                        f"a peer backup at {source} has priority {frame.priority}, {why}: its frames are refused; "
+                        f"give each backup of one master its own --priority, and list each other one as "
+                        f"--peer ADDR=PRIORITY (ours: {own}; configured peers: "
+                        + ", ".join(f"{e.address}={e.priority}" for e in self._peers.entries.values()) + ")",
                         mail=True,
                     )
             else:
@@ -1011,16 +1021,18 @@ class Detector(DeclaredMachine):
         return deadline + self._rank_delay()
 
     def _rank_delay(self) -> float:
-        """Several backups: later by our rank, so a lower backup probes after a higher one added and announced.
+        """Several backups: later by our rank, so a lower backup probes after a higher one acquired and announced.
 
-        ``rank × (probe duration + interval)`` (spec/backups.md, "The rank
-        delay"): with the link between the backups cut, the ARP probe then
-        fences the lower one. The rank counts peers as last heard, not as
-        alive, so the deadline does not move when a peer falls silent.
+        ``rank × (fail_after + probe duration + interval)`` (spec/backups.md,
+        "The rank delay"): with the link between the backups cut, the two
+        backups' last counted heartbeats may be up to ``fail_after − interval + d``
+        apart, and the lower one's probe must still end after the higher one's
+        address is up. The rank is static (configured priorities higher than
+        ours), so the deadline never depends on whom we heard.
         """
         if self._peers is None:
             return 0.0
-        return self._peers.rank() * (self.timing.probe_duration + self.timing.interval)
+        return self._peers.rank() * rank_step(self.timing)
 
     def _emit_alarm(self, level: AlarmLevel, message: str, mail: bool = False, *, path: str | None = None) -> None:
         self._out.append(Alarm(level, message, mail, path=path))
@@ -1403,6 +1415,11 @@ class Detector(DeclaredMachine):
             if self._proofs is not None:
                 self._proofs.lost()
             self._out.append(ReleaseClaim())
+
+
+def rank_step(timing: Timing) -> float:
+    """How much later each higher configured peer makes a backup's failure deadline (spec/backups.md)."""
+    return timing.fail_after + timing.probe_duration + timing.interval
 
 
 def _listed(addresses: Addresses) -> str:

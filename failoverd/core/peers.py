@@ -9,7 +9,9 @@ and only if it acknowledges our current epoch, using the detector's own
 counted; and what its last counted frame said (holds, unfit, preempt).
 
 A peer is *alive* while a frame of it counted within the failure timeout,
-*fit* when that frame did not say unfit, *holding* when it said holds.
+*fit* when that frame did not say unfit, *holding* when it said holds (or announces: spec/backups.md, "Who takes over").
+Every peer is configured with its priority (``--peer ADDR=PRIORITY``): our
+rank is static, and a frame with any other priority is refused.
 
 Pure: nothing here reads a clock or a socket; every question takes ``now``.
 Error handling: :meth:`Peers.judge` raises :class:`~failoverd.core.wire.WireError`
@@ -28,14 +30,22 @@ from failoverd.core import wire
 
 @dataclass
 class PeerEntry:
-    """One peer backup, as its frames told us."""
+    """One peer backup: its configured address and priority, and what its frames told us."""
 
     priority: int
     guard: wire.ReplayGuard
+    address: str
+    """Its configured ``--peer`` address: where our frames to it go."""
     source: str
-    """The address its last counted frame came from (its first authentic one until then)."""
+    """The address its last counted frame came from (its configured address until then)."""
     last_counted: float | None = None
     """When a frame of it last counted (None: never)."""
+    counted_epoch: int = -1
+    """The epoch of its last counted frame: a newer recorded epoch is a life not yet counted (a restart)."""
+    last_recorded: float | None = None
+    """When an authentic, unseen frame of it was last recorded (counted or not: the handshake's too)."""
+    acked: tuple[int, int] = (0, 0)
+    """What its last counted frame acknowledged of ours (ack_epoch, ack_seq)."""
     holds: bool = False
     unfit: bool = False
     preempt: bool = False
@@ -50,22 +60,31 @@ class PeerEntry:
     def alive(self, now: float, fail_after: float) -> bool:
         return self.last_counted is not None and now < self.last_counted + fail_after
 
+    def restarting(self, now: float, fail_after: float) -> bool:
+        """An authentic frame of it recorded within the failure timeout, of a life not yet counted (its handshake)."""
+        return (
+            self.last_recorded is not None
+            and now < self.last_recorded + fail_after
+            and self.guard.epoch != self.counted_epoch
+        )
+
     def alive_until(self, fail_after: float) -> float | None:
         return None if self.last_counted is None else self.last_counted + fail_after
 
 
 class Peers:
-    """The other backups: configured by address, known by priority once heard.
+    """The other backups, as configured: an address and a priority each (``--peer ADDR=PRIORITY``).
 
-    ``addresses``: the configured ``--peer`` addresses (where our peer frames
-    go); ``priority``: ours (a frame that claims it is refused: two backups
-    must not share one). ``offline``: what-if replay, where acknowledgements
-    are another run's (every authentic, unseen frame counts, as for heartbeats).
+    ``configured``: each peer's address and priority (where our peer frames
+    go, and the only priorities a peer frame may carry); ``priority``: ours (a
+    frame that claims it is refused: two backups must not share one).
+    ``offline``: what-if replay, where acknowledgements are another run's
+    (every authentic, unseen frame counts, as for heartbeats).
     """
 
     def __init__(
         self,
-        addresses: tuple[str, ...],
+        configured: dict[str, int],
         priority: int,
         sealer: wire.Sealer,
         *,
@@ -73,13 +92,17 @@ class Peers:
         max_delay: float,
         offline: bool = False,
     ) -> None:
-        self.addresses = addresses
+        self.addresses = tuple(configured)
         self.priority = priority
         self._sealer = sealer
         self.fail_after = fail_after
         self._max_delay = max_delay
         self._offline = offline
-        self.entries: dict[int, PeerEntry] = {}
+        self.entries: dict[int, PeerEntry] = {
+            p: PeerEntry(p, wire.ReplayGuard(max_delay, judge_age=not offline), address, address)
+            for address, p in configured.items()
+        }
+        self._by_address = {e.address: e for e in self.entries.values()}
 
     def restarted(self, sealer: wire.Sealer) -> None:
         """After a rekey: a new sealer, and every guard starts afresh (nothing recorded counts for the new key)."""
@@ -90,9 +113,8 @@ class Peers:
     def judge(self, frame: wire.Heartbeat, now: float, source: str) -> tuple[str, PeerEntry]:
         """Record one authentic backup frame: ``counted``, ``overtaken``, ``unacknowledged`` or ``delayed``.
 
-        Raises WireError (``priority``: it claims ours; or the guard's
-        ``replay``/``epoch``/``seq``). An entry is made for a priority at its
-        first authentic frame: at most 254 of them.
+        Raises WireError (``priority``: it claims ours, none, or one no
+        configured peer has; or the guard's ``replay``/``epoch``/``seq``).
         """
         if frame.priority == self.priority:
             raise wire.WireError("priority", f"a peer frame claims our own priority {frame.priority}")
@@ -101,15 +123,14 @@ class Peers:
             raise wire.WireError("priority", "a backup frame without a priority (a backup configured without --peer)")
         entry = self.entries.get(frame.priority)
         if entry is None:
-            entry = self.entries[frame.priority] = PeerEntry(
-                frame.priority, wire.ReplayGuard(self._max_delay, judge_age=not self._offline), source
-            )
+            raise wire.WireError("priority", f"a peer frame with priority {frame.priority}, which no --peer has")
         sealer = self._sealer
         try:
             age = entry.guard.admit(frame, now, sealer.acked_at(frame), acknowledges=sealer.acknowledges_us(frame))
         except wire.WireError as exc:
             entry.rejected[exc.reason] += 1
             raise
+        entry.last_recorded = now
         if not (self._offline or sealer.acknowledges_us(frame)):
             verdict = "unacknowledged"
         elif age == "delayed":
@@ -122,11 +143,14 @@ class Peers:
             # withheld frame from elsewhere does not redirect our frames' acknowledgements.
             entry.source = source
             entry.last_counted = now
+            entry.counted_epoch = frame.epoch
+            entry.acked = (frame.ack_epoch, frame.ack_seq)
             entry.holds, entry.unfit, entry.preempt = frame.holds, frame.unfit, frame.preempt
             entry.counted += 1
             if frame.leaving and not frame.holds:
                 # It stopped, holding nothing: no need to wait a failure timeout for its silence.
                 entry.last_counted = None
+                entry.last_recorded = None
         if verdict != "counted":
             entry.rejected[verdict] += 1
         return verdict, entry
@@ -157,9 +181,8 @@ class Peers:
         return max(wanting, key=lambda e: e.priority) if wanting else None
 
     def rank(self) -> int:
-        """How many peers outrank us: higher as last heard, and every configured peer never heard."""
-        unheard = max(0, len(self.addresses) - len(self.entries))
-        return unheard + sum(1 for p in self.entries if p > self.priority)
+        """How many configured peers outrank us: static, whether or not we heard them (spec/backups.md)."""
+        return sum(1 for p in self.entries if p > self.priority)
 
     def next_expiry(self, now: float) -> float | None:
         """When the next alive peer turns silent (what a deferral waits for, besides frames)."""
@@ -167,32 +190,32 @@ class Peers:
         return min(ends) if ends else None
 
     def newest_from(self, address: str) -> tuple[int, int]:
-        """What our next frame to ``address`` acknowledges: the newest recorded of the peer heard from there."""
-        for entry in self.entries.values():
-            if entry.source == address:
-                return entry.guard.newest
-        if len(self.addresses) == 1 and len(self.entries) == 1:
-            # One peer, heard by a spelling of its address other than ours (a scope, a mapped IPv4).
-            return next(iter(self.entries.values())).guard.newest
-        return 0, 0
+        """What our next frame to ``address`` acknowledges: the newest recorded of the peer configured there."""
+        entry = self._by_address.get(address)
+        return (0, 0) if entry is None else entry.guard.newest
+
+    # --- the announcement (spec/backups.md, "Who takes over") ----------------------
+
+    def wait_set(self, now: float) -> list[PeerEntry]:
+        """Whom an announcement waits for: the peers alive now, and those in their handshake after a restart."""
+        return [
+            e for e in self.entries.values()
+            if e.alive(now, self.fail_after) or e.restarting(now, self.fail_after)
+        ]
 
     def snapshot(self, now: float) -> list[dict[str, Any]]:
         out = []
         for e in sorted(self.entries.values(), key=lambda e: -e.priority):
             out.append({
                 "priority": e.priority,
+                "address": e.address,
                 "source": e.source,
                 "alive": e.alive(now, self.fail_after),
-                "fit": not e.unfit,
-                "holds": e.holds,
+                "fit": None if e.counted == 0 else not e.unfit,
+                "holds": None if e.counted == 0 else e.holds,
                 "preempt": e.preempt,
                 "last_heard_age": None if e.last_counted is None else round(now - e.last_counted, 3),
                 "counted": e.counted,
                 "rejected": dict(sorted(e.rejected.items())),
             })
-        heard = {e.source for e in self.entries.values()}
-        for address in self.addresses:
-            if address not in heard and len(self.entries) < len(self.addresses):
-                out.append({"priority": None, "source": address, "alive": False, "fit": None, "holds": None,
-                            "preempt": None, "last_heard_age": None, "counted": 0, "rejected": {}})
         return out

@@ -53,7 +53,9 @@ class DetectorSettings:
     witness: WitnessTiming | None = None
     """The etcd witness's timing (spec/witness.md): take over only with its grant; None: no witness."""
     peers: tuple[str, ...] = ()
-    """The other backups' addresses (``--peer``, spec/backups.md); empty: one backup of a pair."""
+    """The other backups' addresses (``--peer ADDR=PRIORITY``, spec/backups.md); empty: one backup of a pair."""
+    peer_priorities: tuple[int, ...] = ()
+    """Each of :attr:`peers`' configured priority, in the same order (a peer's name on the wire)."""
     priority: int = DEFAULT_PRIORITY
     """Our ``--priority`` among several backups (higher takes first); on the wire only with peers."""
     preempt: bool = False
@@ -63,7 +65,8 @@ class DetectorSettings:
         # Frozen and hashable whatever the caller passed; a set in sorted
         # order, so the header it is written as reads the same every run.
         object.__setattr__(self, "addresses", _as_tuple(self.addresses))
-        object.__setattr__(self, "peers", _as_tuple(self.peers))
+        object.__setattr__(self, "peers", tuple(self.peers))  # in the order of peer_priorities
+        object.__setattr__(self, "peer_priorities", tuple(self.peer_priorities))
         if not self.addresses:
             raise ValueError("a detector needs at least one address to take over")
         if isinstance(self.priority, bool) or not isinstance(self.priority, int) or not 1 <= self.priority <= MAX_PRIORITY:
@@ -72,6 +75,21 @@ class DetectorSettings:
             raise ValueError("a peer is listed twice")
         if self.master is not None and self.master in self.peers:
             raise ValueError(f"peer {self.master} is the master's address")
+        if len(self.peer_priorities) != len(self.peers):
+            raise ValueError(f"{len(self.peers)} peer(s) but {len(self.peer_priorities)} peer priorities: "
+                             "each peer needs its configured priority")
+        for address, priority in zip(self.peers, self.peer_priorities):
+            if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= MAX_PRIORITY:
+                raise ValueError(f"peer {address}: priority {priority!r} is not within 1 - {MAX_PRIORITY}")
+            if priority == self.priority:
+                raise ValueError(f"peer {address}: priority {priority} is ours too (two backups must not share one)")
+        if len(set(self.peer_priorities)) != len(self.peer_priorities):
+            raise ValueError("two peers share a priority (it is a backup's name on the wire)")
+
+    @property
+    def peer_table(self) -> dict[str, int]:
+        """Each peer's address and its configured priority."""
+        return dict(zip(self.peers, self.peer_priorities))
 
     @property
     def wire_priority(self) -> int:

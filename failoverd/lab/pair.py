@@ -14,8 +14,8 @@ of them run the real programs the same way:
 
 In a lab built with ``Lab(backups=2)`` the "pair" is a master and two
 backups (spec/backups.md): failoverd runs on ``backup`` (``--priority 200``)
-and ``backup2`` (``--priority 100``), each with the other as ``--peer`` on
-the private LAN, and heartbeatd heartbeats both with ``--backups 2``; the
+and ``backup2`` (``--priority 100``), each with the other as
+``--peer ADDR=PRIORITY`` on the private LAN, and heartbeatd heartbeats both with ``--backups 2``; the
 sampler watches all three hosts. ``FailoverPair(lab, ..., backups=("backup",))``
 runs a plain pair on such a lab.
 
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from failoverd.core.addresses import Triplet, parse_triplet
+from failoverd.core.settings import DEFAULT_PRIORITY
 from failoverd.lab.lab import Lab
 from failoverd.runtime import control
 from failoverd.system.namespace import enter_netns
@@ -160,6 +161,10 @@ class FailoverPair:
             args += ["--key-file", str(self.key_file)]
         return args
 
+    def priority_of(self, host: str) -> int:
+        """The backup's ``--priority``: as given, or failoverd's default (what its peers are told it is)."""
+        return self.priorities.get(host, DEFAULT_PRIORITY)
+
     def control_socket(self, host: str) -> Path:
         return self.workdir / f"{host}.sock"
 
@@ -182,7 +187,7 @@ class FailoverPair:
                 argv += ["--priority", str(self.priorities[host])]
             for peer in self.backup_hosts:
                 if peer != host:
-                    argv += ["--peer", self.lab.address(peer, PEER_LAN)]
+                    argv += ["--peer", f"{self.lab.address(peer, PEER_LAN)}={self.priority_of(peer)}"]
         return [*argv, *self.backup_args, *self.host_args.get(host, ()),
                 self.master_address, *map(str, self.vip_triplets)]
 
