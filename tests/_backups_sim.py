@@ -77,8 +77,11 @@ class Network:
         delay: float = 0.01,
         action_latency: float = 0.05,
         preempt: tuple[str, ...] = (),
+        no_probe: tuple[str, ...] = (),
     ) -> None:
         self.timing = timing or Timing()
+        self.no_probe = no_probe
+        """Backups that take over without an ARP probe (so only the peers' frames can fence them)."""
         self.delay = delay
         self.action_latency = action_latency
         specs = backups or {"high": ("10.9.1.2", 200), "low": ("10.9.1.3", 100)}
@@ -121,6 +124,7 @@ class Network:
         settings = DetectorSettings(
             VIPS, self.timing, master=MASTER, peers=tuple(o.address for o in others),
             peer_priorities=tuple(o.priority for o in others), priority=b.priority, preempt=b.preempt,
+            arp_probe=name not in self.no_probe,
         )
         b.core = Detector(settings, self.now, key=KEY, epoch=next(b.epochs) * 10 + b.priority, held=b.configured)
         b.states.append((self.now, b.core.state))
@@ -252,6 +256,15 @@ class Network:
 
     def holders(self) -> list[str]:
         return sorted(b.name for b in self.backups.values() if b.configured)
+
+    def entered(self, name: str, state: str, after: float = 0.0) -> float | None:
+        """When the backup first entered ``state`` (at or after ``after``)."""
+        return next((t for t, s in self.backups[name].states if s == state and t >= after), None)
+
+    def frames(self, source: str, destination: str) -> list[tuple[float, bytes]]:
+        """Every datagram ``source`` sent ``destination`` (host names or "master"), delivered or not."""
+        a, b = self._address(source), self._address(destination)
+        return [(t, p) for t, s, d, p in self.wire if s == a and d == b]
 
     def first_acquire(self, name: str, after: float = 0.0) -> float | None:
         return next((t for t in self.backups[name].acquires if t >= after), None)

@@ -156,8 +156,8 @@ def test_replayed_and_withheld_peer_frames_change_nothing() -> None:
     net.run_until(net.now + 0.1)
     assert core.counters.rejected.get("peer_replay") == 5
     assert net.state("low") == net.state("high") == "monitoring"
-    # Now the higher's frames to the lower are withheld, and the master dies: the
-    # higher takes over and the lower does not hear it say so.
+    # Now the higher's frames to the lower are withheld, and the master dies: the higher
+    # announces, and the lower, which never hears it, cannot answer the announcement.
     kept: list[bytes] = []
 
     def withhold(source: str, destination: str, payload: bytes) -> bool:
@@ -169,9 +169,11 @@ def test_replayed_and_withheld_peer_frames_change_nothing() -> None:
     net.drop = withhold
     net.kill_master()
     net.run_until(net.now + 20)
-    assert net.holders() == ["high"]
-    # The lower found the higher silent, waited its rank delay, and its probe saw the address.
-    assert net.state("low") == "contested" and net.backups["low"].acquires == []
+    # The lower found the higher silent, waited its rank delay, its probe saw nothing (the
+    # higher only announced) and it took over; the higher hears it hold and keeps waiting:
+    # a lower holder yields, and this one never hears whom to yield to. One holder.
+    assert net.holders() == ["low"]
+    assert net.state("high") == "announcing" and net.backups["high"].acquires == []
     # The withheld frames ("holds"), delivered late: authentic and unseen, not provably young.
     net.drop = lambda source, destination, payload: False
     for payload in kept[:3]:
@@ -366,3 +368,275 @@ def test_with_peers_the_status_to_the_master_carries_priority_unfit_and_preempt(
     assert high and low
     assert all(f.unfit and f.preempt for f in high)
     assert not any(f.unfit or f.preempt for f in low)
+
+
+# --- announce, then acquire (spec/backups.md, "Who takes over"; the second design) ---
+
+
+def _decoded(net: Network, source: str, destination: str, after: float = 0.0) -> list[tuple[float, wire.Heartbeat]]:
+    return [(t, wire.decode(p, KEY)) for t, p in net.frames(source, destination) if t >= after]
+
+
+def test_the_higher_announces_and_acquires_once_the_lower_answers_that_it_holds_nothing() -> None:
+    net = steady()
+    died = net.now
+    net.kill_master()
+    net.run_until(died + 20)
+    assert net.holders() == ["high"] and net.most_holders == 1
+    announced = net.entered("high", "announcing", after=died)
+    acquiring = net.entered("high", "acquiring", after=died)
+    assert announced is not None and acquiring is not None
+    # One round trip: the announcement out, the lower's answer (sent at once) back.
+    assert announced < acquiring <= announced + 3 * net.delay
+    # Its frames said holds from the announcement on, to the peer and to the master alike.
+    assert all(f.holds for t, f in _decoded(net, "high", "low", after=announced))
+    # The lower's answer: it holds nothing, acknowledging a frame of the announcement.
+    answer = [f for t, f in _decoded(net, "low", "high", after=announced) if t <= acquiring]
+    assert answer and not answer[-1].holds
+    core = net.backups["high"].core
+    assert core is not None and core.counters.announcements == 1 and core.counters.withdrawals == 0
+
+
+def test_finding_1_backups_that_never_heard_each_other_rank_apart_and_give_one_holder() -> None:
+    net = Network()
+    net.cut_link("high", "low")  # from the start: neither ever hears the other
+    net.start_master()
+    net.start_backup("high")
+    net.start_backup("low")
+    net.run_until(10.0)
+    for name in ("high", "low"):
+        core = net.backups[name].core
+        assert core is not None and core.snapshot(net.now)["backups"]["peers"][0]["counted"] == 0
+    net.kill_master()
+    net.run_until(net.now + 30)
+    assert net.holders() == ["high"] and net.state("low") == "contested" and net.most_holders == 1
+
+
+def test_finding_1_under_the_first_designs_rank_gives_two_holders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the configured priorities are for: ranked as heard, a peer never heard counts as higher, both
+    backups rank 1, their deadlines coincide and each probe misses the other's address."""
+    from failoverd.core.peers import Peers
+
+    monkeypatch.setattr(Peers, "rank", lambda self: sum(1 for e in self.entries.values()
+                                                        if e.counted == 0 or e.priority > self.priority))
+    net = Network()
+    net.cut_link("high", "low")
+    net.start_master()
+    net.start_backup("high")
+    net.start_backup("low")
+    net.run_until(10.0)
+    net.kill_master()
+    net.run_until(net.now + 30)
+    assert net.most_holders == 2
+
+
+def test_finding_2_the_lower_counted_older_heartbeats_with_the_backup_link_cut_one_holder() -> None:
+    """The master's last heartbeats to the lower are lost: its deadline comes fail_after - interval
+    earlier than under even hearing. The step (fail_after + probe + interval) still puts its probe's
+    end after the higher's address is up."""
+    net = steady()
+    low = net.backups["low"]
+    net.cut_link("high", "low")
+    net.run_until(net.now + 2 * T.fail_after)
+    net.drop = lambda source, destination, payload: source == MASTER and destination == low.address
+    net.run_until(net.now + T.fail_after - T.interval)  # just short of the lower's own failure timeout
+    died = net.now
+    net.kill_master()
+    net.drop = lambda source, destination, payload: False
+    net.run_until(died + 30)
+    assert net.holders() == ["high"] and net.most_holders == 1
+    assert low.acquires == [] and net.state("low") == "contested"
+    high_up = net.first_acquire("high")
+    low_decided = net.entered("low", "contested", after=died)
+    assert high_up is not None and low_decided is not None and low_decided > high_up + net.action_latency
+
+
+def _restart_race(net: Network) -> None:
+    """Finding 3: the higher's daemon dies with the master and restarts while the lower waits out its
+    rank delay. Of the handshake each side gets only the other's first frame (the higher counts the
+    lower's answer, "holds nothing"; the lower only records the higher's hello); 1.9 s later the
+    higher's frames get through again, while the lower's stay lost until the higher's failure deadline,
+    and the newest of them arrives just after it (within a failure timeout of the last one counted:
+    the links count as up). An acquire takes longer than the higher's probe needs to miss it."""
+    net.start_master()
+    net.start_backup("high")
+    net.start_backup("low")
+    net.run_until(10.0)
+    died = net.now
+    net.kill_master()
+    net.run_until(died + 0.5)
+    net.kill_backup("high")
+    net.run_until(died + 6.5)  # the lower's deadline is died + 3 + 4.3
+    high, low = net.backups["high"].address, net.backups["low"].address
+    passed: set[tuple[str, str]] = set()
+    withheld: list[bytes] = []
+
+    def handshake_only(source: str, destination: str, payload: bytes) -> bool:
+        if source == MASTER or destination == MASTER:
+            return False
+        if (source, destination) not in passed:
+            passed.add((source, destination))
+            return False
+        if source == low:
+            withheld.append(payload)
+        return True
+
+    net.drop = handshake_only
+    restarted = net.now
+    net.start_backup("high")  # its own deadline: a failure timeout of silence from now, rank 0
+    net.run_until(restarted + 1.9)
+    passed.add((high, low))
+
+    def lower_lost(source: str, destination: str, payload: bytes) -> bool:
+        if source == low and destination == high:
+            withheld.append(payload)
+            return True
+        return False
+
+    net.drop = lower_lost
+    net.run_until(restarted + T.fail_after)
+    net.drop = lambda source, destination, payload: False
+    net.inject(low, high, withheld[-1])
+    net.run_until(died + 30)
+
+
+def test_finding_3_a_restarted_higher_in_its_handshake_is_waited_for_one_holder() -> None:
+    net = Network(action_latency=2.5)
+    _restart_race(net)
+    # The lower recorded the restarted higher's hello (its handshake): it announced and waited for
+    # the higher's answer; the higher announced too, and the lower withdrew on its "holds".
+    assert net.entered("low", "announcing") is not None and net.backups["low"].acquires == []
+    assert net.holders() == ["high"] and net.state("low") == "deferring"
+    assert net.most_holders == 1
+
+
+def test_finding_3_under_the_first_design_gives_two_holders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the announcement is for: deciding on the peer's last counted state, the lower acquires at its
+    deadline (the higher not alive to it), the higher at its own (the lower alive, lower, "holds
+    nothing"); its probe misses the address still being added, and both hold."""
+    monkeypatch.setattr(Detector, "_must_announce", lambda self: False)
+    net = Network(action_latency=2.5)
+    _restart_race(net)
+    assert net.most_holders == 2
+
+
+def _announcing_high(net: Network) -> tuple[list[bytes], float]:
+    """The master dies; the lower's frames to the higher are withheld from just before the higher's
+    deadline, so the higher announces (the lower alive, in W) and never hears the answer."""
+    kept: list[bytes] = []
+    low, high = net.backups["low"].address, net.backups["high"].address
+
+    def withhold(source: str, destination: str, payload: bytes) -> bool:
+        if source == low and destination == high:
+            kept.append(payload)
+            return True
+        return False
+
+    died = net.now
+    net.kill_master()
+    net.run_until(died + 1.5)
+    net.drop = withhold
+    net.run_until(died + T.fail_after + 0.5)
+    assert net.state("high") == "announcing"
+    announced = net.entered("high", "announcing", after=died)
+    assert announced is not None
+    return kept, announced
+
+
+def test_replayed_or_withheld_peer_frames_cannot_complete_an_announcement() -> None:
+    net = steady()
+    high = net.backups["high"]
+    older = [p for t, p in net.frames("low", "high")][-5:-1]
+    kept, announced = _announcing_high(net)
+    core = high.core
+    assert core is not None
+    for payload in older:  # replays of frames it counted: refused
+        net.inject(net.backups["low"].address, high.address, payload)
+    # The lower's withheld frames from before the announcement (holds nothing, acknowledging an
+    # earlier frame of ours), delivered now: they may count, but answer nothing.
+    before = [p for p in kept if wire.decode(p, KEY).ack_seq < min(f.seq for t, f in _decoded(net, "high", "low",
+                                                                                            after=announced))]
+    assert before
+    for payload in before:
+        net.inject(net.backups["low"].address, high.address, payload)
+    net.run_until(net.now + 0.2)
+    assert core.counters.rejected.get("peer_replay", 0) == len(older)
+    assert net.state("high") == "announcing" and high.acquires == []
+    (waiting,) = core.snapshot(net.now)["backups"]["awaiting"]
+    assert waiting["priority"] == 100
+    # The lower, silent to it for a failure timeout, leaves W: the higher acquires then, alone.
+    net.run_until(net.now + 10)
+    assert net.holders() == ["high"] and net.state("low") == "deferring" and net.most_holders == 1
+    entry = core._peers.entries[100] if core._peers is not None else None
+    assert entry is not None and entry.last_counted is not None
+    acquired = net.entered("high", "acquiring", after=announced)
+    assert acquired is not None and acquired >= entry.last_counted + T.fail_after - 1e-9
+
+
+def test_failoverctl_status_shows_an_announcement_and_whom_it_waits_for() -> None:
+    from failoverd.programs.failoverctl import format_status
+
+    net = steady()
+    _announcing_high(net)
+    core = net.backups["high"].core
+    assert core is not None
+    text = format_status(core.snapshot(net.now), 0.0)
+    assert "state     announcing" in text
+    (line,) = [line for line in text.splitlines() if line.startswith("announce")]
+    assert "announcing; waiting for 100 (10.9.1.3, at most" in line
+
+
+def test_the_masters_heartbeat_withdraws_an_announcement() -> None:
+    net = steady()
+    _, announced = _announcing_high(net)
+    net.start_master()
+    net.run_until(net.now + 5)
+    withdrawn = net.entered("high", "monitoring", after=announced)
+    assert withdrawn is not None and net.state("high") == "monitoring"
+    assert net.backups["high"].acquires == [] and net.holders() == []
+    core = net.backups["high"].core
+    assert core is not None and core.counters.withdrawals == 1
+    # From the withdrawal on it says holds nothing, to the peers and to the master.
+    assert not any(f.holds for t, f in _decoded(net, "high", "low", after=withdrawn))
+    assert not any(f.holds for t, f in _decoded(net, "high", "master", after=withdrawn))
+
+
+def test_an_announcing_higher_waits_for_the_lower_holder_to_yield_after_its_delete() -> None:
+    """The lower holds (the higher was dead); the higher restarts without an ARP probe, and its frames
+    to the lower are lost (for less than a failure timeout) until it announces: the lower is in its W as
+    a peer in its handshake (recorded, never counted). The lower
+    yields on the higher's "holds", says holds nothing only once its delete returned, and only that
+    answer lets the higher acquire."""
+    net = Network(no_probe=("high",))
+    net.start_master()
+    net.start_backup("high")
+    net.start_backup("low")
+    net.run_until(10.0)
+    net.kill_backup("high")
+    net.run_until(net.now + 2 * T.fail_after)
+    net.kill_master()
+    net.run_until(net.now + 20)
+    assert net.holders() == ["low"]
+    high, low = net.backups["high"], net.backups["low"]
+    net.drop = lambda source, destination, payload: source == high.address and destination == low.address
+    restarted = net.now
+    net.start_backup("high")
+    net.run_until(restarted + T.fail_after + 0.5)  # its deadline: a failure timeout after its start
+    announced = net.entered("high", "announcing", after=restarted)
+    assert announced is not None and net.state("high") == "announcing" and net.holders() == ["low"]
+    healed = net.now
+    net.drop = lambda source, destination, payload: False
+    net.run_until(healed + 10)
+    assert net.holders() == ["high"] and net.most_holders == 1
+    (released,) = low.releases
+    deleted = released + net.action_latency
+    taken = net.first_acquire("high", after=restarted)
+    assert taken is not None and taken > deleted
+    # Until its delete returned, every frame of the lower to the higher said holds.
+    assert all(f.holds for t, f in _decoded(net, "low", "high", after=healed) if t < deleted)
+    assert any(not f.holds for t, f in _decoded(net, "low", "high", after=deleted) if t <= taken)
+
+
+def test_a_pair_never_announces() -> None:
+    d = Detector(DetectorSettings(VIPS, T, master=MASTER), 0.0, key=KEY, epoch=5)
+    assert not d._must_announce()

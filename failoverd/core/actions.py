@@ -191,6 +191,10 @@ class Counters:
     contested: int = 0
     deferrals: int = 0
     """Several backups: failure deadlines at which a peer held or outranked us, so we waited for it."""
+    announcements: int = 0
+    """Several backups: failure deadlines at which we announced (said holds, waited for the peers' answers)."""
+    withdrawals: int = 0
+    """Several backups: announcements withdrawn (a higher peer holds, the master is back, or we turned unfit)."""
     undeclared: int = 0
     """Inputs in a state where no row of the table holds (a bug: see :mod:`failoverd.core.machine`)."""
 

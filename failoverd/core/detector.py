@@ -123,7 +123,7 @@ from failoverd.core.actions import (
 from failoverd.core.addresses import Triplet, names
 from failoverd.core.health import links_reason, unfit_besides
 from failoverd.core.machine import DeclaredMachine
-from failoverd.core.peers import PeerEntry, Peers
+from failoverd.core.peers import Awaited, PeerEntry, Peers
 from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 from failoverd.core.witness import HolderProofs
@@ -131,15 +131,23 @@ from failoverd.core.witness import HolderProofs
 STATES: tuple[str, ...] = (
     "monitoring", "suspect", "contested", "unfit", "acquiring", "failed_over", "recovering",
     "claiming", "granted",  # the etcd witness (spec/witness.md)
-    "deferring",  # several backups (spec/backups.md)
+    "deferring", "announcing",  # several backups (spec/backups.md)
 )
+
+SEVERAL_BACKUPS_STATES: frozenset[str] = frozenset({"deferring", "announcing"})
+"""States only a backup with peers enters (spec/backups.md): a pair never does, so the pair
+model (spec/failover.pml) has none of them and spec/backups.pml models them."""
+SEVERAL_BACKUPS_TRIGGERS: frozenset[str] = frozenset({"peer_yield", "undeferred", "announced"})
+"""Triggers whose rows hold only with peers (their conditions read the peers), whatever their states.
+The several-backups rows are these and every row from or to one of :data:`SEVERAL_BACKUPS_STATES`."""
 
 _ANY = list(STATES)
 
 # State-driven triggers (see failoverd.core.machine): tried after every input,
 # in this order, while their conditions hold. The time guards are conditions.
 AUTOMATIC: tuple[str, ...] = (
-    "link_lost", "peer_yield", "silence", "probe_due", "deadline", "undeferred", "retry", "wait_over", "proof_expiring",
+    "link_lost", "peer_yield", "silence", "probe_due", "deadline", "announced", "undeferred", "retry", "wait_over",
+    "proof_expiring",
 )
 
 # (trigger, source, dest, conditions, unless, before, after). dest None =
@@ -158,7 +166,7 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_deadline_passed", "_probe_finished"], "unless": ["_healthy", "_stopping"], "after": "_decline"},
     {"trigger": "deadline", "source": "suspect", "dest": "acquiring",
      "conditions": ["_deadline_passed", "_probe_finished", "_healthy"],
-     "unless": ["_probe_answered", "_stopping", "_witnessed", "_deferred"],
+     "unless": ["_probe_answered", "_stopping", "_witnessed", "_deferred", "_must_announce"],
      "after": "_acquire_all"},
     {"trigger": "deadline", "source": "suspect", "dest": "contested",
      "conditions": ["_deadline_passed", "_probe_finished", "_healthy", "_probe_answered"],
@@ -192,7 +200,7 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "before": "_take_probe", "after": "_decline"},
     {"trigger": "probed", "source": "suspect", "dest": "acquiring",
      "conditions": ["_probe_pending", "_deadline_passed", "_healthy"],
-     "unless": ["_result_answered", "_witnessed", "_deferred"],
+     "unless": ["_result_answered", "_witnessed", "_deferred", "_must_announce"],
      "before": "_take_probe", "after": "_acquire_all"},
     {"trigger": "probed", "source": "suspect", "dest": "contested",
      "conditions": ["_probe_pending", "_deadline_passed", "_healthy", "_result_answered"], "unless": ["_deferred"],
@@ -204,7 +212,8 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_probe_pending"], "unless": ["_healthy", "_result_answered"],
      "before": "_take_probe", "after": "_decline"},
     {"trigger": "probed", "source": "contested", "dest": "acquiring",
-     "conditions": ["_probe_pending", "_healthy"], "unless": ["_result_answered", "_witnessed", "_deferred"],
+     "conditions": ["_probe_pending", "_healthy"],
+     "unless": ["_result_answered", "_witnessed", "_deferred", "_must_announce"],
      "before": "_take_probe", "after": "_acquire_all"},
     {"trigger": "probed", "source": "contested", "dest": None,
      "conditions": ["_probe_pending", "_result_answered"], "unless": ["_healthy"],
@@ -230,7 +239,8 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "conflict", "source": "failed_over", "dest": "recovering", "after": ["_yield_alarm", "_release_held"]},
     {"trigger": "conflict", "source": "acquiring", "dest": None, "after": "_note_master_back"},
     # Nothing of ours to yield (a late ARP reply), or already yielding.
-    {"trigger": "conflict", "source": ["monitoring", "suspect", "contested", "unfit", "recovering", "deferring"],
+    {"trigger": "conflict", "source": ["monitoring", "suspect", "contested", "unfit", "recovering", "deferring",
+                                       "announcing"],
      "dest": None},
     # --- health: healthy again with the master still gone, suspect it
     # afresh, so a new probe (the last one may be long stale) decides as at
@@ -285,7 +295,8 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_link_down"], "unless": ["_stopping"], "after": ["_link_lost_alarm", "_release_held"]},
     {"trigger": "link_up", "source": ["suspect", "contested", "unfit", "deferring"], "dest": "monitoring",
      "after": "_listen_afresh"},
-    {"trigger": "link_up", "source": ["monitoring", "acquiring", "failed_over", "recovering", "claiming", "granted"],
+    {"trigger": "link_up", "source": ["monitoring", "acquiring", "failed_over", "recovering", "claiming", "granted",
+                                      "announcing"],
      "dest": None},
     # --- several backups (spec/backups.md). Deferring, the master still silent:
     # its heartbeat ends the wait; when the deferral lapses (the higher peer fell
@@ -298,12 +309,37 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "unless": ["_deferred", "_stopping"], "after": ["_suspect_afresh", "_schedule_probe"]},
     {"trigger": "peer_yield", "source": "failed_over", "dest": "recovering",
      "conditions": ["_must_yield"], "unless": ["_stopping"], "after": ["_yield_to_peer", "_release_held"]},
+    # --- announce, then acquire (spec/backups.md, "Who takes over"). Where a backup
+    # with peers would acquire and some peer is alive or in its handshake (the wait
+    # set W), it first says holds to everyone and adds nothing until each peer of W
+    # has answered our announcement with a counted "holds nothing" or has been silent
+    # for a failure timeout. A higher peer saying holds, the master's heartbeat, or
+    # our own checks or links failing withdraw the announcement; a lower peer saying
+    # holds does not (it yields to us). ---
+    {"trigger": "deadline", "source": "suspect", "dest": "announcing",
+     "conditions": ["_deadline_passed", "_probe_finished", "_healthy", "_must_announce"],
+     "unless": ["_probe_answered", "_stopping", "_witnessed", "_deferred"], "after": "_announce"},
+    {"trigger": "probed", "source": "suspect", "dest": "announcing",
+     "conditions": ["_probe_pending", "_deadline_passed", "_healthy", "_must_announce"],
+     "unless": ["_result_answered", "_witnessed", "_deferred"], "before": "_take_probe", "after": "_announce"},
+    {"trigger": "probed", "source": "contested", "dest": "announcing",
+     "conditions": ["_probe_pending", "_healthy", "_must_announce"],
+     "unless": ["_result_answered", "_witnessed", "_deferred"], "before": "_take_probe", "after": "_announce"},
+    {"trigger": "announced", "source": "announcing", "dest": "acquiring",
+     "conditions": ["_healthy"], "unless": ["_awaiting_peers", "_higher_holds", "_stopping"],
+     "after": ["_announcement_answered", "_acquire_all"]},
+    {"trigger": "peer_yield", "source": "announcing", "dest": "deferring",
+     "conditions": ["_higher_holds"], "unless": ["_stopping"], "after": ["_withdraw", "_defer"]},
+    {"trigger": "heartbeat", "source": "announcing", "dest": "monitoring", "after": ["_withdraw", "_deferral_over"]},
+    {"trigger": "deadline", "source": "announcing", "dest": "unfit",
+     "unless": ["_healthy", "_stopping"], "after": ["_withdraw", "_decline"]},
 )
 
 # States in which the backup tells the master "I may hold your addresses":
 # an acquire in flight counts, so the master never adds an address that is
-# about to appear here.
-HOLDING_STATES = frozenset({"acquiring", "failed_over", "recovering", "claiming", "granted"})
+# about to appear here; so does an announcement (its "holds" is what the
+# peers wait on, and the master's failback waits on it too).
+HOLDING_STATES = frozenset({"acquiring", "failed_over", "recovering", "claiming", "granted", "announcing"})
 
 
 @dataclass
@@ -412,6 +448,8 @@ class Detector(DeclaredMachine):
         self._peer_said: tuple[bool, bool] | None = None
         """(holds, unfit) as our last peer frames said it: a change is told at once."""
         self._priority_alarmed = False
+        self._awaited: dict[int, Awaited] = {}
+        """Announcing: the peers of the wait set W that have not answered yet, by priority (spec/backups.md)."""
         self._offline = offline
         self._now = now
         self._out: list[Action] = []
@@ -576,6 +614,8 @@ class Detector(DeclaredMachine):
         may end a deferral or make us yield: the settle after it decides.
         """
         assert self._peers is not None
+        known = self._peers.entries.get(frame.priority)
+        held_before = known is not None and known.holds
         try:
             verdict, entry = self._peers.judge(frame, now, source)
         except wire.WireError as exc:
@@ -602,10 +642,15 @@ class Detector(DeclaredMachine):
             return
         if verdict == "counted":
             self.last_verdict = "peer"
+            awaited = self._awaited.get(entry.priority)
+            if awaited is not None and self._peers.answered(entry, awaited, self._sealer_epoch()):
+                del self._awaited[entry.priority]  # it answered our announcement: it leaves W for good
             self._settle()
-            if entry.answered_epoch != entry.guard.epoch:
+            if entry.answered_epoch != entry.guard.epoch or entry.holds != held_before:
                 # The handshake's last step: our answer acknowledges the frame that counted,
-                # so our next frame counts there too, one round trip after the restart.
+                # so our next frame counts there too, one round trip after the restart. And a
+                # peer that now says holds (it announces) gets our answer at once, not an
+                # interval later: it waits for it before it acquires.
                 self._answer_peer(now, entry, source, urgent=True)
             return
         if verdict == "overtaken":
@@ -844,6 +889,9 @@ class Detector(DeclaredMachine):
             expiry = self._peers.next_expiry(self._now)
             if expiry is not None:
                 candidates.append(expiry)
+        elif self.state == "announcing":
+            # An awaited peer that stays silent a failure timeout leaves W then.
+            candidates += [silent for _, silent in self._still_awaited()]
         if self._peers is not None:
             candidates.append(self._peer_due)
         if self._retry_at is not None:
@@ -913,6 +961,10 @@ class Detector(DeclaredMachine):
             "rank": self._peers.rank(),
             "rank_delay": round(self._rank_delay(), 3),
             "peers": self._peers.snapshot(now),
+            "awaiting": None if self.state != "announcing" else [
+                {"priority": entry.priority, "address": entry.address, "silent_in": round(max(0.0, silent - now), 3)}
+                for entry, silent in self._still_awaited()
+            ],
         }
 
     def rekey(self, key: bytes) -> None:
@@ -1034,6 +1086,23 @@ class Detector(DeclaredMachine):
             return 0.0
         return self._peers.rank() * rank_step(self.timing)
 
+    def _still_awaited(self) -> list[tuple[PeerEntry, float]]:
+        """The peers of W not yet answered and not yet silent a failure timeout, each with when it would be."""
+        peers = self._peers
+        if peers is None:
+            return []
+        out = []
+        for priority, awaited in self._awaited.items():
+            entry = peers.entries[priority]
+            silent = peers.silent_at(entry, awaited)
+            if self._now < silent:
+                out.append((entry, silent))
+        return out
+
+    def _sealer_epoch(self) -> int:
+        assert self._sealer is not None
+        return self._sealer.epoch
+
     def _emit_alarm(self, level: AlarmLevel, message: str, mail: bool = False, *, path: str | None = None) -> None:
         self._out.append(Alarm(level, message, mail, path=path))
 
@@ -1096,6 +1165,18 @@ class Detector(DeclaredMachine):
         """Several backups: an alive peer says it holds, or an alive fit peer outranks us (it takes first)."""
         peers = self._peers
         return peers is not None and (peers.holder(self._now) is not None or peers.higher_fit(self._now) is not None)
+
+    def _must_announce(self) -> bool:
+        """Several backups, where we would acquire: some peer is alive or in its handshake (W is not empty)."""
+        return self._peers is not None and bool(self._peers.wait_set(self._now))
+
+    def _awaiting_peers(self) -> bool:
+        """Announcing: a peer of W has neither answered that it holds nothing nor been silent a failure timeout."""
+        return bool(self._still_awaited())
+
+    def _higher_holds(self) -> bool:
+        """An alive peer of a higher priority says it holds (or announces): we withdraw, it takes first."""
+        return self._peers is not None and self._peers.higher_holder(self._now) is not None
 
     def _must_yield(self) -> bool:
         """Holding: an alive higher peer holds too, or an alive fit higher one says preempt (the lower yields)."""
@@ -1213,6 +1294,36 @@ class Detector(DeclaredMachine):
             assert higher is not None
             why = f"peer backup {higher.priority} ({higher.source}) outranks us (priority {self._peers.priority})"
         self._out.append(Alarm("warning", f"{self.peer} silent but {why}: not taking over {names(self.addresses)}"))
+
+    def _announce(self) -> None:
+        """Say holds to every peer at once, and wait for an answer of each one of W (spec/backups.md)."""
+        peers = self._peers
+        assert peers is not None and self._sealer is not None
+        now = self._now
+        self._retry_at = None
+        self.counters.announcements += 1
+        wait = {e.priority for e in peers.wait_set(now)}
+        self._awaited = {}
+        # Our frames say holds from now on (announcing is a holding state): sent here, not by
+        # _tell_peers, so that we know which frame each awaited peer must acknowledge.
+        self._peer_said = (self.holds_any, not self._healthy())
+        self._peer_due = now + self.timing.interval
+        for address in peers.addresses:
+            self._seal_peer(now, address, peers.newest_from(address))
+            entry = peers.at(address)
+            if entry.priority in wait:
+                self._awaited[entry.priority] = peers.awaited(entry, self._sealer.seq, now)
+        waiting = ", ".join(f"{e.priority} ({e.address})" for e, _ in self._still_awaited())
+        self._out.append(Alarm("info", f"{self.peer} silent; announcing to peer backup(s) {waiting}: taking over "
+                               f"{names(self.addresses)} once each answers that it holds nothing"))
+
+    def _withdraw(self) -> None:
+        """Leave announcing without acquiring: our frames say holds nothing again (_tell_peers sends them at once)."""
+        self._awaited = {}
+        self.counters.withdrawals += 1
+
+    def _announcement_answered(self) -> None:
+        self._awaited = {}
 
     def _deferral_over(self) -> None:
         self._out.append(Alarm("info", f"{self.peer} heard again; no takeover was needed"))

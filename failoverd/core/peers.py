@@ -72,6 +72,18 @@ class PeerEntry:
         return None if self.last_counted is None else self.last_counted + fail_after
 
 
+@dataclass
+class Awaited:
+    """A peer an announcement waits for (spec/backups.md, "Who takes over": the wait set W)."""
+
+    seq: int
+    """Our first frame to it that said holds (``announce_seq``): its answer must acknowledge that one or a later."""
+    heard: float
+    """When it was last heard at the announcement: its last counted frame, or, in its handshake, its last recorded."""
+    counted: int
+    """How many of its frames had counted then (offline, a later counted frame is the answer)."""
+
+
 class Peers:
     """The other backups, as configured: an address and a priority each (``--peer ADDR=PRIORITY``).
 
@@ -202,6 +214,35 @@ class Peers:
             e for e in self.entries.values()
             if e.alive(now, self.fail_after) or e.restarting(now, self.fail_after)
         ]
+
+    def at(self, address: str) -> PeerEntry:
+        """The peer configured at ``address``."""
+        return self._by_address[address]
+
+    def awaited(self, entry: PeerEntry, seq: int, now: float) -> Awaited:
+        """What an announcement whose first frame to ``entry`` (one of :meth:`wait_set`) was ``seq`` waits for."""
+        if entry.alive(now, self.fail_after) and entry.last_counted is not None:
+            heard = entry.last_counted
+        else:
+            # In its handshake: its silence counts from its last recorded frame, fixed now, so
+            # frames withheld and delivered later (recorded, never counted) cannot prolong the wait.
+            assert entry.last_recorded is not None
+            heard = entry.last_recorded
+        return Awaited(seq, heard, entry.counted)
+
+    def answered(self, entry: PeerEntry, awaited: Awaited, epoch: int) -> bool:
+        """Its last counted frame answers the announcement: it acknowledges our current ``epoch`` at or after
+        the announcement's first frame, and says it holds nothing (offline: a later counted frame says so)."""
+        if entry.holds:
+            return False
+        if self._offline:
+            return entry.counted > awaited.counted
+        return entry.acked[0] == epoch and entry.acked[1] >= awaited.seq
+
+    def silent_at(self, entry: PeerEntry, awaited: Awaited) -> float:
+        """When an awaited peer has been silent a failure timeout (it is dead or cut: it leaves W)."""
+        heard = awaited.heard if entry.last_counted is None else max(awaited.heard, entry.last_counted)
+        return heard + self.fail_after
 
     def snapshot(self, now: float) -> list[dict[str, Any]]:
         out = []

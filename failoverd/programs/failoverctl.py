@@ -192,7 +192,15 @@ def _backup_peers(status: Mapping[str, Any]) -> list[str]:
             "?" if peer.get("holds") is None else "HOLDS" if peer.get("holds") else "no",
             "never" if age is None else f"{format_age(age)} ago",
         ])
-    return _section("priority", own) + _section("peers", _table(rows) if len(rows) > 1 else [])
+    announce: list[str] = []
+    awaiting = backups.get("awaiting")
+    if isinstance(awaiting, list):
+        # Announcing (spec/backups.md): whom the takeover still waits for, each at most until it falls silent.
+        announce = ["announcing; waiting for " + (", ".join(
+            f"{a.get('priority', '?')} ({a.get('address', '?')}, at most {format_age(a.get('silent_in') or 0)} more)"
+            for a in awaiting) or "nobody: acquiring next")]
+    return (_section("priority", own) + (_section("announce", announce) if announce else [])
+            + _section("peers", _table(rows) if len(rows) > 1 else []))
 
 
 def _master_backups(status: Mapping[str, Any]) -> list[str]:

@@ -137,7 +137,7 @@ class RoleEvents:
 
 ROLE_EVENTS: dict[Role, RoleEvents] = {
     "backup": RoleEvents(
-        become=frozenset({("suspect", "acquiring"), ("contested", "acquiring")}),
+        become=frozenset({("suspect", "acquiring"), ("contested", "acquiring"), ("announcing", "acquiring")}),
         release_into="recovering",
         contest=frozenset({("suspect", "contested")}),
     ),
@@ -370,6 +370,16 @@ class _DaemonCollector(Collector):
                 # Only with --peer (several backups, spec/backups.md).
                 yield _counter("failoverd_deferrals", "Failure deadlines at which a peer backup held or outranked us.",
                                core.counters.deferrals)
+                yield _counter("failoverd_announcements",
+                               "Failure deadlines at which we announced to the peer backups before acquiring.",
+                               core.counters.announcements)
+                yield _counter("failoverd_withdrawals",
+                               "Announcements withdrawn (a higher peer holds, the master is back, or we turned unfit).",
+                               core.counters.withdrawals)
+                awaiting = GaugeMetricFamily("failoverd_announce_awaiting",
+                                             "Announcing: peer backups whose answer we still wait for.")
+                awaiting.add_metric([], len(backups.get("awaiting") or []))
+                yield awaiting
                 peers = GaugeMetricFamily("failoverd_peer_alive",
                                           "1 while a frame of the peer backup counted within the failure timeout.",
                                           labels=["priority"])
