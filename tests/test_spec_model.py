@@ -545,10 +545,53 @@ def code_machine(module_name: str) -> tuple[tuple[str, ...], set[tuple[str, str,
     return tuple(module.STATES), transitions
 
 
+def several_backups(trigger: str, source: str, dest: str) -> bool:
+    """A detector row that holds only with peers (the table marks them: failoverd/core/detector.py)."""
+    from failoverd.core.detector import SEVERAL_BACKUPS_STATES, SEVERAL_BACKUPS_TRIGGERS
+
+    return trigger in SEVERAL_BACKUPS_TRIGGERS or source in SEVERAL_BACKUPS_STATES or dest in SEVERAL_BACKUPS_STATES
+
+
+def pair_machine(module_name: str) -> tuple[tuple[str, ...], set[tuple[str, str, str]]]:
+    """The code's machine as a pair runs it: the detector without its several-backups states and rows,
+    which a backup without --peer never enters or fires (spec/backups.pml models them)."""
+    states, transitions = code_machine(module_name)
+    if module_name != "failoverd.core.detector":
+        return states, transitions
+    from failoverd.core.detector import SEVERAL_BACKUPS_STATES
+
+    return (
+        tuple(s for s in states if s not in SEVERAL_BACKUPS_STATES),
+        {t for t in transitions if not several_backups(*t)},
+    )
+
+
+def test_the_several_backups_marks_name_states_and_triggers_of_the_table() -> None:
+    """The marks exclude only what exists: a misspelt one would exclude nothing and hide nothing."""
+    from failoverd.core.detector import AUTOMATIC, SEVERAL_BACKUPS_STATES, SEVERAL_BACKUPS_TRIGGERS, STATES
+
+    assert set(STATES) >= SEVERAL_BACKUPS_STATES
+    assert set(AUTOMATIC) >= SEVERAL_BACKUPS_TRIGGERS
+    # And nothing a pair runs is among them: every pair state keeps its pair-model rows.
+    assert {"monitoring", "suspect", "failed_over", "recovering"}.isdisjoint(SEVERAL_BACKUPS_STATES)
+
+
+def test_the_several_backups_model_names_the_several_backups_states() -> None:
+    """Where the pair model has no deferring or announcing, spec/backups.pml must: by the code's names."""
+    from failoverd.core.detector import SEVERAL_BACKUPS_STATES
+
+    model = MODEL.parent / "backups.pml"
+    if not model.exists():
+        pytest.skip("spec/backups.pml is not on this branch (the several-backups model is its own branch)")
+    text = model.read_text()
+    for state in sorted(SEVERAL_BACKUPS_STATES):
+        assert re.search(rf"#define D_{state}\s", text), f"several-backups state {state} has no D_{state} in {model}"
+
+
 @pytest.mark.parametrize(("machine", "module_name"), [("detector", "failoverd.core.detector"), ("master", "failoverd.core.master")])
 def test_model_machines_match_the_code(machine: str, module_name: str) -> None:
     model_states, model_transitions = model_machine(machine)
-    code_states, code_transitions = code_machine(module_name)
+    code_states, code_transitions = pair_machine(module_name)
     assert set(model_states) == set(code_states), f"{machine}: model {model_states} vs code {code_states}"
     assert model_transitions == code_transitions, (
         f"{machine}: only in the model {sorted(model_transitions - code_transitions)}; "
