@@ -601,6 +601,20 @@ def test_the_masters_heartbeat_withdraws_an_announcement() -> None:
     assert not any(f.holds for t, f in _decoded(net, "high", "master", after=withdrawn))
 
 
+def test_a_failing_check_withdraws_an_announcement_as_it_declines_a_suspicion() -> None:
+    net = steady()
+    _, announced = _announcing_high(net)
+    net.make_unfit("high")
+    net.run_until(net.now + 0.5)
+    assert net.state("high") == "unfit" and net.backups["high"].acquires == []
+    withdrawn = net.entered("high", "unfit", after=announced)
+    assert withdrawn is not None
+    frames = _decoded(net, "high", "low", after=withdrawn)
+    assert frames and not any(f.holds for t, f in frames) and all(f.unfit for t, f in frames)
+    core = net.backups["high"].core
+    assert core is not None and core.snapshot(net.now)["backups"]["awaiting"] is None
+
+
 def test_an_announcing_higher_waits_for_the_lower_holder_to_yield_after_its_delete() -> None:
     """The lower holds (the higher was dead); the higher restarts without an ARP probe, and its frames
     to the lower are lost (for less than a failure timeout) until it announces: the lower is in its W as

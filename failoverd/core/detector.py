@@ -72,7 +72,16 @@ each acknowledges that peer's newest frame. At the failure deadline, an
 alive peer that holds, or an alive fit peer of a higher priority, makes us
 *defer* instead of acquiring (``_deferred``): *deferring* listens to the
 master (a heartbeat ends it) and, when the condition lapses with the master
-still silent, suspects afresh, so a new probe decides. Holding while an alive
+still silent, suspects afresh, so a new probe decides. Where we would
+acquire, and some peer is alive or in its handshake after a restart (the
+wait set W, ``_must_announce``), we *announce* first: *announcing* says
+holds to the peers and the master, adds nothing, and acquires only once
+every peer of W answered with a counted frame that acknowledges the
+announcement's first frame to it and says it holds nothing, or was silent
+a failure timeout (``announced``); a higher peer saying holds, the master's
+heartbeat, or our own unfitness withdraws it (spec/backups.md, "Who takes
+over": two backups that both acquire cannot both have waited for the
+other's "holds nothing"). Holding while an alive
 higher peer holds too, or while an alive fit higher one says ``preempt``, we
 yield (``peer_yield``): the lower releases, and the higher (deferring to it
 as the holder) takes over only when a counted frame of it says it holds
@@ -86,7 +95,7 @@ Without peers, a backup frame is refused as ``role`` and our frames are
 byte for byte a pair's.
 
 States: monitoring, suspect, contested, unfit, acquiring, failed_over,
-recovering, deferring (several backups), claiming and granted (the witness);
+recovering, deferring and announcing (several backups), claiming and granted (the witness);
 see spec/properties.md and docs for each.
 """
 
