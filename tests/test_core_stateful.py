@@ -27,6 +27,10 @@ of its death (:func:`takeover_bound_after_restart` of the backup's start, if
 it restarted since), and a managed master that (re)started holds its
 addresses within :func:`failback_bound` while the handshake can get through.
 Each bound is derived where it is defined.
+
+:class:`BackupsMachine` is the same network with a master and two backups
+(spec/backups.md): its invariant is never two holders among the three while
+the links are up.
 """
 
 from __future__ import annotations
@@ -516,3 +520,246 @@ def test_conflict_detection_ends_the_handshake_race_spin_found() -> None:
     assert machine.master_held == VIPS and machine.backup_held == frozenset()
     assert machine.backup.state in {"monitoring", "suspect", "contested"}
     machine.teardown()
+
+
+# --- a master and two backups (spec/backups.md, the second design) ------------------------------------
+
+BACKUPS = {"backup": 200, "backup2": 100}
+"""The two backups and their priorities; each is the other's --peer."""
+HOSTS = ("master", *BACKUPS)
+SETTLE_BACKUPS = 3 * TIMING.fail_after + TIMING.fail_after + TIMING.probe_duration + TIMING.interval
+"""How long all links must be up before the links count as up again: every deadline and rank delay passes."""
+
+
+class BackupsMachine(RuleBasedStateMachine):
+    """The master (managing the addresses, ``--backups 2``) and two backups with each other as peers.
+
+    As :class:`FailoverMachine`, under one virtual clock with each host on its own drifting clock;
+    the network and the hosts are rules: frames between any two hosts are lost, duplicated and
+    delayed, the private link between any two is cut and healed, any host dies and comes back, a
+    backup's daemon restarts (adopting what is on its interfaces), and an attacker replays any frame
+    it saw to any host. ARP tells the truth (the public network joins everyone): a probe is answered
+    for what another live host has configured, and an acquire of an address another host holds is a
+    conflict both see.
+
+    Safety invariant: while the links are up — every private link up, at most ``fail_misses - 2``
+    frames in a row lost between any two hosts, no frame delayed beyond ``MAX_DELAY``, and no slow
+    hook — the master and the two backups never hold an address at the same instant, two of them.
+    """
+
+    @initialize(ppm=st.lists(rates_ppm, min_size=3, max_size=3), uptime=st.lists(uptimes, min_size=3, max_size=3),
+                probe=st.booleans())
+    def start(self, ppm: list[float], uptime: list[float], probe: bool) -> None:
+        self.now = 0.0
+        self.probe = probe  # the backups' ARP probe: with the links up, safety must not need it
+        self.latency = ACTION_LATENCY  # the next address change's (hooks + netlink)
+        self.rate = {h: 1 + p * 1e-6 for h, p in zip(HOSTS, ppm)}
+        self.uptime = dict(zip(HOSTS, uptime))
+        self.last = dict(self.uptime)
+        self.order = itertools.count()
+        self.queue: list = []  # (true time, order, kind, host, payload)
+        self.epochs = itertools.count(1)
+        self.alive = dict.fromkeys(HOSTS, True)
+        self.held: dict[str, frozenset] = dict.fromkeys(HOSTS, frozenset())
+        self.cut: set[frozenset[str]] = set()
+        self.lost_in_a_row: dict[tuple[str, str], int] = {}
+        self.links_ok = True
+        self.tap: deque[tuple[bytes, str, str]] = deque(maxlen=TAP_SIZE)  # (payload, source, destination)
+        self.cores: dict[str, Master | Detector] = {"master": self._new_master()}
+        for name in BACKUPS:
+            self.cores[name] = self._new_backup(name)
+
+    def _new_master(self) -> Master:
+        settings = MasterSettings(list(BACKUPS), TIMING.interval, managed=VIPS, backups=len(BACKUPS))
+        return Master(settings, self._clock("master"), key=KEY, epoch=next(self.epochs))
+
+    def _new_backup(self, name: str, held: frozenset = frozenset()) -> Detector:
+        peers = [p for p in BACKUPS if p != name]
+        settings = DetectorSettings(VIPS, TIMING, master="master", peers=tuple(peers),
+                                    peer_priorities=tuple(BACKUPS[p] for p in peers), priority=BACKUPS[name],
+                                    arp_probe=self.probe)
+        return Detector(settings, self._clock(name), key=KEY, epoch=next(self.epochs), held=held)
+
+    def _clock(self, host: str, deadline: float | None = None) -> float:
+        now = max(self.uptime[host] + self.rate[host] * self.now, self.last[host], deadline or 0.0)
+        self.last[host] = now
+        return now
+
+    def _due(self, host: str, deadline: float | None) -> float | None:
+        return None if deadline is None else (deadline - self.uptime[host]) / self.rate[host]
+
+    def _push(self, when: float, kind: str, host: str, payload: object) -> None:
+        heapq.heappush(self.queue, (when, next(self.order), kind, host, payload))
+
+    def _run(self, host: str, actions: list, delay: float) -> None:
+        for action in actions:
+            if isinstance(action, Transmit):
+                for target in action.targets:
+                    if frozenset({host, target}) in self.cut:
+                        continue
+                    self.tap.append((action.payload, host, target))
+                    self._push(self.now + delay, "frame", target, (action.payload, host, False))
+            elif isinstance(action, Probe):
+                self._push(self.now + TIMING.probe_duration / self.rate[host], "probe", host, action.addresses)
+            elif isinstance(action, Acquire):
+                self._push(self.now + self.latency, "acquire", host, action.addresses)
+            elif isinstance(action, Release):
+                self._push(self.now + self.latency, "release", host, action.addresses)
+
+    def _deliver(self, kind: str, host: str, payload) -> None:
+        if not self.alive[host]:
+            return
+        core = self.cores[host]
+        local = self._clock(host)
+        if kind == "frame":
+            data, source, _ = payload
+            actions = core.receive_datagram(local, data, source, "priv0")
+        elif kind == "probe":
+            others = frozenset().union(*(self.held[h] for h in HOSTS if h != host and self.alive[h]))
+            actions = core.action_done(local, ProbeDone(answered=frozenset(payload) & others))
+        elif kind == "conflict":
+            actions = core.conflict_seen(local, payload)
+        elif kind == "acquire":
+            self.held[host] |= payload
+            actions = core.action_done(local, AcquireDone(acquired=payload))
+            for other in HOSTS:
+                clash = payload & self.held[other]
+                if other != host and clash and self.alive[other]:
+                    self._push(self.now + ARP_LATENCY, "conflict", other, clash)
+                    self._push(self.now + 2 * ARP_LATENCY, "conflict", host, clash)
+        else:
+            self.held[host] -= payload
+            actions = core.action_done(local, ReleaseDone(released=payload))
+        self._run(host, actions, delay=0.0)
+
+    def _step_to(self, until: float, delay: float) -> None:
+        for _ in range(20_000):
+            dues = {h: self._due(h, self.cores[h].next_deadline()) for h in HOSTS if self.alive[h]}
+            timers = [(t, h) for h, t in dues.items() if t is not None]
+            when = min([until + 1, *(t for t, _ in timers), *([self.queue[0][0]] if self.queue else [])])
+            if when > until:
+                break
+            self.now = max(self.now, when)
+            if self.queue and self.queue[0][0] <= when:
+                _, _, kind, host, payload = heapq.heappop(self.queue)
+                self._deliver(kind, host, payload)
+            else:
+                host = min(timers)[1]
+                core = self.cores[host]
+                self._run(host, core.handle_timer(self._clock(host, core.next_deadline())), delay)
+            self._check_holders()
+        else:
+            raise AssertionError(f"more than 20000 events before {until:.3f}: a core asks to be woken without end")
+        self.now = until
+
+    def _check_holders(self) -> None:
+        holding = {h: self.held[h] for h in HOSTS if self.alive[h] and self.held[h]}
+        for a, b in itertools.combinations(holding, 2):
+            assert not (self.links_ok and holding[a] & holding[b]), (
+                f"{a} and {b} both hold {sorted(map(str, holding[a] & holding[b]))} at {self.now:.3f} ("
+                + ", ".join(f"{h} {self.cores[h].state}" for h in HOSTS) + ")"
+            )
+
+    # --- rules ------------------------------------------------------------------------------------
+
+    @rule(dt=st.floats(0.01, 4.0), delay=st.floats(0.0, MAX_DELAY))
+    def advance(self, dt: float, delay: float) -> None:
+        self._step_to(self.now + dt, delay)
+
+    @rule(latency=st.floats(ACTION_LATENCY, 2 * TIMING.interval))
+    def hooks(self, latency: float) -> None:
+        """Address changes from now on take this long: slower than a probe, never a failure timeout."""
+        self.latency = latency
+
+    @rule(data=st.data())
+    def lose_a_frame(self, data) -> None:
+        frames = [e for e in self.queue if e[2] == "frame" and not e[4][2]]
+        if not frames:
+            return
+        victim = data.draw(st.sampled_from(frames))
+        pair = (victim[4][1], victim[3])
+        self.lost_in_a_row[pair] = self.lost_in_a_row.get(pair, 0) + 1
+        if self.lost_in_a_row[pair] > TIMING.fail_misses - 2:
+            self.links_ok = False  # beyond the loss the design is built to ride out
+        self.queue.remove(victim)
+        heapq.heapify(self.queue)
+
+    @rule()
+    def frames_delivered(self) -> None:
+        """Reset the loss runs: the next frames get through."""
+        self.lost_in_a_row.clear()
+
+    @rule(data=st.data(), extra=st.floats(0.0, MAX_DELAY))
+    def duplicate_a_frame(self, data, extra: float) -> None:
+        frames = [e for e in self.queue if e[2] == "frame"]
+        if frames:
+            when, _, kind, host, payload = data.draw(st.sampled_from(frames))
+            self._push(when + extra, kind, host, payload)
+
+    @rule(data=st.data())
+    def cut_a_link(self, data) -> None:
+        a, b = data.draw(st.sampled_from(list(itertools.combinations(HOSTS, 2))))
+        self.cut.add(frozenset({a, b}))
+        self.links_ok = False
+        self.queue = [e for e in self.queue if not (e[2] == "frame" and frozenset({e[3], e[4][1]}) == {a, b})]
+        heapq.heapify(self.queue)
+
+    @precondition(lambda self: bool(self.cut))
+    @rule()
+    def heal(self) -> None:
+        self.cut.clear()
+        self.lost_in_a_row.clear()
+
+    @rule(data=st.data())
+    def kill_a_host(self, data) -> None:
+        """A host dies: its addresses with it, frames to it are lost (not a loss the links ride out: it is dead)."""
+        host = data.draw(st.sampled_from([h for h in HOSTS if self.alive[h]] or ["master"]))
+        self.alive[host] = False
+        self.held[host] = frozenset()
+        self.queue = [e for e in self.queue if e[3] != host]
+        heapq.heapify(self.queue)
+
+    @rule(data=st.data())
+    def restart_a_host(self, data) -> None:
+        """A dead host comes back, or a live backup's daemon restarts and adopts what is on its interfaces."""
+        host = data.draw(st.sampled_from(HOSTS))
+        if host == "master" and self.alive[host]:
+            return
+        self.queue = [e for e in self.queue if e[3] != host or e[2] == "frame"]  # its actions in flight are lost
+        heapq.heapify(self.queue)
+        self.alive[host] = True
+        self.cores[host] = self._new_master() if host == "master" else self._new_backup(host, held=self.held[host])
+
+    @rule(data=st.data(), delay=st.floats(0.0, 2 * MAX_DELAY))
+    def attacker_replays(self, data, delay: float) -> None:
+        """Any frame seen lately, to any host but its sender, as from its sender."""
+        if self.tap:
+            payload, source, _ = data.draw(st.sampled_from(list(self.tap)))
+            to = data.draw(st.sampled_from([h for h in HOSTS if h != source]))
+            if frozenset({source, to}) not in self.cut:
+                self._push(self.now + delay, "frame", to, (payload, source, True))
+
+    @rule()
+    def settle(self) -> None:
+        """With every link up for longer than every deadline and rank delay, the links count as up again."""
+        if not self.cut:
+            self.lost_in_a_row.clear()
+            self._step_to(self.now + SETTLE_BACKUPS, 0.0)
+            holding = [h for h in HOSTS if self.alive[h] and self.held[h]]
+            if len(holding) <= 1:
+                self.links_ok = True
+
+    @invariant()
+    def never_two_holders_while_the_links_are_up(self) -> None:
+        self._check_holders()
+
+    @invariant()
+    def held_sets_match_the_cores(self) -> None:
+        for host in BACKUPS:
+            core = self.cores[host]
+            if self.alive[host] and core.state not in {"acquiring", "recovering"}:
+                assert core.held == self.held[host], host
+
+
+BackupsMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50, deadline=None)
+TestBackupsMachine = BackupsMachine.TestCase
