@@ -122,6 +122,12 @@ def test_the_higher_backup_takes_over_then_the_lower_then_the_master_takes_it_ba
     assert taken is not None and taken2 is not None and acquiring2 is not None
     # backup2 took nothing, nor began to, while the higher backup lived (log times are to the millisecond).
     assert taken2 > second and acquiring2 >= second - 0.001
+    # The higher announced first (backup2 alive: in its wait set) and acquired after backup2's answer;
+    # backup2, alone, had nobody to wait for and acquired at once.
+    announced = pair.log_time("backup", "-> announcing", after=killed)
+    acquiring = pair.log_time("backup", "-> acquiring", after=killed)
+    assert announced is not None and acquiring is not None and announced <= acquiring <= taken
+    assert pair.log_time("backup2", "-> announcing", after=killed) is None
     print(f"timeline: master killed 0 ms, VIP up on backup {(taken - killed) * 1000:.0f} ms; "
           f"backup killed, VIP up on backup2 {(taken2 - second) * 1000:.0f} ms later")
 
