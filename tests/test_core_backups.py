@@ -8,6 +8,16 @@ takes over only after the lower released; replayed or withheld peer frames
 change nothing; with the link between the backups cut, the rank delay lets
 the lower's probe see the higher's address. In every step at most one host
 has the addresses configured.
+
+The second design (spec/backups.md, "Announce, then acquire"): the higher
+announces and acquires after the lower's answer; the three counterexamples
+the spin models found (backups that never heard each other, a lower one
+whose last heartbeats were lost with the backup link cut, a higher one that
+restarts in the middle of the takeover) each give one holder, and, where the
+simulated network can show it, two under the first design's rule; replayed
+or withheld frames cannot complete an announcement; the master's heartbeat
+and a failing check withdraw one; a lower holder yields to an announcing
+higher and says so only after its delete.
 """
 
 from __future__ import annotations
