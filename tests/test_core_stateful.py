@@ -527,6 +527,8 @@ def test_conflict_detection_ends_the_handshake_race_spin_found() -> None:
 BACKUPS = {"backup": 200, "backup2": 100}
 """The two backups and their priorities; each is the other's --peer."""
 HOSTS = ("master", *BACKUPS)
+LOSS_RUN = TIMING.fail_misses - 2
+"""Frames in a row that may be lost between two hosts while the links count as up (as for heartbeats)."""
 SETTLE_BACKUPS = 3 * TIMING.fail_after + TIMING.fail_after + TIMING.probe_duration + TIMING.interval
 """How long all links must be up before the links count as up again: every deadline and rank delay passes."""
 
@@ -679,7 +681,7 @@ class BackupsMachine(RuleBasedStateMachine):
         victim = data.draw(st.sampled_from(frames))
         pair = (victim[4][1], victim[3])
         self.lost_in_a_row[pair] = self.lost_in_a_row.get(pair, 0) + 1
-        if self.lost_in_a_row[pair] > TIMING.fail_misses - 2:
+        if self.lost_in_a_row[pair] > LOSS_RUN:
             self.links_ok = False  # beyond the loss the design is built to ride out
         self.queue.remove(victim)
         heapq.heapify(self.queue)
