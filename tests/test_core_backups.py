@@ -664,3 +664,32 @@ def test_an_announcing_higher_waits_for_the_lower_holder_to_yield_after_its_dele
 def test_a_pair_never_announces() -> None:
     d = Detector(DetectorSettings(VIPS, T, master=MASTER), 0.0, key=KEY, epoch=5)
     assert not d._must_announce()
+
+
+@pytest.mark.xfail(strict=True, reason="the second design's hole under a backup-link cut (spec/backups.pml's "
+                   "HIGHER_WAIT): the higher acquires up to a failure timeout after announcing, on a probe made "
+                   "before it; the lower must treat it as present for fail_after + rank x step")
+def test_a_cut_between_the_backups_during_the_higher_s_announcement_gives_one_holder() -> None:
+    """The master's last two heartbeats to the lower are lost; the link between the backups is cut
+    0.7 s before the higher's deadline. The higher announces (the lower alive, in W) and leaves W only
+    when the lower has been silent a failure timeout, then acquires on the probe it made before its
+    announcement; the lower's deadline (rank-delayed) falls at the same instant, the higher no longer
+    alive to it: its probe misses the address not yet added, and both acquire."""
+    net = Network()
+    net.start_backup("high")
+    net.run_until(0.3)
+    net.start_backup("low")
+    net.run_until(1.0)
+    net.start_master()
+    net.run_until(12.0)
+    low = net.backups["low"]
+    net.drop = lambda source, destination, payload: source == MASTER and destination == low.address
+    net.run_until(net.now + 2 * T.interval)
+    died = net.now
+    net.kill_master()
+    net.drop = lambda source, destination, payload: False
+    net.run_until(died + T.fail_after - 0.7)
+    net.cut_link("high", "low")
+    net.run_until(died + 30)
+    assert net.entered("high", "announcing") is not None
+    assert net.most_holders == 1
