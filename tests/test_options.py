@@ -703,7 +703,7 @@ def test_several_backups_defaults() -> None:
         (["--key-file", "/k", "--peer", "10.100.0.12=50", "--peer", "10.100.0.12=60"],
          "--peer 10.100.0.12 is given twice"),
         (["--key-file", "/k", "--peer", f"{MASTER}=50"], f"--peer {MASTER}=50 is master_priv_addr"),
-        (["--key-file", "/k", "--peer", "10.100.0.300=50"], "--peer '10.100.0.300'"),
+        (["--key-file", "/k", "--peer", "10.100.0.300=50"], "--peer 10.100.0.300=50: address '10.100.0.300'"),
         (["--key-file", "/k", "--peer", "224.0.0.1=50"], "not a unicast host address"),
         (["--key-file", "/k", "--peer", "10.100.0.12"],
          "--peer 10.100.0.12: expected ADDR=PRIORITY (the peer's --priority, 1-254), e.g. --peer 10.100.0.12=50"),

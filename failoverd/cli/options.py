@@ -450,7 +450,7 @@ def _peers(ns: argparse.Namespace, master: IPAddress) -> tuple[tuple[IPAddress, 
             priority = _priority(priority_text)
         except argparse.ArgumentTypeError as exc:
             raise UsageError(f"--peer {text}: priority {exc}") from None
-        peer = _unicast(address_text, "--peer")
+        peer = _unicast(address_text, f"--peer {text}: address")
         if peer in peers:
             raise UsageError(f"--peer {address_text} is given twice")
         if _unscoped(peer) == _unscoped(master):
