@@ -100,6 +100,9 @@
 #ifndef CRASHING
 #define CRASHING 0          /* which backup may crash: 0 either, 1 only B1, 2 only B2 */
 #endif
+#ifndef CRASH_DEAD
+#define CRASH_DEAD 0        /* 1: a backup crashes only while the master is down (a narrowing) */
+#endif
 
 /* Bounds (ticks) of the bounded-response monitors; spec/backups.md derives them. */
 #ifndef TAKEOVER_BOUND
@@ -359,6 +362,8 @@ inline master_reset() {
 	m_probe = 0; m_probe_t = 0; m_snap = 0; m_op_t = 0
 }
 
+#define TWO_HOLDERS ((addr[0] && addr[1]) || (addr[0] && addr[2]) || (addr[1] && addr[2]))
+
 /* zero what no longer matters */
 inline normalize() {
 	for (k : 0 .. 8) {
@@ -406,7 +411,8 @@ inline normalize() {
 		up[1], d[1], addr[1], sil[1], probe[1], snap[1], pa[1], ph[1], pr[1], pl_cnt[1], w_t[1], rec_ann[1]);
 	printf("b2[up=%d state=%d addr=%d sil=%d probe=%d/%d peer=%d/%d rec=%d/%d w=%d ann=%d] ",
 		up[2], d[2], addr[2], sil[2], probe[2], snap[2], pa[2], ph[2], pr[2], pl_cnt[2], w_t[2], rec_ann[2]);
-	printf("cut=%d frames=%d%d%d%d%d%d\n", bcut, f_in[1], f_in[2], f_in[3], f_in[6], f_in[5], f_in[7])
+	printf("cut=%d frames=%d%d%d%d%d%d\n", bcut, f_in[1], f_in[2], f_in[3], f_in[6], f_in[5], f_in[7]);
+	if :: TWO_HOLDERS -> printf("HOLDERS 2\n") :: else -> skip fi
 }
 
 /* What must happen before time may pass. */
@@ -481,7 +487,7 @@ inline backups_changed(i) {
 
 /* One backup's crash and restart. */
 #define BACKUP_CRASHES(i) \
-	:: d_step { up[i] && b_crashes < B_CRASHES && (CRASHING == 0 || CRASHING == (i)) -> \
+	:: d_step { up[i] && b_crashes < B_CRASHES && (CRASHING == 0 || CRASHING == (i)) && (!CRASH_DEAD || !up[0]) -> \
 		b_crashes++; backup_reset(i); up[i] = 0; down_t[i] = 0; \
 		for (k : 0 .. 2) { c = k * 3 + (i); f_in[c] = 0 }; c = 0; \
 		backups_changed(i); \
@@ -612,7 +618,6 @@ end_links_broken:
  * master's death and has not crashed since, and B2 was not announcing,
  * taking or holding the address then.
  */
-#define TWO_HOLDERS ((addr[0] && addr[1]) || (addr[0] && addr[2]) || (addr[1] && addr[2]))
 #define TAKEOVER_LATE (dead_ante && dead_age > TAKEOVER_BOUND && !addr[1] && !addr[2])
 #define HIGHER_LATE (high_ok && dead_age > HIGHER_BOUND && !addr[1])
 
