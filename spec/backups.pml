@@ -48,9 +48,9 @@
 
 /* The rank delay: a backup's failure deadline is later by rank x RANK_STEP.
  * Default: fail_after + probe + 2 x interval (11 ticks), the step this model
- * proposes (spec/backups.md, "What spin found in the second design"). The
+ * proposes (spec/backups.md, "What spin found", fix 1). The
  * second design's fail_after + probe + interval is -DRANK_STEP=9, the first
- * design's probe + interval -DRANK_STEP=3 (both: two holders with BCUT=1). */
+ * design's probe + interval -DRANK_STEP=3 (both: two holders under a cut, BCUT=2). */
 #ifndef RANK_STEP
 #define RANK_STEP (FAIL + PROBE_T + 2 * INTERVAL)
 #endif
@@ -62,8 +62,7 @@
 #define RANK_CONFIGURED 1
 #endif
 
-/* HIGHER_WAIT 1 (the fix this model proposes, spec/backups.md "What spin found
- * in the second design"): a lower backup treats a higher peer as present (it
+/* HIGHER_WAIT 1 (fix 2 of spec/backups.md, "What spin found"): a lower backup treats a higher peer as present (it
  * defers, and does not announce or acquire) until nothing of it has counted for
  * fail_after + rank x step, not just fail_after: the higher one, announcing when
  * the link between them was cut, acquires up to a failure timeout after its last
