@@ -18,6 +18,13 @@ simulated network can show it, two under the first design's rule; replayed
 or withheld frames cannot complete an announcement; the master's heartbeat
 and a failing check withdraw one; a lower holder yields to an announcing
 higher and says so only after its delete.
+
+The model's two fixes under a cut between the backups (spec/backups.md,
+"What spin found"): the rank step fail_after + probe + 2 × interval (the
+lower may have counted its last heartbeat almost a failure timeout before
+the higher's), and the higher wait (the lower defers to a higher peer until
+it has been silent fail_after + rank × step); each with its twin, the old
+rule monkeypatched back, giving two holders.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 
 T = Timing()
-RANK_DELAY = T.fail_after + T.probe_duration + T.interval
+RANK_DELAY = T.fail_after + T.probe_duration + 2 * T.interval
 
 
 def steady(preempt: tuple[str, ...] = ()) -> Network:
@@ -347,7 +354,7 @@ def test_failoverctl_status_of_a_backup_shows_its_priority_and_each_peer() -> No
     low = net.backups["low"].core
     assert low is not None
     text = format_status(low.snapshot(net.now), 0.0)
-    assert "priority  100; rank 1, deadline later by 4.3 s" in text
+    assert "priority  100; rank 1, deadline later by 5.3 s" in text
     (row,) = [line for line in text.splitlines() if "10.9.1.2" in line]
     assert row.split()[:6] == ["200", "10.9.1.2", "yes", "yes", "HOLDS", "1.0"] and row.endswith("ago")
     # A pair's status has no such section.
@@ -442,7 +449,7 @@ def test_finding_1_under_the_first_designs_rank_gives_two_holders(monkeypatch: p
 
 def test_finding_2_the_lower_counted_older_heartbeats_with_the_backup_link_cut_one_holder() -> None:
     """The master's last heartbeats to the lower are lost: its deadline comes fail_after - interval
-    earlier than under even hearing. The step (fail_after + probe + interval) still puts its probe's
+    earlier than under even hearing. The step (fail_after + probe + 2 × interval) still puts its probe's
     end after the higher's address is up."""
     net = steady()
     low = net.backups["low"]
@@ -462,8 +469,9 @@ def test_finding_2_the_lower_counted_older_heartbeats_with_the_backup_link_cut_o
 
 
 def _restart_race(net: Network) -> None:
-    """Finding 3: the higher's daemon dies with the master and restarts while the lower waits out its
-    rank delay. Of the handshake each side gets only the other's first frame (the higher counts the
+    """Finding 3: the higher's daemon dies just before the master (long enough before the lower's deadline
+    that its old life is no longer present, fail_after + step after its last frame) and restarts while
+    the lower waits out its rank delay. Of the handshake each side gets only the other's first frame (the higher counts the
     lower's answer, "holds nothing"; the lower only records the higher's hello); 1.9 s later the
     higher's frames get through again, while the lower's stay lost until the higher's failure deadline,
     and the newest of them arrives just after it (within a failure timeout of the last one counted:
@@ -472,11 +480,11 @@ def _restart_race(net: Network) -> None:
     net.start_backup("high")
     net.start_backup("low")
     net.run_until(10.0)
+    net.kill_backup("high")
+    net.run_until(net.now + 0.5)
     died = net.now
     net.kill_master()
-    net.run_until(died + 0.5)
-    net.kill_backup("high")
-    net.run_until(died + 6.5)  # the lower's deadline is died + 3 + 4.3
+    net.run_until(died + 7.5)  # the lower's deadline is died + 3 + 5.3, the higher's old life gone at died + 7.8
     high, low = net.backups["high"].address, net.backups["low"].address
     passed: set[tuple[str, str]] = set()
     withheld: list[bytes] = []
@@ -666,16 +674,13 @@ def test_a_pair_never_announces() -> None:
     assert not d._must_announce()
 
 
-@pytest.mark.xfail(strict=True, reason="the second design's hole under a backup-link cut (spec/backups.pml's "
-                   "HIGHER_WAIT): the higher acquires up to a failure timeout after announcing, on a probe made "
-                   "before it; the lower must treat it as present for fail_after + rank x step")
-def test_a_cut_between_the_backups_during_the_higher_s_announcement_gives_one_holder() -> None:
-    """The master's last two heartbeats to the lower are lost; the link between the backups is cut
-    0.7 s before the higher's deadline. The higher announces (the lower alive, in W) and leaves W only
-    when the lower has been silent a failure timeout, then acquires on the probe it made before its
-    announcement; the lower's deadline (rank-delayed) falls at the same instant, the higher no longer
-    alive to it: its probe misses the address not yet added, and both acquire."""
-    net = Network()
+
+def _cut_during_the_higher_s_announcement(net: Network, lost: float) -> float:
+    """The master's heartbeats to the lower are lost for ``lost`` s before it dies; the link between the
+    backups is cut 0.7 s before the higher's deadline: the higher announces (the lower alive, in W) and
+    leaves W only when the lower has been silent a failure timeout, then acquires on the probe it made
+    before its announcement, up to a failure timeout after its deadline. An acquire takes an interval
+    (within the cut's assumption d + A ≤ 2 × interval). Returns when the master died."""
     net.start_backup("high")
     net.run_until(0.3)
     net.start_backup("low")
@@ -684,7 +689,7 @@ def test_a_cut_between_the_backups_during_the_higher_s_announcement_gives_one_ho
     net.run_until(12.0)
     low = net.backups["low"]
     net.drop = lambda source, destination, payload: source == MASTER and destination == low.address
-    net.run_until(net.now + 2 * T.interval)
+    net.run_until(net.now + lost)
     died = net.now
     net.kill_master()
     net.drop = lambda source, destination, payload: False
@@ -692,4 +697,92 @@ def test_a_cut_between_the_backups_during_the_higher_s_announcement_gives_one_ho
     net.cut_link("high", "low")
     net.run_until(died + 30)
     assert net.entered("high", "announcing") is not None
-    assert net.most_holders == 1
+    return died
+
+
+def test_a_cut_between_the_backups_during_the_higher_s_announcement_gives_one_holder() -> None:
+    """Fix 2 (spec/backups.md, "What spin found"): the lower treats the higher as present until it has
+    been silent fail_after + rank × step, so it defers past the higher's acquire, and its probe then
+    finds the address."""
+    net = Network(action_latency=T.interval)
+    died = _cut_during_the_higher_s_announcement(net, 2 * T.interval)
+    assert net.holders() == ["high"] and net.most_holders == 1
+    assert net.backups["low"].acquires == [] and net.state("low") == "contested"
+    # At its deadline the higher is silent to it but present: it defers (the design as written acquired here).
+    deferred = net.entered("low", "deferring", after=died)
+    high_adding = net.first_acquire("high")
+    assert deferred is not None and high_adding is not None and deferred <= high_adding + net.action_latency
+    # The deferral lapses when the higher has been silent fail_after + rank × step: its timer fires then,
+    # and the new probe finds the higher's address.
+    low = net.backups["low"].core
+    assert low is not None and low._peers is not None
+    (peer,) = low._peers.entries.values()
+    assert peer.last_counted is not None
+    assert net.entered("low", "suspect", after=deferred) == pytest.approx(peer.last_counted + T.fail_after + RANK_DELAY)
+
+
+@pytest.mark.parametrize("lost", [2 * T.interval, 2.5 * T.interval])
+def test_a_cut_between_the_backups_during_the_higher_s_announcement_without_the_higher_wait_gives_two_holders(
+    monkeypatch: pytest.MonkeyPatch, lost: float,
+) -> None:
+    """What the higher wait is for: deferring to a higher peer only while it is alive (the design as
+    written), the lower's rank-delayed deadline finds it silent, its probe misses the address not yet
+    added, and both acquire."""
+    from failoverd.core.peers import Peers
+
+    monkeypatch.setattr(Peers, "higher_wait", property(lambda self: self.fail_after))
+    net = Network(action_latency=T.interval)
+    _cut_during_the_higher_s_announcement(net, lost)
+    assert net.most_holders == 2
+
+
+def _older_heartbeats_by_almost_a_failure_timeout(net: Network) -> None:
+    """Fix 1's trail (spec/backups.md, "What spin found"): with the link between the backups cut, the
+    lower counts its last heartbeat just after it arrives, then the master's heartbeats to it are lost
+    for 2.9 s (< fail_after: links up); the higher's daemon restarts then and the master answers its
+    hello at once, off the periodic phase, so the higher counts a heartbeat 2.9 s after the lower's last
+    (the skew fail_after + d allows, not fail_after − interval + d), and the master dies. An acquire
+    takes 1.5 s (d + A ≤ 2 × interval)."""
+    net.start_master()
+    net.start_backup("high")
+    net.start_backup("low")
+    net.run_until(10.0)
+    low = net.backups["low"]
+    net.cut_link("high", "low")
+    net.run_until(net.now + 2 * T.fail_after)
+    assert low.core is not None
+    before = low.core.last_heard
+    for _ in range(1000):  # to the instant the lower counts a heartbeat (within an interval)
+        if low.core.last_heard > before:
+            break
+        net.run_until(net.now + T.interval / 200)
+    last_of_lower = low.core.last_heard
+    net.drop = lambda source, destination, payload: source == MASTER and destination == low.address
+    net.run_until(last_of_lower + T.fail_after - 0.1)
+    net.kill_backup("high")
+    net.start_backup("high")
+    net.run_until(net.now + 0.05)
+    high = net.backups["high"].core
+    assert high is not None and high.last_heard - last_of_lower == pytest.approx(T.fail_after - 0.1, abs=0.05)
+    died = net.now
+    net.kill_master()
+    net.drop = lambda source, destination, payload: False
+    net.run_until(died + 30)
+
+
+def test_fix_1_the_lower_counted_its_last_heartbeat_almost_a_failure_timeout_earlier_one_holder() -> None:
+    net = Network(action_latency=1.5)
+    _older_heartbeats_by_almost_a_failure_timeout(net)
+    assert net.holders() == ["high"] and net.most_holders == 1
+    assert net.backups["low"].acquires == [] and net.state("low") == "contested"
+
+
+def test_fix_1_under_the_second_designs_step_gives_two_holders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the longer step is for: with fail_after + probe + interval, the lower's probe ends before the
+    higher's address is up."""
+    import failoverd.core.detector as detector
+
+    monkeypatch.setattr(detector, "rank_step", lambda t: t.fail_after + t.probe_duration + t.interval)
+    net = Network(action_latency=1.5)
+    _older_heartbeats_by_almost_a_failure_timeout(net)
+    assert net.most_holders == 2

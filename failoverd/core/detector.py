@@ -69,8 +69,10 @@ sealer). We send each peer a frame once per interval, at once when what we
 say (holds, unfit = not ``_healthy``) changes, and in answer to an
 unacknowledged one (the handshake, at most once per half interval per peer);
 each acknowledges that peer's newest frame. At the failure deadline, an
-alive peer that holds, or an alive fit peer of a higher priority, makes us
-*defer* instead of acquiring (``_deferred``): *deferring* listens to the
+alive peer that holds, or a present fit peer of a higher priority (one
+counted within ``fail_after + rank × step``, not just the failure timeout:
+cut off from us while announcing, it may acquire a failure timeout after its
+last counted frame of us), makes us *defer* instead of acquiring (``_deferred``): *deferring* listens to the
 master (a heartbeat ends it) and, when the condition lapses with the master
 still silent, suspects afresh, so a new probe decides. Where we would
 acquire, and some peer is alive or in its handshake after a restart (the
@@ -87,7 +89,7 @@ yield (``peer_yield``): the lower releases, and the higher (deferring to it
 as the holder) takes over only when a counted frame of it says it holds
 nothing, through its own probe. The failure deadline is later by our rank
 (configured peers of a higher priority: static, ``--peer ADDR=PRIORITY``)
-times ``fail_after`` plus the probe duration plus one interval, and the
+times ``fail_after`` plus the probe duration plus two intervals, and the
 probe is timed to end at that delayed deadline: with the link between the
 backups cut, the lower one's probe then sees the higher one's addresses.
 A peer frame whose priority no configured peer has is refused (``priority``).
@@ -443,6 +445,7 @@ class Detector(DeclaredMachine):
                 settings.priority,
                 self._sealer,
                 fail_after=timing.fail_after,
+                rank_step=rank_step(timing),
                 max_delay=timing.effective_max_delay,
                 offline=offline,
             )
@@ -894,7 +897,8 @@ class Detector(DeclaredMachine):
             if not self._deadline_passed():
                 candidates.append(self._fail_deadline())
         elif self.state == "deferring" and self._peers is not None:
-            # The deferral lapses when the peer we wait for falls silent.
+            # The deferral lapses when the peer we wait for falls silent: a holder after a
+            # failure timeout, a higher peer after fail_after + rank × step (Peers.higher_wait).
             expiry = self._peers.next_expiry(self._now)
             if expiry is not None:
                 candidates.append(expiry)
@@ -1084,16 +1088,16 @@ class Detector(DeclaredMachine):
     def _rank_delay(self) -> float:
         """Several backups: later by our rank, so a lower backup probes after a higher one acquired and announced.
 
-        ``rank × (fail_after + probe duration + interval)`` (spec/backups.md,
-        "The rank delay"): with the link between the backups cut, the two
-        backups' last counted heartbeats may be up to ``fail_after − interval + d``
-        apart, and the lower one's probe must still end after the higher one's
-        address is up. The rank is static (configured priorities higher than
-        ours), so the deadline never depends on whom we heard.
+        ``rank × (fail_after + probe duration + 2 × interval)`` (spec/backups.md,
+        "The rank delay"; :func:`rank_step`): with the link between the backups
+        cut, the two backups' last counted heartbeats may be up to
+        ``fail_after + d`` apart, and the lower one's probe must still end after
+        the higher one's address is up. The rank is static (configured
+        priorities higher than ours), so the deadline never depends on whom we heard.
         """
         if self._peers is None:
             return 0.0
-        return self._peers.rank() * rank_step(self.timing)
+        return self._peers.rank_delay()
 
     def _still_awaited(self) -> list[tuple[PeerEntry, float]]:
         """The peers of W not yet answered and not yet silent a failure timeout, each with when it would be."""
@@ -1171,7 +1175,11 @@ class Detector(DeclaredMachine):
         return self._proofs is not None
 
     def _deferred(self) -> bool:
-        """Several backups: an alive peer says it holds, or an alive fit peer outranks us (it takes first)."""
+        """Several backups: an alive peer says it holds, or a present fit peer outranks us (it takes first).
+
+        Present: counted within ``fail_after + rank × step``, not just the
+        failure timeout (:meth:`Peers.higher_fit`, spec/backups.md fix 2).
+        """
         peers = self._peers
         return peers is not None and (peers.holder(self._now) is not None or peers.higher_fit(self._now) is not None)
 
@@ -1302,6 +1310,11 @@ class Detector(DeclaredMachine):
             higher = self._peers.higher_fit(self._now)
             assert higher is not None
             why = f"peer backup {higher.priority} ({higher.source}) outranks us (priority {self._peers.priority})"
+            if not higher.alive(self._now, self._peers.fail_after) and higher.last_counted is not None:
+                # Silent, but it may be acquiring on a probe made before we fell silent to it.
+                until = higher.last_counted + self._peers.higher_wait
+                why += (f", silent {self._now - higher.last_counted:.1f} s but possibly taking over: waiting "
+                        f"until it has been silent {self._peers.higher_wait:.1f} s (in {until - self._now:.1f} s)")
         self._out.append(Alarm("warning", f"{self.peer} silent but {why}: not taking over {names(self.addresses)}"))
 
     def _announce(self) -> None:
@@ -1538,8 +1551,16 @@ class Detector(DeclaredMachine):
 
 
 def rank_step(timing: Timing) -> float:
-    """How much later each higher configured peer makes a backup's failure deadline (spec/backups.md)."""
-    return timing.fail_after + timing.probe_duration + timing.interval
+    """How much later each higher configured peer makes a backup's failure deadline (spec/backups.md).
+
+    ``fail_after + probe duration + 2 × interval`` (spec/backups.md, "What
+    spin found", fix 1): with the link between the backups cut, the lower may
+    have counted its last heartbeat almost a failure timeout before the
+    master's last one, which the higher counts up to d later; the lower's
+    probe must still look after the higher's address is up, which holds when
+    ``d + A ≤ 2 × interval`` (A: an acquire).
+    """
+    return timing.fail_after + timing.probe_duration + 2 * timing.interval
 
 
 def _listed(addresses: Addresses) -> str:

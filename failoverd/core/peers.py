@@ -10,6 +10,11 @@ counted; and what its last counted frame said (holds, unfit, preempt).
 
 A peer is *alive* while a frame of it counted within the failure timeout,
 *fit* when that frame did not say unfit, *holding* when it said holds (or announces: spec/backups.md, "Who takes over").
+A higher peer is *present* longer: while a frame of it counted within
+``fail_after + rank × step`` (our own rank; spec/backups.md, "What spin
+found", fix 2): cut off from us while it announces, it may acquire up to a
+failure timeout after its last counted frame of us, so we defer to it that
+much longer than we would count it alive.
 Every peer is configured with its priority (``--peer ADDR=PRIORITY``): our
 rank is static, and a frame with any other priority is refused.
 
@@ -101,6 +106,7 @@ class Peers:
         sealer: wire.Sealer,
         *,
         fail_after: float,
+        rank_step: float,
         max_delay: float,
         offline: bool = False,
     ) -> None:
@@ -108,6 +114,8 @@ class Peers:
         self.priority = priority
         self._sealer = sealer
         self.fail_after = fail_after
+        self.rank_step = rank_step
+        """How much later each higher configured peer makes our failure deadline (spec/backups.md, "The rank delay")."""
         self._max_delay = max_delay
         self._offline = offline
         self.entries: dict[int, PeerEntry] = {
@@ -178,8 +186,17 @@ class Peers:
         return max(holding, key=lambda e: e.priority) if holding else None
 
     def higher_fit(self, now: float) -> PeerEntry | None:
-        """The highest alive, fit peer that outranks us: it takes first."""
-        higher = [e for e in self.alive(now) if not e.unfit and e.priority > self.priority]
+        """The highest present, fit peer that outranks us: it takes first (or may be taking over right now).
+
+        Present, not just alive (:attr:`higher_wait`): a higher peer that
+        announced while the link between us was cut acquires only once we
+        have been silent to it a failure timeout, after our own failure
+        deadline has come and gone if we deferred only while it was alive.
+        """
+        higher = [
+            e for e in self.entries.values()
+            if not e.unfit and e.priority > self.priority and e.alive(now, self.higher_wait)
+        ]
         return max(higher, key=lambda e: e.priority) if higher else None
 
     def higher_holder(self, now: float) -> PeerEntry | None:
@@ -196,10 +213,27 @@ class Peers:
         """How many configured peers outrank us: static, whether or not we heard them (spec/backups.md)."""
         return sum(1 for p in self.entries if p > self.priority)
 
+    def rank_delay(self) -> float:
+        """How much later our failure deadline is than a pair's: ``rank × step``."""
+        return self.rank() * self.rank_step
+
+    @property
+    def higher_wait(self) -> float:
+        """How long after its last counted frame a higher peer is still present to us: ``fail_after + rank × step``."""
+        return self.fail_after + self.rank_delay()
+
     def next_expiry(self, now: float) -> float | None:
-        """When the next alive peer turns silent (what a deferral waits for, besides frames)."""
-        ends = [e.last_counted + self.fail_after for e in self.alive(now) if e.last_counted is not None]
-        return min(ends) if ends else None
+        """When the next peer's silence changes what a deferral asks: an alive peer turns silent,
+        or a higher one stops being present (what a deferral waits for, besides frames)."""
+        ends = []
+        for e in self.entries.values():
+            if e.last_counted is None:
+                continue
+            ends.append(e.last_counted + self.fail_after)
+            if e.priority > self.priority:
+                ends.append(e.last_counted + self.higher_wait)
+        later = [end for end in ends if end > now]
+        return min(later) if later else None
 
     def newest_from(self, address: str) -> tuple[int, int]:
         """What our next frame to ``address`` acknowledges: the newest recorded of the peer configured there."""
