@@ -17,7 +17,7 @@ master managing the VIP. The cases, each a pair of its own (its own work directo
 ``lower``
     as ``two``, but ``backup`` dies first (``Lab.kill_host``) and the master only once the lower
     backup has found it silent: the lower takes the VIP after its rank delay,
-    ``rank x (fail_after + probe duration + interval)`` later than the higher would have.
+    ``rank x (fail_after + probe duration + 2 x interval)`` later than the higher would have.
 
 Per run: start the daemons, wait until the master holds the VIP and every backup is monitoring,
 let them settle; kill the master's host (every process SIGKILLed, links down) and sample the VIP
