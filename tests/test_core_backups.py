@@ -674,7 +674,6 @@ def test_a_pair_never_announces() -> None:
     assert not d._must_announce()
 
 
-
 def _cut_during_the_higher_s_announcement(net: Network, lost: float) -> float:
     """The master's heartbeats to the lower are lost for ``lost`` s before it dies; the link between the
     backups is cut 0.7 s before the higher's deadline: the higher announces (the lower alive, in W) and
