@@ -550,7 +550,7 @@ def test_a_witness_modes_header_and_answers_read_back_equal(tmp_path: Path) -> N
         (b"r 11.0 renew gone 10.5 -\n", "renew result is"),
         (b"r 11.0 renew lost 10.5 ff\n", "not UTF-8"),
         (b"r 11.0 renew lost nan -\n", "not finite"),
-        (b"r 11.0 lease 10.5\n", "expected probe, acquire, release, claim or renew"),
+        (b"r 11.0 lease 10.5\n", "expected probe, acquire, release, claim, renew or reach"),
     ],
 )
 def test_bad_witness_answers_name_their_line(line: bytes, message: str) -> None:
