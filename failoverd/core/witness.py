@@ -16,9 +16,9 @@ With ``keep_on_outage`` (``--etcd-unreachable keep``, keep-and-refuse-new) a hol
 proof ran out because etcd does not answer keeps its addresses while its peer *confirms*
 that it cannot reach etcd either: a frame of the peer, with the flag "witness unreachable",
 that acknowledges our frame sent at ``h``. The acknowledgement proves the confirmation was
-made after ``h``, by a host that had read no grant then, so any host's grant is read after
-``h`` and its wait ends after ``h + validity`` on any clock within the drift: a confirmation
-is a proof sent at ``h`` (:meth:`HolderProofs.confirmed`). It keeps an address held, never
+made after ``h``, by a host that held no grant of a claim then, so a grant it reads later is
+read after ``h`` and its wait ends after ``h + validity`` on any clock within the drift: a
+confirmation is a proof sent at ``h`` (:meth:`HolderProofs.confirmed`). It keeps an address held, never
 configures one. The peer's side is :class:`OutageConfirmer`. spin checks it: witness.pml,
 ``KEEP=1``.
 
