@@ -30,7 +30,8 @@ How each action runs, and why:
   flight, the next sent a renew period after the previous one, each answer
   reported as a result, until the claim is given back or found lost. The
   renewal task starts before the grant is reported, so a ``ReleaseClaim``
-  the core answers the grant with always finds it.
+  the core answers the grant with always finds it. ``Reach`` (``--etcd-unreachable
+  keep``: does etcd answer us?) is one bounded read in a task of its own.
 - ``Stopped`` (the core finished its stop) sets :attr:`Executor.stopped`,
   which the daemon's stop waits for.
 
@@ -60,6 +61,7 @@ from failoverd.core.actions import (
     Claim,
     Notify,
     Probe,
+    Reach,
     Release,
     ReleaseClaim,
     ReleaseDone,
@@ -164,6 +166,8 @@ class Executor:
             elif isinstance(action, ReleaseClaim):
                 self._stop_renewing()
                 self._start(self._release_claim, action)
+            elif isinstance(action, Reach):
+                self._start(self._reach, action)
             elif isinstance(action, Stopped):
                 self.stopped.set()
             else:
@@ -300,6 +304,9 @@ class Executor:
         if self._renewing is not None:
             self._renewing.cancel()
             self._renewing = None
+
+    async def _reach(self, action: Reach) -> None:
+        self._report(await self._witness().reach())
 
     async def _release_claim(self, action: ReleaseClaim) -> None:
         self._claim_started()

@@ -406,8 +406,15 @@ class _DaemonCollector(Collector):
             if witness["proof_left"] is not None:
                 left.add_metric([], witness["proof_left"])
             yield left
+            confirmed = GaugeMetricFamily(
+                "failoverd_witness_confirmation_left_seconds",
+                "--etcd-unreachable keep: seconds the peer's confirmation that it cannot reach etcd either "
+                "still keeps the addresses held (absent: none runs).")
+            if witness.get("confirmation_left") is not None:
+                confirmed.add_metric([], witness["confirmation_left"])
+            yield confirmed
             requests = CounterMetricFamily("failoverd_witness_requests",
-                                           "Claims, renewals and give-backs sent to etcd, by outcome.",
+                                           "Claims, renewals, give-backs and reach questions (--etcd-unreachable keep) sent to etcd, by outcome.",
                                            labels=["operation", "result"])
             for (operation, outcome), count in sorted(claims.requests.items()):
                 requests.add_metric([operation, outcome], count)
