@@ -144,6 +144,7 @@ class CoreShell:
         self._wake_fd: int | None = None
         self._stopping = False
         self._pending: deque[list[Action]] = deque()
+        self._pending_ready = trio.Event()
 
     # --- inputs ----------------------------------------------------------------
 
@@ -314,7 +315,17 @@ class CoreShell:
                         self._stopping = True
                         self._wake_frames()
 
+                async def hand_to_executor() -> None:
+                    # What the thread queued, in order; whatever is still queued
+                    # when this task ends goes before the loop's next input (_run).
+                    while True:
+                        await self._pending_ready.wait()
+                        self._pending_ready = trio.Event()
+                        with self.lock:
+                            self._drain_pending()
+
                 nursery.start_soon(stop_on_cancel)
+                nursery.start_soon(hand_to_executor)
                 task_status.started()
                 # Not abandoned on cancellation: stop_on_cancel tells the
                 # thread to return, and nothing outlives this task.
@@ -323,7 +334,6 @@ class CoreShell:
         finally:
             with self.lock:
                 self._wake_fd = None
-                self._drain_pending()
             os.close(read_fd)
             os.close(write_fd)
 
@@ -373,11 +383,12 @@ class CoreShell:
             return
         self._pending.append(rest)
         if len(self._pending) == 1 and self._token is not None:
-            self._token.run_sync_soon(self._drain)
+            # The event is looked up when the callback runs, in the Trio
+            # thread: the task may have replaced it since (and a set cannot fail).
+            self._token.run_sync_soon(self._pending_arrived)
 
-    def _drain(self) -> None:
-        with self.lock:
-            self._drain_pending()
+    def _pending_arrived(self) -> None:
+        self._pending_ready.set()
 
     def _drain_pending(self) -> None:
         while self._pending:
