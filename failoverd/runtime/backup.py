@@ -156,8 +156,9 @@ async def serve(
             )
 
         def dump() -> dict[str, Any]:
-            state = shell.snapshot()
-            state["runtime"] = _runtime_state(shell, sock)
+            with shell.lock:  # the frame thread counts into the socket's tallies
+                state = shell.snapshot()
+                state["runtime"] = _runtime_state(shell, sock)
             if monitor is not None:
                 state["runtime"]["checks"] = monitor.snapshot()
             return state
@@ -165,7 +166,7 @@ async def serve(
         def reload() -> None:
             nonlocal key
             service.reloading()
-            key = lifecycle.reload_key(config.key_file, key, core.rekey)
+            key = lifecycle.reload_key(config.key_file, key, shell.rekey)
             log.info("SIGHUP: hooks in %s are read afresh at every use", config.hook_dir)
             service.reloaded()
 
@@ -194,14 +195,14 @@ async def serve(
                             control.serve_control, config.control_socket,
                             control.command_handler(status=status, dump=dump),
                         )
-                        await inner.start(shell.run_timer)
+                        # The heartbeats and the timer, in a thread of their own (runtime/shell.py).
+                        await inner.start(shell.run_frames, sock)
                         if conflicts is not None:
                             await inner.start(conflicts.run)
                         if scrape is not None and meter is not None:
                             await inner.start(scrape.serve, meter.collector(shell, sock))
                         if monitor is not None:
                             await inner.start(monitor.run)
-                        inner.start_soon(shell.receive_from, sock)
                         task_status.started()
 
             await nursery.start(run_inputs)

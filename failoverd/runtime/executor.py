@@ -133,14 +133,23 @@ class Executor:
 
     def submit(self, actions: list[Action]) -> None:
         # Frames first (see the module), then the rest in the core's order.
+        self.submit_rest(self.send_frames(actions))
+
+    def send_frames(self, actions: list[Action]) -> list[Action]:
+        """Send the frames among ``actions`` (never waits; any thread); return the others, in order."""
+        rest: list[Action] = []
         for action in actions:
             if isinstance(action, Transmit):
                 if self._on_dispatch is not None:
                     self._on_dispatch(action)
                 self.transport.send_nowait(action.payload, action.targets)
+            else:
+                rest.append(action)
+        return rest
+
+    def submit_rest(self, actions: list[Action]) -> None:
+        """Run actions that are not frames, in order (the Trio thread)."""
         for action in actions:
-            if isinstance(action, Transmit):
-                continue
             if self._on_dispatch is not None:
                 self._on_dispatch(action)
             if isinstance(action, StateChanged):

@@ -268,7 +268,13 @@ class Meter:
     def collector(self, shell: Any, sock: Any) -> Callable[[], bytes]:
         """Register the scrape-time metrics of ``shell`` (its core) and ``sock``; return the renderer."""
         self.registry.register(_DaemonCollector(self, shell, sock))
-        return lambda: generate_latest(self.registry)
+
+        def render() -> bytes:
+            # The frame thread changes the core's counters and the socket's: read them between its inputs.
+            with shell.lock:
+                return generate_latest(self.registry)
+
+        return render
 
 
 def _declared_transitions(core: Any) -> list[tuple[str, str]]:
