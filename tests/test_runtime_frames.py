@@ -188,3 +188,23 @@ async def test_an_error_in_the_frame_thread_stops_the_task_with_it() -> None:
                     await nursery.start(shell.run_frames, sock)
                     _send(sock, b"boom")
                     await trio.sleep_forever()
+
+
+@pytest.mark.trio
+async def test_halted_the_frame_thread_hands_over_what_it_queued_and_feeds_the_core_no_more() -> None:
+    """A backup's stop: what the thread queued reaches the executor at once, and no input follows it."""
+    followed = Followed()
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        core = EchoCore(trio.current_time(), silence=0.05)
+        shell = _shell(core, sock, followed)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.run_frames, sock)
+            _send(sock, b"first")
+            await _until(lambda: len(core.seen) == 1, "the frame read")
+            shell.halt_frames()  # in the same step: the task that drains the queue has not run
+            assert followed.changes() == ["from the frame thread"]
+            fired = len(core.fired)
+            _send(sock, b"first")
+            await trio.sleep(0.3)  # six of the core's deadlines
+            assert len(core.seen) == 1 and len(core.fired) == fired
+            nursery.cancel_scope.cancel()

@@ -217,6 +217,10 @@ async def serve(
             await stopping.wait()
             service.stopping()
             inputs.cancel()
+            # Before the stop drops queued changes: a takeover the frame thread
+            # decided a moment ago is queued, not yet the executor's, and no
+            # input may reach the core once the stop has begun.
+            shell.halt_frames()
             status_code = await _stop(config, core, shell)
             if recorder is not None:
                 # Joins the writer thread after its last flush: off the loop.

@@ -337,6 +337,17 @@ class CoreShell:
             os.close(read_fd)
             os.close(write_fd)
 
+    def halt_frames(self) -> None:
+        """From now on no datagram and no timer reaches the core from the frame thread; what it queued
+        goes to the executor now, so a stop that drops queued changes sees them (a backup's stop)."""
+        with self.lock:
+            self._stopping = True
+            self._drain_pending()
+        self._wake_frames()
+
+    def _halted(self) -> bool:
+        return self._stopping
+
     def _serve_frames(self, sock: FrameSocket, wake_fd: int) -> None:
         """The frame thread: one ``epoll`` wait for a datagram, the timer's deadline or the loop's word."""
         assert self._clock is not None
@@ -363,6 +374,8 @@ class CoreShell:
                 # cost an exception per wake-up, a tenth of an idle master's CPU.
                 if readable and (datagram := sock.receive_nowait()) is not None:
                     with self.lock:
+                        if self._halted():  # halted while this thread waited for the lock
+                            return
                         now = clock.current_time()
                         actions = self.core.receive_datagram(now, datagram.data, datagram.source, datagram.path)
                         if self.recorder is not None:
@@ -371,6 +384,8 @@ class CoreShell:
                         self._input_since_fired = True
                         self._hand_over(actions)
                 with self.lock:
+                    if self._halted():
+                        return
                     now = clock.current_time()
                     if now >= self._next_wake():
                         self._hand_over(self._fire(now))
