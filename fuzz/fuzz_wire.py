@@ -56,6 +56,7 @@ def TestOneInput(data: bytes) -> None:
         unfit=fdp.ConsumeBool(),
         preempt=fdp.ConsumeBool(),
         priority=fdp.ConsumeIntInRange(0, 255),
+        witness_unreachable=fdp.ConsumeBool(),
     )
     try:
         encoded = wire.encode(heartbeat, KEY)

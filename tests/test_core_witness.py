@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from failoverd.core.timing import Timing
-from failoverd.core.witness import HolderProofs, WitnessTiming, WitnessTimingError
+from failoverd.core.witness import HolderProofs, OutageConfirmer, WitnessTiming, WitnessTimingError
 
 
 @given(validity=st.floats(0.12, 30.0), drift=st.floats(0.0, 0.099))
@@ -41,6 +41,7 @@ def test_defaults_at_tenth_second_heartbeats_take_over_within_a_second() -> None
         ({"renew_period": 0.001}, "renew period"),
         ({"lease_ttl": 0}, "lease TTL"),
         ({"lease_ttl": 1.5}, "lease TTL"),
+        ({"keep_on_outage": 1}, "keep on outage 1 must be true or false"),
     ],
 )
 def test_a_timing_that_cannot_work_is_refused(settings: dict[str, float], words: str) -> None:
@@ -57,3 +58,31 @@ def test_the_newest_proof_decides_and_a_lost_claim_ends_it() -> None:
     assert proofs.may_hold(1.34) and not proofs.may_hold(1.35)
     proofs.lost()
     assert not proofs.may_hold(1.0)
+
+
+def test_a_confirmation_keeps_like_a_proof_from_the_frame_it_answers_and_never_lets_an_address_be_added() -> None:
+    proofs = HolderProofs(WitnessTiming(keep_on_outage=True))
+    proofs.proved(1.0)
+    proofs.confirmed(1.2)  # answers our frame sent at 1.2
+    proofs.confirmed(1.1)  # an older one arriving later: changes nothing
+    assert proofs.confirmation_deadline == pytest.approx(1.55) and proofs.keep_deadline == pytest.approx(1.55)
+    assert not proofs.may_hold(1.4) and proofs.may_keep(1.4)  # kept, but nothing may be configured on it
+    assert not proofs.may_keep(1.55)
+    snapshot = proofs.snapshot(1.4, reachable=False, claim_held=True)
+    assert snapshot["proof_left"] == pytest.approx(-0.05) and snapshot["confirmation_left"] == pytest.approx(0.15)
+    proofs.lost()  # the claim is someone else's: nothing keeps
+    assert not proofs.may_keep(1.4) and proofs.keep_deadline is None
+
+
+def test_the_confirmer_says_unreachable_only_after_a_recent_unanswered_question() -> None:
+    timing = WitnessTiming(keep_on_outage=True)  # R 0.1 s, V 0.4 s
+    confirmer = OutageConfirmer(timing)
+    assert confirmer.due(0.0) and not confirmer.unreachable(0.0)
+    confirmer.asked(0.0)
+    assert not confirmer.due(0.5)  # one in flight at a time
+    confirmer.answered(False, 0.0)
+    assert confirmer.unreachable(0.3) and confirmer.unreachable(0.4) and not confirmer.unreachable(0.41)
+    assert confirmer.due(0.1) and not confirmer.due(0.09)
+    confirmer.asked(0.1)
+    confirmer.answered(True, 0.1)  # any answer ends it at once
+    assert not confirmer.unreachable(0.11)

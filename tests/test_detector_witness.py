@@ -72,7 +72,8 @@ def test_the_deadline_claims_and_the_grant_waits_w_before_acquiring() -> None:
     assert d.state == "acquiring" and kinds(out) == [Acquire]
     d.action_done(0.78, AcquireDone(acquired=VIPS))
     assert d.state == "failed_over" and d.held == VIPS
-    assert d.snapshot(0.78)["witness"] == {"reachable": True, "claim": True, "proof_left": round(0.56 + 0.35 - 0.78, 3)}
+    assert d.snapshot(0.78)["witness"] == {"reachable": True, "claim": True, "proof_left": round(0.56 + 0.35 - 0.78, 3),
+                                           "confirmation_left": None}
 
 
 def held(d: Detector) -> float:

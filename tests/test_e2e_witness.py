@@ -45,11 +45,12 @@ def cluster() -> Iterator[EtcdCluster]:
         yield made
 
 
-def witness_pair(lab_factory, cluster: EtcdCluster, tmp_path: Path, seed: int, backup_args: Sequence[str] = ()) -> FailoverPair:
+def witness_pair(lab_factory, cluster: EtcdCluster, tmp_path: Path, seed: int, backup_args: Sequence[str] = (),
+                 both_args: Sequence[str] = ()) -> FailoverPair:
     lab = lab_factory(seed=seed)
     cluster.attach("hmaster", lab.ns("master"))
     cluster.attach("hbackup", lab.ns("backup"))
-    etcd = ["--etcd-endpoints", ",".join(cluster.endpoints)]
+    etcd = ["--etcd-endpoints", ",".join(cluster.endpoints), *both_args]
     pair = FailoverPair(lab, tmp_path, interval=0.1, master_args=etcd, backup_args=[*etcd, *backup_args])
     pair.start_master()
     pair.start_backup()
@@ -156,13 +157,12 @@ def test_backup_cut_from_etcd_cannot_take_over_until_it_is_reconnected(
     assert any("witness is unreachable" in line for line in pair.log_text("backup").splitlines())
 
 
-def test_whole_cluster_stopped_and_restarted(lab_factory, cluster: EtcdCluster, tmp_path: Path) -> None:
-    pair = witness_pair(lab_factory, cluster, tmp_path, seed=24)
+def test_whole_cluster_stopped_and_restarted_with_drop(lab_factory, cluster: EtcdCluster, tmp_path: Path) -> None:
+    pair = witness_pair(lab_factory, cluster, tmp_path, seed=24, both_args=["--etcd-unreachable", "drop"])
     with VipSampler(pair.lab, pair.vip_triplet) as sampler:
         stopped = time.time()
         cluster.stop()
-        # No proof can be had: the holder drops (keep-and-refuse-new is not coded yet: it drops like drop),
-        # and nobody takes it.
+        # No proof can be had: the holder drops, and nobody takes it.
         pair.wait_until(lambda: not pair.holds("master"), TAKEN_BOUND, "the master releases without a proof")
         gone = sampler.first(lambda s: not s.master, after=stopped)
         time.sleep(0.5)
@@ -179,6 +179,47 @@ def test_whole_cluster_stopped_and_restarted(lab_factory, cluster: EtcdCluster, 
         time.sleep(1.0)
     assert not two_live_holders(sampler), "both hosts held the VIP"
     assert any("witness is unreachable" in line for line in pair.log_text("master").splitlines())
+
+
+def test_whole_cluster_stopped_and_restarted_with_keep(lab_factory, cluster: EtcdCluster, tmp_path: Path) -> None:
+    # keep-and-refuse-new (the default): the master keeps its VIP on the backup's confirmations that
+    # it cannot reach etcd either, and nobody takes it; once etcd is back the master renews its claim.
+    pair = witness_pair(lab_factory, cluster, tmp_path, seed=28)
+    # Holding, not still acquiring (a confirmation keeps only an address held when it comes), and the
+    # backup watching it hold.
+    pair.wait_until(lambda: pair.status("master")["state"] == "holding"
+                    and pair.status("backup")["state"] == "monitoring", TAKEN_BOUND, "the pair is settled")
+    time.sleep(0.5)
+    with VipSampler(pair.lab, pair.vip_triplet) as sampler:
+        stopped = time.time()
+        cluster.stop()
+        pair.wait_until(lambda: "on the backup's confirmation" in pair.log_text("master"), TAKEN_BOUND,
+                        "the master says it keeps the VIP on the backup's confirmation")
+        kept = pair.log_time("master", "on the backup's confirmation", after=stopped)
+        time.sleep(3.0)  # seven and a half proof validities
+        assert pair.holds("master") and not pair.holds("backup")
+        master, backup = pair.status("master"), pair.status("backup")
+        assert master["state"] == "holding" and master["witness"]["reachable"] is False, master
+        assert master["witness"]["confirmation_left"] is not None, master
+        assert backup["state"] == "monitoring" and backup["witness"]["reachable"] is False, backup
+        restarted = time.time()
+        cluster.start()
+        cluster.wait_healthy()
+        pair.wait_until(lambda: pair.status("master")["witness"]["reachable"] is True
+                        and pair.status("master")["witness"]["claim"] is True and pair.holds("master"), TAKEN_BOUND,
+                        "the master renews its claim once etcd is back")
+        renewed = time.time()
+        time.sleep(1.0)
+        assert pair.holds("master") and not pair.holds("backup")
+        assert pair.status("backup")["witness"]["reachable"] is True
+    gap = sampler.first(lambda s: not s.master, after=stopped)
+    print(f"cluster stopped (keep): the master says it keeps {ms(kept, stopped)} after; restarted: "
+          f"claim renewed {ms(renewed, restarted)}; the VIP left the master: {ms(gap, stopped)}")
+    assert not two_live_holders(sampler), "both hosts held the VIP"
+    assert sampler.first(lambda s: s.backup, after=stopped) is None, "the backup took the VIP"
+    # Through the whole outage the VIP stayed: the claim (and its lease) survive a restart.
+    assert gap is None or gap >= restarted, f"the master let go of its VIP during the outage ({ms(gap, stopped)})"
+    assert sampler.count > 50, "the sampler hardly ran"
 
 
 def test_leader_sigkilled_while_the_backup_claims(lab_factory, cluster: EtcdCluster, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from failoverd.cli.config import WitnessSettings
-from failoverd.core.actions import Acquire, Claim, ClaimDone, ReleaseClaim, Result, Transmit
+from failoverd.core.actions import Acquire, Claim, ClaimDone, Reach, ReachDone, ReleaseClaim, Result, Transmit
 from failoverd.core.addresses import parse_triplet
 from failoverd.runtime.claims import claim_name, witness_claims
 from failoverd.runtime.executor import Executor
@@ -80,15 +80,41 @@ async def test_a_hung_etcd_delays_nothing_and_its_claim_ends_unreachable_in_boun
     assert system.kinds() == ["acquire"]
 
 
+@pytest.mark.trio
+async def test_a_reach_of_a_hung_etcd_ends_unreachable_within_one_request_deadline() -> None:
+    """--etcd-unreachable keep's question: one read, bounded by the request deadline, beside everything else."""
+    system, transport = MemorySystem(), MemoryTransport()
+    results: list[Result] = []
+    with trio.fail_after(10):
+        async with silent_etcd() as port:
+            settings = WitnessSettings(endpoints=(f"http://{LOOPBACK}:{port}",), request_timeout=0.1)
+            async with witness_claims(settings, [VIP], "failoverd") as claims:
+                executor = Executor(system, transport, MemoryNotifications(), results.append, claims=claims)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(executor.run)
+                    started = trio.current_time()
+                    executor.submit([Reach()])
+                    executor.submit([Transmit(b"heartbeat", (LOOPBACK,))])
+                    assert transport.sent == [(b"heartbeat", (LOOPBACK,))]  # not behind the question
+                    while not results:
+                        await trio.sleep(0.01)
+                    answered = trio.current_time()
+                    nursery.cancel_scope.cancel()
+    (reach,) = results
+    assert isinstance(reach, ReachDone) and reach.outcome == "unreachable", reach
+    assert reach.sent_at >= started and answered - started <= 3 * settings.request_timeout
+    assert claims.requests == {("reach", "unreachable"): 1}
+
+
 def test_status_and_systemd_show_the_witness() -> None:
     from failoverd.programs.failoverctl import format_status
     from failoverd.runtime import lifecycle
 
     snapshot = {"role": "backup", "state": "failed_over", "master": "10.0.1.1", "held": [str(VIP)],
-                "witness": {"reachable": False, "claim": True, "proof_left": 0.25}}
+                "witness": {"reachable": False, "claim": True, "proof_left": -0.05, "confirmation_left": 0.25}}
     assert lifecycle.status_line(snapshot).endswith("; etcd claim held, UNREACHABLE")
     text = format_status({"role": "backup", "state": "failed_over", "witness": snapshot["witness"]}, 0.0)
-    assert "etcd UNREACHABLE; claim held, proof valid 0.25 s more" in text
+    assert "etcd UNREACHABLE; claim held, proof ran out, kept on the peer's confirmation 0.25 s more" in text
     assert "witness" not in format_status({"role": "backup", "state": "monitoring"}, 0.0)
 
 

@@ -513,10 +513,10 @@ def test_bad_stop_lines_name_their_line(line: bytes) -> None:
 
 
 def test_a_witness_modes_header_and_answers_read_back_equal(tmp_path: Path) -> None:
-    from failoverd.core.actions import ClaimDone, RenewDone
+    from failoverd.core.actions import ClaimDone, ReachDone, RenewDone
     from failoverd.core.witness import WitnessTiming
 
-    witness = WitnessTiming(renew_period=0.2, validity=0.8, release_margin=0.1, lease_ttl=3)
+    witness = WitnessTiming(renew_period=0.2, validity=0.8, release_margin=0.1, lease_ttl=3, keep_on_outage=True)
     with_witness = header(settings=DetectorSettings((A,), Timing(interval=0.2), master="10.0.0.1", witness=witness))
     answers = [
         ClaimDone("granted", sent_at=10.25, answered_at=10.2625),
@@ -525,6 +525,8 @@ def test_a_witness_modes_header_and_answers_read_back_equal(tmp_path: Path) -> N
         RenewDone("proved", sent_at=12.0),
         RenewDone("lost", sent_at=12.2, detail="the key holds another claim"),
         RenewDone("unreachable", sent_at=12.4),
+        ReachDone("answered", sent_at=12.6),
+        ReachDone("unreachable", sent_at=12.8, detail="no endpoint answered"),
     ]
     path = tmp_path / "w.trace"
     with TraceWriter(path, with_witness, wall_clock=None) as writer:
@@ -536,6 +538,8 @@ def test_a_witness_modes_header_and_answers_read_back_equal(tmp_path: Path) -> N
     lines = path.read_text().splitlines()
     assert lines[2] == "r 13.0 claim granted 10.25 10.2625 -"
     assert lines[5] == "r 16.0 renew proved 12.0 -"
+    assert lines[8] == "r 19.0 reach answered 12.6 -"
+    assert '"keep_on_outage":true' in lines[1]
     # Without a witness the header has no such field: what earlier readers read, byte for byte.
     assert "witness" not in header().to_json()
 
@@ -550,12 +554,22 @@ def test_a_witness_modes_header_and_answers_read_back_equal(tmp_path: Path) -> N
         (b"r 11.0 renew gone 10.5 -\n", "renew result is"),
         (b"r 11.0 renew lost 10.5 ff\n", "not UTF-8"),
         (b"r 11.0 renew lost nan -\n", "not finite"),
-        (b"r 11.0 lease 10.5\n", "expected probe, acquire, release, claim or renew"),
+        (b"r 11.0 reach proved 10.5 -\n", "reach result is"),
+        (b"r 11.0 reach answered 10.5\n", "reach result is"),
+        (b"r 11.0 lease 10.5\n", "expected probe, acquire, release, claim, renew or reach"),
     ],
 )
 def test_bad_witness_answers_name_their_line(line: bytes, message: str) -> None:
     err = error_of(lines_of(TimerFired(10.5)) + [line])
     assert err.line == 4 and message in err.message, err
+
+
+def test_a_witness_header_written_before_keep_was_coded_reads_as_drop() -> None:
+    """Those daemons dropped under either value of --etcd-unreachable: the replay is theirs."""
+    old = '{"renew_period":0.1,"validity":0.4,"release_margin":0.05,"drift":0.001,"lease_ttl":2}'
+    text = header().to_json()[:-1] + f',"witness":{old}}}'
+    witness = TraceHeader.from_json(text).settings.witness
+    assert witness is not None and witness.keep_on_outage is False and witness.validity == 0.4
 
 
 @pytest.mark.parametrize(
@@ -565,6 +579,10 @@ def test_bad_witness_answers_name_their_line(line: bytes, message: str) -> None:
         ('{"renew_period":0.1}', "witness fields: expected"),
         ('{"renew_period":0.1,"validity":0.1,"release_margin":0.05,"drift":0.001,"lease_ttl":2}', "must exceed"),
         ('{"renew_period":true,"validity":0.4,"release_margin":0.05,"drift":0.001,"lease_ttl":2}', "must be a number"),
+        ('{"renew_period":0.1,"validity":0.4,"release_margin":0.05,"drift":0.001,"lease_ttl":2,"keep_on_outage":1}',
+         "keep_on_outage must be true or false"),
+        ('{"renew_period":0.1,"validity":0.4,"release_margin":0.05,"drift":0.001,"lease_ttl":2,"keep":true}',
+         "witness fields: expected"),
     ],
 )
 def test_a_bad_witness_header_is_named(witness: str, message: str) -> None:

@@ -22,13 +22,15 @@ _common = {
     "ack_seq": u64,
 }
 heartbeats = st.builds(
-    wire.Heartbeat, role=st.just(wire.ROLE_MASTER), unfit=st.just(False), preempt=st.just(False), priority=st.just(0), **_common
+    wire.Heartbeat, role=st.just(wire.ROLE_MASTER), unfit=st.just(False), preempt=st.just(False), priority=st.just(0),
+    witness_unreachable=st.booleans(), **_common
 ) | st.builds(
     wire.Heartbeat,
     role=st.just(wire.ROLE_BACKUP),
     unfit=st.booleans(),
     preempt=st.booleans(),
     priority=st.integers(0, wire.MAX_PRIORITY),
+    witness_unreachable=st.booleans(),
     **_common,
 )
 
@@ -99,7 +101,8 @@ def _resigned(frame: wire.Heartbeat, offset: int, value: int) -> bytes:
         (wire.ROLE_MASTER, 6, wire.FLAG_PREEMPT),
         (wire.ROLE_MASTER, 7, 100),  # a master has no priority
         (wire.ROLE_BACKUP, 7, 255),  # beyond MAX_PRIORITY
-        (wire.ROLE_BACKUP, 6, 0x10),
+        (wire.ROLE_BACKUP, 6, 0x20),
+        (wire.ROLE_MASTER, 6, 0x20),
     ],
 )
 def test_the_backups_fields_are_refused_where_they_do_not_belong(role: int, offset: int, value: int) -> None:
@@ -126,7 +129,25 @@ def test_a_backup_of_a_pair_sends_the_bytes_of_a_version_without_several_backups
     sealed = wire.Sealer(KEY, wire.ROLE_BACKUP, 9, 1.0, 0.0).seal(2.5, holds=True, ack_epoch=4, ack_seq=8)
     assert sealed[6] == wire.FLAG_HOLDS and sealed[7] == 0
     peer = wire.Sealer(KEY, wire.ROLE_BACKUP, 9, 1.0, 0.0).seal(2.5, holds=False, priority=150, unfit=True)
-    assert wire.decode(peer, KEY)[9:] == (True, False, 150)
+    assert wire.decode(peer, KEY)[9:] == (True, False, 150, False)
+
+
+def test_either_role_may_say_it_cannot_reach_the_witness() -> None:
+    """FLAG_WITNESS_UNREACHABLE (--etcd-unreachable keep's confirmation, spec/witness.md) is bit 4, from either role."""
+    for role in (wire.ROLE_MASTER, wire.ROLE_BACKUP):
+        sealed = wire.Sealer(KEY, role, 9, 1.0, 0.0).seal(2.5, holds=False, ack_epoch=4, ack_seq=8, witness_unreachable=True)
+        assert sealed[6] == wire.FLAG_WITNESS_UNREACHABLE == 0x10
+        frame = wire.decode(sealed, KEY)
+        assert frame.witness_unreachable and not frame.holds and frame.role == role
+
+
+@pytest.mark.parametrize("role", [wire.ROLE_MASTER, wire.ROLE_BACKUP])
+def test_a_pair_without_a_witness_sends_the_bytes_of_a_version_without_it(role: int) -> None:
+    """The flag is off unless asked for: the frames are those an older failoverd reads (its bit 4 is unknown)."""
+    sealed = wire.Sealer(KEY, role, 9, 1.0, 0.0).seal(2.5, holds=True, leaving=True, ack_epoch=4, ack_seq=8)
+    assert sealed[6] == wire.FLAG_HOLDS | wire.FLAG_LEAVING
+    old = wire.Heartbeat(role, True, False, 9, 1, 2500, 1000, 4, 8)
+    assert wire.encode(old, KEY)[6] == wire.FLAG_HOLDS
 
 
 def test_short_keys_are_refused() -> None:

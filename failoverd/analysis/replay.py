@@ -53,6 +53,8 @@ from failoverd.core.actions import (
     Notify,
     Probe,
     ProbeDone,
+    Reach,
+    ReachDone,
     Release,
     ReleaseClaim,
     ReleaseDone,
@@ -383,6 +385,10 @@ class _Run:
                     self.claim_generation += 1
                     read_at = now + model.witness_latency
                     self.schedule(read_at, ClaimDone("granted", sent_at=now, answered_at=read_at))
+            elif isinstance(action, Reach):
+                # What-if: the etcd of this replay always answers (spec/trace.md), so nothing is confirmed.
+                if model is not None:
+                    self.schedule(now + model.witness_latency, ReachDone("answered", sent_at=now))
             elif isinstance(action, ReleaseClaim):
                 self.note(now, "give back", names(self.det.addresses))
                 self.claim_generation += 1  # renewals still on their way are dropped (see stale)
@@ -431,6 +437,8 @@ class _Run:
                 latest.took_over_at = now
         elif isinstance(result, ReleaseDone):
             self.note(now, "released", _result_text(result, "released"))
+        elif isinstance(result, ReachDone) and result.outcome != "answered":
+            self.note(now, "reached", result.outcome + (f" ({result.detail})" if result.detail else ""))
 
     def schedule(self, when: float, result: Result) -> None:
         self.order += 1

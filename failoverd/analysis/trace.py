@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from failoverd.core.actions import AcquireDone, ClaimDone, ProbeDone, ReleaseDone, RenewDone, Result
+from failoverd.core.actions import AcquireDone, ClaimDone, ProbeDone, ReachDone, ReleaseDone, RenewDone, Result
 from failoverd.core.addresses import AddressError, Triplet, parse_ip, parse_triplet
 from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing, TimingError
@@ -57,6 +57,7 @@ _WITNESS_FIELDS = tuple(f.name for f in dataclasses.fields(WitnessTiming))
 # The etcd witness's answers (spec/trace.md): an outcome, the times they carry, a detail.
 _CLAIM_OUTCOMES = ("granted", "refused", "unreachable")
 _RENEW_OUTCOMES = ("proved", "lost", "unreachable")
+_REACH_OUTCOMES = ("answered", "unreachable")
 _TAIL_CACHE_SIZE = 4096
 
 
@@ -392,6 +393,8 @@ def format_result(now: float, result: Result) -> str:
                 f"{_detail_field(result.detail)}")
     if isinstance(result, RenewDone):
         return f"r {float(now)!r} renew {result.outcome} {float(result.sent_at)!r} {_detail_field(result.detail)}"
+    if isinstance(result, ReachDone):
+        return f"r {float(now)!r} reach {result.outcome} {float(result.sent_at)!r} {_detail_field(result.detail)}"
     kind = _RESULT_KIND.get(type(result))
     if kind is None:
         raise TypeError(f"not an action result: {result!r}")
@@ -653,14 +656,14 @@ def _parse_payload(text: str) -> bytes:
 
 def _parse_result(fields: list[str]) -> ActionResult:
     if len(fields) < 3:
-        raise ValueError("a result line is 'r TIME probe|acquire|release|claim|renew ...'")
+        raise ValueError("a result line is 'r TIME probe|acquire|release|claim|renew|reach ...'")
     time = _parse_time(fields[1])
     kind = fields[2]
-    if kind in ("claim", "renew"):
+    if kind in ("claim", "renew", "reach"):
         return ActionResult(time, _parse_witness_answer(kind, fields))
     names = _RESULT_FIELDS.get(kind)
     if names is None:
-        raise ValueError(f"unknown result {kind[:20]!r} (expected probe, acquire, release, claim or renew)")
+        raise ValueError(f"unknown result {kind[:20]!r} (expected probe, acquire, release, claim, renew or reach)")
     sets: dict[str, list[Triplet]] = {n: [] for n in names}
     for token in fields[3:]:
         key, eq, value = token.partition("=")
@@ -676,8 +679,13 @@ def _parse_result(fields: list[str]) -> ActionResult:
     return ActionResult(time, result)
 
 
-def _parse_witness_answer(kind: str, fields: list[str]) -> ClaimDone | RenewDone:
-    """``r TIME claim OUTCOME SENT ANSWERED DETAIL`` or ``r TIME renew OUTCOME SENT DETAIL``."""
+def _parse_witness_answer(kind: str, fields: list[str]) -> ClaimDone | RenewDone | ReachDone:
+    """``r TIME claim OUTCOME SENT ANSWERED DETAIL``, ``r TIME renew OUTCOME SENT DETAIL`` or
+    ``r TIME reach OUTCOME SENT DETAIL``."""
+    if kind == "reach":
+        if len(fields) != 6 or fields[3] not in _REACH_OUTCOMES:
+            raise ValueError("a reach result is 'r TIME reach answered|unreachable SENT DETAIL'")
+        return ReachDone(fields[3], _parse_time(fields[4], "sent time"), _parse_detail(fields[5]))  # type: ignore[arg-type]
     if kind == "claim":
         if len(fields) != 7 or fields[3] not in _CLAIM_OUTCOMES:
             raise ValueError("a claim result is 'r TIME claim granted|refused|unreachable SENT ANSWERED DETAIL'")
@@ -732,10 +740,14 @@ def _parse_backups(value: object) -> tuple[tuple[str, ...], tuple[int, ...], int
 
 def _parse_witness(value: object) -> WitnessTiming:
     data = _typed(value, dict, "witness")
-    if data.keys() != set(_WITNESS_FIELDS):
+    # keep_on_outage: absent in traces written before --etcd-unreachable keep was coded (they dropped).
+    if not set(_WITNESS_FIELDS) - {"keep_on_outage"} <= data.keys() <= set(_WITNESS_FIELDS):
         raise ValueError("witness fields: expected " + ", ".join(_WITNESS_FIELDS))
     for name, field_value in data.items():
-        if isinstance(field_value, bool) or not isinstance(field_value, (int, float)):
+        if name == "keep_on_outage":
+            if not isinstance(field_value, bool):
+                raise ValueError("witness.keep_on_outage must be true or false")
+        elif isinstance(field_value, bool) or not isinstance(field_value, (int, float)):
             raise ValueError(f"witness.{name} must be a number")
     try:
         return WitnessTiming(**data)

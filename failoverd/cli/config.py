@@ -138,8 +138,8 @@ class WitnessSettings:
             f"a proof valid {t.validity:g} s, released {t.release_margin:g} s before; wait {t.wait_after_grant:g} s "
             f"after a grant; claim lease {t.lease_ttl} s",
             "witness unreachable: " + (
-                "keep-and-refuse-new (no new claim; a holder keeps only while every peer confirms "
-                "it cannot reach etcd either -- not yet: until then it drops like drop)"
+                "keep-and-refuse-new (no new claim; a holder keeps its addresses past its proof only while "
+                "its peer confirms, answering a frame sent within the proof's validity, that it cannot reach etcd either)"
                 if self.unreachable == "keep" else "drop (a holder removes its addresses when its proof runs out)"),
         ]
 

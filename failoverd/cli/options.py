@@ -43,6 +43,7 @@ from failoverd.cli.config import (
     ListenAddress,
     MasterConfig,
     RunMode,
+    WitnessOutage,
     WitnessSettings,
 )
 from failoverd.cli.exitcodes import UsageError
@@ -513,7 +514,9 @@ def _witness(ns: argparse.Namespace, interval: float) -> WitnessSettings | None:
             url.startswith("https:") for url in ns.etcd_endpoints):
         raise UsageError("--etcd-cacert/--etcd-cert given but no --etcd-endpoints URL is https://")
     try:
-        timing = WitnessTiming(renew_period=interval, validity=4 * interval, release_margin=min(0.05, interval / 2))
+        unreachable: WitnessOutage = "keep" if ns.etcd_unreachable is None else ns.etcd_unreachable
+        timing = WitnessTiming(renew_period=interval, validity=4 * interval, release_margin=min(0.05, interval / 2),
+                               keep_on_outage=unreachable == "keep")
     except WitnessTimingError as exc:
         raise UsageError(f"Invalid timing for the witness at interval {interval:g} s: {exc}") from None
     return WitnessSettings(
@@ -523,7 +526,7 @@ def _witness(ns: argparse.Namespace, interval: float) -> WitnessSettings | None:
         cert=ns.etcd_cert,
         key=ns.etcd_key,
         credentials_file=ns.etcd_credentials,
-        unreachable="keep" if ns.etcd_unreachable is None else ns.etcd_unreachable,
+        unreachable=unreachable,
         timing=timing,
         request_timeout=min(interval, 0.5),
     )

@@ -107,7 +107,17 @@ class ReleaseClaim:
     """Stop renewing the claim and delete it if it is still ours (best effort: its lease expires anyway)."""
 
 
-Action = Probe | Acquire | Release | Announce | Notify | Alarm | Transmit | StateChanged | Stopped | Claim | ReleaseClaim
+@dataclass(frozen=True)
+class Reach:
+    """Ask the etcd witness one cheap question (a read of the claim's key, one request's deadline)
+    only to learn whether it answers us: ``--etcd-unreachable keep``'s non-holder does, while its
+    peer holds, so that it confirms the peer's holding only while it cannot reach etcd either
+    (spec/witness.md). Reported as :class:`ReachDone`."""
+
+
+Action = (
+    Probe | Acquire | Release | Announce | Notify | Alarm | Transmit | StateChanged | Stopped | Claim | ReleaseClaim | Reach
+)
 
 
 # --- results (shell → core) -------------------------------------------------
@@ -170,7 +180,17 @@ class RenewDone:
     detail: str = ""
 
 
-Result = ProbeDone | AcquireDone | ReleaseDone | ClaimDone | RenewDone
+@dataclass(frozen=True)
+class ReachDone:
+    """The answer to :class:`Reach`: ``answered`` (etcd answered, whatever it said) or
+    ``unreachable`` (no answer in time; ``detail`` says why); ``sent_at``: when it was sent."""
+
+    outcome: Literal["answered", "unreachable"]
+    sent_at: float = 0.0
+    detail: str = ""
+
+
+Result = ProbeDone | AcquireDone | ReleaseDone | ClaimDone | RenewDone | ReachDone
 
 
 @dataclass

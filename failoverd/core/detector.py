@@ -123,6 +123,8 @@ from failoverd.core.actions import (
     Notify,
     Probe,
     ProbeDone,
+    Reach,
+    ReachDone,
     Release,
     ReleaseClaim,
     ReleaseDone,
@@ -137,7 +139,7 @@ from failoverd.core.machine import DeclaredMachine
 from failoverd.core.peers import Awaited, PeerEntry, Peers
 from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
-from failoverd.core.witness import HolderProofs
+from failoverd.core.witness import HolderProofs, OutageConfirmer
 
 STATES: tuple[str, ...] = (
     "monitoring", "suspect", "contested", "unfit", "acquiring", "failed_over", "recovering",
@@ -290,8 +292,10 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_wait_passed", "_proof_valid"], "unless": ["_stopping"], "after": "_acquire_all"},
     {"trigger": "proof_expiring", "source": "granted", "dest": "contested",
      "unless": ["_proof_valid", "_stopping"], "after": "_proof_ran_out_waiting"},
+    # Held, the addresses stay while a proof runs or (--etcd-unreachable keep) the master's
+    # confirmation that it cannot reach etcd either (_kept); configuring needs a proof.
     {"trigger": "proof_expiring", "source": "failed_over", "dest": "recovering",
-     "unless": ["_proof_valid", "_stopping"], "after": ["_proof_ran_out", "_release_held"]},
+     "unless": ["_kept", "_stopping"], "after": ["_proof_ran_out", "_release_held"]},
     # An acquire finished after the proof ran out: let go at once (A3's margin covers a quick one).
     {"trigger": "acquired", "source": "acquiring", "dest": "recovering",
      "unless": ["_master_back", "_proof_valid"], "after": ["_proof_ran_out", "_release_held"]},
@@ -505,6 +509,11 @@ class Detector(DeclaredMachine):
         self._wait_until = float("inf")
         self.witness_reachable = True
         """The last claim or renewal was answered (for status, metrics and the alarm)."""
+        self._keep_on_outage = witness is not None and witness.keep_on_outage
+        self._confirmer = OutageConfirmer(witness) if witness is not None and witness.keep_on_outage else None
+        """--etcd-unreachable keep: whether we confirm the master's holding (core/witness.py)."""
+        self._kept_reported = False
+        """The alarm "keeping on the master's confirmation" was raised for this outage."""
         initial = "failed_over" if self.held else "monitoring"
         self._build_machine(initial)
         if self.held:
@@ -597,6 +606,8 @@ class Detector(DeclaredMachine):
             self._path_heard(now, source, path)
             return
         self.master_holds = frame.holds
+        if frame.witness_unreachable:
+            self._take_confirmation(frame)
         self._heard(now, source, path, leaving=frame.leaving)
         # The first heartbeat of a master epoch that counts is answered at
         # once too: only a status answering a heartbeat we counted tells a
@@ -734,6 +745,7 @@ class Detector(DeclaredMachine):
             self._schedule_refresh(now)
             if self.held:
                 self._out.append(Announce(self.held))
+        self._witness_timers(now)
         self._check_paths(now)
         return out
 
@@ -758,6 +770,8 @@ class Detector(DeclaredMachine):
         elif isinstance(result, RenewDone):
             self._renewal = result
             self._fire("renewed")
+        elif isinstance(result, ReachDone):
+            self._take_reach(result)  # bookkeeping only: what our next status says
         elif isinstance(result, ReleaseDone):
             self.held = self.held - frozenset(result.released)
             if result.failed:
@@ -884,6 +898,7 @@ class Detector(DeclaredMachine):
             and self._retry_at is None
             and len(self.paths) < 2
             and self._peers is None
+            and self._confirmer is None
         ):
             return self.last_heard + self._suspect_after  # the common case, asked after every heartbeat
         candidates: list[float] = []
@@ -913,9 +928,19 @@ class Detector(DeclaredMachine):
             candidates.append(self._garp_due)
         if self.state == "granted":
             candidates.append(self._wait_until)
-        if self._proofs is not None and self.state in ("granted", "failed_over"):
+        if self._proofs is not None and self.state == "granted":
             deadline = self._proofs.deadline
             candidates.append(self._now if deadline is None else deadline)
+        if self._proofs is not None and self.state == "failed_over":
+            deadline = self._proofs.keep_deadline
+            candidates.append(self._now if deadline is None else deadline)
+            proof_ends = self._proofs.deadline
+            if self._keep_on_outage and not self._kept_reported and proof_ends is not None:
+                candidates.append(proof_ends)  # to say we keep on a confirmation (_witness_timers)
+        if self._wants_reach():
+            assert self._confirmer is not None
+            if not self._confirmer.in_flight:
+                candidates.append(self._confirmer.next_at)
         if len(self.paths) > 1:
             for p in self.paths.values():
                 # A path whose deadline has passed but was not marked quiet
@@ -1049,13 +1074,15 @@ class Detector(DeclaredMachine):
         # ``also``: the source of a frame that does not count yet (the
         # handshake after a restart), whose path we do not know as working.
         epoch, seq = self._guard.newest
+        confirms = self._confirms(now)
         targets = {p.source for p in self.paths.values()}
         if also is not None:
             targets.add(also)
         for target in sorted(targets):
             if self._peers is None:
-                frame = self._sealer.seal(now, holds=holds, ack_epoch=epoch, ack_seq=seq)  # a pair: as ever
-            else:
+                frame = self._sealer.seal(  # a pair: as ever
+                    now, holds=holds, ack_epoch=epoch, ack_seq=seq, witness_unreachable=confirms)
+            else:  # several backups: never with a witness (refused by the command line)
                 frame = self._sealer.seal(
                     now, holds=holds, ack_epoch=epoch, ack_seq=seq,
                     unfit=not self._healthy(), preempt=self._preempt, priority=self._wire_priority,
@@ -1205,6 +1232,10 @@ class Detector(DeclaredMachine):
     def _proof_valid(self) -> bool:
         """No witness, or the newest proof lets us hold the address now (spec/witness.md, "The rule")."""
         return self._proofs is None or self._proofs.may_hold(self._now)
+
+    def _kept(self) -> bool:
+        """No witness, or a proof or (keep-and-refuse-new) the master's confirmation keeps what we hold."""
+        return self._proofs is None or self._proofs.may_keep(self._now)
 
     def _claim_granted(self) -> bool:
         return self._claim_result.outcome == "granted"
@@ -1515,10 +1546,15 @@ class Detector(DeclaredMachine):
         if renewal.outcome == "proved":
             self._reachable(True)
             self._proofs.proved(renewal.sent_at)
+            if self._kept_reported and self._proofs.may_hold(self._now):
+                self._kept_reported = False
+                self._out.append(Alarm("info", f"the etcd witness proves our claim again: {names(self.held)} "
+                                       f"no longer kept on {self.peer}'s confirmation"))
         elif renewal.outcome == "lost":
             self._reachable(True)
             self._proofs.lost()
             self._claim_held = False  # the shell stops renewing a lost claim by itself
+            self._kept_reported = False
             self._out.append(Alarm("critical", f"the etcd witness's claim is lost ({renewal.detail})", True))
         else:
             self._reachable(False, renewal.detail)
@@ -1530,10 +1566,59 @@ class Detector(DeclaredMachine):
                                f"its grant: not taking over {names(self.addresses)}", True))
 
     def _proof_ran_out(self) -> None:
+        kept = self._kept_reported
         self._give_claim_back()
+        if kept:
+            self._out.append(Alarm(
+                "critical", f"etcd unreachable and {self.peer}'s confirmation ran out: releasing {names(self.held)} "
+                "before another host could be granted it", True))
+            return
         self._out.append(Alarm(
             "critical", f"no current proof of the etcd witness's claim: releasing {names(self.held)} before "
             "another host could be granted it", True))
+
+    # --etcd-unreachable keep (spec/witness.md, "When etcd is unreachable from every host")
+
+    def _take_confirmation(self, frame: wire.Heartbeat) -> None:
+        """The master says it cannot reach etcd: a proof from the frame of ours it answers, for
+        what we hold now (it never lets us configure an address; core/witness.py)."""
+        assert self._sealer is not None
+        acked_at = self._sealer.acked_at(frame)
+        if (self._keep_on_outage and self._proofs is not None and self._claim_held and self.held
+                and self.state == "failed_over" and acked_at is not None):
+            self._proofs.confirmed(acked_at)
+
+    def _confirms(self, now: float) -> bool:
+        """Do our frames say "witness unreachable"? Never once we read a grant of our claim, nor
+        while we hold or may hold the addresses (core/witness.py)."""
+        return (self._confirmer is not None and not self._claim_held and not self.holds_any
+                and self._confirmer.unreachable(now))
+
+    def _wants_reach(self) -> bool:
+        """Ask etcd whether it answers us: only to know whether to confirm, while the master holds."""
+        return (self._confirmer is not None and not self._stop_requested and not self._claim_held
+                and not self.holds_any and self.master_holds is True)
+
+    def _witness_timers(self, now: float) -> None:
+        """Not state changes: the question to etcd when due, and the alarm that a confirmation keeps us."""
+        if self._wants_reach():
+            assert self._confirmer is not None
+            if self._confirmer.due(now):
+                self._confirmer.asked(now)
+                self._out.append(Reach())
+        if (self._keep_on_outage and self.state == "failed_over" and not self._kept_reported
+                and self._proofs is not None and not self._proofs.may_hold(now) and self._proofs.may_keep(now)):
+            self._kept_reported = True
+            self._out.append(Alarm("critical", f"etcd unreachable, keeping {names(self.held)} on {self.peer}'s "
+                                   "confirmation that it cannot reach etcd either", True))
+
+    def _take_reach(self, result: ReachDone) -> None:
+        if self._confirmer is None:
+            return
+        reachable = result.outcome == "answered"
+        self._confirmer.answered(reachable, result.sent_at)
+        if not self._claim_held:
+            self._reachable(reachable, result.detail)
 
     def _reachable(self, reachable: bool, why: str = "") -> None:
         if reachable and not self.witness_reachable:
@@ -1543,6 +1628,7 @@ class Detector(DeclaredMachine):
         self.witness_reachable = reachable
 
     def _give_claim_back(self) -> None:
+        self._kept_reported = False  # a new outage, if any, is reported afresh
         if self._claim_held:
             self._claim_held = False
             if self._proofs is not None:

@@ -83,6 +83,8 @@ from failoverd.core.actions import (
     Counters,
     Probe,
     ProbeDone,
+    Reach,
+    ReachDone,
     Release,
     ReleaseClaim,
     ReleaseDone,
@@ -96,7 +98,7 @@ from failoverd.core.backup_views import BackupView
 from failoverd.core.health import links_reason, unfit_besides
 from failoverd.core.machine import DeclaredMachine
 from failoverd.core.settings import MasterSettings
-from failoverd.core.witness import HolderProofs
+from failoverd.core.witness import HolderProofs, OutageConfirmer
 
 STATES: tuple[str, ...] = (
     "waiting", "probing", "acquiring", "holding", "releasing", "standing_down", "stopped",
@@ -204,8 +206,10 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "after": "_acquire"},
     {"trigger": "proof_expiring", "source": "granted", "dest": "waiting", "unless": ["_proof_valid"],
      "after": ["_give_claim_back", "_proof_ran_out_waiting"]},
+    # Held, the addresses stay while a proof runs or (--etcd-unreachable keep) the backup's
+    # confirmation that it cannot reach etcd either (_kept); configuring needs a proof.
     {"trigger": "proof_expiring", "source": "holding", "dest": "releasing", "conditions": ["_witnessed"],
-     "unless": ["_proof_valid"], "after": ["_proof_ran_out", "_release"]},
+     "unless": ["_kept"], "after": ["_proof_ran_out", "_release"]},
     # An acquire finished after the proof ran out: let go at once (A3's margin covers a quick one).
     {"trigger": "acquired", "source": "acquiring", "dest": "releasing", "conditions": ["_healthy"],
      "unless": ["_stopping", "_proof_valid"], "after": ["_proof_ran_out", "_release"]},
@@ -310,6 +314,11 @@ class Master(DeclaredMachine):
         self._wait_until = float("inf")
         self.witness_reachable = True
         """The last claim or renewal was answered (for status, metrics and the alarm)."""
+        self._keep_on_outage = witness is not None and witness.keep_on_outage
+        self._confirmer = OutageConfirmer(witness) if witness is not None and witness.keep_on_outage else None
+        """--etcd-unreachable keep: whether we confirm the backup's holding (core/witness.py)."""
+        self._kept_reported = False
+        """The alarm "keeping on the backup's confirmation" was raised for this outage."""
         if not self.managed:
             initial = "holding"
         elif self.held == self.managed:
@@ -347,6 +356,7 @@ class Master(DeclaredMachine):
             self._schedule_refresh(now)
             if self.held:
                 out.append(Announce(self.held))
+        self._witness_timers(now)
         if now >= self._next_send and self.state != "stopped":
             self._send_heartbeat(now)
             self._next_send += self.interval
@@ -420,6 +430,8 @@ class Master(DeclaredMachine):
         if age == "overtaken":
             return out  # overtaken on another path: the backup lives; its view is older than what we know
         view.holds = frame.holds
+        if frame.witness_unreachable:
+            self._take_confirmation(frame)
         if view.silent:
             view.silent = False
             out.append(Alarm("info", f"{view.name} heard again"))
@@ -480,6 +492,8 @@ class Master(DeclaredMachine):
         elif isinstance(result, RenewDone):
             self._renewal = result
             self._fire("renewed")
+        elif isinstance(result, ReachDone):
+            self._take_reach(result)  # bookkeeping only: what our next heartbeat says
         else:
             raise TypeError(f"unknown result {result!r}")
         self._settle()
@@ -597,9 +611,19 @@ class Master(DeclaredMachine):
             candidates.append(self._garp_due)
         if self.state == "granted":
             candidates.append(self._wait_until)
-        if self._proofs is not None and self.state in ("granted", "holding"):
+        if self._proofs is not None and self.state == "granted":
             deadline = self._proofs.deadline
             candidates.append(self._now if deadline is None else deadline)
+        if self._proofs is not None and self.state == "holding":
+            deadline = self._proofs.keep_deadline
+            candidates.append(self._now if deadline is None else deadline)
+            proof_ends = self._proofs.deadline
+            if self._keep_on_outage and not self._kept_reported and proof_ends is not None:
+                candidates.append(proof_ends)  # to say we keep on a confirmation (_witness_timers)
+        if self._wants_reach():
+            assert self._confirmer is not None
+            if not self._confirmer.in_flight:
+                candidates.append(self._confirmer.next_at)
         return min(candidates)
 
     # --- status --------------------------------------------------------------
@@ -685,10 +709,12 @@ class Master(DeclaredMachine):
         # copy captured on one network cannot be replayed on another. And a
         # frame acknowledges one backup (spec/wire.md, rule 6): the one heard
         # from that target's address.
+        confirms = self._confirms(now)
         for target in self.targets if only is None else only:
             view = self._view_of_target(target)
             epoch, seq = (0, 0) if view is None else view.guard.newest
-            payload = self._sealer.seal(now, holds=self.claims, leaving=leaving, ack_epoch=epoch, ack_seq=seq)
+            payload = self._sealer.seal(now, holds=self.claims, leaving=leaving, ack_epoch=epoch, ack_seq=seq,
+                                        witness_unreachable=confirms)
             self._out.append(Transmit(payload, (target,)))
 
     def _view_of_target(self, target: str) -> BackupView | None:
@@ -789,6 +815,10 @@ class Master(DeclaredMachine):
     def _proof_valid(self) -> bool:
         """No witness, or the newest proof lets us hold the addresses now (spec/witness.md, "The rule")."""
         return self._proofs is None or self._proofs.may_hold(self._now)
+
+    def _kept(self) -> bool:
+        """No witness, or a proof or (keep-and-refuse-new) the backup's confirmation keeps what we hold."""
+        return self._proofs is None or self._proofs.may_keep(self._now)
 
     def _claim_granted(self) -> bool:
         return self._claim_result.outcome == "granted"
@@ -922,10 +952,15 @@ class Master(DeclaredMachine):
         if renewal.outcome == "proved":
             self._reachable(True)
             self._proofs.proved(renewal.sent_at)
+            if self._kept_reported and self._proofs.may_hold(self._now):
+                self._kept_reported = False
+                self._out.append(Alarm("info", f"the etcd witness proves our claim again: {names(self.held)} "
+                                       "no longer kept on the backup's confirmation"))
         elif renewal.outcome == "lost":
             self._reachable(True)
             self._proofs.lost()
             self._claim_held = False  # the shell stops renewing a lost claim by itself
+            self._kept_reported = False
             self._out.append(Alarm("critical", f"the etcd witness's claim is lost ({renewal.detail})", True))
         else:
             self._reachable(False, renewal.detail)
@@ -936,9 +971,58 @@ class Master(DeclaredMachine):
                                f"its grant: not adding {names(self.managed)}", True))
 
     def _proof_ran_out(self) -> None:
+        if self._kept_reported:
+            self._kept_reported = False  # the claim is given back once the release is done
+            self._out.append(Alarm(
+                "critical", f"etcd unreachable and the backup's confirmation ran out: releasing {names(self.held)} "
+                "before another host could be granted it", True))
+            return
         self._out.append(Alarm(
             "critical", f"no current proof of the etcd witness's claim: releasing {names(self.held)} before "
             "another host could be granted it", True))
+
+    # --etcd-unreachable keep (spec/witness.md, "When etcd is unreachable from every host")
+
+    def _take_confirmation(self, frame: wire.Heartbeat) -> None:
+        """The backup says it cannot reach etcd: a proof from the heartbeat it answers, for what
+        we hold now (it never lets us configure an address; core/witness.py)."""
+        assert self._sealer is not None
+        acked_at = self._sealer.acked_at(frame)
+        if (self._keep_on_outage and self._proofs is not None and self._claim_held and self.held
+                and self.state == "holding" and acked_at is not None):
+            self._proofs.confirmed(acked_at)
+
+    def _confirms(self, now: float) -> bool:
+        """Do our heartbeats say "witness unreachable"? Never once we read a grant of our claim,
+        nor while we hold, may hold or are claiming the addresses (core/witness.py)."""
+        return (self._confirmer is not None and not self._claim_held and not self.claims
+                and self.state not in ("claiming", "granted") and self._confirmer.unreachable(now))
+
+    def _wants_reach(self) -> bool:
+        """Ask etcd whether it answers us: only to know whether to confirm, while the backup holds."""
+        return (self._confirmer is not None and self.state not in ("stopped", "claiming", "granted")
+                and not self._claim_held and not self.claims and self.backup_holds is True)
+
+    def _witness_timers(self, now: float) -> None:
+        """Not state changes: the question to etcd when due, and the alarm that a confirmation keeps us."""
+        if self._wants_reach():
+            assert self._confirmer is not None
+            if self._confirmer.due(now):
+                self._confirmer.asked(now)
+                self._out.append(Reach())
+        if (self._keep_on_outage and self.state == "holding" and not self._kept_reported
+                and self._proofs is not None and not self._proofs.may_hold(now) and self._proofs.may_keep(now)):
+            self._kept_reported = True
+            self._out.append(Alarm("critical", f"etcd unreachable, keeping {names(self.held)} on the backup's "
+                                   "confirmation that it cannot reach etcd either", True))
+
+    def _take_reach(self, result: ReachDone) -> None:
+        if self._confirmer is None:
+            return
+        reachable = result.outcome == "answered"
+        self._confirmer.answered(reachable, result.sent_at)
+        if not self._claim_held:
+            self._reachable(reachable, result.detail)
 
     def _reachable(self, reachable: bool, why: str = "") -> None:
         if reachable and not self.witness_reachable:
@@ -948,6 +1032,7 @@ class Master(DeclaredMachine):
         self.witness_reachable = reachable
 
     def _give_claim_back(self) -> None:
+        self._kept_reported = False  # a new outage, if any, is reported afresh
         if self._claim_held:
             self._claim_held = False
             if self._proofs is not None:

@@ -35,7 +35,14 @@ FLAG_UNFIT = 0x04
 """Backup only: "my checks or links fail: I will not take over" (several backups, spec/backups.md)."""
 FLAG_PREEMPT = 0x08
 """Backup only: "I take the addresses from a lower-priority backup that holds them" (``--preempt``)."""
-_KNOWN_FLAGS = {ROLE_MASTER: FLAG_HOLDS | FLAG_LEAVING, ROLE_BACKUP: FLAG_HOLDS | FLAG_LEAVING | FLAG_UNFIT | FLAG_PREEMPT}
+FLAG_WITNESS_UNREACHABLE = 0x10
+"""Either role, witness mode only: "I cannot reach etcd and have read no grant of a claim of mine"
+(``--etcd-unreachable keep``). A frame with it that acknowledges the holder's frame sent at ``h``
+is the holder's *confirmation*: it may keep its addresses until ``h + V`` (spec/witness.md)."""
+_KNOWN_FLAGS = {
+    ROLE_MASTER: FLAG_HOLDS | FLAG_LEAVING | FLAG_WITNESS_UNREACHABLE,
+    ROLE_BACKUP: FLAG_HOLDS | FLAG_LEAVING | FLAG_UNFIT | FLAG_PREEMPT | FLAG_WITNESS_UNREACHABLE,
+}
 MAX_PRIORITY = 254
 """Priorities a backup may have (1 - 254, ``failoverd --priority``); 0 is a backup with no
 peers (a pair), which sends exactly the frames of a version without several backups."""
@@ -78,14 +85,17 @@ class Heartbeat(NamedTuple):
     """Backup only (``FLAG_PREEMPT``)."""
     priority: int = 0
     """Backup only: its ``--priority``, and so its name among several backups; 0 in a pair."""
+    witness_unreachable: bool = False
+    """Either role, witness mode only (``FLAG_WITNESS_UNREACHABLE``)."""
 
 
-def _flags(holds: bool, leaving: bool, unfit: bool, preempt: bool) -> int:
+def _flags(holds: bool, leaving: bool, unfit: bool, preempt: bool, witness_unreachable: bool) -> int:
     return (
         (FLAG_HOLDS if holds else 0)
         | (FLAG_LEAVING if leaving else 0)
         | (FLAG_UNFIT if unfit else 0)
         | (FLAG_PREEMPT if preempt else 0)
+        | (FLAG_WITNESS_UNREACHABLE if witness_unreachable else 0)
     )
 
 
@@ -148,7 +158,7 @@ def encode(heartbeat: Heartbeat, key: KeyLike) -> bytes:
     if not 0 <= h.interval_ms <= _U32:
         raise ValueError(f"interval_ms {h.interval_ms} does not fit in 32 bits")
     _check_backup_fields(h.role, h.unfit, h.preempt, h.priority)
-    flags = _flags(h.holds, h.leaving, h.unfit, h.preempt)
+    flags = _flags(h.holds, h.leaving, h.unfit, h.preempt, h.witness_unreachable)
     body = _BODY.pack(
         MAGIC, VERSION, h.role, flags, h.priority, h.epoch, h.seq, h.sent_ms, h.interval_ms, h.ack_epoch, h.ack_seq
     )
@@ -199,6 +209,7 @@ def decode(data: bytes, key: KeyLike) -> Heartbeat:
         bool(flags & FLAG_UNFIT),
         bool(flags & FLAG_PREEMPT),
         priority,
+        bool(flags & FLAG_WITNESS_UNREACHABLE),
     )
 
 
@@ -239,13 +250,14 @@ class Sealer:
         unfit: bool = False,
         preempt: bool = False,
         priority: int = 0,
+        witness_unreachable: bool = False,
     ) -> bytes:
         if unfit or preempt or priority:
             _check_backup_fields(self._role, unfit, preempt, priority)
         self.seq += 1
         self._sent[self.seq % SENT_MEMORY] = (self.seq, now, ack_epoch)
         sent_ms = max(0, int((now - self._started) * 1000))
-        flags = _flags(holds, leaving, unfit, preempt)
+        flags = _flags(holds, leaving, unfit, preempt, witness_unreachable)
         # Packed directly (not through encode()): every field is in range by
         # construction, and this runs once per heartbeat on both hosts.
         body = _BODY.pack(

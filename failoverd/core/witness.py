@@ -12,8 +12,18 @@ enough on any clock whose rate is within ``drift`` of real time:
 ``wait >= validity * (1 + drift) / (1 - drift)``. Only intervals measured on one
 host's own clock enter; clock offsets never do.
 
+With ``keep_on_outage`` (``--etcd-unreachable keep``, keep-and-refuse-new) a holder whose
+proof ran out because etcd does not answer keeps its addresses while its peer *confirms*
+that it cannot reach etcd either: a frame of the peer, with the flag "witness unreachable",
+that acknowledges our frame sent at ``h``. The acknowledgement proves the confirmation was
+made after ``h``, by a host that held no grant of a claim then, so a grant it reads later is
+read after ``h`` and its wait ends after ``h + validity`` on any clock within the drift: a
+confirmation is a proof sent at ``h`` (:meth:`HolderProofs.confirmed`). It keeps an address held, never
+configures one. The peer's side is :class:`OutageConfirmer`. spin checks it: witness.pml,
+``KEEP=1``.
+
 Error handling: :class:`WitnessTimingError` for a timing that cannot work (the
-message says which value and why); a proof from before the newest one is ignored.
+message says which value and why); a proof or confirmation older than the newest one is ignored.
 """
 
 from __future__ import annotations
@@ -39,6 +49,9 @@ class WitnessTiming:
     """Bound on any host clock's rate error (10^-4 crystal, 5 * 10^-4 NTP slew, and room)."""
     lease_ttl: int = 2
     """The claim's etcd lease, whole seconds: only removes an abandoned claim; safety never uses it."""
+    keep_on_outage: bool = False
+    """``--etcd-unreachable keep``: a holder keeps its addresses past its proof while its peer
+    confirms it cannot reach etcd either (keep-and-refuse-new); False: ``drop``."""
 
     def __post_init__(self) -> None:
         for name in ("renew_period", "validity", "release_margin", "drift"):
@@ -57,6 +70,8 @@ class WitnessTiming:
             raise WitnessTimingError(
                 f"proof validity {self.validity:g} s less the release margin {self.release_margin:g} s must "
                 f"exceed the renew period {self.renew_period:g} s, or a holder drops between two renewals")
+        if not isinstance(self.keep_on_outage, bool):
+            raise WitnessTimingError(f"keep on outage {self.keep_on_outage!r} must be true or false")
         if not isinstance(self.lease_ttl, int) or not 1 <= self.lease_ttl <= 3600:
             raise WitnessTimingError(f"claim lease TTL {self.lease_ttl!r} must be whole seconds, 1..3600")
 
@@ -84,28 +99,42 @@ class WitnessTiming:
 
 
 class HolderProofs:
-    """The holder's side of the rule: the newest proof, and whether the address may stay."""
+    """The holder's side of the rule: the newest proof (and, keeping on an outage, the newest
+    confirmation), and whether the address may stay."""
 
     def __init__(self, timing: WitnessTiming) -> None:
         self.timing = timing
         self.newest_sent_at: float | None = None
+        self.newest_confirmed_at: float | None = None
+        """When we sent the newest frame a peer's confirmation acknowledged (``keep_on_outage``)."""
 
     def proved(self, sent_at: float) -> None:
         """A renewal sent at ``sent_at`` found the claim current (an older one changes nothing)."""
         if self.newest_sent_at is None or sent_at > self.newest_sent_at:
             self.newest_sent_at = sent_at
 
+    def confirmed(self, acked_at: float) -> None:
+        """A peer confirmed, in a frame acknowledging ours sent at ``acked_at``, that it cannot
+        reach etcd either: worth a proof sent then, for the addresses held now (the caller
+        takes it only while holding them, and only with ``keep_on_outage``)."""
+        if self.newest_confirmed_at is None or acked_at > self.newest_confirmed_at:
+            self.newest_confirmed_at = acked_at
+
     def lost(self) -> None:
-        """The claim is someone else's: no proof counts any more."""
+        """The claim is someone else's, or given back: no proof or confirmation counts any more."""
         self.newest_sent_at = None
+        self.newest_confirmed_at = None
 
     def snapshot(self, now: float, *, reachable: bool, claim_held: bool) -> dict[str, Any]:
         """The witness part of a core's status snapshot."""
         deadline = self.deadline
+        confirmed = self.confirmation_deadline
         return {
             "reachable": reachable,
             "claim": claim_held,
             "proof_left": None if deadline is None or not claim_held else round(deadline - now, 3),
+            "confirmation_left": None if confirmed is None or not claim_held or confirmed <= now
+            else round(confirmed - now, 3),
         }
 
     @property
@@ -114,5 +143,70 @@ class HolderProofs:
         return None if self.newest_sent_at is None else self.timing.holder_deadline(self.newest_sent_at)
 
     def may_hold(self, now: float) -> bool:
+        """The newest proof lets us hold (and configure) the address now."""
         deadline = self.deadline
         return deadline is not None and now < deadline
+
+    @property
+    def confirmation_deadline(self) -> float | None:
+        """When the newest confirmation stops keeping the address (None: none)."""
+        at = self.newest_confirmed_at
+        return None if at is None else self.timing.holder_deadline(at)
+
+    def confirmation_keeps(self, now: float) -> bool:
+        """The newest confirmation keeps an address already held (it never lets one be configured)."""
+        deadline = self.confirmation_deadline
+        return deadline is not None and now < deadline
+
+    def may_keep(self, now: float) -> bool:
+        """An address already held may stay: a proof, or a peer's confirmation, runs."""
+        return self.may_hold(now) or self.confirmation_keeps(now)
+
+    @property
+    def keep_deadline(self) -> float | None:
+        """When to start removing an address already held (None: no proof nor confirmation, now)."""
+        ends = [d for d in (self.deadline, self.confirmation_deadline) if d is not None]
+        return max(ends) if ends else None
+
+
+class OutageConfirmer:
+    """The non-holder's side of keep-and-refuse-new: does this host confirm, in the frames it
+    sends, that it cannot reach etcd?
+
+    Only while it asks etcd (:class:`~failoverd.core.actions.Reach`, one renew period apart,
+    one in flight) and the newest question, sent within ``validity``, got no answer, with no
+    answer since. The core adds the rule that makes it safe: a host that has read a grant of
+    its current claim, or holds or may hold the addresses, never confirms. Safety does not
+    rest on the questions: the model (witness.pml, ``KEEP=1``) lets any host that has read no
+    grant confirm at any moment. They keep a host that *does* reach etcd from confirming, so
+    a holder cut from etcd alone drops, and the peer, which reaches etcd, can take over; the
+    ``validity`` horizon makes an unanswered question from long ago (the questions stopped,
+    the peer stopped holding) confirm nothing.
+    """
+
+    def __init__(self, timing: WitnessTiming) -> None:
+        self.timing = timing
+        self.in_flight = False
+        self.next_at = float("-inf")
+        """When the next question is due (while one is wanted and none in flight)."""
+        self.unanswered_at: float | None = None
+        """When the newest question that got no answer was sent, if none answered since."""
+
+    def due(self, now: float) -> bool:
+        return not self.in_flight and now >= self.next_at
+
+    def asked(self, now: float) -> None:
+        self.in_flight = True
+        self.next_at = now + self.timing.renew_period
+
+    def answered(self, reachable: bool, sent_at: float) -> None:
+        self.in_flight = False
+        if reachable:
+            self.unanswered_at = None
+        elif self.unanswered_at is None or sent_at > self.unanswered_at:
+            self.unanswered_at = sent_at
+
+    def unreachable(self, now: float) -> bool:
+        """etcd did not answer our newest question, sent within the last ``validity``."""
+        at = self.unanswered_at
+        return at is not None and now - at <= self.timing.validity

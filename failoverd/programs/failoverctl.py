@@ -156,10 +156,14 @@ def format_status(status: Mapping[str, Any], now: float) -> str:
     witness = status.get("witness")
     if isinstance(witness, Mapping):
         left = witness.get("proof_left")
+        confirmed = witness.get("confirmation_left")
         lines += _section("witness", [
             ("etcd reachable" if witness.get("reachable") else "etcd UNREACHABLE") + "; "
             + ("claim held" if witness.get("claim") else "no claim")
-            + ("" if not isinstance(left, (int, float)) else f", proof valid {left:g} s more"),
+            + ("" if not isinstance(left, (int, float))
+               else f", proof valid {left:g} s more" if left > 0 else ", proof ran out")
+            + ("" if not isinstance(confirmed, (int, float))
+               else f", kept on the peer's confirmation {confirmed:g} s more"),
         ])
     lines += _backup_peers(status)
     counters = flatten(status.get("counters") or {})

@@ -156,8 +156,9 @@ async def serve(
             )
 
         def dump() -> dict[str, Any]:
-            state = shell.snapshot()
-            state["runtime"] = _runtime_state(shell, sock)
+            with shell.lock:  # the frame thread counts into the socket's tallies
+                state = shell.snapshot()
+                state["runtime"] = _runtime_state(shell, sock)
             if monitor is not None:
                 state["runtime"]["checks"] = monitor.snapshot()
             return state
@@ -165,7 +166,7 @@ async def serve(
         def reload() -> None:
             nonlocal key
             service.reloading()
-            key = lifecycle.reload_key(config.key_file, key, core.rekey)
+            key = lifecycle.reload_key(config.key_file, key, shell.rekey)
             log.info("SIGHUP: hooks in %s are read afresh at every use", config.hook_dir)
             service.reloaded()
 
@@ -194,14 +195,14 @@ async def serve(
                             control.serve_control, config.control_socket,
                             control.command_handler(status=status, dump=dump),
                         )
-                        await inner.start(shell.run_timer)
+                        # The heartbeats and the timer, in a thread of their own (runtime/shell.py).
+                        await inner.start(shell.run_frames, sock)
                         if conflicts is not None:
                             await inner.start(conflicts.run)
                         if scrape is not None and meter is not None:
                             await inner.start(scrape.serve, meter.collector(shell, sock))
                         if monitor is not None:
                             await inner.start(monitor.run)
-                        inner.start_soon(shell.receive_from, sock)
                         task_status.started()
 
             await nursery.start(run_inputs)
@@ -216,6 +217,10 @@ async def serve(
             await stopping.wait()
             service.stopping()
             inputs.cancel()
+            # Before the stop drops queued changes: a takeover the frame thread
+            # decided a moment ago is queued, not yet the executor's, and no
+            # input may reach the core once the stop has begun.
+            shell.halt_frames()
             status_code = await _stop(config, core, shell)
             if recorder is not None:
                 # Joins the writer thread after its last flush: off the loop.

@@ -44,7 +44,7 @@ import trio
 
 from failoverd.cli.config import WitnessSettings
 from failoverd.cli.exitcodes import EX_CONFIG, ProgramError
-from failoverd.core.actions import ClaimDone, RenewDone
+from failoverd.core.actions import ClaimDone, ReachDone, RenewDone
 from failoverd.core.addresses import Triplet
 from failoverd.system import witness as etcd
 
@@ -168,6 +168,18 @@ class WitnessClaims:
             self._last_keepalive = sent_at
         self._count("renew", "proved")
         return RenewDone("proved", sent_at=proof.sent_at)
+
+    async def reach(self) -> ReachDone:
+        """Does etcd answer us? One read of the claim's key, under the client's request deadline
+        (``--etcd-unreachable keep``: a non-holder confirms a holder's keeping only while it does not)."""
+        sent_at = trio.current_time()
+        try:
+            await self.client.read(self.name)
+        except etcd.WitnessError as error:
+            self._count("reach", "unreachable")
+            return ReachDone("unreachable", sent_at=sent_at, detail=str(error))
+        self._count("reach", "answered")
+        return ReachDone("answered", sent_at=sent_at)
 
     async def release(self) -> None:
         """Give :attr:`current` back (delete the key if still ours, revoke its lease); best effort, bounded."""

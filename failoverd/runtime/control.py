@@ -104,6 +104,9 @@ class WitnessStatus(TypedDict):
     """This host holds the address set's claim (granted, not given back or lost)."""
     proof_left: float | None
     """Seconds the newest proof still lets this host hold the addresses; ``None``: no claim."""
+    confirmation_left: float | None
+    """``--etcd-unreachable keep``: seconds the peer's newest confirmation that it cannot reach etcd
+    either still keeps the addresses held; ``None``: none that runs."""
 
 
 class Status(TypedDict):

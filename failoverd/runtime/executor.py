@@ -30,7 +30,8 @@ How each action runs, and why:
   flight, the next sent a renew period after the previous one, each answer
   reported as a result, until the claim is given back or found lost. The
   renewal task starts before the grant is reported, so a ``ReleaseClaim``
-  the core answers the grant with always finds it.
+  the core answers the grant with always finds it. ``Reach`` (``--etcd-unreachable
+  keep``: does etcd answer us?) is one bounded read in a task of its own.
 - ``Stopped`` (the core finished its stop) sets :attr:`Executor.stopped`,
   which the daemon's stop waits for.
 
@@ -60,6 +61,7 @@ from failoverd.core.actions import (
     Claim,
     Notify,
     Probe,
+    Reach,
     Release,
     ReleaseClaim,
     ReleaseDone,
@@ -131,14 +133,23 @@ class Executor:
 
     def submit(self, actions: list[Action]) -> None:
         # Frames first (see the module), then the rest in the core's order.
+        self.submit_rest(self.send_frames(actions))
+
+    def send_frames(self, actions: list[Action]) -> list[Action]:
+        """Send the frames among ``actions`` (never waits; any thread); return the others, in order."""
+        rest: list[Action] = []
         for action in actions:
             if isinstance(action, Transmit):
                 if self._on_dispatch is not None:
                     self._on_dispatch(action)
                 self.transport.send_nowait(action.payload, action.targets)
+            else:
+                rest.append(action)
+        return rest
+
+    def submit_rest(self, actions: list[Action]) -> None:
+        """Run actions that are not frames, in order (the Trio thread)."""
         for action in actions:
-            if isinstance(action, Transmit):
-                continue
             if self._on_dispatch is not None:
                 self._on_dispatch(action)
             if isinstance(action, StateChanged):
@@ -164,6 +175,8 @@ class Executor:
             elif isinstance(action, ReleaseClaim):
                 self._stop_renewing()
                 self._start(self._release_claim, action)
+            elif isinstance(action, Reach):
+                self._start(self._reach, action)
             elif isinstance(action, Stopped):
                 self.stopped.set()
             else:
@@ -300,6 +313,9 @@ class Executor:
         if self._renewing is not None:
             self._renewing.cancel()
             self._renewing = None
+
+    async def _reach(self, action: Reach) -> None:
+        self._report(await self._witness().reach())
 
     async def _release_claim(self, action: ReleaseClaim) -> None:
         self._claim_started()

@@ -178,7 +178,7 @@ async def serve(
         def reload() -> None:
             nonlocal key
             service.reloading()
-            key = lifecycle.reload_key(config.key_file, key, core.rekey)
+            key = lifecycle.reload_key(config.key_file, key, shell.rekey)
             tickle("SIGHUP")
             service.reloaded()
 
@@ -199,14 +199,14 @@ async def serve(
             await nursery.start(
                 control.serve_control, config.control_socket, control.command_handler(status=status, dump=dump)
             )
-            await nursery.start(shell.run_timer)
+            # The heartbeats, the backup's frames and the timer, in a thread of their own (runtime/shell.py).
+            await nursery.start(shell.run_frames, sock)
             if conflicts is not None:
                 await nursery.start(conflicts.run)
             if scrape is not None and meter is not None:
                 await nursery.start(scrape.serve, meter.collector(shell, sock))
             if monitor is not None:
                 await nursery.start(monitor.run)
-            nursery.start_soon(shell.receive_from, sock)
             tickle("start-up")
             await nursery.start(service.run_watchdog)
             service.ready(lifecycle.status_line(shell.snapshot()))

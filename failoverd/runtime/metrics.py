@@ -268,7 +268,13 @@ class Meter:
     def collector(self, shell: Any, sock: Any) -> Callable[[], bytes]:
         """Register the scrape-time metrics of ``shell`` (its core) and ``sock``; return the renderer."""
         self.registry.register(_DaemonCollector(self, shell, sock))
-        return lambda: generate_latest(self.registry)
+
+        def render() -> bytes:
+            # The frame thread changes the core's counters and the socket's: read them between its inputs.
+            with shell.lock:
+                return generate_latest(self.registry)
+
+        return render
 
 
 def _declared_transitions(core: Any) -> list[tuple[str, str]]:
@@ -429,8 +435,15 @@ class _DaemonCollector(Collector):
             if witness["proof_left"] is not None:
                 left.add_metric([], witness["proof_left"])
             yield left
+            confirmed = GaugeMetricFamily(
+                "failoverd_witness_confirmation_left_seconds",
+                "--etcd-unreachable keep: seconds the peer's confirmation that it cannot reach etcd either "
+                "still keeps the addresses held (absent: none runs).")
+            if witness.get("confirmation_left") is not None:
+                confirmed.add_metric([], witness["confirmation_left"])
+            yield confirmed
             requests = CounterMetricFamily("failoverd_witness_requests",
-                                           "Claims, renewals and give-backs sent to etcd, by outcome.",
+                                           "Claims, renewals, give-backs and reach questions (--etcd-unreachable keep) sent to etcd, by outcome.",
                                            labels=["operation", "result"])
             for (operation, outcome), count in sorted(claims.requests.items()):
                 requests.add_metric([operation, outcome], count)

@@ -29,7 +29,17 @@ from typing import Protocol
 
 import trio
 
-from failoverd.core.actions import AcquireDone, Addresses, Alarm, ClaimDone, Notify, ProbeDone, ReleaseDone, RenewDone
+from failoverd.core.actions import (
+    AcquireDone,
+    Addresses,
+    Alarm,
+    ClaimDone,
+    Notify,
+    ProbeDone,
+    ReachDone,
+    ReleaseDone,
+    RenewDone,
+)
 from failoverd.core.addresses import Triplet
 
 ConflictReport = Callable[[frozenset[Triplet]], None]
@@ -133,6 +143,10 @@ class Claims(Protocol):
 
     async def renew(self) -> RenewDone:
         """One renewal of the granted claim."""
+        ...
+
+    async def reach(self) -> ReachDone:
+        """One cheap request (a read of the claim's key, one request's deadline): does etcd answer us?"""
         ...
 
     async def release(self) -> None:

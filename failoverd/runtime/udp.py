@@ -119,11 +119,21 @@ class HeartbeatSocket:
             # A checkpoint every time (also under a flood of frames), and
             # ClosedResourceError if the socket is closed meanwhile.
             await trio.lowlevel.wait_readable(self._raw)
-            try:
-                data, ancillary, _flags, source = self._raw.recvmsg(_MAX_DATAGRAM, _ANCILLARY_SIZE)
-            except BlockingIOError:
-                continue  # readable, but another reader (or a bad checksum) took it first
-            return Datagram(data, self._source_text(source), self._arrival_interface(ancillary))
+            datagram = self.receive_nowait()
+            if datagram is not None:
+                return datagram
+            # Readable, but another reader (or a bad checksum) took it first.
+
+    def receive_nowait(self) -> Datagram | None:
+        """The next datagram queued, or None if there is none now (the frame thread's read)."""
+        try:
+            data, ancillary, _flags, source = self._raw.recvmsg(_MAX_DATAGRAM, _ANCILLARY_SIZE)
+        except BlockingIOError:
+            return None
+        return Datagram(data, self._source_text(source), self._arrival_interface(ancillary))
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
 
     def send_nowait(self, payload: bytes, targets: Iterable[str]) -> None:
         for target in targets:

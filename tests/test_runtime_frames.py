@@ -1,0 +1,210 @@
+"""The frame path in a thread of its own (CoreShell.run_frames, runtime/shell.py).
+
+Real UDP sockets on loopback and the real clock: the daemons run this path,
+so it is tested as they run it. The tests assert who runs what and in which
+order, never how fast.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import pytest
+import trio
+
+from failoverd.core.actions import Action, StateChanged, Transmit
+from failoverd.runtime.shell import CoreShell
+from failoverd.runtime.udp import HeartbeatSocket
+
+LOOPBACK = "127.0.0.1"
+
+
+class EchoCore:
+    """Answers ``ping`` with a frame ``pong`` (to its own socket) and a state change; wakes ``silence`` after input."""
+
+    def __init__(self, now: float, silence: float = 3600.0) -> None:
+        self.silence = silence
+        self.last = now
+        self.seen: list[tuple[bytes, int]] = []
+        self.fired: list[tuple[float, float]] = []
+        """(when the timer fired, the last input before it)."""
+
+    def receive_datagram(self, now: float, data: bytes, source: str, path: str) -> list[Action]:
+        self.seen.append((data, threading.get_ident()))
+        self.last = now
+        if data == b"boom":
+            raise RuntimeError("a core bug, raised in the frame thread")
+        if data == b"ping":
+            return [Transmit(b"pong", (LOOPBACK,)), StateChanged("quiet", "answered", "ping")]
+        if data == b"first":
+            return [StateChanged("a", "b", "from the frame thread")]
+        return []
+
+    def handle_timer(self, now: float) -> list[Action]:
+        self.fired.append((now, self.last))
+        self.last = now
+        return []
+
+    def health_changed(self, now: float, healthy: bool, reason: str = "") -> list[Action]:
+        return [StateChanged("b", "c", "from the Trio thread")]
+
+    def next_deadline(self) -> float | None:
+        return self.last + self.silence
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {"seen": len(self.seen)}
+
+
+class Followed:
+    """The shell's on_action follower: every action dispatched, with the thread that dispatched it."""
+
+    def __init__(self) -> None:
+        self.actions: list[tuple[Action, int]] = []
+
+    def __call__(self, now: float, action: Action) -> None:
+        self.actions.append((action, threading.get_ident()))
+
+    def changes(self) -> list[str]:
+        return [a.trigger for a, _ in self.actions if isinstance(a, StateChanged)]
+
+
+def _send(sock: HeartbeatSocket, data: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(data, (LOOPBACK, sock.port))
+
+
+async def _until(condition: Any, what: str) -> None:
+    with trio.move_on_after(20):
+        while not condition():
+            await trio.sleep(0.01)
+        return
+    raise AssertionError(f"not within 20 s: {what}")
+
+
+def _shell(core: EchoCore, sock: HeartbeatSocket, followed: Followed) -> CoreShell:
+    return CoreShell(core, system=None, transport=sock, notifier=None, on_action=followed)  # type: ignore[arg-type]
+
+
+@pytest.mark.trio
+async def test_a_frame_is_answered_from_the_frame_thread_and_the_rest_runs_in_trio() -> None:
+    trio_thread = threading.get_ident()
+    followed = Followed()
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        core = EchoCore(trio.current_time())
+        shell = _shell(core, sock, followed)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.run_frames, sock)
+            _send(sock, b"ping")
+            # The answer goes to the shell's own port: the thread reads it back.
+            await _until(lambda: [d for d, _ in core.seen] == [b"ping", b"pong"], "the pong read back")
+            await _until(lambda: followed.changes() == ["ping"], "the state change dispatched")
+            nursery.cancel_scope.cancel()
+    assert all(thread != trio_thread for _, thread in core.seen), "the core was called in the Trio thread"
+    (frame, frame_thread), (change, change_thread) = followed.actions
+    assert isinstance(frame, Transmit) and frame_thread != trio_thread
+    assert isinstance(change, StateChanged) and change_thread == trio_thread
+    assert sock.sent == 1
+
+
+@pytest.mark.trio
+async def test_what_the_frame_thread_made_first_reaches_the_executor_first() -> None:
+    followed = Followed()
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        core = EchoCore(trio.current_time())
+        shell = _shell(core, sock, followed)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.run_frames, sock)
+            for round_ in range(1, 21):
+                _send(sock, b"first")
+                await _until(lambda: len(core.seen) == round_, "the frame read")  # noqa: B023 (awaited at once)
+                # At once, in the Trio thread: the thread's batch may still be queued.
+                shell.health(False, "a check failed")
+            await _until(lambda: len(followed.changes()) == 40, "every change dispatched")
+            nursery.cancel_scope.cancel()
+    assert followed.changes() == ["from the frame thread", "from the Trio thread"] * 20
+
+
+@pytest.mark.trio
+async def test_the_timer_fires_in_the_frame_thread_never_before_its_deadline() -> None:
+    followed = Followed()
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        core = EchoCore(trio.current_time(), silence=0.2)
+        shell = _shell(core, sock, followed)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.run_frames, sock)
+            for _ in range(5):
+                _send(sock, b"heartbeat")
+                await trio.sleep(0.05)
+            await _until(lambda: len(core.fired) >= 2, "two silences")
+            nursery.cancel_scope.cancel()
+    assert all(fired - last >= 0.2 for fired, last in core.fired), core.fired
+    assert shell.timer_firings == len(core.fired)
+
+
+@pytest.mark.trio
+async def test_a_deadline_moved_earlier_by_the_trio_thread_wakes_the_frame_thread() -> None:
+    followed = Followed()
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        core = EchoCore(trio.current_time())  # an hour: the thread waits in epoll with that timeout
+        shell = _shell(core, sock, followed)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.run_frames, sock)
+            await trio.sleep(0.05)
+            with shell.lock:
+                core.silence = 0.1
+            shell.health(True)  # any input in the Trio thread tells the thread to look again
+            await _until(lambda: core.fired, "the earlier deadline")
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_cancelled_the_frame_thread_returns_and_reads_no_more() -> None:
+    followed = Followed()
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        core = EchoCore(trio.current_time())
+        shell = _shell(core, sock, followed)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.run_frames, sock)
+            _send(sock, b"heartbeat")
+            await _until(lambda: len(core.seen) == 1, "the frame read")
+            nursery.cancel_scope.cancel()
+        _send(sock, b"heartbeat")
+        await trio.sleep(0.2)
+        assert len(core.seen) == 1, "a frame was read after the task was cancelled"
+        assert sock.receive_nowait() is not None  # still queued: nobody reads
+
+
+@pytest.mark.trio
+async def test_an_error_in_the_frame_thread_stops_the_task_with_it() -> None:
+    followed = Followed()
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        core = EchoCore(trio.current_time())
+        shell = _shell(core, sock, followed)
+        with pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="raised in the frame thread"), flatten_subgroups=True):
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(shell.run_frames, sock)
+                    _send(sock, b"boom")
+                    await trio.sleep_forever()
+
+
+@pytest.mark.trio
+async def test_halted_the_frame_thread_hands_over_what_it_queued_and_feeds_the_core_no_more() -> None:
+    """A backup's stop: what the thread queued reaches the executor at once, and no input follows it."""
+    followed = Followed()
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        core = EchoCore(trio.current_time(), silence=0.05)
+        shell = _shell(core, sock, followed)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.run_frames, sock)
+            _send(sock, b"first")
+            await _until(lambda: len(core.seen) == 1, "the frame read")
+            shell.halt_frames()  # in the same step: the task that drains the queue has not run
+            assert followed.changes() == ["from the frame thread"]
+            fired = len(core.fired)
+            _send(sock, b"first")
+            await trio.sleep(0.3)  # six of the core's deadlines
+            assert len(core.seen) == 1 and len(core.fired) == fired
+            nursery.cancel_scope.cancel()

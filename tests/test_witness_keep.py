@@ -1,0 +1,336 @@
+"""``--etcd-unreachable keep`` (keep-and-refuse-new, spec/witness.md): a holder whose proof runs out
+because etcd does not answer keeps its addresses while its peer confirms, answering a frame the
+holder sent at ``h``, that it cannot reach etcd either, and only until ``h + V``.
+
+Both real cores, authenticated, exchange their frames under a virtual clock; the etcd they claim
+from is a small linearizable stand-in whose reachability each host sees apart (a claim is granted
+to whoever asks while it answers it: takeovers are the adversary's, as in witness.pml). Nothing
+here reads a clock. Every run checks "never two holders" at every address change."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from failoverd.core import wire
+from failoverd.core.actions import (
+    Acquire,
+    AcquireDone,
+    Alarm,
+    Claim,
+    ClaimDone,
+    Reach,
+    ReachDone,
+    Release,
+    ReleaseClaim,
+    ReleaseDone,
+    RenewDone,
+    StateChanged,
+    Transmit,
+)
+from failoverd.core.addresses import parse_triplet
+from failoverd.core.detector import Detector
+from failoverd.core.master import Master
+from failoverd.core.settings import DetectorSettings, MasterSettings
+from failoverd.core.timing import Timing
+from failoverd.core.witness import WitnessTiming
+
+KEY = b"keep-test-key-0123456789"
+VIPS = frozenset({parse_triplet("eth0:10.0.0.100/24")})
+MASTER, BACKUP = "10.0.1.1", "10.0.1.2"
+KEEP = WitnessTiming(keep_on_outage=True)  # R 0.1 s, V 0.4 s, released 0.05 s before, W 0.401 s
+DROP = WitnessTiming()
+LATENCY = 0.001  # a frame's way, and an address change
+ETCD_RTT = 0.004
+TIMEOUT = 0.1  # an unanswered request's deadline
+
+
+@dataclass
+class Pair:
+    """heartbeatd and failoverd, their frames, their address changes and their etcd."""
+
+    witness: WitnessTiming = KEEP
+    master_witness: WitnessTiming | None = None
+    now: float = 0.0
+    reaches: dict[str, bool] = field(default_factory=lambda: {"master": True, "backup": True})
+    """Whether etcd answers each host (a cut host's requests time out)."""
+    deliver: Callable[[str, bytes, float], bool] = lambda to, payload, now: True
+    """Whether a frame to ``to`` arrives (a test's cut or filter)."""
+    owner: str | None = None
+    configured: dict[str, bool] = field(default_factory=lambda: {"master": False, "backup": False})
+    sent: list[tuple[float, str, wire.Heartbeat]] = field(default_factory=list)
+    """Every frame either core sent: (time, sender, frame)."""
+    alarms: list[tuple[float, str, str]] = field(default_factory=list)
+    releases: list[tuple[float, str]] = field(default_factory=list)
+    reach_asked: dict[str, int] = field(default_factory=lambda: {"master": 0, "backup": 0})
+    states: list[tuple[float, str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.master = Master(
+            MasterSettings([BACKUP], 0.1, managed=VIPS, backup_fail_after=0.3, arp_probe=False,
+                           witness=self.master_witness or self.witness), 0.0, key=KEY, epoch=7)
+        self.backup = Detector(
+            DetectorSettings(VIPS, Timing(interval=0.1), master=MASTER, arp_probe=False, witness=self.witness),
+            0.0, key=KEY, epoch=8)
+        self.cores: dict[str, Any] = {"master": self.master, "backup": self.backup}
+        self._events: list[tuple[float, int, str, Callable[[], list]]] = []
+        self._order = itertools.count()
+        self._renewing: dict[str, int] = {"master": 0, "backup": 0}
+        """A generation per host: renewals of a claim given back are not delivered."""
+
+    # --- the world ---------------------------------------------------------------------
+
+    def at(self, when: float, host: str, call: Callable[[], list]) -> None:
+        heapq.heappush(self._events, (when, next(self._order), host, call))
+
+    def run(self, until: float) -> None:
+        for _ in range(200_000):
+            times = [t for t in (self.master.next_deadline(), self.backup.next_deadline()) if t is not None]
+            if self._events:
+                times.append(self._events[0][0])
+            when = min(times)
+            if when > until:
+                self.now = until
+                return
+            self.now = max(self.now, when)
+            if self._events and self._events[0][0] <= when:
+                _, _, host, call = heapq.heappop(self._events)
+                self.take(host, call())
+                continue
+            for host, core in self.cores.items():
+                deadline = core.next_deadline()
+                if deadline is not None and deadline <= self.now:
+                    self.take(host, core.handle_timer(self.now))
+                    break
+        raise AssertionError("more than 200000 steps")
+
+    def take(self, host: str, actions: list) -> None:
+        core, now = self.cores[host], self.now
+        peer, peer_address = ("backup", MASTER) if host == "master" else ("master", BACKUP)
+        for action in actions:
+            if isinstance(action, Transmit):
+                self.sent.append((now, host, wire.decode(action.payload, KEY)))
+                if self.deliver(peer, action.payload, now):
+                    payload = action.payload
+                    self.at(now + LATENCY, peer, lambda p=payload, s=peer_address, c=self.cores[peer]:
+                            c.receive_datagram(self.now, p, s, "priv0"))
+            elif isinstance(action, Alarm):
+                self.alarms.append((now, host, action.message))
+            elif isinstance(action, StateChanged):
+                self.states.append((now, host, action.dest))
+            elif isinstance(action, Acquire):
+                self.at(now + LATENCY, host, lambda a=action, c=core, h=host: self._acquired(h, c, a))
+            elif isinstance(action, Release):
+                self.at(now + LATENCY, host, lambda a=action, c=core, h=host: self._released(h, c, a))
+            elif isinstance(action, Claim):
+                self._claim(host, core)
+            elif isinstance(action, ReleaseClaim):
+                self._renewing[host] += 1
+                if self.owner == host and self.reaches[host]:
+                    self.owner = None
+            elif isinstance(action, Reach):
+                self.reach_asked[host] += 1
+                sent = now
+                if self.reaches[host]:
+                    self.at(now + ETCD_RTT, host, lambda c=core, s=sent: c.action_done(self.now, ReachDone("answered", s)))
+                else:
+                    self.at(now + TIMEOUT, host, lambda c=core, s=sent: c.action_done(
+                        self.now, ReachDone("unreachable", s, "no endpoint answered")))
+
+    def _acquired(self, host: str, core: Any, action: Acquire) -> list:
+        self.configured[host] = True
+        other = "backup" if host == "master" else "master"
+        assert not self.configured[other], f"two holders at {self.now}"
+        return core.action_done(self.now, AcquireDone(acquired=action.addresses))
+
+    def _released(self, host: str, core: Any, action: Release) -> list:
+        self.configured[host] = False
+        self.releases.append((self.now, host))
+        return core.action_done(self.now, ReleaseDone(released=action.addresses))
+
+    def _claim(self, host: str, core: Any) -> None:
+        sent = self.now
+        if not self.reaches[host]:
+            self.at(sent + 3 * TIMEOUT, host, lambda: core.action_done(self.now, ClaimDone("unreachable", detail="down")))
+            return
+        self.owner = host  # takes effect now; the answer comes later
+
+        def granted() -> list:
+            out: list = core.action_done(self.now, ClaimDone("granted", sent_at=sent, answered_at=self.now))
+            self._renewing[host] += 1
+            self._renew(host, core, sent + KEEP.renew_period, self._renewing[host])
+            return out
+
+        self.at(sent + ETCD_RTT, host, granted)
+
+    def _renew(self, host: str, core: Any, sent: float, generation: int) -> None:
+        def answer() -> list:
+            if self._renewing[host] != generation:
+                return []
+            if not self.reaches[host]:
+                result = RenewDone("unreachable", sent_at=sent, detail="no endpoint answered")
+                answered = sent + TIMEOUT
+            else:
+                result = RenewDone("proved" if self.owner == host else "lost", sent_at=sent)
+                answered = sent + ETCD_RTT
+            # Answered later than sent: deliver at the answer's time (the renewal loop's next sending
+            # a renew period after this one, as runtime/executor.py does).
+            self.at(answered, host, lambda: [] if self._renewing[host] != generation else core.action_done(self.now, result))
+            if result.outcome != "lost":
+                self._renew(host, core, max(answered, sent + KEEP.renew_period), generation)
+            return []
+
+        self.at(sent, host, answer)
+
+    # --- what the tests read ------------------------------------------------------------
+
+    def holder(self) -> str | None:
+        held = [h for h, on in self.configured.items() if on]
+        assert len(held) <= 1
+        return held[0] if held else None
+
+    def alarmed(self, host: str, words: str, since: float = 0.0) -> list[float]:
+        return [t for t, h, message in self.alarms if h == host and words in message and t >= since]
+
+    def flagged(self, host: str, since: float = 0.0) -> list[wire.Heartbeat]:
+        return [f for t, h, f in self.sent if h == host and t >= since and f.witness_unreachable]
+
+
+def master_holding(pair: Pair) -> Pair:
+    pair.run(2.0)
+    assert pair.holder() == "master" and pair.master.state == "holding" and pair.backup.state == "monitoring"
+    return pair
+
+
+def test_keep_holds_on_the_backups_confirmations_while_etcd_is_down_and_then_renews() -> None:
+    pair = master_holding(Pair())
+    assert pair.reach_asked["backup"] > 0 and not pair.flagged("backup")  # asked, answered: no confirmation
+    pair.reaches.update(master=False, backup=False)
+    pair.run(8.0)  # fifteen times the proof's validity
+    assert pair.holder() == "master" and pair.master.state == "holding" and pair.backup.state == "monitoring"
+    assert len(pair.alarmed("master", "etcd unreachable, keeping eth0:10.0.0.100/24 on the backup's confirmation")) == 1
+    assert pair.alarmed("backup", "the etcd witness is unreachable")  # the confirmer says so too
+    assert pair.flagged("backup", since=2.3) and not pair.flagged("master")
+    status = pair.master.snapshot(8.0)["witness"]
+    assert status["reachable"] is False and status["claim"] and status["proof_left"] < 0 < status["confirmation_left"]
+    pair.reaches.update(master=True, backup=True)  # the cluster restarted: the claim and its lease survived
+    pair.run(10.0)
+    assert pair.holder() == "master" and pair.alarmed("master", "proves our claim again")
+    assert pair.master.snapshot(10.0)["witness"]["proof_left"] > 0
+    assert not pair.flagged("backup", since=8.2) and not pair.releases
+
+
+def test_keep_drops_when_the_confirmations_stop_by_the_last_acknowledged_heartbeat_plus_v() -> None:
+    pair = master_holding(Pair())
+    pair.reaches.update(master=False, backup=False)
+    pair.run(4.0)
+    assert pair.holder() == "master"
+    pair.deliver = lambda to, payload, now: to != "master"  # the backup's statuses stop arriving
+    cut = pair.now
+    # The newest confirmation acknowledged a heartbeat sent at most an interval and a frame's way before the cut.
+    newest_acked = max(f.ack_seq for t, h, f in pair.sent if h == "backup" and t < cut and f.witness_unreachable)
+    (h,) = [t for t, host, f in pair.sent if host == "master" and f.seq == newest_acked]
+    pair.run(6.0)
+    assert pair.holder() is None and pair.releases[0][1] == "master"
+    assert pair.releases[0][0] <= KEEP.holder_deadline(h) + LATENCY
+    assert pair.alarmed("master", "etcd unreachable and the backup's confirmation ran out")
+    # The master, holding nothing and cut from etcd, says `leaving`; the backup tries, and takes nothing.
+    assert pair.alarmed("backup", "the etcd witness is unreachable: cannot take over") and not pair.backup.held
+
+
+def test_keep_drops_when_the_backup_reaches_etcd_and_the_backup_takes_over() -> None:
+    pair = master_holding(Pair())
+    pair.reaches["master"] = False  # only the holder is cut from etcd
+    pair.run(6.0)
+    assert not pair.flagged("backup")  # it reaches etcd: it confirms nothing
+    assert pair.releases[0][1] == "master" and pair.holder() == "backup"  # after the master's leaving, and W
+
+
+def test_drop_drops_at_the_proofs_end_and_asks_nothing() -> None:
+    pair = master_holding(Pair(witness=DROP))
+    pair.reaches.update(master=False, backup=False)
+    pair.run(4.0)
+    assert pair.holder() is None and pair.releases[0][1] == "master" and pair.releases[0][0] < 2.6
+    assert pair.reach_asked == {"master": 0, "backup": 0} and not pair.flagged("backup")
+    assert not pair.alarmed("master", "keeping")
+
+
+def test_a_drop_holder_ignores_a_keep_peers_confirmations() -> None:
+    pair = master_holding(Pair(witness=KEEP, master_witness=DROP))
+    pair.reaches.update(master=False, backup=False)
+    pair.run(4.0)
+    assert pair.flagged("backup") and pair.holder() is None and pair.releases[0][1] == "master"
+
+
+def test_a_withheld_confirmation_counts_from_the_heartbeat_it_answers_and_a_replay_from_nothing() -> None:
+    pair = master_holding(Pair())
+    pair.reaches.update(master=False, backup=False)
+    pair.run(3.0)
+    held_back: list[bytes] = []
+
+    def withhold(to: str, payload: bytes, now: float) -> bool:
+        if to == "master":
+            held_back.append(payload)
+            return False
+        return True
+
+    pair.deliver = withhold
+    pair.run(3.05)
+    assert held_back
+    frame = wire.decode(held_back[0], KEY)
+    assert frame.witness_unreachable
+    (h,) = [t for t, host, f in pair.sent if host == "master" and f.seq == frame.ack_seq]
+    pair.run(3.2)  # withheld 0.2 s, within the backup's failure timeout: it still counts on arrival
+    assert pair.holder() == "master"
+    before = pair.master._proofs.confirmation_deadline
+    assert before is not None and before < KEEP.holder_deadline(h)  # it will count
+    pair.master.receive_datagram(pair.now, held_back[0], BACKUP, "priv0")
+    assert pair.master._proofs.confirmation_deadline == KEEP.holder_deadline(h)  # not its arrival + V
+    deadline = pair.master.next_deadline()
+    pair.master.receive_datagram(pair.now, held_back[0], BACKUP, "priv0")  # replayed: refused, extends nothing
+    assert pair.master.counters.rejected.get("replay") == 1 and pair.master.next_deadline() == deadline
+    pair.run(4.0)
+    assert pair.holder() is None and pair.releases[0][1] == "master"
+    assert pair.releases[0][0] <= KEEP.holder_deadline(h) + LATENCY
+
+
+def standing_down_master_backup_holding(pair: Pair) -> Pair:
+    """The master's checks fail: it releases and says `leaving`; the backup claims and holds."""
+    pair.run(2.0)
+    pair.take("master", pair.master.health_changed(pair.now, False, "check x failed"))
+    pair.run(4.0)
+    assert pair.holder() == "backup" and pair.backup.state == "failed_over" and pair.master.state == "standing_down"
+    return pair
+
+
+def test_a_backup_holder_keeps_on_the_masters_confirmations_and_never_confirms_itself() -> None:
+    pair = standing_down_master_backup_holding(Pair())
+    pair.reaches.update(master=False, backup=False)
+    pair.run(8.0)
+    assert pair.holder() == "backup" and pair.backup.state == "failed_over"
+    assert pair.alarmed("backup", "etcd unreachable, keeping eth0:10.0.0.100/24 on master's confirmation")
+    assert pair.flagged("master", since=4.3)
+    assert not pair.flagged("backup")  # the holder, with its grant read, never confirms
+    pair.deliver = lambda to, payload, now: to != "backup"  # the master's heartbeats stop
+    pair.run(9.0)
+    assert pair.holder() is None and pair.alarmed("backup", "etcd unreachable and master's confirmation ran out")
+
+
+def test_a_host_claiming_or_with_a_grant_never_confirms_whatever_it_last_heard_from_etcd() -> None:
+    pair = master_holding(Pair())
+    pair.reaches["backup"] = False  # the backup alone is cut from etcd: it says so
+    pair.run(2.5)
+    assert pair.flagged("backup", since=2.2) and pair.holder() == "master"
+    # It reaches etcd again just as the master steps down (its leaving heartbeats ask for a takeover).
+    pair.reaches["backup"] = True
+    pair.take("master", pair.master.health_changed(pair.now, False, "check x failed"))
+    pair.run(3.5)
+    claimed = min(t for t, h, state in pair.states if h == "backup" and state == "claiming")
+    granted = min(t for t, h, state in pair.states if h == "backup" and state == "granted")
+    assert pair.backup._confirmer is not None and pair.backup._confirmer.unreachable(granted)  # its last question failed
+    assert [f for t, h, f in pair.sent if h == "backup" and t >= claimed]  # it answered the leaving heartbeats...
+    assert not pair.flagged("backup", since=claimed)  # ...never confirming
+    assert pair.holder() == "backup"
