@@ -67,13 +67,18 @@ class Pair:
     releases: list[tuple[float, str]] = field(default_factory=list)
     reach_asked: dict[str, int] = field(default_factory=lambda: {"master": 0, "backup": 0})
     states: list[tuple[float, str, str]] = field(default_factory=list)
+    managed: frozenset = VIPS
+    unaddable: frozenset = frozenset()
+    """Addresses every acquire fails to add (a kernel that refuses them): each core retries them."""
+    timer_wakeups: dict[str, int] = field(default_factory=lambda: {"master": 0, "backup": 0})
 
     def __post_init__(self) -> None:
         self.master = Master(
-            MasterSettings([BACKUP], 0.1, managed=VIPS, backup_fail_after=0.3, arp_probe=False,
+            MasterSettings([BACKUP], 0.1, managed=self.managed, backup_fail_after=0.3, arp_probe=False,
                            witness=self.master_witness or self.witness), 0.0, key=KEY, epoch=7)
         self.backup = Detector(
-            DetectorSettings(VIPS, Timing(interval=0.1), master=MASTER, arp_probe=False, witness=self.witness),
+            DetectorSettings(self.managed, Timing(interval=0.1), master=MASTER, arp_probe=False,
+                             witness=self.witness),
             0.0, key=KEY, epoch=8)
         self.cores: dict[str, Any] = {"master": self.master, "backup": self.backup}
         self._events: list[tuple[float, int, str, Callable[[], list]]] = []
@@ -103,6 +108,7 @@ class Pair:
             for host, core in self.cores.items():
                 deadline = core.next_deadline()
                 if deadline is not None and deadline <= self.now:
+                    self.timer_wakeups[host] += 1
                     self.take(host, core.handle_timer(self.now))
                     break
         raise AssertionError("more than 200000 steps")
@@ -141,10 +147,12 @@ class Pair:
                         self.now, ReachDone("unreachable", s, "no endpoint answered")))
 
     def _acquired(self, host: str, core: Any, action: Acquire) -> list:
-        self.configured[host] = True
+        added, failed = action.addresses - self.unaddable, action.addresses & self.unaddable
+        if added:
+            self.configured[host] = True
         other = "backup" if host == "master" else "master"
-        assert not self.configured[other], f"two holders at {self.now}"
-        return core.action_done(self.now, AcquireDone(acquired=action.addresses))
+        assert not (self.configured[host] and self.configured[other]), f"two holders at {self.now}"
+        return core.action_done(self.now, AcquireDone(acquired=added, failed=failed))
 
     def _released(self, host: str, core: Any, action: Release) -> list:
         self.configured[host] = False
@@ -326,11 +334,53 @@ def test_a_host_claiming_or_with_a_grant_never_confirms_whatever_it_last_heard_f
     assert pair.flagged("backup", since=2.2) and pair.holder() == "master"
     # It reaches etcd again just as the master steps down (its leaving heartbeats ask for a takeover).
     pair.reaches["backup"] = True
+    asked_before = pair.reach_asked["backup"]
     pair.take("master", pair.master.health_changed(pair.now, False, "check x failed"))
     pair.run(3.5)
     claimed = min(t for t, h, state in pair.states if h == "backup" and state == "claiming")
     granted = min(t for t, h, state in pair.states if h == "backup" and state == "granted")
-    assert pair.backup._confirmer is not None and pair.backup._confirmer.unreachable(granted)  # its last question failed
+    assert claimed < granted
+    # Its last question failed, and none was asked while it claimed (the rule, not the questions,
+    # keeps the flag off); the grant's answer then clears it.
+    assert pair.backup._confirmer is not None and pair.backup._confirmer.unanswered_at is None
+    assert pair.reach_asked["backup"] == asked_before
     assert [f for t, h, f in pair.sent if h == "backup" and t >= claimed]  # it answered the leaving heartbeats...
     assert not pair.flagged("backup", since=claimed)  # ...never confirming
     assert pair.holder() == "backup"
+
+
+TWO_VIPS = VIPS | {parse_triplet("eth0:10.0.0.101/24")}
+REFUSED = frozenset({parse_triplet("eth0:10.0.0.101/24")})
+
+
+def test_a_retry_that_needs_a_proof_waits_for_one_without_waking_the_timer_while_kept() -> None:
+    """Kept on confirmations, the retry to add a missing address cannot run (configuring needs a
+    proof): its deadline must not be offered, or the timer wakes at once, forever (found in review)."""
+    pair = master_holding(Pair(managed=TWO_VIPS, unaddable=REFUSED))
+    assert pair.master.held == VIPS and pair.master.state == "holding"
+    pair.reaches.update(master=False, backup=False)
+    before = pair.timer_wakeups["master"]
+    pair.run(8.0)  # 6 s kept on confirmations, with the retry pending all along
+    assert pair.holder() == "master" and pair.master.state == "holding"
+    assert pair.alarmed("master", "keeping")
+    # Its heartbeats (10/s), its questions to etcd and the retries before the proof ran out: not a spin.
+    assert pair.timer_wakeups["master"] - before < 200
+    pair.reaches.update(master=True, backup=True)
+    pair.unaddable = frozenset()
+    pair.run(10.0)  # a proof again: the retry runs, and adds the address
+    assert pair.master.held == TWO_VIPS
+
+
+def test_a_backup_holders_retry_that_needs_a_proof_waits_for_one_without_waking_the_timer_while_kept() -> None:
+    pair = standing_down_master_backup_holding(Pair(managed=TWO_VIPS, unaddable=REFUSED))
+    assert pair.backup.held == VIPS
+    pair.reaches.update(master=False, backup=False)
+    before = pair.timer_wakeups["backup"]
+    pair.run(8.0)
+    assert pair.holder() == "backup" and pair.backup.state == "failed_over"
+    assert pair.alarmed("backup", "keeping")
+    assert pair.timer_wakeups["backup"] - before < 200
+    pair.reaches.update(master=True, backup=True)
+    pair.unaddable = frozenset()
+    pair.run(10.0)
+    assert pair.backup.held == TWO_VIPS

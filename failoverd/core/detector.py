@@ -766,9 +766,11 @@ class Detector(DeclaredMachine):
             self._fire("acquired")
         elif isinstance(result, ClaimDone):
             self._claim_result = result
+            self._etcd_answered(result.outcome)
             self._fire("claimed")
         elif isinstance(result, RenewDone):
             self._renewal = result
+            self._etcd_answered(result.outcome)
             self._fire("renewed")
         elif isinstance(result, ReachDone):
             self._take_reach(result)  # bookkeeping only: what our next status says
@@ -922,7 +924,7 @@ class Detector(DeclaredMachine):
             candidates += [silent for _, silent in self._still_awaited()]
         if self._peers is not None:
             candidates.append(self._peer_due)
-        if self._retry_at is not None:
+        if self._retry_at is not None and not self._retry_awaits_proof():
             candidates.append(self._retry_at)
         if self.state == "failed_over" and self._garp_due is not None:
             candidates.append(self._garp_due)
@@ -1161,6 +1163,12 @@ class Detector(DeclaredMachine):
 
     def _retry_due(self) -> bool:
         return self._retry_at is not None and self._now >= self._retry_at
+
+    def _retry_awaits_proof(self) -> bool:
+        """Held on a confirmation alone (--etcd-unreachable keep), a retry to add what is missing
+        waits for a valid proof, which only an input brings (a renewal's answer): offered as a
+        deadline meanwhile it would be past at once, and the timer would wake for nothing, forever."""
+        return self.state == "failed_over" and not self._proof_valid()
 
     def _probe_pending(self) -> bool:
         return self._probe_in_flight
@@ -1611,6 +1619,10 @@ class Detector(DeclaredMachine):
             self._kept_reported = True
             self._out.append(Alarm("critical", f"etcd unreachable, keeping {names(self.held)} on {self.peer}'s "
                                    "confirmation that it cannot reach etcd either", True))
+
+    def _etcd_answered(self, outcome: str) -> None:
+        if self._confirmer is not None and outcome != "unreachable":
+            self._confirmer.reached()  # an old unanswered question confirms nothing once etcd answered
 
     def _take_reach(self, result: ReachDone) -> None:
         if self._confirmer is None:

@@ -488,9 +488,11 @@ class Master(DeclaredMachine):
             self._fire("released")
         elif isinstance(result, ClaimDone):
             self._claim_result = result
+            self._etcd_answered(result.outcome)
             self._fire("claimed")
         elif isinstance(result, RenewDone):
             self._renewal = result
+            self._etcd_answered(result.outcome)
             self._fire("renewed")
         elif isinstance(result, ReachDone):
             self._take_reach(result)  # bookkeeping only: what our next heartbeat says
@@ -603,7 +605,7 @@ class Master(DeclaredMachine):
         candidates = [self._next_send]
         if self.state == "waiting":
             candidates.append(self._presume_at())
-        if self._retry_at is not None:
+        if self._retry_at is not None and not self._retry_awaits_proof():
             candidates.append(self._retry_at)
         candidates += [v.last_heard + self.backup_fail_after for v in self.views.values()
                        if v.last_heard is not None and not v.silent]
@@ -786,6 +788,12 @@ class Master(DeclaredMachine):
 
     def _retry_due(self) -> bool:
         return self._retry_at is not None and self._now >= self._retry_at
+
+    def _retry_awaits_proof(self) -> bool:
+        """Held on a confirmation alone (--etcd-unreachable keep), a retry to add what is missing
+        waits for a valid proof, which only an input brings (a renewal's answer): offered as a
+        deadline meanwhile it would be past at once, and the timer would wake for nothing, forever."""
+        return self.state == "holding" and not self._proof_valid()
 
     def _probes_first(self) -> bool:
         return self.arp_probe
@@ -1015,6 +1023,10 @@ class Master(DeclaredMachine):
             self._kept_reported = True
             self._out.append(Alarm("critical", f"etcd unreachable, keeping {names(self.held)} on the backup's "
                                    "confirmation that it cannot reach etcd either", True))
+
+    def _etcd_answered(self, outcome: str) -> None:
+        if self._confirmer is not None and outcome != "unreachable":
+            self._confirmer.reached()  # an old unanswered question confirms nothing once etcd answered
 
     def _take_reach(self, result: ReachDone) -> None:
         if self._confirmer is None:

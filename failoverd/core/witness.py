@@ -206,6 +206,11 @@ class OutageConfirmer:
         elif self.unanswered_at is None or sent_at > self.unanswered_at:
             self.unanswered_at = sent_at
 
+    def reached(self) -> None:
+        """etcd answered another request of ours (a claim or a renewal): whatever an earlier
+        question found, it is reachable now (a question in flight stays in flight)."""
+        self.unanswered_at = None
+
     def unreachable(self, now: float) -> bool:
         """etcd did not answer our newest question, sent within the last ``validity``."""
         at = self.unanswered_at

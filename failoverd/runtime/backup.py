@@ -206,8 +206,11 @@ async def serve(
                         task_status.started()
 
             await nursery.start(run_inputs)
-            if held:
-                shell.submit([Announce(held)])
+            # Under the lock: the frame thread may already have let some of them go.
+            with shell.lock:
+                adopted = held & core.held
+                if adopted and core.state == "failed_over":
+                    shell.submit([Announce(adopted)])
             await nursery.start(service.run_watchdog)
             service.ready(lifecycle.status_line(shell.snapshot()))
             task_status.started({

@@ -147,12 +147,15 @@ async def serve(
         stopping = trio.Event()
 
         def tickle(why: str) -> None:
-            if core.held and core.state == "holding":
-                log.info("%s: tickling %s", why, ", ".join(sorted(map(str, core.held))))
-                shell.submit([Announce(core.held)])
-            elif core.held:
+            with shell.lock:  # the frame thread changes the state; what is announced is what is held then
+                held, state = core.held, core.state
+                if held and state == "holding":
+                    shell.submit([Announce(held)])
+            if held and state == "holding":
+                log.info("%s: tickling %s", why, ", ".join(sorted(map(str, held))))
+            elif held:
                 # Stepping down (a check failed or a link is down): announcing what we let go would contradict it.
-                log.info("%s: %s, not holding: nothing to tickle", why, core.state)
+                log.info("%s: %s, not holding: nothing to tickle", why, state)
             elif config.managed:
                 log.info("%s: holding none of our addresses yet; nothing to tickle", why)
             else:
@@ -164,13 +167,14 @@ async def serve(
             )
 
         def dump() -> dict[str, Any]:
-            state = shell.snapshot()
-            state["runtime"] = {
-                "timer_firings": shell.timer_firings,
-                "datagrams_sent": sock.sent,
-                "datagrams_dropped": sock.dropped,
-                "probes_running": shell.executor.probes_running,
-            }
+            with shell.lock:  # one moment of the core and its counters (the frame thread changes both)
+                state = shell.snapshot()
+                state["runtime"] = {
+                    "timer_firings": shell.timer_firings,
+                    "datagrams_sent": sock.sent,
+                    "datagrams_dropped": sock.dropped,
+                    "probes_running": shell.executor.probes_running,
+                }
             if monitor is not None:
                 state["runtime"]["checks"] = monitor.snapshot()
             return state
