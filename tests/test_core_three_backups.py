@@ -7,10 +7,10 @@ the backups, with "never two holders" checked after every event (tests/_backups_
 
 from __future__ import annotations
 
+from _backups_sim import Network
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from _backups_sim import Network
 from failoverd.core.timing import Timing
 
 T = Timing()
