@@ -360,3 +360,18 @@ def test_with_several_backups_a_status_without_a_priority_is_refused_and_alarmed
     alarms = [s for s in _alarms(out) if "sends no priority" in s]
     assert alarms == [f"a backup at {A_ADDR} sends no priority (it runs without --peer and --priority): it cannot "
                       "be one of --backups 2; give each backup --priority and the others as --peer"]
+
+
+def test_with_many_backups_the_master_remembers_a_heartbeat_until_its_answer_can_come_back() -> None:
+    """254 targets: a round of heartbeats is 254 frames, so a memory of 256 forgot the first target's
+    heartbeat after one round and its backup's answer never counted (found in review)."""
+    targets = [f"10.9.{1 + n // 200}.{2 + n % 200}" for n in range(254)]
+    m = Master(MasterSettings(targets, 1.0, managed=VIPS, backup_fail_after=FAIL_AFTER, backups=254), 0.0,
+               key=KEY, epoch=9)
+    first = Backup(254, targets[0], epoch=3)
+    first.hear(m.handle_timer(0.0))
+    assert first.heard is not None
+    for t in (1.0, 2.0):
+        m.handle_timer(t)  # two more rounds the first backup does not hear (lost)
+    m.receive_datagram(2.5, first.status(2.5, holds=False), targets[0], "priv0")
+    assert m.counters.accepted == 1 and m.views[254].last_heard == 2.5

@@ -438,7 +438,10 @@ class Detector(DeclaredMachine):
         self.master_holds: bool | None = None
         self._key = wire.Key(key) if key is not None else None
         self._sealer = (
-            wire.Sealer(self._key, wire.ROLE_BACKUP, epoch, timing.interval, now) if self._key is not None else None
+            wire.Sealer(
+                self._key, wire.ROLE_BACKUP, epoch, timing.interval, now,
+                memory=wire.sent_memory(1 + len(settings.peers), timing.effective_max_delay, timing.interval),
+            ) if self._key is not None else None
         )
         self._guard = wire.ReplayGuard(timing.effective_max_delay, judge_age=not offline)
         if settings.peers and self._sealer is None:

@@ -280,7 +280,10 @@ class Master(DeclaredMachine):
         self.received_by_path: dict[str, int] = {}
         """Authentic, unseen status frames of the backups, by the path (interface) they arrived on."""
         self._key = wire.Key(key) if key is not None else None
-        self._sealer = wire.Sealer(self._key, wire.ROLE_MASTER, epoch, interval, now) if self._key else None
+        self._sealer = wire.Sealer(
+            self._key, wire.ROLE_MASTER, epoch, interval, now,
+            memory=wire.sent_memory(len(self.targets), self.backup_fail_after, interval),
+        ) if self._key else None
         self._next_send = now
         self._now = now
         self._out: list[Action] = []
