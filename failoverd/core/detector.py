@@ -94,7 +94,11 @@ probe is timed to end at that delayed deadline: with the link between the
 backups cut, the lower one's probe then sees the higher one's addresses.
 A peer frame whose priority no configured peer has is refused (``priority``).
 Without peers, a backup frame is refused as ``role`` and our frames are
-byte for byte a pair's.
+byte for byte a pair's. With a witness and peers (spec/witness.md, "With
+several backups") the claim keeps two backups apart: we claim where we would
+announce, defer only to a peer that says it holds (or claims), not to a
+higher one merely present, and keep on an outage only while the master and
+every peer confirm (their peer frames carry the flag, as ours do).
 
 States: monitoring, suspect, contested, unfit, acquiring, failed_over,
 recovering, deferring and announcing (several backups), claiming and granted (the witness);
