@@ -33,6 +33,8 @@ from failoverd.core.actions import (
     Alarm,
     Claim,
     ClaimDone,
+    Probe,
+    ProbeDone,
     Reach,
     ReachDone,
     Release,
@@ -159,6 +161,9 @@ class Trio:
                 self.at(now + LATENCY, host, lambda a=action, c=core, h=host: self._acquired(h, c, a))
             elif isinstance(action, Release):
                 self.at(now + LATENCY, host, lambda a=action, c=core, h=host: self._released(h, c, a))
+            elif isinstance(action, Probe):
+                # --no-arp-probe (the runtime probes 0 times): nobody answers, at once.
+                self.at(now, host, lambda c=core: c.action_done(self.now, ProbeDone(answered=frozenset())))
             elif isinstance(action, Claim):
                 self._claim(host, core)
             elif isinstance(action, ReleaseClaim):
@@ -341,6 +346,25 @@ def test_the_link_between_the_backups_cut_both_claim_and_etcd_grants_one() -> No
     refused = [t for t, h, outcome in trio.claims if h == "b2" and outcome == "refused"]
     assert refused  # the lower tried (it cannot hear the higher) and was refused
     assert trio.alarmed("b2", "refused our claim")
+
+
+def test_a_lower_holder_does_not_yield_to_a_higher_peer_that_only_claims() -> None:
+    """b2 holds (b1 was cut from etcd when the master died). b1 reaches etcd again but does not hear
+    b2 (one way cut): it claims, its frames say holds, and its claim is refused while b2 renews.
+    Without a witness b2 would yield to it; with one it keeps the address, and b1 never holds."""
+    trio = Trio()
+    trio.reaches["b1"] = False
+    master_holding(trio)
+    trio.kill("master")
+    trio.run(trio.now + 4.0)
+    assert trio.holder() == "b2"
+    trio.reaches["b1"] = True
+    trio.deliver = lambda source, to, payload: not (source == "b2" and to == "b1")
+    since = trio.now
+    trio.run(since + 4.0)
+    assert trio.holder() == "b2" and trio.owner == "b2"
+    assert [o for t, h, o in trio.claims if h == "b1" and t >= since and o == "refused"]
+    assert not [t for t, h in trio.releases if h == "b2"] and not trio.alarmed("b2", "releasing")
 
 
 def scramble(seed: int) -> Trio:

@@ -97,8 +97,9 @@ Without peers, a backup frame is refused as ``role`` and our frames are
 byte for byte a pair's. With a witness and peers (spec/witness.md, "With
 several backups") the claim keeps two backups apart: we claim where we would
 announce, defer only to a peer that says it holds (or claims), not to a
-higher one merely present, and keep on an outage only while the master and
-every peer confirm (their peer frames carry the flag, as ours do).
+higher one merely present, yield only to ``--preempt``, and keep on an
+outage only while the master and every peer confirm (their peer frames
+carry the flag, as ours do).
 
 States: monitoring, suspect, contested, unfit, acquiring, failed_over,
 recovering, deferring and announcing (several backups), claiming and granted (the witness);
@@ -1251,11 +1252,18 @@ class Detector(DeclaredMachine):
         return self._peers is not None and self._peers.higher_holder(self._now) is not None
 
     def _must_yield(self) -> bool:
-        """Holding: an alive higher peer holds too, or an alive fit higher one says preempt (the lower yields)."""
+        """Holding: an alive higher peer holds too, or an alive fit higher one says preempt (the lower yields).
+
+        With a witness only ``--preempt`` moves us: a higher peer saying it holds while our proofs
+        run can only be claiming, and its claim is refused while we renew; yielding to it would
+        hand the addresses to a claim that may never be granted (spec/witness.md, "With several
+        backups")."""
         peers = self._peers
-        return peers is not None and (
-            peers.higher_holder(self._now) is not None or peers.preempting(self._now) is not None
-        )
+        if peers is None:
+            return False
+        if peers.preempting(self._now) is not None:
+            return True
+        return self._proofs is None and peers.higher_holder(self._now) is not None
 
     def _proof_valid(self) -> bool:
         """No witness, or the newest proof lets us hold the address now (spec/witness.md, "The rule")."""
@@ -1418,15 +1426,16 @@ class Detector(DeclaredMachine):
     def _yield_to_peer(self) -> None:
         assert self._peers is not None
         now = self._now
-        peer = self._peers.higher_holder(now) or self._peers.preempting(now)
+        holder = self._peers.higher_holder(now) if self._proofs is None else None
+        peer = holder or self._peers.preempting(now)
         assert peer is not None
-        why = "holds them too" if peer.holds else "takes them over (--preempt)"
+        why = "holds them too" if peer is holder else "takes them over (--preempt)"
         self._out.append(
             Alarm(
-                "critical" if peer.holds else "warning",
+                "critical" if peer is holder else "warning",
                 f"peer backup {peer.priority} ({peer.source}), of a higher priority, {why}: releasing "
                 f"{names(self.held)}",
-                peer.holds,
+                peer is holder,
             )
         )
 
