@@ -320,7 +320,7 @@ class Master(DeclaredMachine):
         self._confirmer = OutageConfirmer(witness) if witness is not None and witness.keep_on_outage else None
         """--etcd-unreachable keep: whether we confirm the backup's holding (core/witness.py)."""
         self._kept_reported = False
-        """The alarm "keeping on the backup's confirmation" was raised for this outage."""
+        """The alarm "keeping on the confirmations" was raised for this outage."""
         if not self.managed:
             initial = "holding"
         elif self.held == self.managed:
