@@ -67,8 +67,11 @@
 #define KEEP 0              /* 1: --etcd-unreachable keep (keep-and-refuse-new): a holder keeps its address
                                past its proof while the other host confirms, in answer to a heartbeat, that
                                it cannot reach the store either; each confirmation a proof counted from the
-                               heartbeat's sending. Two hosts and OTHERS=0: every host must confirm, so
-                               there is no host the model leaves out (spec/witness.md). */
+                               heartbeat's sending. Every other host must confirm: with OTHERS=0 the
+                               two hosts are all there are; with OTHERS=1 they are any two of N, each
+                               keeping on the other's confirmation (it needs everyone's, the other's
+                               among them: a subset of the same run) while the rest change the key's
+                               owner at any moment (spec/witness.md, "With several backups"). */
 #endif
 #ifndef CONFIRM
 #define CONFIRM 0           /* 1, KEEP's weaker rule, must be caught: an owner (a host that read its

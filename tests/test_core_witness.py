@@ -74,6 +74,27 @@ def test_a_confirmation_keeps_like_a_proof_from_the_frame_it_answers_and_never_l
     assert not proofs.may_keep(1.4) and proofs.keep_deadline is None
 
 
+def test_with_several_other_hosts_every_one_must_confirm_and_the_oldest_counts() -> None:
+    """spec/witness.md, "With several backups": a confirmation bounds its sender alone, so the holder
+    keeps only while one runs from every other host, until the earliest of their deadlines."""
+    proofs = HolderProofs(WitnessTiming(keep_on_outage=True), confirmers=3)
+    proofs.proved(1.0)
+    proofs.confirmed(1.2, "master")
+    proofs.confirmed(1.3, 50)
+    assert proofs.confirmation_deadline is None and not proofs.may_keep(1.4)  # the third host has not confirmed
+    proofs.confirmed(1.1, 60)
+    assert proofs.confirmation_deadline == pytest.approx(1.45)  # 60's, the oldest: 1.1 + V - margin
+    proofs.confirmed(1.25, 60)  # 60 again, newer: now the master's is the oldest
+    proofs.confirmed(1.0, "master")  # an older one of the master's, late: changes nothing
+    assert proofs.confirmation_deadline == pytest.approx(1.55) and proofs.may_keep(1.5)
+    proofs.confirmers = 4  # the master hears a backup beyond --backups: it must confirm too
+    assert proofs.confirmation_deadline is None
+    proofs.lost()
+    assert proofs.confirmed_at == {} and proofs.keep_deadline is None
+    with pytest.raises(WitnessTimingError, match="at least one other host"):
+        HolderProofs(WitnessTiming(), confirmers=0)
+
+
 def test_the_confirmer_says_unreachable_only_after_a_recent_unanswered_question() -> None:
     timing = WitnessTiming(keep_on_outage=True)  # R 0.1 s, V 0.4 s
     confirmer = OutageConfirmer(timing)

@@ -691,6 +691,22 @@ def test_several_backups_options() -> None:
                for line in config.describe())
 
 
+def test_several_backups_with_a_witness() -> None:
+    """--peer and --backups N go with --etcd-endpoints, keep (the default) and drop alike: the
+    claim decides who holds, and keep needs every other host's confirmation (spec/witness.md,
+    "With several backups")."""
+    for outage in ([], ["--etcd-unreachable", "drop"]):
+        config = parse_backup(["--key-file", "/k", "--peer", "10.100.0.12=50", *ETCD, *outage, MASTER, PAIR])
+        assert isinstance(config, BackupConfig) and config.witness is not None
+        assert config.peers == (IPv4Address("10.100.0.12"),)
+        assert config.witness.unreachable == ("drop" if outage else "keep")
+        settings = config.detector_settings()
+        assert settings.witness is not None and settings.peer_table == {"10.100.0.12": 50}
+        master = parse_master(["--key-file", "/k", "--backups", "2", *ETCD, *outage, "--manage", "eth0:192.0.2.10",
+                               "10.0.0.2", "10.0.0.3"])
+        assert isinstance(master, MasterConfig) and master.witness is not None and master.backups == 2
+
+
 def test_several_backups_defaults() -> None:
     config = parse_backup([MASTER, PAIR])
     assert isinstance(config, BackupConfig)
@@ -729,8 +745,6 @@ def test_several_backups_defaults() -> None:
          "--peer 10.100.0.12= 50: priority ' 50' is not a whole number 1-254"),
         (["--key-file", "/k", "--peer", "10.100.0.12=\u0665\u0660"], "is not a whole number 1-254"),
         (["--preempt"], "--preempt needs --peer"),
-        (["--key-file", "/k", "--peer", "10.100.0.12=50", "--etcd-endpoints", "http://10.0.0.9:2379"],
-         "--peer with --etcd-endpoints"),
     ],
 )
 def test_several_backups_usage_errors(argv: list[str], text: str) -> None:

@@ -114,7 +114,7 @@ def test_status_and_systemd_show_the_witness() -> None:
                 "witness": {"reachable": False, "claim": True, "proof_left": -0.05, "confirmation_left": 0.25}}
     assert lifecycle.status_line(snapshot).endswith("; etcd claim held, UNREACHABLE")
     text = format_status({"role": "backup", "state": "failed_over", "witness": snapshot["witness"]}, 0.0)
-    assert "etcd UNREACHABLE; claim held, proof ran out, kept on the peer's confirmation 0.25 s more" in text
+    assert "etcd UNREACHABLE; claim held, proof ran out, kept on confirmations 0.25 s more" in text
     assert "witness" not in format_status({"role": "backup", "state": "monitoring"}, 0.0)
 
 

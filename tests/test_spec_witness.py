@@ -117,3 +117,16 @@ def test_keep_with_a_confirming_owner_gives_two_holders(tmp_path: Path) -> None:
     counts from the heartbeat it answers, not from its arrival (the same run): else two holders."""
     events = counterexample(tmp_path, {"KEEP": 1, "OTHERS": 0, "CRASHES": 1, "CONFIRM": 1})
     assert events and events[-1] == "HOLDERS 2", events[-5:]
+
+
+def test_keep_among_any_number_of_hosts_never_has_two_holders(tmp_path: Path) -> None:
+    """Several backups (spec/witness.md, "With several backups"): the two modelled hosts are any two
+    of N, each keeping past its proof only on the other's confirmation (the real rule needs every
+    other host's, the other's among them, so it holds during a subset of the same run), while the
+    hosts left out change the key's owner at any moment: still never two holders."""
+    proves(tmp_path, {"RULE": 0, "KEEP": 1, "EXPIRY_ANY": 1, "OTHERS": 1, "CRASHES": 1})
+
+
+def test_keep_among_any_number_of_hosts_is_not_vacuous(tmp_path: Path) -> None:
+    errors, report, _ = search(tmp_path, {"KEEP": 1, "OTHERS": 1, "KEPT": 1}, optimise=False)
+    assert errors == 1, report

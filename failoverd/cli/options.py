@@ -464,8 +464,6 @@ def _peers(ns: argparse.Namespace, master: IPAddress) -> tuple[tuple[IPAddress, 
                              "each backup of one master needs its own")
         peers[peer] = priority
         named[priority] = text
-    if ns.etcd_endpoints is not None:
-        raise UsageError("--peer with --etcd-endpoints: several backups with a witness are not supported yet")
     return tuple(peers.items())
 
 

@@ -94,7 +94,12 @@ probe is timed to end at that delayed deadline: with the link between the
 backups cut, the lower one's probe then sees the higher one's addresses.
 A peer frame whose priority no configured peer has is refused (``priority``).
 Without peers, a backup frame is refused as ``role`` and our frames are
-byte for byte a pair's.
+byte for byte a pair's. With a witness and peers (spec/witness.md, "With
+several backups") the claim keeps two backups apart: we claim where we would
+announce, defer only to a peer that says it holds (or claims), not to a
+higher one merely present, yield only to ``--preempt``, and keep on an
+outage only while the master and every peer confirm (their peer frames
+carry the flag, as ours do).
 
 States: monitoring, suspect, contested, unfit, acquiring, failed_over,
 recovering, deferring and announcing (several backups), claiming and granted (the witness);
@@ -507,7 +512,9 @@ class Detector(DeclaredMachine):
         """``accepted`` or the reason the last datagram was rejected (for traces)."""
         witness = self.witness = settings.witness
         """The etcd witness's timing, or None: no witness (spec/witness.md)."""
-        self._proofs = HolderProofs(witness) if witness is not None else None
+        # Keeping on confirmations needs one from every other host that could claim: the master
+        # and each peer backup (spec/witness.md, "With several backups").
+        self._proofs = HolderProofs(witness, confirmers=1 + len(settings.peers)) if witness is not None else None
         self._claim_held = False
         """The witness granted us the claim and it was not given back: the shell renews it."""
         self._claim_result = ClaimDone("unreachable")
@@ -517,9 +524,9 @@ class Detector(DeclaredMachine):
         """The last claim or renewal was answered (for status, metrics and the alarm)."""
         self._keep_on_outage = witness is not None and witness.keep_on_outage
         self._confirmer = OutageConfirmer(witness) if witness is not None and witness.keep_on_outage else None
-        """--etcd-unreachable keep: whether we confirm the master's holding (core/witness.py)."""
+        """--etcd-unreachable keep: whether we confirm the holding of the master or a peer (core/witness.py)."""
         self._kept_reported = False
-        """The alarm "keeping on the master's confirmation" was raised for this outage."""
+        """The alarm "keeping on the confirmations" was raised for this outage."""
         initial = "failed_over" if self.held else "monitoring"
         self._build_machine(initial)
         if self.held:
@@ -623,7 +630,7 @@ class Detector(DeclaredMachine):
             return
         self.master_holds = frame.holds
         if frame.witness_unreachable:
-            self._take_confirmation(frame)
+            self._take_confirmation(frame, "master")
         self._heard(now, source, path, leaving=frame.leaving)
         # The first heartbeat of a master epoch that counts is answered at
         # once too: only a status answering a heartbeat we counted tells a
@@ -686,6 +693,8 @@ class Detector(DeclaredMachine):
             awaited = self._awaited.get(entry.priority)
             if awaited is not None and self._peers.answered(entry, awaited, self._sealer_epoch()):
                 del self._awaited[entry.priority]  # it answered our announcement: it leaves W for good
+            if frame.witness_unreachable:
+                self._take_confirmation(frame, entry.priority)
             self._settle()
             if entry.answered_epoch != entry.guard.epoch or entry.holds != held_before:
                 # The handshake's last step: our answer acknowledges the frame that counted,
@@ -738,6 +747,9 @@ class Detector(DeclaredMachine):
             unfit=not self._healthy(),
             preempt=self._preempt,
             priority=self._wire_priority,
+            # A peer holding on confirmations needs ours too (spec/witness.md, "With several
+            # backups"): it acknowledges the peer's frame, so it counts from that frame's sending.
+            witness_unreachable=not leaving and self._confirms(now),
         )
         self._out.append(Transmit(frame, (address,)))
 
@@ -1118,10 +1130,11 @@ class Detector(DeclaredMachine):
             if self._peers is None:
                 frame = self._sealer.seal(  # a pair: as ever
                     now, holds=holds, ack_epoch=epoch, ack_seq=seq, witness_unreachable=confirms)
-            else:  # several backups: never with a witness (refused by the command line)
+            else:  # several backups: the priority fields, and the confirmation as in a pair
                 frame = self._sealer.seal(
                     now, holds=holds, ack_epoch=epoch, ack_seq=seq,
                     unfit=not self._healthy(), preempt=self._preempt, priority=self._wire_priority,
+                    witness_unreachable=confirms,
                 )
             self._out.append(Transmit(frame, (target,)))
 
@@ -1248,9 +1261,17 @@ class Detector(DeclaredMachine):
 
         Present: counted within ``fail_after + rank × step``, not just the
         failure timeout (:meth:`Peers.higher_fit`, spec/backups.md fix 2).
+        With a witness only an alive holder (or claimant) is deferred to: the claim keeps two
+        backups from both holding, the rank delay alone lets the higher claim first, and
+        deferring to a higher peer that cannot reach etcd would leave the addresses to nobody
+        (spec/witness.md, "With several backups").
         """
         peers = self._peers
-        return peers is not None and (peers.holder(self._now) is not None or peers.higher_fit(self._now) is not None)
+        if peers is None:
+            return False
+        if peers.holder(self._now) is not None:
+            return True
+        return self._proofs is None and peers.higher_fit(self._now) is not None
 
     def _must_announce(self) -> bool:
         """Several backups, where we would acquire: some peer is alive or in its handshake (W is not empty)."""
@@ -1265,18 +1286,26 @@ class Detector(DeclaredMachine):
         return self._peers is not None and self._peers.higher_holder(self._now) is not None
 
     def _must_yield(self) -> bool:
-        """Holding: an alive higher peer holds too, or an alive fit higher one says preempt (the lower yields)."""
+        """Holding: an alive higher peer holds too, or an alive fit higher one says preempt (the lower yields).
+
+        With a witness only ``--preempt`` moves us: a higher peer saying it holds while our proofs
+        run can only be claiming, and its claim is refused while we renew; yielding to it would
+        hand the addresses to a claim that may never be granted (spec/witness.md, "With several
+        backups")."""
         peers = self._peers
-        return peers is not None and (
-            peers.higher_holder(self._now) is not None or peers.preempting(self._now) is not None
-        )
+        if peers is None:
+            return False
+        if peers.preempting(self._now) is not None:
+            return True
+        return self._proofs is None and peers.higher_holder(self._now) is not None
 
     def _proof_valid(self) -> bool:
         """No witness, or the newest proof lets us hold the address now (spec/witness.md, "The rule")."""
         return self._proofs is None or self._proofs.may_hold(self._now)
 
     def _kept(self) -> bool:
-        """No witness, or a proof or (keep-and-refuse-new) the master's confirmation keeps what we hold."""
+        """No witness, or a proof or (keep-and-refuse-new) the confirmations of the master and of
+        every peer backup keep what we hold."""
         return self._proofs is None or self._proofs.may_keep(self._now)
 
     def _claim_granted(self) -> bool:
@@ -1431,15 +1460,16 @@ class Detector(DeclaredMachine):
     def _yield_to_peer(self) -> None:
         assert self._peers is not None
         now = self._now
-        peer = self._peers.higher_holder(now) or self._peers.preempting(now)
+        holder = self._peers.higher_holder(now) if self._proofs is None else None
+        peer = holder or self._peers.preempting(now)
         assert peer is not None
-        why = "holds them too" if peer.holds else "takes them over (--preempt)"
+        why = "holds them too" if peer is holder else "takes them over (--preempt)"
         self._out.append(
             Alarm(
-                "critical" if peer.holds else "warning",
+                "critical" if peer is holder else "warning",
                 f"peer backup {peer.priority} ({peer.source}), of a higher priority, {why}: releasing "
                 f"{names(self.held)}",
-                peer.holds,
+                peer is holder,
             )
         )
 
@@ -1591,7 +1621,7 @@ class Detector(DeclaredMachine):
             if self._kept_reported and self._proofs.may_hold(self._now):
                 self._kept_reported = False
                 self._out.append(Alarm("info", f"the etcd witness proves our claim again: {names(self.held)} "
-                                       f"no longer kept on {self.peer}'s confirmation"))
+                                       f"no longer kept on {self._confirmers_named()}"))
         elif renewal.outcome == "lost":
             self._reachable(True)
             self._proofs.lost()
@@ -1612,7 +1642,7 @@ class Detector(DeclaredMachine):
         self._give_claim_back()
         if kept:
             self._out.append(Alarm(
-                "critical", f"etcd unreachable and {self.peer}'s confirmation ran out: releasing {names(self.held)} "
+                "critical", f"etcd unreachable and {self._confirmers_named()} ran out: releasing {names(self.held)} "
                 "before another host could be granted it", True))
             return
         self._out.append(Alarm(
@@ -1621,14 +1651,22 @@ class Detector(DeclaredMachine):
 
     # --etcd-unreachable keep (spec/witness.md, "When etcd is unreachable from every host")
 
-    def _take_confirmation(self, frame: wire.Heartbeat) -> None:
-        """The master says it cannot reach etcd: a proof from the frame of ours it answers, for
-        what we hold now (it never lets us configure an address; core/witness.py)."""
+    def _take_confirmation(self, frame: wire.Heartbeat, host: object) -> None:
+        """The master or a peer backup (``host``: "master" or its priority) says, in a counted
+        frame, that it cannot reach etcd: a proof from the frame of ours it answers, against that
+        host, for what we hold now (it never lets us configure an address; core/witness.py).
+        Only all of them together keep an address (HolderProofs.confirmers)."""
         assert self._sealer is not None
         acked_at = self._sealer.acked_at(frame)
         if (self._keep_on_outage and self._proofs is not None and self._claim_held and self.held
                 and self.state == "failed_over" and acked_at is not None):
-            self._proofs.confirmed(acked_at)
+            self._proofs.confirmed(acked_at, host)
+
+    def _confirmers_named(self) -> str:
+        """Whose confirmations keep us, for the alarms."""
+        if self._peers is None:
+            return f"{self.peer}'s confirmation"
+        return f"the confirmations of {self.peer} and of every peer backup"
 
     def _confirms(self, now: float) -> bool:
         """Do our frames say "witness unreachable"? Never once we read a grant of our claim, nor
@@ -1637,9 +1675,11 @@ class Detector(DeclaredMachine):
                 and self._confirmer.unreachable(now))
 
     def _wants_reach(self) -> bool:
-        """Ask etcd whether it answers us: only to know whether to confirm, while the master holds."""
-        return (self._confirmer is not None and not self._stop_requested and not self._claim_held
-                and not self.holds_any and self.master_holds is True)
+        """Ask etcd whether it answers us: only to know whether to confirm, while the master or
+        an alive peer backup says it holds."""
+        if self._confirmer is None or self._stop_requested or self._claim_held or self.holds_any:
+            return False
+        return self.master_holds is True or (self._peers is not None and self._peers.holder(self._now) is not None)
 
     def _witness_timers(self, now: float) -> None:
         """Not state changes: the question to etcd when due, and the alarm that a confirmation keeps us."""
@@ -1651,8 +1691,9 @@ class Detector(DeclaredMachine):
         if (self._keep_on_outage and self.state == "failed_over" and not self._kept_reported
                 and self._proofs is not None and not self._proofs.may_hold(now) and self._proofs.may_keep(now)):
             self._kept_reported = True
-            self._out.append(Alarm("critical", f"etcd unreachable, keeping {names(self.held)} on {self.peer}'s "
-                                   "confirmation that it cannot reach etcd either", True))
+            they = "it" if self._peers is None else "they"
+            self._out.append(Alarm("critical", f"etcd unreachable, keeping {names(self.held)} on "
+                                   f"{self._confirmers_named()} that {they} cannot reach etcd either", True))
 
     def _etcd_answered(self, outcome: str) -> None:
         if self._confirmer is not None and outcome != "unreachable":

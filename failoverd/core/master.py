@@ -309,7 +309,9 @@ class Master(DeclaredMachine):
         """The etcd witness's timing, or None: no witness (spec/witness.md)."""
         if witness is not None and not self.managed:
             raise ValueError("a witness needs managed addresses: without them heartbeatd holds nothing to claim")
-        self._proofs = HolderProofs(witness) if witness is not None else None
+        # Keeping on confirmations needs one from every backup (spec/witness.md, "With several
+        # backups"): --backups of them, more if more are heard (_take_confirmation).
+        self._proofs = HolderProofs(witness, confirmers=self.backups) if witness is not None else None
         self._claim_held = False
         """The witness granted us the claim and it was not given back: the shell renews it."""
         self._claim_result = ClaimDone("unreachable")
@@ -321,7 +323,7 @@ class Master(DeclaredMachine):
         self._confirmer = OutageConfirmer(witness) if witness is not None and witness.keep_on_outage else None
         """--etcd-unreachable keep: whether we confirm the backup's holding (core/witness.py)."""
         self._kept_reported = False
-        """The alarm "keeping on the backup's confirmation" was raised for this outage."""
+        """The alarm "keeping on the confirmations" was raised for this outage."""
         self._unprioritised_reported = False
         """The alarm "a backup sends no priority" (--backups above 1) was raised."""
         if not self.managed:
@@ -408,6 +410,9 @@ class Master(DeclaredMachine):
                 self.counters.unacknowledged += 1
                 return out
             view = self.views[priority] = BackupView(priority, wire.ReplayGuard(self.backup_fail_after))
+            if self._proofs is not None:
+                # A backup beyond --backups could claim too: keeping needs its confirmation as well.
+                self._proofs.confirmers = max(self.backups, len(self.views))
             if len(self.views) > self.backups:
                 out.append(Alarm("critical", f"{view.name} heard besides {self._names_besides(view)}: more than "
                                  f"--backups {self.backups}; the failback waits for every backup heard", True))
@@ -457,7 +462,7 @@ class Master(DeclaredMachine):
             return out
         view.holds = frame.holds
         if frame.witness_unreachable:
-            self._take_confirmation(frame)
+            self._take_confirmation(frame, view)
         if view.silent:
             view.silent = False
             out.append(Alarm("info", f"{view.name} heard again"))
@@ -851,7 +856,7 @@ class Master(DeclaredMachine):
         return self._proofs is None or self._proofs.may_hold(self._now)
 
     def _kept(self) -> bool:
-        """No witness, or a proof or (keep-and-refuse-new) the backup's confirmation keeps what we hold."""
+        """No witness, or a proof or (keep-and-refuse-new) every backup's confirmation keeps what we hold."""
         return self._proofs is None or self._proofs.may_keep(self._now)
 
     def _claim_granted(self) -> bool:
@@ -989,7 +994,7 @@ class Master(DeclaredMachine):
             if self._kept_reported and self._proofs.may_hold(self._now):
                 self._kept_reported = False
                 self._out.append(Alarm("info", f"the etcd witness proves our claim again: {names(self.held)} "
-                                       "no longer kept on the backup's confirmation"))
+                                       f"no longer kept on {self._confirmers_named()}"))
         elif renewal.outcome == "lost":
             self._reachable(True)
             self._proofs.lost()
@@ -1008,7 +1013,7 @@ class Master(DeclaredMachine):
         if self._kept_reported:
             self._kept_reported = False  # the claim is given back once the release is done
             self._out.append(Alarm(
-                "critical", f"etcd unreachable and the backup's confirmation ran out: releasing {names(self.held)} "
+                "critical", f"etcd unreachable and {self._confirmers_named()} ran out: releasing {names(self.held)} "
                 "before another host could be granted it", True))
             return
         self._out.append(Alarm(
@@ -1017,14 +1022,25 @@ class Master(DeclaredMachine):
 
     # --etcd-unreachable keep (spec/witness.md, "When etcd is unreachable from every host")
 
-    def _take_confirmation(self, frame: wire.Heartbeat) -> None:
-        """The backup says it cannot reach etcd: a proof from the heartbeat it answers, for what
-        we hold now (it never lets us configure an address; core/witness.py)."""
+    def _take_confirmation(self, frame: wire.Heartbeat, view: BackupView) -> None:
+        """A backup says it cannot reach etcd: a proof from the heartbeat it answers, against that
+        backup, for what we hold now (it never lets us configure an address; core/witness.py).
+
+        Only the confirmations of every backup together keep an address: ``--backups`` of them,
+        and every one heard if more are. With ``--backups 1`` only a pair's backup (priority 0)
+        confirms: one with a priority has peers, so ``--backups 1`` undercounts the hosts that
+        could claim, and its confirmation alone must not keep us (we drop instead)."""
         assert self._sealer is not None
+        if self._proofs is None or (self.backups == 1 and frame.priority != 0):
+            return
         acked_at = self._sealer.acked_at(frame)
-        if (self._keep_on_outage and self._proofs is not None and self._claim_held and self.held
+        if (self._keep_on_outage and self._claim_held and self.held
                 and self.state == "holding" and acked_at is not None):
-            self._proofs.confirmed(acked_at)
+            self._proofs.confirmed(acked_at, view.priority)
+
+    def _confirmers_named(self) -> str:
+        """Whose confirmations keep us, for the alarms."""
+        return "the backup's confirmation" if self.backups == 1 else "the confirmations of every backup"
 
     def _confirms(self, now: float) -> bool:
         """Do our heartbeats say "witness unreachable"? Never once we read a grant of our claim,
@@ -1047,8 +1063,9 @@ class Master(DeclaredMachine):
         if (self._keep_on_outage and self.state == "holding" and not self._kept_reported
                 and self._proofs is not None and not self._proofs.may_hold(now) and self._proofs.may_keep(now)):
             self._kept_reported = True
-            self._out.append(Alarm("critical", f"etcd unreachable, keeping {names(self.held)} on the backup's "
-                                   "confirmation that it cannot reach etcd either", True))
+            they = "it" if self.backups == 1 else "they"
+            self._out.append(Alarm("critical", f"etcd unreachable, keeping {names(self.held)} on "
+                                   f"{self._confirmers_named()} that {they} cannot reach etcd either", True))
 
     def _etcd_answered(self, outcome: str) -> None:
         if self._confirmer is not None and outcome != "unreachable":

@@ -18,8 +18,10 @@ that it cannot reach etcd either: a frame of the peer, with the flag "witness un
 that acknowledges our frame sent at ``h``. The acknowledgement proves the confirmation was
 made after ``h``, by a host that held no grant of a claim then, so a grant it reads later is
 read after ``h`` and its wait ends after ``h + validity`` on any clock within the drift: a
-confirmation is a proof sent at ``h`` (:meth:`HolderProofs.confirmed`). It keeps an address held, never
-configures one. The peer's side is :class:`OutageConfirmer`. spin checks it: witness.pml,
+confirmation is a proof sent at ``h`` (:meth:`HolderProofs.confirmed`), against that one host.
+With several backups every other host that could claim (the master and each other backup) must
+confirm, each counted from the frame of ours it acknowledges: the oldest of those counts. It keeps
+an address held, never configures one. The peer's side is :class:`OutageConfirmer`. spin checks it: witness.pml,
 ``KEEP=1``.
 
 Error handling: :class:`WitnessTimingError` for a timing that cannot work (the
@@ -100,30 +102,49 @@ class WitnessTiming:
 
 class HolderProofs:
     """The holder's side of the rule: the newest proof (and, keeping on an outage, the newest
-    confirmation), and whether the address may stay."""
+    confirmation of each other host), and whether the address may stay.
 
-    def __init__(self, timing: WitnessTiming) -> None:
+    ``confirmers``: how many other hosts could claim the address (the master and every other
+    backup, spec/witness.md "With several backups"). A confirmation keeps an address only while
+    one runs from *every* one of them: a host that did not confirm may have read a grant at any
+    moment, so nothing bounds when it configures. The caller may raise the number when it
+    learns of more (the master hearing more backups than ``--backups``)."""
+
+    def __init__(self, timing: WitnessTiming, *, confirmers: int = 1) -> None:
+        if confirmers < 1:
+            raise WitnessTimingError(f"confirmers {confirmers!r}: a holder has at least one other host")
         self.timing = timing
+        self.confirmers = confirmers
         self.newest_sent_at: float | None = None
-        self.newest_confirmed_at: float | None = None
-        """When we sent the newest frame a peer's confirmation acknowledged (``keep_on_outage``)."""
+        self.confirmed_at: dict[object, float] = {}
+        """Per confirming host: when we sent the newest frame its confirmation acknowledged."""
 
     def proved(self, sent_at: float) -> None:
         """A renewal sent at ``sent_at`` found the claim current (an older one changes nothing)."""
         if self.newest_sent_at is None or sent_at > self.newest_sent_at:
             self.newest_sent_at = sent_at
 
-    def confirmed(self, acked_at: float) -> None:
-        """A peer confirmed, in a frame acknowledging ours sent at ``acked_at``, that it cannot
-        reach etcd either: worth a proof sent then, for the addresses held now (the caller
-        takes it only while holding them, and only with ``keep_on_outage``)."""
-        if self.newest_confirmed_at is None or acked_at > self.newest_confirmed_at:
-            self.newest_confirmed_at = acked_at
+    def confirmed(self, acked_at: float, host: object = None) -> None:
+        """Another host (``host``: any key naming it; one per host) confirmed, in a frame
+        acknowledging ours sent at ``acked_at``, that it cannot reach etcd either: worth a proof
+        sent then, for the addresses held now (the caller takes it only while holding them, and
+        only with ``keep_on_outage``)."""
+        known = self.confirmed_at.get(host)
+        if known is None or acked_at > known:
+            self.confirmed_at[host] = acked_at
+
+    @property
+    def newest_confirmed_at(self) -> float | None:
+        """The frame of ours that every other host's confirmation acknowledged, the oldest of
+        their newest (None: some host has not confirmed)."""
+        if len(self.confirmed_at) < self.confirmers:
+            return None
+        return min(self.confirmed_at.values())
 
     def lost(self) -> None:
         """The claim is someone else's, or given back: no proof or confirmation counts any more."""
         self.newest_sent_at = None
-        self.newest_confirmed_at = None
+        self.confirmed_at.clear()
 
     def snapshot(self, now: float, *, reachable: bool, claim_held: bool) -> dict[str, Any]:
         """The witness part of a core's status snapshot."""

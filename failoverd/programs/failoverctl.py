@@ -163,7 +163,7 @@ def format_status(status: Mapping[str, Any], now: float) -> str:
             + ("" if not isinstance(left, (int, float))
                else f", proof valid {left:g} s more" if left > 0 else ", proof ran out")
             + ("" if not isinstance(confirmed, (int, float))
-               else f", kept on the peer's confirmation {confirmed:g} s more"),
+               else f", kept on confirmations {confirmed:g} s more"),
         ])
     lines += _backup_peers(status)
     counters = flatten(status.get("counters") or {})

@@ -437,8 +437,8 @@ class _DaemonCollector(Collector):
             yield left
             confirmed = GaugeMetricFamily(
                 "failoverd_witness_confirmation_left_seconds",
-                "--etcd-unreachable keep: seconds the peer's confirmation that it cannot reach etcd either "
-                "still keeps the addresses held (absent: none runs).")
+                "--etcd-unreachable keep: seconds the confirmations of every other host that it cannot reach "
+                "etcd either still keep the addresses held (absent: none runs).")
             if witness.get("confirmation_left") is not None:
                 confirmed.add_metric([], witness["confirmation_left"])
             yield confirmed
