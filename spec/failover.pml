@@ -225,6 +225,7 @@
  * @declared detector deadline: suspect -> claiming (etcd witness: deadline in a witness state; proved in spec/witness.pml, which this model leaves it to)
  * @declared detector heartbeat: claiming -> claiming (etcd witness: heartbeat in a witness state; proved in spec/witness.pml, which this model leaves it to)
  * @declared detector heartbeat: granted -> monitoring (etcd witness: heartbeat in a witness state; proved in spec/witness.pml, which this model leaves it to)
+ * @declared detector heartbeat: failed_over -> failed_over (etcd witness, keep: held on confirmations alone, the failback waits for a proof, as the master could not claim; keeping while kept is proved in spec/witness.pml, which this model leaves it to)
  * @declared detector probed: claiming -> claiming (etcd witness: probed in a witness state; proved in spec/witness.pml, which this model leaves it to)
  * @declared detector probed: contested -> claiming (etcd witness: probed in a witness state; proved in spec/witness.pml, which this model leaves it to)
  * @declared detector probed: granted -> granted (etcd witness: probed in a witness state; proved in spec/witness.pml, which this model leaves it to)

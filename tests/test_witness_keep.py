@@ -86,6 +86,17 @@ class Pair:
         self._renewing: dict[str, int] = {"master": 0, "backup": 0}
         """A generation per host: renewals of a claim given back are not delivered."""
 
+    def restart_master(self) -> None:
+        """heartbeatd is killed and started again now (a new epoch; its claim is not renewed)."""
+        self._renewing["master"] += 1
+        self._events = [e for e in self._events if e[2] != "master"]  # what the old process awaited
+        heapq.heapify(self._events)
+        self.master = Master(
+            MasterSettings([BACKUP], 0.1, managed=self.managed, backup_fail_after=0.3, arp_probe=False,
+                           witness=self.master_witness or self.witness), self.now, key=KEY, epoch=17)
+        self.cores["master"] = self.master
+        self.take("master", self.master.handle_timer(self.now))
+
     # --- the world ---------------------------------------------------------------------
 
     def at(self, when: float, host: str, call: Callable[[], list]) -> None:
@@ -325,6 +336,28 @@ def test_a_backup_holder_keeps_on_the_masters_confirmations_and_never_confirms_i
     pair.deliver = lambda to, payload, now: to != "backup"  # the master's heartbeats stop
     pair.run(9.0)
     assert pair.holder() is None and pair.alarmed("backup", "etcd unreachable and master's confirmation ran out")
+
+
+def test_a_master_restarted_during_the_outage_does_not_make_the_backup_let_go_until_etcd_answers() -> None:
+    """The backup holds on the master's confirmations; heartbeatd restarts meanwhile. Its heartbeats
+    (not `leaving`: it holds nothing) would make the backup fail back, leaving the address to a
+    master that cannot claim it. The backup keeps it while the restarted master confirms, and fails
+    back once etcd answers again."""
+    pair = standing_down_master_backup_holding(Pair())
+    pair.reaches.update(master=False, backup=False)
+    pair.run(5.0)
+    assert pair.holder() == "backup" and pair.alarmed("backup", "keeping")
+    pair.take("master", pair.master.health_changed(pair.now, True))  # its check passes again...
+    pair.restart_master()  # ...and it restarts, with etcd still down
+    pair.run(8.0)
+    assert pair.holder() == "backup" and pair.backup.state == "failed_over"
+    assert not [t for t, host in pair.releases if host == "backup"]
+    assert len(pair.alarmed("backup", "master is back, but etcd answers neither of us: keeping")) == 1
+    assert pair.flagged("master", since=5.5)  # the restarted master confirms
+    pair.reaches.update(master=True, backup=True)
+    pair.run(12.0)
+    assert pair.holder() == "master" and pair.master.state == "holding"
+    assert [host for t, host in pair.releases if t > 5.0] == ["backup"]
 
 
 def test_a_host_claiming_or_with_a_grant_never_confirms_whatever_it_last_heard_from_etcd() -> None:

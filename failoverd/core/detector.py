@@ -206,7 +206,12 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "heartbeat", "source": "contested", "dest": "monitoring", "after": "_contest_over"},
     {"trigger": "heartbeat", "source": "unfit", "dest": "monitoring", "after": "_unfit_over"},
     {"trigger": "heartbeat", "source": "acquiring", "dest": None, "after": "_note_master_back"},
-    {"trigger": "heartbeat", "source": "failed_over", "dest": "recovering", "after": ["_fail_back", "_release_held"]},
+    {"trigger": "heartbeat", "source": "failed_over", "dest": "recovering", "unless": ["_outage_kept"],
+     "after": ["_fail_back", "_release_held"]},
+    # --etcd-unreachable keep, held on confirmations alone (etcd answers nobody): the master
+    # could not claim what we let go, so the failback waits for our next proof (spec/witness.md).
+    {"trigger": "heartbeat", "source": "failed_over", "dest": None, "conditions": ["_outage_kept"],
+     "after": "_failback_put_off"},
     {"trigger": "heartbeat", "source": "recovering", "dest": None},  # already letting go
     # --- the ARP probe's answer. One with no probe pending is from a
     # suspicion that has since ended (or from before a stop): dropped. ---
@@ -523,6 +528,8 @@ class Detector(DeclaredMachine):
         self.witness_reachable = True
         """The last claim or renewal was answered (for status, metrics and the alarm)."""
         self._keep_on_outage = witness is not None and witness.keep_on_outage
+        self._failback_put_off_reported = False
+        """The alarm "the master is back, but etcd answers neither of us" was raised for this outage."""
         self._confirmer = OutageConfirmer(witness) if witness is not None and witness.keep_on_outage else None
         """--etcd-unreachable keep: whether we confirm the holding of the master or a peer (core/witness.py)."""
         self._kept_reported = False
@@ -1303,6 +1310,10 @@ class Detector(DeclaredMachine):
         """No witness, or the newest proof lets us hold the address now (spec/witness.md, "The rule")."""
         return self._proofs is None or self._proofs.may_hold(self._now)
 
+    def _outage_kept(self) -> bool:
+        """Held past our proof on confirmations (keep-and-refuse-new): etcd answers neither us nor them."""
+        return self._keep_on_outage and not self._proof_valid() and self._kept()
+
     def _kept(self) -> bool:
         """No witness, or a proof or (keep-and-refuse-new) the confirmations of the master and of
         every peer backup keep what we hold."""
@@ -1508,6 +1519,12 @@ class Detector(DeclaredMachine):
         if self._failed:
             self._retry_at = self._now + self.timing.effective_retry_interval
 
+    def _failback_put_off(self) -> None:
+        if not self._failback_put_off_reported:
+            self._failback_put_off_reported = True
+            self._emit_alarm("warning", f"{self.peer} is back, but etcd answers neither of us: keeping "
+                             f"{_listed(self.held)} until our claim is proved again (the master could not claim it)")
+
     def _fail_back(self) -> None:
         """The master is back: a failback (its rows release what we hold next)."""
         self.counters.failbacks += 1
@@ -1618,6 +1635,7 @@ class Detector(DeclaredMachine):
         if renewal.outcome == "proved":
             self._reachable(True)
             self._proofs.proved(renewal.sent_at)
+            self._failback_put_off_reported = False
             if self._kept_reported and self._proofs.may_hold(self._now):
                 self._kept_reported = False
                 self._out.append(Alarm("info", f"the etcd witness proves our claim again: {names(self.held)} "
