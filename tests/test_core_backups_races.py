@@ -26,6 +26,7 @@ from __future__ import annotations
 import pytest
 from _backups_sim import MASTER, VIPS, Network
 
+from failoverd.core.detector import Detector
 from failoverd.core.master import Master
 from failoverd.core.timing import Timing
 
@@ -100,3 +101,43 @@ def test_1_with_the_silent_backup_really_gone_the_master_takes_back_after_the_re
     assert acquired >= released + settle
     print(f"\nfailback with a backup dead: nobody holds from {released - back:.2f} s to "
           f"{acquired + net.action_latency - back:.2f} s after the master's return (settle {settle:.1f} s)")
+
+
+FAST = Timing(interval=0.2, max_delay=0.3)
+"""The review's fast timing: the drift allowance ages the lower's frames out after ~90 s, not ~50 minutes."""
+
+
+def _one_way_loss() -> Network:
+    """The review's oneway.py: the higher's frames to the lower are lost (a firewall, an asymmetric route,
+    an attacker withholding them), the lower's to the higher arrive; then the master dies."""
+    net = Network(timing=FAST)
+    net.start_master()
+    for name in ("high", "low"):
+        net.start_backup(name)
+    net.run_until(10.0)
+    high, low = net.backups["high"].address, net.backups["low"].address
+    net.drop = lambda source, destination, payload: (source, destination) == (high, low)
+    net.run_until(11.0)
+    net.kill_master()
+    for _ in range(12):  # in steps: each run is bounded in events
+        net.run_until(net.now + 10.0)
+    return net
+
+
+def test_2_an_announcement_the_lower_never_hears_runs_out_and_a_fresh_probe_finds_its_address() -> None:
+    net = _one_way_loss()
+    assert net.most_holders == 1 and net.holders() == ["low"]
+    high = net.backups["high"]
+    assert high.acquires == [] and net.state("high") in {"deferring", "contested"}
+    announced = net.entered("high", "announcing")
+    withdrawn = net.entered("high", "suspect", after=announced or 0.0)
+    assert announced is not None and withdrawn is not None
+    assert withdrawn - announced == pytest.approx(FAST.fail_after + 2 * FAST.interval)  # the limit, not ~90 s
+
+
+def test_2_without_the_limit_the_higher_acquires_on_its_old_probe_while_the_lower_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Detector, "_announcement_limit", lambda self: float("inf"))
+    net = _one_way_loss()
+    assert net.most_holders == 2 and net.holders() == ["high", "low"]
