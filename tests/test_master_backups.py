@@ -20,7 +20,7 @@ from failoverd.core.settings import MasterSettings
 
 A_ADDR, B_ADDR = "10.9.1.2", "10.9.1.3"
 FAIL_AFTER = 3.0
-RELEASE_SETTLE = FAIL_AFTER + 3 * 1.0
+RELEASE_SETTLE = FAIL_AFTER + 1.0 + 3 * 1.0  # fail_after + retry interval + 3 × interval
 """A silent backup is presumed no earlier than this after the latest release of another (spec/backups.md,
 "What the review found", 1): one that deferred to the releaser may be taking over on that release."""
 

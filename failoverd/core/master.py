@@ -793,17 +793,19 @@ class Master(DeclaredMachine):
         return max(floor, min(v.last_heard + fail_after for v in heard if v.last_heard is not None))
 
     def _release_settle(self) -> float:
-        """How long after a backup's release a backup that deferred to it may still be taking over.
+        """How long after a backup's release a backup that waited on it may still be taking over.
 
-        It counts the release up to d after it, probes (for less than a
-        failure timeout less an interval: Timing requires the probe to end
-        before the failure deadline), announces to its peers (the releaser
-        answers at once, 2d, or an interval later when a frame is lost) and
-        acquires (A): at most ``fail_after + 3d + A``, which
-        ``fail_after + 3 × interval`` covers under the assumption
+        It counts the release up to d after it; deferring to the releaser it
+        suspects at once, contested (it could not hear the releaser, only see
+        its address) at its next retry (taken as ours); it probes (for less
+        than a failure timeout less an interval: Timing requires the probe to
+        end before the failure deadline), announces to its peers (the
+        releaser answers at once, 2d, or an interval later when a frame is
+        lost) and acquires (A): at most ``fail_after + retry + 3d + A``, which
+        ``fail_after + retry + 3 × interval`` covers under the assumption
         ``d + A ≤ 2 × interval`` (spec/backups.md) with ``2d ≤ interval``.
         """
-        return self.backup_fail_after + 3 * self.interval
+        return self.backup_fail_after + self.retry_interval + 3 * self.interval
 
     # conditions (time guards compare exactly as next_deadline() computes
     # the deadlines, float rounding included)
