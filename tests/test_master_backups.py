@@ -325,3 +325,68 @@ def test_failoverctl_status_of_a_master_lists_its_backups() -> None:
     ]
     lines = format_status(m.snapshot(9.0), 0.0).splitlines()
     assert lines[lines.index("backups   PRIORITY  LAST HEARD  STATUS") + 1] == "          100       8.0 s ago   SILENT"
+
+
+def test_a_backups_claim_to_hold_counts_even_when_overtaken() -> None:
+    """A backup seals its status to us and then its frame to its peers; an attacker who delivers the
+    peer frame first makes the status "overtaken". Its "I hold" must still undo the backup's earlier
+    release (found in review: the master added its addresses while that backup said it held them)."""
+    m = _master(backups=2)
+    a, b = Backup(200, A_ADDR, epoch=3), Backup(100, B_ADDR, epoch=4)
+    for t in (0.0, 1.0, 2.0):
+        _round(m, t, (a, False), (b, True))  # the master is back and waits: b holds, a has released
+    assert m.views[200].released(2.0, FAIL_AFTER)
+    out = m.handle_timer(3.0)
+    a.hear(out)
+    b.hear(out)
+    status = a.status(3.01, holds=True)  # a takes over after all (it announces)
+    peer_frame = a.sealer.seal(3.01, holds=True, ack_epoch=4, ack_seq=1, priority=200)  # sealed for b, after
+    m.receive_datagram(3.02, peer_frame, A_ADDR, "priv0")  # delivered to us first
+    m.receive_datagram(3.03, status, A_ADDR, "priv0")  # then a's status: overtaken
+    view = m.views[200]
+    assert view.holds is True and not view.released(3.03, FAIL_AFTER)
+    out = _tell(m, b, 3.05, holds=False)
+    assert m.state == "waiting" and not any(isinstance(x, Acquire) for x in out)
+
+
+def test_backups_with_peers_get_a_view_each_even_under_backups_1_and_the_alarm_says_so() -> None:
+    """Two backups run with --peer, heartbeatd left at --backups 1: before, both shared one view
+    and one replay guard, so one backup's frames were refused as replays and the master added
+    its addresses while that backup held them, with no alarm (found in review)."""
+    m = _master(backups=1)
+    a, b = Backup(200, A_ADDR, epoch=3), Backup(100, B_ADDR, epoch=4)
+    out: list[Action] = []
+    for t in range(8):
+        out += _round(m, float(t), (a, True), (b, False))
+    assert sorted(m.views) == [100, 200] and "replay" not in m.counters.rejected
+    assert any("more than --backups 1" in s for s in _alarms(out))
+    assert m.state == "waiting" and not any(isinstance(x, (Acquire, Probe)) for x in out)
+
+
+def test_with_several_backups_a_status_without_a_priority_is_refused_and_alarmed_once() -> None:
+    """--backups 2 and a backup run without --peer (priority 0 on the wire): it cannot be told
+    apart from another such backup, so its frames are refused, with one critical alarm."""
+    m = _master(backups=2)
+    a, b = Backup(0, A_ADDR, epoch=3), Backup(0, B_ADDR, epoch=4)
+    out: list[Action] = []
+    for t in range(3):
+        out += _round(m, float(t), (a, True), (b, False))
+    assert m.views == {} and m.counters.rejected["priority"] == 6
+    alarms = [s for s in _alarms(out) if "sends no priority" in s]
+    assert alarms == [f"a backup at {A_ADDR} sends no priority (it runs without --peer and --priority): it cannot "
+                      "be one of --backups 2; give each backup --priority and the others as --peer"]
+
+
+def test_with_many_backups_the_master_remembers_a_heartbeat_until_its_answer_can_come_back() -> None:
+    """254 targets: a round of heartbeats is 254 frames, so a memory of 256 forgot the first target's
+    heartbeat after one round and its backup's answer never counted (found in review)."""
+    targets = [f"10.9.{1 + n // 200}.{2 + n % 200}" for n in range(254)]
+    m = Master(MasterSettings(targets, 1.0, managed=VIPS, backup_fail_after=FAIL_AFTER, backups=254), 0.0,
+               key=KEY, epoch=9)
+    first = Backup(254, targets[0], epoch=3)
+    first.hear(m.handle_timer(0.0))
+    assert first.heard is not None
+    for t in (1.0, 2.0):
+        m.handle_timer(t)  # two more rounds the first backup does not hear (lost)
+    m.receive_datagram(2.5, first.status(2.5, holds=False), targets[0], "priv0")
+    assert m.counters.accepted == 1 and m.views[254].last_heard == 2.5

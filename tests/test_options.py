@@ -352,6 +352,8 @@ def test_heartbeatd_backups() -> None:
         "--backups 2 needs --key-file: legacy heartbeats carry no status")
     assert usage_error(parse_master, [*key, "--backups", "3", "10.0.0.2", "255.255.255.255"]).startswith(
         "--backups 3 with ip_addr 255.255.255.255: a heartbeat acknowledges one backup")
+    assert usage_error(parse_master, [*key, "--backups", "3", "10.0.0.2", "10.0.0.3"]).startswith(
+        "--backups 3 with 2 ip_addr: a heartbeat acknowledges the one backup heard from the address it is sent to")
     # One backup: a broadcast target and legacy mode stay what they always were.
     assert parse_master(["--backups", "1", "255.255.255.255"]).backups == 1
 
@@ -720,6 +722,12 @@ def test_several_backups_defaults() -> None:
         (["--priority", "0"], "argument --priority: 0 is not within 1-254"),
         (["--priority", "255"], "argument --priority: 255 is not within 1-254"),
         (["--priority", "high"], "argument --priority: 'high' is not a whole number 1-254"),
+        (["--priority", "+50"], "argument --priority: '+50' is not a whole number 1-254"),
+        (["--key-file", "/k", "--peer", "10.100.0.12=5_0"],
+         "--peer 10.100.0.12=5_0: priority '5_0' is not a whole number 1-254"),
+        (["--key-file", "/k", "--peer", "10.100.0.12= 50"],
+         "--peer 10.100.0.12= 50: priority ' 50' is not a whole number 1-254"),
+        (["--key-file", "/k", "--peer", "10.100.0.12=\u0665\u0660"], "is not a whole number 1-254"),
         (["--preempt"], "--preempt needs --peer"),
         (["--key-file", "/k", "--peer", "10.100.0.12=50", "--etcd-endpoints", "http://10.0.0.9:2379"],
          "--peer with --etcd-endpoints"),
@@ -736,6 +744,20 @@ def test_preflight_checks_each_peer_is_another_host_and_its_scope_exists() -> No
     assert [c.status for c in checks] == ["FAIL", "FAIL", "ok"]
     assert "configured here on eth0" in checks[0].text and "no interface eth9" in checks[1].text
     assert checks[2].text == "peer backup fe80::2%eth1, priority 150 (takes over before us; ours 100)"
+
+
+def test_a_peer_that_is_this_host_or_a_broadcast_address_here_is_refused_at_start_and_by_n() -> None:
+    host = preflight.HostView(links={"eth1": 0}, addresses={IPv4Address("10.100.0.11"): "eth0"},
+                              broadcasts={IPv4Address("10.100.0.255"): "eth0"})
+    config = parse_backup(["--key-file", "/k", "--peer", "10.100.0.255=50", "--peer", "10.100.0.11=60",
+                           "--peer", "10.100.0.12=70", MASTER, PAIR])
+    assert isinstance(config, BackupConfig)
+    assert preflight.peer_problems(config, host) == [
+        "--peer 10.100.0.255: it is the broadcast address of eth0's network; name each other backup's unicast address",
+        "--peer 10.100.0.11 is configured here on eth0; list the other backups, not this one",
+    ]
+    checks = preflight._peer_checks(zip(config.peers, config.peer_priorities), config.priority, host)
+    assert [c.status for c in checks] == ["FAIL", "FAIL", "ok"]
 
 
 @pytest.mark.netns

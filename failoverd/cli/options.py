@@ -420,10 +420,10 @@ def master_parser() -> argparse.ArgumentParser:
 
 def _priority(text: str) -> int:
     """``--priority``: a whole number 1-254 (0 is a pair's on the wire, 255 is reserved)."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number 1-{MAX_PRIORITY}") from None
+    # ASCII digits only: int() would also take "5_0", "+50", " 50" and other scripts' digits.
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number 1-{MAX_PRIORITY}")
+    value = int(text, 10)
     if not 1 <= value <= MAX_PRIORITY:
         raise argparse.ArgumentTypeError(f"{value} is not within 1-{MAX_PRIORITY}")
     return value
@@ -690,6 +690,9 @@ def _several_backups(backups: int, key_file: Path | None, targets: Sequence[IPAd
         if target == LIMITED_BROADCAST:
             raise UsageError(f"--backups {backups} with ip_addr {target}: a heartbeat acknowledges one backup, "
                              "so name each backup's unicast address, not a broadcast one")
+    if len(targets) < backups:
+        raise UsageError(f"--backups {backups} with {len(targets)} ip_addr: a heartbeat acknowledges the one backup "
+                         "heard from the address it is sent to, so name every backup's address")
 
 
 def parse_master(argv: Sequence[str]) -> MasterConfig | ShowHelp | ShowVersion:

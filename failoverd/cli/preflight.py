@@ -139,6 +139,34 @@ def require_unicast_targets(config: MasterConfig) -> None:
         raise ConfigError(problems[0])
 
 
+def peer_problems(config: BackupConfig, host: HostView) -> list[str]:
+    """Why a ``--peer`` cannot be another backup: it is one of this host's addresses, or the broadcast
+    address of a network here (our own peer frames would come back to us, and reach the master)."""
+    problems = []
+    for peer in config.peers:
+        address = ip_address(str(peer).partition("%")[0])
+        if (where := host.addresses.get(address)) is not None:
+            problems.append(f"--peer {peer} is configured here on {where}; list the other backups, not this one")
+        elif isinstance(address, IPv4Address) and (where := host.broadcasts.get(address)) is not None:
+            problems.append(f"--peer {peer}: it is the broadcast address of {where}'s network; "
+                            "name each other backup's unicast address")
+    return problems
+
+
+def require_unicast_peers(config: BackupConfig) -> None:
+    """With ``--peer``, refuse one that is this host or a broadcast address of one of its networks."""
+    if not config.peers:
+        return
+    try:
+        host = HostView.read()
+    except OSError as exc:
+        raise ConfigError(f"--peer: cannot read this host's networks over netlink to check that no peer "
+                          f"is this host or a broadcast address: {exc}") from None
+    problems = peer_problems(config, host)
+    if problems:
+        raise ConfigError(problems[0])
+
+
 # --- the -n checks -------------------------------------------------------------
 
 
@@ -299,10 +327,14 @@ def _peer_checks(
     checks = []
     for peer, theirs in peers:
         text, _, scope = str(peer).partition("%")
-        where = host.addresses.get(ip_address(text))
+        address = ip_address(text)
+        where = host.addresses.get(address)
         if where is not None:
             checks.append(Check("FAIL", f"--peer {peer} is configured here on {where}; list the other backups, "
                                 "not this one"))
+        elif isinstance(address, IPv4Address) and (where := host.broadcasts.get(address)) is not None:
+            checks.append(Check("FAIL", f"--peer {peer}: it is the broadcast address of {where}'s network; "
+                                "name each other backup's unicast address"))
         elif scope and scope not in host.links:
             checks.append(Check("FAIL", f"--peer {peer}: no interface {scope} here"))
         else:

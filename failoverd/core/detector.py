@@ -446,7 +446,10 @@ class Detector(DeclaredMachine):
         self.master_holds: bool | None = None
         self._key = wire.Key(key) if key is not None else None
         self._sealer = (
-            wire.Sealer(self._key, wire.ROLE_BACKUP, epoch, timing.interval, now) if self._key is not None else None
+            wire.Sealer(
+                self._key, wire.ROLE_BACKUP, epoch, timing.interval, now,
+                memory=wire.sent_memory(1 + len(settings.peers), timing.effective_max_delay, timing.interval),
+            ) if self._key is not None else None
         )
         self._guard = wire.ReplayGuard(timing.effective_max_delay, judge_age=not offline)
         if settings.peers and self._sealer is None:
@@ -471,7 +474,10 @@ class Detector(DeclaredMachine):
         """When our next periodic peer frames are due (the first at once: it starts the handshake)."""
         self._peer_said: tuple[bool, bool] | None = None
         """(holds, unfit) as our last peer frames said it: a change is told at once."""
-        self._priority_alarmed = False
+        self._priority_alarmed: set[tuple[str, int]] = set()
+        """(source, priority) of each peer frame refused for its priority and alarmed (once each)."""
+        self._foreign_backup_alarmed = False
+        """The alarm "another backup runs with --peer, this one has none" was raised."""
         self._awaited: dict[int, Awaited] = {}
         """Announcing: the peers of the wait set W that have not answered yet, by priority (spec/backups.md)."""
         self._announced_at = float("-inf")
@@ -564,11 +570,21 @@ class Detector(DeclaredMachine):
             return
         try:
             frame = wire.decode(data, self._key)
-            if frame.role != wire.ROLE_MASTER and (self._peers is None or frame.role != wire.ROLE_BACKUP):
-                # A backup's frame with no peers configured: a pair, as before several backups.
-                raise wire.WireError("role", "not from a master")
         except wire.WireError as exc:
             self._reject(exc.reason)
+            return
+        if frame.role != wire.ROLE_MASTER and (self._peers is None or frame.role != wire.ROLE_BACKUP):
+            # A backup's frame with no peers configured: a pair, as before several backups.
+            self._reject("role")
+            if frame.role == wire.ROLE_BACKUP and frame.priority and not self._foreign_backup_alarmed:
+                # Authentic, from a backup run with --peer (a pair's own frames carry no
+                # priority, so a replay of ours is not taken for one): it counts on us as
+                # its peer, and we, knowing of no other backup, would take over beside it.
+                self._foreign_backup_alarmed = True
+                self._emit_alarm(
+                    "critical", f"another backup of this master, at {source} with priority {frame.priority}, "
+                    "runs with --peer, and this one has none: both would take over; give this backup "
+                    "--priority and the other backups as --peer ADDR=PRIORITY", mail=True)
             return
         if frame.role == wire.ROLE_BACKUP:
             self._receive_peer(now, frame, source)
@@ -654,8 +670,8 @@ class Detector(DeclaredMachine):
         except wire.WireError as exc:
             if exc.reason == "priority":
                 self._reject("priority")
-                if not self._priority_alarmed:
-                    self._priority_alarmed = True
+                if (source, frame.priority) not in self._priority_alarmed:
+                    self._priority_alarmed.add((source, frame.priority))
                     own = self._peers.priority
                     why = (
                         "ours too" if frame.priority == own
@@ -675,6 +691,8 @@ class Detector(DeclaredMachine):
             return
         if verdict == "counted":
             self.last_verdict = "peer"
+            entry.unacknowledged_since = None
+            entry.unacknowledged_alarmed = False
             awaited = self._awaited.get(entry.priority)
             if awaited is not None and self._peers.answered(entry, awaited, self._sealer_epoch()):
                 del self._awaited[entry.priority]  # it answered our announcement: it leaves W for good
@@ -690,9 +708,25 @@ class Detector(DeclaredMachine):
             self.last_verdict = "peer_overtaken"
             return
         self._reject(f"peer_{verdict}")
+        if verdict == "unacknowledged":
+            self._unacknowledged_peer(now, entry, source)
         if entry.guard.newest_admitted:
             # Unacknowledged (the handshake) or delayed: our answer lets its next frame count.
             self._answer_peer(now, entry, source)
+
+    def _unacknowledged_peer(self, now: float, entry: PeerEntry, source: str) -> None:
+        """A peer whose frames have never acknowledged ours for a failure timeout, though we answer them
+        (a handshake takes one round trip): it refuses ours, so its --peer for us is missing or names
+        another priority, and it will take over as if we did not exist. Alarmed once per episode."""
+        if entry.unacknowledged_since is None:
+            entry.unacknowledged_since = now
+        elif now - entry.unacknowledged_since > self._fail_after and not entry.unacknowledged_alarmed:
+            entry.unacknowledged_alarmed = True
+            assert self._peers is not None
+            self._emit_alarm(
+                "critical", f"peer backup at {source} (priority {entry.priority}) has not acknowledged our frames "
+                f"for {now - entry.unacknowledged_since:.1f} s: it refuses them; check that its --peer for this "
+                f"backup names our priority ({self._peers.priority})", mail=True)
 
     def _answer_peer(self, now: float, entry: PeerEntry, source: str, *, urgent: bool = False) -> None:
         """One frame to ``source``, at most once per half interval per peer (no input rate makes us send faster)."""

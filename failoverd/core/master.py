@@ -280,7 +280,10 @@ class Master(DeclaredMachine):
         self.received_by_path: dict[str, int] = {}
         """Authentic, unseen status frames of the backups, by the path (interface) they arrived on."""
         self._key = wire.Key(key) if key is not None else None
-        self._sealer = wire.Sealer(self._key, wire.ROLE_MASTER, epoch, interval, now) if self._key else None
+        self._sealer = wire.Sealer(
+            self._key, wire.ROLE_MASTER, epoch, interval, now,
+            memory=wire.sent_memory(len(self.targets), self.backup_fail_after, interval),
+        ) if self._key else None
         self._next_send = now
         self._now = now
         self._out: list[Action] = []
@@ -319,6 +322,8 @@ class Master(DeclaredMachine):
         """--etcd-unreachable keep: whether we confirm the backup's holding (core/witness.py)."""
         self._kept_reported = False
         """The alarm "keeping on the backup's confirmation" was raised for this outage."""
+        self._unprioritised_reported = False
+        """The alarm "a backup sends no priority" (--backups above 1) was raised."""
         if not self.managed:
             initial = "holding"
         elif self.held == self.managed:
@@ -379,15 +384,27 @@ class Master(DeclaredMachine):
             self.counters.reject("role")
             return out
         assert self._sealer is not None
-        # With one backup, one view takes every frame, whatever its priority: a
-        # pair judges its backup as it always did. With several, a backup gets
-        # its view from its first status made for this epoch of ours (a
-        # recording of an earlier run cannot take a place, nor be answered:
-        # where it came from says nothing of where that backup is now).
-        priority = 0 if self.backups == 1 else frame.priority
+        # A view per priority byte, whatever --backups says: a pair's backup
+        # (priority 0 on the wire) has the one view it always had, and a backup
+        # run with --peer never shares a view (and its replay guard) with
+        # another one, so --backups left at 1 with two of them raises the
+        # "more than --backups" alarm instead of silently refusing one backup's
+        # frames as replays. Every view but a pair's first gets its place from
+        # a status made for this epoch of ours (a recording of an earlier run
+        # cannot take a place, nor be answered: where it came from says nothing
+        # of where that backup is now).
+        priority = frame.priority
+        if priority == 0 and self.backups > 1:
+            self.counters.reject("priority")
+            if not self._unprioritised_reported:
+                self._unprioritised_reported = True
+                out.append(Alarm("critical", f"a backup at {source} sends no priority (it runs without --peer "
+                                 f"and --priority): it cannot be one of --backups {self.backups}; give each "
+                                 "backup --priority and the others as --peer", True))
+            return out
         view = self.views.get(priority)
         if view is None:
-            if self.backups > 1 and not self._sealer.acknowledges_us(frame):
+            if (self.backups > 1 or self.views) and not self._sealer.acknowledges_us(frame):
                 self.counters.unacknowledged += 1
                 return out
             view = self.views[priority] = BackupView(priority, wire.ReplayGuard(self.backup_fail_after))
@@ -403,9 +420,10 @@ class Master(DeclaredMachine):
             self.counters.reject(exc.reason)
             return out
         self._latest_view = view
-        if self._sealer.acknowledges_us(frame):
-            # A status sealed for us (not a frame of a backup's for its peers, replayed):
-            # its source is where this backup hears our heartbeats.
+        if self._sealer.acknowledges_us(frame) and age != "delayed":
+            # A status sealed for us that counts (not a frame of a backup's for its
+            # peers, replayed, nor one perhaps withheld): its source is where this
+            # backup hears our heartbeats.
             self._learn_source(view, source)
         if view.guard.epoch != known_epoch and now >= view.answer_due and self.state != "stopped":
             # A backup we have not heard in this epoch of its (it restarted,
@@ -428,7 +446,15 @@ class Master(DeclaredMachine):
         # Pushes the presume row's deadline on (only a release can make it due: see below).
         view.last_heard = now
         if age == "overtaken":
-            return out  # overtaken on another path: the backup lives; its view is older than what we know
+            # Overtaken (on another path, or reordered: a backup seals its status to
+            # us and then its frames to its peers, and an attacker may deliver one of
+            # those first): the backup lives, and its view is older than what we know,
+            # except that "I hold" is believed from any counted frame. Believing a
+            # claim to hold is always safe; only a release must be the newest word.
+            if frame.holds and view.holds is not True:
+                view.holds = True
+                view.release_counted = False
+            return out
         view.holds = frame.holds
         if frame.witness_unreachable:
             self._take_confirmation(frame)

@@ -61,6 +61,10 @@ class PeerEntry:
     """Not before then is an unacknowledged frame of it answered again (the handshake's rate)."""
     answered_epoch: int = -1
     """Its epoch whose first counted frame we answered at once (the handshake's last step)."""
+    unacknowledged_since: float | None = None
+    """Since when its frames have been recorded without one counting (None: the last one counted)."""
+    unacknowledged_alarmed: bool = False
+    """The alarm "its frames never acknowledge ours" was raised for this episode."""
 
     def alive(self, now: float, fail_after: float) -> bool:
         return self.last_counted is not None and now < self.last_counted + fail_after

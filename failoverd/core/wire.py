@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import struct
 from typing import NamedTuple
 
@@ -227,14 +228,18 @@ class Sealer:
     (:meth:`acked_at`).
     """
 
-    def __init__(self, key: KeyLike, role: int, epoch: int, interval: float, started: float) -> None:
+    def __init__(
+        self, key: KeyLike, role: int, epoch: int, interval: float, started: float, *, memory: int = 0
+    ) -> None:
         self._key = as_key(key)
         self._role = role
         self.epoch = epoch
         self._interval_ms = max(1, round(interval * 1000))
         self._started = started
         self.seq = 0
-        self._sent: list[tuple[int, float, int]] = [(0, 0.0, 0)] * SENT_MEMORY  # (seq, when, its ack_epoch)
+        self.memory = max(SENT_MEMORY, memory)
+        """How many of its frames' send times it remembers (:func:`sent_memory`)."""
+        self._sent: list[tuple[int, float, int]] = [(0, 0.0, 0)] * self.memory  # (seq, when, its ack_epoch)
 
     def rekey(self, key: KeyLike) -> None:
         self._key = as_key(key)
@@ -255,7 +260,7 @@ class Sealer:
         if unfit or preempt or priority:
             _check_backup_fields(self._role, unfit, preempt, priority)
         self.seq += 1
-        self._sent[self.seq % SENT_MEMORY] = (self.seq, now, ack_epoch)
+        self._sent[self.seq % self.memory] = (self.seq, now, ack_epoch)
         sent_ms = max(0, int((now - self._started) * 1000))
         flags = _flags(holds, leaving, unfit, preempt, witness_unreachable)
         # Packed directly (not through encode()): every field is in range by
@@ -273,7 +278,7 @@ class Sealer:
         """Our record (seq, when, its ack_epoch) of the frame ``frame`` acknowledges, if ours and remembered."""
         if not self.acknowledges_us(frame):
             return None
-        entry = self._sent[frame.ack_seq % SENT_MEMORY]
+        entry = self._sent[frame.ack_seq % self.memory]
         return entry if entry[0] == frame.ack_seq else None
 
     def acked_at(self, frame: Heartbeat) -> float | None:
@@ -294,9 +299,18 @@ class Sealer:
 
 
 SENT_MEMORY = 256
-"""How many of its own frames' send times a sealer remembers: heartbeatd seals
-one frame per target per interval and the peer acknowledges the newest it has
-recorded, so only the last few matter; 256 covers a hundred targets."""
+"""The fewest of its own frames' send times a sealer remembers (a pair needs a
+handful: the peer acknowledges the newest frame it recorded)."""
+
+
+def sent_memory(destinations: int, max_age: float, interval: float) -> int:
+    """How many send times a sealer must remember so that an answer to any frame it sent within
+    ``max_age`` (older ones cannot count anyway) is still found: one frame per destination per
+    interval, twice over for the frames sent between (handshake answers, changes said at once).
+    heartbeatd with 254 backups seals 254 frames an interval: 256 alone would forget a heartbeat
+    before its answer came back. At most 65536 (a few MiB when full): beyond, an answer to a
+    forgotten frame only fails to count, which is safe."""
+    return min(1 << 16, max(SENT_MEMORY, 2 * destinations * (math.ceil(max_age / interval) + 1)))
 
 REPLAY_WINDOW = 64
 """How far behind the newest seq a frame may be and still count (as IPsec's

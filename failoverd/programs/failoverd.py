@@ -13,6 +13,7 @@ from failoverd.cli.launch import run_program
 def check_host(config: BackupConfig) -> None:
     preflight.require_interfaces(config.triplets, "pub_addr")
     preflight.require_key_file(config.key_file)
+    preflight.require_unicast_peers(config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
