@@ -229,7 +229,7 @@ class Network:
                 configured = configured | frozenset(result.acquired)
             elif isinstance(result, ReleaseDone):
                 configured = configured - frozenset(result.released)
-            self._set_configured(name, configured)
+            self._set_configured(name, configured, core)
             if self._core(name) is core:  # not a daemon killed since
                 self._after(name, core.action_done(self.now, result))
         elif kind == "probe":
@@ -242,9 +242,9 @@ class Network:
     def _configured(self, host: str) -> frozenset:
         return self.master_configured if host == "master" else self.backups[host].configured
 
-    def _set_configured(self, host: str, addresses: frozenset) -> None:
+    def _set_configured(self, host: str, addresses: frozenset, core: Detector | Master) -> None:
         if host == "master":
-            if self.failback is not None:  # a dead host's addresses stay gone
+            if self.failback is core:  # a dead host's addresses stay gone, even from a change then in flight
                 self.master_configured = addresses
         else:
             self.backups[host].configured = addresses
