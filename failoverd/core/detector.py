@@ -83,7 +83,9 @@ announcement's first frame to it and says it holds nothing, or was silent
 a failure timeout (``announced``); a higher peer saying holds, the master's
 heartbeat, or our own unfitness withdraws it (spec/backups.md, "Who takes
 over": two backups that both acquire cannot both have waited for the
-other's "holds nothing"). Holding while an alive
+other's "holds nothing"), and so does its limit, ``fail_after + 2 ×
+interval`` (``unanswered``: a peer heard but not answering does not hear us),
+after which a fresh probe decides. Holding while an alive
 higher peer holds too, or while an alive fit higher one says ``preempt``, we
 yield (``peer_yield``): the lower releases, and the higher (deferring to it
 as the holder) takes over only when a counted frame of it says it holds

@@ -30,7 +30,10 @@ Several backups (``--backups N``, spec/backups.md): one
 :class:`~failoverd.core.backup_views.BackupView` per backup, by the priority
 byte of its frames, each judged as the one backup of a pair is. (a) needs
 every backup's "I hold nothing", each while it is alive; (b) needs every
-backup not known released silent that long. A heartbeat is sealed per
+backup not known released silent that long, and the release settle
+(``fail_after + retry + 3 × interval``) passed since the latest release of
+any backup: a silent backup may be one that cannot hear us and waited on the
+one that just released, and takes over on that release. A heartbeat is sealed per
 target and acknowledges the backup heard from that target's address.
 
 On shutdown a managing master releases first and only then sends a
