@@ -75,6 +75,8 @@
 /* BCUT 1: the link between the backups is cut at some instant (from the
  * start, or any time later) and stays cut: every frame between them is lost.
  * BCUT 2: cut from the start (a narrowing of 1: the backups never hear each other).
+ * BCUT 3: B1's frames to B2 lost from some instant on, B2's to B1 still arriving
+ * (a one-way loss: spec/backups.md, "What the review found", 2); links up otherwise.
  * The master's frames to and from each backup still follow links up, and the
  * public network is shared (the ARP probe sees every configured address). */
 #ifndef BCUT
@@ -93,6 +95,31 @@
 #ifndef M_RESTARTS
 #define M_RESTARTS 1        /* 0: a crashed master stays dead                      */
 #endif
+/* MCUT 1: from the master's restart on, its heartbeats to B1 are lost (one way: B1
+ * then sends it nothing, as statuses answer heartbeats), B1 still hearing B2; the
+ * master restarts only while B2 holds and B1, up, defers or is contested (a narrowing:
+ * otherwise B1 and the restarted master may both take over at the same failure
+ * timeout from the restart, a pair's race too under a one-way loss, which "links up"
+ * excludes). The review's failback race (spec/backups.md,
+ * "What the review found", 1). */
+#ifndef MCUT
+#define MCUT 0
+#endif
+
+/* RELEASE_SETTLE 1 (the review's fix 1): the master presumes a silent backup only
+ * SETTLE ticks after the latest counted release of any backup; 0: at once. */
+#ifndef RELEASE_SETTLE
+#define RELEASE_SETTLE 1
+#endif
+#define SETTLE (FAIL + RETRY + 3 * INTERVAL)
+
+/* ANN_LIMIT 1 (the review's fix 2): an announcement still waiting LIMIT ticks after
+ * its entry is withdrawn to suspect, and a fresh probe decides; 0: no limit. */
+#ifndef ANN_LIMIT
+#define ANN_LIMIT 1
+#endif
+#define LIMIT (FAIL + 2 * INTERVAL)
+
 #ifndef B_CRASHES
 #define B_CRASHES 1         /* backup crashes in a run, both backups together      */
 #endif
@@ -167,6 +194,8 @@ byte m_state;
 byte m_hb_t;              /* ticks to its next heartbeats (one per backup)       */
 byte m_sil[3];            /* ticks since a counted status of backup i (cap FAIL) */
 bool rel[3];              /* backup i's last counted status said "released" (and answered a counted heartbeat) */
+byte m_rel_t;             /* ticks since a backup's release last began to count (cap SETTLE) */
+bool mcut;                /* MCUT 1: the master's heartbeats to B1 are lost */
 bool m_probe;
 bool m_probe_t;
 bool m_snap;
@@ -192,6 +221,7 @@ byte pr[3];               /* ticks since it recorded a frame of its peer (cap FA
 bool pl_cnt[3];           /* the life of the peer's newest recorded frame has counted here */
 byte w_t[3];              /* announcing: ticks since the peer's last counted frame (or, in its
                              handshake, its last recorded one before the entry); FAIL: it left W */
+byte ann_t[3];            /* announcing: ticks since its entry (cap LIMIT) */
 bool rec_ann[3];          /* it recorded a frame its (announcing) peer sent at or after the announcement */
 byte b_crashes;
 byte down_t[3];
@@ -235,7 +265,7 @@ hidden int clock;
 #define MAY_TAKE(i) (!(ALIVE(i) && ph[i]) && !((i) == 2 && PRESENT2))
 /* the lower yields to a higher holder (or announcer) */
 #define YIELDS(i) ((i) == 2 && d[2] == D_failed_over && ALIVE(2) && ph[2])
-#define BB_CUT(s, r) (BCUT && bcut && (s) > 0 && (r) > 0)
+#define BB_CUT(s, r) (BCUT && bcut && (s) > 0 && (r) > 0 && (BCUT != 3 || (s) == 1))
 
 inline send(s, r, acks, holds, cnt) {
 	sc = (s) * 3 + (r);
@@ -245,7 +275,7 @@ inline send(s, r, acks, holds, cnt) {
 	fi;
 	sc = 0
 }
-#define SEND_HB(r)   send(0, r, knows[r], 0, 0)
+#define SEND_HB(r)   if :: (r) == 1 && mcut -> skip :: else -> send(0, r, knows[r], 0, 0) fi
 #define SEND_ST(i)   send(i, 0, knows[(i) * 3], BHOLDS(i), hbc[i])
 
 /* a peer frame of i: what it says, and what of its peer's announcement it acknowledges */
@@ -272,7 +302,7 @@ inline backup_acquire(i) {
  * empty announces first. Entry: what it says changes to holds (to the master at
  * its next status, to the peer at once); announce_seq is this frame's number. */
 inline backup_announce(i) {
-	d[i] = D_announcing;
+	d[i] = D_announcing; ann_t[i] = 0;
 	/* W's silence clock: since the peer's last counted frame, or, for a peer in its
 	 * handshake (recorded, that life not counted), since the later recording */
 	if
@@ -313,7 +343,9 @@ inline receive_status(i) {
 	c = (i) * 3;
 	f_in[c] = 0;
 	if
-	:: f_acks[c] -> gap[c] = 0; m_sil[i] = 0; rel[i] = (!f_holds[c] && f_cnt[c])
+	:: f_acks[c] -> gap[c] = 0; m_sil[i] = 0;
+		if :: !rel[i] && !f_holds[c] && f_cnt[c] -> m_rel_t = 0 :: else -> skip fi;   /* a release begins to count */
+		rel[i] = (!f_holds[c] && f_cnt[c])
 	:: else -> skip
 	fi;
 	if :: !knows[i] -> knows[i] = 1; SEND_HB(i) :: else -> skip fi;
@@ -353,11 +385,11 @@ inline receive_peer(r, s) {
 inline backup_reset(i) {
 	addr[i] = 0; d[i] = D_monitoring; sil[i] = 0; probe[i] = 0; probe_t[i] = 0; snap[i] = 0;
 	op_t[i] = 0; hbp[i] = 0; retry_t[i] = 0; hbc[i] = 0; pa[i] = ((i) == 2 -> PA_CAP : FAIL); ph[i] = 0; heard[i] = 0; pt[i] = 0;
-	pr[i] = FAIL; pl_cnt[i] = 0; w_t[i] = 0; rec_ann[i] = 0
+	pr[i] = FAIL; pl_cnt[i] = 0; w_t[i] = 0; ann_t[i] = 0; rec_ann[i] = 0
 }
 
 inline master_reset() {
-	addr[0] = 0; m_state = M_waiting; m_hb_t = 0; m_sil[1] = 0; m_sil[2] = 0; rel[1] = 0; rel[2] = 0;
+	addr[0] = 0; m_state = M_waiting; m_hb_t = 0; m_sil[1] = 0; m_sil[2] = 0; rel[1] = 0; rel[2] = 0; m_rel_t = SETTLE;
 	m_probe = 0; m_probe_t = 0; m_snap = 0; m_op_t = 0
 }
 
@@ -375,6 +407,7 @@ inline normalize() {
 	if :: !m_probe -> m_probe_t = 0; m_snap = 0 :: else -> skip fi;
 	if :: m_state != M_acquiring -> m_op_t = 0 :: else -> skip fi;
 	if :: m_state == M_holding || !up[0] -> m_sil[1] = 0; m_sil[2] = 0; rel[1] = 0; rel[2] = 0 :: else -> skip fi;
+	if :: m_state == M_holding || m_state == M_acquiring || !up[0] || !RELEASE_SETTLE -> m_rel_t = SETTLE :: else -> skip fi;
 	for (k : 1 .. 2) {
 		if :: !probe[k] -> probe_t[k] = 0; snap[k] = 0 :: else -> skip fi;
 		if :: d[k] != D_contested -> retry_t[k] = 0 :: else -> skip fi;
@@ -396,7 +429,7 @@ inline normalize() {
 		fi;
 		if
 		:: d[k] != D_announcing ->
-			w_t[k] = 0; rec_ann[3 - k] = 0; f_post[k * 3 + 3 - k] = 0; f_ackann[(3 - k) * 3 + k] = 0
+			w_t[k] = 0; ann_t[k] = 0; rec_ann[3 - k] = 0; f_post[k * 3 + 3 - k] = 0; f_ackann[(3 - k) * 3 + k] = 0
 		:: else -> skip
 		fi;
 		if :: !RANK_CONFIGURED -> skip :: else -> heard[k] = 0 fi
@@ -410,6 +443,7 @@ inline normalize() {
 		up[1], d[1], addr[1], sil[1], probe[1], snap[1], pa[1], ph[1], pr[1], pl_cnt[1], w_t[1], rec_ann[1]);
 	printf("b2[up=%d state=%d addr=%d sil=%d probe=%d/%d peer=%d/%d rec=%d/%d w=%d ann=%d] ",
 		up[2], d[2], addr[2], sil[2], probe[2], snap[2], pa[2], ph[2], pr[2], pl_cnt[2], w_t[2], rec_ann[2]);
+	printf("mcut=%d rel_t=%d ", mcut, m_rel_t);
 	printf("cut=%d frames=%d%d%d%d%d%d\n", bcut, f_in[1], f_in[2], f_in[3], f_in[6], f_in[5], f_in[7]);
 	if :: TWO_HOLDERS -> printf("HOLDERS 2\n") :: else -> skip fi
 }
@@ -419,7 +453,8 @@ inline normalize() {
 	f_in[3] && f_age[3] >= DELAY || f_in[5] && f_age[5] >= DELAY || \
 	f_in[6] && f_age[6] >= DELAY || f_in[7] && f_age[7] >= DELAY)
 #define M_ALL_RELEASED (rel[1] && rel[2])
-#define M_MAY_PRESUME ((rel[1] || m_sil[1] >= FAIL) && (rel[2] || m_sil[2] >= FAIL) && !M_ALL_RELEASED)
+#define M_MAY_PRESUME ((rel[1] || m_sil[1] >= FAIL) && (rel[2] || m_sil[2] >= FAIL) && !M_ALL_RELEASED && \
+	m_rel_t >= SETTLE)
 #define M_DUE (up[0] && (m_hb_t == 0 || \
 	(m_state == M_waiting && (M_ALL_RELEASED || M_MAY_PRESUME)) || \
 	(m_state == M_probing && (M_ALL_RELEASED || m_probe_t == 0)) || \
@@ -430,6 +465,7 @@ inline normalize() {
 	(d[i] == D_deferring && MAY_TAKE(i)) || \
 	(d[i] == D_contested && retry_t[i] == 0) || \
 	(d[i] == D_announcing && w_t[i] >= FAIL) || \
+	(ANN_LIMIT && d[i] == D_announcing && ann_t[i] >= LIMIT) || \
 	YIELDS(i) || \
 	((d[i] == D_acquiring || d[i] == D_recovering) && op_t[i] >= OP_MAX)))
 
@@ -458,6 +494,10 @@ inline normalize() {
 	:: d_step { up[i] && d[i] == D_announcing && w_t[i] >= FAIL -> \
 		/* nothing of the peer counted for a failure timeout: it left W */ \
 		backup_acquire(i); \
+		normalize() } \
+	:: d_step { ANN_LIMIT && up[i] && d[i] == D_announcing && ann_t[i] >= LIMIT && w_t[i] < FAIL -> \
+		/* unanswered for the limit: withdraw, and a fresh probe decides */ \
+		withdraw(i, D_suspect); START_PROBE(i); \
 		normalize() } \
 	:: d_step { up[i] && d[i] == D_acquiring && op_t[i] >= OP_MIN -> \
 		addr[i] = 1; \
@@ -504,7 +544,7 @@ inline backups_changed(i) {
 
 active proctype world()
 {
-	d_step { pa[1] = FAIL; pa[2] = PA_CAP; pr[1] = FAIL; pr[2] = FAIL; bcut = (BCUT == 2); normalize() }   /* nobody heard yet */
+	d_step { pa[1] = FAIL; pa[2] = PA_CAP; pr[1] = FAIL; pr[2] = FAIL; bcut = (BCUT == 2); m_rel_t = SETTLE; normalize() }   /* nobody heard yet */
 	do
 	/* ======================= crashes and restarts ======================= */
 	/* (first: pan's depth-first search then reaches the runs with crashes early) */
@@ -514,8 +554,9 @@ active proctype world()
 		dead_ante = (up[1] || up[2]); dead_age = 0;
 		high_ok = (up[1] && !BUSY(2));
 		normalize() }
-	:: d_step { M_RESTARTS && !up[0] && m_down_t >= 1 && !f_in[1] && !f_in[2] ->
-		up[0] = 1; master_reset();
+	:: d_step { M_RESTARTS && !up[0] && m_down_t >= 1 && !f_in[1] && !f_in[2] &&
+	            (!MCUT || (up[1] && (d[1] == D_deferring || d[1] == D_contested) && d[2] == D_failed_over)) ->
+		up[0] = 1; master_reset(); mcut = MCUT;
 		for (k : 1 .. 2) { knows[k * 3] = 0; knows[k] = 0; hbc[k] = 0; gap[k] = 0; gap[k * 3] = 0 };
 		dead_ante = 0;
 		normalize() }
@@ -559,8 +600,8 @@ active proctype world()
 	DELIVER(2, 0, receive_status(2))
 	DELIVER(1, 2, receive_peer(2, 1))
 	DELIVER(2, 1, receive_peer(1, 2))
-	:: d_step { BCUT == 1 && !bcut ->
-		bcut = 1; f_in[5] = 0; f_in[7] = 0;
+	:: d_step { (BCUT == 1 || BCUT == 3) && !bcut ->
+		bcut = 1; f_in[5] = 0; if :: BCUT != 3 -> f_in[7] = 0 :: else -> skip fi;
 		normalize() }
 
 	/* ======================= time ======================= */
@@ -572,7 +613,8 @@ active proctype world()
 			if :: m_hb_t > 0 -> m_hb_t-- :: else -> skip fi;
 			if :: m_probe -> m_probe_t = 0 :: else -> skip fi;
 			if :: m_state == M_acquiring -> m_op_t++ :: else -> skip fi;
-			if :: m_state == M_waiting -> INC(m_sil[1], FAIL); INC(m_sil[2], FAIL) :: else -> skip fi
+			if :: m_state == M_waiting -> INC(m_sil[1], FAIL); INC(m_sil[2], FAIL) :: else -> skip fi;
+			if :: m_state == M_waiting || m_state == M_probing -> INC(m_rel_t, SETTLE) :: else -> skip fi
 		:: else -> INC(m_down_t, 1)
 		fi;
 		for (k : 1 .. 2) {
@@ -580,7 +622,7 @@ active proctype world()
 			:: up[k] ->
 				INC(sil[k], DLMAX);
 				if :: k == 2 -> INC(pa[k], PA_CAP) :: else -> INC(pa[k], FAIL) fi; INC(pr[k], FAIL);
-				if :: d[k] == D_announcing -> INC(w_t[k], FAIL) :: else -> skip fi;
+				if :: d[k] == D_announcing -> INC(w_t[k], FAIL); INC(ann_t[k], LIMIT) :: else -> skip fi;
 				if :: pt[k] > 0 -> pt[k]-- :: else -> skip fi;
 				if :: probe[k] -> probe_t[k] = 0 :: else -> skip fi;
 				if :: retry_t[k] > 0 -> retry_t[k]-- :: else -> skip fi;
@@ -592,7 +634,7 @@ active proctype world()
 		 * at least once in every FAIL ticks */
 		for (k : 0 .. 8) {
 			if
-			:: k % 4 != 0 && up[k / 3] && up[k % 3] && !BB_CUT(k / 3, k % 3) ->
+			:: k % 4 != 0 && up[k / 3] && up[k % 3] && !BB_CUT(k / 3, k % 3) && !(mcut && (k == 1 || k == 3)) ->
 				gap[k]++; links_broken = (links_broken || gap[k] >= FAIL)
 			:: else -> gap[k] = 0
 			fi

@@ -4,9 +4,11 @@ The backups are real :class:`~failoverd.core.detector.Detector` cores with
 peers (spec/backups.md); the master is real :class:`~failoverd.core.master.Master`
 cores that manage nothing, one per backup target, so each backup's status is
 acknowledged by the heartbeats sent to it (spec/wire.md, rule 6: one frame
-acknowledges one backup). The master's own failback with several backups is
-heartbeatd's part and is not what this network tests; here only the backups
-hold addresses.
+acknowledges one backup), and only the backups hold addresses; or
+(:meth:`Network.start_managing_master`) one master that manages the addresses
+with ``--backups`` the number of backups, targets every backup and takes the
+addresses back through its failback (spec/backups.md, "Failback to the
+master"): then the master's host counts among the holders.
 
 The network: each datagram arrives ``delay`` after it was sent unless the
 link between the two hosts is cut or the receiver is down; every delivery is
@@ -102,6 +104,11 @@ class Network:
         self._order = itertools.count()
         self._timers: dict[str, float] = {}
         self._master_epochs = itertools.count(1000)
+        self.failback: Master | None = None
+        """The managing master (:meth:`start_managing_master`), while it runs."""
+        self.master_configured: frozenset = frozenset()
+        """The addresses on the master's host (only a managing master adds any)."""
+        self.master_acquires: list[float] = []
 
     # --- the hosts ---------------------------------------------------------
 
@@ -114,9 +121,25 @@ class Network:
             )
             self._after("master:" + b.address, [])
 
+    def start_managing_master(self) -> Master:
+        """heartbeatd --manage --backups N, targeting every backup, adopting what its host holds."""
+        self.master_up = True
+        self.masters.clear()
+        settings = MasterSettings(
+            tuple(b.address for b in self.backups.values()), self.timing.interval, managed=tuple(VIPS),
+            backups=len(self.backups),
+        )
+        self.failback = Master(settings, self.now, key=KEY, epoch=next(self._master_epochs),
+                               held=self.master_configured)
+        self._after("master", [])
+        return self.failback
+
     def kill_master(self) -> None:
+        """The master's host dies: its addresses go with it."""
         self.master_up = False
         self.masters.clear()
+        self.failback = None
+        self.master_configured = frozenset()
 
     def start_backup(self, name: str) -> Detector:
         b = self.backups[name]
@@ -171,8 +194,7 @@ class Network:
             when, _, kind, payload = heapq.heappop(self._queue)
             self.now = when
             self._event(kind, payload)
-            holders = sum(1 for b in self.backups.values() if b.configured)
-            self.most_holders = max(self.most_holders, holders)
+            self.most_holders = max(self.most_holders, len(self.holders()))
         raise AssertionError(f"more than {MAX_EVENTS} events before {end}: a core spins")
 
     def _push(self, when: float, kind: str, payload: Any) -> None:
@@ -181,6 +203,9 @@ class Network:
     def _event(self, kind: str, payload: Any) -> None:
         if kind == "frame":
             source, destination, data = payload
+            if destination == MASTER and self.failback is not None:
+                self._after("master", self.failback.receive_datagram(self.now, data, source, PATH))
+                return
             if destination == MASTER:
                 master = self.masters.get(source) if self.master_up else None
                 if master is not None:
@@ -199,21 +224,41 @@ class Network:
                 self._after(host, core.handle_timer(self.now))
         elif kind == "done":
             name, core, result = payload
-            b = self.backups[name]
+            configured = self._configured(name)
             if isinstance(result, AcquireDone):
-                b.configured = b.configured | frozenset(result.acquired)
+                configured = configured | frozenset(result.acquired)
             elif isinstance(result, ReleaseDone):
-                b.configured = b.configured - frozenset(result.released)
-            if b.core is core:  # not a daemon killed since
+                configured = configured - frozenset(result.released)
+            self._set_configured(name, configured, core)
+            if self._core(name) is core:  # not a daemon killed since
                 self._after(name, core.action_done(self.now, result))
         elif kind == "probe":
             name, core, seen_at_start = payload
-            others = frozenset().union(*(o.configured for o in self.backups.values() if o.name != name))
-            if self.backups[name].core is core:
+            others = self._configured_besides(name)
+            if self._core(name) is core:
                 answered = (others | seen_at_start) & VIPS
                 self._after(name, core.action_done(self.now, ProbeDone(answered=answered)))
 
+    def _configured(self, host: str) -> frozenset:
+        return self.master_configured if host == "master" else self.backups[host].configured
+
+    def _set_configured(self, host: str, addresses: frozenset, core: Detector | Master) -> None:
+        if host == "master":
+            if self.failback is core:  # a dead host's addresses stay gone, even from a change then in flight
+                self.master_configured = addresses
+        else:
+            self.backups[host].configured = addresses
+
+    def _configured_besides(self, host: str) -> frozenset:
+        """What ARP answers for, to ``host``: every other host's configured addresses."""
+        others = [o.configured for o in self.backups.values() if o.name != host]
+        if host != "master":
+            others.append(self.master_configured)
+        return frozenset().union(*others)
+
     def _core(self, host: str) -> Detector | Master | None:
+        if host == "master":
+            return self.failback
         if host.startswith("master:"):
             return self.masters.get(host.removeprefix("master:")) if self.master_up else None
         return self.backups[host].core
@@ -223,21 +268,23 @@ class Network:
         core = self._core(host)
         if core is None:
             return
-        source = MASTER if host.startswith("master:") else self.backups[host].address
+        source = MASTER if host.startswith("master") else self.backups[host].address
         for action in actions:
             if isinstance(action, Transmit):
                 for target in action.targets:
                     self._send(source, target, action.payload)
             elif isinstance(action, StateChanged):
-                self.backups[host].states.append((self.now, action.dest))
+                if host in self.backups:
+                    self.backups[host].states.append((self.now, action.dest))
             elif isinstance(action, Probe):
-                others = frozenset().union(*(o.configured for o in self.backups.values() if o.name != host))
+                others = self._configured_besides(host)
                 self._push(self.now + self.timing.probe_duration, "probe", (host, core, others))
             elif isinstance(action, Acquire):
-                self.backups[host].acquires.append(self.now)
+                (self.backups[host].acquires if host in self.backups else self.master_acquires).append(self.now)
                 self._push(self.now + self.action_latency, "done", (host, core, AcquireDone(acquired=action.addresses)))
             elif isinstance(action, Release):
-                self.backups[host].releases.append(self.now)
+                if host in self.backups:
+                    self.backups[host].releases.append(self.now)
                 self._push(self.now + self.action_latency, "done", (host, core, ReleaseDone(released=action.addresses)))
             elif isinstance(action, Stopped):
                 pass
@@ -255,7 +302,9 @@ class Network:
         return "dead" if core is None else core.state
 
     def holders(self) -> list[str]:
-        return sorted(b.name for b in self.backups.values() if b.configured)
+        """The hosts with any address configured (the managing master's as "master")."""
+        names = [b.name for b in self.backups.values() if b.configured]
+        return sorted(names + (["master"] if self.master_configured else []))
 
     def entered(self, name: str, state: str, after: float = 0.0) -> float | None:
         """When the backup first entered ``state`` (at or after ``after``)."""

@@ -187,10 +187,14 @@ def test_replayed_and_withheld_peer_frames_change_nothing() -> None:
     net.kill_master()
     net.run_until(net.now + 20)
     # The lower found the higher silent, waited its rank delay, its probe saw nothing (the
-    # higher only announced) and it took over; the higher hears it hold and keeps waiting:
-    # a lower holder yields, and this one never hears whom to yield to. One holder.
+    # higher only announced) and it took over; the higher hears it hold, but a lower holder
+    # that never hears whom to yield to does not: the higher's announcement runs out
+    # (spec/backups.md, "What the review found", 2), and its fresh probe finds the lower's
+    # address: it defers to the holder. One holder.
     assert net.holders() == ["low"]
-    assert net.state("high") == "announcing" and net.backups["high"].acquires == []
+    high_core = high.core
+    assert high_core is not None and high_core.counters.withdrawals >= 1
+    assert net.state("high") == "deferring" and net.backups["high"].acquires == []
     # The withheld frames ("holds"), delivered late: authentic and unseen, not provably young.
     net.drop = lambda source, destination, payload: False
     for payload in kept[:3]:

@@ -1,7 +1,10 @@
 """The model of several backups in spec/backups.pml: spin proves "never two
 holders" and the bounded takeover for the second design ("announce, then
 acquire", spec/backups.md) with the two fixes the model asks for, and finds two
-holders for each weaker rule (the first design, the second as written).
+holders for each weaker rule (the first design, the second as written); and,
+with a link that delivers one way only (which "links up" leaves out), the
+review's two rules: the master's release settle (without it, two holders) and
+the announcement's limit (spec/backups.md, "What the review found").
 
 Each configuration is one pan build in a temporary directory (spin writes pan.c
 and trails next to the model), each under a minute and 2 GB here (the table in
@@ -150,3 +153,26 @@ def test_the_takeover_bounds_are_tight(tmp_path: Path, claim: str, bound: str, t
 )
 def test_a_weaker_rule_gives_two_holders(tmp_path: Path, defines: dict[str, int]) -> None:
     two_holders(tmp_path, SAFETY | defines)
+
+
+# The review's two races (spec/backups.md, "What the review found"): each needs a link that
+# delivers one way only, which "links up" leaves out, so each has a flag of its own.
+FAILBACK_RACE = {"MCUT": 1, "LOSSES": 0, "CRASHING": 1, "CRASH_DEAD": 1}
+"""The master restarts while B2 holds and B1, which hears B2 but not the master, waits on it."""
+
+
+def test_review_1_the_release_settle_gives_one_holder(tmp_path: Path) -> None:
+    proves(tmp_path, SAFETY | FAILBACK_RACE)
+
+
+def test_review_1_without_the_release_settle_the_master_and_b1_both_add(tmp_path: Path) -> None:
+    two_holders(tmp_path, SAFETY | FAILBACK_RACE | {"RELEASE_SETTLE": 0})
+
+
+def test_review_2_a_one_way_loss_between_the_backups_with_the_announcements_limit_gives_one_holder(
+    tmp_path: Path,
+) -> None:
+    """B1's frames to B2 lost from some instant on: the limit's withdrawal and fresh probe keep it safe.
+    (Without the limit the model finds no two holders either: it has no clock drift to age B2's frames
+    out, the way the review's run did after ~50 minutes; tests/test_core_backups_races.py shows that.)"""
+    proves(tmp_path, SAFETY | {"BCUT": 3, "LOSSES": 0, "B_CRASHES": 0, "M_RESTARTS": 0})

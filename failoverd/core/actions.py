@@ -214,7 +214,8 @@ class Counters:
     announcements: int = 0
     """Several backups: failure deadlines at which we announced (said holds, waited for the peers' answers)."""
     withdrawals: int = 0
-    """Several backups: announcements withdrawn (a higher peer holds, the master is back, or we turned unfit)."""
+    """Several backups: announcements withdrawn (a higher peer holds, the master is back, we turned unfit, or a
+    peer did not answer within the announcement's limit)."""
     undeclared: int = 0
     """Inputs in a state where no row of the table holds (a bug: see :mod:`failoverd.core.machine`)."""
 

@@ -46,6 +46,9 @@ class BackupView:
     """Its silence past the failure timeout was alarmed (and it was not heard since)."""
     release_counted: bool = False
     """Its newest counted word is an "I hold nothing" that counts for the failback (see the module)."""
+    released_at: float | None = None
+    """When its "I hold nothing" last began to count (a release, as far as we can tell): another backup
+    that deferred to it may take over from then on (spec/backups.md, "Failback to the master")."""
     answer_due: float = float("-inf")
     """No handshake answer to a new epoch of it before this time (at most two per interval)."""
     overlap_reported: bool = False

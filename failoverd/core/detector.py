@@ -83,7 +83,9 @@ announcement's first frame to it and says it holds nothing, or was silent
 a failure timeout (``announced``); a higher peer saying holds, the master's
 heartbeat, or our own unfitness withdraws it (spec/backups.md, "Who takes
 over": two backups that both acquire cannot both have waited for the
-other's "holds nothing"). Holding while an alive
+other's "holds nothing"), and so does its limit, ``fail_after + 2 ×
+interval`` (``unanswered``: a peer heard but not answering does not hear us),
+after which a fresh probe decides. Holding while an alive
 higher peer holds too, or while an alive fit higher one says ``preempt``, we
 yield (``peer_yield``): the lower releases, and the higher (deferring to it
 as the holder) takes over only when a counted frame of it says it holds
@@ -155,7 +157,7 @@ STATES: tuple[str, ...] = (
 SEVERAL_BACKUPS_STATES: frozenset[str] = frozenset({"deferring", "announcing"})
 """States only a backup with peers enters (spec/backups.md): a pair never does, so the pair
 model (spec/failover.pml) has none of them and spec/backups.pml models them."""
-SEVERAL_BACKUPS_TRIGGERS: frozenset[str] = frozenset({"peer_yield", "undeferred", "announced"})
+SEVERAL_BACKUPS_TRIGGERS: frozenset[str] = frozenset({"peer_yield", "undeferred", "announced", "unanswered"})
 """Triggers whose rows hold only with peers (their conditions read the peers), whatever their states.
 The several-backups rows are these and every row from or to one of :data:`SEVERAL_BACKUPS_STATES`."""
 
@@ -164,8 +166,8 @@ _ANY = list(STATES)
 # State-driven triggers (see failoverd.core.machine): tried after every input,
 # in this order, while their conditions hold. The time guards are conditions.
 AUTOMATIC: tuple[str, ...] = (
-    "link_lost", "peer_yield", "silence", "probe_due", "deadline", "announced", "undeferred", "retry", "wait_over",
-    "proof_expiring",
+    "link_lost", "peer_yield", "silence", "probe_due", "deadline", "announced", "unanswered", "undeferred", "retry",
+    "wait_over", "proof_expiring",
 )
 
 # (trigger, source, dest, conditions, unless, before, after). dest None =
@@ -356,6 +358,14 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "peer_yield", "source": "announcing", "dest": "deferring",
      "conditions": ["_higher_holds"], "unless": ["_stopping"], "after": ["_withdraw", "_defer"]},
     {"trigger": "heartbeat", "source": "announcing", "dest": "monitoring", "after": ["_withdraw", "_deferral_over"]},
+    # An announcement lasts at most fail_after + 2 × interval (spec/backups.md, "What the review
+    # found", 2): an awaited peer alive at its start has answered or fallen silent by then, unless
+    # its frames count here while ours do not reach it (a one-way loss), and then it may take over
+    # on its own. Withdraw, and let a fresh probe decide (it sees the peer's address if it added
+    # any: contested), never acquire on the old one.
+    {"trigger": "unanswered", "source": "announcing", "dest": "suspect",
+     "conditions": ["_announcement_overdue", "_awaiting_peers"], "unless": ["_stopping"],
+     "after": ["_unanswered_alarm", "_withdraw", "_schedule_probe"]},
     {"trigger": "deadline", "source": "announcing", "dest": "unfit",
      "unless": ["_healthy", "_stopping"], "after": ["_withdraw", "_decline"]},
 )
@@ -482,6 +492,8 @@ class Detector(DeclaredMachine):
         """The alarm "another backup runs with --peer, this one has none" was raised."""
         self._awaited: dict[int, Awaited] = {}
         """Announcing: the peers of the wait set W that have not answered yet, by priority (spec/backups.md)."""
+        self._announced_at = float("-inf")
+        """When the announcement began: it is withdrawn :meth:`_announcement_limit` later if still unanswered."""
         self._offline = offline
         self._now = now
         self._out: list[Action] = []
@@ -973,8 +985,10 @@ class Detector(DeclaredMachine):
             if expiry is not None:
                 candidates.append(expiry)
         elif self.state == "announcing":
-            # An awaited peer that stays silent a failure timeout leaves W then.
+            # An awaited peer that stays silent a failure timeout leaves W then; one
+            # that keeps talking without answering is given up on at the limit.
             candidates += [silent for _, silent in self._still_awaited()]
+            candidates.append(self._announced_at + self._announcement_limit())
         if self._peers is not None:
             candidates.append(self._peer_due)
         if self._retry_at is not None and not self._retry_awaits_proof():
@@ -1284,6 +1298,22 @@ class Detector(DeclaredMachine):
         """Several backups, where we would acquire: some peer is alive or in its handshake (W is not empty)."""
         return self._peers is not None and bool(self._peers.wait_set(self._now))
 
+    def _announcement_overdue(self) -> bool:
+        return self._now >= self._announced_at + self._announcement_limit()
+
+    def _announcement_limit(self) -> float:
+        """How long an announcement may wait: ``fail_after + 2 × interval`` from its start.
+
+        A peer of W leaves it by silence at most a failure timeout after the
+        start (its silence counts from before it); one whose frames keep
+        counting has, with our frames reaching it, counted one of our
+        announcing frames within a failure timeout and answered at once, or
+        yielded first (its delete, A) and then answered: ``d + A ≤ 2 ×
+        interval`` (the stated assumption) after that. No answer by then: our
+        frames do not reach it.
+        """
+        return self._fail_after + 2 * self.timing.interval
+
     def _awaiting_peers(self) -> bool:
         """Announcing: a peer of W has neither answered that it holds nothing nor been silent a failure timeout."""
         return bool(self._still_awaited())
@@ -1437,6 +1467,7 @@ class Detector(DeclaredMachine):
         now = self._now
         self._retry_at = None
         self.counters.announcements += 1
+        self._announced_at = now
         wait = {e.priority for e in peers.wait_set(now)}
         self._awaited = {}
         # Our frames say holds from now on (announcing is a holding state): sent here, not by
@@ -1451,6 +1482,16 @@ class Detector(DeclaredMachine):
         waiting = ", ".join(f"{e.priority} ({e.address})" for e, _ in self._still_awaited())
         self._out.append(Alarm("info", f"{self.peer} silent; announcing to peer backup(s) {waiting}: taking over "
                                f"{names(self.addresses)} once each answers that it holds nothing"))
+
+    def _unanswered_alarm(self) -> None:
+        # Stable words (no seconds that change): it repeats each time the fresh probe finds nothing
+        # and we announce again, and the executor mails one text once per MAIL_REPEAT.
+        silent = ", ".join(f"{e.priority} ({e.address})" for e, _ in self._still_awaited())
+        self._out.append(Alarm(
+            "critical",
+            f"peer backup(s) {silent} did not answer our announcement within {self._announcement_limit():.1f} s "
+            "though their frames count here: ours do not reach them (a one-way loss, a firewall, a wrong --peer "
+            f"address?); withdrawing, and probing {names(self.addresses)} afresh before taking over", True))
 
     def _withdraw(self) -> None:
         """Leave announcing without acquiring: our frames say holds nothing again (_tell_peers sends them at once)."""

@@ -30,7 +30,10 @@ Several backups (``--backups N``, spec/backups.md): one
 :class:`~failoverd.core.backup_views.BackupView` per backup, by the priority
 byte of its frames, each judged as the one backup of a pair is. (a) needs
 every backup's "I hold nothing", each while it is alive; (b) needs every
-backup not known released silent that long. A heartbeat is sealed per
+backup not known released silent that long, and the release settle
+(``fail_after + retry + 3 × interval``) passed since the latest release of
+any backup: a silent backup may be one that cannot hear us and waited on the
+one that just released, and takes over on that release. A heartbeat is sealed per
 target and acknowledges the backup heard from that target's address.
 
 On shutdown a managing master releases first and only then sends a
@@ -470,11 +473,14 @@ class Master(DeclaredMachine):
         # heartbeat it answers: its answer to the handshake's first (uncounted)
         # heartbeat may have been made while it was still about to take over
         # from our previous life (spin found the two holders this allowed).
+        was_released = view.release_counted
         view.release_counted = (
             not frame.holds
             and frame.ack_seq >= self._release_floor
             and self._sealer.answers_a_frame_that_acknowledged_it(frame)
         )
+        if view.release_counted and not was_released:
+            view.released_at = now  # puts the presumption of a silent backup off (_presume_at)
         if view.release_counted:
             waiting_for = self._not_released()
             if not waiting_for:
@@ -801,6 +807,12 @@ class Master(DeclaredMachine):
         Backups never heard are silent since the floor (start, or as the
         failback last put it off). With every backup released (a failback
         put off by the witness) it is when the first of them falls silent.
+        With several backups, and one not known released, no earlier than
+        :meth:`_release_settle` after the latest release of any backup: a
+        backup that cannot hear us may be deferring to the one that just
+        released, and that release ends its deferral too; it probes and takes
+        over at once, and our probe must come after its address is up, not
+        overlap its probe (spec/backups.md, "What the review found", 1).
         """
         now, fail_after = self._now, self.backup_fail_after
         floor = self._presume_from + fail_after
@@ -808,8 +820,26 @@ class Master(DeclaredMachine):
         unreleased = [v for v in views if not v.released(now, fail_after)]
         heard = [v for v in views if v.last_heard is not None]
         if unreleased or len(heard) < self.backups:
-            return max([floor] + [v.last_heard + fail_after for v in unreleased if v.last_heard is not None])
+            starts = [floor] + [v.last_heard + fail_after for v in unreleased if v.last_heard is not None]
+            if self.backups > 1:
+                starts += [v.released_at + self._release_settle() for v in views if v.released_at is not None]
+            return max(starts)
         return max(floor, min(v.last_heard + fail_after for v in heard if v.last_heard is not None))
+
+    def _release_settle(self) -> float:
+        """How long after a backup's release a backup that waited on it may still be taking over.
+
+        It counts the release up to d after it; deferring to the releaser it
+        suspects at once, contested (it could not hear the releaser, only see
+        its address) at its next retry (taken as ours); it probes (for less
+        than a failure timeout less an interval: Timing requires the probe to
+        end before the failure deadline), announces to its peers (the
+        releaser answers at once, 2d, or an interval later when a frame is
+        lost) and acquires (A): at most ``fail_after + retry + 3d + A``, which
+        ``fail_after + retry + 3 × interval`` covers under the assumption
+        ``d + A ≤ 2 × interval`` (spec/backups.md) with ``2d ≤ interval``.
+        """
+        return self.backup_fail_after + self.retry_interval + 3 * self.interval
 
     # conditions (time guards compare exactly as next_deadline() computes
     # the deadlines, float rounding included)
