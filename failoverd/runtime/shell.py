@@ -127,12 +127,15 @@ class CoreShell:
         on_action: Callable[[float, Action], None] | None = None,
         on_result: Callable[[float, Result], None] | None = None,
         claims: Claims | None = None,
+        follow_frames: bool = True,
     ) -> None:
+        """``on_action`` sees every action dispatched; with ``follow_frames`` off, every one but the frames."""
         self.core = core
         self.recorder = recorder
         self._on_action = on_action
         self._on_result = on_result
-        self.executor = Executor(system, transport, notifier, self._result, self._dispatched, claims)
+        self.executor = Executor(system, transport, notifier, self._result, self._dispatched, claims,
+                                 follow_frames=follow_frames)
         self.lock = threading.RLock()
         """Held by every call into the core, from either thread, and by whoever reads it (see the module)."""
         # The timer task's scope while it waits (its deadline is the core's
