@@ -111,6 +111,24 @@ async def test_a_frame_is_answered_from_the_frame_thread_and_the_rest_runs_in_tr
 
 
 @pytest.mark.trio
+async def test_a_daemons_followers_see_every_action_but_the_frames() -> None:
+    """follow_frames=False (the daemons): the frame still goes out, its follower call does not happen."""
+    followed = Followed()
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        core = EchoCore(trio.current_time())
+        shell = CoreShell(core, system=None, transport=sock, notifier=None,  # type: ignore[arg-type]
+                          on_action=followed, follow_frames=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.run_frames, sock)
+            _send(sock, b"ping")
+            await _until(lambda: [d for d, _ in core.seen] == [b"ping", b"pong"], "the pong read back")
+            await _until(lambda: followed.changes() == ["ping"], "the state change dispatched")
+            nursery.cancel_scope.cancel()
+    assert sock.sent == 1
+    assert [type(a) for a, _ in followed.actions] == [StateChanged]
+
+
+@pytest.mark.trio
 async def test_what_the_frame_thread_made_first_reaches_the_executor_first() -> None:
     followed = Followed()
     with HeartbeatSocket.bind(0, LOOPBACK) as sock:

@@ -16,9 +16,10 @@ ioctl on the heartbeat socket itself (``socket.if_indextoname`` opens and
 closes a socket of its own for every frame); served by the frame thread
 (:meth:`HeartbeatSocket.watch_interface_names`), the names are kept and
 forgotten whenever the kernel reports a change of any link (a rename, a
-removal, a carrier change: one ``NETLINK_ROUTE`` socket in the link group, one
-more descriptor the thread waits on), so an idle daemon makes no ioctl per
-frame and a renamed interface is never reported by its old name.
+removal, a carrier change: one ``NETLINK_ROUTE`` socket, opened where the
+heartbeat socket is bound and so in its namespace, in the link group while the
+thread runs, one more descriptor it waits on), so an idle daemon makes no
+ioctl per frame and a renamed interface is never reported by its old name.
 
 IPv6: a configuration with an IPv6 peer gets one dual-stack ``AF_INET6``
 socket instead (``IPV6_V6ONLY`` off), so a pair with an IPv4 private link and
@@ -70,8 +71,11 @@ _MAX_CHANGE_READS = 64  # a burst of link changes is read in one go; what is lef
 SIOCGIFNAME = 0x8910
 _IFREQ_INDEX = struct.Struct("=16si20x")
 _IFNAMSIZ = 16
-# linux/rtnetlink.h: the multicast group of RTM_NEWLINK / RTM_DELLINK.
-_RTMGRP_LINK = 1
+# linux/rtnetlink.h, linux/netlink.h: the link group (RTM_NEWLINK / RTM_DELLINK), joined and left by number.
+_RTNLGRP_LINK = 1
+_SOL_NETLINK = 270
+_NETLINK_ADD_MEMBERSHIP = 1
+_NETLINK_DROP_MEMBERSHIP = 2
 
 
 class Datagram(NamedTuple):
@@ -154,12 +158,17 @@ class HeartbeatSocket:
 
         None (names are looked up per datagram, as before): this socket has
         no link-change socket (:meth:`bind` opens one in the namespace it
-        binds in, where the names are; it may have failed).
-        :meth:`unwatch_interface_names` ends it.
+        binds in, where the names are; it may have failed), or it cannot
+        join the link group. :meth:`unwatch_interface_names` ends it.
         """
         if self._link_changes is None:
             return None
-        self.interface_names_changed()  # what it queued while nobody read it
+        try:
+            # Joined only now: a socket nobody reads would queue every change until its buffer overflowed.
+            self._link_changes.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, _RTNLGRP_LINK)
+        except OSError as error:
+            log.debug("cannot join the link group (%s): interface names are looked up per datagram", error)
+            return None
         self._names = {}
         return self._link_changes.fileno()
 
@@ -179,8 +188,15 @@ class HeartbeatSocket:
                 continue
 
     def unwatch_interface_names(self) -> None:
-        """Look names up per datagram again."""
+        """Look names up per datagram again (and leave the link group)."""
+        if self._names is None or self._link_changes is None:
+            return
         self._names = None
+        try:
+            self._link_changes.setsockopt(_SOL_NETLINK, _NETLINK_DROP_MEMBERSHIP, _RTNLGRP_LINK)
+        except OSError:
+            pass  # nothing read from it any more; close() ends it
+        self.interface_names_changed()  # what it queued meanwhile
 
     def send_nowait(self, payload: bytes, targets: Iterable[str]) -> None:
         for target in targets:
@@ -272,7 +288,7 @@ class HeartbeatSocket:
 
 
 def _open_link_changes() -> socket.socket | None:
-    """A non-blocking ``NETLINK_ROUTE`` socket in the link group, here (this thread's namespace); None if refused."""
+    """A non-blocking ``NETLINK_ROUTE`` socket of this thread's namespace, in no group yet; None if refused."""
     try:
         changes = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
                                 socket.NETLINK_ROUTE)
@@ -280,7 +296,7 @@ def _open_link_changes() -> socket.socket | None:
         log.debug("no link-change socket (%s): interface names are looked up per datagram", error)
         return None
     try:
-        changes.bind((0, _RTMGRP_LINK))
+        changes.bind((0, 0))
     except OSError as error:
         changes.close()
         log.debug("no link-change socket (%s): interface names are looked up per datagram", error)
