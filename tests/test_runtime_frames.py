@@ -270,7 +270,8 @@ async def test_the_frame_thread_reports_a_renamed_interface_by_its_new_name(pair
             ip("-n", pair.b, "link", "set", "vb-renamed", "up")
             await heard_after_sending(b"after")
             nursery.cancel_scope.cancel()
-    # Nothing arrives while the link is down: every frame before the rename came in on "vb", every one after on the new name.
+    # Nothing arrives while the link is down: every frame before the rename came in on "vb",
+    # every one after it on the new name.
     before = sum(1 for d, _ in core.seen if d == b"before")
     assert set(core.paths[:before]) == {"vb"}
     assert core.paths[before:] and set(core.paths[before:]) == {"vb-renamed"}

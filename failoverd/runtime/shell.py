@@ -358,7 +358,7 @@ class CoreShell:
         return self._stopping
 
     def _serve_frames(self, sock: FrameSocket, wake_fd: int) -> None:
-        """The frame thread: one ``epoll`` wait for a datagram, the timer's deadline or the loop's word."""
+        """The frame thread: one ``epoll`` wait for a datagram, the timer, a link change or the loop's word."""
         assert self._clock is not None
         clock = self._clock
         # The arrival interfaces' names are kept while this thread runs, and
