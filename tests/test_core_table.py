@@ -133,6 +133,22 @@ def _instance(class_name: str) -> Any:
 # --- strict mode -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("module_name", "class_name"), CORES)
+def test_a_quiet_row_answered_without_transitions_is_what_transitions_does(module_name: str, class_name: str) -> None:
+    """A trigger whose one row from a state has no guard, callback or destination skips the
+    dispatch (core/machine.py): asked the same, ``transitions`` holds it, stays and emits nothing."""
+    cls = getattr(importlib.import_module(module_name), class_name)
+    assert ("holding", "backup_released") in Master._quiet and ("monitoring", "heartbeat") in Detector._quiet
+    for state, trigger in sorted(cls._quiet):
+        for through_transitions in (True, False):
+            core = detector() if cls is Detector else Master(MasterSettings(["b"], 1.0, managed=VIPS), 0.0, key=KEY,
+                                                              epoch=9)
+            core.machine.set_state(state)
+            core._now, core._out = 5.0, []
+            held = getattr(core, trigger)() if through_transitions else core._run_row(trigger)
+            assert (held, core.state, core._out) == (True, state, []), (state, trigger, through_transitions)
+
+
 def test_an_input_the_table_does_not_expect_raises_in_the_test_suite() -> None:
     from failoverd.core.machine import UndeclaredTrigger
 

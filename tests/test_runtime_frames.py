@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 import trio
+from _netns import Pair, ip
 
 from failoverd.core.actions import Action, StateChanged, Transmit
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
+from failoverd.system.namespace import in_netns
 
 LOOPBACK = "127.0.0.1"
 
@@ -106,6 +108,24 @@ async def test_a_frame_is_answered_from_the_frame_thread_and_the_rest_runs_in_tr
     assert isinstance(frame, Transmit) and frame_thread != trio_thread
     assert isinstance(change, StateChanged) and change_thread == trio_thread
     assert sock.sent == 1
+
+
+@pytest.mark.trio
+async def test_a_daemons_followers_see_every_action_but_the_frames() -> None:
+    """follow_frames=False (the daemons): the frame still goes out, its follower call does not happen."""
+    followed = Followed()
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        core = EchoCore(trio.current_time())
+        shell = CoreShell(core, system=None, transport=sock, notifier=None,  # type: ignore[arg-type]
+                          on_action=followed, follow_frames=False)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.run_frames, sock)
+            _send(sock, b"ping")
+            await _until(lambda: [d for d, _ in core.seen] == [b"ping", b"pong"], "the pong read back")
+            await _until(lambda: followed.changes() == ["ping"], "the state change dispatched")
+            nursery.cancel_scope.cancel()
+    assert sock.sent == 1
+    assert [type(a) for a, _ in followed.actions] == [StateChanged]
 
 
 @pytest.mark.trio
@@ -208,3 +228,50 @@ async def test_halted_the_frame_thread_hands_over_what_it_queued_and_feeds_the_c
             await trio.sleep(0.3)  # six of the core's deadlines
             assert len(core.seen) == 1 and len(core.fired) == fired
             nursery.cancel_scope.cancel()
+
+
+class PathCore(EchoCore):
+    """Records the interface each datagram arrived on, as the frame thread reported it."""
+
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.paths: list[str] = []
+
+    def receive_datagram(self, now: float, data: bytes, source: str, path: str) -> list[Action]:
+        self.paths.append(path)
+        return super().receive_datagram(now, data, source, path)
+
+
+@pytest.mark.trio
+@pytest.mark.netns
+async def test_the_frame_thread_reports_a_renamed_interface_by_its_new_name(pair: Pair) -> None:
+    """The thread keeps interface names (no ioctl per frame) and forgets them when a link changes."""
+    ip("-n", pair.a, "addr", "add", "192.0.2.1/24", "dev", "va")
+    ip("-n", pair.b, "addr", "add", "192.0.2.2/24", "dev", "vb")
+    with in_netns(pair.b, lambda: HeartbeatSocket.bind(0)) as sock, \
+            in_netns(pair.a, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as sender:
+        core = PathCore(trio.current_time())
+        shell = _shell(core, sock, Followed())
+
+        async def heard_after_sending(data: bytes) -> None:
+            # Resent until it arrives: a link just set up may drop the first (its carrier is coming back).
+            with trio.move_on_after(20):
+                while not any(d == data for d, _ in core.seen):
+                    sender.sendto(data, ("192.0.2.2", sock.port))
+                    await trio.sleep(0.05)
+                return
+            raise AssertionError(f"{data!r} never reached the core")
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.run_frames, sock)
+            await heard_after_sending(b"before")  # the name "vb" is now kept
+            ip("-n", pair.b, "link", "set", "vb", "down")
+            ip("-n", pair.b, "link", "set", "vb", "name", "vb-renamed")
+            ip("-n", pair.b, "link", "set", "vb-renamed", "up")
+            await heard_after_sending(b"after")
+            nursery.cancel_scope.cancel()
+    # Nothing arrives while the link is down: every frame before the rename came in on "vb",
+    # every one after it on the new name.
+    before = sum(1 for d, _ in core.seen if d == b"before")
+    assert set(core.paths[:before]) == {"vb"}
+    assert core.paths[before:] and set(core.paths[before:]) == {"vb-renamed"}

@@ -57,6 +57,11 @@ def sources(row: dict[str, Any]) -> tuple[str, ...]:
     return (source,) if isinstance(source, str) else tuple(source)
 
 
+def quiet_row(rows: list[dict[str, Any]]) -> bool:
+    """Whether ``rows`` (one trigger's from one state) are one row that always holds, runs nothing and stays."""
+    return len(rows) == 1 and rows[0]["dest"] is None and set(rows[0]) == {"trigger", "source", "dest"}
+
+
 def names_in(row: dict[str, Any], key: str) -> tuple[str, ...]:
     """The callback or condition names under ``key`` of one row (absent, a name, or a list)."""
     value = row.get(key, ())
@@ -81,6 +86,8 @@ class DeclaredMachine:
     _triggers: ClassVar[dict[str, frozenset[str]]] = {}
     _automatic: ClassVar[dict[str, tuple[tuple[str, tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]], ...]]] = {}
     """Per state: each state-driven trigger declared from it, with its rows' (conditions, unless)."""
+    _quiet: ClassVar[frozenset[tuple[str, str]]] = frozenset()
+    """(state, trigger) whose one row from that state has no guard, no callback and no destination."""
 
     state: str  # set by transitions.Machine
     state_since: float
@@ -104,6 +111,11 @@ class DeclaredMachine:
             )
             for state in cls.STATES
         }
+        cls._quiet = frozenset(
+            (state, trigger)
+            for state in cls.STATES for trigger in cls._triggers[state]
+            if quiet_row([row for row in cls.TRANSITIONS if row["trigger"] == trigger and state in sources(row)])
+        )
 
     def _build_machine(self, initial: str) -> None:
         for row in self.TRANSITIONS:
@@ -134,8 +146,15 @@ class DeclaredMachine:
         # Each pass fires at most one row; a row's callbacks make its own
         # conditions false (a deadline consumed, a state left), so the loop
         # ends after a few passes. The bound only guards against a table bug.
+        # Plain loops, not any() over generators: this runs after every
+        # input, mostly to find nothing due, and a generator is a function
+        # object made and run per call (a sizeable part of an idle master's
+        # frame, run cold once per interval).
         for _ in range(len(self.TRANSITIONS) + 1):
-            if not any(self._run_row(trigger) for trigger, guards in self._automatic[self.state] if self._due(guards)):
+            for trigger, guards in self._automatic[self.state]:
+                if self._due(guards) and self._run_row(trigger):
+                    break
+            else:
                 return
         self._undeclared("settle", self.state, what="never settles")
 
@@ -144,16 +163,29 @@ class DeclaredMachine:
 
         Asked after every input, and mostly false: reading the conditions
         directly costs a microsecond where a ``transitions`` trigger that
-        runs no row costs some thirty.
+        runs no row costs some thirty. The conditions are read in the row's
+        order, each list stopping at its first that fails, as ``transitions`` does.
         """
-        return any(
-            all(getattr(self, c)() for c in conditions) and not any(getattr(self, u)() for u in unless)
-            for conditions, unless in guards
-        )
+        for conditions, unless in guards:
+            for condition in conditions:
+                if not getattr(self, condition)():
+                    break
+            else:
+                for exception in unless:
+                    if getattr(self, exception)():
+                        break
+                else:
+                    return True
+        return False
 
     def _run_row(self, trigger: str) -> bool:
         """Fire ``trigger``; True if one of its rows held (and ran), recording any state change."""
         before = self.state
+        if (before, trigger) in self._quiet:
+            # Its row holds, runs nothing and stays: what ``transitions`` would
+            # do, without its dispatch (22 calls of its own and six debug-log
+            # calls, run cold at every status frame a holding master gets).
+            return True
         mark = len(self._out)
         self._row_running = trigger
         try:

@@ -637,33 +637,38 @@ class Master(DeclaredMachine):
         return out
 
     def next_deadline(self) -> float | None:
+        # Asked after every input (three times per interval when idle): the
+        # earliest of the candidates kept as it goes, no list built, and the
+        # witness' candidates looked at only with a witness.
         if self.state == "stopped":
             return None
-        candidates = [self._next_send]
-        if self.state == "waiting":
-            candidates.append(self._presume_at())
-        if self._retry_at is not None and not self._retry_awaits_proof():
-            candidates.append(self._retry_at)
-        candidates += [v.last_heard + self.backup_fail_after for v in self.views.values()
-                       if v.last_heard is not None and not v.silent]
-        if self.state == "holding" and self._garp_due is not None:
-            candidates.append(self._garp_due)
-        if self.state == "granted":
-            candidates.append(self._wait_until)
-        if self._proofs is not None and self.state == "granted":
-            deadline = self._proofs.deadline
-            candidates.append(self._now if deadline is None else deadline)
-        if self._proofs is not None and self.state == "holding":
-            deadline = self._proofs.keep_deadline
-            candidates.append(self._now if deadline is None else deadline)
-            proof_ends = self._proofs.deadline
-            if self._keep_on_outage and not self._kept_reported and proof_ends is not None:
-                candidates.append(proof_ends)  # to say we keep on a confirmation (_witness_timers)
-        if self._wants_reach():
-            assert self._confirmer is not None
-            if not self._confirmer.in_flight:
-                candidates.append(self._confirmer.next_at)
-        return min(candidates)
+        state = self.state
+        earliest = self._next_send
+        if state == "waiting":
+            earliest = min(earliest, self._presume_at())
+        if self._retry_at is not None and self._retry_at < earliest and not self._retry_awaits_proof():
+            earliest = self._retry_at
+        fail_after = self.backup_fail_after
+        for v in self.views.values():
+            if v.last_heard is not None and not v.silent and v.last_heard + fail_after < earliest:
+                earliest = v.last_heard + fail_after
+        if state == "holding" and self._garp_due is not None and self._garp_due < earliest:
+            earliest = self._garp_due
+        if state == "granted" and self._wait_until < earliest:
+            earliest = self._wait_until
+        if self._proofs is not None:
+            if state == "granted":
+                deadline = self._proofs.deadline
+                earliest = min(earliest, self._now if deadline is None else deadline)
+            if state == "holding":
+                deadline = self._proofs.keep_deadline
+                earliest = min(earliest, self._now if deadline is None else deadline)
+                proof_ends = self._proofs.deadline
+                if self._keep_on_outage and not self._kept_reported and proof_ends is not None:
+                    earliest = min(earliest, proof_ends)  # to say we keep on a confirmation (_witness_timers)
+        if self._confirmer is not None and self._wants_reach() and not self._confirmer.in_flight:
+            earliest = min(earliest, self._confirmer.next_at)
+        return earliest
 
     # --- status --------------------------------------------------------------
 
@@ -781,10 +786,12 @@ class Master(DeclaredMachine):
     def _not_released(self) -> tuple[str, ...]:
         """Who the failback still waits for: each backup whose "I hold nothing" does not count now."""
         now, fail_after = self._now, self.backup_fail_after
-        pending = [v for v in sorted(self.views.values(), key=lambda v: -v.priority)
-                   if not v.released(now, fail_after)]
-        waiting = tuple(f"{v.name}, which {self._why_pending(v)}" for v in pending)
+        pending = [v for v in self.views.values() if not v.released(now, fail_after)]
         missing = max(0, self.backups - len(self.views))
+        if not pending and not missing:
+            return ()  # the common case, at every status of a holding master's backups
+        pending.sort(key=lambda v: -v.priority)
+        waiting = tuple(f"{v.name}, which {self._why_pending(v)}" for v in pending)
         if missing:
             waiting += (f"{missing} backup{'s' if missing > 1 else ''} not heard yet",)
         return waiting

@@ -100,6 +100,8 @@ class Executor:
         on_result: Callable[[Result], None],
         on_dispatch: Callable[[Action], None] | None = None,
         claims: Claims | None = None,
+        *,
+        follow_frames: bool = True,
     ) -> None:
         self.system = system
         self.claims = claims
@@ -107,6 +109,9 @@ class Executor:
         self.notifier = notifier
         self._on_result = on_result
         self._on_dispatch = on_dispatch
+        # A daemon's followers look at no frame (follow_frames=False): not
+        # calling them per frame spares an idle daemon a chain of calls per interval.
+        self._on_frame = on_dispatch if follow_frames else None
         self._queue_in, self._queue_out = trio.open_memory_channel[AddressChange](math.inf)
         self._background: trio.Nursery | None = None
         self._current: AddressChange | None = None
@@ -140,8 +145,8 @@ class Executor:
         rest: list[Action] = []
         for action in actions:
             if isinstance(action, Transmit):
-                if self._on_dispatch is not None:
-                    self._on_dispatch(action)
+                if self._on_frame is not None:
+                    self._on_frame(action)
                 self.transport.send_nowait(action.payload, action.targets)
             else:
                 rest.append(action)

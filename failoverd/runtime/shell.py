@@ -108,6 +108,12 @@ class FrameSocket(Protocol):
 
     def receive_nowait(self) -> Any: ...
 
+    def watch_interface_names(self) -> int | None: ...
+
+    def interface_names_changed(self) -> None: ...
+
+    def unwatch_interface_names(self) -> None: ...
+
 
 class CoreShell:
     def __init__(
@@ -121,12 +127,15 @@ class CoreShell:
         on_action: Callable[[float, Action], None] | None = None,
         on_result: Callable[[float, Result], None] | None = None,
         claims: Claims | None = None,
+        follow_frames: bool = True,
     ) -> None:
+        """``on_action`` sees every action dispatched; with ``follow_frames`` off, every one but the frames."""
         self.core = core
         self.recorder = recorder
         self._on_action = on_action
         self._on_result = on_result
-        self.executor = Executor(system, transport, notifier, self._result, self._dispatched, claims)
+        self.executor = Executor(system, transport, notifier, self._result, self._dispatched, claims,
+                                 follow_frames=follow_frames)
         self.lock = threading.RLock()
         """Held by every call into the core, from either thread, and by whoever reads it (see the module)."""
         # The timer task's scope while it waits (its deadline is the core's
@@ -349,12 +358,23 @@ class CoreShell:
         return self._stopping
 
     def _serve_frames(self, sock: FrameSocket, wake_fd: int) -> None:
-        """The frame thread: one ``epoll`` wait for a datagram, the timer's deadline or the loop's word."""
+        """The frame thread: one ``epoll`` wait for a datagram, the timer, a link change or the loop's word."""
         assert self._clock is not None
         clock = self._clock
+        # The arrival interfaces' names are kept while this thread runs, and
+        # forgotten when the kernel says a link changed (udp.py): no ioctl per frame.
+        names_fd = sock.watch_interface_names()
+        try:
+            self._serve_frames_with(sock, wake_fd, names_fd, clock)
+        finally:
+            sock.unwatch_interface_names()
+
+    def _serve_frames_with(self, sock: FrameSocket, wake_fd: int, names_fd: int | None, clock: trio.abc.Clock) -> None:
         with select.epoll() as poller:
             poller.register(sock.fileno(), select.EPOLLIN)
             poller.register(wake_fd, select.EPOLLIN)
+            if names_fd is not None:
+                poller.register(names_fd, select.EPOLLIN)
             with self.lock:
                 wake = self._next_wake()
             while True:
@@ -364,6 +384,9 @@ class CoreShell:
                     if fd == wake_fd:
                         while _read_some(wake_fd):
                             pass
+                    elif fd == names_fd:
+                        # Before the datagram is read: one that came in after a rename gets the new name.
+                        sock.interface_names_changed()
                     else:
                         readable = True
                 if self._stopping:
@@ -372,24 +395,25 @@ class CoreShell:
                 # next wait returns at once while more are queued, and the
                 # timer is looked at between any two. Reading on until EAGAIN
                 # cost an exception per wake-up, a tenth of an idle master's CPU.
-                if readable and (datagram := sock.receive_nowait()) is not None:
-                    with self.lock:
-                        if self._halted():  # halted while this thread waited for the lock
-                            return
-                        now = clock.current_time()
+                datagram = sock.receive_nowait() if readable else None
+                # One lock, one clock reading and one look at the core's
+                # deadline per wake-up (one more when the timer fires):
+                # an idle daemon does this once per frame, run cold.
+                with self.lock:
+                    if self._halted():  # halted while this thread waited for the lock
+                        return
+                    now = clock.current_time()
+                    if datagram is not None:
                         actions = self.core.receive_datagram(now, datagram.data, datagram.source, datagram.path)
                         if self.recorder is not None:
                             verdict = getattr(self.core, "last_verdict", "")
                             self.recorder.datagram(now, datagram.data, datagram.source, datagram.path, verdict)
                         self._input_since_fired = True
                         self._hand_over(actions)
-                with self.lock:
-                    if self._halted():
-                        return
-                    now = clock.current_time()
-                    if now >= self._next_wake():
-                        self._hand_over(self._fire(now))
                     wake = self._next_wake()
+                    if now >= wake:
+                        self._hand_over(self._fire(now))
+                        wake = self._next_wake()
 
     def _hand_over(self, actions: list[Action]) -> None:
         """In the frame thread, with the lock held: frames out now, the rest queued for the Trio loop."""

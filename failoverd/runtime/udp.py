@@ -13,7 +13,13 @@ the plain socket call: Trio's socket wrapper tries the read first (an
 the read, which at one frame per interval was a sizeable part of an idle
 daemon's CPU. The arrival interface's name comes from one ``SIOCGIFNAME``
 ioctl on the heartbeat socket itself (``socket.if_indextoname`` opens and
-closes a socket of its own for every frame).
+closes a socket of its own for every frame); served by the frame thread
+(:meth:`HeartbeatSocket.watch_interface_names`), the names are kept and
+forgotten whenever the kernel reports a change of any link (a rename, a
+removal, a carrier change: one ``NETLINK_ROUTE`` socket, opened where the
+heartbeat socket is bound and so in its namespace, in the link group while the
+thread runs, one more descriptor it waits on), so an idle daemon makes no
+ioctl per frame and a renamed interface is never reported by its old name.
 
 IPv6: a configuration with an IPv6 peer gets one dual-stack ``AF_INET6``
 socket instead (``IPV6_V6ONLY`` off), so a pair with an IPv4 private link and
@@ -44,7 +50,7 @@ import logging
 import socket
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import trio
 
@@ -59,14 +65,22 @@ _PKTINFO6 = struct.Struct("=16si")  # struct in6_pktinfo: addr, ifindex
 _MAX_DATAGRAM = 2048  # far above any heartbeat; longer ones arrive truncated and are rejected by the core
 _ANCILLARY_SIZE = socket.CMSG_SPACE(_PKTINFO.size) + socket.CMSG_SPACE(_PKTINFO6.size)
 _MAPPED = "::ffff:"
+_CHANGE_BUFFER = 1 << 16
+_MAX_CHANGE_READS = 64  # a burst of link changes is read in one go; what is left wakes the thread again
 # linux/sockios.h, linux/if.h: SIOCGIFNAME fills ifr_name from ifr_ifindex in a struct ifreq (40 bytes).
 SIOCGIFNAME = 0x8910
 _IFREQ_INDEX = struct.Struct("=16si20x")
 _IFNAMSIZ = 16
+# linux/rtnetlink.h, linux/netlink.h: the link group (RTM_NEWLINK / RTM_DELLINK), joined and left by number.
+_RTNLGRP_LINK = 1
+_SOL_NETLINK = 270
+_NETLINK_ADD_MEMBERSHIP = 1
+_NETLINK_DROP_MEMBERSHIP = 2
 
 
-@dataclass(frozen=True)
-class Datagram:
+class Datagram(NamedTuple):
+    """One received datagram (a tuple: made once per frame, and a frozen dataclass costs three setattrs)."""
+
     data: bytes
     source: str
     """The sender's address: ``10.0.0.1``, ``2001:db8::1``, ``fe80::1%eth1``."""
@@ -81,13 +95,17 @@ class HeartbeatSocket:
     cannot be bound; :meth:`send_nowait` never raises for network errors.
     """
 
-    def __init__(self, sock: socket.socket, port: int) -> None:
+    def __init__(self, sock: socket.socket, port: int, link_changes: socket.socket | None = None) -> None:
         self.port = port
         self.family = sock.family
         self._raw = sock
         self._sock = trio.socket.from_stdlib_socket(sock)
         self._failing: dict[str, str] = {}
         self._scopes: dict[str, int] = {}
+        # Interface names by index while a link-change socket says when to
+        # forget them (watch_interface_names); None: looked up per datagram.
+        self._names: dict[int, str] | None = None
+        self._link_changes = link_changes
         self.sent = 0
         self.dropped = 0
         # By target, for the metrics: a dict update per datagram, nothing more.
@@ -112,7 +130,7 @@ class HeartbeatSocket:
         except OSError:
             sock.close()
             raise
-        return cls(sock, sock.getsockname()[1])
+        return cls(sock, sock.getsockname()[1], _open_link_changes())
 
     async def receive(self) -> Datagram:
         while True:
@@ -134,6 +152,51 @@ class HeartbeatSocket:
 
     def fileno(self) -> int:
         return self._raw.fileno()
+
+    def watch_interface_names(self) -> int | None:
+        """Keep interface names from now on; the descriptor to wait on for :meth:`interface_names_changed`.
+
+        None (names are looked up per datagram, as before): this socket has
+        no link-change socket (:meth:`bind` opens one in the namespace it
+        binds in, where the names are; it may have failed), or it cannot
+        join the link group. :meth:`unwatch_interface_names` ends it.
+        """
+        if self._link_changes is None:
+            return None
+        try:
+            # Joined only now: a socket nobody reads would queue every change until its buffer overflowed.
+            self._link_changes.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, _RTNLGRP_LINK)
+        except OSError as error:
+            log.debug("cannot join the link group (%s): interface names are looked up per datagram", error)
+            return None
+        self._names = {}
+        return self._link_changes.fileno()
+
+    def interface_names_changed(self) -> None:
+        """The link-change socket is readable: forget every name kept (and read what it says)."""
+        if self._names is not None:
+            self._names.clear()
+        if self._link_changes is None:
+            return
+        for _ in range(_MAX_CHANGE_READS):
+            try:
+                self._link_changes.recv(_CHANGE_BUFFER)
+            except BlockingIOError:
+                return
+            except OSError:
+                # ENOBUFS: changes were lost. Nothing to re-read: the names are forgotten anyway.
+                continue
+
+    def unwatch_interface_names(self) -> None:
+        """Look names up per datagram again (and leave the link group)."""
+        if self._names is None or self._link_changes is None:
+            return
+        self._names = None
+        try:
+            self._link_changes.setsockopt(_SOL_NETLINK, _NETLINK_DROP_MEMBERSHIP, _RTNLGRP_LINK)
+        except OSError:
+            pass  # nothing read from it any more; close() ends it
+        self.interface_names_changed()  # what it queued meanwhile
 
     def send_nowait(self, payload: bytes, targets: Iterable[str]) -> None:
         for target in targets:
@@ -158,6 +221,9 @@ class HeartbeatSocket:
                 log.info("sending to %s:%d works again", target, self.port)
 
     def close(self) -> None:
+        self.unwatch_interface_names()
+        if self._link_changes is not None:
+            self._link_changes.close()
         self._sock.close()
 
     def __enter__(self) -> HeartbeatSocket:
@@ -206,10 +272,33 @@ class HeartbeatSocket:
         return f"{address}%{self._interface_name(scope)}" if scope else str(address)
 
     def _interface_name(self, index: int) -> str:
+        names = self._names
+        if names is not None and (known := names.get(index)) is not None:
+            return known
         try:
             answer = fcntl.ioctl(self._raw.fileno(), SIOCGIFNAME, _IFREQ_INDEX.pack(b"", index))
         except OSError as error:
             if error.errno not in (errno.ENXIO, errno.ENODEV):
                 raise
             return f"if{index}"  # the interface vanished since the datagram arrived
-        return answer[:_IFNAMSIZ].split(b"\0", 1)[0].decode(errors="replace")
+        name = answer[:_IFNAMSIZ].split(b"\0", 1)[0].decode(errors="replace")
+        if names is not None:
+            names[index] = name
+        return name
+
+
+def _open_link_changes() -> socket.socket | None:
+    """A non-blocking ``NETLINK_ROUTE`` socket of this thread's namespace, in no group yet; None if refused."""
+    try:
+        changes = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC,
+                                socket.NETLINK_ROUTE)
+    except OSError as error:
+        log.debug("no link-change socket (%s): interface names are looked up per datagram", error)
+        return None
+    try:
+        changes.bind((0, 0))
+    except OSError as error:
+        changes.close()
+        log.debug("no link-change socket (%s): interface names are looked up per datagram", error)
+        return None
+    return changes
