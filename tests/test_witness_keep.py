@@ -360,6 +360,25 @@ def test_a_master_restarted_during_the_outage_does_not_make_the_backup_let_go_un
     assert [host for t, host in pair.releases if t > 5.0] == ["backup"]
 
 
+def test_a_master_whose_check_passes_again_during_the_outage_confirms_instead_of_claiming() -> None:
+    """The same without a restart (found in review): the rejoined master retried its claim every
+    retry interval; while claiming it confirmed nothing, and the backup's keep ran out."""
+    pair = standing_down_master_backup_holding(Pair())
+    pair.reaches.update(master=False, backup=False)
+    pair.run(5.0)
+    before = pair.timer_wakeups["master"]
+    pair.take("master", pair.master.health_changed(pair.now, True))
+    pair.run(8.0)
+    assert pair.holder() == "backup" and pair.backup.state == "failed_over"
+    assert not [t for t, host in pair.releases if host == "backup"]
+    assert not [t for t, h, state in pair.states if h == "master" and state == "claiming" and t > 5.0]
+    assert pair.flagged("master", since=5.5)
+    assert pair.timer_wakeups["master"] - before < 200  # heartbeats and questions, not a spin on the retry
+    pair.reaches.update(master=True, backup=True)
+    pair.run(12.0)
+    assert pair.holder() == "master" and pair.master.state == "holding"
+
+
 def test_a_host_claiming_or_with_a_grant_never_confirms_whatever_it_last_heard_from_etcd() -> None:
     pair = master_holding(Pair())
     pair.reaches["backup"] = False  # the backup alone is cut from etcd: it says so

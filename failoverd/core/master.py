@@ -187,8 +187,11 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
     {"trigger": "probed", "source": "probing", "dest": "claiming", "conditions": ["_witnessed"],
      "unless": ["_probe_answered"], "after": "_claim"},
     # A claim refused or unanswered is tried again a retry interval later.
+    # Not while a backup holds on our confirmations (--etcd-unreachable keep, etcd answering
+    # nobody): a claim cannot succeed, and while claiming we would stop confirming and take the
+    # address from it. Our questions to etcd (Reach) go on; its first answer lets the claim go.
     {"trigger": "retry", "source": "waiting", "dest": "claiming", "conditions": ["_retry_due", "_witnessed"],
-     "after": ["_retry_taken", "_claim"]},
+     "unless": ["_claim_futile"], "after": ["_retry_taken", "_claim"]},
     {"trigger": "claimed", "source": "claiming", "dest": "granted", "conditions": ["_claim_granted", "_healthy"],
      "unless": ["_stopping"], "after": "_granted"},
     {"trigger": "claimed", "source": "claiming", "dest": "standing_down", "conditions": ["_claim_granted"],
@@ -646,7 +649,8 @@ class Master(DeclaredMachine):
         earliest = self._next_send
         if state == "waiting":
             earliest = min(earliest, self._presume_at())
-        if self._retry_at is not None and self._retry_at < earliest and not self._retry_awaits_proof():
+        if (self._retry_at is not None and self._retry_at < earliest and not self._retry_awaits_proof()
+                and not (state == "waiting" and self._claim_futile())):  # an input lifts either: no spin
             earliest = self._retry_at
         fail_after = self.backup_fail_after
         for v in self.views.values():
@@ -856,6 +860,10 @@ class Master(DeclaredMachine):
 
     def _retry_due(self) -> bool:
         return self._retry_at is not None and self._now >= self._retry_at
+
+    def _claim_futile(self) -> bool:
+        """keep-and-refuse-new with etcd answering nobody we know of, while a backup says it holds."""
+        return self._keep_on_outage and not self.witness_reachable and self.backup_holds is True
 
     def _retry_awaits_proof(self) -> bool:
         """Held on a confirmation alone (--etcd-unreachable keep), a retry to add what is missing
