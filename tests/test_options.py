@@ -745,6 +745,8 @@ def test_several_backups_defaults() -> None:
          "--peer 10.100.0.12= 50: priority ' 50' is not a whole number 1-254"),
         (["--key-file", "/k", "--peer", "10.100.0.12=\u0665\u0660"], "is not a whole number 1-254"),
         (["--preempt"], "--preempt needs --peer"),
+        (["--key-file", "/k", "--peer", "10.100.0.12=50", "--preempt", "--etcd-endpoints", "http://10.0.0.9:2379"],
+         "--preempt with --etcd-endpoints is not supported yet"),
     ],
 )
 def test_several_backups_usage_errors(argv: list[str], text: str) -> None:

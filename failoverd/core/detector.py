@@ -486,8 +486,9 @@ class Detector(DeclaredMachine):
         """When our next periodic peer frames are due (the first at once: it starts the handshake)."""
         self._peer_said: tuple[bool, bool] | None = None
         """(holds, unfit) as our last peer frames said it: a change is told at once."""
-        self._priority_alarmed: set[tuple[str, int]] = set()
-        """(source, priority) of each peer frame refused for its priority and alarmed (once each)."""
+        self._priority_alarmed: set[int] = set()
+        """Each priority whose peer frames were refused and alarmed (once each: the priority is under
+        the MAC, the source is not, so a replayed frame from spoofed sources alarms once)."""
         self._foreign_backup_alarmed = False
         """The alarm "another backup runs with --peer, this one has none" was raised."""
         self._awaited: dict[int, Awaited] = {}
@@ -597,6 +598,7 @@ class Detector(DeclaredMachine):
                 # priority, so a replay of ours is not taken for one): it counts on us as
                 # its peer, and we, knowing of no other backup, would take over beside it.
                 self._foreign_backup_alarmed = True
+                self._uncounted_claimer()
                 self._emit_alarm(
                     "critical", f"another backup of this master, at {source} with priority {frame.priority}, "
                     "runs with --peer, and this one has none: both would take over; give this backup "
@@ -686,8 +688,10 @@ class Detector(DeclaredMachine):
         except wire.WireError as exc:
             if exc.reason == "priority":
                 self._reject("priority")
-                if (source, frame.priority) not in self._priority_alarmed:
-                    self._priority_alarmed.add((source, frame.priority))
+                if frame.priority not in self._priority_alarmed:
+                    self._priority_alarmed.add(frame.priority)
+                    if frame.priority != self._peers.priority:  # not our own frames, replayed to us
+                        self._uncounted_claimer()
                     own = self._peers.priority
                     why = (
                         "ours too" if frame.priority == own
@@ -732,13 +736,27 @@ class Detector(DeclaredMachine):
             # Unacknowledged (the handshake) or delayed: our answer lets its next frame count.
             self._answer_peer(now, entry, source)
 
+    def _uncounted_claimer(self) -> None:
+        """An authentic frame of a backup that no confirmation of ours counts (no --peer names it):
+        it could claim the addresses, so --etcd-unreachable keep must never keep on the others'
+        confirmations alone. From now on we drop at our proof's end, as with drop (review)."""
+        if self._proofs is not None and self._keep_on_outage and not self._proofs.uncounted_claimer:
+            self._proofs.claimer_uncounted()
+            self._emit_alarm("critical", "a backup no --peer of ours names could claim the addresses: "
+                             "--etcd-unreachable keep is off for this run (a proof alone keeps them)", mail=True)
+
     def _unacknowledged_peer(self, now: float, entry: PeerEntry, source: str) -> None:
         """A peer whose frames have never acknowledged ours for a failure timeout, though we answer them
         (a handshake takes one round trip): it refuses ours, so its --peer for us is missing or names
-        another priority, and it will take over as if we did not exist. Alarmed once per episode."""
-        if entry.unacknowledged_since is None:
+        another priority, and it will take over as if we did not exist. Alarmed once per episode; an
+        episode starts afresh with a new epoch of the peer or after a failure timeout without its frames."""
+        stale = entry.unacknowledged_last is not None and now - entry.unacknowledged_last > self._fail_after
+        if entry.unacknowledged_since is None or stale or entry.unacknowledged_epoch != entry.guard.epoch:
             entry.unacknowledged_since = now
-        elif now - entry.unacknowledged_since > self._fail_after and not entry.unacknowledged_alarmed:
+            entry.unacknowledged_epoch = entry.guard.epoch
+            entry.unacknowledged_alarmed = False
+        entry.unacknowledged_last = now
+        if now - entry.unacknowledged_since > self._fail_after and not entry.unacknowledged_alarmed:
             entry.unacknowledged_alarmed = True
             assert self._peers is not None
             self._emit_alarm(

@@ -406,6 +406,8 @@ class Master(DeclaredMachine):
             self.counters.reject("priority")
             if not self._unprioritised_reported:
                 self._unprioritised_reported = True
+                if self._proofs is not None and self._keep_on_outage:
+                    self._proofs.claimer_uncounted()  # it could claim, and nothing counts its confirmation
                 out.append(Alarm("critical", f"a backup at {source} sends no priority (it runs without --peer "
                                  f"and --priority): it cannot be one of --backups {self.backups}; give each "
                                  "backup --priority and the others as --peer", True))
@@ -420,8 +422,12 @@ class Master(DeclaredMachine):
                 # A backup beyond --backups could claim too: keeping needs its confirmation as well.
                 self._proofs.confirmers = max(self.backups, len(self.views))
             if len(self.views) > self.backups:
+                # With --backups 1 every heartbeat acknowledges the backup heard last, so the
+                # others cannot count them (they may take over): say so, not just "more".
+                one = ("; with --backups 1 each heartbeat acknowledges only the backup heard last, so the "
+                       "others cannot count ours: set --backups to the number of backups") if self.backups == 1 else ""
                 out.append(Alarm("critical", f"{view.name} heard besides {self._names_besides(view)}: more than "
-                                 f"--backups {self.backups}; the failback waits for every backup heard", True))
+                                 f"--backups {self.backups}; the failback waits for every backup heard{one}", True))
         known_epoch = view.guard.epoch
         try:
             age = view.guard.admit(

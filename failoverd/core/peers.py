@@ -63,6 +63,10 @@ class PeerEntry:
     """Its epoch whose first counted frame we answered at once (the handshake's last step)."""
     unacknowledged_since: float | None = None
     """Since when its frames have been recorded without one counting (None: the last one counted)."""
+    unacknowledged_last: float | None = None
+    """When its last unacknowledged frame came (a failure timeout without one ends the episode)."""
+    unacknowledged_epoch: int = -1
+    """Its epoch when the episode began (a restart begins a new one)."""
     unacknowledged_alarmed: bool = False
     """The alarm "its frames never acknowledge ours" was raised for this episode."""
 

@@ -118,6 +118,15 @@ class HolderProofs:
         self.newest_sent_at: float | None = None
         self.confirmed_at: dict[object, float] = {}
         """Per confirming host: when we sent the newest frame its confirmation acknowledged."""
+        self.uncounted_claimer = False
+        """A host that could claim but whose confirmation nothing counts was heard: confirmations
+        never keep an address again in this run (:meth:`claimer_uncounted`)."""
+
+    def claimer_uncounted(self) -> None:
+        """An authentic frame of a host that could claim and that we cannot take a confirmation
+        from (a backup no --peer of ours names): keeping on the others' confirmations could
+        overlap its claim, so from now on a proof alone keeps the addresses."""
+        self.uncounted_claimer = True
 
     def proved(self, sent_at: float) -> None:
         """A renewal sent at ``sent_at`` found the claim current (an older one changes nothing)."""
@@ -137,7 +146,7 @@ class HolderProofs:
     def newest_confirmed_at(self) -> float | None:
         """The frame of ours that every other host's confirmation acknowledged, the oldest of
         their newest (None: some host has not confirmed)."""
-        if len(self.confirmed_at) < self.confirmers:
+        if self.uncounted_claimer or len(self.confirmed_at) < self.confirmers:
             return None
         return min(self.confirmed_at.values())
 
