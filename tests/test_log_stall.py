@@ -203,6 +203,9 @@ def test_stalled_syslog_socket_does_not_freeze_the_daemon(pair: Pair, tmp_path: 
         with running(pair, tmp_path, argv, background=background,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as daemon:
             takes_over_and_answers_while_stalled(pair, tmp_path, daemon)
+            # The stall must outlast the target's send timeout for a line to be lost at all (a
+            # quick takeover once ended within the first line's wait, and nothing was lost).
+            time.sleep(logsetup.SEND_TIMEOUT + 0.5)
 
             # syslog reads again: what was lost is counted, and the stop is logged.
             syslog.settimeout(0.2)
