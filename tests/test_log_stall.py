@@ -143,6 +143,9 @@ def takes_over_and_answers_while_stalled(pair: Pair, workdir: Path, daemon: Daem
     wait_until(lambda: status(workdir)["state"] == "failed_over", ANSWER_BOUND, "failoverd took over")
     assert status(workdir)["held"] == [f"va:{ADDRESS}"]
     assert ADDRESS in addresses_on(pair.a, "va")
+    # The stall must outlast the target's send timeout for a line to be lost at all: a quick
+    # takeover once ended within the first line's wait, and nothing was lost to count.
+    time.sleep(logsetup.SEND_TIMEOUT + 0.5)
 
 
 class Collector:
@@ -203,9 +206,6 @@ def test_stalled_syslog_socket_does_not_freeze_the_daemon(pair: Pair, tmp_path: 
         with running(pair, tmp_path, argv, background=background,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as daemon:
             takes_over_and_answers_while_stalled(pair, tmp_path, daemon)
-            # The stall must outlast the target's send timeout for a line to be lost at all (a
-            # quick takeover once ended within the first line's wait, and nothing was lost).
-            time.sleep(logsetup.SEND_TIMEOUT + 0.5)
 
             # syslog reads again: what was lost is counted, and the stop is logged.
             syslog.settimeout(0.2)
