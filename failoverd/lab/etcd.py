@@ -292,8 +292,13 @@ class EtcdCluster:
         argv = netns.exec_argv(self.ns(member), [
             etcdctl_binary(), "--endpoints", f"{self._scheme}://127.0.0.1:{CLIENT_PORT}", "--command-timeout=1s",
             "--dial-timeout=1s", *self.etcdctl_tls(), "-w", "json", "endpoint", "status"])
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=5,
-                              env={**os.environ, "ETCDCTL_API": "3"})
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=5,
+                                  env={**os.environ, "ETCDCTL_API": "3"})
+        except subprocess.TimeoutExpired:
+            # etcdctl outlived its own 1 s timeouts (a starved machine, a member still starting):
+            # no answer is "not known healthy", which the callers' bounded waits retry.
+            return None
         if done.returncode != 0:
             return None
         try:
