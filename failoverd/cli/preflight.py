@@ -18,7 +18,7 @@ import errno
 import os
 import socket
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
@@ -125,46 +125,47 @@ def broadcast_target_problems(config: MasterConfig, host: HostView) -> list[str]
     ]
 
 
-def require_unicast_targets(config: MasterConfig) -> None:
-    """With several backups, refuse a target that is a broadcast address of one of this host's networks."""
-    if config.backups == 1:
-        return
+def _refuse_first_problem(option: str, checked: str, problems_here: Callable[[HostView], list[str]]) -> None:
+    """Raise ConfigError with the first of ``problems_here(this host)``: start-up refuses what ``-n`` fails."""
     try:
         host = HostView.read()
     except OSError as exc:
-        raise ConfigError(f"--backups {config.backups}: cannot read this host's networks over netlink "
-                          f"to check that no ip_addr is a broadcast address: {exc}") from None
-    problems = broadcast_target_problems(config, host)
+        raise ConfigError(f"{option}: cannot read this host's networks over netlink to check that {checked}: "
+                          f"{exc}") from None
+    problems = problems_here(host)
     if problems:
         raise ConfigError(problems[0])
 
 
+def require_unicast_targets(config: MasterConfig) -> None:
+    """With several backups, refuse a target that is a broadcast address of one of this host's networks."""
+    if config.backups > 1:
+        _refuse_first_problem(f"--backups {config.backups}", "no ip_addr is a broadcast address",
+                              lambda host: broadcast_target_problems(config, host))
+
+
+def peer_problem(peer: IPv4Address | IPv6Address, host: HostView) -> str | None:
+    """Why a ``--peer`` cannot be another backup, or None: it is one of this host's addresses, or the
+    broadcast address of a network here (our own peer frames would come back to us, and reach the master)."""
+    address = ip_address(str(peer).partition("%")[0])
+    if (where := host.addresses.get(address)) is not None:
+        return f"--peer {peer} is configured here on {where}; list the other backups, not this one"
+    if isinstance(address, IPv4Address) and (where := host.broadcasts.get(address)) is not None:
+        return (f"--peer {peer}: it is the broadcast address of {where}'s network; "
+                "name each other backup's unicast address")
+    return None
+
+
 def peer_problems(config: BackupConfig, host: HostView) -> list[str]:
-    """Why a ``--peer`` cannot be another backup: it is one of this host's addresses, or the broadcast
-    address of a network here (our own peer frames would come back to us, and reach the master)."""
-    problems = []
-    for peer in config.peers:
-        address = ip_address(str(peer).partition("%")[0])
-        if (where := host.addresses.get(address)) is not None:
-            problems.append(f"--peer {peer} is configured here on {where}; list the other backups, not this one")
-        elif isinstance(address, IPv4Address) and (where := host.broadcasts.get(address)) is not None:
-            problems.append(f"--peer {peer}: it is the broadcast address of {where}'s network; "
-                            "name each other backup's unicast address")
-    return problems
+    """``peer_problem`` of every ``--peer``, in order, the unproblematic left out."""
+    return [problem for peer in config.peers if (problem := peer_problem(peer, host)) is not None]
 
 
 def require_unicast_peers(config: BackupConfig) -> None:
     """With ``--peer``, refuse one that is this host or a broadcast address of one of its networks."""
-    if not config.peers:
-        return
-    try:
-        host = HostView.read()
-    except OSError as exc:
-        raise ConfigError(f"--peer: cannot read this host's networks over netlink to check that no peer "
-                          f"is this host or a broadcast address: {exc}") from None
-    problems = peer_problems(config, host)
-    if problems:
-        raise ConfigError(problems[0])
+    if config.peers:
+        _refuse_first_problem("--peer", "no peer is this host or a broadcast address",
+                              lambda host: peer_problems(config, host))
 
 
 # --- the -n checks -------------------------------------------------------------
@@ -326,15 +327,9 @@ def _peer_checks(
     exists here; the ok line says its priority against ours (``priority``)."""
     checks = []
     for peer, theirs in peers:
-        text, _, scope = str(peer).partition("%")
-        address = ip_address(text)
-        where = host.addresses.get(address)
-        if where is not None:
-            checks.append(Check("FAIL", f"--peer {peer} is configured here on {where}; list the other backups, "
-                                "not this one"))
-        elif isinstance(address, IPv4Address) and (where := host.broadcasts.get(address)) is not None:
-            checks.append(Check("FAIL", f"--peer {peer}: it is the broadcast address of {where}'s network; "
-                                "name each other backup's unicast address"))
+        scope = str(peer).partition("%")[2]
+        if (problem := peer_problem(peer, host)) is not None:
+            checks.append(Check("FAIL", problem))
         elif scope and scope not in host.links:
             checks.append(Check("FAIL", f"--peer {peer}: no interface {scope} here"))
         else:
