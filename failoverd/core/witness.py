@@ -225,6 +225,10 @@ class OutageConfirmer:
     def due(self, now: float) -> bool:
         return not self.in_flight and now >= self.next_at
 
+    def ask_now(self, now: float) -> None:
+        """The next question is due at once (unless one is in flight: its answer comes first)."""
+        self.next_at = min(self.next_at, now)
+
     def asked(self, now: float) -> None:
         self.in_flight = True
         self.next_at = now + self.timing.renew_period
