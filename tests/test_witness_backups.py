@@ -565,3 +565,55 @@ def test_deferring_to_a_higher_peer_as_without_a_witness_leaves_the_address_to_n
     trio.kill("master")
     trio.run(trio.now + 5.0)
     assert trio.holder() is None and not trio.entered("b2", "claiming")
+
+
+# --- the contested retry's backoff -------------------------------------------------------------
+
+
+def test_a_contested_backup_backs_its_claims_off_to_the_failure_timeout_and_still_takes_over_in_bound() -> None:
+    """The backups cut from each other, the master dead: b1 holds, b2 hears nobody and is refused at
+    every claim while b1 renews. Its retries come 0.1, 0.2, then every 0.3 s (fail_after) after a
+    refusal, not every interval; once b1 dies, b2 takes over within the bound of spec/witness.md
+    ("The contested retry"): the attempt in flight, the cap, then a takeover."""
+    trio = Trio()
+    trio.deliver = lambda source, to, payload: {source, to} != {"b1", "b2"}
+    master_holding(trio)
+    trio.kill("master")
+    died = trio.now
+    trio.run(died + 6.0)
+    assert trio.holder() == "b1"
+    refused = [t for t, h, outcome in trio.claims if h == "b2" and outcome == "refused"]
+    claims = [t for t, h, s in trio.states if h == "b2" and s == "claiming"]
+    waits = [round(c - r, 3) for r, c in zip(refused, claims[1:], strict=False)]
+    print(f"b2 contested: {len(claims)} claims in {trio.now - claims[0]:.1f} s, waits after a refusal {waits[:5]}")
+    assert waits[:3] == [0.1, 0.2, 0.3] and set(waits[3:]) == {0.3}
+    trio.kill("b1")
+    b1_died = trio.now
+    trio.run(b1_died + 3.0)
+    assert trio.holder() == "b2" and trio.owner == "b2"
+    (taken,) = [t for t, h in trio.acquires if h == "b2"]
+    cap = 0.3
+    attempt = KEEP.takeover_watch + 2 * ETCD_RTT
+    bound = attempt + cap + KEEP.takeover_bound(0.0, ETCD_RTT, LATENCY)
+    print(f"b2 holds {taken - b1_died:.3f} s after b1's death (bound {bound:.3f} s; "
+          f"the pair's takeover bound {KEEP.takeover_bound(0.3, ETCD_RTT, LATENCY):.3f} s)")
+    assert taken - b1_died <= bound + 2 * LATENCY
+
+
+def test_the_backoff_starts_afresh_with_the_next_contest() -> None:
+    """The contest ends (b2 hears the master again); the next one retries after one interval again."""
+    trio = Trio()
+    trio.deliver = lambda source, to, payload: {source, to} != {"b1", "b2"} and not (
+        source == "master" and to == "b2")
+    trio.run(4.0)  # b2 cannot hear the master: it claims and is refused, again and again
+    assert trio.holder() == "master" and round(trio.cores["b2"]._claim_retry_after, 3) == 0.3
+    trio.deliver = lambda source, to, payload: {source, to} != {"b1", "b2"}
+    trio.run(trio.now + 1.0)
+    assert trio.cores["b2"].state == "monitoring"
+    trio.deliver = lambda source, to, payload: {source, to} != {"b1", "b2"} and not (
+        source == "master" and to == "b2")
+    again = trio.now
+    trio.run(again + 1.5)
+    refused = [t for t, h, outcome in trio.claims if h == "b2" and outcome == "refused" and t >= again]
+    claims = [t for t, h, s in trio.states if h == "b2" and s == "claiming" and t >= again]
+    assert round(claims[1] - refused[0], 3) == 0.1
