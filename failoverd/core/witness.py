@@ -201,7 +201,8 @@ class HolderProofs:
 
 class OutageConfirmer:
     """The non-holder's side of keep-and-refuse-new: does this host confirm, in the frames it
-    sends, that it cannot reach etcd?
+    sends, that it cannot reach etcd? (heartbeatd also schedules its questions with it under
+    ``drop``, to learn when etcd answers it before a failback: it never confirms then.)
 
     Only while it asks etcd (:class:`~failoverd.core.actions.Reach`, one renew period apart,
     one in flight) and the newest question, sent within ``validity``, got no answer, with no
