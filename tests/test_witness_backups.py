@@ -137,6 +137,19 @@ class Trio:
                     break
         raise AssertionError(f"more than {MAX_STEPS} steps before {until}: a core spins")
 
+    def restart_master(self) -> None:
+        """heartbeatd is stopped and started again now (a new epoch; it held nothing)."""
+        assert not self.configured["master"]
+        self._generation["master"] += 1
+        self._events = [e for e in self._events if e[2] != "master"]  # what the old process awaited
+        heapq.heapify(self._events)
+        self.master = Master(
+            MasterSettings((ADDRESS["b1"], ADDRESS["b2"]), 0.1, managed=tuple(VIPS), backup_fail_after=0.3,
+                           arp_probe=False, witness=self.witness, backups=self.master_backups),
+            self.now, key=KEY, epoch=17)
+        self.cores["master"] = self.master
+        self.take("master", self.master.handle_timer(self.now))
+
     def kill(self, host: str) -> None:
         """The host dies: its addresses go with it, its claim stays in etcd unrenewed."""
         self.down.add(host)
@@ -565,6 +578,28 @@ def test_deferring_to_a_higher_peer_as_without_a_witness_leaves_the_address_to_n
     trio.kill("master")
     trio.run(trio.now + 5.0)
     assert trio.holder() is None and not trio.entered("b2", "claiming")
+
+
+# --- a master that returns cut from etcd (spec/witness.md, "A master that returns") ------------
+
+
+@pytest.mark.parametrize("witness", [KEEP, DROP], ids=["keep", "drop"])
+def test_a_master_restarted_while_cut_from_etcd_alone_leaves_the_backup_holding(witness: WitnessTiming) -> None:
+    """With two backups as with one: the holder keeps the address until etcd answers the master,
+    then the failback runs; the other backup never claims."""
+    trio = master_holding(Trio(witness=witness))
+    trio.reaches["master"] = False
+    trio.run(4.0)
+    assert trio.holder() == "b1"
+    trio.restart_master()
+    restarted = trio.now
+    trio.run(restarted + 3.0)
+    assert trio.holder() == "b1" and trio.cores["b1"].state == "failed_over"
+    assert not [t for t, h in trio.releases if t >= restarted]
+    assert not trio.entered("master", "claiming", since=restarted) and not trio.entered("b2", "claiming")
+    trio.reaches["master"] = True
+    trio.run(trio.now + 3.0)
+    assert trio.holder() == "master" and trio.master.state == "holding"
 
 
 # --- the contested retry's backoff -------------------------------------------------------------
