@@ -1686,7 +1686,7 @@ class Detector(DeclaredMachine):
         self._claim_retry_after = min(2 * self._claim_retry_after,
                                       max(self.timing.effective_retry_interval, self._fail_after))
         # Stable words (no silence in seconds): the executor mails one text once per
-        # MAIL_REPEAT, and a refused claim is tried again every retry interval.
+        # MAIL_REPEAT, and a refused claim is tried again and again.
         if result.outcome == "refused":
             self._reachable(True)
             self._out.append(Alarm(

@@ -1011,8 +1011,8 @@ class Master(DeclaredMachine):
         unanswered = self._proofs is not None and not self.witness_reachable
         self._retry_at = self._now + self.retry_interval if unanswered else None
         if self._confirmer is not None:
-            # Standing down we asked etcd nothing (or, with keep, only whether to confirm): a
-            # backup that holds fails back only once etcd answers a question asked from now on.
+            # Standing down or releasing we asked etcd nothing that says we could claim now: a
+            # backup that holds fails back only once an answer of etcd arrives from now on.
             self.witness_answered = False
             self._confirmer.ask_now(self._now)
         if self._sealer is not None:
