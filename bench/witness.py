@@ -2,6 +2,7 @@
 """The witness mode's benchmark row: failoverd/heartbeatd with and without the etcd witness, on one lab.
 
     sudo .venv/bin/python bench/witness.py [--runs 5] [--interval 0.1] [--idle-seconds 20] [--markdown]
+    sudo .venv/bin/python bench/witness.py --backups 2 [--runs 2] [--interval 0.1] [--idle-seconds 30]
 
 One lab (``Lab(wire="bridge")``, as bench/peers.py) and one real three-member etcd cluster
 (failoverd/lab/etcd.py: heartbeat 50 ms, election 500 ms, data on tmpfs), the master's and the
@@ -22,6 +23,12 @@ shuffled per run), one cycle:
    through netlink in both namespaces: how long both held the VIP (must be 0), how long neither
    did, and heartbeatd's start -> the master holds the VIP alone;
 5. both daemons stopped (SIGTERM).
+
+``--backups 2``: the idle cost only (step 2), of a master and two backups (``Lab(backups=2)``:
+heartbeatd ``--backups 2``, each failoverd with ``--priority`` and the other as ``--peer``) beside the
+pair (the master and the first backup of the same lab), each with and without the witness, the four
+in a shuffled order per run: CPU of the daemons' namespaces, of the three etcd members and the
+traffic to etcd over ``--idle-seconds`` (at most 60). No host is killed.
 
 Beside them, the peers' published defaults (/work/shared/reference/peers.md): vip-manager follows
 Patroni's leader key, ttl 30 s (minimum 20 s): a VIP moves 20 - 30 s after a leader's death;
@@ -50,6 +57,10 @@ from failoverd.lab.pair import FailoverPair, VipSampler
 MODES = ("witness", "plain")
 HOSTS = ("master", "backup")
 WAIT = 30.0  # seconds: a guard on every wait, never what is measured
+
+
+IDLE_ONLY = (("pair", "witness"), ("pair", "plain"), ("trio", "witness"), ("trio", "plain"))
+"""``--backups 2``: (who runs, mode) per configuration; trio = the master and both backups."""
 
 
 @dataclass
@@ -82,6 +93,89 @@ def sampled(sampler: VipSampler, host: str) -> bool | None:
     return readings[-1][1] if readings else None
 
 
+def idle_cost(pair: FailoverPair, cluster: EtcdCluster, series: Series, idle_seconds: float,
+              hosts: tuple[str, ...]) -> None:
+    """CPU of every process in the hosts' namespaces over the window, as s/h; with the witness also
+    the members' CPU and the hosts' traffic to etcd."""
+    lab = pair.lab
+    pids = [pid for host in hosts for pid in lab.pids(host)]
+    members = cluster.pids()
+    ports = [f"h{host}" for host in hosts]
+    before = cpu_seconds(pids), cpu_seconds(members)
+    traffic = [cluster.port_counters(name) for name in ports]
+    time.sleep(idle_seconds)
+    series.idle_cpu.append((cpu_seconds(pids) - before[0]) / idle_seconds * 3600)
+    if series.mode == "witness":
+        series.etcd_cpu.append((cpu_seconds(members) - before[1]) / idle_seconds * 3600)
+        after = [cluster.port_counters(name) for name in ports]
+        series.etcd_bytes.append(sum(a[0] - b[0] for a, b in zip(after, traffic, strict=True)) / idle_seconds)
+        series.etcd_packets.append(sum(a[1] - b[1] for a, b in zip(after, traffic, strict=True)) / idle_seconds)
+
+
+def idle_cycle(pair: FailoverPair, cluster: EtcdCluster, series: Series, idle_seconds: float) -> None:
+    """``--backups 2``: start the master, then its backups; once all monitor, the idle cost; stop."""
+    pair.start_master()
+    pair.wait_until(lambda: pair.holds("master"), WAIT, "the master holds the VIP")
+    pair.start_backups()
+    time.sleep(max(1.0, 10 * pair.interval))
+    pair.wait_until(lambda: all(pair.status(b)["state"] == "monitoring" for b in pair.backup_hosts), 10,
+                    "every backup is monitoring")
+    idle_cost(pair, cluster, series, idle_seconds, ("master", *pair.backup_hosts))
+    for host in (*pair.backup_hosts, "master"):
+        pair.stop(host)
+    extra = (f"; idle etcd: {series.etcd_bytes[-1]:.0f} B/s, {series.etcd_packets[-1]:.1f} packets/s, "
+             f"members {series.etcd_cpu[-1]:.1f} CPU s/h" if series.mode == "witness" else "")
+    print(f"  {len(pair.backup_hosts) + 1} hosts, {series.mode:7s}: idle daemons {series.idle_cpu[-1]:.1f} CPU s/h"
+          f"{extra}", flush=True)
+
+
+def measure_idle(runs: int, interval: float, idle_seconds: float, seed: int) -> dict[tuple[str, str], Series]:
+    """``--backups 2``: the idle cost of the pair and of the master with two backups, on one lab."""
+    rng = random.Random(seed)
+    series = {config: Series(config[1]) for config in IDLE_ONLY}
+    with (tempfile.TemporaryDirectory(prefix="failoverd-bench-") as workdir,
+          Lab(seed=seed, wire="bridge", backups=2) as lab, EtcdCluster(members=3, peers=0) as cluster):
+        for host in ("master", *lab.backup_hosts):
+            cluster.attach(f"h{host}", lab.ns(host))
+        etcd = ["--etcd-endpoints", ",".join(cluster.endpoints)]
+        pairs = {
+            (who, mode): FailoverPair(lab, Path(workdir) / f"{who}-{mode}", interval=interval,
+                                      backups=("backup",) if who == "pair" else None,
+                                      **({"master_args": etcd, "backup_args": etcd} if mode == "witness" else {}))
+            for who, mode in IDLE_ONLY
+        }
+        print(f"interval {interval:g} s, idle {idle_seconds:g} s, lab {lab.lab_id} (2 backups), "
+              f"etcd {cluster.lab_id}", flush=True)
+        for run in range(1, runs + 1):
+            order = list(IDLE_ONLY)
+            rng.shuffle(order)
+            print(f"run {run}:", flush=True)
+            for config in order:
+                idle_cycle(pairs[config], cluster, series[config], idle_seconds)
+    return series
+
+
+def report_idle(series: dict[tuple[str, str], Series], interval: float, markdown: bool) -> None:
+    head = ("", f"pair, witness, {interval:g} s", f"pair, plain, {interval:g} s",
+            f"2 backups, witness, {interval:g} s", f"2 backups, plain, {interval:g} s")
+    rows = [
+        ("idle CPU of the daemons, s/h", *(_plain(series[c].idle_cpu) for c in IDLE_ONLY)),
+        ("idle CPU of the 3 etcd members, s/h",
+         *(_plain(series[c].etcd_cpu) if c[1] == "witness" else "–" for c in IDLE_ONLY)),
+        ("idle traffic to etcd, bytes/s (packets/s)",
+         *(f"{_plain(series[c].etcd_bytes, 0)} ({_plain(series[c].etcd_packets)})" if c[1] == "witness" else "–"
+           for c in IDLE_ONLY)),
+    ]
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    for row in rows:
+        print(f"{row[0]:44s} " + "  ".join(f"{h.strip()}: {v}" for h, v in zip(head[1:], row[1:], strict=True)))
+
+
 def one_cycle(pair: FailoverPair, cluster: EtcdCluster, series: Series, idle_seconds: float,
               rng: random.Random) -> None:
     lab = pair.lab
@@ -92,17 +186,7 @@ def one_cycle(pair: FailoverPair, cluster: EtcdCluster, series: Series, idle_sec
     time.sleep(max(1.0, 10 * pair.interval))
     pair.wait_until(lambda: pair.status("backup")["state"] == "monitoring", 10, "the backup is monitoring")
 
-    pids = [pid for host in HOSTS for pid in lab.pids(host)]
-    members = cluster.pids()
-    before = cpu_seconds(pids), cpu_seconds(members)
-    traffic = [cluster.port_counters(name) for name in ("hmaster", "hbackup")]
-    time.sleep(idle_seconds)
-    series.idle_cpu.append((cpu_seconds(pids) - before[0]) / idle_seconds * 3600)
-    if witness:
-        series.etcd_cpu.append((cpu_seconds(members) - before[1]) / idle_seconds * 3600)
-        after = [cluster.port_counters(name) for name in ("hmaster", "hbackup")]
-        series.etcd_bytes.append(sum(a[0] - b[0] for a, b in zip(after, traffic, strict=True)) / idle_seconds)
-        series.etcd_packets.append(sum(a[1] - b[1] for a, b in zip(after, traffic, strict=True)) / idle_seconds)
+    idle_cost(pair, cluster, series, idle_seconds, HOSTS)
 
     with VipSampler(lab, pair.vip_triplet, limit=WAIT + 10) as sampler:
         time.sleep(rng.uniform(0, pair.interval))
@@ -200,9 +284,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--markdown", action="store_true", help="also print a Markdown table")
+    parser.add_argument("--backups", type=int, choices=(1, 2), default=1,
+                        help="2: the idle cost of a master with two backups beside the pair's (nothing killed)")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.idle_seconds <= 0:
         parser.error("--runs must be at least 1 and --idle-seconds positive")
+    if args.backups == 2:
+        if args.idle_seconds > 60:
+            parser.error("--idle-seconds must be at most 60 with --backups 2 (four configurations per run)")
+        idle = measure_idle(args.runs, args.interval, args.idle_seconds, args.seed)
+        print()
+        report_idle(idle, args.interval, markdown=False)
+        if args.markdown:
+            print()
+            report_idle(idle, args.interval, markdown=True)
+        return 0
     series = measure(args.runs, args.interval, args.idle_seconds, args.seed)
     print()
     report(series, args.interval, markdown=False)

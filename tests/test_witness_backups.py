@@ -137,6 +137,19 @@ class Trio:
                     break
         raise AssertionError(f"more than {MAX_STEPS} steps before {until}: a core spins")
 
+    def restart_master(self) -> None:
+        """heartbeatd is stopped and started again now (a new epoch; it held nothing)."""
+        assert not self.configured["master"]
+        self._generation["master"] += 1
+        self._events = [e for e in self._events if e[2] != "master"]  # what the old process awaited
+        heapq.heapify(self._events)
+        self.master = Master(
+            MasterSettings((ADDRESS["b1"], ADDRESS["b2"]), 0.1, managed=tuple(VIPS), backup_fail_after=0.3,
+                           arp_probe=False, witness=self.witness, backups=self.master_backups),
+            self.now, key=KEY, epoch=17)
+        self.cores["master"] = self.master
+        self.take("master", self.master.handle_timer(self.now))
+
     def kill(self, host: str) -> None:
         """The host dies: its addresses go with it, its claim stays in etcd unrenewed."""
         self.down.add(host)
@@ -565,3 +578,77 @@ def test_deferring_to_a_higher_peer_as_without_a_witness_leaves_the_address_to_n
     trio.kill("master")
     trio.run(trio.now + 5.0)
     assert trio.holder() is None and not trio.entered("b2", "claiming")
+
+
+# --- a master that returns cut from etcd (spec/witness.md, "A master that returns") ------------
+
+
+@pytest.mark.parametrize("witness", [KEEP, DROP], ids=["keep", "drop"])
+def test_a_master_restarted_while_cut_from_etcd_alone_leaves_the_backup_holding(witness: WitnessTiming) -> None:
+    """With two backups as with one: the holder keeps the address until etcd answers the master,
+    then the failback runs; the other backup never claims."""
+    trio = master_holding(Trio(witness=witness))
+    trio.reaches["master"] = False
+    trio.run(4.0)
+    assert trio.holder() == "b1"
+    trio.restart_master()
+    restarted = trio.now
+    trio.run(restarted + 3.0)
+    assert trio.holder() == "b1" and trio.cores["b1"].state == "failed_over"
+    assert not [t for t, h in trio.releases if t >= restarted]
+    assert not trio.entered("master", "claiming", since=restarted) and not trio.entered("b2", "claiming")
+    trio.reaches["master"] = True
+    trio.run(trio.now + 3.0)
+    assert trio.holder() == "master" and trio.master.state == "holding"
+
+
+# --- the contested retry's backoff -------------------------------------------------------------
+
+
+def test_a_contested_backup_backs_its_claims_off_to_the_failure_timeout_and_still_takes_over_in_bound() -> None:
+    """The backups cut from each other, the master dead: b1 holds, b2 hears nobody and is refused at
+    every claim while b1 renews. Its retries come 0.1, 0.2, then every 0.3 s (fail_after) after a
+    refusal, not every interval; once b1 dies, b2 takes over within the bound of spec/witness.md
+    ("The contested retry"): the attempt in flight, the cap, then a takeover."""
+    trio = Trio()
+    trio.deliver = lambda source, to, payload: {source, to} != {"b1", "b2"}
+    master_holding(trio)
+    trio.kill("master")
+    died = trio.now
+    trio.run(died + 6.0)
+    assert trio.holder() == "b1"
+    refused = [t for t, h, outcome in trio.claims if h == "b2" and outcome == "refused"]
+    claims = [t for t, h, s in trio.states if h == "b2" and s == "claiming"]
+    waits = [round(c - r, 3) for r, c in zip(refused, claims[1:], strict=False)]
+    print(f"b2 contested: {len(claims)} claims in {trio.now - claims[0]:.1f} s, waits after a refusal {waits[:5]}")
+    assert waits[:3] == [0.1, 0.2, 0.3] and set(waits[3:]) == {0.3}
+    trio.kill("b1")
+    b1_died = trio.now
+    trio.run(b1_died + 3.0)
+    assert trio.holder() == "b2" and trio.owner == "b2"
+    (taken,) = [t for t, h in trio.acquires if h == "b2"]
+    cap = 0.3
+    attempt = KEEP.takeover_watch + 2 * ETCD_RTT
+    bound = attempt + cap + KEEP.takeover_bound(0.0, ETCD_RTT, LATENCY)
+    print(f"b2 holds {taken - b1_died:.3f} s after b1's death (bound {bound:.3f} s; "
+          f"the pair's takeover bound {KEEP.takeover_bound(0.3, ETCD_RTT, LATENCY):.3f} s)")
+    assert taken - b1_died <= bound + 2 * LATENCY
+
+
+def test_the_backoff_starts_afresh_with_the_next_contest() -> None:
+    """The contest ends (b2 hears the master again); the next one retries after one interval again."""
+    trio = Trio()
+    trio.deliver = lambda source, to, payload: {source, to} != {"b1", "b2"} and not (
+        source == "master" and to == "b2")
+    trio.run(4.0)  # b2 cannot hear the master: it claims and is refused, again and again
+    assert trio.holder() == "master" and round(trio.cores["b2"]._claim_retry_after, 3) == 0.3
+    trio.deliver = lambda source, to, payload: {source, to} != {"b1", "b2"}
+    trio.run(trio.now + 1.0)
+    assert trio.cores["b2"].state == "monitoring"
+    trio.deliver = lambda source, to, payload: {source, to} != {"b1", "b2"} and not (
+        source == "master" and to == "b2")
+    again = trio.now
+    trio.run(again + 1.5)
+    refused = [t for t, h, outcome in trio.claims if h == "b2" and outcome == "refused" and t >= again]
+    claims = [t for t, h, s in trio.states if h == "b2" and s == "claiming" and t >= again]
+    assert round(claims[1] - refused[0], 3) == 0.1

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from failoverd.core import wire
 from failoverd.core.actions import (
     Acquire,
@@ -65,6 +67,7 @@ class Pair:
     """Every frame either core sent: (time, sender, frame)."""
     alarms: list[tuple[float, str, str]] = field(default_factory=list)
     releases: list[tuple[float, str]] = field(default_factory=list)
+    acquires: list[tuple[float, str]] = field(default_factory=list)
     reach_asked: dict[str, int] = field(default_factory=lambda: {"master": 0, "backup": 0})
     states: list[tuple[float, str, str]] = field(default_factory=list)
     managed: frozenset = VIPS
@@ -161,6 +164,7 @@ class Pair:
         added, failed = action.addresses - self.unaddable, action.addresses & self.unaddable
         if added:
             self.configured[host] = True
+            self.acquires.append((self.now, host))
         other = "backup" if host == "master" else "master"
         assert not (self.configured[host] and self.configured[other]), f"two holders at {self.now}"
         return core.action_done(self.now, AcquireDone(acquired=added, failed=failed))
@@ -217,6 +221,25 @@ class Pair:
     def flagged(self, host: str, since: float = 0.0) -> list[wire.Heartbeat]:
         return [f for t, h, f in self.sent if h == host and t >= since and f.witness_unreachable]
 
+    def longest_gap(self, since: float, until: float) -> float:
+        """The longest time between ``since`` and ``until`` during which nobody held the address."""
+        changes = sorted([(t, h, True) for t, h in self.acquires] + [(t, h, False) for t, h in self.releases])
+        on = {h: False for h in self.configured}
+        longest, empty_from = 0.0, None
+        for t, h, added in changes:
+            if t > until:
+                break
+            on[h] = added
+            if t < since:
+                continue
+            if not any(on.values()) and empty_from is None:
+                empty_from = t
+            elif any(on.values()) and empty_from is not None:
+                longest, empty_from = max(longest, t - empty_from), None
+        if empty_from is not None:
+            longest = max(longest, until - empty_from)
+        return longest
+
 
 def master_holding(pair: Pair) -> Pair:
     pair.run(2.0)
@@ -268,12 +291,14 @@ def test_keep_drops_when_the_backup_reaches_etcd_and_the_backup_takes_over() -> 
     assert pair.releases[0][1] == "master" and pair.holder() == "backup"  # after the master's leaving, and W
 
 
-def test_drop_drops_at_the_proofs_end_and_asks_nothing() -> None:
+def test_drop_drops_at_the_proofs_end_and_confirms_nothing() -> None:
     pair = master_holding(Pair(witness=DROP))
     pair.reaches.update(master=False, backup=False)
     pair.run(4.0)
     assert pair.holder() is None and pair.releases[0][1] == "master" and pair.releases[0][0] < 2.6
-    assert pair.reach_asked == {"master": 0, "backup": 0} and not pair.flagged("backup")
+    # The backup never asks; the master asks only while the backup says it holds (here while it
+    # claims, on our `leaving`), to know when a failback could begin. Nobody confirms.
+    assert pair.reach_asked["backup"] == 0 and not pair.flagged("backup") and not pair.flagged("master")
     assert not pair.alarmed("master", "keeping")
 
 
@@ -436,3 +461,90 @@ def test_a_backup_holders_retry_that_needs_a_proof_waits_for_one_without_waking_
     pair.unaddable = frozenset()
     pair.run(10.0)
     assert pair.backup.held == TWO_VIPS
+
+
+# --- a master that returns cut from etcd, alone (issue 14's failback gap; keep and drop) -----------
+
+
+def backup_holding_master_cut(witness: WitnessTiming) -> Pair:
+    """The master alone is cut from etcd: it drops at its proof's end and says `leaving`; the backup,
+    which reaches etcd, takes over."""
+    pair = master_holding(Pair(witness=witness))
+    pair.reaches["master"] = False
+    pair.run(4.0)
+    assert pair.holder() == "backup" and pair.backup.state == "failed_over" and not pair.flagged("backup")
+    return pair
+
+
+def failback_when_etcd_answers_the_master_again(pair: Pair, since: float) -> None:
+    """etcd answers the master again: the backup fails back, and the only gap is the managed
+    failback's own (the master claims the key the backup gave back and waits W)."""
+    pair.reaches["master"] = True
+    back = pair.now
+    pair.run(back + 3.0)
+    assert pair.holder() == "master" and pair.master.state == "holding" and pair.backup.state == "monitoring"
+    (released,) = [t for t, h in pair.releases if h == "backup" and t >= since]
+    gap = pair.longest_gap(released - LATENCY, pair.now)
+    print(f"etcd back for the master: the backup released {released - back:.3f} s later, nobody held for {gap:.3f} s")
+    assert gap <= pair.witness.wait_after_grant + ETCD_RTT + 4 * LATENCY
+
+
+@pytest.mark.parametrize("witness", [KEEP, DROP], ids=["keep", "drop"])
+def test_a_master_restarted_while_cut_from_etcd_alone_leaves_the_backup_holding_until_etcd_answers_it(
+        witness: WitnessTiming) -> None:
+    """heartbeatd restarts while it alone cannot reach etcd. Its heartbeats, holding nothing, made the
+    backup fail back at once, and the master could not claim: nobody held the address until the
+    backup took it again after the master's failed claim (0.6 - 0.8 s). Now, with no answer from
+    etcd since it started, the master says `leaving` to a backup that holds, and asks etcd (Reach)
+    until it answers: the backup keeps the address, with its own proofs, all along."""
+    pair = backup_holding_master_cut(witness)
+    asked_before = dict(pair.reach_asked)
+    pair.restart_master()
+    restarted = pair.now
+    pair.run(restarted + 3.0)
+    gap = pair.longest_gap(restarted, pair.now)
+    print(f"master restarted cut from etcd: nobody held for {gap:.3f} s")
+    assert gap == 0 and pair.holder() == "backup" and pair.backup.state == "failed_over"
+    assert not [t for t, h in pair.releases if h == "backup" and t >= restarted]
+    assert not [t for t, h, state in pair.states if h == "master" and state == "claiming" and t >= restarted]
+    assert pair.reach_asked["master"] > asked_before["master"]  # the holder, the backup, asks nothing
+    assert pair.reach_asked["backup"] == asked_before["backup"]
+    # Every heartbeat the backup could count since (it acknowledges the backup) said `leaving`.
+    counted = [f for t, h, f in pair.sent if h == "master" and t >= restarted and f.ack_epoch != 0]
+    assert counted and all(f.leaving for f in counted)
+    failback_when_etcd_answers_the_master_again(pair, restarted)
+
+
+@pytest.mark.parametrize("witness", [KEEP, DROP], ids=["keep", "drop"])
+def test_a_master_whose_check_passes_again_while_cut_from_etcd_alone_leaves_the_backup_holding(
+        witness: WitnessTiming) -> None:
+    """The same without a restart: the master stood down (its check failed), was cut from etcd
+    meanwhile, and rejoins when its check passes. Standing down it asked etcd nothing that tells
+    whether it could claim now, so it asks afresh before it lets the backup fail back."""
+    pair = standing_down_master_backup_holding(Pair(witness=witness))
+    pair.reaches["master"] = False
+    pair.run(5.0)
+    rejoined = pair.now
+    pair.take("master", pair.master.health_changed(rejoined, True))
+    pair.run(rejoined + 3.0)
+    assert pair.longest_gap(rejoined, pair.now) == 0 and pair.holder() == "backup"
+    assert not [t for t, h in pair.releases if h == "backup" and t >= rejoined]
+    failback_when_etcd_answers_the_master_again(pair, rejoined)
+
+
+def test_a_master_restarted_with_etcd_answering_lets_the_backup_fail_back_after_one_question() -> None:
+    """Not vacuous: a restarted master that reaches etcd is held back by one question only."""
+    pair = standing_down_master_backup_holding(Pair(witness=DROP))
+    pair.take("master", pair.master.health_changed(pair.now, True))
+    pair.run(6.0)
+    assert pair.holder() == "master"
+    pair.take("master", pair.master.health_changed(pair.now, False, "check x failed"))
+    pair.run(8.0)
+    assert pair.holder() == "backup"
+    pair.restart_master()
+    restarted = pair.now
+    pair.run(restarted + 3.0)
+    assert pair.holder() == "master" and pair.reach_asked["master"] >= 1
+    (released,) = [t for t, h in pair.releases if h == "backup" and t >= restarted]
+    print(f"restarted master reaching etcd: the backup released {released - restarted:.3f} s after the restart")
+    assert released - restarted < 0.1  # the handshake and one question, not an interval more

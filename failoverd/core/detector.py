@@ -511,6 +511,10 @@ class Detector(DeclaredMachine):
         """Whether the stop releases what we hold (``--keep-addresses-on-exit`` says not)."""
         self._failed: Addresses = frozenset()
         self._retry_at: float | None = None
+        self._claim_retry_after = timing.effective_retry_interval
+        """How long after a refused or unanswered claim the contested retry comes: doubled at each
+        one, up to the failure timeout, and back to the retry interval with every new suspicion
+        and every grant (spec/witness.md, "The contested retry")."""
         self._conflicting: Addresses = frozenset()
         self._garp_refresh = timing.garp_refresh
         self._garp_due: float | None = None
@@ -1386,6 +1390,9 @@ class Detector(DeclaredMachine):
         return max(self._fail_deadline() - self.timing.probe_duration, self.last_heard)
 
     def _schedule_probe(self) -> None:
+        # Every way into `suspect` comes here: a new suspicion, so a contest that follows
+        # starts its claim retries from the retry interval again.
+        self._claim_retry_after = self.timing.effective_retry_interval
         # The probe_due row starts it when it is due (at once, if it already is).
         if self.arp_probe:
             self._probe_scheduled = True
@@ -1654,6 +1661,7 @@ class Detector(DeclaredMachine):
     def _granted(self) -> None:
         assert self._proofs is not None and self.witness is not None
         self._claim_held = True
+        self._claim_retry_after = self.timing.effective_retry_interval  # the contest, if any, is over
         self._reachable(True)
         self._proofs.proved(self._claim_result.sent_at)  # the claim is a proof from its sending
         self._wait_until = self._claim_result.answered_at + self.witness.wait_after_grant
@@ -1671,9 +1679,14 @@ class Detector(DeclaredMachine):
 
     def _claim_failed(self) -> None:
         result = self._claim_result
-        self._retry_at = self._now + self.timing.effective_retry_interval
+        # A bounded backoff: a holder we cannot hear (the backups cut from each other) renews, so
+        # every claim is refused until it dies; retrying each interval only loads etcd. The cap,
+        # the failure timeout, is what a backup that hears the holder waits to notice its death.
+        self._retry_at = self._now + self._claim_retry_after
+        self._claim_retry_after = min(2 * self._claim_retry_after,
+                                      max(self.timing.effective_retry_interval, self._fail_after))
         # Stable words (no silence in seconds): the executor mails one text once per
-        # MAIL_REPEAT, and a refused claim is tried again every retry interval.
+        # MAIL_REPEAT, and a refused claim is tried again and again.
         if result.outcome == "refused":
             self._reachable(True)
             self._out.append(Alarm(

@@ -325,9 +325,16 @@ class Master(DeclaredMachine):
         self._wait_until = float("inf")
         self.witness_reachable = True
         """The last claim or renewal was answered (for status, metrics and the alarm)."""
+        self.witness_answered = False
+        """etcd answered a request of ours since we started, rejoined, or last got no answer from it.
+        Until it has, our heartbeats say ``leaving`` to a backup that holds: without it, they would
+        make the backup fail back to a master that may be unable to claim (spec/witness.md, "A
+        master that returns")."""
         self._keep_on_outage = witness is not None and witness.keep_on_outage
-        self._confirmer = OutageConfirmer(witness) if witness is not None and witness.keep_on_outage else None
-        """--etcd-unreachable keep: whether we confirm the backup's holding (core/witness.py)."""
+        self._confirmer = OutageConfirmer(witness) if witness is not None else None
+        """Our questions to etcd (Reach) while a backup holds: with --etcd-unreachable keep, whether we
+        confirm its holding (core/witness.py); either way, whether etcd answers us, so that a failback
+        waits for that answer."""
         self._kept_reported = False
         """The alarm "keeping on the confirmations" was raised for this outage."""
         self._unprioritised_reported = False
@@ -442,12 +449,17 @@ class Master(DeclaredMachine):
             # peers, replayed, nor one perhaps withheld): its source is where this
             # backup hears our heartbeats.
             self._learn_source(view, source)
-        if view.guard.epoch != known_epoch and now >= view.answer_due and self.state != "stopped":
+        handshake = view.guard.epoch != known_epoch and now >= view.answer_due and self.state != "stopped"
+        if handshake:
             # A backup we have not heard in this epoch of its (it restarted,
             # or we did): it counts our heartbeats only once they acknowledge
             # it, so acknowledge it now rather than at the next interval.
             view.answer_due = now + self.interval / 2
-            self._send_heartbeat(now, only=self._targets_of(view))
+            if not self._sealer.acknowledges_us(frame) or age == "delayed":
+                self._send_heartbeat(now, only=self._targets_of(view))
+                handshake = False
+            # Else once its frame counted: what it says it holds decides what our answer says
+            # (with a witness, `leaving` to a holder until etcd answers us: _unanswered_failback).
         if not self._sealer.acknowledges_us(frame):
             # Made before the backup heard from this epoch of ours, or a replay
             # of such a frame (a recording from before we restarted): it says
@@ -471,10 +483,14 @@ class Master(DeclaredMachine):
             if frame.holds and view.holds is not True:
                 view.holds = True
                 view.release_counted = False
+            if handshake:
+                self._send_heartbeat(now, only=self._targets_of(view))
             return out
         view.holds = frame.holds
         if frame.witness_unreachable:
             self._take_confirmation(frame, view)
+        if handshake:
+            self._send_heartbeat(now, only=self._targets_of(view))
         if view.silent:
             view.silent = False
             out.append(Alarm("info", f"{view.name} heard again"))
@@ -752,8 +768,11 @@ class Master(DeclaredMachine):
         standing_down = self.state == "standing_down"
         if leaving is None:
             # A master that cannot reach the witness cannot hold: holding nothing, it lets
-            # a backup that can take over at once (spec/witness.md, "The cuts").
-            leaving = standing_down or (not self.witness_reachable and not self.held)
+            # a backup that can take over at once (spec/witness.md, "The cuts"). One that has
+            # not heard etcd since it started or rejoined may be unable to claim: it keeps a
+            # backup that holds from failing back ("leaving" only moves a holder's deadline)
+            # until etcd answers it ("A master that returns").
+            leaving = standing_down or (not self.held and (not self.witness_reachable or self._unanswered_failback()))
         if self._sealer is None:
             if standing_down:
                 return  # a legacy heartbeat cannot say "leaving": our silence says it
@@ -868,8 +887,15 @@ class Master(DeclaredMachine):
         return self._retry_at is not None and self._now >= self._retry_at
 
     def _claim_futile(self) -> bool:
-        """keep-and-refuse-new with etcd answering nobody we know of, while a backup says it holds."""
-        return self._keep_on_outage and not self.witness_reachable and self.backup_holds is True
+        """etcd does not answer us while a backup says it holds: our questions (Reach) tell when it
+        does, and only then can the failback begin (with keep, claiming would also stop our
+        confirmations)."""
+        return self._proofs is not None and not self.witness_reachable and self.backup_holds is True
+
+    def _unanswered_failback(self) -> bool:
+        """A backup holds and etcd has not answered us since we started or rejoined: our heartbeats
+        must not make it fail back yet."""
+        return self._proofs is not None and not self.witness_answered and self.backup_holds is True
 
     def _retry_awaits_proof(self) -> bool:
         """Held on a confirmation alone (--etcd-unreachable keep), a retry to add what is missing
@@ -984,6 +1010,11 @@ class Master(DeclaredMachine):
         # backup holding our addresses sends no "I hold nothing".
         unanswered = self._proofs is not None and not self.witness_reachable
         self._retry_at = self._now + self.retry_interval if unanswered else None
+        if self._confirmer is not None:
+            # Standing down or releasing we asked etcd nothing that says we could claim now: a
+            # backup that holds fails back only once an answer of etcd arrives from now on.
+            self.witness_answered = False
+            self._confirmer.ask_now(self._now)
         if self._sealer is not None:
             self._release_floor = self._sealer.seq + 1
         for view in self.views.values():
@@ -1096,13 +1127,15 @@ class Master(DeclaredMachine):
     def _confirms(self, now: float) -> bool:
         """Do our heartbeats say "witness unreachable"? Never once we read a grant of our claim,
         nor while we hold, may hold or are claiming the addresses (core/witness.py)."""
-        return (self._confirmer is not None and not self._claim_held and not self.claims
+        return (self._keep_on_outage and self._confirmer is not None and not self._claim_held and not self.claims
                 and self.state not in ("claiming", "granted") and self._confirmer.unreachable(now))
 
     def _wants_reach(self) -> bool:
-        """Ask etcd whether it answers us: only to know whether to confirm, while the backup holds."""
+        """Ask etcd whether it answers us, while a backup holds: with keep, always (to know whether
+        to confirm); with drop, only until it answers (a failback waits for that answer)."""
         return (self._confirmer is not None and self.state not in ("stopped", "claiming", "granted")
-                and not self._claim_held and not self.claims and self.backup_holds is True)
+                and not self._claim_held and not self.claims and self.backup_holds is True
+                and (self._keep_on_outage or not (self.witness_answered and self.witness_reachable)))
 
     def _witness_timers(self, now: float) -> None:
         """Not state changes: the question to etcd when due, and the alarm that a confirmation keeps us."""
@@ -1135,7 +1168,12 @@ class Master(DeclaredMachine):
             self._out.append(Alarm("info", "the etcd witness answers again"))
         elif not reachable and self.witness_reachable:
             self._out.append(Alarm("critical", f"the etcd witness is unreachable ({why})", True))
-        self.witness_reachable = reachable
+        held_back = self._unanswered_failback()
+        self.witness_reachable = self.witness_answered = reachable
+        if held_back and reachable and self.state == "waiting" and self._sealer is not None:
+            # The failback waited for this answer: tell the backup now, not at the next interval.
+            self._send_heartbeat(self._now)
+            self._next_send = self._now + self.interval
 
     def _give_claim_back(self) -> None:
         self._kept_reported = False  # a new outage, if any, is reported afresh

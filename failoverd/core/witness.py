@@ -201,7 +201,8 @@ class HolderProofs:
 
 class OutageConfirmer:
     """The non-holder's side of keep-and-refuse-new: does this host confirm, in the frames it
-    sends, that it cannot reach etcd?
+    sends, that it cannot reach etcd? (heartbeatd also schedules its questions with it under
+    ``drop``, to learn when etcd answers it before a failback: it never confirms then.)
 
     Only while it asks etcd (:class:`~failoverd.core.actions.Reach`, one renew period apart,
     one in flight) and the newest question, sent within ``validity``, got no answer, with no
@@ -224,6 +225,10 @@ class OutageConfirmer:
 
     def due(self, now: float) -> bool:
         return not self.in_flight and now >= self.next_at
+
+    def ask_now(self, now: float) -> None:
+        """The next question is due at once (unless one is in flight: its answer comes first)."""
+        self.next_at = min(self.next_at, now)
 
     def asked(self, now: float) -> None:
         self.in_flight = True

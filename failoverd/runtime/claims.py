@@ -171,7 +171,8 @@ class WitnessClaims:
 
     async def reach(self) -> ReachDone:
         """Does etcd answer us? One read of the claim's key, under the client's request deadline
-        (``--etcd-unreachable keep``: a non-holder confirms a holder's keeping only while it does not)."""
+        (``--etcd-unreachable keep``: a non-holder confirms a holder's keeping only while it does not;
+        heartbeatd lets a holding backup fail back only once it does)."""
         sent_at = trio.current_time()
         try:
             await self.client.read(self.name)

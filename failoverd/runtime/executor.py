@@ -30,8 +30,9 @@ How each action runs, and why:
   flight, the next sent a renew period after the previous one, each answer
   reported as a result, until the claim is given back or found lost. The
   renewal task starts before the grant is reported, so a ``ReleaseClaim``
-  the core answers the grant with always finds it. ``Reach`` (``--etcd-unreachable
-  keep``: does etcd answer us?) is one bounded read in a task of its own.
+  the core answers the grant with always finds it. ``Reach`` (does etcd answer
+  us? for ``--etcd-unreachable keep``'s confirmations, and for heartbeatd's failback under
+  either choice) is one bounded read in a task of its own.
 - ``Stopped`` (the core finished its stop) sets :attr:`Executor.stopped`,
   which the daemon's stop waits for.
 

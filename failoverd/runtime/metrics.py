@@ -443,7 +443,7 @@ class _DaemonCollector(Collector):
                 confirmed.add_metric([], witness["confirmation_left"])
             yield confirmed
             requests = CounterMetricFamily("failoverd_witness_requests",
-                                           "Claims, renewals, give-backs and reach questions (--etcd-unreachable keep) sent to etcd, by outcome.",
+                                           "Claims, renewals, give-backs and reach questions (does etcd answer us?) sent to etcd, by outcome.",
                                            labels=["operation", "result"])
             for (operation, outcome), count in sorted(claims.requests.items()):
                 requests.add_metric([operation, outcome], count)
