@@ -15,7 +15,10 @@ import pytest
 import trio
 from _netns import Pair, ip
 
-from failoverd.core.actions import Action, StateChanged, Transmit
+from failoverd.core.actions import Acquire, AcquireDone, Action, Release, Result, StateChanged, Transmit
+from failoverd.core.addresses import parse_triplet
+from failoverd.runtime.executor import Executor
+from failoverd.runtime.memory import MemorySystem, MemoryTransport
 from failoverd.runtime.shell import CoreShell
 from failoverd.runtime.udp import HeartbeatSocket
 from failoverd.system.namespace import in_netns
@@ -275,3 +278,120 @@ async def test_the_frame_thread_reports_a_renamed_interface_by_its_new_name(pair
     before = sum(1 for d, _ in core.seen if d == b"before")
     assert set(core.paths[:before]) == {"vb"}
     assert core.paths[before:] and set(core.paths[before:]) == {"vb-renamed"}
+
+
+# --- the early add (heartbeatd: adds_early) ----------------------------------
+
+VIP = parse_triplet("eth0:192.0.2.10/24")
+
+
+class FailbackCore(EchoCore):
+    """Acquires on ``released`` (as a master on the backup's counted "I hold nothing"); ``stale`` it refuses."""
+
+    def __init__(self, now: float) -> None:
+        super().__init__(now)
+        self.results: list[Result] = []
+
+    def receive_datagram(self, now: float, data: bytes, source: str, path: str) -> list[Action]:
+        super().receive_datagram(now, data, source, path)
+        if data == b"released":
+            return [StateChanged("waiting", "acquiring", "backup_released"), Acquire(frozenset({VIP}))]
+        return []  # a stale status, a replay: the core counts nothing and acquires nothing
+
+    def action_done(self, now: float, result: Result) -> list[Action]:
+        self.results.append(result)
+        return []
+
+
+class SeenAtDispatch(Followed):
+    """Also what the system had been asked when the acquire was dispatched."""
+
+    def __init__(self, system: MemorySystem) -> None:
+        super().__init__()
+        self.system = system
+        self.log_at_acquire: list[tuple[str, frozenset]] | None = None
+
+    def __call__(self, now: float, action: Action) -> None:
+        super().__call__(now, action)
+        if isinstance(action, Acquire):
+            self.log_at_acquire = list(self.system.log)
+
+
+async def _failback(system: MemorySystem, *, adds_early: bool = True, before: list[Action] | None = None,
+                    gate_release: bool = False) -> tuple[FailbackCore, SeenAtDispatch, list[str]]:
+    """A stale status, then a counted release, through the frame thread; returns the core, the follower, the trace."""
+    followed = SeenAtDispatch(system)
+    with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+        core = FailbackCore(trio.current_time())
+        shell = CoreShell(core, system=system, transport=sock, notifier=None, on_action=followed, adds_early=adds_early)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(shell.executor.run)
+            await nursery.start(shell.run_frames, sock)
+            if before is not None:
+                shell.submit(before)
+                await _until(lambda: system.log, "the change before it started")
+            _send(sock, b"stale")
+            await _until(lambda: len(core.seen) == 1, "the stale status read")
+            stale_log = list(system.log)
+            _send(sock, b"released")
+            if gate_release:
+                await _until(lambda: len(core.seen) == 2, "the release read")
+                assert system.gate is not None
+                system.gate.set()
+            await _until(lambda: any(isinstance(r, AcquireDone) for r in core.results), "the acquire's result")
+            nursery.cancel_scope.cancel()
+    return core, followed, [kind for kind, _ in stale_log]
+
+
+@pytest.mark.trio
+async def test_the_frame_thread_adds_early_only_on_an_acquire_the_core_decided() -> None:
+    system = MemorySystem()
+    system.adds_early = True
+    core, followed, after_stale = await _failback(system)
+    assert after_stale == []  # the stale status: the core refused it, nothing was added
+    # Added in the frame thread, before the acquire reached the executor; its task went on from the add.
+    assert system.kinds() == ["add-early", "acquire-after-early"]
+    assert system.early_threads and system.early_threads[0] != threading.current_thread().name
+    assert followed.log_at_acquire == [("add-early", frozenset({VIP}))]
+    assert core.results == [AcquireDone(acquired=frozenset({VIP}))]
+
+
+@pytest.mark.trio
+async def test_without_adds_early_or_with_a_hook_before_the_add_the_acquire_runs_whole_in_trio() -> None:
+    system = MemorySystem()
+    system.adds_early = True
+    await _failback(system, adds_early=False)
+    assert system.kinds() == ["acquire"]
+    hooked = MemorySystem()  # adds_early off: the system declines, as one with a Test or PreAcq hook does
+    await _failback(hooked)
+    assert hooked.kinds() == ["acquire"]
+
+
+@pytest.mark.trio
+async def test_no_early_add_while_an_address_change_is_running() -> None:
+    """A release still running when the core decides: the acquire waits its turn in the queue, whole."""
+    system = MemorySystem()
+    system.adds_early = True
+    system.gate = trio.Event()
+    await _failback(system, before=[Release(frozenset({VIP}))], gate_release=True)
+    assert system.kinds() == ["release", "acquire"]
+    assert system.max_active == 1
+    assert system.early_threads == []
+
+
+@pytest.mark.trio
+async def test_a_stop_never_drops_an_acquire_whose_address_was_added_early() -> None:
+    system = MemorySystem()
+    system.adds_early = True
+    executor = Executor(system, MemoryTransport(), None, on_result=lambda result: None)
+    early, later = Acquire(frozenset({VIP})), Release(frozenset({VIP}))
+    async with trio.open_nursery() as nursery:
+        assert executor.add_early(early)
+        assert not executor.add_early(Acquire(frozenset({VIP})))  # one at a time
+        executor.submit([early, later])
+        assert executor.stop_accepting_changes() == [later]
+        with trio.fail_after(20):
+            await nursery.start(executor.run)
+            await executor.finish_current()
+        nursery.cancel_scope.cancel()
+    assert system.kinds() == ["add-early", "acquire-after-early"]

@@ -179,3 +179,74 @@ async def test_probe_reports_what_another_host_answers_for(pair: Pair, hook_dir:
     )
     with trio.fail_after(10):
         assert await procedure.probe([taken, free]) == ProbeDone(answered=frozenset({taken}))
+
+
+# --- the early add (heartbeatd's failback: the add where the backup's status is counted) ---
+
+
+@pytest.mark.trio
+async def test_an_early_add_leaves_the_acquire_the_arp_and_the_post_acquire_hooks_in_order(
+    pair: Pair, hook_dir: Path, tmp_path: Path
+) -> None:
+    first, second = parse_triplet("va:10.64.6.1/24"), parse_triplet("va:10.64.7.1/24")
+    journal = tmp_path / "journal"
+    on_va = f"$(ip -n {pair.a} -o -4 addr show dev va | grep -c -e 10.64.6.1/ -e 10.64.7.1/)"
+    for triplet in (first, second):
+        write_hook(hook_dir, str(triplet.address), "PostAcq", f'echo "PostAcq $FAILOVER_ADDRESS {on_va}" >> {journal}')
+    write_hook(hook_dir, "10.64.7.1", "PreAcq", f'echo "PreAcq $FAILOVER_ADDRESS {on_va}" >> {journal}')
+    procedure = takeover(pair, hook_dir)
+    early = procedure.add_early([second, first])
+    # Only the first address, added now and synchronously; no hook has run yet.
+    assert early is not None and early.triplet == first and early.added and early.error is None
+    assert addresses_on(pair.a, "va") == {"10.64.6.1/24"}
+    assert not journal.exists()
+    with trio.fail_after(20):
+        result = await procedure.acquire([second, first], early)
+    assert result == AcquireDone(acquired=frozenset({first, second}))
+    assert addresses_on(pair.a, "va") == {"10.64.6.1/24", "10.64.7.1/24"}
+    # The first's PostAcq before the second's PreAcq and add: each address its whole sequence.
+    assert journal.read_text().splitlines() == ["PostAcq 10.64.6.1 1", "PreAcq 10.64.7.1 1", "PostAcq 10.64.7.1 2"]
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("hook", ["Test", "PreAcq01"])
+async def test_no_early_add_when_a_hook_must_run_before_the_add(
+    pair: Pair, hook_dir: Path, tmp_path: Path, hook: str
+) -> None:
+    triplet = parse_triplet("va:10.64.8.1/24")
+    journal = tmp_path / "journal"
+    write_hook(hook_dir, "10.64.8.1", hook, f'echo "{hook} $(ip -n {pair.a} -o -4 addr show dev va | grep -c 10.64.8.1/)" >> {journal}')
+    procedure = takeover(pair, hook_dir)
+    assert procedure.add_early([triplet]) is None
+    assert addresses_on(pair.a, "va") == set()
+    with trio.fail_after(20):
+        result = await procedure.acquire([triplet])
+    assert result == AcquireDone(acquired=frozenset({triplet}))
+    assert journal.read_text().splitlines() == [f"{hook} 0"]  # ran before the add, as always
+
+
+@pytest.mark.trio
+async def test_a_refusing_test_hook_still_refuses_and_nothing_is_added_early(pair: Pair, hook_dir: Path) -> None:
+    triplet = parse_triplet("va:10.64.9.1/24")
+    write_hook(hook_dir, "10.64.9.1", "Test", "exit 1")
+    procedure = takeover(pair, hook_dir)
+    assert procedure.add_early([triplet]) is None
+    with trio.fail_after(20):
+        result = await procedure.acquire([triplet])
+    assert result == AcquireDone(refused=frozenset({triplet}))
+    assert addresses_on(pair.a, "va") == set()
+
+
+@pytest.mark.trio
+async def test_an_early_add_that_fails_counts_the_address_failed(pair: Pair, hook_dir: Path, tmp_path: Path) -> None:
+    ip("-n", pair.a, "link", "add", "vc", "type", "veth", "peer", "name", "vd")  # vc stays down
+    triplet = parse_triplet("vc:10.64.10.1/24")
+    marker = tmp_path / "postacq"
+    write_hook(hook_dir, "10.64.10.1", "PostAcq", f"touch {marker}")
+    procedure = takeover(pair, hook_dir)
+    early = procedure.add_early([triplet])
+    assert early is not None and not early.added and early.error is not None
+    with trio.fail_after(20):
+        result = await procedure.acquire([triplet], early)
+    assert result == AcquireDone(failed=frozenset({triplet}))
+    assert not marker.exists()  # a failed add runs no PostAcq hook, early or not

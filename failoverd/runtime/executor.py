@@ -8,6 +8,13 @@ How each action runs, and why:
   the core as soon as its addresses are gone, before its PostRel hooks run
   (the backup's "I hold nothing" status is what a returning master waits
   for); the next change still starts only after those hooks.
+- An early add (:meth:`Executor.add_early`, heartbeatd's failback): the
+  frame thread, where the core decided to acquire, has the system add the
+  first address at once when no address change is running or queued and no
+  hook must run before it; the ``Acquire`` then goes through the queue like
+  any other, and its task goes on from the add (log lines, gratuitous ARP,
+  PostAcq hooks, the other addresses). Such an acquire is never dropped by a
+  stop: its address is on the host, and only its result tells the core.
 - ``Probe`` runs in a task of its own: an ARP probe lasts a good part of a
   second, and heartbeats must keep reaching the core meanwhile (a heartbeat
   during the probe is what ends a false suspicion). Its result comes back to
@@ -73,6 +80,7 @@ from failoverd.core.actions import (
 )
 from failoverd.core.addresses import names
 from failoverd.runtime.ports import Claims, Notifications, System, Transport
+from failoverd.system.takeover import EarlyAdd
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +137,8 @@ class Executor:
         """Claims and give-backs in flight (the stop waits for the give-back)."""
         self._claims_idle = trio.Event()
         self._claims_idle.set()
+        self._early: tuple[Acquire, EarlyAdd] | None = None
+        """An acquire whose first add is done (add_early), until its task takes it on."""
 
     @property
     def current(self) -> AddressChange | None:
@@ -188,13 +198,40 @@ class Executor:
             else:
                 raise TypeError(f"the executor does not know how to run {action!r}")
 
+    def add_early(self, action: Acquire) -> bool:
+        """Have the system add ``action``'s first address now, if nothing stands before it; whether it did.
+
+        Any thread, with the shell's lock held, before ``action`` is submitted
+        (see the module). Nothing stands before it when no address change is
+        running or queued (every one is queued with the shell's lock held; a
+        change that is ending may still count: then this declines), the
+        executor takes changes, and the system says no hook must run first.
+        """
+        if not self._accepting_changes or self.pending_changes or self._early is not None:
+            return False
+        early = self.system.add_early(action.addresses)
+        if early is None:
+            return False
+        self._early = (action, early)
+        return True
+
+    def _take_early(self, action: Acquire) -> EarlyAdd | None:
+        if self._early is None or self._early[0] is not action:
+            return None
+        early = self._early[1]
+        self._early = None
+        return early
+
     def _enqueue(self, action: AddressChange) -> None:
-        if not self._accepting_changes:
+        if not self._accepting_changes and not self._added_early(action):
             log.warning("stopping: not starting %s", _describe(action))
             return
         self.pending_changes += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self._queue_in.send_nowait(action)
+
+    def _added_early(self, action: AddressChange) -> bool:
+        return self._early is not None and self._early[0] is action
 
     def _notify(self, action: Notify | Alarm) -> None:
         if self.notifier is None or self._background is None:
@@ -233,7 +270,7 @@ class Executor:
         self._current = action
         try:
             if isinstance(action, Acquire):
-                result: Result | None = await self.system.acquire(action.addresses)
+                result: Result | None = await self.system.acquire(action.addresses, self._take_early(action))
             elif isinstance(action, Release):
                 result = await self._release(action)
             else:
@@ -340,16 +377,22 @@ class Executor:
     # --- shutdown ------------------------------------------------------------
 
     def stop_accepting_changes(self) -> list[AddressChange]:
-        """Refuse further address changes; return (and drop) those still queued."""
+        """Refuse further address changes; return (and drop) those still queued, but an acquire added early."""
         self._accepting_changes = False
         dropped = []
+        kept = []
         while True:
             try:
                 action = self._queue_out.receive_nowait()
             except trio.WouldBlock:
                 break
+            if self._added_early(action):
+                kept.append(action)  # begun: its address is on the host (the module)
+                continue
             dropped.append(action)
             self.pending_changes -= 1
+        for action in kept:
+            self._queue_in.send_nowait(action)
         if self.pending_changes == 0:
             self._idle.set()
         return dropped

@@ -137,6 +137,7 @@ async def serve(
             on_result=meter.result if meter else None,
             claims=claims,
             follow_frames=False,  # none of these looks at a frame (one call chain less per frame)
+            adds_early=True,  # the failback's add where the status is counted (runtime/shell.py)
         )
         links = (
             host.link_watcher(core.link_interfaces, lambda interface, up: shell.link(interface, up))

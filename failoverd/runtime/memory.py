@@ -11,6 +11,7 @@ task (a notification is only recorded).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 
 import trio
@@ -18,6 +19,7 @@ import trio
 from failoverd.core.actions import AcquireDone, Addresses, Alarm, Notify, ProbeDone, ReleaseDone
 from failoverd.core.addresses import Triplet
 from failoverd.runtime.ports import ConflictReport, ConflictWatch, HookObserver, LinkReport
+from failoverd.system.takeover import EarlyAdd
 
 
 class MemorySystem:
@@ -27,7 +29,9 @@ class MemorySystem:
     step, in order; ``answered`` are the addresses a probe finds taken;
     ``held`` what :meth:`present` reports at start. ``gate`` holds each change,
     ``probe_gate`` each probe and ``post_release_gate`` the PostRel hooks,
-    until set. No wire (no conflict watcher) and no hooks. ``links``: each
+    until set. No wire (no conflict watcher) and no hooks; an early add
+    (``adds_early``) is logged as ``add-early`` with the first address, and the
+    acquire that goes on from it as ``acquire-after-early``. ``links``: each
     interface's link (absent: up); :meth:`set_link` changes one and reports
     it to the link watchers running.
     """
@@ -43,6 +47,10 @@ class MemorySystem:
         self.held: frozenset[Triplet] = frozenset()
         self.links: dict[str, bool] = {}
         self._link_watches: list[MemoryLinkWatch] = []
+        self.adds_early = False
+        """Whether :meth:`add_early` adds (as a host without hooks does); off, it declines, as one with a Test hook."""
+        self.early_threads: list[str] = []
+        """The thread of each early add."""
 
     async def _change(self, kind: str, addresses: Addresses) -> None:
         self.active += 1
@@ -61,8 +69,16 @@ class MemorySystem:
             await self.probe_gate.wait()
         return ProbeDone(answered=self.answered & addresses)
 
-    async def acquire(self, addresses: Addresses) -> AcquireDone:
-        await self._change("acquire", addresses)
+    def add_early(self, addresses: Addresses) -> EarlyAdd | None:
+        if not self.adds_early or not addresses:
+            return None
+        first = min(addresses)
+        self.log.append(("add-early", frozenset({first})))
+        self.early_threads.append(threading.current_thread().name)
+        return EarlyAdd(first, True)
+
+    async def acquire(self, addresses: Addresses, early: EarlyAdd | None = None) -> AcquireDone:
+        await self._change("acquire" if early is None else "acquire-after-early", addresses)
         return AcquireDone(acquired=frozenset(addresses))
 
     async def release(self, addresses: Addresses, on_removed: Callable[[ReleaseDone], None] | None = None) -> ReleaseDone:

@@ -25,7 +25,7 @@ observer it is given in :meth:`System.observe_hooks`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -41,6 +41,9 @@ from failoverd.core.actions import (
     RenewDone,
 )
 from failoverd.core.addresses import Triplet
+
+if TYPE_CHECKING:
+    from failoverd.system.takeover import EarlyAdd
 
 ConflictReport = Callable[[frozenset[Triplet]], None]
 """Called with the addresses another host's ARP claims (the core's ``conflict_seen`` input)."""
@@ -81,8 +84,16 @@ class System(Protocol):
         """Which of ``addresses`` another host answers for (RFC 5227 probe)."""
         ...
 
-    async def acquire(self, addresses: Addresses) -> AcquireDone:
-        """Add the addresses: Test, PreAcq hooks, add, gratuitous ARP, PostAcq hooks."""
+    def add_early(self, addresses: Addresses) -> EarlyAdd | None:
+        """The first address's add, now and synchronously (any thread), if no hook must run before it; else None.
+
+        What the frame thread does where the core decides to acquire (see
+        :mod:`failoverd.runtime.shell`); the acquire given the result goes on from the add.
+        """
+        ...
+
+    async def acquire(self, addresses: Addresses, early: EarlyAdd | None = None) -> AcquireDone:
+        """Add the addresses: Test, PreAcq hooks, add, gratuitous ARP, PostAcq hooks (``early``: the first's add done)."""
         ...
 
     async def release(

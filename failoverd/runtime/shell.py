@@ -39,6 +39,19 @@ of a batch waits in a queue that the Trio loop drains before any input of
 its own reaches the core, so the executor sees every action in the order the
 core made it. :meth:`run_timer` and :meth:`receive_from` stay for a core on
 an in-memory transport and the virtual clock (the tests).
+
+The early add (``adds_early``, heartbeatd): when the frame thread's core
+decides to acquire (the backup's counted "I hold nothing", or a timer), the
+thread has the executor add the first address there and then, when nothing
+is queued or running before it and no hook must run before the add
+(:meth:`~failoverd.runtime.executor.Executor.add_early`,
+:meth:`~failoverd.system.takeover.Takeover.add_early`); the acquire is then
+queued as always and its task goes on from the add. The hand-over to the
+Trio loop, its wake-up and the executor's queue were about a millisecond of
+a failback's 2 – 3 ms on a quiet machine (docs/benchmarks.md, seventh pass).
+The add is made only for an acquire the core returned, so on a status the
+core counted (sealed after the backup's delete returned, spec/wire.md): what
+the core refuses, nothing adds.
 """
 
 from __future__ import annotations
@@ -54,7 +67,7 @@ from typing import Any, Protocol
 
 import trio
 
-from failoverd.core.actions import Action, Addresses, Result
+from failoverd.core.actions import Acquire, Action, Addresses, Announce, Release, Result
 from failoverd.runtime.executor import Executor
 from failoverd.runtime.ports import Claims, Notifications, System, Transport
 
@@ -128,14 +141,20 @@ class CoreShell:
         on_result: Callable[[float, Result], None] | None = None,
         claims: Claims | None = None,
         follow_frames: bool = True,
+        adds_early: bool = False,
     ) -> None:
-        """``on_action`` sees every action dispatched; with ``follow_frames`` off, every one but the frames."""
+        """``on_action`` sees every action dispatched; with ``follow_frames`` off, every one but the frames.
+
+        ``adds_early``: an acquire the frame thread's core decides has its first
+        address added by the frame thread at once, when it can be (see the module).
+        """
         self.core = core
         self.recorder = recorder
         self._on_action = on_action
         self._on_result = on_result
         self.executor = Executor(system, transport, notifier, self._result, self._dispatched, claims,
                                  follow_frames=follow_frames)
+        self._adds_early = adds_early
         self.lock = threading.RLock()
         """Held by every call into the core, from either thread, and by whoever reads it (see the module)."""
         # The timer task's scope while it waits (its deadline is the core's
@@ -416,15 +435,31 @@ class CoreShell:
                         wake = self._next_wake()
 
     def _hand_over(self, actions: list[Action]) -> None:
-        """In the frame thread, with the lock held: frames out now, the rest queued for the Trio loop."""
+        """In the frame thread, with the lock held: frames out now, an early add, the rest queued for the Trio loop."""
         rest = self.executor.send_frames(actions)
         if not rest:
             return
+        if self._adds_early and not self._pending:
+            self._add_early(rest)
         self._pending.append(rest)
         if len(self._pending) == 1 and self._token is not None:
             # The event is looked up when the callback runs, in the Trio
             # thread: the task may have replaced it since (and a set cannot fail).
             self._token.run_sync_soon(self._pending_arrived)
+
+    def _add_early(self, actions: list[Action]) -> None:
+        """The first address of an acquire the core just decided, added here and now (see the module).
+
+        Only when the acquire is the batch's first address change and nothing
+        is queued for the Trio loop (the caller): no change can be before it.
+        Before the Trio loop is woken, so that the add does not wait for it.
+        """
+        for action in actions:
+            if isinstance(action, Acquire):
+                self.executor.add_early(action)
+                return
+            if isinstance(action, (Release, Announce)):
+                return
 
     def _pending_arrived(self) -> None:
         self._pending_ready.set()

@@ -127,6 +127,19 @@ class HookRunner:
                 runnable.append(path)
         return runnable
 
+    def names(self, triplet: Triplet) -> list[str] | None:
+        """The names in the address's directory, unchecked ([] without one; None when it cannot be listed).
+
+        What an early add looks at (:meth:`~failoverd.system.takeover.Takeover.add_early`): whether
+        a hook could have to run before the add. Nothing here is trusted or run.
+        """
+        try:
+            return os.listdir(self.address_dir(triplet))
+        except FileNotFoundError:
+            return []
+        except OSError:
+            return None
+
     async def test(self, event: Event, triplet: Triplet, triplets: Iterable[Triplet] = ()) -> bool:
         """Ask the address's Test hook: True = go ahead, False = notification only."""
         path = self.address_dir(triplet) / TEST

@@ -117,6 +117,13 @@ class AddressManager:
 
     def add_sync(self, triplet: Triplet) -> bool:
         """Put the address on its interface. True if added, False if it was already there."""
+        added = self.add_unlogged(triplet)
+        if added:
+            log_added(triplet)
+        return added
+
+    def add_unlogged(self, triplet: Triplet) -> bool:
+        """:meth:`add_sync` without its "added" line (an early add logs it later, off the failback's path)."""
         address = triplet.address
         with self._open() as rt:
             interface = _interface(rt, triplet.interface)
@@ -134,7 +141,6 @@ class AddressManager:
                 if error.code == errno.EEXIST:  # added by someone else since we looked
                     return False
                 raise AddressChangeError("add", triplet, error) from None
-        log.info("added %s/%d on %s", address, triplet.effective_prefixlen, triplet.interface)
         return True
 
     def remove_sync(self, triplet: Triplet) -> bool:
@@ -189,6 +195,10 @@ class AddressManager:
 
     async def present(self, triplets: Iterable[Triplet]) -> frozenset[Triplet]:
         return self.present_sync(list(triplets))
+
+
+def log_added(triplet: Triplet) -> None:
+    log.info("added %s/%d on %s", triplet.address, triplet.effective_prefixlen, triplet.interface)
 
 
 def _interface(rt: RouteSocket, name: str) -> Interface:

@@ -21,12 +21,23 @@ restarted backup adopts what it held.
 The gratuitous ARP burst for an address starts as soon as it is added and
 runs alongside the following steps; ``acquire`` returns once every burst has
 finished, so nothing it started outlives it.
+
+The early add (:meth:`Takeover.add_early`): the first address's add, done
+synchronously where the core decided to acquire (heartbeatd's frame thread,
+the moment the backup's "I hold nothing" is counted), when no hook has to run
+before it (no ``Test``, no ``PreAcq*`` in its directory). The acquire that
+follows, given what the early add did, takes that address on from its add:
+its log lines, the gratuitous ARP and its PostAcq hooks, then the other
+addresses through their whole sequence, so the order above holds. Checked
+by name only: a hook that is there, runnable or not, sends the address the
+whole way (where an untrusted one is refused and logged, as always).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -36,13 +47,14 @@ from failoverd.core.actions import AcquireDone, ProbeDone, ReleaseDone
 from failoverd.core.addresses import Triplet, names
 from failoverd.system.arp import Announcer, Prober
 from failoverd.system.arpwatch import ConflictWatcher, Report
-from failoverd.system.hooks import HookObserver, HookRunner, ObservedHooks
+from failoverd.system.hooks import TEST, HookObserver, HookRunner, ObservedHooks
 from failoverd.system.linkwatch import LinkWatcher
 from failoverd.system.namespace import NamespaceMissing
 from failoverd.system.netlink import (
     AddressChangeError,
     AddressManager,
     InterfaceError,
+    log_added,
 )
 from failoverd.system.rtnetlink import NetlinkError
 
@@ -52,6 +64,15 @@ Outcome = Literal["done", "failed", "refused"]
 
 # What an address change can fail with; anything else is a bug and propagates.
 _CHANGE_ERRORS = (InterfaceError, AddressChangeError, NamespaceMissing, NetlinkError, OSError)
+
+
+@dataclass(frozen=True)
+class EarlyAdd:
+    """What :meth:`Takeover.add_early` did to one address: added, found there, or the error that stopped it."""
+
+    triplet: Triplet
+    added: bool
+    error: Exception | None = None
 
 
 class Takeover:
@@ -119,12 +140,36 @@ class Takeover:
         """Which of the addresses another host answers for (see :class:`Prober`)."""
         return ProbeDone(answered=await self.prober.probe(triplets))
 
-    async def acquire(self, triplets: Iterable[Triplet]) -> AcquireDone:
+    def add_early(self, triplets: Iterable[Triplet]) -> EarlyAdd | None:
+        """The first address's add, now, on the calling thread, if no hook must run before it; else None.
+
+        Synchronous and short (three netlink requests, no hook, no log line:
+        the caller is on the failback's path); :meth:`acquire` given the
+        result goes on from there. Error handling: a failed add is returned,
+        not raised (the acquire logs it and counts the address failed).
+        """
+        ordered = sorted(set(triplets))
+        if not ordered:
+            return None
+        first = ordered[0]
+        names = self._hook_runner.names(first)
+        if names is None or TEST in names or any(name.startswith("PreAcq") for name in names):
+            return None
+        try:
+            return EarlyAdd(first, self.addresses.add_unlogged(first))
+        except _CHANGE_ERRORS as error:
+            return EarlyAdd(first, False, error)
+
+    async def acquire(self, triplets: Iterable[Triplet], early: EarlyAdd | None = None) -> AcquireDone:
+        """Acquire every address in order (see the module); ``early``: what :meth:`add_early` did to the first."""
         ordered = sorted(set(triplets))
         outcomes: dict[Triplet, Outcome] = {}
         async with trio.open_nursery() as announcements:
             for triplet in ordered:
-                outcomes[triplet] = await self._acquire_one(triplet, ordered, announcements)
+                if early is not None and triplet == early.triplet:
+                    outcomes[triplet] = await self._acquire_added_early(early, ordered, announcements)
+                else:
+                    outcomes[triplet] = await self._acquire_one(triplet, ordered, announcements)
         result = AcquireDone(
             acquired=_having(outcomes, "done"), failed=_having(outcomes, "failed"), refused=_having(outcomes, "refused")
         )
@@ -164,8 +209,24 @@ class Takeover:
         try:
             added = await self.addresses.add(triplet)
         except _CHANGE_ERRORS as error:
-            log.error("%s not acquired: %s", triplet, error, extra={"addresses": (triplet,)})
-            return "failed"
+            return self._not_acquired(triplet, error)
+        return await self._after_add(triplet, added, everything, announcements)
+
+    async def _acquire_added_early(self, early: EarlyAdd, everything: list[Triplet], announcements: trio.Nursery) -> Outcome:
+        """The rest of an address's acquire after :meth:`add_early`: the same lines, ARP and PostAcq hooks."""
+        triplet = early.triplet
+        log.info("acquiring %s (added at once: no Test or PreAcq hook)", triplet, extra={"addresses": (triplet,)})
+        if early.error is not None:
+            return self._not_acquired(triplet, early.error)
+        if early.added:
+            log_added(triplet)
+        return await self._after_add(triplet, early.added, everything, announcements)
+
+    def _not_acquired(self, triplet: Triplet, error: Exception) -> Outcome:
+        log.error("%s not acquired: %s", triplet, error, extra={"addresses": (triplet,)})
+        return "failed"
+
+    async def _after_add(self, triplet: Triplet, added: bool, everything: list[Triplet], announcements: trio.Nursery) -> Outcome:
         if not added:
             log.info("%s was already on %s; keeping it", triplet.address, triplet.interface, extra={"addresses": (triplet,)})
         await announcements.start(self.announcer.announce, [triplet])
