@@ -602,6 +602,35 @@ def test_a_master_restarted_while_cut_from_etcd_alone_leaves_the_backup_holding(
     assert trio.holder() == "master" and trio.master.state == "holding"
 
 
+@pytest.mark.parametrize("witness", [KEEP, DROP], ids=["keep", "drop"])
+def test_a_master_rejoined_while_cut_claims_only_after_the_holder_released_once_etcd_answers(
+        witness: WitnessTiming) -> None:
+    """Review: the master's check fails (the backup takes over), it is cut from etcd, and its check
+    passes again. Standing down it kept a claim retry pending; when etcd first answered, the same
+    step that let the backup fail back fired that retry: the master claimed the key while b1 still
+    held it, the claim was spoiled by b1's give-back, and the failback's gap grew by 0.15 s. Now the
+    claim waits for b1's "I hold nothing", as after a restart."""
+    trio = master_holding(Trio(witness=witness))
+    trio.take("master", trio.master.health_changed(trio.now, False, "check x failed"))
+    trio.run(trio.now + 2.0)
+    assert trio.holder() == "b1"
+    trio.reaches["master"] = False
+    trio.run(trio.now + 1.0)
+    trio.take("master", trio.master.health_changed(trio.now, True))
+    trio.run(trio.now + 2.0)
+    assert trio.holder() == "b1"
+    trio.reaches["master"] = True
+    back = trio.now
+    trio.run(back + 3.0)
+    assert trio.holder() == "master" and trio.master.state == "holding"
+    (released,) = [t for t, h in trio.releases if h == "b1" and t >= back]
+    claiming = [t for t, h, s in trio.states if h == "master" and s == "claiming" and t >= back]
+    outcomes = [o for t, h, o in trio.claims if h == "master" and t >= back]
+    print(f"etcd back: b1 released {released - back:.3f} s later, the master claimed at {claiming[0] - back:.3f} s, "
+          f"outcomes {outcomes}")
+    assert claiming and claiming[0] >= released and outcomes[0] == "granted"
+
+
 # --- the contested retry's backoff -------------------------------------------------------------
 
 

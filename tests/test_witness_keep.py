@@ -377,7 +377,11 @@ def test_a_master_restarted_during_the_outage_does_not_make_the_backup_let_go_un
     pair.run(8.0)
     assert pair.holder() == "backup" and pair.backup.state == "failed_over"
     assert not [t for t, host in pair.releases if host == "backup"]
-    assert len(pair.alarmed("backup", "master is back, but etcd answers neither of us: keeping")) == 1
+    # The restarted master, with no answer from etcd, says `leaving` to the holder from its first
+    # answer on (even to the backup's status from before the restart): the backup keeps without
+    # the "master is back" path, which stays for a master that says otherwise (an older one).
+    assert not pair.alarmed("backup", "master is back")
+    assert pair.alarmed("master", "the etcd witness is unreachable")
     assert pair.flagged("master", since=5.5)  # the restarted master confirms
     pair.reaches.update(master=True, backup=True)
     pair.run(12.0)
@@ -548,3 +552,34 @@ def test_a_master_restarted_with_etcd_answering_lets_the_backup_fail_back_after_
     (released,) = [t for t, h in pair.releases if h == "backup" and t >= restarted]
     print(f"restarted master reaching etcd: the backup released {released - restarted:.3f} s after the restart")
     assert released - restarted < 0.1  # the handshake and one question, not an interval more
+
+
+@pytest.mark.parametrize("witness", [KEEP, DROP], ids=["keep", "drop"])
+def test_a_backup_status_from_before_the_restart_reaching_the_master_first_does_not_make_the_backup_fail_back(
+        witness: WitnessTiming) -> None:
+    """Review: the backup's last status from before the master's restart (in flight across it, or
+    replayed by an attacker) reaches the restarted master first. It acknowledges no epoch of the
+    new master, so it counts for nothing, and the handshake answers it at once: that answer said
+    no `leaving` (nothing counted yet says the backup holds), and acknowledging the backup's newest
+    frame it counted there: the backup failed back, nobody held for 0.6 s. A frame that says it holds
+    now gets `leaving` in answer while etcd has not answered the master."""
+    pair = backup_holding_master_cut(witness)
+    statuses: list[bytes] = []
+    take = pair.take
+
+    def recording(host: str, actions: list) -> None:
+        statuses.extend(a.payload for a in actions if host == "backup" and isinstance(a, Transmit))
+        take(host, actions)
+
+    pair.take = recording  # type: ignore[method-assign]
+    pair.run(pair.now + 0.35)
+    status = statuses[-1]
+    pair.restart_master()
+    restarted = pair.now
+    pair.at(restarted + 0.0005, "master", lambda: pair.master.receive_datagram(pair.now, status, BACKUP, "priv0"))
+    pair.run(restarted + 3.0)
+    assert pair.longest_gap(restarted, pair.now) == 0 and pair.holder() == "backup"
+    assert not [t for t, h in pair.releases if h == "backup" and t >= restarted]
+    answers = [f for t, h, f in pair.sent if h == "master" and t >= restarted and f.ack_epoch != 0]
+    assert answers and all(f.leaving for f in answers)
+    failback_when_etcd_answers_the_master_again(pair, restarted)

@@ -456,7 +456,12 @@ class Master(DeclaredMachine):
             # it, so acknowledge it now rather than at the next interval.
             view.answer_due = now + self.interval / 2
             if not self._sealer.acknowledges_us(frame) or age == "delayed":
-                self._send_heartbeat(now, only=self._targets_of(view))
+                # Its frame tells us nothing we may keep, but with a witness not yet answered,
+                # an answer to a frame saying it holds says `leaving`: it may be the one it
+                # sends now (or a replay of it), and a plain heartbeat acknowledging it would
+                # make the backup fail back to a master perhaps unable to claim (review).
+                hint = self._proofs is not None and not self.witness_answered and frame.holds and not self.held
+                self._send_heartbeat(now, leaving=True if hint else None, only=self._targets_of(view))
                 handshake = False
             # Else once its frame counted: what it says it holds decides what our answer says
             # (with a witness, `leaving` to a holder until etcd answers us: _unanswered_failback).
@@ -557,7 +562,7 @@ class Master(DeclaredMachine):
             self._etcd_answered(result.outcome)
             self._fire("renewed")
         elif isinstance(result, ReachDone):
-            self._take_reach(result)  # bookkeeping only: what our next heartbeat says
+            self._take_reach(result)  # what our next heartbeat says (and, held back, the failback's go)
         else:
             raise TypeError(f"unknown result {result!r}")
         self._settle()
@@ -1172,6 +1177,10 @@ class Master(DeclaredMachine):
         self.witness_reachable = self.witness_answered = reachable
         if held_back and reachable and self.state == "waiting" and self._sealer is not None:
             # The failback waited for this answer: tell the backup now, not at the next interval.
+            # And no claim until it has released: its "I hold nothing" starts ours, as after a
+            # restart; a retry left from standing down or a failed claim would claim the key
+            # while the backup still holds it (review: the claim is spoiled, 0.15 s more gap).
+            self._retry_at = None
             self._send_heartbeat(self._now)
             self._next_send = self._now + self.interval
 
