@@ -9,12 +9,18 @@ How each action runs, and why:
   (the backup's "I hold nothing" status is what a returning master waits
   for); the next change still starts only after those hooks.
 - An early add (:meth:`Executor.add_early`, heartbeatd's failback): the
-  frame thread, where the core decided to acquire, has the system add the
-  first address at once when no address change is running or queued and no
-  hook must run before it; the ``Acquire`` then goes through the queue like
-  any other, and its task goes on from the add (log lines, gratuitous ARP,
-  PostAcq hooks, the other addresses). Such an acquire is never dropped by a
-  stop: its address is on the host, and only its result tells the core.
+  frame thread, where the core decided to acquire, wakes the executor's
+  adder thread, which has the system add the first address at once when no
+  address change is running or queued and no hook must run before it; the
+  ``Acquire`` then goes through the queue like any other, and its task waits
+  for that add and goes on from it (log lines, gratuitous ARP, PostAcq hooks,
+  the other addresses). The add is not made in the frame thread itself: a
+  netlink request can wait for the kernel's RTNL lock (another process
+  reconfiguring the network) for as long as it likes, and the frame thread
+  must go on sending heartbeats meanwhile, or the backup that has just
+  released would see the master silent and take the address back while the
+  master's add completes (review). Such an acquire is never dropped by a
+  stop: its address may be on the host, and only its result tells the core.
 - ``Probe`` runs in a task of its own: an ARP probe lasts a good part of a
   second, and heartbeats must keep reaching the core meanwhile (a heartbeat
   during the probe is what ends a false suspicion). Its result comes back to
@@ -57,7 +63,10 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import trio
 
@@ -137,8 +146,10 @@ class Executor:
         """Claims and give-backs in flight (the stop waits for the give-back)."""
         self._claims_idle = trio.Event()
         self._claims_idle.set()
-        self._early: tuple[Acquire, EarlyAdd] | None = None
-        """An acquire whose first add is done (add_early), until its task takes it on."""
+        self._early: _EarlySlot | None = None
+        """An acquire whose first add was handed to the adder thread (add_early), until its task takes it on."""
+        self._adder: queue.SimpleQueue[_EarlySlot | None] | None = None
+        """The adder thread's requests, once it runs (the first early add starts it)."""
 
     @property
     def current(self) -> AddressChange | None:
@@ -199,28 +210,46 @@ class Executor:
                 raise TypeError(f"the executor does not know how to run {action!r}")
 
     def add_early(self, action: Acquire) -> bool:
-        """Have the system add ``action``'s first address now, if nothing stands before it; whether it did.
+        """Have the adder thread add ``action``'s first address now, if nothing stands before it; whether it will.
 
         Any thread, with the shell's lock held, before ``action`` is submitted
-        (see the module). Nothing stands before it when no address change is
-        running or queued (every one is queued with the shell's lock held; a
-        change that is ending may still count: then this declines), the
-        executor takes changes, and the system says no hook must run first.
+        (see the module); it does no I/O itself. Nothing stands before it when
+        no address change is running or queued (every one is queued with the
+        shell's lock held; a change that is ending may still count: then this
+        declines) and the executor takes changes. The system may still decline
+        (a hook must run before the add): the acquire then runs whole.
         """
         if not self._accepting_changes or self.pending_changes or self._early is not None:
             return False
-        early = self.system.add_early(action.addresses)
-        if early is None:
-            return False
-        self._early = (action, early)
+        if self._adder is None:
+            self._adder = queue.SimpleQueue()
+            threading.Thread(target=self._add_early_serially, args=(self._adder,), name="failoverd-early-add",
+                             daemon=True).start()
+        self._early = _EarlySlot(action)
+        self._adder.put(self._early)
         return True
 
-    def _take_early(self, action: Acquire) -> EarlyAdd | None:
-        if self._early is None or self._early[0] is not action:
+    def _add_early_serially(self, requests: queue.SimpleQueue[_EarlySlot | None]) -> None:
+        """The adder thread: one early add at a time, until told to end (None). Never raises: an
+        unexpected error declines the early add, and the acquire's task then does it all."""
+        while (slot := requests.get()) is not None:
+            try:
+                slot.result = self.system.add_early(slot.action.addresses)
+            except Exception:
+                log.exception("the early add of %s failed; acquiring the usual way", names(slot.action.addresses))
+                slot.result = None
+            finally:
+                slot.done.set()
+
+    async def _take_early(self, action: Acquire) -> EarlyAdd | None:
+        """What the adder thread did to ``action``'s first address (waiting for it if need be), or None."""
+        slot = self._early
+        if slot is None or slot.action is not action:
             return None
-        early = self._early[1]
+        if not slot.done.is_set():
+            await trio.to_thread.run_sync(slot.done.wait)  # bounded by the netlink socket's timeout
         self._early = None
-        return early
+        return slot.result
 
     def _enqueue(self, action: AddressChange) -> None:
         if not self._accepting_changes and not self._added_early(action):
@@ -231,7 +260,7 @@ class Executor:
         self._queue_in.send_nowait(action)
 
     def _added_early(self, action: AddressChange) -> bool:
-        return self._early is not None and self._early[0] is action
+        return self._early is not None and self._early.action is action
 
     def _notify(self, action: Notify | Alarm) -> None:
         if self.notifier is None or self._background is None:
@@ -265,12 +294,15 @@ class Executor:
                     await self._change(action)
             finally:
                 self._background = None
+                if self._adder is not None:
+                    self._adder.put(None)  # the adder thread ends after what it is doing
+                    self._adder = None
 
     async def _change(self, action: AddressChange) -> None:
         self._current = action
         try:
             if isinstance(action, Acquire):
-                result: Result | None = await self.system.acquire(action.addresses, self._take_early(action))
+                result: Result | None = await self.system.acquire(action.addresses, await self._take_early(action))
             elif isinstance(action, Release):
                 result = await self._release(action)
             else:
@@ -414,3 +446,12 @@ def _describe(action: Action) -> str:
     if isinstance(action, Announce):
         return f"announcing {names(action.addresses)}"
     return repr(action)
+
+
+@dataclass(eq=False)
+class _EarlySlot:
+    """One early add handed to the adder thread: its acquire, and what the system did (set when ``done``)."""
+
+    action: Acquire
+    result: EarlyAdd | None = None
+    done: threading.Event = field(default_factory=threading.Event)

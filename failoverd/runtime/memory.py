@@ -51,6 +51,10 @@ class MemorySystem:
         """Whether :meth:`add_early` adds (as a host without hooks does); off, it declines, as one with a Test hook."""
         self.early_threads: list[str] = []
         """The thread of each early add."""
+        self.early_gate: threading.Event | None = None
+        """Holds each early add until set (a kernel slow to answer)."""
+        self.early_error: Exception | None = None
+        """Raised by each early add (a failure nothing expected)."""
 
     async def _change(self, kind: str, addresses: Addresses) -> None:
         self.active += 1
@@ -73,8 +77,12 @@ class MemorySystem:
         if not self.adds_early or not addresses:
             return None
         first = min(addresses)
-        self.log.append(("add-early", frozenset({first})))
         self.early_threads.append(threading.current_thread().name)
+        if self.early_gate is not None:
+            self.early_gate.wait()
+        if self.early_error is not None:
+            raise self.early_error
+        self.log.append(("add-early", frozenset({first})))
         return EarlyAdd(first, True)
 
     async def acquire(self, addresses: Addresses, early: EarlyAdd | None = None) -> AcquireDone:

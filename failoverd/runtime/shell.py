@@ -41,17 +41,20 @@ core made it. :meth:`run_timer` and :meth:`receive_from` stay for a core on
 an in-memory transport and the virtual clock (the tests).
 
 The early add (``adds_early``, heartbeatd): when the frame thread's core
-decides to acquire (the backup's counted "I hold nothing", or a timer), the
-thread has the executor add the first address there and then, when nothing
-is queued or running before it and no hook must run before the add
+decides to acquire (the backup's counted "I hold nothing", or a timer: any
+acquire the core decides here), the thread has the executor's adder thread
+add the first address there and then, when nothing is queued or running
+before it and no hook must run before the add
 (:meth:`~failoverd.runtime.executor.Executor.add_early`,
 :meth:`~failoverd.system.takeover.Takeover.add_early`); the acquire is then
 queued as always and its task goes on from the add. The hand-over to the
 Trio loop, its wake-up and the executor's queue were about a millisecond of
 a failback's 2 – 3 ms on a quiet machine (docs/benchmarks.md, seventh pass).
-The add is made only for an acquire the core returned, so on a status the
-core counted (sealed after the backup's delete returned, spec/wire.md): what
-the core refuses, nothing adds.
+The add is made only for an acquire the core returned (for a failback, on a
+status the core counted: sealed after the backup's delete returned,
+spec/wire.md): what the core refuses, nothing adds. The frame thread itself
+does no netlink request: one may wait on the kernel's RTNL lock, and the
+heartbeats must not (see :mod:`failoverd.runtime.executor`).
 """
 
 from __future__ import annotations
@@ -448,7 +451,7 @@ class CoreShell:
             self._token.run_sync_soon(self._pending_arrived)
 
     def _add_early(self, actions: list[Action]) -> None:
-        """The first address of an acquire the core just decided, added here and now (see the module).
+        """The first address of an acquire the core just decided, added now by the adder thread (see the module).
 
         Only when the acquire is the batch's first address change and nothing
         is queued for the Trio loop (the caller): no change can be before it.

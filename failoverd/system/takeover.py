@@ -215,7 +215,7 @@ class Takeover:
     async def _acquire_added_early(self, early: EarlyAdd, everything: list[Triplet], announcements: trio.Nursery) -> Outcome:
         """The rest of an address's acquire after :meth:`add_early`: the same lines, ARP and PostAcq hooks."""
         triplet = early.triplet
-        log.info("acquiring %s (added at once: no Test or PreAcq hook)", triplet, extra={"addresses": (triplet,)})
+        log.info("acquiring %s (its add tried at once: no Test or PreAcq hook)", triplet, extra={"addresses": (triplet,)})
         if early.error is not None:
             return self._not_acquired(triplet, early.error)
         if early.added:
