@@ -209,7 +209,7 @@ class Executor:
             else:
                 raise TypeError(f"the executor does not know how to run {action!r}")
 
-    def add_early(self, action: Acquire) -> bool:
+    def add_early(self, action: Acquire, then: Callable[[], None] | None = None) -> bool:
         """Have the adder thread add ``action``'s first address now, if nothing stands before it; whether it will.
 
         Any thread, with the shell's lock held, before ``action`` is submitted
@@ -218,16 +218,22 @@ class Executor:
         shell's lock held; a change that is ending may still count: then this
         declines) and the executor takes changes. The system may still decline
         (a hook must run before the add): the acquire then runs whole.
+        ``then`` is called in the adder thread once the add is done (or declined).
         """
         if not self._accepting_changes or self.pending_changes or self._early is not None:
             return False
+        adder = self.start_adder()
+        self._early = _EarlySlot(action, then)
+        adder.put(self._early)
+        return True
+
+    def start_adder(self) -> queue.SimpleQueue[_EarlySlot | None]:
+        """The adder thread's requests, the thread started if it is not running (idle, it waits in ``get``)."""
         if self._adder is None:
             self._adder = queue.SimpleQueue()
             threading.Thread(target=self._add_early_serially, args=(self._adder,), name="failoverd-early-add",
                              daemon=True).start()
-        self._early = _EarlySlot(action)
-        self._adder.put(self._early)
-        return True
+        return self._adder
 
     def _add_early_serially(self, requests: queue.SimpleQueue[_EarlySlot | None]) -> None:
         """The adder thread: one early add at a time, until told to end (None). Never raises: an
@@ -240,6 +246,8 @@ class Executor:
                 slot.result = None
             finally:
                 slot.done.set()
+                if slot.then is not None:
+                    slot.then()
 
     async def _take_early(self, action: Acquire) -> EarlyAdd | None:
         """What the adder thread did to ``action``'s first address (waiting for it if need be), or None."""
@@ -453,5 +461,6 @@ class _EarlySlot:
     """One early add handed to the adder thread: its acquire, and what the system did (set when ``done``)."""
 
     action: Acquire
+    then: Callable[[], None] | None = None
     result: EarlyAdd | None = None
     done: threading.Event = field(default_factory=threading.Event)
