@@ -155,6 +155,13 @@ def measure_idle(runs: int, interval: float, idle_seconds: float, seed: int) -> 
     return series
 
 
+def _print_markdown(head: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def report_idle(series: dict[tuple[str, str], Series], interval: float, markdown: bool) -> None:
     head = ("", f"pair, witness, {interval:g} s", f"pair, plain, {interval:g} s",
             f"2 backups, witness, {interval:g} s", f"2 backups, plain, {interval:g} s")
@@ -167,10 +174,7 @@ def report_idle(series: dict[tuple[str, str], Series], interval: float, markdown
            for c in IDLE_ONLY)),
     ]
     if markdown:
-        print("| " + " | ".join(head) + " |")
-        print("|" + "---|" * len(head))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
+        _print_markdown(head, rows)
         return
     for row in rows:
         print(f"{row[0]:44s} " + "  ".join(f"{h.strip()}: {v}" for h, v in zip(head[1:], row[1:], strict=True)))
@@ -268,10 +272,7 @@ def report(series: dict[str, Series], interval: float, markdown: bool) -> None:
     ]
     head = ("", f"witness, {interval:g} s", f"plain, {interval:g} s", "vip-manager (default)", "kube-vip (default)")
     if markdown:
-        print("| " + " | ".join(head) + " |")
-        print("|" + "---|" * len(head))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
+        _print_markdown(head, rows)
         return
     for row in rows:
         print(f"{row[0]:48s} witness {row[1]:24s} plain {row[2]}")

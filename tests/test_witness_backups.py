@@ -348,12 +348,18 @@ def test_a_higher_backup_cut_from_etcd_is_not_deferred_to_the_lower_takes_over()
     assert not trio.cores["b1"].held
 
 
-def test_the_link_between_the_backups_cut_both_claim_and_etcd_grants_one() -> None:
+def backups_cut_apart_master_dead() -> tuple[Trio, float]:
+    """The link between the backups cut (neither hears the other), then the master's death: the trio
+    and when it died."""
     trio = Trio()
     trio.deliver = lambda source, to, payload: {source, to} != {"b1", "b2"}
     master_holding(trio)
     trio.kill("master")
-    died = trio.now
+    return trio, trio.now
+
+
+def test_the_link_between_the_backups_cut_both_claim_and_etcd_grants_one() -> None:
+    trio, died = backups_cut_apart_master_dead()
     trio.run(died + 5.0)
     assert trio.holder() == "b1" and trio.owner == "b1"  # the higher claimed first; the live holder's renewals
     refused = [t for t, h, outcome in trio.claims if h == "b2" and outcome == "refused"]
@@ -639,11 +645,7 @@ def test_a_contested_backup_backs_its_claims_off_to_the_failure_timeout_and_stil
     every claim while b1 renews. Its retries come 0.1, 0.2, then every 0.3 s (fail_after) after a
     refusal, not every interval; once b1 dies, b2 takes over within the bound of spec/witness.md
     ("The contested retry"): the attempt in flight, the cap, then a takeover."""
-    trio = Trio()
-    trio.deliver = lambda source, to, payload: {source, to} != {"b1", "b2"}
-    master_holding(trio)
-    trio.kill("master")
-    died = trio.now
+    trio, died = backups_cut_apart_master_dead()
     trio.run(died + 6.0)
     assert trio.holder() == "b1"
     refused = [t for t, h, outcome in trio.claims if h == "b2" and outcome == "refused"]
