@@ -303,27 +303,13 @@ class FailbackCore(EchoCore):
         return []
 
 
-class SeenAtDispatch(Followed):
-    """Also what the system had been asked when the acquire was dispatched."""
-
-    def __init__(self, system: MemorySystem) -> None:
-        super().__init__()
-        self.system = system
-        self.log_at_acquire: list[tuple[str, frozenset]] | None = None
-
-    def __call__(self, now: float, action: Action) -> None:
-        super().__call__(now, action)
-        if isinstance(action, Acquire):
-            self.log_at_acquire = list(self.system.log)
-
-
 async def _failback(system: MemorySystem, *, adds_early: bool = True, before: list[Action] | None = None,
-                    gate_release: bool = False) -> tuple[FailbackCore, SeenAtDispatch, list[str]]:
-    """A stale status, then a counted release, through the frame thread; returns the core, the follower, the trace."""
-    followed = SeenAtDispatch(system)
+                    gate_release: bool = False) -> tuple[FailbackCore, list[str]]:
+    """A stale status, then a counted release, through the frame thread; returns the core and what the
+    system had done after the stale status."""
     with HeartbeatSocket.bind(0, LOOPBACK) as sock:
         core = FailbackCore(trio.current_time())
-        shell = CoreShell(core, system=system, transport=sock, notifier=None, on_action=followed, adds_early=adds_early)
+        shell = CoreShell(core, system=system, transport=sock, notifier=None, adds_early=adds_early)
         async with trio.open_nursery() as nursery:
             await nursery.start(shell.executor.run)
             await nursery.start(shell.run_frames, sock)
@@ -340,14 +326,14 @@ async def _failback(system: MemorySystem, *, adds_early: bool = True, before: li
                 system.gate.set()
             await _until(lambda: any(isinstance(r, AcquireDone) for r in core.results), "the acquire's result")
             nursery.cancel_scope.cancel()
-    return core, followed, [kind for kind, _ in stale_log]
+    return core, [kind for kind, _ in stale_log]
 
 
 @pytest.mark.trio
 async def test_the_frame_thread_adds_early_only_on_an_acquire_the_core_decided() -> None:
     system = MemorySystem()
     system.adds_early = True
-    core, _followed, after_stale = await _failback(system)
+    core, after_stale = await _failback(system)
     assert after_stale == []  # the stale status: the core refused it, nothing was added
     # Added by the adder thread, woken where the core decided (not by the acquire's Trio task),
     # and the task went on from the add.
@@ -389,7 +375,7 @@ async def test_an_early_add_that_raises_leaves_the_acquire_to_run_whole_and_the_
     system = MemorySystem()
     system.adds_early = True
     system.early_error = RuntimeError("a reply nothing could parse")
-    core, _followed, _ = await _failback(system)
+    core, _ = await _failback(system)
     assert system.kinds() == ["acquire"]  # declined: the acquire's task did it all
     assert core.results == [AcquireDone(acquired=frozenset({VIP}))]
 
