@@ -57,11 +57,12 @@ def TestOneInput(data: bytes) -> None:
         preempt=fdp.ConsumeBool(),
         priority=fdp.ConsumeIntInRange(0, 255),
         witness_unreachable=fdp.ConsumeBool(),
+        master_heard=fdp.ConsumeBool(),
     )
     try:
         encoded = wire.encode(heartbeat, KEY)
     except ValueError:
-        backup_fields = heartbeat.unfit or heartbeat.preempt or heartbeat.priority
+        backup_fields = heartbeat.unfit or heartbeat.preempt or heartbeat.priority or heartbeat.master_heard
         assert (
             heartbeat.role not in wire.ROLE_NAMES
             or heartbeat.priority > wire.MAX_PRIORITY

@@ -23,7 +23,7 @@ _common = {
 }
 heartbeats = st.builds(
     wire.Heartbeat, role=st.just(wire.ROLE_MASTER), unfit=st.just(False), preempt=st.just(False), priority=st.just(0),
-    witness_unreachable=st.booleans(), **_common
+    witness_unreachable=st.booleans(), master_heard=st.just(False), **_common
 ) | st.builds(
     wire.Heartbeat,
     role=st.just(wire.ROLE_BACKUP),
@@ -31,6 +31,7 @@ heartbeats = st.builds(
     preempt=st.booleans(),
     priority=st.integers(0, wire.MAX_PRIORITY),
     witness_unreachable=st.booleans(),
+    master_heard=st.booleans(),
     **_common,
 )
 
@@ -101,8 +102,9 @@ def _resigned(frame: wire.Heartbeat, offset: int, value: int) -> bytes:
         (wire.ROLE_MASTER, 6, wire.FLAG_PREEMPT),
         (wire.ROLE_MASTER, 7, 100),  # a master has no priority
         (wire.ROLE_BACKUP, 7, 255),  # beyond MAX_PRIORITY
-        (wire.ROLE_BACKUP, 6, 0x20),
-        (wire.ROLE_MASTER, 6, 0x20),
+        (wire.ROLE_MASTER, 6, wire.FLAG_MASTER_HEARD),  # a backup's "master heard" from a master
+        (wire.ROLE_BACKUP, 6, 0x40),
+        (wire.ROLE_MASTER, 6, 0x40),
     ],
 )
 def test_the_backups_fields_are_refused_where_they_do_not_belong(role: int, offset: int, value: int) -> None:
@@ -129,7 +131,23 @@ def test_a_backup_of_a_pair_sends_the_bytes_of_a_version_without_several_backups
     sealed = wire.Sealer(KEY, wire.ROLE_BACKUP, 9, 1.0, 0.0).seal(2.5, holds=True, ack_epoch=4, ack_seq=8)
     assert sealed[6] == wire.FLAG_HOLDS and sealed[7] == 0
     peer = wire.Sealer(KEY, wire.ROLE_BACKUP, 9, 1.0, 0.0).seal(2.5, holds=False, priority=150, unfit=True)
-    assert wire.decode(peer, KEY)[9:] == (True, False, 150, False)
+    assert wire.decode(peer, KEY)[9:] == (True, False, 150, False, False)
+
+
+def test_a_backup_says_it_hears_the_master_in_bit_5() -> None:
+    """FLAG_MASTER_HEARD (spec/backups.md, "What the review found", 1): a backup's only, round trip."""
+    sealer = wire.Sealer(KEY, wire.ROLE_BACKUP, 9, 1.0, 0.0)
+    sealed = sealer.seal(2.5, holds=False, ack_epoch=4, ack_seq=8, priority=150, master_heard=True)
+    assert sealed[6] == wire.FLAG_MASTER_HEARD == 0x20
+    frame = wire.decode(sealed, KEY)
+    assert frame.master_heard and frame.priority == 150 and not frame.holds
+    assert not wire.decode(sealer.seal(3.0, holds=False, priority=150), KEY).master_heard
+    explicit = wire.Heartbeat(wire.ROLE_BACKUP, True, False, 7, 3, 10, 1000, 5, 2, priority=20, master_heard=True)
+    assert wire.decode(wire.encode(explicit, KEY), KEY) == explicit
+    with pytest.raises(ValueError, match="a backup's"):
+        wire.encode(wire.Heartbeat(wire.ROLE_MASTER, True, False, 1, 1, 0, 1000, master_heard=True), KEY)
+    with pytest.raises(ValueError, match="a backup's"):
+        wire.Sealer(KEY, wire.ROLE_MASTER, 1, 1.0, 0.0).seal(1.0, holds=True, master_heard=True)
 
 
 def test_either_role_may_say_it_cannot_reach_the_witness() -> None:

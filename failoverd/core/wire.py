@@ -40,9 +40,14 @@ FLAG_WITNESS_UNREACHABLE = 0x10
 """Either role, witness mode only: "I cannot reach etcd and have read no grant of a claim of mine"
 (``--etcd-unreachable keep``). A frame with it that acknowledges the holder's frame sent at ``h``
 is the holder's *confirmation*: it may keep its addresses until ``h + V`` (spec/witness.md)."""
+FLAG_MASTER_HEARD = 0x20
+"""Backup only (several backups): "a heartbeat of the master counted here within the last W",
+``W = min(fail_after, 2 × interval + allowance)`` (spec/backups.md, "What the review found", 1).
+A peer that cannot hear the master learns from it that the master is alive. An older version
+refuses the bit (``flags``): every backup of one master is upgraded together."""
 _KNOWN_FLAGS = {
     ROLE_MASTER: FLAG_HOLDS | FLAG_LEAVING | FLAG_WITNESS_UNREACHABLE,
-    ROLE_BACKUP: FLAG_HOLDS | FLAG_LEAVING | FLAG_UNFIT | FLAG_PREEMPT | FLAG_WITNESS_UNREACHABLE,
+    ROLE_BACKUP: FLAG_HOLDS | FLAG_LEAVING | FLAG_UNFIT | FLAG_PREEMPT | FLAG_WITNESS_UNREACHABLE | FLAG_MASTER_HEARD,
 }
 MAX_PRIORITY = 254
 """Priorities a backup may have (1 - 254, ``failoverd --priority``); 0 is a backup with no
@@ -88,15 +93,20 @@ class Heartbeat(NamedTuple):
     """Backup only: its ``--priority``, and so its name among several backups; 0 in a pair."""
     witness_unreachable: bool = False
     """Either role, witness mode only (``FLAG_WITNESS_UNREACHABLE``)."""
+    master_heard: bool = False
+    """Backup only, several backups (``FLAG_MASTER_HEARD``)."""
 
 
-def _flags(holds: bool, leaving: bool, unfit: bool, preempt: bool, witness_unreachable: bool) -> int:
+def _flags(
+    holds: bool, leaving: bool, unfit: bool, preempt: bool, witness_unreachable: bool, master_heard: bool = False,
+) -> int:
     return (
         (FLAG_HOLDS if holds else 0)
         | (FLAG_LEAVING if leaving else 0)
         | (FLAG_UNFIT if unfit else 0)
         | (FLAG_PREEMPT if preempt else 0)
         | (FLAG_WITNESS_UNREACHABLE if witness_unreachable else 0)
+        | (FLAG_MASTER_HEARD if master_heard else 0)
     )
 
 
@@ -140,9 +150,9 @@ def check_key(key: bytes) -> bytes:
     return bytes(key)
 
 
-def _check_backup_fields(role: int, unfit: bool, preempt: bool, priority: int) -> None:
-    if role != ROLE_BACKUP and (unfit or preempt or priority):
-        raise ValueError("unfit, preempt and priority are a backup's")
+def _check_backup_fields(role: int, unfit: bool, preempt: bool, priority: int, master_heard: bool = False) -> None:
+    if role != ROLE_BACKUP and (unfit or preempt or priority or master_heard):
+        raise ValueError("unfit, preempt, priority and master heard are a backup's")
     if not 0 <= priority <= MAX_PRIORITY:
         raise ValueError(f"priority {priority} is not within 0 - {MAX_PRIORITY}")
 
@@ -158,8 +168,8 @@ def encode(heartbeat: Heartbeat, key: KeyLike) -> bytes:
             raise ValueError(f"{name} {value} does not fit in 64 bits")
     if not 0 <= h.interval_ms <= _U32:
         raise ValueError(f"interval_ms {h.interval_ms} does not fit in 32 bits")
-    _check_backup_fields(h.role, h.unfit, h.preempt, h.priority)
-    flags = _flags(h.holds, h.leaving, h.unfit, h.preempt, h.witness_unreachable)
+    _check_backup_fields(h.role, h.unfit, h.preempt, h.priority, h.master_heard)
+    flags = _flags(h.holds, h.leaving, h.unfit, h.preempt, h.witness_unreachable, h.master_heard)
     body = _BODY.pack(
         MAGIC, VERSION, h.role, flags, h.priority, h.epoch, h.seq, h.sent_ms, h.interval_ms, h.ack_epoch, h.ack_seq
     )
@@ -211,6 +221,7 @@ def decode(data: bytes, key: KeyLike) -> Heartbeat:
         bool(flags & FLAG_PREEMPT),
         priority,
         bool(flags & FLAG_WITNESS_UNREACHABLE),
+        bool(flags & FLAG_MASTER_HEARD),
     )
 
 
@@ -256,13 +267,14 @@ class Sealer:
         preempt: bool = False,
         priority: int = 0,
         witness_unreachable: bool = False,
+        master_heard: bool = False,
     ) -> bytes:
-        if unfit or preempt or priority:
-            _check_backup_fields(self._role, unfit, preempt, priority)
+        if unfit or preempt or priority or master_heard:
+            _check_backup_fields(self._role, unfit, preempt, priority, master_heard)
         self.seq += 1
         self._sent[self.seq % self.memory] = (self.seq, now, ack_epoch)
         sent_ms = max(0, int((now - self._started) * 1000))
-        flags = _flags(holds, leaving, unfit, preempt, witness_unreachable)
+        flags = _flags(holds, leaving, unfit, preempt, witness_unreachable, master_heard)
         # Packed directly (not through encode()): every field is in range by
         # construction, and this runs once per heartbeat on both hosts.
         body = _BODY.pack(
