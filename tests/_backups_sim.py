@@ -35,6 +35,7 @@ from _drive import KEY, VIPS
 
 from failoverd.core.actions import (
     Acquire,
+    Alarm,
     AcquireDone,
     Probe,
     ProbeDone,
@@ -68,6 +69,7 @@ class Backup:
     states: list[tuple[float, str]] = field(default_factory=list)
     acquires: list[float] = field(default_factory=list)
     releases: list[float] = field(default_factory=list)
+    alarms: list[tuple[float, Alarm]] = field(default_factory=list)
 
 
 class Network:
@@ -286,6 +288,9 @@ class Network:
                 if host in self.backups:
                     self.backups[host].releases.append(self.now)
                 self._push(self.now + self.action_latency, "done", (host, core, ReleaseDone(released=action.addresses)))
+            elif isinstance(action, Alarm):
+                if host in self.backups:
+                    self.backups[host].alarms.append((self.now, action))
             elif isinstance(action, Stopped):
                 pass
         deadline = core.next_deadline()

@@ -11,7 +11,12 @@ holders, so the test could fail.
    added): two probes overlapping, both silent, two holders. The master now
    presumes a silent backup no earlier than the release settle after the
    latest release of any backup, so its probe sees the deferring backup's
-   address.
+   address. The settle covers no loss and one; with two frames lost on the
+   backup's announcement round trip its add lands as the settle ends. Closed
+   for any schedule by the peers' "master heard" (wire.FLAG_MASTER_HEARD): the
+   holder hears the master and says so, the deferring backup learns that the
+   master is alive and keeps deferring until that stops; the master presumes
+   it, and its probe finds nothing there.
 2. A one-way loss between the backups: the higher announces, hears the lower
    (whose acknowledgements are of the higher's frames from before the loss,
    still provably young) say it holds and never yield; the higher kept
@@ -24,10 +29,12 @@ holders, so the test could fail.
 from __future__ import annotations
 
 import pytest
-from _backups_sim import MASTER, VIPS, Network
+from _backups_sim import KEY, MASTER, VIPS, Network
 
+from failoverd.core import wire
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
+from failoverd.core.peers import Peers
 from failoverd.core.timing import Timing
 
 RACES = [(0.2, 0.3), (1.0, 1.5)]
@@ -57,11 +64,39 @@ def _failback_race(interval: float, latency: float) -> Network:
     return net
 
 
+def _without_master_heard(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rule off: a peer's "master heard" is never evidence (the flag still goes out)."""
+    monkeypatch.setattr(Detector, "_peer_hears_master", lambda self: False)
+
+
 @pytest.mark.parametrize(("interval", "latency"), RACES)
-def test_1_a_release_that_ends_a_deferral_puts_the_masters_presumption_off_one_holder(
+def test_1_the_deferring_backup_learns_from_the_holder_that_the_master_is_alive_and_the_master_takes_back(
     interval: float, latency: float,
 ) -> None:
+    """The lower says "master heard" from its first counted heartbeat on: the higher keeps deferring through
+    the lower's release, the master presumes it, probes (nothing there) and adds; one alarm says why."""
+    net = _failback_race(interval, latency)
+    assert net.most_holders == 1
+    assert net.holders() == ["master"] and net.state("high") == "deferring"
+    high = net.backups["high"]
+    assert high.acquires == [] and net.entered("high", "suspect", after=40.0) is None
+    hearing = [(t, a) for t, a in high.alarms if "hears master; its heartbeats do not reach this backup" in a.message]
+    assert len(hearing) == 1 and hearing[0][1].level == "critical" and hearing[0][1].mail
+    # raised fail_after into the deferral on that evidence alone: after the lower's release, not before
+    released = net.backups["low"].releases[-1] + net.action_latency
+    assert released <= hearing[0][0] <= released + net.timing.fail_after + 2 * net.delay
+    core = high.core
+    assert core is not None and core._peers is not None
+    (low,) = [e for e in core._peers.snapshot(net.now) if e["priority"] == 100]
+    assert low["master_heard"] is True
+
+
+@pytest.mark.parametrize(("interval", "latency"), RACES)
+def test_1_without_master_heard_the_release_settle_alone_gives_one_holder_with_no_loss(
+    monkeypatch: pytest.MonkeyPatch, interval: float, latency: float,
+) -> None:
     """The master's probe comes after the higher's address is up: it sees it, and waits (contested)."""
+    _without_master_heard(monkeypatch)
     net = _failback_race(interval, latency)
     assert net.most_holders == 1
     assert net.holders() == ["high"] and net.state("high") == "failed_over"  # it cannot hear the master
@@ -70,12 +105,50 @@ def test_1_a_release_that_ends_a_deferral_puts_the_masters_presumption_off_one_h
 
 
 @pytest.mark.parametrize(("interval", "latency"), RACES)
-def test_1_without_the_release_settle_the_master_and_the_deferring_backup_both_add(
+def test_1_without_master_heard_and_the_release_settle_the_master_and_the_deferring_backup_both_add(
+    monkeypatch: pytest.MonkeyPatch, interval: float, latency: float,
+) -> None:
+    _without_master_heard(monkeypatch)
+    monkeypatch.setattr(Master, "_release_settle", lambda self: float("-inf"))
+    net = _failback_race(interval, latency)
+    assert net.most_holders == 2 and net.holders() == ["high", "master"]
+
+
+@pytest.mark.parametrize(("interval", "latency"), RACES)
+def test_1_master_heard_alone_without_the_release_settle_gives_one_holder(
     monkeypatch: pytest.MonkeyPatch, interval: float, latency: float,
 ) -> None:
     monkeypatch.setattr(Master, "_release_settle", lambda self: float("-inf"))
     net = _failback_race(interval, latency)
-    assert net.most_holders == 2 and net.holders() == ["high", "master"]
+    assert net.most_holders == 1 and net.holders() == ["master"] and net.state("high") == "deferring"
+
+
+@pytest.mark.parametrize("timing", [Timing(), Timing(interval=0.2, max_delay=0.3)], ids=["defaults", "fast"])
+@pytest.mark.parametrize("killed", [None, "high"])
+def test_1_in_an_ordinary_master_death_master_heard_delays_no_takeover(
+    monkeypatch: pytest.MonkeyPatch, timing: Timing, killed: str | None,
+) -> None:
+    """Both backups count the master's last heartbeat: the peer's "master heard" frames are never newer
+    than ours by W + M, so the takeover instant is the one without the rule, to the float."""
+
+    def takeover() -> tuple[str, float | None, int, list[tuple[float, str]]]:
+        net = Network(timing=timing)
+        net.start_master()
+        net.start_backup("high")
+        net.start_backup("low")
+        net.run_until(10.0)
+        if killed is not None:
+            net.kill_backup(killed)  # the lower's takeover, after its rank delay
+        net.kill_master()
+        net.run_until(60.0)
+        (holder,) = net.holders()
+        return holder, net.first_acquire(holder), net.most_holders, net.backups[holder].states
+
+    with_rule = takeover()
+    with monkeypatch.context() as patched:
+        _without_master_heard(patched)
+        without = takeover()
+    assert with_rule == without and with_rule[1] is not None and with_rule[2] == 1
 
 
 def test_1_with_the_silent_backup_really_gone_the_master_takes_back_after_the_release_settle() -> None:
@@ -142,3 +215,74 @@ def test_2_without_the_limit_the_higher_acquires_on_its_old_probe_while_the_lowe
     monkeypatch.setattr(Detector, "_announcement_limit", lambda self: float("inf"))
     net = _one_way_loss()
     assert net.most_holders == 2 and net.holders() == ["high", "low"]
+
+
+WITHHELD = Timing(max_delay=1.0)
+"""A bound on a frame's delay below the failure timeout: a frame held back that long still counts before its
+sender's silence (a failure timeout since its frame before) ends the deferral anyway."""
+
+
+def _unheard_higher(withhold: float | None, last_heard_frame: float | None = None) -> Network:
+    """The master's heartbeats never reach the higher; the lower hears them and says so, so the higher defers
+    (the master alive). The master dies at 10 s. ``withhold``: an attacker on the link holds back the lower's
+    last "master heard" frame to the higher (sent at ``last_heard_frame``, as the honest run shows) and
+    every later one, delivers that one ``withhold`` s after it was sent, and drops the rest."""
+    net = Network(timing=WITHHELD)
+    net.start_master()
+    net.start_backup("low")
+    net.run_until(2.0)
+    high, low = net.backups["high"].address, net.backups["low"].address
+    net.drop = lambda source, destination, payload: (source, destination) == (MASTER, high)
+    net.start_backup("high")
+    net.run_until(10.0)
+    assert net.state("high") == "deferring" and net.holders() == []
+    net.kill_master()
+    if withhold is None:
+        net.run_until(40.0)
+        return net
+    assert last_heard_frame is not None
+    held: list[bytes] = []
+
+    def withholding(source: str, destination: str, payload: bytes) -> bool:
+        if (source, destination) == (low, high) and net.now >= last_heard_frame:
+            held.append(payload)
+            return True
+        return (source, destination) == (MASTER, high)
+
+    net.drop = withholding
+    net.run_until(last_heard_frame + withhold - net.delay)
+    frame = held[0]
+    assert wire.decode(frame, KEY).master_heard
+    net.inject(low, high, frame)
+    net.run_until(40.0)
+    return net
+
+
+def test_4_a_master_heard_frame_withheld_max_delay_delays_the_takeover_by_at_most_max_delay_plus_fail_after(
+) -> None:
+    """spec/backups.md, "What the review found", 1: a withheld "master heard" counts only while provably
+    young and as the newest, and only while the peer is alive (a failure timeout from its counting): it
+    delays the takeover by at most ``max_delay + fail_after``, and causes none."""
+    timing = WITHHELD
+    honest = _unheard_higher(None)
+    sent = [t for t, p in honest.frames("low", "high") if t >= 10.0 and wire.decode(p, KEY).master_heard][-1]
+    withhold = timing.effective_max_delay - 0.05  # as late as it still counts
+    attacked = _unheard_higher(withhold, sent)
+    for net in (honest, attacked):
+        assert net.most_holders == 1 and net.holders() == ["high"]
+    before, after = honest.first_acquire("high", 10.0), attacked.first_acquire("high", 10.0)
+    assert before is not None and after is not None
+    assert before < after <= before + timing.effective_max_delay + timing.fail_after
+    # The withheld frame counted (the higher deferred on it) and the deferral ended a failure timeout later.
+    core = attacked.backups["high"].core
+    assert core is not None and core._peers is not None
+    low = core._peers.entries[100]
+    assert low.master_heard and low.last_counted == pytest.approx(sent + withhold)
+    assert attacked.entered("high", "suspect", after=10.0) == pytest.approx(low.last_counted + timing.fail_after)
+    # Held back longer than max_delay it is not provably young: it does not count, nothing is delayed by it.
+    late = _unheard_higher(timing.effective_max_delay + 0.5, sent)
+    late_core = late.backups["high"].core
+    assert late_core is not None and late_core._peers is not None
+    assert late_core._peers.entries[100].last_counted is not None
+    assert late_core._peers.entries[100].last_counted < sent + timing.effective_max_delay
+    assert late.most_holders == 1 and late.holders() == ["high"]

@@ -353,10 +353,14 @@ TRANSITIONS: tuple[dict[str, Any], ...] = (
      "conditions": ["_probe_pending", "_healthy", "_must_announce"],
      "unless": ["_result_answered", "_witnessed", "_deferred"], "before": "_take_probe", "after": "_announce"},
     {"trigger": "announced", "source": "announcing", "dest": "acquiring",
-     "conditions": ["_healthy"], "unless": ["_awaiting_peers", "_higher_holds", "_stopping"],
+     "conditions": ["_healthy"], "unless": ["_awaiting_peers", "_higher_holds", "_peer_hears_master", "_stopping"],
      "after": ["_announcement_answered", "_acquire_all"]},
     {"trigger": "peer_yield", "source": "announcing", "dest": "deferring",
      "conditions": ["_higher_holds"], "unless": ["_stopping"], "after": ["_withdraw", "_defer"]},
+    # A peer hears the master we cannot hear (spec/backups.md, "What the review found", 1): the
+    # master is alive, withdraw and wait, as deferring does on it, until it no longer says so.
+    {"trigger": "peer_yield", "source": "announcing", "dest": "deferring",
+     "conditions": ["_peer_hears_master"], "unless": ["_higher_holds", "_stopping"], "after": ["_withdraw", "_defer"]},
     {"trigger": "heartbeat", "source": "announcing", "dest": "monitoring", "after": ["_withdraw", "_deferral_over"]},
     # An announcement lasts at most fail_after + 2 × interval (spec/backups.md, "What the review
     # found", 2): an awaited peer alive at its start has answered or fallen silent by then, unless
@@ -397,6 +401,7 @@ def _then_tell_peers(
 
     def wrapped(self: Detector, /, *args: _P.args, **kwargs: _P.kwargs) -> list[Action]:
         out = entry(self, *args, **kwargs)
+        self._watch_hearing_peer()
         self._tell_peers()
         return out
 
@@ -453,6 +458,10 @@ class Detector(DeclaredMachine):
         self.counters = Counters()
         self.held: Addresses = frozenset(held) & self.addresses
         self.last_heard = now
+        self._master_counted_at = float("-inf")
+        """When a master frame (not ``leaving``) last counted: unlike :attr:`last_heard`, never the start's
+        or a link's return's grace. What our "master heard" says, and what a peer's is compared with."""
+        self._master_heard_window = timing.master_heard_window
         self.state_since = now
         self.paths: dict[str, PathHealth] = {}
         self.master_holds: bool | None = None
@@ -474,6 +483,7 @@ class Detector(DeclaredMachine):
                 fail_after=timing.fail_after,
                 rank_step=rank_step(timing),
                 max_delay=timing.effective_max_delay,
+                master_heard_window=timing.master_heard_window,
                 offline=offline,
             )
             if settings.peers and self._sealer is not None
@@ -484,8 +494,12 @@ class Detector(DeclaredMachine):
         self._preempt = settings.preempt
         self._peer_due = now
         """When our next periodic peer frames are due (the first at once: it starts the handshake)."""
-        self._peer_said: tuple[bool, bool] | None = None
-        """(holds, unfit) as our last peer frames said it: a change is told at once."""
+        self._peer_said: tuple[bool, bool, bool] | None = None
+        """(holds, unfit, master heard) as our last peer frames said it: a change is told at once."""
+        self._hears_master_since: float | None = None
+        """Since when we defer only because a peer hears the master we cannot (None: we do not)."""
+        self._hears_master_alarmed = False
+        """The alarm "a peer hears the master; its heartbeats do not reach us" was raised this episode."""
         self._priority_alarmed: set[int] = set()
         """Each priority whose peer frames were refused and alarmed (once each: the priority is under
         the MAC, the source is not, so a replayed frame from spoofed sources alarms once)."""
@@ -788,6 +802,7 @@ class Detector(DeclaredMachine):
             unfit=not self._healthy(),
             preempt=self._preempt,
             priority=self._wire_priority,
+            master_heard=not leaving and self._master_heard(now),
             # A peer holding on confirmations needs ours too (spec/witness.md, "With several
             # backups"): it acknowledges the peer's frame, so it counts from that frame's sending.
             witness_unreachable=not leaving and self._confirms(now),
@@ -800,13 +815,52 @@ class Detector(DeclaredMachine):
         if peers is None or self._stop_requested:
             return
         now = self._now
-        said = (self.holds_any, not self._healthy())
+        said = self._peer_says(now)
         if now < self._peer_due and said == self._peer_said:
             return
+        if now >= self._peer_due or self._peer_said is None or said[:2] != self._peer_said[:2]:
+            self._peer_due = now + self.timing.interval
+        # else only "master heard" changed: told at once, an extra frame; the periodic ones keep their phase.
         self._peer_said = said
-        self._peer_due = now + self.timing.interval
         for address in peers.addresses:
             self._seal_peer(now, address, peers.newest_from(address))
+
+    def _peer_says(self, now: float) -> tuple[bool, bool, bool]:
+        """What our peer frames say: holds, unfit, master heard (a change is told at once)."""
+        return (self.holds_any, not self._healthy(), self._master_heard(now))
+
+    def _master_heard(self, now: float) -> bool:
+        """Our frames say "master heard": a master frame counted within W (spec/backups.md)."""
+        return now < self._master_counted_at + self._master_heard_window
+
+    def _watch_hearing_peer(self) -> None:
+        """After every input (not a state change): the alarm that we defer only because a peer hears
+        the master we cannot hear, once per episode, after ``fail_after`` of it."""
+        now = self._now
+        peers = self._peers
+        alone = (
+            peers is not None and self.state == "deferring" and peers.holder(now) is None
+            and peers.higher_fit(now) is None and self._peer_hears_master()
+        )
+        if not alone:
+            self._hears_master_since = None
+            self._hears_master_alarmed = False
+            return
+        if self._hears_master_since is None:
+            self._hears_master_since = now
+        if self._hears_master_alarmed or now < self._hears_master_since + self._fail_after:
+            return
+        assert peers is not None
+        peer = peers.hearing_master(now, self._master_counted_at)
+        assert peer is not None
+        self._hears_master_alarmed = True
+        never = self._master_counted_at == float("-inf")
+        since = "none counted since our start" if never else f"none counted for {now - self._master_counted_at:.1f} s"
+        self._emit_alarm(
+            "critical", f"peer backup {peer.priority} at {peer.source} hears {self.peer}; its heartbeats do not "
+            f"reach this backup (deferring on it for {now - self._hears_master_since:.1f} s; {since}): not taking over "
+            f"{names(self.addresses)} while it does (a one-way loss, a firewall, a wrong target of heartbeatd?)",
+            mail=True)
 
     def _farewell_to_peers(self) -> None:
         """At the stop, once nothing is held: ``leaving``, so the peers need not wait a failure timeout for us."""
@@ -1013,6 +1067,11 @@ class Detector(DeclaredMachine):
             candidates.append(self._announced_at + self._announcement_limit())
         if self._peers is not None:
             candidates.append(self._peer_due)
+            heard_ends = self._master_counted_at + self._master_heard_window
+            if heard_ends > self._now:
+                candidates.append(heard_ends)  # our "master heard" clears then: told at once (_tell_peers)
+            if self._hears_master_since is not None and not self._hears_master_alarmed:
+                candidates.append(self._hears_master_since + self._fail_after)  # _watch_hearing_peer's alarm
         if self._retry_at is not None and not self._retry_awaits_proof():
             candidates.append(self._retry_at)
         if self.state == "failed_over" and self._garp_due is not None:
@@ -1131,6 +1190,7 @@ class Detector(DeclaredMachine):
                 self._settle()
             return
         self.last_heard = now
+        self._master_counted_at = now
         self._leaving_at = None
         if self.state == "monitoring":
             # The common case, a heartbeat while all is well: its row changes
@@ -1177,7 +1237,7 @@ class Detector(DeclaredMachine):
                 frame = self._sealer.seal(
                     now, holds=holds, ack_epoch=epoch, ack_seq=seq,
                     unfit=not self._healthy(), preempt=self._preempt, priority=self._wire_priority,
-                    witness_unreachable=confirms,
+                    witness_unreachable=confirms, master_heard=self._master_heard(now),
                 )
             self._out.append(Transmit(frame, (target,)))
 
@@ -1314,7 +1374,15 @@ class Detector(DeclaredMachine):
             return False
         if peers.holder(self._now) is not None:
             return True
-        return self._proofs is None and peers.higher_fit(self._now) is not None
+        return self._proofs is None and (peers.higher_fit(self._now) is not None or self._peer_hears_master())
+
+    def _peer_hears_master(self) -> bool:
+        """Several backups, no witness: an alive peer's last counted frame says it hears the master, and
+        is newer than our own last counted heartbeat by more than ``W + M`` (:meth:`Peers.hearing_master`):
+        the master is alive and its heartbeats do not reach us. We do not take over while it is so
+        (spec/backups.md, "What the review found", 1): the master's failback presumes us, its probe decides."""
+        return (self._peers is not None and self._proofs is None
+                and self._peers.hearing_master(self._now, self._master_counted_at) is not None)
 
     def _must_announce(self) -> bool:
         """Several backups, where we would acquire: some peer is alive or in its handshake (W is not empty)."""
@@ -1472,11 +1540,15 @@ class Detector(DeclaredMachine):
         self._probe_in_flight = False
         self.counters.deferrals += 1
         holder = self._peers.holder(self._now)
+        higher = None if holder is not None else self._peers.higher_fit(self._now)
+        hearing = self._peers.hearing_master(self._now, self._master_counted_at)
         if holder is not None:
             why = f"peer backup {holder.priority} ({holder.source}) holds them"
+        elif higher is None:
+            assert hearing is not None
+            why = (f"peer backup {hearing.priority} ({hearing.source}) hears it (its heartbeats do not reach us): "
+                   "waiting until it does not")
         else:
-            higher = self._peers.higher_fit(self._now)
-            assert higher is not None
             why = f"peer backup {higher.priority} ({higher.source}) outranks us (priority {self._peers.priority})"
             if not higher.alive(self._now, self._peers.fail_after) and higher.last_counted is not None:
                 # Silent, but it may be acquiring on a probe made before we fell silent to it.
@@ -1497,7 +1569,7 @@ class Detector(DeclaredMachine):
         self._awaited = {}
         # Our frames say holds from now on (announcing is a holding state): sent here, not by
         # _tell_peers, so that we know which frame each awaited peer must acknowledge.
-        self._peer_said = (self.holds_any, not self._healthy())
+        self._peer_said = self._peer_says(now)
         self._peer_due = now + self.timing.interval
         for address in peers.addresses:
             self._seal_peer(now, address, peers.newest_from(address))

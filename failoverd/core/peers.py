@@ -6,7 +6,7 @@ so a peer frame is judged by spec/wire.md's rules 1-7 exactly as the backup
 judges a heartbeat (once, from the newest epoch, only while provably young,
 and only if it acknowledges our current epoch, using the detector's own
 :class:`~failoverd.core.wire.Sealer` for the acknowledgements); when it last
-counted; and what its last counted frame said (holds, unfit, preempt).
+counted; and what its last counted frame said (holds, unfit, preempt, master heard).
 
 A peer is *alive* while a frame of it counted within the failure timeout,
 *fit* when that frame did not say unfit, *holding* when it said holds (or announces: spec/backups.md, "Who takes over").
@@ -54,6 +54,8 @@ class PeerEntry:
     holds: bool = False
     unfit: bool = False
     preempt: bool = False
+    master_heard: bool = False
+    """Its last counted frame said it counted a heartbeat of the master within W (``FLAG_MASTER_HEARD``)."""
     rejected: Counter[str] = field(default_factory=Counter)
     """Its frames that did not count, by reason (``unacknowledged``, ``delayed``, ``replay``...)."""
     counted: int = 0
@@ -116,6 +118,7 @@ class Peers:
         fail_after: float,
         rank_step: float,
         max_delay: float,
+        master_heard_window: float = 0.0,
         offline: bool = False,
     ) -> None:
         self.addresses = tuple(configured)
@@ -125,6 +128,10 @@ class Peers:
         self.rank_step = rank_step
         """How much later each higher configured peer makes our failure deadline (spec/backups.md, "The rank delay")."""
         self._max_delay = max_delay
+        self.master_heard_window = master_heard_window
+        """W: a peer's "master heard" says it counted a heartbeat within that much before its frame."""
+        self.master_heard_margin = 2 * max_delay
+        """M: the two delays (the master's heartbeat to the peer, the peer's frame to us), at most max_delay each."""
         self._offline = offline
         self.entries: dict[int, PeerEntry] = {
             p: PeerEntry(p, wire.ReplayGuard(max_delay, judge_age=not offline), address, address)
@@ -174,6 +181,7 @@ class Peers:
             entry.counted_epoch = frame.epoch
             entry.acked = (frame.ack_epoch, frame.ack_seq)
             entry.holds, entry.unfit, entry.preempt = frame.holds, frame.unfit, frame.preempt
+            entry.master_heard = frame.master_heard
             entry.counted += 1
             if frame.leaving and not frame.holds:
                 # It stopped, holding nothing: no need to wait a failure timeout for its silence.
@@ -216,6 +224,23 @@ class Peers:
         """An alive, fit, higher peer that says ``preempt``: a lower holder releases to it."""
         wanting = [e for e in self.alive(now) if e.preempt and not e.unfit and e.priority > self.priority]
         return max(wanting, key=lambda e: e.priority) if wanting else None
+
+    def hearing_master(self, now: float, our_last: float) -> PeerEntry | None:
+        """The highest alive peer whose last counted frame says it hears the master, newer than our own
+        last counted heartbeat (``our_last``): the master is alive and its heartbeats do not reach us.
+
+        Newer by more than ``W + M`` (:attr:`master_heard_window`, :attr:`master_heard_margin`):
+        its frame counted here at ``c`` says it counted a heartbeat after ``c − W − M`` (sent
+        after ``c − W − 2 × max_delay``), so with ``c − W − M > our_last`` the master sent one
+        after our last. In an ordinary master death both backups count the same last heartbeat,
+        so this never holds and the takeover is not delayed (spec/backups.md, "What the review found", 1).
+        """
+        margin = self.master_heard_window + self.master_heard_margin
+        hearing = [
+            e for e in self.alive(now)
+            if e.master_heard and e.last_counted is not None and e.last_counted - margin > our_last
+        ]
+        return max(hearing, key=lambda e: e.priority) if hearing else None
 
     def rank(self) -> int:
         """How many configured peers outrank us: static, whether or not we heard them (spec/backups.md)."""
@@ -297,6 +322,7 @@ class Peers:
                 "fit": None if e.counted == 0 else not e.unfit,
                 "holds": None if e.counted == 0 else e.holds,
                 "preempt": e.preempt,
+                "master_heard": None if e.counted == 0 else e.master_heard,
                 "last_heard_age": None if e.last_counted is None else round(now - e.last_counted, 3),
                 "counted": e.counted,
                 "rejected": dict(sorted(e.rejected.items())),

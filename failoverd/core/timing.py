@@ -105,5 +105,16 @@ class Timing:
         return self.probe_count * self.effective_probe_spacing
 
     @property
+    def master_heard_window(self) -> float:
+        """W (several backups): a backup's frames say "master heard" while a heartbeat counted within it.
+
+        ``min(fail_after, 2 × interval + allowance)``: with the master alive and
+        one heartbeat lost (what the design rides out) the next one counts
+        within it, so the flag stays set; after the master's death it clears
+        within W (spec/backups.md, "What the review found", 1).
+        """
+        return min(self.fail_after, 2 * self.interval + self.effective_allowance)
+
+    @property
     def effective_max_delay(self) -> float:
         return self.fail_after if self.max_delay is None else self.max_delay
