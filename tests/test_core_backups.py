@@ -353,14 +353,18 @@ def test_failoverctl_status_of_a_backup_shows_its_priority_and_each_peer() -> No
     from failoverd.programs.failoverctl import format_status
 
     net = steady()
-    net.kill_master()
-    net.run_until(net.now + 20)
     low = net.backups["low"].core
     assert low is not None
     text = format_status(low.snapshot(net.now), 0.0)
+    assert "PRIORITY  ADDRESS   ALIVE  FIT  HOLDS  MASTER  LAST HEARD" in text
+    (row,) = [line for line in text.splitlines() if "10.9.1.2" in line]
+    assert row.split()[:6] == ["200", "10.9.1.2", "yes", "yes", "no", "heard"]  # it hears the master
+    net.kill_master()
+    net.run_until(net.now + 20)
+    text = format_status(low.snapshot(net.now), 0.0)
     assert "priority  100; rank 1, deadline later by 5.3 s" in text
     (row,) = [line for line in text.splitlines() if "10.9.1.2" in line]
-    assert row.split()[:6] == ["200", "10.9.1.2", "yes", "yes", "HOLDS", "1.0"] and row.endswith("ago")
+    assert row.split()[:7] == ["200", "10.9.1.2", "yes", "yes", "HOLDS", "-", "1.0"] and row.endswith("ago")
     # A pair's status has no such section.
     pair = Detector(DetectorSettings(VIPS, T, master=MASTER), 0.0, key=KEY, epoch=5)
     assert "priority" not in format_status(pair.snapshot(1.0), 0.0)

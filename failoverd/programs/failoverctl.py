@@ -184,7 +184,7 @@ def _backup_peers(status: Mapping[str, Any]) -> list[str]:
         f"{backups.get('priority', '?')}" + (", preempts" if backups.get("preempt") else "")
         + (f"; rank {backups.get('rank')}, deadline later by {delay:g} s" if isinstance(delay, (int, float)) else "")
     ]
-    rows = [["PRIORITY", "ADDRESS", "ALIVE", "FIT", "HOLDS", "LAST HEARD"]]
+    rows = [["PRIORITY", "ADDRESS", "ALIVE", "FIT", "HOLDS", "MASTER", "LAST HEARD"]]
     for peer in backups.get("peers") or []:
         age = peer.get("last_heard_age")
         priority = peer.get("priority")
@@ -194,6 +194,8 @@ def _backup_peers(status: Mapping[str, Any]) -> list[str]:
             "yes" if peer.get("alive") else "NO",
             "?" if peer.get("fit") is None else "yes" if peer.get("fit") else "UNFIT",
             "?" if peer.get("holds") is None else "HOLDS" if peer.get("holds") else "no",
+            # Its last counted frame says it hears the master (spec/backups.md, "What the review found", 1).
+            "?" if peer.get("master_heard") is None else "heard" if peer.get("master_heard") else "-",
             "never" if age is None else f"{format_age(age)} ago",
         ])
     announce: list[str] = []
