@@ -105,6 +105,11 @@
 #ifndef MCUT
 #define MCUT 0
 #endif
+/* LATE_LOSSES 1 (with MCUT, a narrowing): the LOSSES are lost only from the master's restart on
+ * (the race's losses are on B1's announcement round trip after it); 0: at any instant. */
+#ifndef LATE_LOSSES
+#define LATE_LOSSES 0
+#endif
 
 /* RELEASE_SETTLE 1 (the review's fix 1): the master presumes a silent backup only
  * SETTLE ticks after the latest counted release of any backup; 0: at once. */
@@ -120,6 +125,22 @@
 #endif
 #define LIMIT (FAIL + 2 * INTERVAL)
 
+/* PEER_MASTER 1 (the design closing the review's open race, spec/backups.md, "What the review
+ * found", 1): a backup's peer frames say "master heard" while it counted a heartbeat within
+ * MH_WINDOW ticks (W = min(fail_after, 2 x interval + allowance) = 2.2 s, 4.4 ticks, rounded up);
+ * a backup that counts such a frame while its own last counted heartbeat is older than
+ * MH_WINDOW + 2 x DELAY (W + M, M the two delays) takes it as evidence that the master is
+ * alive and that its heartbeats do not reach it: while the peer is alive and its last counted
+ * frame says so, it does not take over (it defers; announcing, it withdraws to deferring).
+ * 0: no flag (the settle alone). */
+#ifndef PEER_MASTER
+#define PEER_MASTER 1
+#endif
+#ifndef MH_WINDOW
+#define MH_WINDOW 5
+#endif
+#define MH_CAP (MH_WINDOW + 2 * DELAY + 1)   /* hbt at the cap: older than W + M (or never) */
+
 #ifndef B_CRASHES
 #define B_CRASHES 1         /* backup crashes in a run, both backups together      */
 #endif
@@ -134,8 +155,16 @@
 #ifndef TAKEOVER_BOUND
 #define TAKEOVER_BOUND (DELAY + FAIL + RANK_STEP + PROBE_T + OP_MAX)
 #endif
+/* HIGHER_BOUND: with PEER_MASTER a B1 that never counted a heartbeat (the master died in its
+ * handshake) defers to B2's "master heard" until it clears, W after B2's last heartbeat, and
+ * probes then: MH_WINDOW + DELAY + PROBE_T instead of FAIL (7 ticks, not 6; spec/backups.md). */
+#if PEER_MASTER && MH_WINDOW + DELAY + PROBE_T > FAIL
+#define HIGHER_DETECT (MH_WINDOW + DELAY + PROBE_T)
+#else
+#define HIGHER_DETECT FAIL
+#endif
 #ifndef HIGHER_BOUND
-#define HIGHER_BOUND (DELAY + FAIL + DELAY + INTERVAL + DELAY + OP_MAX)
+#define HIGHER_BOUND (DELAY + HIGHER_DETECT + DELAY + INTERVAL + DELAY + OP_MAX)
 #endif
 
 /* MONITORS 0: leave out the clocks of the two bounded-response monitors (a
@@ -188,6 +217,7 @@ bool f_post[9];           /* a peer frame of an announcing backup, sent at or af
                              its sequence number is >= announce_seq */
 bool f_ackann[9];         /* a peer frame acknowledging one with f_post: ack_seq >= the receiver's
                              announce_seq (and it acknowledges the receiver's current life) */
+bool f_mh[9];             /* PEER_MASTER: a peer frame saying "master heard" (its sender's hbt < MH_WINDOW) */
 
 /* the master */
 byte m_state;
@@ -223,6 +253,9 @@ byte w_t[3];              /* announcing: ticks since the peer's last counted fra
                              handshake, its last recorded one before the entry); FAIL: it left W */
 byte ann_t[3];            /* announcing: ticks since its entry (cap LIMIT) */
 bool rec_ann[3];          /* it recorded a frame its (announcing) peer sent at or after the announcement */
+byte hbt[3];              /* PEER_MASTER: ticks since it counted a heartbeat (cap MH_CAP: older than W + M, or never) */
+bool pm[3];               /* PEER_MASTER: its alive peer's last counted frame said "master heard" and was
+                             newer than its own last counted heartbeat by W + M: the master is alive */
 byte b_crashes;
 byte down_t[3];
 bool bcut;                /* BCUT 1: the link between the backups is cut          */
@@ -262,7 +295,8 @@ hidden int clock;
 #define IN_W(i)   (ALIVE(i) || RECORDED(i))
 /* spec/backups.md, "Who takes over": no alive peer says it holds, no alive
  * (fit: health is not modelled) peer has a higher priority */
-#define MAY_TAKE(i) (!(ALIVE(i) && ph[i]) && !((i) == 2 && PRESENT2))
+#define PM(i)     (PEER_MASTER && ALIVE(i) && pm[i])
+#define MAY_TAKE(i) (!(ALIVE(i) && ph[i]) && !((i) == 2 && PRESENT2) && !PM(i))
 /* the lower yields to a higher holder (or announcer) */
 #define YIELDS(i) ((i) == 2 && d[2] == D_failed_over && ALIVE(2) && ph[2])
 #define BB_CUT(s, r) (BCUT && bcut && (s) > 0 && (r) > 0 && (BCUT != 3 || (s) == 1))
@@ -285,7 +319,8 @@ inline send_peer(i) {
 	:: !up[3 - (i)] || BB_CUT(i, 3 - (i)) -> skip   /* lost */
 	:: else -> f_in[sc] = 1; f_age[sc] = 0; f_acks[sc] = knows[sc]; f_holds[sc] = BHOLDS(i); f_cnt[sc] = 0;
 		f_post[sc] = (d[i] == D_announcing);
-		f_ackann[sc] = (rec_ann[i] && knows[sc])
+		f_ackann[sc] = (rec_ann[i] && knows[sc]);
+		f_mh[sc] = (PEER_MASTER && hbt[i] < MH_WINDOW)
 	fi;
 	sc = 0
 }
@@ -323,7 +358,7 @@ inline receive_heartbeat(i) {
 	knows[(i) * 3] = 1;
 	if
 	:: f_acks[i] ->
-		gap[i] = 0; sil[i] = 0; hbc[i] = 1;
+		gap[i] = 0; sil[i] = 0; hbc[i] = 1; pm[i] = 0;
 		if
 		:: d[i] == D_suspect || d[i] == D_deferring || d[i] == D_contested ->
 			d[i] = D_monitoring; probe[i] = 0
@@ -331,6 +366,10 @@ inline receive_heartbeat(i) {
 		:: d[i] == D_acquiring -> hbp[i] = 1
 		:: d[i] == D_failed_over -> d[i] = D_recovering; op_t[i] = 0
 		:: else -> skip
+		fi;
+		if
+		:: PEER_MASTER && hbt[i] >= MH_WINDOW -> hbt[i] = 0; send_peer(i)   /* "master heard" again: at once */
+		:: else -> hbt[i] = 0
 		fi
 	:: else -> skip
 	fi;
@@ -366,12 +405,14 @@ inline receive_peer(r, s) {
 	if
 	:: f_acks[c] ->
 		gap[c] = 0; pa[r] = 0; ph[r] = f_holds[c]; pl_cnt[r] = 1;
+		pm[r] = (f_mh[c] && hbt[r] >= MH_CAP);
 		if
 		:: ANNOUNCE && d[r] == D_announcing ->
 			w_t[r] = 0;
 			if
-			:: f_ackann[c] && !f_holds[c] -> backup_acquire(r)   /* W is empty */
-			:: (r) == 2 && f_holds[c] -> withdraw(r, D_deferring)
+			:: PM(r) -> withdraw(r, D_deferring)   /* the master is alive: wait */
+			:: !PM(r) && f_ackann[c] && !f_holds[c] -> backup_acquire(r)   /* W is empty */
+			:: !PM(r) && (r) == 2 && f_holds[c] -> withdraw(r, D_deferring)
 			:: else -> skip   /* a lower peer that holds yields; or not yet acknowledged */
 			fi
 		:: ANNOUNCE && d[r] == D_acquiring && (r) == 2 && f_holds[c] -> hbp[r] = 1
@@ -385,7 +426,7 @@ inline receive_peer(r, s) {
 inline backup_reset(i) {
 	addr[i] = 0; d[i] = D_monitoring; sil[i] = 0; probe[i] = 0; probe_t[i] = 0; snap[i] = 0;
 	op_t[i] = 0; hbp[i] = 0; retry_t[i] = 0; hbc[i] = 0; pa[i] = ((i) == 2 -> PA_CAP : FAIL); ph[i] = 0; heard[i] = 0; pt[i] = 0;
-	pr[i] = FAIL; pl_cnt[i] = 0; w_t[i] = 0; ann_t[i] = 0; rec_ann[i] = 0
+	pr[i] = FAIL; pl_cnt[i] = 0; w_t[i] = 0; ann_t[i] = 0; rec_ann[i] = 0; hbt[i] = MH_CAP; pm[i] = 0
 }
 
 inline master_reset() {
@@ -398,7 +439,8 @@ inline master_reset() {
 /* zero what no longer matters */
 inline normalize() {
 	for (k : 0 .. 8) {
-		if :: !f_in[k] -> f_age[k] = 0; f_acks[k] = 0; f_holds[k] = 0; f_cnt[k] = 0; f_post[k] = 0; f_ackann[k] = 0
+		if :: !f_in[k] -> f_age[k] = 0; f_acks[k] = 0; f_holds[k] = 0; f_cnt[k] = 0; f_post[k] = 0; f_ackann[k] = 0;
+		      f_mh[k] = 0
 		   :: else -> skip fi;
 		if :: f_in[k] && k % 3 != 0 -> f_cnt[k] = 0 :: else -> skip fi   /* only statuses carry it */
 	};
@@ -419,7 +461,8 @@ inline normalize() {
 		   (d[k] == D_acquiring && !hbp[k]) || d[k] == D_suspect -> sil[k] = DLMAX
 		:: else -> skip
 		fi;
-		if :: !ALIVE(k) -> ph[k] = 0 :: else -> skip fi;
+		if :: !ALIVE(k) -> ph[k] = 0; pm[k] = 0 :: else -> skip fi;
+		if :: !PEER_MASTER -> hbt[k] = 0; pm[k] = 0 :: else -> skip fi;
 		if :: up[k] -> down_t[k] = 0 :: else -> pt[k] = 0 fi;
 		/* what only an announcement reads */
 		if
@@ -443,7 +486,7 @@ inline normalize() {
 		up[1], d[1], addr[1], sil[1], probe[1], snap[1], pa[1], ph[1], pr[1], pl_cnt[1], w_t[1], rec_ann[1]);
 	printf("b2[up=%d state=%d addr=%d sil=%d probe=%d/%d peer=%d/%d rec=%d/%d w=%d ann=%d] ",
 		up[2], d[2], addr[2], sil[2], probe[2], snap[2], pa[2], ph[2], pr[2], pl_cnt[2], w_t[2], rec_ann[2]);
-	printf("mcut=%d rel_t=%d ", mcut, m_rel_t);
+	printf("mcut=%d rel_t=%d hbt=%d/%d pm=%d/%d ", mcut, m_rel_t, hbt[1], hbt[2], pm[1], pm[2]);
 	printf("cut=%d frames=%d%d%d%d%d%d\n", bcut, f_in[1], f_in[2], f_in[3], f_in[6], f_in[5], f_in[7]);
 	if :: TWO_HOLDERS -> printf("HOLDERS 2\n") :: else -> skip fi
 }
@@ -540,11 +583,12 @@ inline backups_changed(i) {
 /* channel s*3+r delivered, or lost */
 #define DELIVER(s, r, RECEIVE) \
 	:: d_step { f_in[(s) * 3 + (r)] -> RECEIVE; normalize() } \
-	:: d_step { f_in[(s) * 3 + (r)] && losses < LOSSES -> losses++; f_in[(s) * 3 + (r)] = 0; normalize() }
+	:: d_step { f_in[(s) * 3 + (r)] && losses < LOSSES && (!LATE_LOSSES || mcut) -> losses++; f_in[(s) * 3 + (r)] = 0; normalize() }
 
 active proctype world()
 {
-	d_step { pa[1] = FAIL; pa[2] = PA_CAP; pr[1] = FAIL; pr[2] = FAIL; bcut = (BCUT == 2); m_rel_t = SETTLE; normalize() }   /* nobody heard yet */
+	d_step { pa[1] = FAIL; pa[2] = PA_CAP; pr[1] = FAIL; pr[2] = FAIL; hbt[1] = MH_CAP; hbt[2] = MH_CAP;
+		bcut = (BCUT == 2); m_rel_t = SETTLE; normalize() }   /* nobody heard yet */
 	do
 	/* ======================= crashes and restarts ======================= */
 	/* (first: pan's depth-first search then reaches the runs with crashes early) */
@@ -621,6 +665,12 @@ active proctype world()
 			if
 			:: up[k] ->
 				INC(sil[k], DLMAX);
+				if
+				:: PEER_MASTER && hbt[k] == MH_WINDOW - 1 ->
+					/* "master heard" clears: told at once, an extra frame (its periodic ones keep their phase) */
+					hbt[k]++; send_peer(k)
+				:: else -> INC(hbt[k], MH_CAP)
+				fi;
 				if :: k == 2 -> INC(pa[k], PA_CAP) :: else -> INC(pa[k], FAIL) fi; INC(pr[k], FAIL);
 				if :: d[k] == D_announcing -> INC(w_t[k], FAIL); INC(ann_t[k], LIMIT) :: else -> skip fi;
 				if :: pt[k] > 0 -> pt[k]-- :: else -> skip fi;
