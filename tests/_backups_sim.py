@@ -35,8 +35,8 @@ from _drive import KEY, VIPS
 
 from failoverd.core.actions import (
     Acquire,
-    Alarm,
     AcquireDone,
+    Alarm,
     Probe,
     ProbeDone,
     Release,

@@ -34,7 +34,6 @@ from _backups_sim import KEY, MASTER, VIPS, Network
 from failoverd.core import wire
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
-from failoverd.core.peers import Peers
 from failoverd.core.timing import Timing
 
 RACES = [(0.2, 0.3), (1.0, 1.5)]

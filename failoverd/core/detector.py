@@ -66,13 +66,17 @@ authenticated): the other backups are :mod:`failoverd.core.peers`, one
 replay guard per peer priority, so a peer frame (role backup) counts exactly
 as a heartbeat does (rules 1-7 of spec/wire.md, acknowledged through our own
 sealer). We send each peer a frame once per interval, at once when what we
-say (holds, unfit = not ``_healthy``) changes, and in answer to an
+say (holds, unfit = not ``_healthy``, master heard: a master frame counted
+within ``Timing.master_heard_window``) changes, and in answer to an
 unacknowledged one (the handshake, at most once per half interval per peer);
 each acknowledges that peer's newest frame. At the failure deadline, an
 alive peer that holds, or a present fit peer of a higher priority (one
 counted within ``fail_after + rank × step``, not just the failure timeout:
 cut off from us while announcing, it may acquire a failure timeout after its
-last counted frame of us), makes us *defer* instead of acquiring (``_deferred``): *deferring* listens to the
+last counted frame of us), or an alive peer whose last counted frame says it hears the master and is
+newer than our own last counted heartbeat by ``W + 2 × max_delay`` (the master is alive and its
+heartbeats do not reach us, ``_peer_hears_master``; alarmed after a failure timeout of it),
+makes us *defer* instead of acquiring (``_deferred``): *deferring* listens to the
 master (a heartbeat ends it) and, when the condition lapses with the master
 still silent, suspects afresh, so a new probe decides. Where we would
 acquire, and some peer is alive or in its handshake after a restart (the
@@ -81,7 +85,7 @@ holds to the peers and the master, adds nothing, and acquires only once
 every peer of W answered with a counted frame that acknowledges the
 announcement's first frame to it and says it holds nothing, or was silent
 a failure timeout (``announced``); a higher peer saying holds, the master's
-heartbeat, or our own unfitness withdraws it (spec/backups.md, "Who takes
+heartbeat, a peer hearing the master, or our own unfitness withdraws it (spec/backups.md, "Who takes
 over": two backups that both acquire cannot both have waited for the
 other's "holds nothing"), and so does its limit, ``fail_after + 2 ×
 interval`` (``unanswered``: a peer heard but not answering does not hear us),

@@ -9,7 +9,9 @@ and only if it acknowledges our current epoch, using the detector's own
 counted; and what its last counted frame said (holds, unfit, preempt, master heard).
 
 A peer is *alive* while a frame of it counted within the failure timeout,
-*fit* when that frame did not say unfit, *holding* when it said holds (or announces: spec/backups.md, "Who takes over").
+*fit* when that frame did not say unfit, *holding* when it said holds (or announces: spec/backups.md, "Who takes over"),
+*hearing the master* when it said master heard and counted more than ``W + 2 × max_delay`` after our
+own last counted heartbeat (:meth:`Peers.hearing_master`).
 A higher peer is *present* longer: while a frame of it counted within
 ``fail_after + rank × step`` (our own rank; spec/backups.md, "What spin
 found", fix 2): cut off from us while it announces, it may acquire up to a
