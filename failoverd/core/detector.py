@@ -843,7 +843,7 @@ class Detector(DeclaredMachine):
         now = self._now
         peers = self._peers
         alone = (
-            peers is not None and self.state == "deferring" and peers.holder(now) is None
+            peers is not None and self.state == "deferring" and not self._stop_requested and peers.holder(now) is None
             and peers.higher_fit(now) is None and self._peer_hears_master()
         )
         if not alone:
