@@ -542,12 +542,12 @@ class Detector(DeclaredMachine):
         self._confirmer = OutageConfirmer(witness) if witness is not None and witness.keep_on_outage else None
         """--etcd-unreachable keep: whether we confirm the holding of the master or a peer (core/witness.py)."""
         self._witness = WitnessMember(
-            witness, self._proofs, self._confirmer,
+            self._proofs, self._confirmer,
             confirmers_named=f"{self.peer}'s confirmation" if self._peers is None
             else f"the confirmations of {self.peer} and of every peer backup",
             they="it" if self._peers is None else "they",
             emit=lambda action: self._out.append(action),  # the list of the input being handled (_begin)
-        ) if witness is not None and self._proofs is not None else None
+        ) if self._proofs is not None else None
         """The claim, the proofs that keep what we hold and our questions to etcd, with their alarms
         (core/witness_member.py); None: no witness."""
         initial = "failed_over" if self.held else "monitoring"

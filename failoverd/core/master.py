@@ -328,12 +328,12 @@ class Master(DeclaredMachine):
         confirm its holding (core/witness.py); either way, whether etcd answers us, so that a failback
         waits for that answer."""
         self._witness = WitnessMember(
-            witness, self._proofs, self._confirmer,
+            self._proofs, self._confirmer,
             confirmers_named="the backup's confirmation" if self.backups == 1 else "the confirmations of every backup",
             they="it" if self.backups == 1 else "they",
             emit=lambda action: self._out.append(action),  # the list of the input being handled (_begin)
             after_reach=self._etcd_reached,
-        ) if witness is not None and self._proofs is not None else None
+        ) if self._proofs is not None else None
         """The claim, the proofs that keep what we hold and our questions to etcd, with their alarms
         (core/witness_member.py); None: no witness."""
         self._unprioritised_reported = False

@@ -21,7 +21,7 @@ from typing import Any
 
 from failoverd.core.actions import Action, Addresses, Alarm, ClaimDone, Reach, ReachDone, ReleaseClaim, RenewDone
 from failoverd.core.addresses import names
-from failoverd.core.witness import HolderProofs, OutageConfirmer, WitnessTiming
+from failoverd.core.witness import HolderProofs, OutageConfirmer
 
 
 class WitnessMember:
@@ -37,7 +37,6 @@ class WitnessMember:
 
     def __init__(
         self,
-        timing: WitnessTiming,
         proofs: HolderProofs,
         confirmer: OutageConfirmer | None,
         *,
@@ -46,7 +45,7 @@ class WitnessMember:
         emit: Callable[[Action], None],
         after_reach: Callable[[bool], None] | None = None,
     ) -> None:
-        self.timing = timing
+        self.timing = proofs.timing
         self.proofs = proofs
         self.confirmer = confirmer
         self._confirmers_named = confirmers_named
@@ -80,6 +79,7 @@ class WitnessMember:
         self.wait_until = self.claim_result.answered_at + self.timing.wait_after_grant
 
     def give_claim_back(self) -> None:
+        """Let go of the claim, if we hold it: its proofs and confirmations count no more."""
         self.kept_reported = False  # a new outage, if any, is reported afresh
         if self.claim_held:
             self.claim_held = False
@@ -152,7 +152,8 @@ class WitnessMember:
             self.note_reachable(reachable, result.detail)
 
     def note_reachable(self, reachable: bool, why: str = "") -> None:
-        """etcd answered a request of ours, or did not (``why``): alarmed when that changes."""
+        """etcd answered a request of ours, or did not (``why``): alarmed when that changes, then
+        told to ``after_reach``."""
         if reachable and not self.reachable:
             self._emit(Alarm("info", "the etcd witness answers again"))
         elif not reachable and self.reachable:
@@ -167,8 +168,7 @@ class WitnessMember:
         """``host`` confirmed, in a frame acknowledging ours sent at ``acked_at``, that it cannot reach
         etcd: it counts only with keep, for a claim and addresses we hold now (``holding``: in the
         core's holding state), never to configure one (core/witness.py)."""
-        if (self.timing.keep_on_outage and self.claim_held and held
-                and holding and acked_at is not None):
+        if self.timing.keep_on_outage and self.claim_held and held and holding and acked_at is not None:
             self.proofs.confirmed(acked_at, host)
 
     def confirms(self, now: float, *, may_hold: bool) -> bool:
