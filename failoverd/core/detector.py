@@ -134,10 +134,8 @@ from failoverd.core.actions import (
     Notify,
     Probe,
     ProbeDone,
-    Reach,
     ReachDone,
     Release,
-    ReleaseClaim,
     ReleaseDone,
     RenewDone,
     Result,
@@ -151,6 +149,7 @@ from failoverd.core.peers import Awaited, PeerEntry, Peers
 from failoverd.core.settings import DetectorSettings
 from failoverd.core.timing import Timing
 from failoverd.core.witness import HolderProofs, OutageConfirmer
+from failoverd.core.witness_member import WitnessMember
 
 STATES: tuple[str, ...] = (
     "monitoring", "suspect", "contested", "unfit", "acquiring", "failed_over", "recovering",
@@ -555,20 +554,20 @@ class Detector(DeclaredMachine):
         # Keeping on confirmations needs one from every other host that could claim: the master
         # and each peer backup (spec/witness.md, "With several backups").
         self._proofs = HolderProofs(witness, confirmers=1 + len(settings.peers)) if witness is not None else None
-        self._claim_held = False
-        """The witness granted us the claim and it was not given back: the shell renews it."""
-        self._claim_result = ClaimDone("unreachable")
-        self._renewal = RenewDone("unreachable")
-        self._wait_until = float("inf")
-        self.witness_reachable = True
-        """The last claim or renewal was answered (for status, metrics and the alarm)."""
         self._keep_on_outage = witness is not None and witness.keep_on_outage
         self._failback_put_off_reported = False
         """The alarm "the master is back, but etcd answers neither of us" was raised for this outage."""
         self._confirmer = OutageConfirmer(witness) if witness is not None and witness.keep_on_outage else None
         """--etcd-unreachable keep: whether we confirm the holding of the master or a peer (core/witness.py)."""
-        self._kept_reported = False
-        """The alarm "keeping on the confirmations" was raised for this outage."""
+        self._witness = WitnessMember(
+            self._proofs, self._confirmer,
+            confirmers_named=f"{self.peer}'s confirmation" if self._peers is None
+            else f"the confirmations of {self.peer} and of every peer backup",
+            they="it" if self._peers is None else "they",
+            emit=lambda action: self._out.append(action),  # the list of the input being handled (_begin)
+        ) if self._proofs is not None else None
+        """The claim, the proofs that keep what we hold and our questions to etcd, with their alarms
+        (core/witness_member.py); None: no witness."""
         initial = "failed_over" if self.held else "monitoring"
         self._build_machine(initial)
         if self.held:
@@ -890,7 +889,8 @@ class Detector(DeclaredMachine):
             self._schedule_refresh(now)
             if self.held:
                 self._out.append(Announce(self.held))
-        self._witness_timers(now)
+        if self._witness is not None:
+            self._witness.timers(now, asking=self._wants_reach(), holding=self.state == "failed_over", held=self.held)
         self._check_paths(now)
         return out
 
@@ -910,15 +910,16 @@ class Detector(DeclaredMachine):
                 self._emit_alarm("warning", f"Test hook refused to acquire {names(result.refused)}: notification only")
             self._fire("acquired")
         elif isinstance(result, ClaimDone):
-            self._claim_result = result
-            self._etcd_answered(result.outcome)
+            if self._witness is not None:
+                self._witness.claim_done(result)
             self._fire("claimed")
         elif isinstance(result, RenewDone):
-            self._renewal = result
-            self._etcd_answered(result.outcome)
+            if self._witness is not None:
+                self._witness.renewal_done(result)
             self._fire("renewed")
         elif isinstance(result, ReachDone):
-            self._take_reach(result)  # bookkeeping only: what our next status says
+            if self._witness is not None:
+                self._witness.reach_done(result)  # bookkeeping only: what our next status says
         elif isinstance(result, ReleaseDone):
             self.held = self.held - frozenset(result.released)
             if result.failed:
@@ -1080,21 +1081,12 @@ class Detector(DeclaredMachine):
             candidates.append(self._retry_at)
         if self.state == "failed_over" and self._garp_due is not None:
             candidates.append(self._garp_due)
-        if self.state == "granted":
-            candidates.append(self._wait_until)
-        if self._proofs is not None and self.state == "granted":
-            deadline = self._proofs.deadline
-            candidates.append(self._now if deadline is None else deadline)
-        if self._proofs is not None and self.state == "failed_over":
-            deadline = self._proofs.keep_deadline
-            candidates.append(self._now if deadline is None else deadline)
-            proof_ends = self._proofs.deadline
-            if self._keep_on_outage and not self._kept_reported and proof_ends is not None:
-                candidates.append(proof_ends)  # to say we keep on a confirmation (_witness_timers)
-        if self._wants_reach():
-            assert self._confirmer is not None
-            if not self._confirmer.in_flight:
-                candidates.append(self._confirmer.next_at)
+        if self._witness is not None:
+            witness_due = self._witness.next_deadline(
+                self._now, granted=self.state == "granted", holding=self.state == "failed_over",
+                asking=self._wants_reach())
+            if witness_due is not None:
+                candidates.append(witness_due)
         if len(self.paths) > 1:
             for p in self.paths.values():
                 # A path whose deadline has passed but was not marked quiet
@@ -1139,7 +1131,7 @@ class Detector(DeclaredMachine):
             "healthy": self.healthy,
             "health_reason": self.health_reason,
             "links_down": sorted(self.links_down),
-            "witness": self._witness_snapshot(now),
+            "witness": None if self._witness is None else self._witness.snapshot(now),
             "backups": self._backups_snapshot(now),
         }
 
@@ -1163,11 +1155,6 @@ class Detector(DeclaredMachine):
         super().rekey(key)
         if self._peers is not None and self._sealer is not None:
             self._peers.restarted(self._sealer)
-
-    def _witness_snapshot(self, now: float) -> dict[str, Any] | None:
-        if self._proofs is None:
-            return None
-        return self._proofs.snapshot(now, reachable=self.witness_reachable, claim_held=self._claim_held)
 
     # --- internals -----------------------------------------------------------
 
@@ -1444,10 +1431,10 @@ class Detector(DeclaredMachine):
         return self._proofs is None or self._proofs.may_keep(self._now)
 
     def _claim_granted(self) -> bool:
-        return self._claim_result.outcome == "granted"
+        return self._witness is not None and self._witness.claim_result.outcome == "granted"
 
     def _wait_passed(self) -> bool:
-        return self._now >= self._wait_until
+        return self._witness is not None and self._now >= self._witness.wait_until
 
     # actions
 
@@ -1735,26 +1722,25 @@ class Detector(DeclaredMachine):
         self._out.append(Claim())
 
     def _granted(self) -> None:
-        assert self._proofs is not None and self.witness is not None
-        self._claim_held = True
+        assert self._witness is not None
         self._claim_retry_after = self.timing.effective_retry_interval  # the contest, if any, is over
-        self._reachable(True)
-        self._proofs.proved(self._claim_result.sent_at)  # the claim is a proof from its sending
-        self._wait_until = self._claim_result.answered_at + self.witness.wait_after_grant
+        self._witness.granted()
 
     def _grant_unneeded(self) -> None:
         """The master was heard while we claimed or waited: give the claim back."""
-        self._claim_held = True  # granted: by the claimed row just now, or waiting since
+        assert self._witness is not None
+        self._witness.take_grant()  # granted: by the claimed row just now, or waiting since
         self._give_claim_back()
         self._out.append(Alarm("info", f"{self.peer} heard again; the witness's claim is given back"))
 
     def _late_claim(self) -> None:
-        if self._claim_granted():
-            self._claim_held = True
+        if self._witness is not None and self._claim_granted():
+            self._witness.take_grant()
             self._give_claim_back()
 
     def _claim_failed(self) -> None:
-        result = self._claim_result
+        assert self._witness is not None
+        result = self._witness.claim_result
         # A bounded backoff: a holder we cannot hear (the backups cut from each other) renews, so
         # every claim is refused until it dies; retrying each interval only loads etcd. The cap,
         # the failure timeout, is what a backup that hears the holder waits to notice its death.
@@ -1764,38 +1750,21 @@ class Detector(DeclaredMachine):
         # Stable words (no silence in seconds): the executor mails one text once per
         # MAIL_REPEAT, and a refused claim is tried again and again.
         if result.outcome == "refused":
-            self._reachable(True)
+            self._witness.note_reachable(True)
             self._out.append(Alarm(
                 "critical", f"{self.peer} is silent but the etcd witness refused our claim ({result.detail}): "
                 f"not taking over {names(self.addresses)}", True))
         else:
-            self._reachable(False, result.detail)
+            self._witness.note_reachable(False, result.detail)
             self._out.append(Alarm(
                 "critical", f"{self.peer} is silent but the etcd witness is unreachable: cannot take over "
                 f"{names(self.addresses)}", True))
 
     def _take_renewal(self) -> None:
         """A renewal's answer: a newer proof, the claim lost, or no answer (the proof runs on)."""
-        assert self._proofs is not None
-        renewal = self._renewal
-        if not self._claim_held:
-            return  # from a claim given back since
-        if renewal.outcome == "proved":
-            self._reachable(True)
-            self._proofs.proved(renewal.sent_at)
-            self._failback_put_off_reported = False
-            if self._kept_reported and self._proofs.may_hold(self._now):
-                self._kept_reported = False
-                self._out.append(Alarm("info", f"the etcd witness proves our claim again: {names(self.held)} "
-                                       f"no longer kept on {self._confirmers_named()}"))
-        elif renewal.outcome == "lost":
-            self._reachable(True)
-            self._proofs.lost()
-            self._claim_held = False  # the shell stops renewing a lost claim by itself
-            self._kept_reported = False
-            self._out.append(Alarm("critical", f"the etcd witness's claim is lost ({renewal.detail})", True))
-        else:
-            self._reachable(False, renewal.detail)
+        assert self._witness is not None
+        if self._witness.take_renewal(self._now, self.held):
+            self._failback_put_off_reported = False  # this outage is over: the next one's is alarmed afresh
 
     def _proof_ran_out_waiting(self) -> None:
         self._give_claim_back()
@@ -1804,16 +1773,8 @@ class Detector(DeclaredMachine):
                                f"its grant: not taking over {names(self.addresses)}", True))
 
     def _proof_ran_out(self) -> None:
-        kept = self._kept_reported
-        self._give_claim_back()
-        if kept:
-            self._out.append(Alarm(
-                "critical", f"etcd unreachable and {self._confirmers_named()} ran out: releasing {names(self.held)} "
-                "before another host could be granted it", True))
-            return
-        self._out.append(Alarm(
-            "critical", f"no current proof of the etcd witness's claim: releasing {names(self.held)} before "
-            "another host could be granted it", True))
+        assert self._witness is not None
+        self._witness.proof_ran_out(self.held, give_claim_back=True)
 
     # --etcd-unreachable keep (spec/witness.md, "When etcd is unreachable from every host")
 
@@ -1823,70 +1784,26 @@ class Detector(DeclaredMachine):
         host, for what we hold now (it never lets us configure an address; core/witness.py).
         Only all of them together keep an address (HolderProofs.confirmers)."""
         assert self._sealer is not None
-        acked_at = self._sealer.acked_at(frame)
-        if (self._keep_on_outage and self._proofs is not None and self._claim_held and self.held
-                and self.state == "failed_over" and acked_at is not None):
-            self._proofs.confirmed(acked_at, host)
-
-    def _confirmers_named(self) -> str:
-        """Whose confirmations keep us, for the alarms."""
-        if self._peers is None:
-            return f"{self.peer}'s confirmation"
-        return f"the confirmations of {self.peer} and of every peer backup"
+        if self._witness is not None:
+            self._witness.take_confirmation(self._sealer.acked_at(frame), host,
+                                            holding=self.state == "failed_over", held=self.held)
 
     def _confirms(self, now: float) -> bool:
         """Do our frames say "witness unreachable"? Never once we read a grant of our claim, nor
         while we hold or may hold the addresses (core/witness.py)."""
-        return (self._confirmer is not None and not self._claim_held and not self.holds_any
-                and self._confirmer.unreachable(now))
+        return self._witness is not None and self._witness.confirms(now, may_hold=self.holds_any)
 
     def _wants_reach(self) -> bool:
         """Ask etcd whether it answers us: only to know whether to confirm, while the master or
         an alive peer backup says it holds."""
-        if self._confirmer is None or self._stop_requested or self._claim_held or self.holds_any:
+        if (self._witness is None or self._confirmer is None or self._stop_requested or self._witness.claim_held
+                or self.holds_any):
             return False
         return self.master_holds is True or (self._peers is not None and self._peers.holder(self._now) is not None)
 
-    def _witness_timers(self, now: float) -> None:
-        """Not state changes: the question to etcd when due, and the alarm that a confirmation keeps us."""
-        if self._wants_reach():
-            assert self._confirmer is not None
-            if self._confirmer.due(now):
-                self._confirmer.asked(now)
-                self._out.append(Reach())
-        if (self._keep_on_outage and self.state == "failed_over" and not self._kept_reported
-                and self._proofs is not None and not self._proofs.may_hold(now) and self._proofs.may_keep(now)):
-            self._kept_reported = True
-            they = "it" if self._peers is None else "they"
-            self._out.append(Alarm("critical", f"etcd unreachable, keeping {names(self.held)} on "
-                                   f"{self._confirmers_named()} that {they} cannot reach etcd either", True))
-
-    def _etcd_answered(self, outcome: str) -> None:
-        if self._confirmer is not None and outcome != "unreachable":
-            self._confirmer.reached()  # an old unanswered question confirms nothing once etcd answered
-
-    def _take_reach(self, result: ReachDone) -> None:
-        if self._confirmer is None:
-            return
-        reachable = result.outcome == "answered"
-        self._confirmer.answered(reachable, result.sent_at)
-        if not self._claim_held:
-            self._reachable(reachable, result.detail)
-
-    def _reachable(self, reachable: bool, why: str = "") -> None:
-        if reachable and not self.witness_reachable:
-            self._out.append(Alarm("info", "the etcd witness answers again"))
-        elif not reachable and self.witness_reachable:
-            self._out.append(Alarm("critical", f"the etcd witness is unreachable ({why})", True))
-        self.witness_reachable = reachable
-
     def _give_claim_back(self) -> None:
-        self._kept_reported = False  # a new outage, if any, is reported afresh
-        if self._claim_held:
-            self._claim_held = False
-            if self._proofs is not None:
-                self._proofs.lost()
-            self._out.append(ReleaseClaim())
+        if self._witness is not None:
+            self._witness.give_claim_back()
 
 
 def rank_step(timing: Timing) -> float:

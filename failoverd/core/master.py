@@ -86,10 +86,8 @@ from failoverd.core.actions import (
     Counters,
     Probe,
     ProbeDone,
-    Reach,
     ReachDone,
     Release,
-    ReleaseClaim,
     ReleaseDone,
     RenewDone,
     Result,
@@ -102,6 +100,7 @@ from failoverd.core.health import links_reason, unfit_besides
 from failoverd.core.machine import DeclaredMachine
 from failoverd.core.settings import MasterSettings
 from failoverd.core.witness import HolderProofs, OutageConfirmer
+from failoverd.core.witness_member import WitnessMember
 
 STATES: tuple[str, ...] = (
     "waiting", "probing", "acquiring", "holding", "releasing", "standing_down", "stopped",
@@ -318,13 +317,6 @@ class Master(DeclaredMachine):
         # Keeping on confirmations needs one from every backup (spec/witness.md, "With several
         # backups"): --backups of them, more if more are heard (_take_confirmation).
         self._proofs = HolderProofs(witness, confirmers=self.backups) if witness is not None else None
-        self._claim_held = False
-        """The witness granted us the claim and it was not given back: the shell renews it."""
-        self._claim_result = ClaimDone("unreachable")
-        self._renewal = RenewDone("unreachable")
-        self._wait_until = float("inf")
-        self.witness_reachable = True
-        """The last claim or renewal was answered (for status, metrics and the alarm)."""
         self.witness_answered = False
         """etcd answered a request of ours since we started, rejoined, or last got no answer from it.
         Until it has, our heartbeats say ``leaving`` to a backup that holds: without it, they would
@@ -335,8 +327,15 @@ class Master(DeclaredMachine):
         """Our questions to etcd (Reach) while a backup holds: with --etcd-unreachable keep, whether we
         confirm its holding (core/witness.py); either way, whether etcd answers us, so that a failback
         waits for that answer."""
-        self._kept_reported = False
-        """The alarm "keeping on the confirmations" was raised for this outage."""
+        self._witness = WitnessMember(
+            self._proofs, self._confirmer,
+            confirmers_named="the backup's confirmation" if self.backups == 1 else "the confirmations of every backup",
+            they="it" if self.backups == 1 else "they",
+            emit=lambda action: self._out.append(action),  # the list of the input being handled (_begin)
+            after_reach=self._etcd_reached,
+        ) if self._proofs is not None else None
+        """The claim, the proofs that keep what we hold and our questions to etcd, with their alarms
+        (core/witness_member.py); None: no witness."""
         self._unprioritised_reported = False
         """The alarm "a backup sends no priority" (--backups above 1) was raised."""
         if not self.managed:
@@ -376,7 +375,8 @@ class Master(DeclaredMachine):
             self._schedule_refresh(now)
             if self.held:
                 out.append(Announce(self.held))
-        self._witness_timers(now)
+        if self._witness is not None:
+            self._witness.timers(now, asking=self._wants_reach(), holding=self.state == "holding", held=self.held)
         if now >= self._next_send and self.state != "stopped":
             self._send_heartbeat(now)
             self._next_send += self.interval
@@ -554,15 +554,16 @@ class Master(DeclaredMachine):
                 out.append(Alarm("error", f"could not release {names(result.failed)}", True))
             self._fire("released")
         elif isinstance(result, ClaimDone):
-            self._claim_result = result
-            self._etcd_answered(result.outcome)
+            if self._witness is not None:
+                self._witness.claim_done(result)
             self._fire("claimed")
         elif isinstance(result, RenewDone):
-            self._renewal = result
-            self._etcd_answered(result.outcome)
+            if self._witness is not None:
+                self._witness.renewal_done(result)
             self._fire("renewed")
         elif isinstance(result, ReachDone):
-            self._take_reach(result)  # what our next heartbeat says (and, held back, the failback's go)
+            if self._witness is not None:
+                self._witness.reach_done(result)  # what our next heartbeat says (and, held back, the failback's go)
         else:
             raise TypeError(f"unknown result {result!r}")
         self._settle()
@@ -685,20 +686,11 @@ class Master(DeclaredMachine):
                 earliest = v.last_heard + fail_after
         if state == "holding" and self._garp_due is not None and self._garp_due < earliest:
             earliest = self._garp_due
-        if state == "granted" and self._wait_until < earliest:
-            earliest = self._wait_until
-        if self._proofs is not None:
-            if state == "granted":
-                deadline = self._proofs.deadline
-                earliest = min(earliest, self._now if deadline is None else deadline)
-            if state == "holding":
-                deadline = self._proofs.keep_deadline
-                earliest = min(earliest, self._now if deadline is None else deadline)
-                proof_ends = self._proofs.deadline
-                if self._keep_on_outage and not self._kept_reported and proof_ends is not None:
-                    earliest = min(earliest, proof_ends)  # to say we keep on a confirmation (_witness_timers)
-        if self._confirmer is not None and self._wants_reach() and not self._confirmer.in_flight:
-            earliest = min(earliest, self._confirmer.next_at)
+        if self._witness is not None:
+            witness_due = self._witness.next_deadline(
+                self._now, granted=state == "granted", holding=state == "holding", asking=self._wants_reach())
+            if witness_due is not None:
+                earliest = min(earliest, witness_due)
         return earliest
 
     # --- status --------------------------------------------------------------
@@ -747,13 +739,13 @@ class Master(DeclaredMachine):
             "healthy": self.healthy,
             "health_reason": self.health_reason,
             "links_down": sorted(self.links_down),
-            "witness": self._witness_snapshot(now),
+            "witness": None if self._witness is None else self._witness.snapshot(now),
         }
 
-    def _witness_snapshot(self, now: float) -> dict[str, Any] | None:
-        if self._proofs is None:
-            return None
-        return self._proofs.snapshot(now, reachable=self.witness_reachable, claim_held=self._claim_held)
+    @property
+    def witness_reachable(self) -> bool:
+        """The last claim, renewal or question to etcd was answered (True without a witness)."""
+        return self._witness is None or self._witness.reachable
 
     # --- internals -----------------------------------------------------------
 
@@ -942,10 +934,10 @@ class Master(DeclaredMachine):
         return self._proofs is None or self._proofs.may_keep(self._now)
 
     def _claim_granted(self) -> bool:
-        return self._claim_result.outcome == "granted"
+        return self._witness is not None and self._witness.claim_result.outcome == "granted"
 
     def _wait_passed(self) -> bool:
-        return self._now >= self._wait_until
+        return self._witness is not None and self._now >= self._witness.wait_until
 
     # actions
 
@@ -1046,50 +1038,32 @@ class Master(DeclaredMachine):
         self._out.append(Claim())
 
     def _granted(self) -> None:
-        assert self._proofs is not None and self.witness is not None
-        self._take_grant()
-        self._reachable(True)
-        self._proofs.proved(self._claim_result.sent_at)  # the claim is a proof from its sending
-        self._wait_until = self._claim_result.answered_at + self.witness.wait_after_grant
+        assert self._witness is not None
+        self._witness.granted()
 
     def _take_grant(self) -> None:
         """The grant is ours (to wait on, or to give back at once)."""
-        self._claim_held = True
+        assert self._witness is not None
+        self._witness.take_grant()
 
     def _claim_failed(self) -> None:
-        result = self._claim_result
+        assert self._witness is not None
+        result = self._witness.claim_result
         # Tried again a retry interval from now, or at the backup's next "I hold nothing";
         # not at once by the presumption (an etcd that refuses connections answers at once).
         self._retry_at = self._now + self.retry_interval
         self._presume_from = max(self._presume_from, self._now + self.retry_interval - self.backup_fail_after)
         if result.outcome == "refused":
-            self._reachable(True)
+            self._witness.note_reachable(True)
             self._out.append(Alarm("warning", f"the etcd witness refused our claim ({result.detail}): "
                                    f"not adding {names(self.managed)} yet"))
         else:
-            self._reachable(False, result.detail)
+            self._witness.note_reachable(False, result.detail)
 
     def _take_renewal(self) -> None:
         """A renewal's answer: a newer proof, the claim lost, or no answer (the proof runs on)."""
-        assert self._proofs is not None
-        renewal = self._renewal
-        if not self._claim_held:
-            return  # from a claim given back since
-        if renewal.outcome == "proved":
-            self._reachable(True)
-            self._proofs.proved(renewal.sent_at)
-            if self._kept_reported and self._proofs.may_hold(self._now):
-                self._kept_reported = False
-                self._out.append(Alarm("info", f"the etcd witness proves our claim again: {names(self.held)} "
-                                       f"no longer kept on {self._confirmers_named()}"))
-        elif renewal.outcome == "lost":
-            self._reachable(True)
-            self._proofs.lost()
-            self._claim_held = False  # the shell stops renewing a lost claim by itself
-            self._kept_reported = False
-            self._out.append(Alarm("critical", f"the etcd witness's claim is lost ({renewal.detail})", True))
-        else:
-            self._reachable(False, renewal.detail)
+        assert self._witness is not None
+        self._witness.take_renewal(self._now, self.held)
 
     def _proof_ran_out_waiting(self) -> None:
         self._retry_at = self._now + self.retry_interval
@@ -1097,15 +1071,8 @@ class Master(DeclaredMachine):
                                f"its grant: not adding {names(self.managed)}", True))
 
     def _proof_ran_out(self) -> None:
-        if self._kept_reported:
-            self._kept_reported = False  # the claim is given back once the release is done
-            self._out.append(Alarm(
-                "critical", f"etcd unreachable and {self._confirmers_named()} ran out: releasing {names(self.held)} "
-                "before another host could be granted it", True))
-            return
-        self._out.append(Alarm(
-            "critical", f"no current proof of the etcd witness's claim: releasing {names(self.held)} before "
-            "another host could be granted it", True))
+        assert self._witness is not None
+        self._witness.proof_ran_out(self.held, give_claim_back=False)  # given back once the release is done
 
     # --etcd-unreachable keep (spec/witness.md, "When etcd is unreachable from every host")
 
@@ -1118,63 +1085,29 @@ class Master(DeclaredMachine):
         confirms: one with a priority has peers, so ``--backups 1`` undercounts the hosts that
         could claim, and its confirmation alone must not keep us (we drop instead)."""
         assert self._sealer is not None
-        if self._proofs is None or (self.backups == 1 and frame.priority != 0):
+        if self._witness is None or (self.backups == 1 and frame.priority != 0):
             return
-        acked_at = self._sealer.acked_at(frame)
-        if (self._keep_on_outage and self._claim_held and self.held
-                and self.state == "holding" and acked_at is not None):
-            self._proofs.confirmed(acked_at, view.priority)
-
-    def _confirmers_named(self) -> str:
-        """Whose confirmations keep us, for the alarms."""
-        return "the backup's confirmation" if self.backups == 1 else "the confirmations of every backup"
+        self._witness.take_confirmation(self._sealer.acked_at(frame), view.priority,
+                                        holding=self.state == "holding", held=self.held)
 
     def _confirms(self, now: float) -> bool:
         """Do our heartbeats say "witness unreachable"? Never once we read a grant of our claim,
         nor while we hold, may hold or are claiming the addresses (core/witness.py)."""
-        return (self._keep_on_outage and self._confirmer is not None and not self._claim_held and not self.claims
-                and self.state not in ("claiming", "granted") and self._confirmer.unreachable(now))
+        return self._witness is not None and self._witness.confirms(
+            now, may_hold=self.claims or self.state in ("claiming", "granted"))
 
     def _wants_reach(self) -> bool:
         """Ask etcd whether it answers us, while a backup holds: with keep, always (to know whether
         to confirm); with drop, only until it answers (a failback waits for that answer)."""
-        return (self._confirmer is not None and self.state not in ("stopped", "claiming", "granted")
-                and not self._claim_held and not self.claims and self.backup_holds is True
+        return (self._witness is not None and self.state not in ("stopped", "claiming", "granted")
+                and not self._witness.claim_held and not self.claims and self.backup_holds is True
                 and (self._keep_on_outage or not (self.witness_answered and self.witness_reachable)))
 
-    def _witness_timers(self, now: float) -> None:
-        """Not state changes: the question to etcd when due, and the alarm that a confirmation keeps us."""
-        if self._wants_reach():
-            assert self._confirmer is not None
-            if self._confirmer.due(now):
-                self._confirmer.asked(now)
-                self._out.append(Reach())
-        if (self._keep_on_outage and self.state == "holding" and not self._kept_reported
-                and self._proofs is not None and not self._proofs.may_hold(now) and self._proofs.may_keep(now)):
-            self._kept_reported = True
-            they = "it" if self.backups == 1 else "they"
-            self._out.append(Alarm("critical", f"etcd unreachable, keeping {names(self.held)} on "
-                                   f"{self._confirmers_named()} that {they} cannot reach etcd either", True))
-
-    def _etcd_answered(self, outcome: str) -> None:
-        if self._confirmer is not None and outcome != "unreachable":
-            self._confirmer.reached()  # an old unanswered question confirms nothing once etcd answered
-
-    def _take_reach(self, result: ReachDone) -> None:
-        if self._confirmer is None:
-            return
-        reachable = result.outcome == "answered"
-        self._confirmer.answered(reachable, result.sent_at)
-        if not self._claim_held:
-            self._reachable(reachable, result.detail)
-
-    def _reachable(self, reachable: bool, why: str = "") -> None:
-        if reachable and not self.witness_reachable:
-            self._out.append(Alarm("info", "the etcd witness answers again"))
-        elif not reachable and self.witness_reachable:
-            self._out.append(Alarm("critical", f"the etcd witness is unreachable ({why})", True))
+    def _etcd_reached(self, reachable: bool) -> None:
+        """After each claim, renewal or question that found etcd answering or not (WitnessMember's
+        ``after_reach``, after its alarm): :attr:`witness_answered`, and the failback held back for it."""
         held_back = self._unanswered_failback()
-        self.witness_reachable = self.witness_answered = reachable
+        self.witness_answered = reachable
         if held_back and reachable and self.state == "waiting" and self._sealer is not None:
             # The failback waited for this answer: tell the backup now, not at the next interval.
             # And no claim until it has released: its "I hold nothing" starts ours, as after a
@@ -1185,9 +1118,5 @@ class Master(DeclaredMachine):
             self._next_send = self._now + self.interval
 
     def _give_claim_back(self) -> None:
-        self._kept_reported = False  # a new outage, if any, is reported afresh
-        if self._claim_held:
-            self._claim_held = False
-            if self._proofs is not None:
-                self._proofs.lost()
-            self._out.append(ReleaseClaim())
+        if self._witness is not None:
+            self._witness.give_claim_back()
