@@ -793,3 +793,20 @@ def test_fix_1_under_the_second_designs_step_gives_two_holders(monkeypatch: pyte
     net = Network(action_latency=1.5)
     _older_heartbeats_by_almost_a_failure_timeout(net)
     assert net.most_holders == 2
+
+
+def test_master_heard_goes_to_the_peers_and_never_in_a_status() -> None:
+    """spec/wire.md, "master heard": a backup hearing the master says so to its peers, never to the master,
+    whose version before the flag would refuse the whole status (so it may be upgraded apart)."""
+    net = steady()
+    for name in ("high", "low"):
+        peer = "low" if name == "high" else "high"
+        to_peer = [wire.decode(p, KEY) for t, p in net.frames(name, peer) if t > 5.0]
+        statuses = [wire.decode(p, KEY) for t, p in net.frames(name, "master") if t > 5.0]
+        assert to_peer and all(f.master_heard for f in to_peer), name
+        assert statuses and not any(f.master_heard for f in statuses), name
+    net.kill_master()
+    net.run_until(net.now + T.fail_after)
+    # Its last heartbeat more than W ago: the flag has cleared, told at once.
+    cleared = [wire.decode(p, KEY) for t, p in net.frames("high", "low") if t > net.now - T.interval / 2]
+    assert cleared and not any(f.master_heard for f in cleared)

@@ -74,7 +74,7 @@ alive peer that holds, or a present fit peer of a higher priority (one
 counted within ``fail_after + rank × step``, not just the failure timeout:
 cut off from us while announcing, it may acquire a failure timeout after its
 last counted frame of us), or an alive peer whose last counted frame says it hears the master and is
-newer than our own last counted heartbeat by ``W + 2 × max_delay`` (the master is alive and its
+sent more than ``W + allowance`` after our own last counted heartbeat (the master is alive and its
 heartbeats do not reach us, ``_peer_hears_master``; alarmed after a failure timeout of it),
 makes us *defer* instead of acquiring (``_deferred``): *deferring* listens to the
 master (a heartbeat ends it) and, when the condition lapses with the master
@@ -487,6 +487,7 @@ class Detector(DeclaredMachine):
                 rank_step=rank_step(timing),
                 max_delay=timing.effective_max_delay,
                 master_heard_window=timing.master_heard_window,
+                master_heard_margin=timing.effective_allowance,
                 offline=offline,
             )
             if settings.peers and self._sealer is not None
@@ -1225,10 +1226,12 @@ class Detector(DeclaredMachine):
                 frame = self._sealer.seal(  # a pair: as ever
                     now, holds=holds, ack_epoch=epoch, ack_seq=seq, witness_unreachable=confirms)
             else:  # several backups: the priority fields, and the confirmation as in a pair
+                # Never "master heard": only peers read it, and a master of the version before it
+                # would refuse the whole status (unknown flag), so the master may be upgraded apart.
                 frame = self._sealer.seal(
                     now, holds=holds, ack_epoch=epoch, ack_seq=seq,
                     unfit=not self._healthy(), preempt=self._preempt, priority=self._wire_priority,
-                    witness_unreachable=confirms, master_heard=self._master_heard(now),
+                    witness_unreachable=confirms,
                 )
             self._out.append(Transmit(frame, (target,)))
 
@@ -1369,7 +1372,7 @@ class Detector(DeclaredMachine):
 
     def _peer_hears_master(self) -> bool:
         """Several backups, no witness: an alive peer's last counted frame says it hears the master, and
-        is newer than our own last counted heartbeat by more than ``W + M`` (:meth:`Peers.hearing_master`):
+        was sent more than ``W + M`` after our own last counted heartbeat (:meth:`Peers.hearing_master`):
         the master is alive and its heartbeats do not reach us. We do not take over while it is so
         (spec/backups.md, "What the review found", 1): the master's failback presumes us, its probe decides."""
         return (self._peers is not None and self._proofs is None
