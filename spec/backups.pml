@@ -128,19 +128,18 @@
 /* PEER_MASTER 1 (the design closing the review's open race, spec/backups.md, "What the review
  * found", 1): a backup's peer frames say "master heard" while it counted a heartbeat within
  * MH_WINDOW ticks (W = min(fail_after, 2 x interval + allowance) = 2.2 s, 4.4 ticks, rounded up);
- * a backup that counts such a frame, sent when its own last counted heartbeat was older than
- * MH_WINDOW + DELAY (W + M, M the heartbeat's delay to the peer; the sending time as the code
- * knows it, the counting minus the frame's age, so a frame held back is as old as it is), takes
- * it as evidence that the master is alive and that its heartbeats do not reach it: while the
- * peer is alive and its last counted frame says so, it does not take over (it defers;
- * announcing, it withdraws to deferring). 0: no flag (the settle alone). */
+ * a backup that counts such a frame while its own last counted heartbeat is older than
+ * MH_WINDOW + 2 x DELAY (W + M, M the two delays) takes it as evidence that the master is
+ * alive and that its heartbeats do not reach it: while the peer is alive and its last counted
+ * frame says so, it does not take over (it defers; announcing, it withdraws to deferring).
+ * 0: no flag (the settle alone). */
 #ifndef PEER_MASTER
 #define PEER_MASTER 1
 #endif
 #ifndef MH_WINDOW
 #define MH_WINDOW 5
 #endif
-#define MH_CAP (MH_WINDOW + 2 * DELAY + 1)   /* hbt at the cap: older than W + M at any frame's sending (or never) */
+#define MH_CAP (MH_WINDOW + 2 * DELAY + 1)   /* hbt at the cap: older than W + M (or never) */
 
 #ifndef B_CRASHES
 #define B_CRASHES 1         /* backup crashes in a run, both backups together      */
@@ -254,9 +253,9 @@ byte w_t[3];              /* announcing: ticks since the peer's last counted fra
                              handshake, its last recorded one before the entry); FAIL: it left W */
 byte ann_t[3];            /* announcing: ticks since its entry (cap LIMIT) */
 bool rec_ann[3];          /* it recorded a frame its (announcing) peer sent at or after the announcement */
-byte hbt[3];              /* PEER_MASTER: ticks since it counted a heartbeat (cap MH_CAP, or never) */
+byte hbt[3];              /* PEER_MASTER: ticks since it counted a heartbeat (cap MH_CAP: older than W + M, or never) */
 bool pm[3];               /* PEER_MASTER: its alive peer's last counted frame said "master heard" and was
-                             sent when its own last counted heartbeat was older than W + M: the master is alive */
+                             newer than its own last counted heartbeat by W + M: the master is alive */
 byte b_crashes;
 byte down_t[3];
 bool bcut;                /* BCUT 1: the link between the backups is cut          */
@@ -406,7 +405,7 @@ inline receive_peer(r, s) {
 	if
 	:: f_acks[c] ->
 		gap[c] = 0; pa[r] = 0; ph[r] = f_holds[c]; pl_cnt[r] = 1;
-		pm[r] = (f_mh[c] && hbt[r] >= MH_WINDOW + DELAY + 1 + f_age[c]);   /* at its sending: older than W + M */
+		pm[r] = (f_mh[c] && hbt[r] >= MH_CAP);
 		if
 		:: ANNOUNCE && d[r] == D_announcing ->
 			w_t[r] = 0;

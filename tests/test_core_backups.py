@@ -579,9 +579,10 @@ def test_replayed_or_withheld_peer_frames_cannot_complete_an_announcement() -> N
     for payload in older:  # replays of frames it counted: refused
         net.inject(net.backups["low"].address, high.address, payload)
     # The lower's withheld frames from before the announcement (holds nothing, acknowledging an
-    # earlier frame of ours), delivered now: they may count, but answer nothing.
-    before = [p for p in kept if wire.decode(p, KEY).ack_seq < min(f.seq for t, f in _decoded(net, "high", "low",
-                                                                                            after=announced))]
+    # earlier frame of ours), delivered now: they may count, but answer nothing. (Those still saying
+    # "master heard" make it defer instead: test_withheld_master_heard_frames_defer_and_never_take_over.)
+    first = min(f.seq for t, f in _decoded(net, "high", "low", after=announced))
+    before = [p for p in kept if wire.decode(p, KEY).ack_seq < first and not wire.decode(p, KEY).master_heard]
     assert before
     for payload in before:
         net.inject(net.backups["low"].address, high.address, payload)
@@ -725,7 +726,12 @@ def test_a_cut_between_the_backups_during_the_higher_s_announcement_gives_one_ho
     assert low is not None and low._peers is not None
     (peer,) = low._peers.entries.values()
     assert peer.last_counted is not None
-    assert net.entered("low", "suspect", after=deferred) == pytest.approx(peer.last_counted + T.fail_after + RANK_DELAY)
+    # The master was alive for `lost` s after the lower's last heartbeat, and the higher said "master heard":
+    # the lower also holds back the master's presumption after that (Timing.master_evidence_hold).
+    held_from = low._master_evidence_at
+    assert held_from is not None
+    expected = max(peer.last_counted + T.fail_after + RANK_DELAY, held_from + T.master_evidence_hold)
+    assert net.entered("low", "suspect", after=deferred) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("lost", [2 * T.interval, 2.5 * T.interval])
@@ -738,6 +744,9 @@ def test_a_cut_between_the_backups_during_the_higher_s_announcement_without_the_
     from failoverd.core.peers import Peers
 
     monkeypatch.setattr(Peers, "higher_wait", property(lambda self: self.fail_after))
+    # The higher's "master heard" (the master outlived the lower's last heartbeat by `lost`) would hold the
+    # lower back too, as long as the master's presumption: off, to show the higher wait's own part.
+    monkeypatch.setattr(Detector, "_peer_hears_master", lambda self: False)
     net = Network(action_latency=T.interval)
     _cut_during_the_higher_s_announcement(net, lost)
     assert net.most_holders == 2
@@ -810,3 +819,25 @@ def test_master_heard_goes_to_the_peers_and_never_in_a_status() -> None:
     # Its last heartbeat more than W ago: the flag has cleared, told at once.
     cleared = [wire.decode(p, KEY) for t, p in net.frames("high", "low") if t > net.now - T.interval / 2]
     assert cleared and not any(f.master_heard for f in cleared)
+
+
+def test_withheld_master_heard_frames_defer_and_never_take_over() -> None:
+    """The lower's frames from just after the master's death, withheld and delivered late, still say "master
+    heard" and count newer than the higher's last heartbeat: it takes them for a master it cannot hear and
+    defers, with the hold (Timing.master_evidence_hold) after them; then it takes over, alone. The delay an
+    attacker between the backups buys so: at most max_delay + the hold + fail_after (spec/backups.md)."""
+    net = steady()
+    high = net.backups["high"]
+    kept, announced = _announcing_high(net)
+    heard = [p for p in kept if wire.decode(p, KEY).master_heard]
+    assert heard
+    delivered = net.now
+    for payload in heard:
+        net.inject(net.backups["low"].address, high.address, payload)
+    net.run_until(net.now + 0.2)
+    assert net.state("high") == "deferring" and high.acquires == []
+    net.run_until(delivered + T.effective_max_delay + T.master_evidence_hold + T.fail_after + 5)
+    assert net.holders() == ["high"] and net.most_holders == 1
+    acquired = net.entered("high", "acquiring", after=delivered)
+    assert acquired is not None and acquired >= delivered + T.master_evidence_hold - 1e-9
+    assert acquired <= announced + T.effective_max_delay + T.master_evidence_hold + T.fail_after + 1

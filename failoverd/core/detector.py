@@ -487,7 +487,7 @@ class Detector(DeclaredMachine):
                 rank_step=rank_step(timing),
                 max_delay=timing.effective_max_delay,
                 master_heard_window=timing.master_heard_window,
-                master_heard_margin=timing.effective_allowance,
+                master_heard_margin=2 * timing.effective_allowance,
                 offline=offline,
             )
             if settings.peers and self._sealer is not None
@@ -500,6 +500,13 @@ class Detector(DeclaredMachine):
         """When our next periodic peer frames are due (the first at once: it starts the handshake)."""
         self._peer_said: tuple[bool, bool, bool] | None = None
         """(holds, unfit, master heard) as our last peer frames said it: a change is told at once."""
+        self._master_evidence_at: float | None = None
+        """When the last peer frame that showed us, in its "master heard", that the master is alive while its
+        heartbeats do not reach us counted (None: none since our last counted heartbeat): we defer until
+        ``Timing.master_evidence_hold`` after it, not just while it lasts (_peer_hears_master)."""
+        self._master_evidence_from: PeerEntry | None = None
+        """The peer that showed it, for the alarm."""
+        self._evidence_hold = timing.master_evidence_hold
         self._hears_master_since: float | None = None
         """Since when we defer only because a peer hears the master we cannot (None: we do not)."""
         self._hears_master_alarmed = False
@@ -838,12 +845,20 @@ class Detector(DeclaredMachine):
         return now < self._master_counted_at + self._master_heard_window
 
     def _watch_hearing_peer(self) -> None:
-        """After every input (not a state change): the alarm that we defer only because a peer hears
-        the master we cannot hear, once per episode, after ``fail_after`` of it."""
+        """After every input (not a state change): when a peer last showed us the master alive (the hold
+        counts from then), and the alarm that we defer only because a peer hears the master we cannot
+        hear, once per episode, after ``fail_after`` of it."""
         now = self._now
         peers = self._peers
+        if peers is None or self._proofs is not None:
+            return
+        showing = peers.hearing_master(now, self._master_counted_at)
+        if showing is not None and showing.last_counted is not None:
+            # From the counting of the frame that shows it: a release among those frames is what the
+            # master's presumption counts its settle from.
+            self._master_evidence_at, self._master_evidence_from = showing.last_counted, showing
         alone = (
-            peers is not None and self.state == "deferring" and not self._stop_requested and peers.holder(now) is None
+            self.state == "deferring" and not self._stop_requested and peers.holder(now) is None
             and peers.higher_fit(now) is None and self._peer_hears_master()
         )
         if not alone:
@@ -854,8 +869,7 @@ class Detector(DeclaredMachine):
             self._hears_master_since = now
         if self._hears_master_alarmed or now < self._hears_master_since + self._fail_after:
             return
-        assert peers is not None
-        peer = peers.hearing_master(now, self._master_counted_at)
+        peer = self._master_evidence_from
         assert peer is not None
         self._hears_master_alarmed = True
         never = self._master_counted_at == float("-inf")
@@ -1078,6 +1092,8 @@ class Detector(DeclaredMachine):
                 candidates.append(heard_ends)  # our "master heard" clears then: told at once (_tell_peers)
             if self._hears_master_since is not None and not self._hears_master_alarmed:
                 candidates.append(self._hears_master_since + self._fail_after)  # _watch_hearing_peer's alarm
+            if self._master_evidence_at is not None and self._master_evidence_at + self._evidence_hold > self._now:
+                candidates.append(self._master_evidence_at + self._evidence_hold)  # the hold ends: undeferred
         if self._retry_at is not None and not self._retry_awaits_proof():
             candidates.append(self._retry_at)
         if self.state == "failed_over" and self._garp_due is not None:
@@ -1183,6 +1199,7 @@ class Detector(DeclaredMachine):
             return
         self.last_heard = now
         self._master_counted_at = now
+        self._master_evidence_at = None  # we hear it ourselves: no peer's word is needed
         self._leaving_at = None
         if self.state == "monitoring":
             # The common case, a heartbeat while all is well: its row changes
@@ -1372,11 +1389,17 @@ class Detector(DeclaredMachine):
 
     def _peer_hears_master(self) -> bool:
         """Several backups, no witness: an alive peer's last counted frame says it hears the master, and
-        was sent more than ``W + M`` after our own last counted heartbeat (:meth:`Peers.hearing_master`):
-        the master is alive and its heartbeats do not reach us. We do not take over while it is so
-        (spec/backups.md, "What the review found", 1): the master's failback presumes us, its probe decides."""
-        return (self._peers is not None and self._proofs is None
-                and self._peers.hearing_master(self._now, self._master_counted_at) is not None)
+        counted more than ``W + M`` after our own last counted heartbeat (:meth:`Peers.hearing_master`):
+        the master is alive and its heartbeats do not reach us; or that was so less than
+        ``Timing.master_evidence_hold`` ago (and we have counted no heartbeat since). We do not take
+        over meanwhile (spec/backups.md, "What the review found", 1): the master's failback presumes
+        us, and our own probe, when the hold ends, comes after its add, never beside its probe."""
+        peers = self._peers
+        if peers is None or self._proofs is not None:
+            return False
+        if peers.hearing_master(self._now, self._master_counted_at) is not None:
+            return True
+        return self._master_evidence_at is not None and self._now < self._master_evidence_at + self._evidence_hold
 
     def _must_announce(self) -> bool:
         """Several backups, where we would acquire: some peer is alive or in its handshake (W is not empty)."""
@@ -1538,10 +1561,15 @@ class Detector(DeclaredMachine):
         hearing = self._peers.hearing_master(self._now, self._master_counted_at)
         if holder is not None:
             why = f"peer backup {holder.priority} ({holder.source}) holds them"
-        elif higher is None:
-            assert hearing is not None
+        elif higher is None and hearing is not None:
             why = (f"peer backup {hearing.priority} ({hearing.source}) hears it (its heartbeats do not reach us): "
                    "waiting until it does not")
+        elif higher is None:
+            shown = self._master_evidence_from
+            assert shown is not None and self._master_evidence_at is not None
+            why = (f"peer backup {shown.priority} ({shown.source}) heard it {self._now - self._master_evidence_at:.1f} s "
+                   f"ago (its heartbeats do not reach us): waiting {self._evidence_hold:.1f} s from then, as long as "
+                   "the master may still be taking back its addresses")
         else:
             why = f"peer backup {higher.priority} ({higher.source}) outranks us (priority {self._peers.priority})"
             if not higher.alive(self._now, self._peers.fail_after) and higher.last_counted is not None:

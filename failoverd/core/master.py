@@ -99,6 +99,7 @@ from failoverd.core.backup_views import BackupView
 from failoverd.core.health import links_reason, unfit_besides
 from failoverd.core.machine import DeclaredMachine
 from failoverd.core.settings import MasterSettings
+from failoverd.core.timing import release_settle
 from failoverd.core.witness import HolderProofs, OutageConfirmer
 from failoverd.core.witness_member import WitnessMember
 
@@ -860,19 +861,9 @@ class Master(DeclaredMachine):
         return max(floor, min(v.last_heard + fail_after for v in heard if v.last_heard is not None))
 
     def _release_settle(self) -> float:
-        """How long after a backup's release a backup that waited on it may still be taking over.
-
-        It counts the release up to d after it; deferring to the releaser it
-        suspects at once, contested (it could not hear the releaser, only see
-        its address) at its next retry (taken as ours); it probes (for less
-        than a failure timeout less an interval: Timing requires the probe to
-        end before the failure deadline), announces to its peers (the
-        releaser answers at once, 2d, or an interval later when a frame is
-        lost) and acquires (A): at most ``fail_after + retry + 3d + A``, which
-        ``fail_after + retry + 3 × interval`` covers under the assumption
-        ``d + A ≤ 2 × interval`` (spec/backups.md) with ``2d ≤ interval``.
-        """
-        return self.backup_fail_after + self.retry_interval + 3 * self.interval
+        """How long after a backup's release a backup that waited on it may still be taking over
+        (:func:`~failoverd.core.timing.release_settle`, its retry taken as ours)."""
+        return release_settle(self.backup_fail_after, self.retry_interval, self.interval)
 
     # conditions (time guards compare exactly as next_deadline() computes
     # the deadlines, float rounding included)

@@ -10,8 +10,8 @@ counted; and what its last counted frame said (holds, unfit, preempt, master hea
 
 A peer is *alive* while a frame of it counted within the failure timeout,
 *fit* when that frame did not say unfit, *holding* when it said holds (or announces: spec/backups.md, "Who takes over"),
-*hearing the master* when it said master heard and was sent (its counting minus its proven age) more
-than ``W + allowance`` after our own last counted heartbeat (:meth:`Peers.hearing_master`).
+*hearing the master* when it said master heard and counted more than ``W + 2 × allowance`` after our
+own last counted heartbeat (:meth:`Peers.hearing_master`).
 A higher peer is *present* longer: while a frame of it counted within
 ``fail_after + rank × step`` (our own rank; spec/backups.md, "What spin
 found", fix 2): cut off from us while it announces, it may acquire up to a
@@ -58,9 +58,6 @@ class PeerEntry:
     preempt: bool = False
     master_heard: bool = False
     """Its last counted frame said it counted a heartbeat of the master within W (``FLAG_MASTER_HEARD``)."""
-    sent_after: float | None = None
-    """Its last counted frame was sent no earlier than this (our clock): its counting minus its proven age
-    (the counting itself offline, where the recording's times are the truth)."""
     rejected: Counter[str] = field(default_factory=Counter)
     """Its frames that did not count, by reason (``unacknowledged``, ``delayed``, ``replay``...)."""
     counted: int = 0
@@ -137,8 +134,8 @@ class Peers:
         self.master_heard_window = master_heard_window
         """W: a peer's "master heard" says it counted a heartbeat within that much before its frame."""
         self.master_heard_margin = master_heard_margin
-        """M: the delay of the master's heartbeat to the peer that an ordinary master death may put between
-        the peer's last "heard" and ours (the detector gives the allowance; :meth:`hearing_master`)."""
+        """M: the two delays (the master's heartbeat to the peer, the peer's frame to us) that an ordinary
+        master death may put between the peer's last "heard" and ours (the detector gives 2 × allowance)."""
         self._offline = offline
         self.entries: dict[int, PeerEntry] = {
             p: PeerEntry(p, wire.ReplayGuard(max_delay, judge_age=not offline), address, address)
@@ -189,8 +186,6 @@ class Peers:
             entry.acked = (frame.ack_epoch, frame.ack_seq)
             entry.holds, entry.unfit, entry.preempt = frame.holds, frame.unfit, frame.preempt
             entry.master_heard = frame.master_heard
-            proven_ms = entry.guard.last_age_ms
-            entry.sent_after = now if self._offline or proven_ms is None else now - max(0.0, proven_ms) / 1000
             entry.counted += 1
             if frame.leaving and not frame.holds:
                 # It stopped, holding nothing: no need to wait a failure timeout for its silence.
@@ -239,20 +234,17 @@ class Peers:
         last counted heartbeat (``our_last``): the master is alive and its heartbeats do not reach us.
 
         Newer by more than ``W + M`` (:attr:`master_heard_window`, :attr:`master_heard_margin`):
-        its frame, sent no earlier than ``s`` (:attr:`PeerEntry.sent_after`: its counting minus its
-        proven age, so a frame withheld and delivered late is as old here as it is), says the peer
-        counted a heartbeat after ``s − W``, which the master sent after about ``s − W − M`` (``M``:
-        that heartbeat's delay, within the allowance); with ``s − W − M > our_last`` the master
-        sent one after the last we counted. In an ordinary master death both backups count the
-        same last heartbeat, so this does not hold and the takeover is not delayed. A smaller
-        ``M`` only defers more often, never less, so ``M`` is a matter of speed, not of safety: a
-        delay above it at worst defers a takeover for about a round, until the peer's "heard"
-        clears (spec/backups.md, "What the review found", 1).
+        its frame, counted here at ``c``, says the peer counted a heartbeat after about ``c − W −
+        M`` (``M``: that heartbeat's delay to the peer and the peer's frame's to us, each within
+        the allowance); with ``c − W − M > our_last`` the master sent one after the last we
+        counted. In an ordinary master death both backups count the same last heartbeat, so this
+        does not hold and the takeover is not delayed, unless the two paths' delays differ by more
+        than ``M`` (spec/backups.md, "What the review found", 1).
         """
         margin = self.master_heard_window + self.master_heard_margin
         hearing = [
             e for e in self.alive(now)
-            if e.master_heard and e.sent_after is not None and e.sent_after - margin > our_last
+            if e.master_heard and e.last_counted is not None and e.last_counted - margin > our_last
         ]
         return max(hearing, key=lambda e: e.priority) if hearing else None
 

@@ -116,5 +116,39 @@ class Timing:
         return min(self.fail_after, 2 * self.interval + self.effective_allowance)
 
     @property
+    def master_evidence_hold(self) -> float:
+        """How long a backup that learnt from a peer that the master is alive (``master heard``) still
+        defers once that evidence lapses (a peer's restart or silence, a lost or late frame).
+
+        The master may be presuming us right then: no earlier than its release settle after the
+        latest release of any backup (:func:`release_settle`). That release ended at most an
+        acquire or release after the last frame that gave the evidence (the peer heard the master,
+        so it was releasing or had released: ``2 × interval`` covers it and the frame's delay under
+        ``d + A ≤ 2 × interval``, even if the release's own frame never reaches us); then the master
+        probes and adds (``2 × interval`` more for the add). Deferring that long after the
+        evidence, our probe looks only once its address is up (contested), never beside its own
+        probe (spec/backups.md, "What the review found", 1). A counted heartbeat ends it at once.
+        """
+        return (release_settle(self.fail_after, self.effective_retry_interval, self.interval)
+                + self.probe_duration + 4 * self.interval)
+
+    @property
     def effective_max_delay(self) -> float:
         return self.fail_after if self.max_delay is None else self.max_delay
+
+
+def release_settle(fail_after: float, retry_interval: float, interval: float) -> float:
+    """How long after a backup's release a master presumes a silent backup at the earliest (several backups).
+
+    A backup that waited on the releaser may still be taking over that long after:
+    it counts the release up to d after it; deferring to the releaser it suspects
+    at once, contested (it could not hear the releaser, only see its address) at
+    its next retry; it probes (for less than a failure timeout less an interval:
+    Timing requires the probe to end before the failure deadline), announces to
+    its peers (the releaser answers at once, 2d, or an interval later when a frame
+    is lost) and acquires (A): at most ``fail_after + retry + 3d + A``, which
+    ``fail_after + retry + 3 × interval`` covers under the assumption ``d + A ≤ 2
+    × interval`` (spec/backups.md) with ``2d ≤ interval``. The master's
+    ``Master._release_settle`` and the backups' :attr:`Timing.master_evidence_hold`.
+    """
+    return fail_after + retry_interval + 3 * interval

@@ -400,7 +400,6 @@ class ReplayGuard:
         "_reference",
         "_seen",
         "epoch",
-        "last_age_ms",
         "max_delay_ms",
         "newest_admitted",
         "seq",
@@ -416,9 +415,6 @@ class ReplayGuard:
         self._judge_age = judge_age
         self.newest_admitted = False
         """Whether the frame :meth:`admit` last recorded was the newest yet (not overtaken)."""
-        self.last_age_ms: float | None = None
-        """The proven bound on the age of the frame :meth:`admit` last recorded, in ms (None: no proof),
-        at least its true age: it was sent no earlier than ``now - last_age_ms`` of our clock."""
         self.epoch = 0
         self.seq = 0
         self._seen = 0  # bit i: seq - i was recorded
@@ -477,7 +473,6 @@ class ReplayGuard:
         if self._reference is not None:
             by_reference = offset - (self._reference - self._drift * now_ms)
             age = by_reference if age is None else min(age, by_reference)
-        self.last_age_ms = age
         if proven:
             assert direct is not None
             pinned = offset - direct + self._drift * now_ms
