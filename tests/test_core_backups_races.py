@@ -34,7 +34,7 @@ from _backups_sim import KEY, MASTER, VIPS, Network
 from failoverd.core import wire
 from failoverd.core.detector import Detector
 from failoverd.core.master import Master
-from failoverd.core.timing import Timing
+from failoverd.core.timing import Timing, release_settle
 
 RACES = [(0.2, 0.3), (1.0, 1.5)]
 """(interval, acquire and release time): each within d + A ≤ 2 × interval, the stated assumption."""
@@ -417,3 +417,48 @@ def test_1_without_the_hold_a_lapse_of_the_evidence_gives_two_holders(monkeypatc
     monkeypatch.setattr(Timing, "master_evidence_hold", property(lambda self: 0.0))
     two = {disturb for disturb, at in LAPSES if _lapse(disturb, at).most_holders == 2}
     assert two == {"flap", "restart", "drop", "late"}
+
+
+def _master_back_while_the_lower_acquires(back_at: float, latency: float) -> Network:
+    """The second review's schedule: the higher unfit, the master dies and the lower takes over; the master
+    returns (its heartbeats never reaching the higher) at ``back_at``, while the lower may still be acquiring,
+    so the lower's release ends an acquire and a release after its first "heard"; the link between the
+    backups is cut 0.1 s later, so the higher never sees that release."""
+    net = Network(timing=Timing(), action_latency=latency)
+    net.master_configured = VIPS
+    net.start_managing_master()
+    net.start_backup("high")
+    net.start_backup("low")
+    net.run_until(10.0)
+    net.make_unfit("high")
+    net.kill_master()
+    high = net.backups["high"].address
+    net.drop = lambda source, destination, payload: (source, destination) == (MASTER, high)
+    net.run_until(back_at)
+    net.start_managing_master()
+    net.make_unfit("high", False)
+    net.run_until(back_at + 0.1)
+    net.cut_link("high", "low")
+    net.run_until(back_at + 60)
+    return net
+
+
+ACQUIRING = [(1.5, 18.33), (1.9, 18.33), (1.9, 18.93), (1.9, 19.53)]
+"""(acquire and release time, the master's return): within the lower's acquire (it starts at 18.33)."""
+
+
+@pytest.mark.parametrize(("latency", "back_at"), ACQUIRING)
+def test_1_the_hold_covers_a_lower_still_acquiring_when_the_master_returns(latency: float, back_at: float) -> None:
+    net = _master_back_while_the_lower_acquires(back_at, latency)
+    assert net.backups["low"].acquires and net.backups["low"].acquires[0] <= back_at + 1e-6
+    assert net.most_holders == 1 and net.holders() == ["master"]
+
+
+def test_1_a_hold_of_an_acquire_less_gives_two_holders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The twin: a hold covering only a release after the last evidence (settle + probe + 4 × interval)."""
+    def shorter(self: Timing) -> float:
+        return release_settle(self.fail_after, self.effective_retry_interval, self.interval) + self.probe_duration \
+            + 4 * self.interval
+    monkeypatch.setattr(Timing, "master_evidence_hold", property(shorter))
+    assert any(_master_back_while_the_lower_acquires(back_at, latency).most_holders == 2
+               for latency, back_at in ACQUIRING)

@@ -852,11 +852,15 @@ class Detector(DeclaredMachine):
         peers = self._peers
         if peers is None or self._proofs is not None:
             return
-        showing = peers.hearing_master(now, self._master_counted_at)
-        if showing is not None and showing.last_counted is not None:
-            # From the counting of the frame that shows it: a release among those frames is what the
-            # master's presumption counts its settle from.
-            self._master_evidence_at, self._master_evidence_from = showing.last_counted, showing
+        showing = peers.hearing_masters(now, self._master_counted_at)
+        if showing:
+            # From the counting of the latest frame that shows it, of any peer that does (never
+            # earlier than before): the master's presumption counts its settle from a release that
+            # ends at most an acquire and a release after it.
+            latest = max(e.last_counted for e in showing if e.last_counted is not None)
+            if self._master_evidence_at is None or latest > self._master_evidence_at:
+                self._master_evidence_at = latest
+            self._master_evidence_from = max(showing, key=lambda e: e.priority)
         alone = (
             self.state == "deferring" and not self._stop_requested and peers.holder(now) is None
             and peers.higher_fit(now) is None and self._peer_hears_master()

@@ -241,12 +241,16 @@ class Peers:
         does not hold and the takeover is not delayed, unless the two paths' delays differ by more
         than ``M`` (spec/backups.md, "What the review found", 1).
         """
+        hearing = self.hearing_masters(now, our_last)
+        return max(hearing, key=lambda e: e.priority) if hearing else None
+
+    def hearing_masters(self, now: float, our_last: float) -> list[PeerEntry]:
+        """Every peer :meth:`hearing_master` could name."""
         margin = self.master_heard_window + self.master_heard_margin
-        hearing = [
+        return [
             e for e in self.alive(now)
             if e.master_heard and e.last_counted is not None and e.last_counted - margin > our_last
         ]
-        return max(hearing, key=lambda e: e.priority) if hearing else None
 
     def rank(self) -> int:
         """How many configured peers outrank us: static, whether or not we heard them (spec/backups.md)."""

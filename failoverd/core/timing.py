@@ -122,15 +122,16 @@ class Timing:
 
         The master may be presuming us right then: no earlier than its release settle after the
         latest release of any backup (:func:`release_settle`). That release ended at most an
-        acquire or release after the last frame that gave the evidence (the peer heard the master,
-        so it was releasing or had released: ``2 × interval`` covers it and the frame's delay under
-        ``d + A ≤ 2 × interval``, even if the release's own frame never reaches us); then the master
-        probes and adds (``2 × interval`` more for the add). Deferring that long after the
-        evidence, our probe looks only once its address is up (contested), never beside its own
-        probe (spec/backups.md, "What the review found", 1). A counted heartbeat ends it at once.
+        acquire and a release after the last frame that gave the evidence (the peer heard the
+        master, so it was releasing, or still acquiring and then releasing: ``4 × interval``
+        covers both and the frame's delay under ``d + A ≤ 2 × interval``, even if the release's
+        own frame never reaches us); then the master probes and adds (``2 × interval`` more for
+        the add). Deferring that long after the evidence, our probe looks only once its address
+        is up (contested), never beside its own probe (spec/backups.md, "What the review found",
+        1, "The hold", which says what it does not cover). A counted heartbeat ends it at once.
         """
         return (release_settle(self.fail_after, self.effective_retry_interval, self.interval)
-                + self.probe_duration + 4 * self.interval)
+                + self.probe_duration + 6 * self.interval)
 
     @property
     def effective_max_delay(self) -> float:
