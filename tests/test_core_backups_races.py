@@ -40,10 +40,9 @@ RACES = [(0.2, 0.3), (1.0, 1.5)]
 """(interval, acquire and release time): each within d + A ≤ 2 × interval, the stated assumption."""
 
 
-def _failback_race(interval: float, latency: float) -> Network:
-    """The review's failback_race.py on the simulated network: the higher, cut from the returning master
-    (but hearing the lower), defers to the lower that holds; the master returns, managing its addresses."""
-    net = Network(timing=Timing(interval=interval), action_latency=latency)
+def _the_lower_holds_and_the_higher_defers(net: Network) -> None:
+    """The failback race's start: the higher unfit when the master's host dies (so the lower takes over),
+    fit again at 30 s (it defers to the holder); at 40 s the master may return."""
     net.master_configured = VIPS
     net.start_managing_master()
     net.start_backup("high")
@@ -56,6 +55,13 @@ def _failback_race(interval: float, latency: float) -> Network:
     net.make_unfit("high", False)  # fit again: it defers to the holder
     net.run_until(40.0)
     assert net.state("high") == "deferring" and net.holders() == ["low"]
+
+
+def _failback_race(interval: float, latency: float) -> Network:
+    """The review's failback_race.py on the simulated network: the higher, cut from the returning master
+    (but hearing the lower), defers to the lower that holds; the master returns, managing its addresses."""
+    net = Network(timing=Timing(interval=interval), action_latency=latency)
+    _the_lower_holds_and_the_higher_defers(net)
     high = net.backups["high"].address
     net.drop = lambda source, destination, payload: (source, destination) == (MASTER, high)
     net.start_managing_master()
@@ -73,17 +79,7 @@ trail, leave the settle enough room here; five (at the longest acquire the assum
 def _failback_race_with_losses(interval: float, latency: float) -> Network:
     """The failback race, and the higher's frames to the lower lost on its announcement's round trip."""
     net = Network(timing=Timing(interval=interval), action_latency=latency)
-    net.master_configured = VIPS
-    net.start_managing_master()
-    net.start_backup("high")
-    net.start_backup("low")
-    net.run_until(10.0)
-    net.make_unfit("high")
-    net.kill_master()
-    net.run_until(30.0)
-    net.make_unfit("high", False)
-    net.run_until(40.0)
-    assert net.state("high") == "deferring" and net.holders() == ["low"]
+    _the_lower_holds_and_the_higher_defers(net)
     high, low = net.backups["high"].address, net.backups["low"].address
     lost: list[float] = []
 
@@ -359,16 +355,7 @@ def test_4_a_master_heard_frame_withheld_max_delay_delays_the_takeover_by_at_mos
 def _lapse(disturb: str, at: float) -> Network:
     timing = Timing(interval=1.0, fail_misses=2) if disturb == "late" else Timing()
     net = Network(timing=timing, action_latency=1.5, no_probe=("high",) if disturb == "late" else ())
-    net.master_configured = VIPS
-    net.start_managing_master()
-    net.start_backup("high")
-    net.start_backup("low")
-    net.run_until(10.0)
-    net.make_unfit("high")
-    net.kill_master()
-    net.run_until(30.0)
-    net.make_unfit("high", False)
-    net.run_until(40.0)
+    _the_lower_holds_and_the_higher_defers(net)
     high, low = net.backups["high"].address, net.backups["low"].address
     heartbeats_to_low = [0]
 
