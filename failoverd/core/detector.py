@@ -73,9 +73,10 @@ each acknowledges that peer's newest frame. At the failure deadline, an
 alive peer that holds, or a present fit peer of a higher priority (one
 counted within ``fail_after + rank × step``, not just the failure timeout:
 cut off from us while announcing, it may acquire a failure timeout after its
-last counted frame of us), or an alive peer whose last counted frame says it hears the master and is
-sent more than ``W + allowance`` after our own last counted heartbeat (the master is alive and its
-heartbeats do not reach us, ``_peer_hears_master``; alarmed after a failure timeout of it),
+last counted frame of us), or an alive peer whose last counted frame says it hears the master and
+counted more than ``W + 2 × allowance`` after our own last counted heartbeat (the master is alive and
+its heartbeats do not reach us, ``_peer_hears_master``; and for ``Timing.master_evidence_hold`` after
+that, lest our probe meet the returning master's; alarmed after a failure timeout of it),
 makes us *defer* instead of acquiring (``_deferred``): *deferring* listens to the
 master (a heartbeat ends it) and, when the condition lapses with the master
 still silent, suspects afresh, so a new probe decides. Where we would
