@@ -218,3 +218,35 @@ def test_a_backup_whose_health_check_fails_is_skipped_and_the_lower_one_takes_ov
     assert not sampler.both_ever(after=gone)
     assert pair.log_time("backup", "-> acquiring", after=killed) is None
     assert pair.status("backup")["held"] == []
+
+
+def test_a_backup_that_cannot_hear_the_master_while_its_peer_does_takes_nothing_and_says_so(
+    lab_factory, tmp_path: Path
+) -> None:
+    """The peers' "master heard" (spec/backups.md, "What the review found", 1) between the real daemons:
+    the master's heartbeats to the higher backup lost one way, the lower still hearing them and saying so
+    in its peer frames: the higher defers (its probe may first find the master's address, contested;
+    either way it takes nothing over), raises the critical alarm once, and monitors again when the
+    heartbeats reach it."""
+    pair = start(lab_factory, tmp_path, seed=34)
+    lab = pair.lab
+
+    with VipSampler(lab, pair.vip_triplet) as sampler:
+        cut = time.time()
+        lab.impair("priv", "master", "backup", loss=1.0)
+        pair.wait_until(lambda: state(pair, "backup") == "deferring", 10,
+                        "the backup, hearing no heartbeat but its peer's 'master heard', defers")
+        (lower,) = peers(pair, "backup")
+        assert lower["priority"] == 100 and lower["master_heard"] is True and lower["alive"]
+        time.sleep(STILL)
+        assert pair.holders() == ["master"]
+        assert state(pair, "backup") == "deferring" and state(pair, "backup2") == "monitoring"
+        alarm = pair.log_time("backup", "hears", after=cut)
+        assert alarm is not None, pair.log_text("backup")
+        assert pair.log_text("backup").count("CRITICAL peer backup 100 at") == 1  # once: one episode
+        lab.impair("priv", "master", "backup")
+        pair.wait_until(lambda: state(pair, "backup") == "monitoring", 10, "the backup hears the master again")
+    assert sampler.count > 100, "the sampler hardly ran"
+    assert not sampler.ever("backup", after=cut) and not sampler.ever("backup2", after=cut)
+    for host in ("backup", "backup2", "master"):
+        assert pair.stop(host) == 0, host
