@@ -359,12 +359,14 @@ def test_failoverctl_status_of_a_backup_shows_its_priority_and_each_peer() -> No
     assert "PRIORITY  ADDRESS   ALIVE  FIT  HOLDS  MASTER  LAST HEARD" in text
     (row,) = [line for line in text.splitlines() if "10.9.1.2" in line]
     assert row.split()[:6] == ["200", "10.9.1.2", "yes", "yes", "no", "heard"]  # it hears the master
+    assert "priority  100; rank 1, deadline later by 5.3 s; says master heard" in text  # and so do we
     net.kill_master()
     net.run_until(net.now + 20)
     text = format_status(low.snapshot(net.now), 0.0)
     assert "priority  100; rank 1, deadline later by 5.3 s" in text
     (row,) = [line for line in text.splitlines() if "10.9.1.2" in line]
     assert row.split()[:7] == ["200", "10.9.1.2", "yes", "yes", "HOLDS", "-", "1.0"] and row.endswith("ago")
+    assert "says master heard" not in text and "master not heard here" not in text
     # A pair's status has no such section.
     pair = Detector(DetectorSettings(VIPS, T, master=MASTER), 0.0, key=KEY, epoch=5)
     assert "priority" not in format_status(pair.snapshot(1.0), 0.0)
@@ -841,3 +843,25 @@ def test_withheld_master_heard_frames_defer_and_never_take_over() -> None:
     acquired = net.entered("high", "acquiring", after=delivered)
     assert acquired is not None and acquired >= delivered + T.master_evidence_hold - 1e-9
     assert acquired <= announced + T.effective_max_delay + T.master_evidence_hold + T.fail_after + 1
+
+
+def test_failoverctl_status_says_when_a_peers_master_heard_keeps_it_from_taking_over() -> None:
+    """The master's heartbeats to the higher lost one way: its status names the peer that hears the
+    master and how long the hold may still last; the master's death then ends it (the hold's end)."""
+    from failoverd.programs.failoverctl import format_status
+
+    net = steady()
+    high = net.backups["high"]
+    net.drop = lambda source, destination, payload: (source, destination) == (MASTER, high.address)
+    net.run_until(net.now + 10)
+    core = high.core
+    assert core is not None and net.state("high") in {"deferring", "contested"}
+    unheard = core.snapshot(net.now)["backups"]["master_unheard"]
+    assert unheard is not None and unheard["priority"] == 100 and unheard["address"] == "10.9.1.3"
+    assert 0 < unheard["hold_left"] <= T.master_evidence_hold
+    text = format_status(core.snapshot(net.now), 0.0)
+    assert "master not heard here, but peer 100 (10.9.1.3) heard it" in text
+    assert "taking nothing over while it does, and for at most" in text
+    net.kill_master()
+    net.run_until(net.now + T.master_evidence_hold + T.fail_after + 5)
+    assert net.holders() == ["high"] and core.snapshot(net.now)["backups"]["master_unheard"] is None

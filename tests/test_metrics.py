@@ -542,3 +542,33 @@ def test_the_configuration_as_understood_says_where_metrics_are_served() -> None
     assert short.metrics_listen == ListenAddress(IPv4Address("127.0.0.1"), 9694)
     wide = parse_backup(["--metrics-listen", "0.0.0.0:9694", "10.100.0.10", "en0:192.13.2.2"])
     assert any("not loopback" in line for line in wide.describe())
+
+
+@pytest.mark.trio
+async def test_a_backup_kept_from_taking_over_by_its_peers_master_heard_says_so(mock_clock: Any) -> None:
+    """failoverd_master_unheard (several backups): 1 while a peer's "master heard" keeps the backup back
+    (the master's heartbeats to it lost one way on the simulated network), 0 once it hears the master.
+    Trio's clock is moved with the simulated network's, which is what the core's times are in."""
+    from _backups_sim import MASTER as SIM_MASTER
+    from test_core_backups import steady
+
+    net = steady()
+    high = net.backups["high"]
+    core = high.core
+    assert core is not None
+
+    async def unheard() -> float | None:
+        mock_clock.jump(net.now - trio.current_time())
+        meter = metrics.Meter("backup", core)
+        with HeartbeatSocket.bind(0, LOOPBACK) as sock:
+            shell = CoreShell(core, system=MemorySystem(), transport=sock, notifier=None)
+            scraped = Scrape(meter.collector(shell, sock)().decode())
+        return scraped.value("failoverd_master_unheard")
+
+    assert await unheard() == 0
+    net.drop = lambda source, destination, payload: (source, destination) == (SIM_MASTER, high.address)
+    net.run_until(net.now + 10)
+    assert net.state("high") in {"deferring", "contested"} and await unheard() == 1
+    net.drop = lambda source, destination, payload: False
+    net.run_until(net.now + 2)
+    assert net.state("high") == "monitoring" and await unheard() == 0

@@ -1167,11 +1167,25 @@ class Detector(DeclaredMachine):
             "rank": self._peers.rank(),
             "rank_delay": round(self._rank_delay(), 3),
             "peers": self._peers.snapshot(now),
+            "master_heard": self._master_heard(now),
+            "master_unheard": self._master_unheard_snapshot(now),
             "awaiting": None if self.state != "announcing" else [
                 {"priority": entry.priority, "address": entry.address, "silent_in": round(max(0.0, silent - now), 3)}
                 for entry, silent in self._still_awaited()
             ],
         }
+
+    def _master_unheard_snapshot(self, now: float) -> dict[str, Any] | None:
+        """A peer's "master heard" keeps us from taking over (_peer_hears_master): which peer, how long ago
+        its last such frame counted, and at most how much longer the hold lasts; None when nothing does."""
+        at, peer = self._master_evidence_at, self._master_evidence_from
+        if self._peers is None or self._proofs is not None or at is None or peer is None:
+            return None
+        until = at + self._evidence_hold
+        if now >= until and self._peers.hearing_master(now, self._master_counted_at) is None:
+            return None
+        return {"priority": peer.priority, "address": peer.source, "heard_age": round(now - at, 3),
+                "hold_left": round(max(0.0, until - now), 3)}
 
     def rekey(self, key: bytes) -> None:
         super().rekey(key)

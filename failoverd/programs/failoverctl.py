@@ -183,7 +183,15 @@ def _backup_peers(status: Mapping[str, Any]) -> list[str]:
     own = [
         f"{backups.get('priority', '?')}" + (", preempts" if backups.get("preempt") else "")
         + (f"; rank {backups.get('rank')}, deadline later by {delay:g} s" if isinstance(delay, (int, float)) else "")
+        + ("; says master heard" if backups.get("master_heard") else "")
     ]
+    unheard = backups.get("master_unheard")
+    if isinstance(unheard, Mapping):
+        # A peer hears the master we cannot (spec/backups.md, "What the review found", 1, "The hold").
+        own.append(
+            f"master not heard here, but peer {unheard.get('priority', '?')} ({unheard.get('address', '?')}) heard it "
+            f"{format_age(unheard.get('heard_age') or 0)} ago: taking nothing over while it does, and for "
+            f"at most {format_age(unheard.get('hold_left') or 0)} more")
     rows = [["PRIORITY", "ADDRESS", "ALIVE", "FIT", "HOLDS", "MASTER", "LAST HEARD"]]
     for peer in backups.get("peers") or []:
         age = peer.get("last_heard_age")

@@ -386,6 +386,11 @@ class _DaemonCollector(Collector):
                                              "Announcing: peer backups whose answer we still wait for.")
                 awaiting.add_metric([], len(backups.get("awaiting") or []))
                 yield awaiting
+                unheard = GaugeMetricFamily(
+                    "failoverd_master_unheard",
+                    "1 while a peer backup's \"master heard\" keeps us from taking over (its heartbeats do not reach us).")
+                unheard.add_metric([], 1 if backups.get("master_unheard") else 0)
+                yield unheard
                 peers = GaugeMetricFamily("failoverd_peer_alive",
                                           "1 while a frame of the peer backup counted within the failure timeout.",
                                           labels=["priority"])
