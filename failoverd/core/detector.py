@@ -1179,13 +1179,10 @@ class Detector(DeclaredMachine):
         """A peer's "master heard" keeps us from taking over (_peer_hears_master): which peer, how long ago
         its last such frame counted, and at most how much longer the hold lasts; None when nothing does."""
         at, peer = self._master_evidence_at, self._master_evidence_from
-        if self._peers is None or self._proofs is not None or at is None or peer is None:
-            return None
-        until = at + self._evidence_hold
-        if now >= until and self._peers.hearing_master(now, self._master_counted_at) is None:
+        if at is None or peer is None or not self._kept_back_by_peer(now):
             return None
         return {"priority": peer.priority, "address": peer.source, "heard_age": round(now - at, 3),
-                "hold_left": round(max(0.0, until - now), 3)}
+                "hold_left": round(max(0.0, at + self._evidence_hold - now), 3)}
 
     def rekey(self, key: bytes) -> None:
         super().rekey(key)
@@ -1413,12 +1410,16 @@ class Detector(DeclaredMachine):
         ``Timing.master_evidence_hold`` ago (and we have counted no heartbeat since). We do not take
         over meanwhile (spec/backups.md, "What the review found", 1): the master's failback presumes
         us, and our own probe, when the hold ends, comes after its add, never beside its probe."""
+        return self._kept_back_by_peer(self._now)
+
+    def _kept_back_by_peer(self, now: float) -> bool:
+        """:meth:`_peer_hears_master` at ``now`` (the status asks it at its own time)."""
         peers = self._peers
         if peers is None or self._proofs is not None:
             return False
-        if peers.hearing_master(self._now, self._master_counted_at) is not None:
+        if peers.hearing_master(now, self._master_counted_at) is not None:
             return True
-        return self._master_evidence_at is not None and self._now < self._master_evidence_at + self._evidence_hold
+        return self._master_evidence_at is not None and now < self._master_evidence_at + self._evidence_hold
 
     def _must_announce(self) -> bool:
         """Several backups, where we would acquire: some peer is alive or in its handshake (W is not empty)."""

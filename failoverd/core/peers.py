@@ -120,8 +120,8 @@ class Peers:
         fail_after: float,
         rank_step: float,
         max_delay: float,
-        master_heard_window: float = 0.0,
-        master_heard_margin: float = 0.0,
+        master_heard_window: float,
+        master_heard_margin: float,
         offline: bool = False,
     ) -> None:
         self.addresses = tuple(configured)
